@@ -1,0 +1,3 @@
+//! `concentratord`: the concentrator daemon.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! `concentrator crypto`: auth-vector and cipher tools over the security crate.
