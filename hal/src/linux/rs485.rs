@@ -44,7 +44,8 @@ pub(super) fn enable(port: &impl AsRawFd, turnaround: Duration) -> io::Result<bo
     if rc != 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
-            Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(ENOIOCTLCMD) => Ok(false),
+            // ENOSYS: qemu-user does not emulate these ioctls.
+            Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(ENOIOCTLCMD) => Ok(false),
             _ => Err(err),
         };
     }
@@ -57,7 +58,7 @@ pub(super) fn enable(port: &impl AsRawFd, turnaround: Duration) -> io::Result<bo
     if rc != 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
-            Some(libc::ENOTTY) | Some(libc::EINVAL) => Ok(false),
+            Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ENOSYS) => Ok(false),
             _ => Err(err),
         };
     }

@@ -1,11 +1,14 @@
-//! Serial ports through the `serialport` crate, as RS485 buses and as full-duplex streams.
+//! Serial ports through termios, as RS485 buses and as full-duplex streams.
+//!
+//! The port is configured with the classic termios calls and the standard `Bxxxx` rates (every rate a
+//! config may name is one), not termios2: qemu-user does not emulate `TCSETS2`, and the cross-compiled
+//! tests run under it.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
-
-use serialport::{ClearBuffer, SerialPort, TTYPort};
 
 use super::gpio::{GpioLineSpec, GpioOutput};
 use super::rs485::{self, KernelRs485};
@@ -17,96 +20,133 @@ use crate::{DirectionControl, ErrorKind, HalError, LineSettings, Parity, SerialS
 /// A serial port on Linux.
 #[derive(Debug)]
 pub struct TtyPort {
-    port: TTYPort,
+    file: File,
 }
 
-fn to_serialport(settings: LineSettings) -> (serialport::DataBits, serialport::Parity, serialport::StopBits) {
-    let data = match settings.data_bits {
-        5 => serialport::DataBits::Five,
-        6 => serialport::DataBits::Six,
-        7 => serialport::DataBits::Seven,
-        _ => serialport::DataBits::Eight,
-    };
-    let parity = match settings.parity {
-        Parity::None => serialport::Parity::None,
-        Parity::Even => serialport::Parity::Even,
-        Parity::Odd => serialport::Parity::Odd,
-    };
-    let stop = if settings.stop_bits == 2 { serialport::StopBits::Two } else { serialport::StopBits::One };
-    (data, parity, stop)
+fn speed(baud: u32) -> io::Result<libc::speed_t> {
+    Ok(match baud {
+        300 => libc::B300,
+        600 => libc::B600,
+        1200 => libc::B1200,
+        2400 => libc::B2400,
+        4800 => libc::B4800,
+        9600 => libc::B9600,
+        19200 => libc::B19200,
+        38400 => libc::B38400,
+        57600 => libc::B57600,
+        115200 => libc::B115200,
+        230400 => libc::B230400,
+        460800 => libc::B460800,
+        921600 => libc::B921600,
+        other => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{other} baud is not a standard rate"))),
+    })
 }
 
-fn sp_err(e: serialport::Error) -> io::Error {
-    match e.kind {
-        serialport::ErrorKind::Io(kind) => io::Error::new(kind, e.description),
-        serialport::ErrorKind::NoDevice => io::Error::new(io::ErrorKind::NotFound, e.description),
-        serialport::ErrorKind::InvalidInput => io::Error::new(io::ErrorKind::InvalidInput, e.description),
-        serialport::ErrorKind::Unknown => io::Error::other(e.description),
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
 impl TtyPort {
-    /// Opens the device at `path` with `settings`, exclusively.
+    /// Opens the device at `path` with `settings`, exclusively (no other process may open it after us).
     pub fn open(path: &str, settings: LineSettings) -> Result<Self, HalError> {
-        let (data, parity, stop) = to_serialport(settings);
-        let port = serialport::new(path, settings.baud)
-            .data_bits(data)
-            .parity(parity)
-            .stop_bits(stop)
-            .flow_control(serialport::FlowControl::None)
-            .timeout(Duration::from_millis(100))
-            .open_native()
-            .map_err(|e| HalError::io(path, "opening the serial port", sp_err(e)))?;
-        Ok(TtyPort { port })
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| HalError::io(path, "opening the serial port", e))?;
+        // SAFETY: ioctl and fcntl on a descriptor we own.
+        unsafe {
+            if libc::ioctl(file.as_raw_fd(), libc::TIOCEXCL as _) != 0 {
+                return Err(HalError::io(path, "locking the serial port", io::Error::last_os_error()));
+            }
+            // Back to blocking mode; every read waits in poll() with a timeout first.
+            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            if flags < 0 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) != 0 {
+                return Err(HalError::io(path, "configuring the serial port", io::Error::last_os_error()));
+            }
+        }
+        let mut port = TtyPort { file };
+        port.apply_settings(settings).map_err(|e| HalError::io(path, "setting the line", e))?;
+        Ok(port)
     }
 
     /// Uses the master side of a pseudo-terminal as a port, so that a program holding the slave side
-    /// (an external meter simulator, a protocol tool) is on the other end of the bus.
-    pub fn attach_pty(pty: &PtyPair, settings: LineSettings) -> Result<Self, HalError> {
-        let fd: RawFd = pty.master()?.into_raw_fd();
-        // SAFETY: `fd` is a freshly duplicated descriptor that the TTYPort now owns and closes.
-        let port = unsafe { <TTYPort as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let mut port = TtyPort { port };
-        // Line settings on a pseudo-terminal are recorded but have no effect; ignore refusals.
-        let _ = port.apply_settings(settings);
-        Ok(port)
+    /// (an external meter simulator, a protocol tool) is on the other end of the bus. Keep `pty` alive
+    /// as long as the port.
+    pub fn attach_pty(pty: &PtyPair, _settings: LineSettings) -> Result<Self, HalError> {
+        // Line settings on a pseudo-terminal have no effect; the pair is already raw.
+        Ok(TtyPort { file: pty.master()? })
     }
 }
 
 impl AsRawFd for TtyPort {
     fn as_raw_fd(&self) -> RawFd {
-        self.port.as_raw_fd()
+        self.file.as_raw_fd()
     }
 }
 
 impl RawPort for TtyPort {
     fn apply_settings(&mut self, settings: LineSettings) -> io::Result<()> {
-        let (data, parity, stop) = to_serialport(settings);
-        self.port.set_baud_rate(settings.baud).map_err(sp_err)?;
-        self.port.set_data_bits(data).map_err(sp_err)?;
-        self.port.set_parity(parity).map_err(sp_err)?;
-        self.port.set_stop_bits(stop).map_err(sp_err)
+        let fd = self.file.as_raw_fd();
+        let rate = speed(settings.baud)?;
+        // SAFETY: termios calls on a descriptor we own, with a struct filled by tcgetattr.
+        unsafe {
+            let mut tio: libc::termios = std::mem::zeroed();
+            check(libc::tcgetattr(fd, &mut tio))?;
+            libc::cfmakeraw(&mut tio);
+            tio.c_cflag &= !(libc::CSIZE | libc::PARENB | libc::PARODD | libc::CSTOPB | libc::CRTSCTS);
+            tio.c_cflag |= libc::CLOCAL | libc::CREAD;
+            tio.c_cflag |= match settings.data_bits {
+                5 => libc::CS5,
+                6 => libc::CS6,
+                7 => libc::CS7,
+                _ => libc::CS8,
+            };
+            match settings.parity {
+                Parity::None => {}
+                Parity::Even => tio.c_cflag |= libc::PARENB,
+                Parity::Odd => tio.c_cflag |= libc::PARENB | libc::PARODD,
+            }
+            if settings.stop_bits == 2 {
+                tio.c_cflag |= libc::CSTOPB;
+            }
+            tio.c_iflag &= !(libc::IXON | libc::IXOFF | libc::IXANY);
+            tio.c_cc[libc::VMIN] = 1;
+            tio.c_cc[libc::VTIME] = 0;
+            check(libc::cfsetispeed(&mut tio, rate))?;
+            check(libc::cfsetospeed(&mut tio, rate))?;
+            check(libc::tcsetattr(fd, libc::TCSANOW, &tio))
+        }
     }
 
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        Write::write_all(&mut self.port, data)
+        self.file.write_all(data)
     }
 
     fn drain(&mut self) -> io::Result<()> {
-        Write::flush(&mut self.port)
+        // SAFETY: tcdrain on a descriptor we own.
+        check(unsafe { libc::tcdrain(self.file.as_raw_fd()) })
     }
 
     fn discard_input(&mut self) -> io::Result<()> {
-        self.port.clear(ClearBuffer::Input).map_err(sp_err)
+        // SAFETY: tcflush on a descriptor we own.
+        check(unsafe { libc::tcflush(self.file.as_raw_fd(), libc::TCIFLUSH) })
     }
 
     fn read_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        if !crate::pty::wait_readable(&self.port, timeout)? {
+        if !crate::pty::wait_readable(&self.file, timeout)? {
             return Ok(0);
         }
-        match self.port.read(buf) {
+        match self.file.read(buf) {
+            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the port closed")),
             Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(e) => Err(e),
         }
     }
