@@ -1,7 +1,20 @@
 //! The concentrator appliance: the daemon `concentratord` and the installer's tool `concentrator`.
 //!
-//! The library holds everything both binaries share (configuration, logging, the subcommands), so that
-//! integration tests can drive the same code the binaries run.
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+//! The library holds everything both binaries share (configuration, logging, the daemon's life cycle,
+//! the subcommands), so that integration tests drive the same code the binaries run.
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+pub mod buses;
 pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod drivers;
+pub mod health;
+pub mod logging;
+pub mod notify;
+pub mod scheduler;
+pub mod sim_meters;
+pub mod status;

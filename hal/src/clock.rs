@@ -22,7 +22,9 @@ pub struct SystemClock {
 impl SystemClock {
     /// A clock whose monotonic time starts now.
     pub fn new() -> Self {
-        SystemClock { start: Instant::now() }
+        SystemClock {
+            start: Instant::now(),
+        }
     }
 }
 

@@ -56,7 +56,12 @@ pub struct HalError {
 impl HalError {
     /// A new error on `device` (a bus name or a path) with a message that says what failed and how to fix it.
     pub fn new(kind: ErrorKind, device: impl Into<String>, message: impl Into<String>) -> Self {
-        HalError { kind, device: device.into(), message: message.into(), source: None }
+        HalError {
+            kind,
+            device: device.into(),
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An error from an OS call; the kind is derived from the errno, and a remedy is added for the
@@ -69,12 +74,21 @@ impl HalError {
             _ => ErrorKind::from_io(err.kind()),
         };
         let hint = match kind {
-            ErrorKind::PermissionDenied => " (add the daemon's user to the dialout and gpio groups)",
-            ErrorKind::NotFound => " (check the device path in the config; `ls /dev/serial/by-id` lists adapters)",
+            ErrorKind::PermissionDenied => {
+                " (add the daemon's user to the dialout and gpio groups)"
+            }
+            ErrorKind::NotFound => {
+                " (check the device path in the config; `ls /dev/serial/by-id` lists adapters)"
+            }
             ErrorKind::Busy => " (another process holds it; `fuser -v DEVICE` names it)",
             _ => "",
         };
-        HalError { kind, device: device.into(), message: format!("{doing}: {err}{hint}"), source: Some(err) }
+        HalError {
+            kind,
+            device: device.into(),
+            message: format!("{doing}: {err}{hint}"),
+            source: Some(err),
+        }
     }
 
     /// What kind of failure this is.

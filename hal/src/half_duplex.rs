@@ -57,7 +57,15 @@ impl<P: RawPort> HalfDuplexBus<P> {
         direction_line: Option<Box<dyn OutputLine>>,
         echo: bool,
     ) -> Self {
-        HalfDuplexBus { name: name.into(), port, settings, direction, direction_line, echo, last_activity: None }
+        HalfDuplexBus {
+            name: name.into(),
+            port,
+            settings,
+            direction,
+            direction_line,
+            echo,
+            last_activity: None,
+        }
     }
 
     fn err(&self, doing: &str, e: io::Error) -> HalError {
@@ -72,21 +80,35 @@ impl<P: RawPort> HalfDuplexBus<P> {
                 std::thread::sleep(timing.min_idle_before - idle);
             }
         }
-        self.port.discard_input().map_err(|e| self.err("discarding stale input", e))?;
+        self.port
+            .discard_input()
+            .map_err(|e| self.err("discarding stale input", e))?;
         let mut wire = Vec::with_capacity(frame.len() + 4);
         if let Some(p) = timing.preamble {
             wire.extend(std::iter::repeat_n(p.byte, usize::from(p.count)));
         }
         wire.extend_from_slice(frame);
         if let Some(line) = self.direction_line.as_mut() {
-            line.set_high().map_err(|e| HalError::new(e.kind(), self.name.clone(), format!("raising the direction line: {e}")))?;
+            line.set_high().map_err(|e| {
+                HalError::new(
+                    e.kind(),
+                    self.name.clone(),
+                    format!("raising the direction line: {e}"),
+                )
+            })?;
         }
         let sent = self.port.write_all(&wire).and_then(|()| self.port.drain());
         if let Some(line) = self.direction_line.as_mut() {
             if !timing.turnaround.is_zero() {
                 std::thread::sleep(timing.turnaround);
             }
-            line.set_low().map_err(|e| HalError::new(e.kind(), self.name.clone(), format!("lowering the direction line: {e}")))?;
+            line.set_low().map_err(|e| {
+                HalError::new(
+                    e.kind(),
+                    self.name.clone(),
+                    format!("lowering the direction line: {e}"),
+                )
+            })?;
         }
         sent.map_err(|e| self.err("sending a frame", e))?;
         if self.echo {
@@ -102,7 +124,10 @@ impl<P: RawPort> HalfDuplexBus<P> {
             let want = len.min(buf.len());
             let n = self
                 .port
-                .read_timeout(&mut buf[..want], self.settings.wire_time(4) + Duration::from_millis(20))
+                .read_timeout(
+                    &mut buf[..want],
+                    self.settings.wire_time(4) + Duration::from_millis(20),
+                )
                 .map_err(|e| self.err("reading back the echo of our frame", e))?;
             if n == 0 {
                 break;
@@ -123,10 +148,16 @@ impl<P: RawPort> Rs485Bus for HalfDuplexBus<P> {
     }
 
     fn set_settings(&mut self, settings: LineSettings) -> Result<(), HalError> {
-        settings
-            .validate()
-            .map_err(|e| HalError::new(crate::ErrorKind::InvalidSettings, self.name.clone(), e.to_string()))?;
-        self.port.apply_settings(settings).map_err(|e| self.err("changing line settings", e))?;
+        settings.validate().map_err(|e| {
+            HalError::new(
+                crate::ErrorKind::InvalidSettings,
+                self.name.clone(),
+                e.to_string(),
+            )
+        })?;
+        self.port
+            .apply_settings(settings)
+            .map_err(|e| self.err("changing line settings", e))?;
         self.settings = settings;
         Ok(())
     }
@@ -154,24 +185,41 @@ impl<P: RawPort> Rs485Bus for HalfDuplexBus<P> {
         self.put_on_wire(request, timing)?;
         let sent_at = Instant::now();
         let mut buf = [0u8; 256];
-        let first_wait = timing.first_byte_timeout + if self.direction_line.is_some() { Duration::ZERO } else { timing.turnaround };
-        let n = self.port.read_timeout(&mut buf, first_wait).map_err(|e| self.err("waiting for a reply", e))?;
+        let first_wait = timing.first_byte_timeout
+            + if self.direction_line.is_some() {
+                Duration::ZERO
+            } else {
+                timing.turnaround
+            };
+        let n = self
+            .port
+            .read_timeout(&mut buf, first_wait)
+            .map_err(|e| self.err("waiting for a reply", e))?;
         if n == 0 {
-            return Ok(ReplyInfo { end: ReplyEnd::NoReply, latency: None });
+            return Ok(ReplyInfo {
+                end: ReplyEnd::NoReply,
+                latency: None,
+            });
         }
         let latency = Some(sent_at.elapsed());
         reply.extend_from_slice(&buf[..n]);
         loop {
             self.last_activity = Some(Instant::now());
             if is_complete(reply) {
-                return Ok(ReplyInfo { end: ReplyEnd::Complete, latency });
+                return Ok(ReplyInfo {
+                    end: ReplyEnd::Complete,
+                    latency,
+                });
             }
             let n = self
                 .port
                 .read_timeout(&mut buf, timing.inter_byte_timeout)
                 .map_err(|e| self.err("reading a reply", e))?;
             if n == 0 {
-                return Ok(ReplyInfo { end: ReplyEnd::Silence, latency });
+                return Ok(ReplyInfo {
+                    end: ReplyEnd::Silence,
+                    latency,
+                });
             }
             reply.extend_from_slice(&buf[..n]);
         }

@@ -33,14 +33,17 @@
 //! assert_eq!(info.end, ReplyEnd::Complete);
 //! assert_eq!(reply, b"pong");
 //! ```
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod bus;
-#[cfg(feature = "linux")]
-mod half_duplex;
 mod clock;
 mod error;
 pub mod gpio;
+#[cfg(feature = "linux")]
+mod half_duplex;
 mod line;
 mod stream;
 

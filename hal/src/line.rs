@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// The baud rates a config may name; every UART and USB adapter we support does these.
-pub const STANDARD_BAUD_RATES: &[u32] =
-    &[300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600];
+pub const STANDARD_BAUD_RATES: &[u32] = &[
+    300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600,
+];
 
 /// Parity bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,20 +52,40 @@ pub struct LineSettings {
 
 impl LineSettings {
     /// Checked settings.
-    pub fn new(baud: u32, data_bits: u8, parity: Parity, stop_bits: u8) -> Result<Self, LineSettingsError> {
-        let settings = LineSettings { baud, data_bits, parity, stop_bits };
+    pub fn new(
+        baud: u32,
+        data_bits: u8,
+        parity: Parity,
+        stop_bits: u8,
+    ) -> Result<Self, LineSettingsError> {
+        let settings = LineSettings {
+            baud,
+            data_bits,
+            parity,
+            stop_bits,
+        };
         settings.validate()?;
         Ok(settings)
     }
 
     /// 2400 baud 8E1, the DL/T 645-2007 default.
     pub const fn dlt645_default() -> Self {
-        LineSettings { baud: 2400, data_bits: 8, parity: Parity::Even, stop_bits: 1 }
+        LineSettings {
+            baud: 2400,
+            data_bits: 8,
+            parity: Parity::Even,
+            stop_bits: 1,
+        }
     }
 
     /// 9600 baud 8N1, the usual Modbus RTU meter default.
     pub const fn modbus_default() -> Self {
-        LineSettings { baud: 9600, data_bits: 8, parity: Parity::None, stop_bits: 1 }
+        LineSettings {
+            baud: 9600,
+            data_bits: 8,
+            parity: Parity::None,
+            stop_bits: 1,
+        }
     }
 
     /// Checks that a port can be set to these settings.
@@ -83,7 +104,9 @@ impl LineSettings {
 
     /// Bits on the wire per character: start bit, data bits, parity bit if any, stop bits (11 at 8E1).
     pub fn bits_per_char(&self) -> u32 {
-        1 + u32::from(self.data_bits) + u32::from(self.parity != Parity::None) + u32::from(self.stop_bits)
+        1 + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits)
     }
 
     /// The time `bytes` characters take on the wire, rounded down to the nanosecond.
@@ -125,7 +148,9 @@ impl LineSettings {
     pub fn with_format(baud: u32, format: &str) -> Result<Self, LineSettingsError> {
         let bad = || LineSettingsError::Format(format.to_string());
         let mut chars = format.chars();
-        let (Some(d), Some(p), Some(s), None) = (chars.next(), chars.next(), chars.next(), chars.next()) else {
+        let (Some(d), Some(p), Some(s), None) =
+            (chars.next(), chars.next(), chars.next(), chars.next())
+        else {
             return Err(bad());
         };
         let data_bits = d.to_digit(10).ok_or_else(bad)? as u8;
@@ -151,11 +176,13 @@ impl FromStr for LineSettings {
 
     /// Parses `2400 8E1` or `2400,8E1`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut parts = s.split(|c: char| c == ' ' || c == ',').filter(|p| !p.is_empty());
+        let mut parts = s.split([' ', ',']).filter(|p| !p.is_empty());
         let (Some(baud), Some(format), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(LineSettingsError::Format(s.to_string()));
         };
-        let baud = baud.parse().map_err(|_| LineSettingsError::Format(s.to_string()))?;
+        let baud = baud
+            .parse()
+            .map_err(|_| LineSettingsError::Format(s.to_string()))?;
         LineSettings::with_format(baud, format)
     }
 }
@@ -186,11 +213,26 @@ mod tests {
 
     #[test]
     fn parse_and_reject() {
-        assert_eq!("2400 8E1".parse::<LineSettings>().unwrap(), LineSettings::dlt645_default());
-        assert_eq!(LineSettings::with_format(9600, "8n1").unwrap(), LineSettings::modbus_default());
-        assert_eq!(LineSettings::new(2401, 8, Parity::Even, 1), Err(LineSettingsError::Baud(2401)));
-        assert!(matches!(LineSettings::with_format(9600, "8X1"), Err(LineSettingsError::Format(_))));
-        assert_eq!(LineSettings::with_format(9600, "8N3"), Err(LineSettingsError::StopBits(3)));
+        assert_eq!(
+            "2400 8E1".parse::<LineSettings>().unwrap(),
+            LineSettings::dlt645_default()
+        );
+        assert_eq!(
+            LineSettings::with_format(9600, "8n1").unwrap(),
+            LineSettings::modbus_default()
+        );
+        assert_eq!(
+            LineSettings::new(2401, 8, Parity::Even, 1),
+            Err(LineSettingsError::Baud(2401))
+        );
+        assert!(matches!(
+            LineSettings::with_format(9600, "8X1"),
+            Err(LineSettingsError::Format(_))
+        ));
+        assert_eq!(
+            LineSettings::with_format(9600, "8N3"),
+            Err(LineSettingsError::StopBits(3))
+        );
         assert_eq!(LineSettings::dlt645_default().to_string(), "2400 baud 8E1");
     }
 }

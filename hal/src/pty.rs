@@ -39,13 +39,16 @@ impl PtyPair {
             if libc::ptsname_r(fd, name.as_mut_ptr(), name.len()) != 0 {
                 return Err(err("naming the pseudo-terminal"));
             }
-            let slave_path = PathBuf::from(CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned());
+            let slave_path =
+                PathBuf::from(CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned());
             let slave = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .custom_flags_noctty()
                 .open(&slave_path)
-                .map_err(|e| HalError::io(slave_path.display().to_string(), "opening the pty slave", e))?;
+                .map_err(|e| {
+                    HalError::io(slave_path.display().to_string(), "opening the pty slave", e)
+                })?;
             let mut tio: libc::termios = std::mem::zeroed();
             if libc::tcgetattr(slave.as_raw_fd(), &mut tio) != 0 {
                 return Err(err("reading the pty's terminal settings"));
@@ -54,7 +57,11 @@ impl PtyPair {
             if libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &tio) != 0 {
                 return Err(err("setting the pty to raw mode"));
             }
-            Ok(PtyPair { master, _slave_keeper: slave, slave_path })
+            Ok(PtyPair {
+                master,
+                _slave_keeper: slave,
+                slave_path,
+            })
         }
     }
 
@@ -65,7 +72,10 @@ impl PtyPair {
 
     /// A new handle on the master side.
     pub fn master(&self) -> Result<File, HalError> {
-        let fd = self.master.try_clone().map_err(|e| HalError::io("pty", "duplicating the pty master", e))?;
+        let fd = self
+            .master
+            .try_clone()
+            .map_err(|e| HalError::io("pty", "duplicating the pty master", e))?;
         Ok(File::from(fd))
     }
 }
@@ -83,7 +93,11 @@ impl NoCtty for std::fs::OpenOptions {
 
 /// Waits until `fd` is readable or `timeout` passes; true when readable.
 pub(crate) fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> Result<bool, io::Error> {
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     loop {
         // SAFETY: one valid pollfd for the duration of the call.
@@ -96,7 +110,10 @@ pub(crate) fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> Result<bool
             return Err(err);
         }
         if rc > 0 && pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "descriptor error"));
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "descriptor error",
+            ));
         }
         return Ok(rc > 0);
     }

@@ -57,8 +57,13 @@ impl RpiBoard {
     pub fn output(&self, bcm: u8, role: &str) -> Result<RpiOutput, HalError> {
         let device = format!("rpi gpio{bcm} ({role})");
         let gpio = Gpio::new().map_err(|e| rppal_err(&device, "opening the GPIO controller", e))?;
-        let pin = gpio.get(bcm).map_err(|e| rppal_err(&device, "claiming the pin", e))?;
-        Ok(RpiOutput { device, pin: pin.into_output_low() })
+        let pin = gpio
+            .get(bcm)
+            .map_err(|e| rppal_err(&device, "claiming the pin", e))?;
+        Ok(RpiOutput {
+            device,
+            pin: pin.into_output_low(),
+        })
     }
 
     /// The on-board UART at `path` (usually `/dev/serial0`) as an RS485 bus, with the transceiver's
@@ -72,8 +77,17 @@ impl RpiBoard {
     ) -> Result<HalfDuplexBus<RpiUart>, HalError> {
         let uart = RpiUart::open(path, settings)?;
         let line = self.output(direction_bcm, &format!("{name} direction"))?;
-        let direction = DirectionControl::Gpio { line: format!("bcm{direction_bcm}") };
-        Ok(HalfDuplexBus::new(name, uart, settings, direction, Some(Box::new(line)), false))
+        let direction = DirectionControl::Gpio {
+            line: format!("bcm{direction_bcm}"),
+        };
+        Ok(HalfDuplexBus::new(
+            name,
+            uart,
+            settings,
+            direction,
+            Some(Box::new(line)),
+            false,
+        ))
     }
 }
 
@@ -143,8 +157,14 @@ fn to_io(e: rppal::uart::Error) -> io::Error {
 impl RpiUart {
     /// Opens the UART at `path`.
     pub fn open(path: &str, settings: LineSettings) -> Result<Self, HalError> {
-        let uart = Uart::with_path(path, settings.baud, rppal_parity(settings.parity), settings.data_bits, settings.stop_bits)
-            .map_err(|e| HalError::io(path, "opening the UART", to_io(e)))?;
+        let uart = Uart::with_path(
+            path,
+            settings.baud,
+            rppal_parity(settings.parity),
+            settings.data_bits,
+            settings.stop_bits,
+        )
+        .map_err(|e| HalError::io(path, "opening the UART", to_io(e)))?;
         Ok(RpiUart { uart })
     }
 }
@@ -152,7 +172,9 @@ impl RpiUart {
 impl RawPort for RpiUart {
     fn apply_settings(&mut self, settings: LineSettings) -> io::Result<()> {
         self.uart.set_baud_rate(settings.baud).map_err(to_io)?;
-        self.uart.set_parity(rppal_parity(settings.parity)).map_err(to_io)?;
+        self.uart
+            .set_parity(rppal_parity(settings.parity))
+            .map_err(to_io)?;
         self.uart.set_data_bits(settings.data_bits).map_err(to_io)?;
         self.uart.set_stop_bits(settings.stop_bits).map_err(to_io)
     }

@@ -7,7 +7,9 @@ use concentrator_hal::linux::SerialBusConfig;
 use concentrator_hal::linux::{KernelRs485, SerialStreamPort};
 use concentrator_hal::pty::PtyPair;
 use concentrator_hal::sim::{PtyServer, ScriptedDevice, SimBus, SimClock};
-use concentrator_hal::{DirectionControl, LineSettings, ReplyEnd, Rs485Bus, Rs485Timing, SerialStream};
+use concentrator_hal::{
+    DirectionControl, LineSettings, ReplyEnd, Rs485Bus, Rs485Timing, SerialStream,
+};
 
 fn timing() -> Rs485Timing {
     Rs485Timing {
@@ -51,25 +53,43 @@ fn bytes_cross_a_pty_both_ways() {
     });
 
     let mut reply = Vec::new();
-    let info = bus.transact(b"\xFE\xFEhello", &timing(), &mut reply, &mut |r| r.len() == 5).unwrap();
+    let info = bus
+        .transact(b"\xFE\xFEhello", &timing(), &mut reply, &mut |r| {
+            r.len() == 5
+        })
+        .unwrap();
     assert_eq!(peer.join().unwrap(), b"\xFE\xFEhello");
     assert_eq!(info.end, ReplyEnd::Complete);
     assert_eq!(reply, b"\x01\x02\x03\x04\x05");
-    assert!(info.latency.unwrap() >= Duration::from_millis(25), "{:?}", info.latency);
+    assert!(
+        info.latency.unwrap() >= Duration::from_millis(25),
+        "{:?}",
+        info.latency
+    );
 }
 
 /// A partial reply ends by silence after the inter-byte timeout; no reply at all is `NoReply`.
 #[test]
 fn silence_and_no_reply_on_a_pty() {
     let pty = PtyPair::open().unwrap();
-    let mut bus = SerialBusConfig::attach_pty("bus-master", &pty, LineSettings::modbus_default()).unwrap();
+    let mut bus =
+        SerialBusConfig::attach_pty("bus-master", &pty, LineSettings::modbus_default()).unwrap();
     let mut reply = Vec::new();
-    let quick = Rs485Timing { first_byte_timeout: Duration::from_millis(50), ..timing() };
-    let info = bus.transact(b"ping", &quick, &mut reply, &mut |_| false).unwrap();
+    let quick = Rs485Timing {
+        first_byte_timeout: Duration::from_millis(50),
+        ..timing()
+    };
+    let info = bus
+        .transact(b"ping", &quick, &mut reply, &mut |_| false)
+        .unwrap();
     assert_eq!(info.end, ReplyEnd::NoReply);
 
     // The slave side (an external program's end) answers with half a frame.
-    let mut slave = std::fs::OpenOptions::new().read(true).write(true).open(pty.slave_path()).unwrap();
+    let mut slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(pty.slave_path())
+        .unwrap();
     let peer = std::thread::spawn(move || {
         let mut got = Vec::new();
         let mut buf = [0u8; 16];
@@ -80,10 +100,15 @@ fn silence_and_no_reply_on_a_pty() {
         slave.write_all(b"pon").unwrap();
         got
     });
-    let info = bus.transact(b"ping", &timing(), &mut reply, &mut |r| r == b"pong").unwrap();
+    let info = bus
+        .transact(b"ping", &timing(), &mut reply, &mut |r| r == b"pong")
+        .unwrap();
     // The first, unanswered ping is still in the slave's input queue: two pings arrive.
     assert_eq!(peer.join().unwrap(), b"pingping");
-    assert_eq!((info.end, reply.as_slice()), (ReplyEnd::Silence, &b"pon"[..]));
+    assert_eq!(
+        (info.end, reply.as_slice()),
+        (ReplyEnd::Silence, &b"pon"[..])
+    );
 }
 
 /// A simulated bus served on a pty answers a real serial client: the backend on one end, sim devices on
@@ -108,7 +133,9 @@ fn sim_devices_answer_on_a_pty() {
     let mut bus = config.open().unwrap();
     let mut reply = Vec::new();
     for (request, expected) in [(&b"read 2"[..], &b"value 2"[..]), (b"read 1", b"value 1")] {
-        let info = bus.transact(request, &timing(), &mut reply, &mut |r| r.len() == 7).unwrap();
+        let info = bus
+            .transact(request, &timing(), &mut reply, &mut |r| r.len() == 7)
+            .unwrap();
         assert_eq!(info.end, ReplyEnd::Complete);
         assert_eq!(reply, expected);
     }
@@ -137,7 +164,11 @@ fn required_kernel_rs485_on_a_pty_is_refused() {
 fn stream_on_a_pty() {
     let pty = PtyPair::open().unwrap();
     let mut stream = SerialStreamPort::attach_pty("modem", &pty).unwrap();
-    let mut emulator = std::fs::OpenOptions::new().read(true).write(true).open(pty.slave_path()).unwrap();
+    let mut emulator = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(pty.slave_path())
+        .unwrap();
     stream.write_all(b"AT\r").unwrap();
     let mut buf = [0u8; 16];
     let n = emulator.read(&mut buf).unwrap();

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use concentrator_appliance::cli;
 
 #[derive(Debug, Parser)]
-#[command(name = "concentrator", version, about = "Commission, inspect and operate a meter concentrator")]
+#[command(
+    name = "concentrator",
+    version,
+    about = "Commission, inspect and operate a meter concentrator"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -20,6 +24,36 @@ enum Command {
         #[command(subcommand)]
         command: cli::crypto::CryptoCommand,
     },
+    /// Decode a captured frame (hex) and print it as JSON, or say exactly what is wrong with it.
+    Decode {
+        #[command(subcommand)]
+        command: cli::decode::DecodeCommand,
+    },
+    /// Driver plugins: list the loaded ones, verify a file's signature, sign a file with a vendor key.
+    Plugins {
+        #[command(subcommand)]
+        command: cli::plugins::PluginsCommand,
+    },
+    /// What the running daemon sees: buses, meters, last readings, statistics and what is wrong.
+    Status {
+        #[command(flatten)]
+        args: cli::status::StatusArgs,
+    },
+    /// Prepayment accounts: balance, state, last top-up and debt per dwelling.
+    Accounts {
+        #[command(flatten)]
+        args: cli::accounts::AccountsArgs,
+    },
+    /// Apply a credit token locally (e.g. while the uplink is down); the receipt waits in the outbox.
+    Topup {
+        #[command(flatten)]
+        args: cli::topup::TopupArgs,
+    },
+    /// The ledger's hash-chained audit log: verify it against the accounts, or export it as JSON lines.
+    Audit {
+        #[command(subcommand)]
+        command: cli::audit::AuditCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -28,6 +62,12 @@ fn main() -> ExitCode {
     let mut out = stdout.lock();
     let result = match args.command {
         Command::Crypto { command } => cli::crypto::run(command, &mut out),
+        Command::Decode { command } => cli::decode::run(command, &mut out),
+        Command::Plugins { command } => cli::plugins::run(command, &mut out),
+        Command::Status { args } => cli::status::run(args, &mut out),
+        Command::Accounts { args } => cli::accounts::run(args, &mut out),
+        Command::Topup { args } => cli::topup::run(args, &mut out),
+        Command::Audit { command } => cli::audit::run(command, &mut out),
     };
     let _ = out.flush();
     match result {

@@ -1,3 +1,100 @@
 //! `concentratord`: the concentrator daemon.
+//!
+//! `concentratord [--config FILE]` runs the daemon (with no file, on the embedded example configuration
+//! with simulated buses); `concentratord validate FILE` only checks a configuration (systemd's
+//! `ExecStartPre`) and exits 0 when it is usable, 1 with every mistake listed when it is not.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use concentrator_appliance::config::{Config, ConfigError};
+use concentrator_appliance::{daemon, logging, notify};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "concentratord",
+    version,
+    about = "The meter concentrator daemon"
+)]
+struct Args {
+    /// The configuration file; without one, the built-in example with simulated buses is used.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Check a configuration file and exit: 0 when it is usable, 1 with every mistake listed.
+    Validate {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Config::embedded_sim(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Some(Command::Validate { file }) => match Config::load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} buses, {} meters)",
+                    file.display(),
+                    config.buses.len(),
+                    config.meters.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Run) | None => {
+            let config = match load(args.config.as_ref()) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("concentratord: not started");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let sink = logging::init(config.gateway.log_level.into());
+            let origin = args
+                .config
+                .as_ref()
+                .map_or("the built-in example (simulated buses)".to_string(), |p| {
+                    p.display().to_string()
+                });
+            log::info!("configuration {origin}; logging to {sink:?}");
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+                    log::error!("cannot install the handler for signal {signal}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            let notifier = notify::Notifier::from_env();
+            match daemon::run(&config, &stop, &notifier) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("not started: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -3,7 +3,13 @@
 //! Every subcommand returns `Result<(), CliError>`; the binary prints the error on stderr and exits with
 //! the error's code (2 for bad input, as clap does for bad arguments; 1 for a failure while doing the work).
 
+pub mod accounts;
+pub mod audit;
 pub mod crypto;
+pub mod decode;
+pub mod plugins;
+pub mod status;
+pub mod topup;
 
 /// An error from a subcommand, with the exit code the binary uses for it.
 #[derive(Debug, thiserror::Error)]

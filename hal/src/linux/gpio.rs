@@ -29,13 +29,17 @@ impl FromStr for GpioLineSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (chip, offset) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{s}` is not a GPIO line; write the chip and the offset like `gpiochip0:17`"))?;
-        let offset = offset
-            .parse()
-            .map_err(|_| format!("`{offset}` in `{s}` is not a line offset; write a number like `gpiochip0:17`"))?;
-        let chip = if chip.starts_with('/') { PathBuf::from(chip) } else { PathBuf::from("/dev").join(chip) };
+        let (chip, offset) = s.rsplit_once(':').ok_or_else(|| {
+            format!("`{s}` is not a GPIO line; write the chip and the offset like `gpiochip0:17`")
+        })?;
+        let offset = offset.parse().map_err(|_| {
+            format!("`{offset}` in `{s}` is not a line offset; write a number like `gpiochip0:17`")
+        })?;
+        let chip = if chip.starts_with('/') {
+            PathBuf::from(chip)
+        } else {
+            PathBuf::from("/dev").join(chip)
+        };
         Ok(GpioLineSpec { chip, offset })
     }
 }
@@ -60,10 +64,19 @@ fn gpio_err(spec: &GpioLineSpec, doing: &str, e: impl fmt::Display) -> HalError 
     HalError::new(kind, spec.to_string(), format!("{doing}: {text}{hint}"))
 }
 
-fn request(spec: &GpioLineSpec, flags: LineRequestFlags, initial: u8, consumer: &str) -> Result<CdevPin, HalError> {
+fn request(
+    spec: &GpioLineSpec,
+    flags: LineRequestFlags,
+    initial: u8,
+    consumer: &str,
+) -> Result<CdevPin, HalError> {
     let mut chip = Chip::new(&spec.chip).map_err(|e| gpio_err(spec, "opening the GPIO chip", e))?;
-    let line = chip.get_line(spec.offset).map_err(|e| gpio_err(spec, "finding the line", e))?;
-    let handle = line.request(flags, initial, consumer).map_err(|e| gpio_err(spec, "requesting the line", e))?;
+    let line = chip
+        .get_line(spec.offset)
+        .map_err(|e| gpio_err(spec, "finding the line", e))?;
+    let handle = line
+        .request(flags, initial, consumer)
+        .map_err(|e| gpio_err(spec, "requesting the line", e))?;
     CdevPin::new(handle).map_err(|e| gpio_err(spec, "reading the line's state", e))
 }
 
@@ -77,13 +90,18 @@ impl GpioOutput {
     /// Requests `spec` as an output, initially `high` or low, labelled `consumer` (shown by `gpioinfo`).
     pub fn open(spec: &GpioLineSpec, consumer: &str, high: bool) -> Result<Self, HalError> {
         let pin = request(spec, LineRequestFlags::OUTPUT, u8::from(high), consumer)?;
-        Ok(GpioOutput { spec: spec.clone(), pin })
+        Ok(GpioOutput {
+            spec: spec.clone(),
+            pin,
+        })
     }
 }
 
 impl fmt::Debug for GpioOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GpioOutput").field("line", &self.spec.to_string()).finish()
+        f.debug_struct("GpioOutput")
+            .field("line", &self.spec.to_string())
+            .finish()
     }
 }
 
@@ -93,11 +111,15 @@ impl ErrorType for GpioOutput {
 
 impl OutputPin for GpioOutput {
     fn set_low(&mut self) -> Result<(), HalError> {
-        self.pin.set_state(PinState::Low).map_err(|e| gpio_err(&self.spec, "setting the line low", e))
+        self.pin
+            .set_state(PinState::Low)
+            .map_err(|e| gpio_err(&self.spec, "setting the line low", e))
     }
 
     fn set_high(&mut self) -> Result<(), HalError> {
-        self.pin.set_state(PinState::High).map_err(|e| gpio_err(&self.spec, "setting the line high", e))
+        self.pin
+            .set_state(PinState::High)
+            .map_err(|e| gpio_err(&self.spec, "setting the line high", e))
     }
 }
 
@@ -111,13 +133,18 @@ impl GpioInput {
     /// Requests `spec` as an input.
     pub fn open(spec: &GpioLineSpec, consumer: &str) -> Result<Self, HalError> {
         let pin = request(spec, LineRequestFlags::INPUT, 0, consumer)?;
-        Ok(GpioInput { spec: spec.clone(), pin })
+        Ok(GpioInput {
+            spec: spec.clone(),
+            pin,
+        })
     }
 }
 
 impl fmt::Debug for GpioInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GpioInput").field("line", &self.spec.to_string()).finish()
+        f.debug_struct("GpioInput")
+            .field("line", &self.spec.to_string())
+            .finish()
     }
 }
 
@@ -127,11 +154,15 @@ impl ErrorType for GpioInput {
 
 impl InputPin for GpioInput {
     fn is_high(&mut self) -> Result<bool, HalError> {
-        self.pin.is_high().map_err(|e| gpio_err(&self.spec, "reading the line", e))
+        self.pin
+            .is_high()
+            .map_err(|e| gpio_err(&self.spec, "reading the line", e))
     }
 
     fn is_low(&mut self) -> Result<bool, HalError> {
-        self.pin.is_low().map_err(|e| gpio_err(&self.spec, "reading the line", e))
+        self.pin
+            .is_low()
+            .map_err(|e| gpio_err(&self.spec, "reading the line", e))
     }
 }
 
@@ -144,8 +175,17 @@ mod tests {
         let spec: GpioLineSpec = "gpiochip0:17".parse().unwrap();
         assert_eq!(spec.chip, PathBuf::from("/dev/gpiochip0"));
         assert_eq!(spec.offset, 17);
-        assert_eq!("/dev/gpiochip4:3".parse::<GpioLineSpec>().unwrap().to_string(), "/dev/gpiochip4:3");
-        assert!("gpiochip0".parse::<GpioLineSpec>().unwrap_err().contains("gpiochip0:17"));
+        assert_eq!(
+            "/dev/gpiochip4:3"
+                .parse::<GpioLineSpec>()
+                .unwrap()
+                .to_string(),
+            "/dev/gpiochip4:3"
+        );
+        assert!("gpiochip0"
+            .parse::<GpioLineSpec>()
+            .unwrap_err()
+            .contains("gpiochip0:17"));
         assert!("gpiochip0:x".parse::<GpioLineSpec>().is_err());
     }
 

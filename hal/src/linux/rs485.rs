@@ -45,7 +45,9 @@ pub(super) fn enable(port: &impl AsRawFd, turnaround: Duration) -> io::Result<bo
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
             // ENOSYS: qemu-user does not emulate these ioctls.
-            Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(ENOIOCTLCMD) => Ok(false),
+            Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(ENOIOCTLCMD) => {
+                Ok(false)
+            }
             _ => Err(err),
         };
     }
@@ -64,4 +66,3 @@ pub(super) fn enable(port: &impl AsRawFd, turnaround: Duration) -> io::Result<bo
     }
     Ok(true)
 }
-

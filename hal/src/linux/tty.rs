@@ -38,7 +38,12 @@ fn speed(baud: u32) -> io::Result<libc::speed_t> {
         230400 => libc::B230400,
         460800 => libc::B460800,
         921600 => libc::B921600,
-        other => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{other} baud is not a standard rate"))),
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{other} baud is not a standard rate"),
+            ))
+        }
     })
 }
 
@@ -63,16 +68,27 @@ impl TtyPort {
         // SAFETY: ioctl and fcntl on a descriptor we own.
         unsafe {
             if libc::ioctl(file.as_raw_fd(), libc::TIOCEXCL as _) != 0 {
-                return Err(HalError::io(path, "locking the serial port", io::Error::last_os_error()));
+                return Err(HalError::io(
+                    path,
+                    "locking the serial port",
+                    io::Error::last_os_error(),
+                ));
             }
             // Back to blocking mode; every read waits in poll() with a timeout first.
             let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-            if flags < 0 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) != 0 {
-                return Err(HalError::io(path, "configuring the serial port", io::Error::last_os_error()));
+            if flags < 0
+                || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) != 0
+            {
+                return Err(HalError::io(
+                    path,
+                    "configuring the serial port",
+                    io::Error::last_os_error(),
+                ));
             }
         }
         let mut port = TtyPort { file };
-        port.apply_settings(settings).map_err(|e| HalError::io(path, "setting the line", e))?;
+        port.apply_settings(settings)
+            .map_err(|e| HalError::io(path, "setting the line", e))?;
         Ok(port)
     }
 
@@ -81,7 +97,9 @@ impl TtyPort {
     /// as long as the port.
     pub fn attach_pty(pty: &PtyPair, _settings: LineSettings) -> Result<Self, HalError> {
         // Line settings on a pseudo-terminal have no effect; the pair is already raw.
-        Ok(TtyPort { file: pty.master()? })
+        Ok(TtyPort {
+            file: pty.master()?,
+        })
     }
 }
 
@@ -100,7 +118,8 @@ impl RawPort for TtyPort {
             let mut tio: libc::termios = std::mem::zeroed();
             check(libc::tcgetattr(fd, &mut tio))?;
             libc::cfmakeraw(&mut tio);
-            tio.c_cflag &= !(libc::CSIZE | libc::PARENB | libc::PARODD | libc::CSTOPB | libc::CRTSCTS);
+            tio.c_cflag &=
+                !(libc::CSIZE | libc::PARENB | libc::PARODD | libc::CSTOPB | libc::CRTSCTS);
             tio.c_cflag |= libc::CLOCAL | libc::CREAD;
             tio.c_cflag |= match settings.data_bits {
                 5 => libc::CS5,
@@ -144,9 +163,17 @@ impl RawPort for TtyPort {
             return Ok(0);
         }
         match self.file.read(buf) {
-            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the port closed")),
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the port closed",
+            )),
             Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                Ok(0)
+            }
             Err(e) => Err(e),
         }
     }
@@ -183,8 +210,9 @@ impl SerialBusConfig {
         let kernel = match self.kernel_rs485 {
             KernelRs485::Off => false,
             mode => {
-                let on = rs485::enable(&port, self.turnaround)
-                    .map_err(|e| HalError::io(path.clone(), "enabling the kernel's RS485 mode", e))?;
+                let on = rs485::enable(&port, self.turnaround).map_err(|e| {
+                    HalError::io(path.clone(), "enabling the kernel's RS485 mode", e)
+                })?;
                 if !on && mode == KernelRs485::Required {
                     return Err(HalError::new(
                         ErrorKind::Unsupported,
@@ -195,21 +223,49 @@ impl SerialBusConfig {
                 on
             }
         };
-        let (direction, line): (DirectionControl, Option<Box<dyn OutputLine>>) = match (&self.direction_gpio, kernel) {
-            (_, true) => (DirectionControl::KernelRs485, None),
-            (Some(spec), false) => {
-                let line = GpioOutput::open(spec, &format!("concentrator {} direction", self.name), false)?;
-                (DirectionControl::Gpio { line: spec.to_string() }, Some(Box::new(line)))
-            }
-            (None, false) => (DirectionControl::Automatic, None),
-        };
-        Ok(HalfDuplexBus::new(self.name.clone(), port, self.settings, direction, line, self.echo))
+        let (direction, line): (DirectionControl, Option<Box<dyn OutputLine>>) =
+            match (&self.direction_gpio, kernel) {
+                (_, true) => (DirectionControl::KernelRs485, None),
+                (Some(spec), false) => {
+                    let line = GpioOutput::open(
+                        spec,
+                        &format!("concentrator {} direction", self.name),
+                        false,
+                    )?;
+                    (
+                        DirectionControl::Gpio {
+                            line: spec.to_string(),
+                        },
+                        Some(Box::new(line)),
+                    )
+                }
+                (None, false) => (DirectionControl::Automatic, None),
+            };
+        Ok(HalfDuplexBus::new(
+            self.name.clone(),
+            port,
+            self.settings,
+            direction,
+            line,
+            self.echo,
+        ))
     }
 
     /// Attaches the master side of a pseudo-terminal as the bus (automatic direction, no echo).
-    pub fn attach_pty(name: &str, pty: &PtyPair, settings: LineSettings) -> Result<SerialRs485Bus, HalError> {
+    pub fn attach_pty(
+        name: &str,
+        pty: &PtyPair,
+        settings: LineSettings,
+    ) -> Result<SerialRs485Bus, HalError> {
         let port = TtyPort::attach_pty(pty, settings)?;
-        Ok(HalfDuplexBus::new(name, port, settings, DirectionControl::Automatic, None, false))
+        Ok(HalfDuplexBus::new(
+            name,
+            port,
+            settings,
+            DirectionControl::Automatic,
+            None,
+            false,
+        ))
     }
 }
 
@@ -223,7 +279,10 @@ pub struct SerialStreamPort {
 impl SerialStreamPort {
     /// Opens `path` at `settings` as a stream named `name`.
     pub fn open(name: &str, path: &str, settings: LineSettings) -> Result<Self, HalError> {
-        Ok(SerialStreamPort { name: name.to_string(), port: TtyPort::open(path, settings)? })
+        Ok(SerialStreamPort {
+            name: name.to_string(),
+            port: TtyPort::open(path, settings)?,
+        })
     }
 
     /// Uses the master side of a pseudo-terminal (an emulator holds the slave side).
@@ -247,6 +306,8 @@ impl SerialStream for SerialStreamPort {
     }
 
     fn read(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, HalError> {
-        self.port.read_timeout(buf, timeout).map_err(|e| HalError::io(self.name.clone(), "reading", e))
+        self.port
+            .read_timeout(buf, timeout)
+            .map_err(|e| HalError::io(self.name.clone(), "reading", e))
     }
 }

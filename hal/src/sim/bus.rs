@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::clock::SimClock;
 use super::device::{SimDevice, SimReply};
 use super::fault::{ActiveFault, Fault};
-use crate::{Clock, DirectionControl, HalError, LineSettings, ReplyEnd, ReplyInfo, Rs485Bus, Rs485Timing};
+use crate::{
+    Clock, DirectionControl, HalError, LineSettings, ReplyEnd, ReplyInfo, Rs485Bus, Rs485Timing,
+};
 
 /// Identifies a device attached to a [`SimBus`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +23,8 @@ pub struct SimBusStats {
     pub bytes_sent: u64,
     /// Replies delivered to the host, whole or partial.
     pub replies: u64,
+    /// Reply bytes the host received (stray bytes not counted).
+    pub bytes_received: u64,
     /// Exchanges where two or more devices answered at once.
     pub collisions: u64,
     /// Reply bytes that arrived after the host stopped listening and were discarded.
@@ -65,7 +69,9 @@ pub struct SimBusHandle {
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic while holding the lock cannot leave the state half-updated in a way that matters to a
     // simulation; keep going rather than poisoning every later test step.
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SimBus {
@@ -79,7 +85,11 @@ impl SimBus {
             busy_until: Duration::ZERO,
             noise_seed: 0x9e37_79b9_7f4a_7c15,
         };
-        SimBus { name: name.into(), clock, state: Arc::new(Mutex::new(state)) }
+        SimBus {
+            name: name.into(),
+            clock,
+            state: Arc::new(Mutex::new(state)),
+        }
     }
 
     /// Attaches a device and returns its id.
@@ -89,7 +99,9 @@ impl SimBus {
 
     /// A handle for the test to keep.
     pub fn handle(&self) -> SimBusHandle {
-        SimBusHandle { state: Arc::clone(&self.state) }
+        SimBusHandle {
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// The bus's clock.
@@ -100,7 +112,10 @@ impl SimBus {
     /// Waits until the line has been silent `min_idle` and any stray bytes have passed; returns the
     /// start time of our transmission.
     fn wait_for_idle(&self, state: &State, min_idle: Duration) -> Duration {
-        let ready = state.last_activity.map_or(Duration::ZERO, |last| last + min_idle).max(state.busy_until);
+        let ready = state
+            .last_activity
+            .map_or(Duration::ZERO, |last| last + min_idle)
+            .max(state.busy_until);
         self.clock.advance_to(ready);
         self.clock.monotonic()
     }
@@ -123,7 +138,11 @@ impl SimBus {
         let mut replies: Vec<(Duration, Vec<u8>)> = Vec::new();
         let mut answer_all: Vec<usize> = Vec::new();
         for (index, slot) in state.slots.iter_mut().enumerate() {
-            if slot.device.line_settings().is_some_and(|own| own != settings) {
+            if slot
+                .device
+                .line_settings()
+                .is_some_and(|own| own != settings)
+            {
                 continue; // hears garbage at the wrong baud or parity
             }
             let reply = slot.device.on_frame(wire, wall);
@@ -196,7 +215,10 @@ fn apply(fault: Fault, mut reply: SimReply, seed: &mut u64) -> SimReply {
 }
 
 /// Merges overlapping replies on a grid of character slots, as a wired AND of the bits.
-fn merge(settings: &LineSettings, mut replies: Vec<(Duration, Vec<u8>)>) -> Option<(Duration, Vec<u8>, bool)> {
+fn merge(
+    settings: &LineSettings,
+    mut replies: Vec<(Duration, Vec<u8>)>,
+) -> Option<(Duration, Vec<u8>, bool)> {
     replies.retain(|(_, bytes)| !bytes.is_empty());
     replies.sort_by_key(|(latency, _)| *latency);
     let (first_latency, _) = replies.first()?.clone();
@@ -235,9 +257,9 @@ impl Rs485Bus for SimBus {
     }
 
     fn set_settings(&mut self, settings: LineSettings) -> Result<(), HalError> {
-        settings
-            .validate()
-            .map_err(|e| HalError::new(crate::ErrorKind::InvalidSettings, &self.name, e.to_string()))?;
+        settings.validate().map_err(|e| {
+            HalError::new(crate::ErrorKind::InvalidSettings, &self.name, e.to_string())
+        })?;
         lock(&self.state).settings = settings;
         Ok(())
     }
@@ -280,7 +302,10 @@ impl Rs485Bus for SimBus {
 
         let Some((latency, bytes, collided)) = merge(&settings, replies) else {
             self.clock.advance_to(give_up);
-            return Ok(ReplyInfo { end: ReplyEnd::NoReply, latency: None });
+            return Ok(ReplyInfo {
+                end: ReplyEnd::NoReply,
+                latency: None,
+            });
         };
         if collided {
             state.stats.collisions += 1;
@@ -293,11 +318,15 @@ impl Rs485Bus for SimBus {
             state.stats.stray_bytes += bytes.len() as u64;
             state.busy_until = reply_end;
             state.last_activity = Some(reply_end);
-            return Ok(ReplyInfo { end: ReplyEnd::NoReply, latency: None });
+            return Ok(ReplyInfo {
+                end: ReplyEnd::NoReply,
+                latency: None,
+            });
         }
         state.stats.replies += 1;
         for (count, byte) in bytes.iter().enumerate() {
             reply.push(*byte);
+            state.stats.bytes_received += 1;
             if is_complete(reply) {
                 let at = reply_start + settings.wire_time(count + 1);
                 self.clock.advance_to(at);
@@ -305,12 +334,18 @@ impl Rs485Bus for SimBus {
                 state.stats.stray_bytes += rest as u64;
                 state.busy_until = reply_end;
                 state.last_activity = Some(if rest > 0 { reply_end } else { at });
-                return Ok(ReplyInfo { end: ReplyEnd::Complete, latency: Some(reply_start - end) });
+                return Ok(ReplyInfo {
+                    end: ReplyEnd::Complete,
+                    latency: Some(reply_start - end),
+                });
             }
         }
         self.clock.advance_to(reply_end + timing.inter_byte_timeout);
         state.last_activity = Some(reply_end);
-        Ok(ReplyInfo { end: ReplyEnd::Silence, latency: Some(reply_start - end) })
+        Ok(ReplyInfo {
+            end: ReplyEnd::Silence,
+            latency: Some(reply_start - end),
+        })
     }
 }
 
@@ -327,14 +362,20 @@ impl SimBusHandle {
     /// Attaches a device and returns its id.
     pub fn attach(&self, device: impl SimDevice + 'static) -> DeviceId {
         let mut state = lock(&self.state);
-        state.slots.push(Slot { device: Box::new(device), fault: None });
+        state.slots.push(Slot {
+            device: Box::new(device),
+            fault: None,
+        });
         DeviceId(state.slots.len() - 1)
     }
 
     /// Applies `fault` to the device's next `times` replies (`None`: until cleared).
     pub fn inject(&self, device: DeviceId, fault: Fault, times: Option<u32>) {
         if let Some(slot) = lock(&self.state).slots.get_mut(device.0) {
-            slot.fault = Some(ActiveFault { fault, remaining: times });
+            slot.fault = Some(ActiveFault {
+                fault,
+                remaining: times,
+            });
         }
     }
 
@@ -351,8 +392,15 @@ impl SimBusHandle {
     }
 
     /// Runs `f` on the device (to inspect or change a simulated meter's state); `None` if no such device.
-    pub fn with_device<R>(&self, device: DeviceId, f: impl FnOnce(&mut dyn SimDevice) -> R) -> Option<R> {
-        lock(&self.state).slots.get_mut(device.0).map(|slot| f(slot.device.as_mut()))
+    pub fn with_device<R>(
+        &self,
+        device: DeviceId,
+        f: impl FnOnce(&mut dyn SimDevice) -> R,
+    ) -> Option<R> {
+        lock(&self.state)
+            .slots
+            .get_mut(device.0)
+            .map(|slot| f(slot.device.as_mut()))
     }
 
     /// Offers a frame to every device outside any bus timing (used by [`PtyServer`](super::PtyServer),
@@ -363,10 +411,16 @@ impl SimBusHandle {
         let mut replies = Vec::new();
         let mut seed = state.noise_seed;
         for slot in state.slots.iter_mut() {
-            if slot.device.line_settings().is_some_and(|own| own != settings) {
+            if slot
+                .device
+                .line_settings()
+                .is_some_and(|own| own != settings)
+            {
                 continue;
             }
-            let Some(reply) = slot.device.on_frame(frame, wall) else { continue };
+            let Some(reply) = slot.device.on_frame(frame, wall) else {
+                continue;
+            };
             let fault = slot.fault.as_ref().map(|f| f.fault.clone());
             let reply = match fault {
                 Some(Fault::Silence) => {

@@ -38,7 +38,13 @@ impl SimClock {
     }
 
     fn build(paced: bool, wall_at_zero: SystemTime) -> Self {
-        SimClock { inner: Arc::new(Inner { nanos: AtomicU64::new(0), wall_at_zero, paced }) }
+        SimClock {
+            inner: Arc::new(Inner {
+                nanos: AtomicU64::new(0),
+                wall_at_zero,
+                paced,
+            }),
+        }
     }
 
     /// Moves the clock forward by `by` (and, when paced, sleeps that long).
@@ -91,6 +97,9 @@ mod tests {
         assert_eq!(clock.monotonic(), Duration::from_micros(5583));
         clock.advance_to(Duration::from_millis(1));
         assert_eq!(clock.monotonic(), Duration::from_micros(5583));
-        assert_eq!(clock.wall(), UNIX_EPOCH + Duration::from_secs(1_767_225_600) + Duration::from_micros(5583));
+        assert_eq!(
+            clock.wall(),
+            UNIX_EPOCH + Duration::from_secs(1_767_225_600) + Duration::from_micros(5583)
+        );
     }
 }

@@ -42,13 +42,19 @@ pub struct ScriptedDevice {
 impl ScriptedDevice {
     /// A device that answers nothing until taught.
     pub fn new(name: impl Into<String>) -> Self {
-        ScriptedDevice { name: name.into(), settings: None, script: Vec::new(), heard: Vec::new() }
+        ScriptedDevice {
+            name: name.into(),
+            settings: None,
+            script: Vec::new(),
+            heard: Vec::new(),
+        }
     }
 
     /// Answers frames that end with `request` (so a wake-up preamble before it does not matter) with
     /// `reply` after `latency`.
     pub fn answer(mut self, request: &[u8], reply: &[u8], latency: Duration) -> Self {
-        self.script.push((request.to_vec(), reply.to_vec(), latency));
+        self.script
+            .push((request.to_vec(), reply.to_vec(), latency));
         self
     }
 
@@ -78,6 +84,9 @@ impl SimDevice for ScriptedDevice {
         self.script
             .iter()
             .find(|(request, _, _)| frame.ends_with(request))
-            .map(|(_, reply, latency)| SimReply { bytes: reply.clone(), latency: *latency })
+            .map(|(_, reply, latency)| SimReply {
+                bytes: reply.clone(),
+                latency: *latency,
+            })
     }
 }

@@ -18,7 +18,11 @@ pub struct SimPin {
 impl SimPin {
     /// A line that starts low.
     pub fn new(name: &str) -> Self {
-        SimPin { name: name.into(), high: Arc::new(AtomicBool::new(false)), edges: Arc::new(AtomicU32::new(0)) }
+        SimPin {
+            name: name.into(),
+            high: Arc::new(AtomicBool::new(false)),
+            edges: Arc::new(AtomicU32::new(0)),
+        }
     }
 
     /// The line's name.
@@ -79,4 +83,3 @@ impl InputPin for SimPin {
         Ok(!self.level())
     }
 }
-

@@ -40,7 +40,12 @@ impl PtyServer {
                 .spawn(move || serve(master, &path, devices, gap, &stop))
                 .map_err(|e| HalError::io("sim-pty", "starting the pty server thread", e))?
         };
-        Ok(PtyServer { path, stop, thread: Some(thread), _pair: pair })
+        Ok(PtyServer {
+            path,
+            stop,
+            thread: Some(thread),
+            _pair: pair,
+        })
     }
 
     /// The path to open (`/dev/pts/N`).
@@ -53,7 +58,11 @@ fn serve(mut master: File, path: &Path, devices: SimBusHandle, gap: Duration, st
     let mut frame = Vec::new();
     let mut buf = [0u8; 512];
     while !stop.load(Ordering::SeqCst) {
-        let wait = if frame.is_empty() { Duration::from_millis(50) } else { gap };
+        let wait = if frame.is_empty() {
+            Duration::from_millis(50)
+        } else {
+            gap
+        };
         match wait_readable(&master, wait) {
             Ok(true) => match master.read(&mut buf) {
                 Ok(0) => std::thread::sleep(Duration::from_millis(5)),

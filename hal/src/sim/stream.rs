@@ -29,8 +29,17 @@ impl SimStream {
         let (host_tx, peer_rx) = channel();
         let (peer_tx, host_rx) = channel();
         (
-            SimStream { name: name.into(), tx: host_tx, rx: host_rx, pending: Vec::new() },
-            SimStreamPeer { tx: peer_tx, rx: peer_rx, pending: Vec::new() },
+            SimStream {
+                name: name.into(),
+                tx: host_tx,
+                rx: host_rx,
+                pending: Vec::new(),
+            },
+            SimStreamPeer {
+                tx: peer_tx,
+                rx: peer_rx,
+                pending: Vec::new(),
+            },
         )
     }
 }
@@ -63,14 +72,23 @@ impl SerialStream for SimStream {
     }
 
     fn write_all(&mut self, data: &[u8]) -> Result<(), HalError> {
-        self.tx
-            .send(data.to_vec())
-            .map_err(|_| HalError::new(ErrorKind::Disconnected, &self.name, "the simulated device has gone away"))
+        self.tx.send(data.to_vec()).map_err(|_| {
+            HalError::new(
+                ErrorKind::Disconnected,
+                &self.name,
+                "the simulated device has gone away",
+            )
+        })
     }
 
     fn read(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, HalError> {
-        read_from(&self.rx, &mut self.pending, buf, timeout)
-            .map_err(|_| HalError::new(ErrorKind::Disconnected, &self.name, "the simulated device has gone away"))
+        read_from(&self.rx, &mut self.pending, buf, timeout).map_err(|_| {
+            HalError::new(
+                ErrorKind::Disconnected,
+                &self.name,
+                "the simulated device has gone away",
+            )
+        })
     }
 }
 
@@ -99,10 +117,18 @@ mod tests {
         assert_eq!(peer.recv(&mut buf, Duration::from_millis(10)), Some(4));
         assert_eq!(&buf[..4], &[0xFE, 0x00, 0x21, 0x01]);
         assert!(peer.send(b"OK\r\n"));
-        assert_eq!(host.read(&mut buf[..2], Duration::from_millis(10)).unwrap(), 2);
+        assert_eq!(
+            host.read(&mut buf[..2], Duration::from_millis(10)).unwrap(),
+            2
+        );
         assert_eq!(host.read(&mut buf, Duration::from_millis(10)).unwrap(), 2);
         assert_eq!(host.read(&mut buf, Duration::from_millis(1)).unwrap(), 0);
         drop(peer);
-        assert_eq!(host.read(&mut buf, Duration::from_millis(1)).unwrap_err().kind(), ErrorKind::Disconnected);
+        assert_eq!(
+            host.read(&mut buf, Duration::from_millis(1))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Disconnected
+        );
     }
 }

@@ -1,0 +1,137 @@
+//! Opening the configured buses on their backends.
+
+use std::time::Duration;
+
+use concentrator_hal::sim::{SimBus, SimClock};
+use concentrator_hal::{Clock, HalError, LineSettings, Rs485Bus, SystemClock};
+
+use crate::config::{Backend, BusConfig, Config, DirectionMode};
+
+/// An opened bus with the clock its timing runs on.
+pub struct OpenBus {
+    /// The bus.
+    pub bus: Box<dyn Rs485Bus>,
+    /// The clock that the bus's timing runs on (a sim bus has its own, paced to the wire).
+    pub clock: Box<dyn Clock>,
+    /// A line for the log: backend, device, settings, direction control.
+    pub description: String,
+}
+
+impl std::fmt::Debug for OpenBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// The line settings a validated bus config names.
+pub fn line_settings(bus: &BusConfig) -> Result<LineSettings, HalError> {
+    LineSettings::with_format(*bus.baud.get_ref(), bus.format.get_ref()).map_err(|e| {
+        HalError::new(
+            concentrator_hal::ErrorKind::InvalidSettings,
+            bus.name.get_ref().clone(),
+            e.to_string(),
+        )
+    })
+}
+
+/// Opens one bus. A sim bus gets emulated meters for the config's meters on it.
+pub fn open(config: &Config, bus: &BusConfig) -> Result<OpenBus, HalError> {
+    let settings = line_settings(bus)?;
+    let name = bus.name.get_ref().clone();
+    match bus.backend.get_ref() {
+        Backend::Sim => {
+            let clock = SimClock::new_paced();
+            let mut sim = SimBus::new(name.clone(), settings, clock.clone());
+            let emulated = crate::sim_meters::attach(config, bus, &mut sim);
+            Ok(OpenBus {
+                bus: Box::new(sim),
+                clock: Box::new(clock),
+                description: format!("{name}: sim, {settings}, {emulated} emulated meters"),
+            })
+        }
+        Backend::Linux => open_linux(bus, settings),
+        Backend::Rpi => open_rpi(bus, settings),
+    }
+}
+
+fn open_linux(bus: &BusConfig, settings: LineSettings) -> Result<OpenBus, HalError> {
+    use concentrator_hal::linux::{KernelRs485, SerialBusConfig};
+    let name = bus.name.get_ref().clone();
+    let path = bus
+        .path
+        .as_ref()
+        .map(|p| p.get_ref().clone())
+        .unwrap_or_default();
+    let direction_gpio = match &bus.direction_gpio {
+        Some(spec) if bus.direction != DirectionMode::Adapter => {
+            Some(spec.get_ref().parse().map_err(|e: String| {
+                HalError::new(
+                    concentrator_hal::ErrorKind::InvalidSettings,
+                    name.clone(),
+                    e,
+                )
+            })?)
+        }
+        _ => None,
+    };
+    let kernel_rs485 = match bus.direction {
+        DirectionMode::Auto => KernelRs485::IfSupported,
+        DirectionMode::Kernel => KernelRs485::Required,
+        DirectionMode::Gpio | DirectionMode::Adapter => KernelRs485::Off,
+    };
+    let serial = SerialBusConfig {
+        name: name.clone(),
+        path: path.clone(),
+        settings,
+        kernel_rs485,
+        direction_gpio,
+        turnaround: Duration::from_millis(u64::from(bus.turnaround_ms)),
+        echo: bus.echo,
+    };
+    let opened = serial.open()?;
+    let description = format!(
+        "{name}: linux, {}, {settings}, direction {:?}",
+        path.display(),
+        opened.direction()
+    );
+    Ok(OpenBus {
+        bus: Box::new(opened),
+        clock: Box::new(SystemClock::new()),
+        description,
+    })
+}
+
+#[cfg(feature = "rpi")]
+fn open_rpi(bus: &BusConfig, settings: LineSettings) -> Result<OpenBus, HalError> {
+    let name = bus.name.get_ref().clone();
+    let board = concentrator_hal::rpi::RpiBoard::detect()?;
+    let path = bus
+        .path
+        .as_ref()
+        .map(|p| p.get_ref().display().to_string())
+        .unwrap_or_default();
+    let bcm = bus
+        .direction_gpio
+        .as_ref()
+        .and_then(|g| g.get_ref().parse::<u8>().ok())
+        .unwrap_or(17);
+    let opened = board.rs485_uart(&name, &path, settings, bcm)?;
+    let description = format!(
+        "{name}: rpi ({}), {path}, {settings}, direction bcm{bcm}",
+        board.model()
+    );
+    Ok(OpenBus {
+        bus: Box::new(opened),
+        clock: Box::new(SystemClock::new()),
+        description,
+    })
+}
+
+#[cfg(not(feature = "rpi"))]
+fn open_rpi(bus: &BusConfig, _settings: LineSettings) -> Result<OpenBus, HalError> {
+    Err(HalError::new(
+        concentrator_hal::ErrorKind::Unsupported,
+        bus.name.get_ref().clone(),
+        "this build has no Raspberry Pi backend; install the appliance package (built with --features rpi), or use backend = \"linux\" with the UART's path",
+    ))
+}

@@ -1,0 +1,144 @@
+//! `concentrator status`: what the running daemon sees, at a glance — every bus and meter with its
+//! state, the last readings and the bus statistics, read from the daemon's status file.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::CliError;
+use crate::config::Config;
+use crate::status::Status;
+
+/// Arguments of `concentrator status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The daemon's configuration (to find its status file).
+    #[arg(
+        long,
+        short,
+        default_value = "/etc/concentrator/concentrator.toml",
+        conflicts_with = "file"
+    )]
+    config: PathBuf,
+    /// Read this status file instead (`status.json` in the store directory by default).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `concentrator status`.
+pub fn run(args: StatusArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let path = match args.file {
+        Some(path) => path,
+        None => {
+            let config = Config::load(&args.config).map_err(|e| CliError::usage(e.to_string()))?;
+            config
+                .gateway
+                .status_file
+                .clone()
+                .unwrap_or_else(|| config.gateway.store.join("status.json"))
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        CliError::usage(format!(
+            "cannot read the daemon's status file {}: {e}; is concentratord running with this configuration? (`systemctl status concentrator`)",
+            path.display()
+        ))
+    })?;
+    let status: Status = serde_json::from_str(&text)
+        .map_err(|e| CliError::usage(format!("{} is not a status file: {e}", path.display())))?;
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &status).context("writing JSON")?;
+        writeln!(out).context("writing")?;
+        return Ok(());
+    }
+    render(&status, out).context("writing the status")?;
+    Ok(())
+}
+
+fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    writeln!(
+        out,
+        "gateway {}, status {} s old",
+        status.gateway,
+        now.saturating_sub(status.updated_unix)
+    )?;
+    if now.saturating_sub(status.updated_unix) > 30 {
+        writeln!(
+            out,
+            "WARNING: the status is stale; the daemon may not be running"
+        )?;
+    }
+    let mut problems = Vec::new();
+    for (name, bus) in &status.buses {
+        writeln!(out, "\nbus {name}: {} ({})", bus.state, bus.detail)?;
+        if bus.state != "running" {
+            problems.push(format!("bus {name} is {}: {}", bus.state, bus.detail));
+        }
+        if bus.meters.is_empty() {
+            continue;
+        }
+        writeln!(
+            out,
+            "  {:<14} {:<10} {:<8} {:<8} {:>6} {:>6} {:>7} {:>4} {:>4} {:>8}  last reading",
+            "meter", "dwelling", "driver", "state", "req", "ok", "timeout", "bad", "exc", "lat ms"
+        )?;
+        for m in &bus.meters {
+            let latency = m
+                .stats
+                .last_latency_ms
+                .map_or("-".to_string(), |l| format!("{l:.1}"));
+            let reading = m
+                .readings
+                .first()
+                .cloned()
+                .unwrap_or_else(|| m.error.clone().unwrap_or_default());
+            writeln!(
+                out,
+                "  {:<14} {:<10} {:<8} {:<8} {:>6} {:>6} {:>7} {:>4} {:>4} {:>8}  {}",
+                m.address,
+                m.dwelling,
+                m.driver,
+                m.state,
+                m.stats.requests,
+                m.stats.ok,
+                m.stats.timeouts,
+                m.stats.bad_replies,
+                m.stats.exceptions,
+                latency,
+                reading
+            )?;
+            match m.state.as_str() {
+                "offline" => problems.push(format!(
+                    "meter {} ({}) on bus {name} does not answer: check its wiring, address and the bus's baud rate",
+                    m.address, m.dwelling
+                )),
+                "failed" => problems.push(format!(
+                    "meter {} ({}) on bus {name} cannot be driven: {}",
+                    m.address,
+                    m.dwelling,
+                    m.error.clone().unwrap_or_default()
+                )),
+                _ => {}
+            }
+        }
+    }
+    if !status.drivers.is_empty() {
+        writeln!(out, "\ndrivers: {}", status.drivers.join("; "))?;
+    }
+    if problems.is_empty() {
+        writeln!(out, "\nall buses and meters are working")?;
+    } else {
+        writeln!(out, "\n{} problem(s):", problems.len())?;
+        for p in problems {
+            writeln!(out, "- {p}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! The configuration's tables. Every table refuses unknown keys, and every value that a later check
+//! may complain about keeps its position (`Spanned`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This gateway.
+    pub gateway: GatewayConfig,
+    /// RS485 buses, `[[bus]]` tables.
+    #[serde(default, rename = "bus")]
+    pub buses: Vec<BusConfig>,
+    /// Meters, `[[meter]]` tables.
+    #[serde(default, rename = "meter")]
+    pub meters: Vec<MeterConfig>,
+    /// The link to the head-end; absent: the gateway runs offline (credit is still enforced locally).
+    pub uplink: Option<UplinkConfig>,
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Normal operation (the default).
+    #[default]
+    Info,
+    /// Every exchange.
+    Debug,
+    /// Every byte.
+    Trace,
+}
+
+impl From<LogLevel> for log::LevelFilter {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// `[gateway]`: who this gateway is and where it keeps its state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The gateway's id at the head-end (letters, digits, `-`, `_`; it appears in MQTT topics).
+    pub id: Spanned<String>,
+    /// The directory of the local store (credit ledger, outbox, device table).
+    pub store: PathBuf,
+    /// Where driver plugins are loaded from (root-owned); absent: only the built-in drivers.
+    pub plugin_dir: Option<Spanned<PathBuf>>,
+    /// Vendors' public keys (PEM, Ed25519 or ECDSA P-256); a plugin loads only with a signature by one.
+    #[serde(default)]
+    pub trusted_keys: Vec<Spanned<PathBuf>>,
+    /// Panics or broken rules after which a plugin is quarantined (its meters reported as failed).
+    #[serde(default = "default_max_faults")]
+    pub plugin_max_faults: u32,
+    /// Refuse plugin files and directories not owned by root or writable by others (keep this on in
+    /// production; tests running as an ordinary user turn it off).
+    #[serde(default = "default_true")]
+    pub plugin_owner_check: bool,
+    /// Where the daemon writes its status (buses, meters, statistics) for `concentrator status`;
+    /// default: `status.json` in the store directory.
+    pub status_file: Option<PathBuf>,
+    /// Log verbosity.
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+/// Which backend a bus uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A simulated bus with emulated meters (no hardware).
+    Sim,
+    /// A serial port on any Linux machine (USB-RS485 adapter, UART).
+    Linux,
+    /// The Raspberry Pi's UART with a GPIO direction line, through rppal.
+    Rpi,
+}
+
+/// Kernel RS485 mode setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirectionMode {
+    /// The kernel's RS485 mode when the UART has it, else `direction_gpio`, else the adapter's own.
+    #[default]
+    Auto,
+    /// Require the kernel's RS485 mode.
+    Kernel,
+    /// Drive `direction_gpio` (required then).
+    Gpio,
+    /// The adapter switches by itself (USB-RS485 adapters).
+    Adapter,
+}
+
+/// `[[bus]]`: one RS485 bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// The bus's name; meters refer to it.
+    pub name: Spanned<String>,
+    /// The backend.
+    pub backend: Spanned<Backend>,
+    /// The device path (linux and rpi backends), e.g. `/dev/rs485-1` from our udev rules.
+    pub path: Option<Spanned<PathBuf>>,
+    /// Baud rate.
+    #[serde(default = "default_baud")]
+    pub baud: Spanned<u32>,
+    /// Data bits, parity and stop bits, like `8E1`.
+    #[serde(default = "default_format")]
+    pub format: Spanned<String>,
+    /// How the transceiver's direction is switched (linux and rpi backends).
+    #[serde(default)]
+    pub direction: DirectionMode,
+    /// The direction GPIO line: `gpiochip0:17` (linux) or a BCM number like `17` (rpi).
+    pub direction_gpio: Option<Spanned<String>>,
+    /// Driver-disable delay after a frame, in milliseconds.
+    #[serde(default)]
+    pub turnaround_ms: u32,
+    /// The transceiver echoes what we send.
+    #[serde(default)]
+    pub echo: bool,
+    /// How often each meter on the bus is read, in seconds.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_s: Spanned<u32>,
+}
+
+fn default_baud() -> Spanned<u32> {
+    Spanned::new(0..0, 2400)
+}
+
+fn default_format() -> Spanned<String> {
+    Spanned::new(0..0, "8E1".to_string())
+}
+
+fn default_poll_interval() -> Spanned<u32> {
+    Spanned::new(0..0, 60)
+}
+
+/// `[[meter]]`: one meter, where it is and whose it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterConfig {
+    /// The bus it is on.
+    pub bus: Spanned<String>,
+    /// Its address on the bus: 12 decimal digits for DL/T 645, a slave id 1–247 for Modbus.
+    pub address: Spanned<String>,
+    /// The driver that speaks its protocol (`dlt645`, `modbus`, or a plugin's name).
+    pub driver: Spanned<String>,
+    /// The meter model, for drivers that need one (Modbus register maps: `sdm120`, `sdm630`, `dds238`).
+    pub model: Option<Spanned<String>>,
+    /// The dwelling it supplies (shown to installers and the head-end).
+    pub dwelling: Spanned<String>,
+    /// The relay-control password, for drivers that need one (DL/T 645: 8 hex digits, level first).
+    pub password: Option<Spanned<String>>,
+    /// What to read at every poll (quantity names such as `energy-import-total`, `voltage-a`,
+    /// `relay-state`); default: the imported energy.
+    pub read: Option<Vec<Spanned<String>>>,
+    /// Further settings passed to the driver as they are (vendor plugins document theirs).
+    pub options: Option<toml::Table>,
+    /// On a `sim` bus: how the emulated meter behaves.
+    pub sim: Option<SimMeterConfig>,
+}
+
+/// `[meter.sim]`: the emulated meter on a sim bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimMeterConfig {
+    /// Constant consumption in watts.
+    #[serde(default = "default_load")]
+    pub load_w: u32,
+    /// The energy register at start, in kWh.
+    #[serde(default)]
+    pub start_kwh: f64,
+}
+
+fn default_max_faults() -> u32 {
+    3
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_load() -> u32 {
+    800
+}
+
+/// `[uplink]`: MQTT to the head-end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// The broker, `mqtts://host:8883` (or `mqtt://` on loopback for tests).
+    pub broker: Spanned<String>,
+    /// The utility CA certificate (PEM) that the broker's certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// This gateway's client certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// This gateway's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Largest outbox, in MiB, before routine readings are dropped (never receipts or money events).
+    #[serde(default = "default_outbox")]
+    pub outbox_mib: u32,
+}
+
+fn default_outbox() -> u32 {
+    64
+}

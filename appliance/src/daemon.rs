@@ -1,0 +1,301 @@
+//! The daemon's life: open the buses, run one worker thread per bus, feed systemd's watchdog from the
+//! workers' health, and stop cleanly on SIGTERM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use concentrator_plugin_host::Quantity;
+
+use crate::buses::{self, OpenBus};
+use crate::config::{BusConfig, Config};
+use crate::drivers::{driver_config, pack_address, Drivers};
+use crate::health::{Health, Worker, WorkerState};
+use crate::notify::Notifier;
+use crate::scheduler::{BusScheduler, ScheduledMeter, SchedulerPolicy};
+use crate::status::StatusBoard;
+
+/// How long a worker may go without a heartbeat before it counts as hung.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// The longest a worker sleeps before it checks for a stop request and beats.
+const TICK: Duration = Duration::from_millis(200);
+/// How often the status file is rewritten.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// Retry delays for a bus whose device cannot be opened (USB adapter unplugged, port busy).
+const REOPEN_BACKOFF: [Duration; 4] = [
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(60),
+];
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    health: Arc<Health>,
+    status: Arc<StatusBoard>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Loads the drivers, opens every bus and starts its worker. A bus that cannot be opened is logged
+    /// and retried in the background; a meter whose driver is missing or refuses it is reported as
+    /// failed; the others run regardless. Fails only when the drivers cannot be set up at all (an
+    /// unreadable trusted key).
+    pub fn start(config: &Config) -> Result<Daemon, String> {
+        let drivers = Arc::new(Drivers::load(config)?);
+        let names = drivers
+            .all()
+            .iter()
+            .map(|p| format!("{} {} ({})", p.name(), p.info().version, p.status()))
+            .collect();
+        let status = Arc::new(StatusBoard::new(config.gateway.id.get_ref(), names));
+        let health = Arc::new(Health::new(STALL_LIMIT));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for bus in &config.buses {
+            let worker = health.register(&format!("bus {}", bus.name.get_ref()));
+            let opened = match buses::open(config, bus) {
+                Ok(opened) => {
+                    log::info!("opened bus {}", opened.description);
+                    status.bus_state(bus.name.get_ref(), "running", Some(&opened.description));
+                    worker.set_state(WorkerState::Running);
+                    Some(opened)
+                }
+                Err(e) => {
+                    log::error!(
+                        "cannot open bus {}: {e}; retrying in the background, the other buses run",
+                        bus.name.get_ref()
+                    );
+                    status.bus_failed(bus.name.get_ref(), &e.to_string());
+                    worker.set_state(WorkerState::Retrying);
+                    None
+                }
+            };
+            let job = BusJob {
+                config: config.clone(),
+                bus: bus.clone(),
+                drivers: Arc::clone(&drivers),
+                status: Arc::clone(&status),
+                worker,
+                stop: Arc::clone(&stop),
+            };
+            match std::thread::Builder::new()
+                .name(format!("bus {}", bus.name.get_ref()))
+                .spawn(move || job.run(opened))
+            {
+                Ok(handle) => workers.push(handle),
+                Err(e) => log::error!("cannot start the worker of bus {}: {e}", bus.name.get_ref()),
+            }
+        }
+        Ok(Daemon {
+            health,
+            status,
+            stop,
+            workers,
+        })
+    }
+
+    /// The workers' health.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The status board.
+    pub fn status(&self) -> &StatusBoard {
+        &self.status
+    }
+
+    /// Asks every worker to stop and waits for them.
+    pub fn shutdown(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            if worker.join().is_err() {
+                log::error!("a bus worker panicked while stopping");
+            }
+        }
+    }
+}
+
+struct BusJob {
+    config: Config,
+    bus: BusConfig,
+    drivers: Arc<Drivers>,
+    status: Arc<StatusBoard>,
+    worker: Arc<Worker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl BusJob {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `duration` on `clock` in ticks, beating; returns false when asked to stop.
+    fn wait(&self, clock: &dyn concentrator_hal::Clock, duration: Duration) -> bool {
+        let until = clock.monotonic() + duration;
+        while clock.monotonic() < until {
+            if self.stopping() {
+                return false;
+            }
+            self.worker.beat();
+            clock.sleep(TICK.min(until - clock.monotonic()));
+        }
+        !self.stopping()
+    }
+
+    /// The scheduler for an opened bus, with a session for every meter on it.
+    fn scheduler(&self, open: OpenBus) -> BusScheduler {
+        let name = self.bus.name.get_ref();
+        let line = buses::line_settings(&self.bus).ok();
+        let meters = self
+            .config
+            .meters
+            .iter()
+            .filter(|m| m.bus.get_ref() == name)
+            .map(|meter| {
+                let driver = meter.driver.get_ref();
+                let session = match self.drivers.get(driver) {
+                    None => Err(format!(
+                        "no driver named `{driver}` is loaded (loaded: {}); check the meter's `driver` and the plugin log above",
+                        self.drivers.all().iter().map(|p| p.name().to_string()).collect::<Vec<_>>().join(", ")
+                    )),
+                    Some(plugin) => pack_address(meter.address.get_ref())
+                        .and_then(|address| ScheduledMeter::open(&plugin, &address, &driver_config(meter, line))),
+                };
+                if let Err(why) = &session {
+                    log::error!("bus {name} meter {} ({}) cannot be driven: {why}", meter.address.get_ref(), meter.dwelling.get_ref());
+                }
+                let reads = match &meter.read {
+                    Some(names) => names.iter().filter_map(|n| n.get_ref().parse().ok()).collect(),
+                    None => vec![Quantity::EnergyImportTotal],
+                };
+                ScheduledMeter::new(meter.address.get_ref(), meter.dwelling.get_ref(), driver, reads, session)
+            })
+            .collect();
+        let interval = Duration::from_secs(u64::from(*self.bus.poll_interval_s.get_ref()));
+        BusScheduler::new(
+            open.bus,
+            open.clock,
+            meters,
+            interval,
+            SchedulerPolicy::default(),
+        )
+    }
+
+    fn run(self, mut opened: Option<OpenBus>) {
+        let name = self.bus.name.get_ref().clone();
+        let mut attempt = 0usize;
+        let wall = concentrator_hal::SystemClock::new();
+        let mut scheduler = None;
+        while !self.stopping() {
+            if let Some(open) = opened.take() {
+                scheduler = Some(self.scheduler(open));
+            }
+            let Some(sched) = scheduler.as_mut() else {
+                let delay = REOPEN_BACKOFF[attempt.min(REOPEN_BACKOFF.len() - 1)];
+                attempt += 1;
+                if !self.wait(&wall, delay) {
+                    break;
+                }
+                match buses::open(&self.config, &self.bus) {
+                    Ok(open) => {
+                        log::info!("opened bus {} (attempt {})", open.description, attempt + 1);
+                        self.status
+                            .bus_state(&name, "running", Some(&open.description));
+                        self.worker.set_state(WorkerState::Running);
+                        opened = Some(open);
+                    }
+                    Err(e) => {
+                        log::warn!("bus {name} still cannot be opened: {e}");
+                        self.status.bus_failed(&name, &e.to_string());
+                    }
+                }
+                continue;
+            };
+            attempt = 0;
+            self.worker.beat();
+            let wait = sched.step();
+            self.status.update(sched);
+            self.worker.beat();
+            if !self.wait(sched.clock(), wait) {
+                break;
+            }
+        }
+        self.worker.set_state(WorkerState::Stopped);
+        self.status.bus_state(&name, "stopped", None);
+        log::info!("bus {name} stopped");
+    }
+}
+
+/// Runs the daemon until `stop` is set (by SIGTERM or SIGINT), talking to systemd through `notifier`.
+/// Returns an error (and starts nothing) when the drivers cannot be set up.
+pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<(), String> {
+    let daemon = Daemon::start(config)?;
+    notifier.ready(&daemon.health().summary());
+    log::info!(
+        "concentratord running as gateway {}: {}",
+        config.gateway.id.get_ref(),
+        daemon.health().summary()
+    );
+    let status_file = config
+        .gateway
+        .status_file
+        .clone()
+        .unwrap_or_else(|| config.gateway.store.join("status.json"));
+    let feed_every = notifier.watchdog_interval().map(|w| w / 2);
+    let mut last_feed = Instant::now();
+    let mut last_write = Instant::now();
+    let mut last_status = String::new();
+    let mut status_error_logged = false;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(every) = feed_every {
+            if last_feed.elapsed() >= every {
+                let hung = daemon.health().hung();
+                if hung.is_empty() {
+                    notifier.watchdog();
+                } else {
+                    log::error!(
+                        "not feeding the watchdog: {} made no progress for {STALL_LIMIT:?}",
+                        hung.join(", ")
+                    );
+                }
+                last_feed = Instant::now();
+            }
+        }
+        let status = daemon.health().summary();
+        if status != last_status {
+            notifier.status(&status);
+            last_status = status;
+        }
+        if last_write.elapsed() >= STATUS_EVERY {
+            last_write = Instant::now();
+            match daemon.status().write(&status_file) {
+                Ok(()) => status_error_logged = false,
+                Err(e) if !status_error_logged => {
+                    log::warn!(
+                        "cannot write the status file {}: {e}",
+                        status_file.display()
+                    );
+                    status_error_logged = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    log::info!("stopping on request");
+    notifier.stopping();
+    let status = Arc::clone(&daemon.status);
+    daemon.shutdown();
+    if let Err(e) = status.write(&status_file) {
+        log::warn!(
+            "cannot write the status file {}: {e}",
+            status_file.display()
+        );
+    }
+    log::info!("concentratord stopped cleanly");
+    Ok(())
+}

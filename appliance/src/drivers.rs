@@ -1,0 +1,157 @@
+//! The drivers the daemon runs meters with: the first-party drivers linked in (DL/T 645, Modbus) and
+//! the signed plugins from `plugin_dir`, all behind the plugin host, so both are loaded, checked and
+//! quarantined the same way.
+
+use std::sync::Arc;
+
+use concentrator_hal::LineSettings;
+use concentrator_plugin_host::{Plugin, PluginLoader, PluginPolicy, StaticDriver, TrustedKeys};
+
+use crate::config::{Config, MeterConfig};
+
+/// The loaded drivers.
+#[derive(Debug)]
+pub struct Drivers {
+    loader: PluginLoader,
+}
+
+impl Drivers {
+    /// Registers the built-in drivers and loads the plugins of `config`. A plugin that is refused is
+    /// logged with its reason and the others load; only a broken trusted key stops the start.
+    pub fn load(config: &Config) -> Result<Drivers, String> {
+        let gateway = &config.gateway;
+        let trusted = if gateway.trusted_keys.is_empty() {
+            TrustedKeys::none()
+        } else {
+            let paths: Vec<_> = gateway
+                .trusted_keys
+                .iter()
+                .map(|k| k.get_ref().clone())
+                .collect();
+            TrustedKeys::from_pem_files(&paths).map_err(|e| e.to_string())?
+        };
+        let policy = PluginPolicy {
+            max_faults: gateway.plugin_max_faults,
+            require_root_owned: gateway.plugin_owner_check,
+        };
+        let dir = gateway
+            .plugin_dir
+            .as_ref()
+            .map(|d| d.get_ref().clone())
+            .unwrap_or_default();
+        let mut loader = PluginLoader::new(dir, trusted, policy);
+        for declaration in [
+            concentrator_driver_dlt645::plugin_declaration(),
+            concentrator_driver_modbus::plugin_declaration(),
+        ] {
+            match loader.register_static(StaticDriver::new(declaration)) {
+                Ok(plugin) => log::debug!(
+                    "built-in driver {} {}",
+                    plugin.name(),
+                    plugin.info().version
+                ),
+                Err(e) => log::error!("built-in driver refused: {e}"),
+            }
+        }
+        if gateway.plugin_dir.is_some() {
+            match loader.load_all() {
+                Ok(report) => {
+                    for plugin in &report.loaded {
+                        log::info!(
+                            "loaded plugin {} {} ({:?})",
+                            plugin.name(),
+                            plugin.info().version,
+                            plugin.info().origin
+                        );
+                    }
+                    for refused in &report.refused {
+                        log::error!("plugin refused: {refused}");
+                    }
+                }
+                Err(e) => {
+                    log::error!("cannot load plugins: {e}; running with the built-in drivers")
+                }
+            }
+        }
+        Ok(Drivers { loader })
+    }
+
+    /// The driver named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.loader.get(name)
+    }
+
+    /// Every driver, built-in and loaded.
+    pub fn all(&self) -> &[Arc<Plugin>] {
+        self.loader.plugins()
+    }
+}
+
+/// Packs a meter address as the host passes it to drivers (docs/plugins.md, "Addresses"): a decimal
+/// number up to 255 written with up to 3 digits is one byte (a Modbus slave id); an even number of
+/// decimal digits is packed BCD in written order (`000000000001` → `00 00 00 00 00 01`); `0x` and hex
+/// digits are raw bytes.
+pub fn pack_address(text: &str) -> Result<Vec<u8>, String> {
+    let bad = || {
+        format!("`{text}` is not an address; write a slave id (`7`), 12 digits (`000000000001`) or hex bytes (`0x0A0B`)")
+    };
+    if let Some(hex) = text.strip_prefix("0x") {
+        return hex::decode(hex).map_err(|_| bad());
+    }
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if text.len() <= 3 {
+        return text.parse::<u8>().map(|b| vec![b]).map_err(|_| bad());
+    }
+    if !text.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    Ok(text
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| ((pair[0] - b'0') << 4) | (pair[1] - b'0'))
+        .collect())
+}
+
+/// The per-meter config handed to the driver: `model`, `password` and the `options` table, as TOML;
+/// the first-party drivers also get the bus's line settings as `line` (for their timing).
+pub fn driver_config(meter: &MeterConfig, line: Option<LineSettings>) -> String {
+    let mut table = meter.options.clone().unwrap_or_default();
+    if let (Some(line), "dlt645" | "modbus") = (line, meter.driver.get_ref().as_str()) {
+        table.insert("line".into(), toml::Value::String(format!("{} {}", line.baud, line.format())));
+    }
+    if let Some(model) = &meter.model {
+        table.insert("model".into(), toml::Value::String(model.get_ref().clone()));
+    }
+    if let Some(password) = &meter.password {
+        table.insert(
+            "password".into(),
+            toml::Value::String(password.get_ref().clone()),
+        );
+    }
+    toml::to_string(&table).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_pack_as_documented() {
+        assert_eq!(pack_address("7").unwrap(), vec![7]);
+        assert_eq!(pack_address("247").unwrap(), vec![247]);
+        assert_eq!(
+            pack_address("000000000001").unwrap(),
+            vec![0, 0, 0, 0, 0, 1]
+        );
+        assert_eq!(
+            pack_address("123456789012").unwrap(),
+            vec![0x12, 0x34, 0x56, 0x78, 0x90, 0x12]
+        );
+        assert_eq!(pack_address("0x0a0B").unwrap(), vec![0x0a, 0x0b]);
+        assert!(pack_address("256").is_err());
+        assert!(pack_address("12345").is_err());
+        assert!(pack_address("abc").unwrap_err().contains("not an address"));
+    }
+}

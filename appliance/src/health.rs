@@ -1,0 +1,149 @@
+//! Liveness of the daemon's threads, which the systemd watchdog is fed from: a thread that stops making
+//! progress (a hung driver, a wedged port) stops the feeding, and systemd restarts the daemon.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WorkerState {
+    /// Starting up.
+    Starting = 0,
+    /// Working normally.
+    Running = 1,
+    /// Its device could not be opened; it retries with backoff (alive, but degraded).
+    Retrying = 2,
+    /// Finished (stopped on request).
+    Stopped = 3,
+}
+
+/// One worker's heartbeat and state.
+#[derive(Debug)]
+pub struct Worker {
+    name: String,
+    beat_ms: AtomicU64,
+    state: AtomicU8,
+    epoch: Instant,
+}
+
+impl Worker {
+    /// Records progress.
+    pub fn beat(&self) {
+        self.beat_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Records progress and a state.
+    pub fn set_state(&self, state: WorkerState) {
+        self.state.store(state as u8, Ordering::SeqCst);
+        self.beat();
+    }
+
+    /// The worker's state.
+    pub fn state(&self) -> WorkerState {
+        match self.state.load(Ordering::SeqCst) {
+            0 => WorkerState::Starting,
+            1 => WorkerState::Running,
+            2 => WorkerState::Retrying,
+            _ => WorkerState::Stopped,
+        }
+    }
+
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.beat_ms.load(Ordering::SeqCst)))
+    }
+}
+
+/// Every worker's heartbeat.
+#[derive(Debug)]
+pub struct Health {
+    epoch: Instant,
+    workers: Mutex<Vec<Arc<Worker>>>,
+    stall_limit: Duration,
+}
+
+impl Health {
+    /// A registry in which a worker silent for longer than `stall_limit` counts as hung.
+    pub fn new(stall_limit: Duration) -> Self {
+        Health {
+            epoch: Instant::now(),
+            workers: Mutex::new(Vec::new()),
+            stall_limit,
+        }
+    }
+
+    /// Registers a worker.
+    pub fn register(&self, name: &str) -> Arc<Worker> {
+        let worker = Arc::new(Worker {
+            name: name.to_string(),
+            beat_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            state: AtomicU8::new(WorkerState::Starting as u8),
+            epoch: self.epoch,
+        });
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&worker));
+        worker
+    }
+
+    /// The workers that are hung (silent past the limit while not stopped).
+    pub fn hung(&self) -> Vec<String> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|w| w.state() != WorkerState::Stopped && w.silent_for() > self.stall_limit)
+            .map(|w| w.name.clone())
+            .collect()
+    }
+
+    /// A one-line summary for `systemctl status`.
+    pub fn summary(&self) -> String {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let running = workers
+            .iter()
+            .filter(|w| w.state() == WorkerState::Running)
+            .count();
+        let retrying: Vec<&str> = workers
+            .iter()
+            .filter(|w| w.state() == WorkerState::Retrying)
+            .map(|w| w.name())
+            .collect();
+        if retrying.is_empty() {
+            format!("{running} buses running")
+        } else {
+            format!("{running} buses running; retrying {}", retrying.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_worker_is_hung_a_stopped_one_is_not() {
+        let health = Health::new(Duration::from_millis(30));
+        let a = health.register("a");
+        let b = health.register("b");
+        a.set_state(WorkerState::Running);
+        b.set_state(WorkerState::Running);
+        std::thread::sleep(Duration::from_millis(50));
+        a.beat();
+        assert_eq!(health.hung(), vec!["b".to_string()]);
+        b.set_state(WorkerState::Stopped);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(health.hung(), vec!["a".to_string()]);
+        assert_eq!(health.summary(), "1 buses running");
+    }
+}

@@ -1,0 +1,89 @@
+//! Logging: to journald when the daemon runs under systemd with the journal available, to stderr
+//! otherwise. Choosing never panics: a journal that cannot be opened falls back to stderr with a note.
+
+use std::io::Write;
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+/// Where the log goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSink {
+    /// The systemd journal, with structured fields.
+    Journal,
+    /// Standard error, one line per record.
+    Stderr,
+}
+
+/// Installs the logger once; later calls only change the level. Returns where the log goes.
+pub fn init(level: LevelFilter) -> LogSink {
+    let sink = if systemd_journal_logger::connected_to_journal() {
+        match systemd_journal_logger::JournalLog::new() {
+            Ok(journal) => match journal
+                .with_syslog_identifier("concentratord".to_string())
+                .install()
+            {
+                Ok(()) => LogSink::Journal,
+                Err(_) => return already_installed(level),
+            },
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "concentratord: journald is not reachable ({e}); logging to stderr"
+                );
+                install_stderr()
+            }
+        }
+    } else {
+        install_stderr()
+    };
+    log::set_max_level(level);
+    sink
+}
+
+fn already_installed(level: LevelFilter) -> LogSink {
+    log::set_max_level(level);
+    LogSink::Stderr
+}
+
+fn install_stderr() -> LogSink {
+    // A second install (tests call init repeatedly) fails harmlessly.
+    let _ = log::set_boxed_logger(Box::new(StderrLog));
+    LogSink::Stderr
+}
+
+/// `LEVEL target: message` lines on stderr, with a UTC timestamp.
+#[derive(Debug)]
+struct StderrLog;
+
+impl Log for StderrLog {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (h, m, s) = (
+            (now.as_secs() / 3600) % 24,
+            (now.as_secs() / 60) % 60,
+            now.as_secs() % 60,
+        );
+        let line = format!(
+            "{h:02}:{m:02}:{s:02}.{:03} {:5} {}: {}\n",
+            now.subsec_millis(),
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        // Nothing sensible to do if stderr is gone; never panic over a log line.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}

@@ -1,0 +1,103 @@
+//! Emulated meters for `sim` buses, built from the `[[meter]]` tables (with their `[meter.sim]`
+//! behaviour), so the daemon runs a whole simulated block with no hardware: DL/T 645 meters from the
+//! dlt645 driver's emulator, Modbus meters from the modbus driver's emulator with the model's register
+//! map. A meter whose driver has no emulator here (a vendor plugin) stays silent on the sim bus and is
+//! reported offline; serve such a meter on a pseudo-terminal instead (see docs/plugins.md).
+
+use concentrator_driver_dlt645::sim::{Dlt645Meter, MeterConfig as Dlt645MeterConfig};
+use concentrator_driver_dlt645::Dlt645Address;
+use concentrator_driver_modbus::model::ModelRegistry;
+use concentrator_driver_modbus::sim::{ModbusMeter, ModbusMeterConfig};
+use concentrator_hal::sim::SimBus;
+
+use crate::buses::line_settings;
+use crate::config::{BusConfig, Config, MeterConfig};
+
+/// Attaches an emulator for every meter of `config` on `bus`; returns how many.
+pub fn attach(config: &Config, bus: &BusConfig, sim: &mut SimBus) -> usize {
+    let Ok(line) = line_settings(bus) else {
+        return 0;
+    };
+    let mut attached = 0;
+    for meter in config
+        .meters
+        .iter()
+        .filter(|m| m.bus.get_ref() == bus.name.get_ref())
+    {
+        let (load_w, start_kwh) = meter
+            .sim
+            .as_ref()
+            .map_or((800, 0.0), |s| (s.load_w, s.start_kwh));
+        let start_centi_kwh = (start_kwh.max(0.0) * 100.0).round() as u64;
+        let result = match meter.driver.get_ref().as_str() {
+            "dlt645" => dlt645(meter, line, load_w, start_centi_kwh).map(|m| {
+                sim.attach(m);
+            }),
+            "modbus" => modbus(meter, line, load_w, start_centi_kwh).map(|m| {
+                sim.attach(m);
+            }),
+            other => Err(format!(
+                "no emulator for driver `{other}`; serve it on a pseudo-terminal instead"
+            )),
+        };
+        match result {
+            Ok(()) => attached += 1,
+            Err(why) => log::warn!(
+                "bus {}: meter {} ({}) is not emulated: {why}",
+                bus.name.get_ref(),
+                meter.address.get_ref(),
+                meter.dwelling.get_ref()
+            ),
+        }
+    }
+    attached
+}
+
+fn dlt645(
+    meter: &MeterConfig,
+    line: concentrator_hal::LineSettings,
+    load_w: u32,
+    start_centi_kwh: u64,
+) -> Result<Dlt645Meter, String> {
+    let address: Dlt645Address = meter
+        .address
+        .get_ref()
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let mut config = Dlt645MeterConfig::new(address);
+    config.power_w = i64::from(load_w);
+    config.import_centi_kwh = start_centi_kwh;
+    config.line = line;
+    if let Some(password) = &meter.password {
+        config.password = password.get_ref().parse()?;
+    }
+    Ok(Dlt645Meter::new(config))
+}
+
+fn modbus(
+    meter: &MeterConfig,
+    line: concentrator_hal::LineSettings,
+    load_w: u32,
+    start_centi_kwh: u64,
+) -> Result<ModbusMeter, String> {
+    let slave: u8 = meter
+        .address
+        .get_ref()
+        .parse()
+        .map_err(|_| "not a slave id".to_string())?;
+    let model = meter
+        .model
+        .as_ref()
+        .map(|m| m.get_ref().as_str())
+        .unwrap_or_default();
+    let registry = ModelRegistry::builtin().map_err(|e| e.to_string())?;
+    let map = registry
+        .get(model)
+        .ok_or_else(|| format!("no register map for model `{model}`"))?
+        .clone();
+    let mut config = ModbusMeterConfig::new(slave, map);
+    config.power_w = i64::from(load_w);
+    config.import_centi_kwh = start_centi_kwh;
+    config.line = line;
+    Ok(ModbusMeter::new(config))
+}

@@ -1,0 +1,181 @@
+//! The daemon's status for installers: every bus and meter with its state, last readings and
+//! statistics, written as JSON to the status file for `concentrator status`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scheduler::{BusScheduler, MeterStats};
+
+/// One meter's status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeterStatus {
+    /// The address as configured.
+    pub address: String,
+    /// The dwelling it supplies.
+    pub dwelling: String,
+    /// Its driver.
+    pub driver: String,
+    /// `online`, `offline`, `unknown` (not polled yet) or `failed` (cannot be driven: see `error`).
+    pub state: String,
+    /// Why it cannot be driven, when `failed`.
+    pub error: Option<String>,
+    /// Its last readings, as text.
+    pub readings: Vec<String>,
+    /// Statistics.
+    pub stats: MeterStatsView,
+}
+
+/// Statistics as stored in the status file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct MeterStatsView {
+    /// Exchanges.
+    pub requests: u64,
+    /// Successful tasks.
+    pub ok: u64,
+    /// Exchanges without a reply.
+    pub timeouts: u64,
+    /// Unusable replies (checksum, truncation, collision).
+    pub bad_replies: u64,
+    /// Device exceptions.
+    pub exceptions: u64,
+    /// Driver panics and broken rules.
+    pub driver_faults: u64,
+    /// Latency histogram (buckets: <20, <50, <100, <200, <500, <1000, <2000, ≥2000 ms).
+    pub latency_histogram: Vec<u64>,
+    /// Last latency in ms.
+    pub last_latency_ms: Option<f64>,
+}
+
+impl From<&MeterStats> for MeterStatsView {
+    fn from(s: &MeterStats) -> Self {
+        MeterStatsView {
+            requests: s.requests,
+            ok: s.ok,
+            timeouts: s.timeouts,
+            bad_replies: s.bad_replies,
+            exceptions: s.exceptions,
+            driver_faults: s.driver_faults,
+            latency_histogram: s.latency_histogram.to_vec(),
+            last_latency_ms: s.last_latency_ms,
+        }
+    }
+}
+
+/// One bus's status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct BusStatus {
+    /// `running`, `retrying` (cannot be opened) or `stopped`.
+    pub state: String,
+    /// Backend, device and settings, or why it cannot be opened.
+    pub detail: String,
+    /// Its meters.
+    pub meters: Vec<MeterStatus>,
+}
+
+/// The whole status file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Status {
+    /// The gateway's id.
+    pub gateway: String,
+    /// Unix time of the last update.
+    pub updated_unix: u64,
+    /// Buses by name.
+    pub buses: BTreeMap<String, BusStatus>,
+    /// Drivers: name, version and state.
+    pub drivers: Vec<String>,
+}
+
+/// The status, updated by the bus workers and written by the main loop.
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    inner: Mutex<Status>,
+}
+
+impl StatusBoard {
+    /// A board for gateway `id`.
+    pub fn new(id: &str, drivers: Vec<String>) -> Self {
+        StatusBoard {
+            inner: Mutex::new(Status {
+                gateway: id.to_string(),
+                drivers,
+                ..Status::default()
+            }),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Status) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Records a bus that cannot be opened.
+    pub fn bus_failed(&self, bus: &str, why: &str) {
+        self.with(|s| {
+            let entry = s.buses.entry(bus.to_string()).or_default();
+            entry.state = "retrying".into();
+            entry.detail = why.to_string();
+        });
+    }
+
+    /// Records a bus's state.
+    pub fn bus_state(&self, bus: &str, state: &str, detail: Option<&str>) {
+        self.with(|s| {
+            let entry = s.buses.entry(bus.to_string()).or_default();
+            entry.state = state.into();
+            if let Some(detail) = detail {
+                entry.detail = detail.to_string();
+            }
+        });
+    }
+
+    /// Copies a scheduler's meters into the board.
+    pub fn update(&self, scheduler: &BusScheduler) {
+        let meters = scheduler
+            .meters()
+            .iter()
+            .map(|m| MeterStatus {
+                address: m.address.clone(),
+                dwelling: m.dwelling.clone(),
+                driver: m.driver.clone(),
+                state: match (m.failure(), m.online()) {
+                    (Some(_), _) => "failed",
+                    (None, Some(true)) => "online",
+                    (None, Some(false)) => "offline",
+                    (None, None) => "unknown",
+                }
+                .into(),
+                error: m.failure().map(str::to_string),
+                readings: m.last_readings().iter().map(ToString::to_string).collect(),
+                stats: m.stats().into(),
+            })
+            .collect();
+        self.with(|s| {
+            s.buses
+                .entry(scheduler.name().to_string())
+                .or_default()
+                .meters = meters
+        });
+    }
+
+    /// A snapshot.
+    pub fn snapshot(&self) -> Status {
+        self.with(|s| s.clone())
+    }
+
+    /// Writes the status to `path` atomically (a temporary file, then a rename).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut status = self.snapshot();
+        status.updated_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+}

@@ -1,0 +1,152 @@
+//! Broken configurations are refused with file:line:column and what to write instead, by
+//! `concentratord validate` and by the daemon itself, which then does not start.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_concentratord");
+
+const GOOD: &str = r#"[gateway]
+id = "gw-1"
+store = "/tmp/concentrator-store"
+
+[[bus]]
+name = "rs485-1"
+backend = "sim"
+baud = 2400
+
+[[meter]]
+bus = "rs485-1"
+address = "000000000001"
+driver = "dlt645"
+dwelling = "A-101"
+"#;
+
+fn write(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("concentrator-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `validate` and the daemon on the text; both must refuse it. Returns validate's stderr.
+fn refused(name: &str, text: &str) -> String {
+    let path = write(name, text);
+    let out = Command::new(DAEMON)
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "validate accepted {name}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let run = Command::new(DAEMON)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "the daemon started on {name}");
+    let run_err = String::from_utf8_lossy(&run.stderr);
+    assert!(run_err.contains("not started"), "{run_err}");
+    assert!(!run_err.contains("opened bus"), "{run_err}");
+    stderr
+}
+
+#[test]
+fn the_good_config_and_the_example_validate() {
+    let out = Command::new(DAEMON)
+        .arg("validate")
+        .arg(write("good.toml", GOOD))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 buses, 1 meters)"));
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/sim.toml");
+    let out = Command::new(DAEMON)
+        .arg("validate")
+        .arg(example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unknown_key_names_line_column_and_the_right_key() {
+    let text = GOOD.replace("baud = 2400", "baudrate = 2400");
+    let err = refused("unknown.toml", &text);
+    assert!(
+        err.contains("unknown.toml:8:1: unknown field `baudrate`"),
+        "{err}"
+    );
+    assert!(err.contains("write `baud` instead of `baudrate`"), "{err}");
+    assert!(err.contains("8 | baudrate = 2400"), "{err}");
+}
+
+#[test]
+fn missing_bus_points_at_the_meters_bus() {
+    let text = GOOD.replace("bus = \"rs485-1\"", "bus = \"rs485-2\"");
+    let err = refused("missing.toml", &text);
+    assert!(
+        err.contains("missing.toml:11:7: no bus is named `rs485-2`"),
+        "{err}"
+    );
+    assert!(err.contains("write `bus = \"rs485-1\"`"), "{err}");
+}
+
+#[test]
+fn bad_baud_suggests_a_real_rate() {
+    let text = GOOD.replace("baud = 2400", "baud = 2500");
+    let err = refused("baud.toml", &text);
+    assert!(
+        err.contains("baud.toml:8:8: 2500 is not a baud rate"),
+        "{err}"
+    );
+    assert!(err.contains("write `baud = 2400`"), "{err}");
+}
+
+#[test]
+fn duplicate_meter_address_on_a_bus_is_refused() {
+    let text = format!("{GOOD}\n[[meter]]\nbus = \"rs485-1\"\naddress = \"000000000001\"\ndriver = \"dlt645\"\ndwelling = \"A-102\"\n");
+    let err = refused("dup.toml", &text);
+    assert!(
+        err.contains("dup.toml:18:11: address 000000000001 is used twice on bus `rs485-1`"),
+        "{err}"
+    );
+    assert!(err.contains("dwelling `A-101`"), "{err}");
+}
+
+#[test]
+fn every_mistake_is_listed_at_once() {
+    let text = GOOD
+        .replace("baud = 2400", "baud = 2500")
+        .replace("address = \"000000000001\"", "address = \"12\"");
+    let err = refused("many.toml", &text);
+    assert!(err.contains("many.toml:8:8:"), "{err}");
+    assert!(
+        err.contains("many.toml:12:11: `12` is not a DL/T 645 address"),
+        "{err}"
+    );
+    assert!(err.contains("2 mistakes in"), "{err}");
+}
+
+#[test]
+fn syntax_errors_and_unreadable_files() {
+    let err = refused("syntax.toml", "[gateway\nid = 1\n");
+    assert!(err.contains("syntax.toml:1:"), "{err}");
+    let out = Command::new(DAEMON)
+        .arg("validate")
+        .arg("/nonexistent/c.toml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read the configuration /nonexistent/c.toml"));
+}

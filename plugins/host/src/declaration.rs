@@ -1,0 +1,268 @@
+//! Checking a plugin's declaration before anything in the plugin is called.
+
+use std::ffi::c_void;
+use std::fmt;
+
+use concentrator_plugin_api::codes::{driver_kind, panic_strategy};
+use concentrator_plugin_api::{
+    ApiVersion, BytesRef, InitFn, MessageBuf, MeterDriverVTable, PluginDeclaration, RawOutcome,
+    RawReply, RawRequest, RawStreamEvent, RawTask, RawTime, Status, StrRef, StreamDriverVTable,
+    ABI_VERSION, API_VERSION, BUILD_TARGET, MAX_NAME_LEN, MAX_TARGET_LEN, MAX_VERSION_LEN,
+};
+
+use crate::error::DeclarationError;
+
+/// What kind of driver a plugin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DriverKind {
+    /// An RS485 meter driver (DL/T 645, Modbus).
+    Rs485Meter,
+    /// A serial-stream coordinator driver (Zigbee).
+    StreamCoordinator,
+    /// A modem driver.
+    Modem,
+}
+
+impl DriverKind {
+    /// A short name for listings and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::Rs485Meter => "rs485-meter",
+            DriverKind::StreamCoordinator => "stream-coordinator",
+            DriverKind::Modem => "modem",
+        }
+    }
+}
+
+impl fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+pub(crate) type OpenMeterFn =
+    unsafe extern "C" fn(BytesRef, StrRef, *mut *mut c_void, *mut MessageBuf) -> Status;
+pub(crate) type CloseFn = unsafe extern "C" fn(*mut c_void);
+pub(crate) type BeginFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const RawTask,
+    RawTime,
+    *mut RawRequest,
+    *mut MessageBuf,
+) -> Status;
+pub(crate) type IsCompleteFn = unsafe extern "C" fn(*mut c_void, BytesRef, *mut u8) -> Status;
+pub(crate) type FinishFn = unsafe extern "C" fn(
+    *mut c_void,
+    RawReply,
+    RawTime,
+    *mut RawOutcome,
+    *mut MessageBuf,
+) -> Status;
+pub(crate) type OpenStreamFn =
+    unsafe extern "C" fn(StrRef, RawTime, *mut *mut c_void, *mut MessageBuf) -> Status;
+pub(crate) type OnBytesFn = unsafe extern "C" fn(*mut c_void, BytesRef, *mut MessageBuf) -> Status;
+pub(crate) type PollTransmitFn =
+    unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize, *mut MessageBuf) -> Status;
+pub(crate) type OnTickFn = unsafe extern "C" fn(*mut c_void, RawTime, *mut MessageBuf) -> Status;
+pub(crate) type PollEventFn =
+    unsafe extern "C" fn(*mut c_void, *mut RawStreamEvent, *mut u8, *mut MessageBuf) -> Status;
+
+/// The checked entry points of a meter driver.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MeterEntries {
+    pub open: OpenMeterFn,
+    pub close: CloseFn,
+    pub begin: BeginFn,
+    pub is_complete: IsCompleteFn,
+    pub finish: FinishFn,
+}
+
+/// The checked entry points of a stream driver.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamEntries {
+    pub open: OpenStreamFn,
+    pub close: CloseFn,
+    pub on_bytes: OnBytesFn,
+    pub poll_transmit: PollTransmitFn,
+    pub on_tick: OnTickFn,
+    pub poll_event: PollEventFn,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Entries {
+    Meter(MeterEntries),
+    Stream(StreamEntries),
+}
+
+/// A declaration that passed every check.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub name: String,
+    pub version: String,
+    pub kind: DriverKind,
+    pub api_version: ApiVersion,
+    pub init: InitFn,
+    pub entries: Entries,
+}
+
+/// Reads a bounded UTF-8 string from a declaration.
+///
+/// # Safety
+/// When `s.ptr` is non-null and `s.len <= max`, it must point to `s.len` readable bytes that live forever.
+unsafe fn bounded_str(
+    s: &StrRef,
+    field: &'static str,
+    max: usize,
+) -> Result<String, DeclarationError> {
+    let bad = |reason: String| DeclarationError::BadString { field, reason };
+    if s.len == 0 {
+        return Err(bad(String::from("is empty")));
+    }
+    if s.len > max {
+        return Err(bad(format!(
+            "is {} bytes long; at most {max} are allowed",
+            s.len
+        )));
+    }
+    // SAFETY: length bounded above; the caller guarantees the pointer (null is handled by `as_bytes`).
+    let bytes = unsafe { s.as_bytes() }.ok_or_else(|| bad(String::from("is a null pointer")))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| bad(String::from("is not UTF-8")))?;
+    if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad(format!(
+            "`{}` contains whitespace or control characters",
+            text.escape_debug()
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+/// Checks a declaration: ABI version first (nothing else is read before it matches), then target, panic
+/// strategy, API version, strings, kind and entry points.
+///
+/// # Safety
+/// `declaration` is null or points to readable memory holding at least a `u32`, and, when that equals
+/// [`ABI_VERSION`], a whole [`PluginDeclaration`] whose pointers refer to memory that lives forever
+/// (a library is never unloaded; a static driver is `'static`).
+pub(crate) unsafe fn check(
+    declaration: *const PluginDeclaration,
+) -> Result<Checked, DeclarationError> {
+    if declaration.is_null() {
+        return Err(DeclarationError::Null);
+    }
+    // SAFETY: non-null; the ABI fixes a u32 ABI version as the first field of every declaration version.
+    let abi_version = unsafe { declaration.cast::<u32>().read_unaligned() };
+    if abi_version != ABI_VERSION {
+        return Err(DeclarationError::AbiVersion {
+            found: abi_version,
+            expected: ABI_VERSION,
+        });
+    }
+    // SAFETY: the ABI version matches, so the memory holds a `PluginDeclaration` of our layout.
+    let d = unsafe { &*declaration };
+
+    // SAFETY: pointers of a declaration live forever (caller's guarantee); lengths are bounded.
+    let target = unsafe { bounded_str(&d.target, "target triple", MAX_TARGET_LEN) }?;
+    if target != BUILD_TARGET {
+        return Err(DeclarationError::Target {
+            found: target,
+            expected: BUILD_TARGET,
+        });
+    }
+    if d.panic_strategy != panic_strategy::UNWIND {
+        let found = match d.panic_strategy {
+            panic_strategy::ABORT => String::from("\"abort\""),
+            other => format!("code {other} (unknown)"),
+        };
+        return Err(DeclarationError::PanicStrategy { found });
+    }
+    let api = d.api_version;
+    if api.major != API_VERSION.major || api.minor > API_VERSION.minor {
+        return Err(DeclarationError::ApiVersion {
+            found: api,
+            host: API_VERSION,
+        });
+    }
+    // SAFETY: as above.
+    let name = unsafe { bounded_str(&d.name, "name", MAX_NAME_LEN) }?;
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(DeclarationError::BadString {
+            field: "name",
+            reason: format!("`{name}` may only hold ASCII letters, digits, `-` and `_`"),
+        });
+    }
+    // SAFETY: as above.
+    let version = unsafe { bounded_str(&d.version, "version", MAX_VERSION_LEN) }?;
+    let kind = match d.kind {
+        driver_kind::RS485_METER => DriverKind::Rs485Meter,
+        driver_kind::STREAM_COORDINATOR => DriverKind::StreamCoordinator,
+        driver_kind::MODEM => DriverKind::Modem,
+        other => return Err(DeclarationError::Kind(other)),
+    };
+    let missing = |missing: String| DeclarationError::Entries {
+        kind: kind.name(),
+        missing,
+    };
+    let init = d
+        .init
+        .ok_or_else(|| missing(String::from("its `init` entry point is null")))?;
+    let entries = match kind {
+        DriverKind::Rs485Meter => {
+            // SAFETY: the pointer is the plugin's static table (caller's guarantee); size checked first.
+            let table =
+                unsafe { read_table::<MeterDriverVTable>(d.meter.cast()) }.map_err(missing)?;
+            let entry = |name: &str| missing(format!("its meter entry point `{name}` is null"));
+            Entries::Meter(MeterEntries {
+                open: table.open.ok_or_else(|| entry("open"))?,
+                close: table.close.ok_or_else(|| entry("close"))?,
+                begin: table.begin.ok_or_else(|| entry("begin"))?,
+                is_complete: table.is_complete.ok_or_else(|| entry("is_complete"))?,
+                finish: table.finish.ok_or_else(|| entry("finish"))?,
+            })
+        }
+        DriverKind::StreamCoordinator | DriverKind::Modem => {
+            // SAFETY: as above.
+            let table =
+                unsafe { read_table::<StreamDriverVTable>(d.stream.cast()) }.map_err(missing)?;
+            let entry = |name: &str| missing(format!("its stream entry point `{name}` is null"));
+            Entries::Stream(StreamEntries {
+                open: table.open.ok_or_else(|| entry("open"))?,
+                close: table.close.ok_or_else(|| entry("close"))?,
+                on_bytes: table.on_bytes.ok_or_else(|| entry("on_bytes"))?,
+                poll_transmit: table.poll_transmit.ok_or_else(|| entry("poll_transmit"))?,
+                on_tick: table.on_tick.ok_or_else(|| entry("on_tick"))?,
+                poll_event: table.poll_event.ok_or_else(|| entry("poll_event"))?,
+            })
+        }
+    };
+    Ok(Checked {
+        name,
+        version,
+        kind,
+        api_version: api,
+        init,
+        entries,
+    })
+}
+
+/// Reads an entry-point table whose first field is its size.
+///
+/// # Safety
+/// `table` is null or points to a table that starts with a `usize` size and holds that many readable bytes.
+unsafe fn read_table<'a, T>(table: *const T) -> Result<&'a T, String> {
+    if table.is_null() {
+        return Err(String::from("its entry-point table is null"));
+    }
+    // SAFETY: non-null; every table starts with its size.
+    let size = unsafe { table.cast::<usize>().read_unaligned() };
+    if size < size_of::<T>() {
+        return Err(format!(
+            "its entry-point table is {size} bytes, this host needs {}",
+            size_of::<T>()
+        ));
+    }
+    // SAFETY: the table is at least as large as `T` (checked) and static (caller's guarantee).
+    Ok(unsafe { &*table })
+}

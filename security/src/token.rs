@@ -1,0 +1,336 @@
+//! Credit tokens: the head-end's signed promise that one meter may add an amount of credit, once.
+//!
+//! Canonical encoding (what is signed; fixed field order, big-endian):
+//!
+//! ```text
+//! u8        tag 'T' (0x54)
+//! u8        version (1)
+//! u8 + n    meter id: the utility's meter number, 1..=32 printable ASCII characters
+//! u64       serial, per meter, strictly increasing
+//! u64       amount in minor currency units
+//! 3         currency, ISO 4217 letters (e.g. "EUR")
+//! u64       issued at, unix seconds
+//! u64       expires at, unix seconds
+//! 8         key id of the signing key (see [`crate::pki::key_id`])
+//! ```
+//!
+//! The meter id is the meter number printed on the meter (the contract's meter), not the KID: tokens pass
+//! through the phone client and the KID must not travel in clear.
+
+use thiserror::Error;
+
+use crate::pki::{PkiError, Role, TrustStore};
+use crate::signed::{DocumentSigner, SignedDocument};
+use crate::wire::{put_u8_prefixed, Malformed, Reader};
+
+/// Type tag of a token body.
+pub const TOKEN_TAG: u8 = b'T';
+/// Token body version.
+pub const TOKEN_VERSION: u8 = 1;
+/// Longest meter id.
+pub const MAX_METER_ID: usize = 32;
+
+/// A credit token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct CreditToken {
+    /// The meter number (1..=32 printable ASCII).
+    pub meter_id: String,
+    /// Per-meter serial; the ledger applies a token only if its serial is above the last applied.
+    pub serial: u64,
+    /// Amount in minor currency units (cents).
+    pub amount_minor: u64,
+    /// ISO 4217 currency code, three upper-case letters.
+    pub currency: [u8; 3],
+    /// Issue time, unix seconds.
+    pub issued_at: u64,
+    /// Expiry, unix seconds; the token is refused at and after this time.
+    pub expires_at: u64,
+    /// Key id of the head-end key that signs it.
+    pub key_id: [u8; 8],
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TokenError {
+    /// The octets do not parse.
+    #[error("malformed token: bad or truncated {what} at offset {offset}; the token is corrupt or truncated")]
+    Malformed {
+        /// The field.
+        what: &'static str,
+        /// Its offset.
+        offset: usize,
+    },
+    /// The signature does not verify with the signer's key: the token was altered or forged.
+    #[error(
+        "token signature does not verify: the token was altered or not signed by the certified key"
+    )]
+    BadSignature,
+    /// The chain does not lead to a trusted utility CA.
+    #[error("token signer is not trusted: certificate issued by {issuer:?} ({reason}); install the utility CA or reject the token")]
+    UntrustedChain {
+        /// The signer certificate's issuer.
+        issuer: String,
+        /// openssl's verdict.
+        reason: String,
+    },
+    /// The signer is trusted but is not the head-end.
+    #[error("token signed by a {got:?} certificate, not a head-end one: only the head-end issues credit")]
+    NotHeadEnd {
+        /// The signer's OU.
+        got: Option<String>,
+    },
+    /// The token's key id is not the signer's.
+    #[error("token key id {token:02x?} does not match the signer's key {signer:02x?}: re-issue the token")]
+    KeyIdMismatch {
+        /// In the token.
+        token: [u8; 8],
+        /// Of the signer.
+        signer: [u8; 8],
+    },
+    /// The token is for another meter.
+    #[error("token is for meter {got:?}, not {expected:?}")]
+    WrongMeter {
+        /// In the token.
+        got: String,
+        /// The meter applying it.
+        expected: String,
+    },
+    /// The token expired.
+    #[error("token expired at {expires_at} (now {now}): ask the head-end for a new one")]
+    Expired {
+        /// Its expiry.
+        expires_at: u64,
+        /// The time given.
+        now: u64,
+    },
+    /// The token's issue time is in the future.
+    #[error("token issued at {issued_at}, after now ({now}): check the clock")]
+    NotYetValid {
+        /// Its issue time.
+        issued_at: u64,
+        /// The time given.
+        now: u64,
+    },
+    /// Another certificate or key problem.
+    #[error("token certificate problem: {0}")]
+    Certificate(String),
+    /// A field value the encoder refuses.
+    #[error("token field {0} is invalid: {1}")]
+    InvalidField(&'static str, &'static str),
+}
+
+impl From<Malformed> for TokenError {
+    fn from(m: Malformed) -> Self {
+        TokenError::Malformed {
+            what: m.what,
+            offset: m.offset,
+        }
+    }
+}
+
+impl From<PkiError> for TokenError {
+    fn from(e: PkiError) -> Self {
+        match e {
+            PkiError::UntrustedChain { issuer, reason } => {
+                TokenError::UntrustedChain { issuer, reason }
+            }
+            PkiError::WrongRole { got, .. } => TokenError::NotHeadEnd { got },
+            PkiError::BadCertificate(s) => TokenError::Certificate(s),
+        }
+    }
+}
+
+fn valid_meter_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_METER_ID && id.iter().all(|b| b.is_ascii_graphic())
+}
+
+impl CreditToken {
+    /// The canonical encoding, which is what gets signed.
+    pub fn encode(&self) -> Result<Vec<u8>, TokenError> {
+        if !valid_meter_id(self.meter_id.as_bytes()) {
+            return Err(TokenError::InvalidField(
+                "meter_id",
+                "1 to 32 printable ASCII characters",
+            ));
+        }
+        if !self.currency.iter().all(u8::is_ascii_uppercase) {
+            return Err(TokenError::InvalidField(
+                "currency",
+                "three upper-case ISO 4217 letters",
+            ));
+        }
+        let mut out = vec![TOKEN_TAG, TOKEN_VERSION];
+        put_u8_prefixed(&mut out, self.meter_id.as_bytes()).ok_or(TokenError::InvalidField(
+            "meter_id",
+            "at most 32 characters",
+        ))?;
+        out.extend_from_slice(&self.serial.to_be_bytes());
+        out.extend_from_slice(&self.amount_minor.to_be_bytes());
+        out.extend_from_slice(&self.currency);
+        out.extend_from_slice(&self.issued_at.to_be_bytes());
+        out.extend_from_slice(&self.expires_at.to_be_bytes());
+        out.extend_from_slice(&self.key_id);
+        Ok(out)
+    }
+
+    /// Parses a canonical encoding; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self, TokenError> {
+        let mut r = Reader::new(bytes);
+        let off = r.offset();
+        if r.u8("tag")? != TOKEN_TAG {
+            return Err(Malformed {
+                what: "tag",
+                offset: off,
+            }
+            .into());
+        }
+        let off = r.offset();
+        if r.u8("version")? != TOKEN_VERSION {
+            return Err(Malformed {
+                what: "version",
+                offset: off,
+            }
+            .into());
+        }
+        let off = r.offset();
+        let meter = r.bytes_u8("meter_id")?;
+        if !valid_meter_id(meter) {
+            return Err(Malformed {
+                what: "meter_id",
+                offset: off,
+            }
+            .into());
+        }
+        let serial = r.u64("serial")?;
+        let amount_minor = r.u64("amount")?;
+        let off = r.offset();
+        let currency = r.array::<3>("currency")?;
+        if !currency.iter().all(u8::is_ascii_uppercase) {
+            return Err(Malformed {
+                what: "currency",
+                offset: off,
+            }
+            .into());
+        }
+        let issued_at = r.u64("issued_at")?;
+        let expires_at = r.u64("expires_at")?;
+        let key_id = r.array::<8>("key_id")?;
+        r.finish()?;
+        Ok(CreditToken {
+            meter_id: String::from_utf8_lossy(meter).into_owned(),
+            serial,
+            amount_minor,
+            currency,
+            issued_at,
+            expires_at,
+            key_id,
+        })
+    }
+}
+
+/// Whether a token with `serial` may be applied after `last_applied` (the ledger owns that state).
+pub fn serial_is_fresh(serial: u64, last_applied: Option<u64>) -> bool {
+    last_applied.is_none_or(|last| serial > last)
+}
+
+/// A token with its signature and the signer's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedToken(pub SignedDocument);
+
+impl SignedToken {
+    /// Wire octets.
+    pub fn encode(&self) -> Result<Vec<u8>, TokenError> {
+        self.0.encode().ok_or(TokenError::InvalidField(
+            "signed token",
+            "a field is too long for its length prefix",
+        ))
+    }
+
+    /// Parses wire octets (structure only); never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self, TokenError> {
+        Ok(SignedToken(SignedDocument::decode(bytes)?))
+    }
+}
+
+/// The head-end's token issuer.
+#[derive(Debug)]
+pub struct TokenSigner(DocumentSigner);
+
+impl TokenSigner {
+    /// From the head-end's signing key and certificate chain.
+    pub fn new(signer: DocumentSigner) -> Self {
+        TokenSigner(signer)
+    }
+
+    /// The key id to put in tokens.
+    pub fn key_id(&self) -> [u8; 8] {
+        self.0.key_id()
+    }
+
+    /// Signs a token; its key id is set to this signer's.
+    pub fn sign(&self, token: &CreditToken) -> Result<SignedToken, TokenError> {
+        let mut t = token.clone();
+        t.key_id = self.0.key_id();
+        Ok(SignedToken(self.0.sign(t.encode()?)?))
+    }
+}
+
+/// Verifies tokens against the utility CA(s); used by the gateway, the phone client and the ledger.
+#[derive(Debug)]
+pub struct TokenVerifier {
+    trust: TrustStore,
+}
+
+impl TokenVerifier {
+    /// Trusts tokens whose head-end certificate chains to one of `utility_cas`.
+    pub fn new(utility_cas: Vec<openssl::x509::X509>) -> Self {
+        TokenVerifier {
+            trust: TrustStore::new(utility_cas),
+        }
+    }
+
+    /// Verifies chain, role, signature, key id, meter and validity period, in that order.
+    pub fn verify(
+        &self,
+        signed: &SignedToken,
+        expected_meter: &str,
+        now: u64,
+    ) -> Result<CreditToken, TokenError> {
+        let token = CreditToken::decode(&signed.0.body)?;
+        let signer = self
+            .trust
+            .verify_chain(&signed.0.chain, Role::HeadEnd, now)?;
+        let ec = signer
+            .key
+            .ec_key()
+            .map_err(|e| TokenError::Certificate(e.to_string()))?;
+        if !signed.0.signature_valid(&ec) {
+            return Err(TokenError::BadSignature);
+        }
+        if token.key_id != signer.key_id {
+            return Err(TokenError::KeyIdMismatch {
+                token: token.key_id,
+                signer: signer.key_id,
+            });
+        }
+        if token.meter_id != expected_meter {
+            return Err(TokenError::WrongMeter {
+                got: token.meter_id,
+                expected: expected_meter.to_string(),
+            });
+        }
+        if now < token.issued_at {
+            return Err(TokenError::NotYetValid {
+                issued_at: token.issued_at,
+                now,
+            });
+        }
+        if now >= token.expires_at {
+            return Err(TokenError::Expired {
+                expires_at: token.expires_at,
+                now,
+            });
+        }
+        Ok(token)
+    }
+}

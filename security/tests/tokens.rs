@@ -1,0 +1,204 @@
+//! Credit tokens and receipts across the test PKI: each refusal has its own error.
+
+mod common;
+
+use common::pki::{cert, p256_key, TestPki, NOW};
+use concentrator_security::receipt::{Receipt, ReceiptError, ReceiptVerifier};
+use concentrator_security::signed::DocumentSigner;
+use concentrator_security::token::{
+    serial_is_fresh, CreditToken, SignedToken, TokenError, TokenSigner, TokenVerifier,
+};
+
+fn token() -> CreditToken {
+    CreditToken {
+        meter_id: "04123456789".into(),
+        serial: 42,
+        amount_minor: 20_00,
+        currency: *b"EUR",
+        issued_at: NOW - 60,
+        expires_at: NOW + 30 * 86_400,
+        key_id: [0; 8],
+    }
+}
+
+fn setup() -> (TestPki, TokenSigner, TokenVerifier) {
+    let pki = TestPki::new();
+    let signer = TokenSigner::new(
+        DocumentSigner::new(
+            pki.head_end_key.clone(),
+            std::slice::from_ref(&pki.head_end),
+        )
+        .unwrap(),
+    );
+    let verifier = TokenVerifier::new(vec![pki.ca.clone()]);
+    (pki, signer, verifier)
+}
+
+#[test]
+fn a_good_token_verifies_after_a_round_trip() {
+    let (_pki, signer, verifier) = setup();
+    let signed = signer.sign(&token()).unwrap();
+    let wire = signed.encode().unwrap();
+    let back = SignedToken::decode(&wire).unwrap();
+    let t = verifier.verify(&back, "04123456789", NOW).unwrap();
+    assert_eq!(t.key_id, signer.key_id());
+    assert_eq!(
+        CreditToken {
+            key_id: [0; 8],
+            ..t
+        },
+        token()
+    );
+    // A second verification takes the cached chain and still checks everything.
+    assert!(verifier.verify(&back, "04123456789", NOW).is_ok());
+}
+
+#[test]
+fn each_refusal_has_its_own_error() {
+    let (pki, signer, verifier) = setup();
+    let signed = signer.sign(&token()).unwrap();
+
+    assert!(matches!(
+        verifier.verify(&signed, "04999999999", NOW),
+        Err(TokenError::WrongMeter { .. })
+    ));
+    assert!(matches!(
+        verifier.verify(&signed, "04123456789", NOW + 31 * 86_400),
+        Err(TokenError::Expired { .. })
+    ));
+    assert!(matches!(
+        verifier.verify(&signed, "04123456789", NOW - 3600),
+        Err(TokenError::NotYetValid { .. })
+    ));
+
+    // Altered amount: the signature no longer matches.
+    let mut altered = signed.clone();
+    let pos = altered.0.body.len() - 8 - 8 - 8 - 3 - 1;
+    altered.0.body[pos] ^= 1;
+    assert_eq!(
+        verifier.verify(&altered, "04123456789", NOW),
+        Err(TokenError::BadSignature)
+    );
+
+    // A head-end certificate from a rogue CA.
+    let rogue = TokenSigner::new(
+        DocumentSigner::new(
+            pki.rogue_head_end_key.clone(),
+            std::slice::from_ref(&pki.rogue_head_end),
+        )
+        .unwrap(),
+    );
+    match verifier.verify(&rogue.sign(&token()).unwrap(), "04123456789", NOW) {
+        Err(TokenError::UntrustedChain { issuer, .. }) => {
+            assert!(issuer.contains("Rogue CA"), "{issuer}")
+        }
+        other => panic!("expected UntrustedChain, got {other:?}"),
+    }
+
+    // A gateway key cannot mint credit even though it chains to the utility CA.
+    let gw = TokenSigner::new(
+        DocumentSigner::new(pki.gateway_key.clone(), std::slice::from_ref(&pki.gateway)).unwrap(),
+    );
+    assert!(matches!(
+        verifier.verify(&gw.sign(&token()).unwrap(), "04123456789", NOW),
+        Err(TokenError::NotHeadEnd { .. })
+    ));
+
+    // A key id that is not the signer's.
+    let mut t = token();
+    t.key_id = [9; 8];
+    let body = t.encode().unwrap();
+    let doc = DocumentSigner::new(
+        pki.head_end_key.clone(),
+        std::slice::from_ref(&pki.head_end),
+    )
+    .unwrap()
+    .sign(body)
+    .unwrap();
+    assert!(matches!(
+        verifier.verify(&SignedToken(doc), "04123456789", NOW),
+        Err(TokenError::KeyIdMismatch { .. })
+    ));
+
+    // An expired head-end certificate makes the chain untrusted.
+    let old_key = p256_key();
+    let old = cert(
+        "old-head-end",
+        "head-end",
+        &old_key,
+        Some((&pki.ca, &pki.ca_key)),
+        false,
+        NOW - 1000,
+        NOW - 10,
+    );
+    let old_signer = TokenSigner::new(DocumentSigner::new(old_key, &[old]).unwrap());
+    assert!(matches!(
+        verifier.verify(&old_signer.sign(&token()).unwrap(), "04123456789", NOW),
+        Err(TokenError::UntrustedChain { .. })
+    ));
+
+    // Truncation is a Malformed error with an offset.
+    let wire = signed.encode().unwrap();
+    assert!(matches!(
+        SignedToken::decode(&wire[..wire.len() - 1]),
+        Err(TokenError::Malformed { .. })
+    ));
+    assert!(matches!(
+        CreditToken::decode(&signed.0.body[..20]),
+        Err(TokenError::Malformed {
+            what: "serial",
+            offset: 14
+        })
+    ));
+}
+
+#[test]
+fn signer_rejects_a_key_that_does_not_match_its_certificate() {
+    let pki = TestPki::new();
+    assert!(
+        DocumentSigner::new(pki.gateway_key.clone(), std::slice::from_ref(&pki.head_end)).is_err()
+    );
+    assert!(DocumentSigner::new(pki.gateway_key.clone(), &[]).is_err());
+}
+
+#[test]
+fn serials_must_increase() {
+    assert!(serial_is_fresh(1, None));
+    assert!(serial_is_fresh(43, Some(42)));
+    assert!(!serial_is_fresh(42, Some(42)));
+    assert!(!serial_is_fresh(41, Some(42)));
+}
+
+#[test]
+fn receipts_are_signed_by_gateways_only() {
+    let pki = TestPki::new();
+    let receipt = Receipt {
+        meter_id: "04123456789".into(),
+        serial: 42,
+        amount_minor: 2000,
+        currency: *b"EUR",
+        applied_at: NOW,
+        balance_after_minor: -150,
+        gateway_id: "gw-0001".into(),
+    };
+    let gw =
+        DocumentSigner::new(pki.gateway_key.clone(), std::slice::from_ref(&pki.gateway)).unwrap();
+    let signed = receipt.sign(&gw).unwrap();
+    let verifier = ReceiptVerifier::new(vec![pki.ca.clone()]);
+    assert_eq!(verifier.verify(&signed, NOW).unwrap(), receipt);
+    let he = DocumentSigner::new(
+        pki.head_end_key.clone(),
+        std::slice::from_ref(&pki.head_end),
+    )
+    .unwrap();
+    assert!(matches!(
+        verifier.verify(&receipt.sign(&he).unwrap(), NOW),
+        Err(ReceiptError::Signer(_))
+    ));
+    let mut altered = signed.clone();
+    *altered.body.last_mut().unwrap() ^= 0x02;
+    assert!(matches!(
+        verifier.verify(&altered, NOW),
+        Err(ReceiptError::BadSignature)
+    ));
+}
