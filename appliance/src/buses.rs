@@ -34,13 +34,24 @@ pub fn line_settings(bus: &BusConfig) -> Result<LineSettings, HalError> {
     })
 }
 
-/// Opens one bus. A sim bus gets emulated meters for the config's meters on it.
+/// Opens one bus. A sim bus gets emulated meters for the config's meters on it, and a paced clock (it
+/// runs at the speed of the wire).
 pub fn open(config: &Config, bus: &BusConfig) -> Result<OpenBus, HalError> {
+    open_with(config, bus, true)
+}
+
+/// Opens one bus; a sim bus's clock is paced to the wire only when `paced` (a scan of simulated meters
+/// need not wait for real time).
+pub fn open_with(config: &Config, bus: &BusConfig, paced: bool) -> Result<OpenBus, HalError> {
     let settings = line_settings(bus)?;
     let name = bus.name.get_ref().clone();
     match bus.backend.get_ref() {
         Backend::Sim => {
-            let clock = SimClock::new_paced();
+            let clock = if paced {
+                SimClock::new_paced()
+            } else {
+                SimClock::new_virtual()
+            };
             let mut sim = SimBus::new(name.clone(), settings, clock.clone());
             let emulated = crate::sim_meters::attach(config, bus, &mut sim);
             Ok(OpenBus {

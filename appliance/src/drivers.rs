@@ -119,7 +119,10 @@ pub fn pack_address(text: &str) -> Result<Vec<u8>, String> {
 pub fn driver_config(meter: &MeterConfig, line: Option<LineSettings>) -> String {
     let mut table = meter.options.clone().unwrap_or_default();
     if let (Some(line), "dlt645" | "modbus") = (line, meter.driver.get_ref().as_str()) {
-        table.insert("line".into(), toml::Value::String(format!("{} {}", line.baud, line.format())));
+        table.insert(
+            "line".into(),
+            toml::Value::String(format!("{} {}", line.baud, line.format())),
+        );
     }
     if let Some(model) = &meter.model {
         table.insert("model".into(), toml::Value::String(model.get_ref().clone()));

@@ -34,6 +34,12 @@ enum Command {
         #[command(subcommand)]
         command: cli::plugins::PluginsCommand,
     },
+    /// Find the meters on a bus (DL/T 645 and Modbus) and print the [[meter]] tables to paste into the
+    /// config. Stop the daemon first: it holds the port.
+    Scan {
+        #[command(flatten)]
+        args: cli::scan::ScanArgs,
+    },
     /// What the running daemon sees: buses, meters, last readings, statistics and what is wrong.
     Status {
         #[command(flatten)]
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         Command::Decode { command } => cli::decode::run(command, &mut out),
         Command::Plugins { command } => cli::plugins::run(command, &mut out),
         Command::Status { args } => cli::status::run(args, &mut out),
+        Command::Scan { args } => cli::scan::run(args, &mut out),
         Command::Accounts { args } => cli::accounts::run(args, &mut out),
         Command::Topup { args } => cli::topup::run(args, &mut out),
         Command::Audit { command } => cli::audit::run(command, &mut out),

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod crypto;
 pub mod decode;
 pub mod plugins;
+pub mod scan;
 pub mod status;
 pub mod topup;
 

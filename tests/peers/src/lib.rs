@@ -81,7 +81,9 @@ fn install_peers() -> Result<(), PeerError> {
     if status.success() {
         Ok(())
     } else {
-        Err(PeerError::NotInstalled(format!("tests/peers/setup.sh failed: {status}")))
+        Err(PeerError::NotInstalled(format!(
+            "tests/peers/setup.sh failed: {status}"
+        )))
     }
 }
 
