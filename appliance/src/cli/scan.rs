@@ -90,7 +90,7 @@ pub fn run(args: ScanArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let tty = std::io::stderr().is_terminal();
     let mut last_percent = usize::MAX;
     let mut show = |phase: &str, done: usize, total: usize, what: &str| {
-        let percent = if total == 0 { 100 } else { done * 100 / total };
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
         if tty {
             let filled = percent / 5;
             eprint!(
