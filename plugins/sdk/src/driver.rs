@@ -66,6 +66,21 @@ impl Timing {
 }
 
 /// A frame for the host to put on the bus.
+#[cfg(feature = "hal")]
+impl From<&concentrator_hal::Rs485Timing> for Timing {
+    /// The hints for a HAL timing; zero durations are left to the host's defaults.
+    fn from(timing: &concentrator_hal::Rs485Timing) -> Self {
+        let some = |d: Duration| (!d.is_zero()).then_some(d);
+        Timing {
+            reply_timeout: some(timing.first_byte_timeout),
+            inter_byte_timeout: some(timing.inter_byte_timeout),
+            min_idle_before: some(timing.min_idle_before),
+            turnaround: some(timing.turnaround),
+            preamble: timing.preamble.map(|p| (p.byte, p.count)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// The bytes, without any wake-up preamble (put that in [`Timing::preamble`]).

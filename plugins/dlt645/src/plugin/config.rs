@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use concentrator_hal::{LineSettings, Rs485Timing};
+use concentrator_hal::LineSettings;
 use concentrator_plugin_sdk::Timing;
 
 use crate::request::{OperatorCode, Password};
@@ -85,27 +85,6 @@ pub fn address(packed: &[u8]) -> Result<Dlt645Address, ConfigError> {
     Ok(address)
 }
 
-/// The SDK's timing hints for a HAL timing: zero durations are left to the host's defaults.
-pub fn sdk_timing(timing: &Rs485Timing) -> Timing {
-    let some = |d: Duration| (!d.is_zero()).then_some(d);
-    Timing {
-        reply_timeout: some(timing.first_byte_timeout),
-        inter_byte_timeout: some(timing.inter_byte_timeout),
-        min_idle_before: some(timing.min_idle_before),
-        turnaround: some(timing.turnaround),
-        preamble: timing.preamble.map(|p| (p.byte, p.count)),
-    }
-}
-
-/// Parses `line = "2400 8E1"`.
-pub fn line_settings(text: &str) -> Option<LineSettings> {
-    let mut parts = text.split_whitespace();
-    let (Some(baud), Some(format), None) = (parts.next(), parts.next(), parts.next()) else {
-        return None;
-    };
-    LineSettings::with_format(baud.parse().ok()?, format).ok()
-}
-
 fn value_error(key: &'static str, value: &toml::Value, fix: &'static str) -> ConfigError {
     ConfigError::Value {
         key,
@@ -160,13 +139,16 @@ pub fn settings(config: &str) -> Result<Settings, ConfigError> {
                     .ok_or_else(|| value_error("operator", value, FIX))?;
             }
             "line" => {
-                line = value.as_str().and_then(line_settings).ok_or_else(|| {
-                    value_error(
-                        "line",
-                        value,
-                        "write the baud rate and the frame format: \"2400 8E1\"",
-                    )
-                })?;
+                line = value
+                    .as_str()
+                    .and_then(|text| text.parse::<LineSettings>().ok())
+                    .ok_or_else(|| {
+                        value_error(
+                            "line",
+                            value,
+                            "write the baud rate and the frame format: \"2400 8E1\"",
+                        )
+                    })?;
             }
             "reply_timeout_ms" => {
                 let ms = integer_in(
@@ -204,7 +186,7 @@ pub fn settings(config: &str) -> Result<Settings, ConfigError> {
             }
         }
     }
-    let mut timing = sdk_timing(&exchange_timing(&line));
+    let mut timing = Timing::from(&exchange_timing(&line));
     if let Some(reply_timeout) = reply_timeout {
         timing.reply_timeout = Some(reply_timeout);
     }

@@ -66,6 +66,15 @@ pub fn built() -> &'static Path {
     })
 }
 
+/// Builds one package of the repository's workspace (a driver's cdylib crate) into the fixtures'
+/// target directory; returns its shared library.
+pub fn build_package(crate_name: &str) -> PathBuf {
+    cargo(&["-p", crate_name], &workspace_root().join("Cargo.toml"));
+    fixture_target_dir()
+        .join("debug")
+        .join(format!("lib{}.so", crate_name.replace('-', "_")))
+}
+
 /// The built shared library of a crate (`concentrator-example-meter`, `concentrator-fixture-wrong-abi`).
 pub fn library(crate_name: &str) -> PathBuf {
     built().join(format!("lib{}.so", crate_name.replace('-', "_")))
@@ -96,8 +105,13 @@ pub fn key_pair(dir: &Path, name: &str, algorithm: Algorithm) -> (PathBuf, PathB
 
 /// Copies a built library into `dir` under `file_name` and, when `key` is given, signs it.
 pub fn install(crate_name: &str, dir: &Path, file_name: &str, key: Option<&Path>) -> PathBuf {
+    install_file(&library(crate_name), dir, file_name, key)
+}
+
+/// Copies the shared library at `library` into `dir` under `file_name` and, when `key` is given, signs it.
+pub fn install_file(library: &Path, dir: &Path, file_name: &str, key: Option<&Path>) -> PathBuf {
     let path = dir.join(file_name);
-    std::fs::copy(library(crate_name), &path).expect("copy the plugin");
+    std::fs::copy(library, &path).expect("copy the plugin");
     if let Some(key) = key {
         SigningKey::from_pem_file(key)
             .expect("read the signing key")

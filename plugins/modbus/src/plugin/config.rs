@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use concentrator_hal::{LineSettings, Rs485Timing};
+use concentrator_hal::LineSettings;
 use concentrator_plugin_sdk::Timing;
 
 use crate::model::{ModelRegistry, RegisterMap};
@@ -83,27 +83,6 @@ pub fn slave(packed: &[u8]) -> Result<u8, ConfigError> {
     }
 }
 
-/// The SDK's timing hints for a HAL timing: zero durations are left to the host's defaults.
-pub fn sdk_timing(timing: &Rs485Timing) -> Timing {
-    let some = |d: Duration| (!d.is_zero()).then_some(d);
-    Timing {
-        reply_timeout: some(timing.first_byte_timeout),
-        inter_byte_timeout: some(timing.inter_byte_timeout),
-        min_idle_before: some(timing.min_idle_before),
-        turnaround: some(timing.turnaround),
-        preamble: timing.preamble.map(|p| (p.byte, p.count)),
-    }
-}
-
-/// Parses `line = "9600 8N1"`.
-pub fn line_settings(text: &str) -> Option<LineSettings> {
-    let mut parts = text.split_whitespace();
-    let (Some(baud), Some(format), None) = (parts.next(), parts.next(), parts.next()) else {
-        return None;
-    };
-    LineSettings::with_format(baud.parse().ok()?, format).ok()
-}
-
 fn value_error(key: &'static str, value: &toml::Value, fix: &'static str) -> ConfigError {
     ConfigError::Value {
         key,
@@ -146,13 +125,16 @@ pub fn settings(config: &str) -> Result<Settings, ConfigError> {
                 })?);
             }
             "line" => {
-                line = value.as_str().and_then(line_settings).ok_or_else(|| {
-                    value_error(
-                        "line",
-                        value,
-                        "write the baud rate and the frame format: \"9600 8N1\"",
-                    )
-                })?;
+                line = value
+                    .as_str()
+                    .and_then(|text| text.parse::<LineSettings>().ok())
+                    .ok_or_else(|| {
+                        value_error(
+                            "line",
+                            value,
+                            "write the baud rate and the frame format: \"9600 8N1\"",
+                        )
+                    })?;
             }
             "reply_timeout_ms" => {
                 let ms = value
@@ -192,7 +174,7 @@ pub fn settings(config: &str) -> Result<Settings, ConfigError> {
         })?;
     Ok(Settings {
         map,
-        timing: sdk_timing(&exchange_timing(&line, reply_timeout)),
+        timing: Timing::from(&exchange_timing(&line, reply_timeout)),
     })
 }
 
