@@ -1,4 +1,5 @@
-//! The daemon's life: open the buses, run one worker thread per bus, feed systemd's watchdog from the
+//! The daemon's life: open the buses, run one worker thread per bus, run the prepayment ledger on its
+//! own thread when `[ledger]` is configured (see [`crate::prepay`]), feed systemd's watchdog from the
 //! workers' health, and stop cleanly on SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,10 +10,11 @@ use std::time::{Duration, Instant};
 use concentrator_plugin_host::Quantity;
 
 use crate::buses::{self, OpenBus};
-use crate::config::{BusConfig, Config};
+use crate::config::{BusConfig, Config, LedgerSetup};
 use crate::drivers::{driver_config, pack_address, Drivers};
 use crate::health::{Health, Worker, WorkerState};
 use crate::notify::Notifier;
+use crate::prepay::Prepay;
 use crate::scheduler::{BusScheduler, ScheduledMeter, SchedulerPolicy};
 use crate::status::StatusBoard;
 
@@ -37,13 +39,14 @@ pub struct Daemon {
     status: Arc<StatusBoard>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
+    prepay: Option<Prepay>,
 }
 
 impl Daemon {
     /// Loads the drivers, opens every bus and starts its worker. A bus that cannot be opened is logged
     /// and retried in the background; a meter whose driver is missing or refuses it is reported as
     /// failed; the others run regardless. Fails only when the drivers cannot be set up at all (an
-    /// unreadable trusted key).
+    /// unreadable trusted key) or, with `[ledger]`, when the ledger's files or store cannot be opened.
     pub fn start(config: &Config) -> Result<Daemon, String> {
         let drivers = Arc::new(Drivers::load(config)?);
         let names = drivers
@@ -54,6 +57,15 @@ impl Daemon {
         let status = Arc::new(StatusBoard::new(config.gateway.id.get_ref(), names));
         let health = Arc::new(Health::new(STALL_LIMIT));
         let stop = Arc::new(AtomicBool::new(false));
+        let prepay = match LedgerSetup::load(config).map_err(|e| e.to_string())? {
+            Some(setup) => Some(Prepay::start(
+                setup,
+                config,
+                Arc::clone(&status),
+                Arc::clone(&stop),
+            )?),
+            None => None,
+        };
         let mut workers = Vec::new();
         for bus in &config.buses {
             let worker = health.register(&format!("bus {}", bus.name.get_ref()));
@@ -81,6 +93,7 @@ impl Daemon {
                 status: Arc::clone(&status),
                 worker,
                 stop: Arc::clone(&stop),
+                prepay: prepay.as_ref().map(|p| p.link(bus.name.get_ref())),
             };
             match std::thread::Builder::new()
                 .name(format!("bus {}", bus.name.get_ref()))
@@ -95,6 +108,7 @@ impl Daemon {
             status,
             stop,
             workers,
+            prepay,
         })
     }
 
@@ -116,6 +130,9 @@ impl Daemon {
                 log::error!("a bus worker panicked while stopping");
             }
         }
+        if let Some(prepay) = self.prepay {
+            prepay.join();
+        }
     }
 }
 
@@ -126,6 +143,8 @@ struct BusJob {
     status: Arc<StatusBoard>,
     worker: Arc<Worker>,
     stop: Arc<AtomicBool>,
+    /// With a ledger: the link that takes the bus's readings and gives the ledger its scheduler.
+    prepay: Option<crate::prepay::PrepayLink>,
 }
 
 impl BusJob {
@@ -146,8 +165,17 @@ impl BusJob {
         !self.stopping()
     }
 
-    /// The scheduler for an opened bus, with a session for every meter on it.
+    /// The scheduler for an opened bus, with a session for every meter on it; with a ledger, its
+    /// readings go to the ledger and its handle is registered for relay commands.
     fn scheduler(&self, open: OpenBus) -> BusScheduler {
+        let mut scheduler = self.new_scheduler(open);
+        if let Some(link) = &self.prepay {
+            link.attach(&mut scheduler);
+        }
+        scheduler
+    }
+
+    fn new_scheduler(&self, open: OpenBus) -> BusScheduler {
         let name = self.bus.name.get_ref();
         let line = buses::line_settings(&self.bus).ok();
         let meters = self

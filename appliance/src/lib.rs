@@ -15,6 +15,7 @@ pub mod drivers;
 pub mod health;
 pub mod logging;
 pub mod notify;
+pub mod prepay;
 pub mod scan;
 pub mod scheduler;
 pub mod sim_meters;

@@ -24,11 +24,11 @@ pub fn attach(config: &Config, bus: &BusConfig, sim: &mut SimBus) -> usize {
         .iter()
         .filter(|m| m.bus.get_ref() == bus.name.get_ref())
     {
-        let (load_w, start_kwh) = meter
-            .sim
-            .as_ref()
-            .map_or((800, 0.0), |s| (s.load_w, s.start_kwh));
-        let start_centi_kwh = (start_kwh.max(0.0) * 100.0).round() as u64;
+        let (load_w, start_kwh, since) = meter.sim.as_ref().map_or((800, 0.0, None), |s| {
+            (s.load_w, s.start_kwh, s.running_since_unix)
+        });
+        let start_centi_kwh = (start_kwh.max(0.0) * 100.0).round() as u64
+            + since.map_or(0, |since| consumed_centi_kwh(load_w, since, unix_now()));
         let result = match meter.driver.get_ref().as_str() {
             "dlt645" => dlt645(meter, line, load_w, start_centi_kwh).map(|m| {
                 sim.attach(m);
@@ -51,6 +51,17 @@ pub fn attach(config: &Config, bus: &BusConfig, sim: &mut SimBus) -> usize {
         }
     }
     attached
+}
+
+/// Energy drawn at `load_w` from `since` to `now` (unix seconds), in 0.01 kWh, rounded down.
+pub fn consumed_centi_kwh(load_w: u32, since: u64, now: u64) -> u64 {
+    (u128::from(load_w) * u128::from(now.saturating_sub(since)) / 36_000) as u64
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn dlt645(

@@ -86,6 +86,32 @@ pub struct Status {
     pub buses: BTreeMap<String, BusStatus>,
     /// Drivers: name, version and state.
     pub drivers: Vec<String>,
+    /// Prepayment accounts by meter number (empty without `[ledger]`).
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountStatus>,
+}
+
+/// One meter's prepayment account, as the ledger holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct AccountStatus {
+    /// The bus the meter is on.
+    pub bus: String,
+    /// Its address as configured.
+    pub address: String,
+    /// The dwelling.
+    pub dwelling: String,
+    /// `in-credit`, `emergency`, `exhausted`, `disconnected`, `armed`, or `not-opened` (no reading yet).
+    pub state: String,
+    /// Balance, minor units (cents).
+    pub balance_minor: i64,
+    /// Debt shown to people (arrears plus any balance below zero), minor units.
+    pub debt_minor: i64,
+    /// The ledger's currency.
+    pub currency: String,
+    /// The relay state last read back after a command (`open`, `closed`, `armed`), if any yet.
+    pub relay_read_back: Option<String>,
+    /// The serial of the last token applied.
+    pub last_serial: Option<u64>,
 }
 
 /// The status, updated by the bus workers and written by the main loop.
@@ -157,6 +183,11 @@ impl StatusBoard {
                 .or_default()
                 .meters = meters
         });
+    }
+
+    /// Replaces the prepayment accounts (from the ledger's thread).
+    pub fn set_accounts(&self, accounts: BTreeMap<String, AccountStatus>) {
+        self.with(|s| s.accounts = accounts);
     }
 
     /// A snapshot.

@@ -150,3 +150,51 @@ fn syntax_errors_and_unreadable_files() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("cannot read the configuration /nonexistent/c.toml"));
 }
+
+#[test]
+fn ledger_table_mistakes_name_the_file_line_and_column() {
+    let dir =
+        std::env::temp_dir().join(format!("concentrator-config-ledger-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A ledger file with a misspelt key on line 3.
+    let rules = dir.join("ledger.toml");
+    std::fs::write(
+        &rules,
+        "currency = \"EUR\"\nutc_offset_minutes = 60\nstanding_charge_per_day = 30\n",
+    )
+    .unwrap();
+    let text = format!(
+        "{GOOD}\n[ledger]\nconfig = \"{}\"\nutility_ca = \"{}/missing-ca.pem\"\ngateway_key = \"{}\"\ngateway_cert_chain = \"{}\"\ncheckpoint_s = 0\n",
+        rules.display(),
+        dir.display(),
+        rules.display(),
+        rules.display()
+    );
+    let err = refused("ledger.toml", &text);
+    // The nested file's own position, reported at the key that names it.
+    assert!(
+        err.contains(&format!(
+            "{}:3:1: unknown field `standing_charge_per_day`",
+            rules.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("missing-ca.pem"), "{err}");
+    assert!(err.contains("is not a PEM private key"), "{err}");
+    assert!(err.contains("holds no certificate"), "{err}");
+    assert!(err.contains("a checkpoint interval of 0 s"), "{err}");
+    assert!(
+        err.contains(":21:16: a checkpoint interval of 0 s"),
+        "the line and column of checkpoint_s: {err}"
+    );
+    // Two meters with the same meter number are refused once the ledger keeps accounts by it.
+    let twice = format!(
+        "{text}\n[[meter]]\nbus = \"rs485-1\"\naddress = \"000000000002\"\nmeter_id = \"000000000001\"\ndriver = \"dlt645\"\ndwelling = \"A-102\"\n"
+    );
+    let err = refused("ledger-twice.toml", &twice);
+    assert!(
+        err.contains("meter number `000000000001` is used twice"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

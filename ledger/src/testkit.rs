@@ -1,9 +1,11 @@
 //! Test and soak support: a throwaway utility PKI generated at run time (a CA, a head-end key that signs
-//! tokens, a gateway key that signs receipts, and an untrusted CA with its own head-end), and simulated
-//! meters whose registers advance with time. Used by the tests, the kill -9 harness, the benchmarks and the
-//! doc examples; no private key is ever committed.
+//! tokens, a gateway key that signs receipts, and an untrusted CA with its own head-end), simulated
+//! meters whose registers advance with time, and the checks a kill -9 harness makes after every kill
+//! ([`check_after_crash`]). Used by the tests, both kill -9 harnesses (the ledger's soak child and
+//! `concentratord` itself), the benchmarks, the doc examples and `concentrator demo`; no private key is
+//! ever committed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use concentrator_security::signed::DocumentSigner;
@@ -336,4 +338,47 @@ pub fn read_token_stream(bytes: &[u8]) -> Result<HashMap<(String, u64), Vec<u8>>
         map.insert((meter, serial), token);
     }
     Ok(map)
+}
+
+/// Top-ups a harness saw acknowledged (a receipt printed or written): (meter, serial) → amount.
+pub type Acknowledged = BTreeMap<(String, u64), u64>;
+
+/// The checks after a crash, from the store alone: it opens (the caller opened it); the audit chain
+/// verifies and every balance, charge rounding, register checkpoint and serial recomputes from the log
+/// ([`crate::check::check_store`]); every acknowledged top-up is stored with its amount (nothing lost);
+/// no serial is applied twice (the log and the token records agree). Returns the recomputed report.
+pub fn check_after_crash<S: crate::Store + ?Sized>(
+    store: &S,
+    acknowledged: &Acknowledged,
+) -> Result<crate::check::CheckReport, TestKitError> {
+    let report = crate::check::check_store(store).map_err(e)?;
+    for ((meter, serial), amount) in acknowledged {
+        match crate::tenancy::applied_token(store, meter, *serial).map_err(e)? {
+            None => {
+                return Err(TestKitError(format!(
+                    "acknowledged token {meter}/{serial} was lost"
+                )))
+            }
+            Some(stored) if stored.receipt.amount_minor != *amount => {
+                return Err(TestKitError(format!(
+                    "token {meter}/{serial} was acknowledged for {amount} but stored for {}",
+                    stored.receipt.amount_minor
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    for (meter, account) in crate::load_accounts(store).map_err(e)? {
+        let recomputed = report.meters.get(&meter).ok_or_else(|| {
+            TestKitError(format!("meter {meter} has an account but no audit history"))
+        })?;
+        if account.balance_minor() != recomputed.balance_minor {
+            return Err(TestKitError(format!(
+                "meter {meter}: balance {} stored, {} recomputed from the audit log",
+                account.balance_minor(),
+                recomputed.balance_minor
+            )));
+        }
+    }
+    Ok(report)
 }

@@ -55,6 +55,11 @@ enum Command {
         #[command(flatten)]
         args: cli::topup::TopupArgs,
     },
+    /// Throwaway keys and credit tokens for the prepaid simulation (appliance/examples/prepaid-sim.toml).
+    Demo {
+        #[command(subcommand)]
+        command: cli::demo::DemoCommand,
+    },
     /// The ledger's hash-chained audit log: verify it against the accounts, or export it as JSON lines.
     Audit {
         #[command(subcommand)]
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
         Command::Accounts { args } => cli::accounts::run(args, &mut out),
         Command::Topup { args } => cli::topup::run(args, &mut out),
         Command::Audit { command } => cli::audit::run(command, &mut out),
+        Command::Demo { command } => cli::demo::run(command, &mut out),
     };
     let _ = out.flush();
     match result {

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod audit;
 pub mod crypto;
 pub mod decode;
+pub mod demo;
 pub mod plugins;
 pub mod scan;
 pub mod status;

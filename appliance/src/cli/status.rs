@@ -1,10 +1,12 @@
 //! `concentrator status`: what the running daemon sees, at a glance — every bus and meter with its
-//! state, the last readings and the bus statistics, read from the daemon's status file.
+//! state, the last readings and the bus statistics, and with `[ledger]` every prepayment account
+//! (balance, state, relay read back), read from the daemon's status file.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use concentrator_ledger::money::format_minor;
 
 use super::CliError;
 use crate::config::Config;
@@ -129,6 +131,7 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
             }
         }
     }
+    render_accounts(status, out)?;
     if !status.drivers.is_empty() {
         writeln!(out, "\ndrivers: {}", status.drivers.join("; "))?;
     }
@@ -139,6 +142,34 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         for p in problems {
             writeln!(out, "- {p}")?;
         }
+    }
+    Ok(())
+}
+
+fn render_accounts(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    if status.accounts.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nprepayment accounts:")?;
+    writeln!(
+        out,
+        "  {:<14} {:<10} {:<10} {:<14} {:<13} {:>12} {:>10} {:<7} {:>6}",
+        "meter", "dwelling", "bus", "address", "state", "balance", "debt", "relay", "serial"
+    )?;
+    for (meter, a) in &status.accounts {
+        writeln!(
+            out,
+            "  {:<14} {:<10} {:<10} {:<14} {:<13} {:>12} {:>10} {:<7} {:>6}",
+            meter,
+            a.dwelling,
+            a.bus,
+            a.address,
+            a.state,
+            format!("{} {}", format_minor(a.balance_minor), a.currency),
+            format_minor(a.debt_minor),
+            a.relay_read_back.as_deref().unwrap_or("-"),
+            a.last_serial.map_or("-".to_string(), |s| s.to_string()),
+        )?;
     }
     Ok(())
 }

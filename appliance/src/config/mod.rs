@@ -3,12 +3,14 @@
 //! reports every mistake at once as `file:line:column` with what to write instead.
 
 mod diagnostic;
+mod ledger;
 mod model;
 mod validate;
 
 pub use diagnostic::{ConfigError, Diagnostic};
+pub use ledger::{LedgerSetup, LedgerSetupError};
 pub use model::{
-    Backend, BusConfig, Config, DirectionMode, GatewayConfig, LogLevel, MeterConfig,
+    Backend, BusConfig, Config, DirectionMode, GatewayConfig, LedgerSection, LogLevel, MeterConfig,
     SimMeterConfig, UplinkConfig,
 };
 

@@ -20,6 +20,8 @@ pub struct Config {
     pub meters: Vec<MeterConfig>,
     /// The link to the head-end; absent: the gateway runs offline (credit is still enforced locally).
     pub uplink: Option<UplinkConfig>,
+    /// Prepayment; absent: the daemon only meters (reads and logs), no credit is kept.
+    pub ledger: Option<LedgerSection>,
 }
 
 /// Log verbosity.
@@ -173,6 +175,26 @@ pub struct MeterConfig {
     pub options: Option<toml::Table>,
     /// On a `sim` bus: how the emulated meter behaves.
     pub sim: Option<SimMeterConfig>,
+    /// The utility's meter number, which credit tokens name (1 to 32 printable ASCII characters);
+    /// default: the address as written. Only used with `[ledger]`.
+    pub meter_id: Option<Spanned<String>>,
+    /// The balance the account opens with, minor units (cents), when the ledger has no account for
+    /// the meter yet; ignored afterwards. Only used with `[ledger]`.
+    #[serde(default)]
+    pub opening_balance_minor: i64,
+    /// A protected dwelling (friendly credit at all hours: never cut off, the debt grows instead).
+    /// Only used with `[ledger]`; a change is applied at the next start.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+impl MeterConfig {
+    /// The meter number the ledger keeps the account under: `meter_id`, else the address as written.
+    pub fn ledger_id(&self) -> &str {
+        self.meter_id
+            .as_ref()
+            .map_or(self.address.get_ref().as_str(), |m| m.get_ref().as_str())
+    }
 }
 
 /// `[meter.sim]`: the emulated meter on a sim bus.
@@ -185,6 +207,10 @@ pub struct SimMeterConfig {
     /// The energy register at start, in kWh.
     #[serde(default)]
     pub start_kwh: f64,
+    /// Unix time at which the register read `start_kwh`: the emulator then starts from the value a real
+    /// meter drawing `load_w` since then would show, so the register survives restarts of the daemon
+    /// (as a real meter's does; the kill -9 test relies on it). Absent: `start_kwh` at every start.
+    pub running_since_unix: Option<u64>,
 }
 
 fn default_max_faults() -> u32 {
@@ -218,4 +244,35 @@ pub struct UplinkConfig {
 
 fn default_outbox() -> u32 {
     64
+}
+
+/// `[ledger]`: prepayment. The daemon keeps a credit account per meter, charges the consumption read
+/// from each meter's register, cuts and reconnects relays, and applies credit tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// The ledger's own TOML file: currency, tariff, standing charge, emergency and friendly credit,
+    /// debt recovery, relay policy, register plausibility (the `LedgerConfig` of concentrator-ledger;
+    /// `gateway_id` may be left out: `[gateway] id` is used).
+    pub config: Spanned<PathBuf>,
+    /// PEM file with the utility CA certificate(s) that head-end certificates (token signers) chain to.
+    pub utility_ca: Spanned<PathBuf>,
+    /// PEM file with this gateway's private key, which signs top-up receipts.
+    pub gateway_key: Spanned<PathBuf>,
+    /// PEM file with this gateway's certificate first, then any intermediates (not the CA).
+    pub gateway_cert_chain: Spanned<PathBuf>,
+    /// How often each meter's register is committed as a charge checkpoint, in seconds (default 3600).
+    /// Charges derive from the meter's own cumulative register, so any interval charges the same energy;
+    /// a longer one writes less (store growth). A meter whose balance is below the highest low-credit
+    /// level (and that could be cut) is charged at every poll instead, so cut-offs are not late.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_s: Spanned<u32>,
+    /// A directory the daemon watches for credit tokens (`*.token`, raw or hex): each is applied, and
+    /// only after the store has flushed it, its signed receipt is written to `done/NAME.receipt` and the
+    /// token moved to `done/`; refused tokens go to `failed/` with the reason. Absent: no local inbox.
+    pub token_inbox: Option<Spanned<PathBuf>>,
+}
+
+fn default_checkpoint() -> Spanned<u32> {
+    Spanned::new(0..0, 3600)
 }

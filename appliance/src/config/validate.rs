@@ -89,8 +89,44 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
             );
         }
     }
+    check_meter_ids(config, &mut out);
+    out.extend(super::ledger::check(config));
     out.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
     out
+}
+
+/// Meter numbers (`meter_id`, else the address) are what tokens name: valid, and unique when the
+/// ledger keeps accounts by them.
+fn check_meter_ids(config: &Config, out: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<&str, &MeterConfig> = HashMap::new();
+    for meter in &config.meters {
+        if let Some(id) = &meter.meter_id {
+            let b = id.get_ref().as_bytes();
+            if b.is_empty() || b.len() > 32 || !b.iter().all(u8::is_ascii_graphic) {
+                out.push(
+                    Diagnostic::at(id.span(), format!("`{}` cannot be a meter number", id.get_ref()))
+                        .help("write the utility's meter number as tokens name it: 1 to 32 letters, digits or punctuation, no spaces"),
+                );
+            }
+        }
+        if config.ledger.is_none() {
+            continue;
+        }
+        let id = meter.ledger_id();
+        if let Some(first) = seen.insert(id, meter) {
+            let span = meter
+                .meter_id
+                .as_ref()
+                .map_or(meter.address.span(), |m| m.span());
+            out.push(
+                Diagnostic::at(span, format!("meter number `{id}` is used twice"))
+                    .help(format!(
+                        "each account needs its own meter number; the other meter supplies dwelling `{}`; add `meter_id = \"...\"` with the utility's meter number",
+                        first.dwelling.get_ref()
+                    )),
+            );
+        }
+    }
 }
 
 fn quoted(names: &[&str]) -> String {

@@ -175,6 +175,10 @@ pub struct CycleReport {
     pub took: Duration,
 }
 
+/// Receives every successful routine poll's readings: the meter's address as written and its readings.
+/// Called on the bus's thread; it must not block (the daemon sends them on to the ledger's thread).
+pub type ReadingSink = Box<dyn FnMut(&str, &[Reading]) + Send>;
+
 /// Submits jobs to a running scheduler from other threads.
 #[derive(Debug, Clone)]
 pub struct SchedulerHandle {
@@ -208,6 +212,7 @@ pub struct BusScheduler {
     seq: u64,
     inbox: Receiver<(String, Task, Priority, Sender<JobOutcome>)>,
     handle: SchedulerHandle,
+    sink: Option<ReadingSink>,
 }
 
 impl std::fmt::Debug for BusScheduler {
@@ -241,7 +246,13 @@ impl BusScheduler {
             seq: 0,
             inbox,
             handle: SchedulerHandle { tx },
+            sink: None,
         }
+    }
+
+    /// Hands every routine poll's readings to `sink` (the daemon feeds energy registers to the ledger).
+    pub fn set_reading_sink(&mut self, sink: ReadingSink) {
+        self.sink = Some(sink);
     }
 
     /// A handle to submit jobs from other threads.
@@ -400,6 +411,9 @@ impl BusScheduler {
                     meter.dwelling,
                     line.join(", ")
                 );
+                if let Some(sink) = self.sink.as_mut() {
+                    sink(&meter.address, &readings);
+                }
                 meter.last_readings = readings;
             }
         } else {

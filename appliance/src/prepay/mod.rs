@@ -1,0 +1,272 @@
+//! Prepayment in the daemon: the ledger (concentrator-ledger, on sled) runs on its own thread, fed
+//! through a channel by the bus workers, so a bus never waits for a store flush.
+//!
+//! - Every routine poll's `EnergyImportTotal` goes to the ledger thread; a meter's register is committed
+//!   as a charge checkpoint once per `checkpoint_s` (the first reading after a start at once, which
+//!   charges whatever was consumed while the daemon was down), and at every poll while the meter is
+//!   close to a cut-off (balance below the highest low-credit level, supply on, not protected). Charges
+//!   derive from the meter's cumulative register, so the interval changes only how often the store is
+//!   written, never the energy charged.
+//! - A meter without an account gets one at its first reading (the register then is the baseline), with
+//!   its `opening_balance_minor` and `protected` flag; a changed `protected` flag is applied at start.
+//! - `tick` runs every second (standing charges, friendly-credit ends, relay retries).
+//! - Relay commands go through the meter's bus scheduler and are read back ([`relay`]).
+//! - Tokens arrive through the inbox directory ([`inbox`]).
+//! - Events are logged; the status board shows every account.
+
+pub mod inbox;
+pub mod relay;
+mod service;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use concentrator_ledger::{Ledger, SledStore};
+use concentrator_plugin_host::{Quantity, Reading, Unit, Value};
+
+use crate::config::{Config, LedgerSetup};
+use crate::scheduler::{BusScheduler, ReadingSink};
+use crate::status::StatusBoard;
+
+pub use inbox::TokenInbox;
+pub use relay::{Place, SchedulerHandles};
+
+/// A meter with an account, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrepaidMeter {
+    /// The meter number (`meter_id`, else the address).
+    pub meter_id: String,
+    /// Where it is.
+    pub place: Place,
+    /// The dwelling.
+    pub dwelling: String,
+    /// The model (for the reconnect mode).
+    pub model: Option<String>,
+    /// Protected dwelling.
+    pub protected: bool,
+    /// Opening balance for a new account.
+    pub opening_balance_minor: i64,
+}
+
+/// A register read by a bus worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterRead {
+    /// The bus.
+    pub bus: String,
+    /// The meter's address as written.
+    pub address: String,
+    /// The cumulative imported energy, Wh.
+    pub wh: u64,
+    /// When, unix seconds.
+    pub at: u64,
+}
+
+/// The running ledger thread.
+#[derive(Debug)]
+pub struct Prepay {
+    tx: Sender<RegisterRead>,
+    handles: SchedulerHandles,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What a bus worker holds of the ledger: the channel for its readings and the registry for its
+/// scheduler's handle.
+#[derive(Debug, Clone)]
+pub struct PrepayLink {
+    bus: String,
+    tx: Sender<RegisterRead>,
+    handles: SchedulerHandles,
+}
+
+impl PrepayLink {
+    /// Connects a newly built scheduler: its energy registers go to the ledger thread, and the ledger's
+    /// relay commands to it.
+    pub fn attach(&self, scheduler: &mut BusScheduler) {
+        let tx = self.tx.clone();
+        let bus = self.bus.clone();
+        let sink: ReadingSink = Box::new(move |address: &str, readings: &[Reading]| {
+            if let Some(wh) = register_wh(readings) {
+                let _ = tx.send(RegisterRead {
+                    bus: bus.clone(),
+                    address: address.to_string(),
+                    wh,
+                    at: unix_now(),
+                });
+            }
+        });
+        scheduler.set_reading_sink(sink);
+        self.handles.register(&self.bus, scheduler.handle());
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The imported energy register of a poll, in Wh (rounded down), if it was read.
+pub fn register_wh(readings: &[Reading]) -> Option<u64> {
+    readings.iter().find_map(|r| match (r.quantity, r.value) {
+        (Quantity::EnergyImportTotal, Value::Decimal(d))
+            if d.unit == Unit::WattHour && d.mantissa >= 0 =>
+        {
+            let m = u64::try_from(d.mantissa).ok()?;
+            let scale = 10u64.checked_pow(u32::from(d.exponent.unsigned_abs()))?;
+            if d.exponent >= 0 {
+                m.checked_mul(scale)
+            } else {
+                Some(m / scale)
+            }
+        }
+        _ => None,
+    })
+}
+
+impl Prepay {
+    /// Opens the ledger store, applies configured `protected` flags, opens the token inbox, and starts
+    /// the ledger thread. Fails (and the daemon does not start) when the store cannot be opened.
+    pub fn start(
+        setup: LedgerSetup,
+        config: &Config,
+        status: Arc<StatusBoard>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Prepay, String> {
+        std::fs::create_dir_all(&setup.store).map_err(|e| {
+            format!(
+                "cannot create the ledger store {}: {e}; check [gateway] store is writable by the daemon",
+                setup.store.display()
+            )
+        })?;
+        let store = SledStore::open(&setup.store).map_err(|e| e.to_string())?;
+        let mut ledger = Ledger::open(store, setup.config, setup.verifier, setup.signer)
+            .map_err(|e| format!("cannot open the ledger in {}: {e}", setup.store.display()))?;
+        let book: Vec<PrepaidMeter> = config
+            .meters
+            .iter()
+            .map(|m| PrepaidMeter {
+                meter_id: m.ledger_id().to_string(),
+                place: Place {
+                    bus: m.bus.get_ref().clone(),
+                    address: m.address.get_ref().clone(),
+                },
+                dwelling: m.dwelling.get_ref().clone(),
+                model: m.model.as_ref().map(|m| m.get_ref().clone()),
+                protected: m.protected,
+                opening_balance_minor: m.opening_balance_minor,
+            })
+            .collect();
+        let now = unix_now();
+        for m in &book {
+            if ledger
+                .account(&m.meter_id)
+                .is_some_and(|a| a.protected != m.protected)
+            {
+                log::info!(
+                    "meter {}: protected = {} as configured",
+                    m.meter_id,
+                    m.protected
+                );
+                ledger
+                    .set_protected(&m.meter_id, m.protected, now)
+                    .map_err(|e| format!("meter {}: {e}", m.meter_id))?;
+            }
+        }
+        let inbox = match &setup.inbox {
+            Some(dir) => Some(TokenInbox::open(dir).map_err(|e| {
+                format!(
+                    "cannot create the token inbox {}: {e}; check [ledger] token_inbox",
+                    dir.display()
+                )
+            })?),
+            None => None,
+        };
+        log::info!(
+            "ledger ready: {} accounts for {} configured meters, store {}, checkpoint every {} s, token inbox {}",
+            ledger.accounts().len(),
+            book.len(),
+            setup.store.display(),
+            setup.checkpoint.as_secs(),
+            inbox.as_ref().map_or("none".to_string(), |i| i.dir().display().to_string())
+        );
+        let (tx, rx) = channel();
+        let handles = SchedulerHandles::default();
+        let service = service::Service::new(
+            ledger,
+            book,
+            setup.checkpoint,
+            inbox,
+            relay::RelayDriver::new(handles.clone()),
+            status,
+            stop,
+            rx,
+        );
+        let thread = std::thread::Builder::new()
+            .name("ledger".into())
+            .spawn(move || service.run())
+            .map_err(|e| format!("cannot start the ledger thread: {e}"))?;
+        Ok(Prepay {
+            tx,
+            handles,
+            thread: Some(thread),
+        })
+    }
+
+    /// The link for bus `bus`'s worker.
+    pub fn link(&self, bus: &str) -> PrepayLink {
+        PrepayLink {
+            bus: bus.to_string(),
+            tx: self.tx.clone(),
+            handles: self.handles.clone(),
+        }
+    }
+
+    /// Waits for the ledger thread to finish (after the stop flag was set); it flushes before it ends.
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the ledger thread panicked");
+            }
+        }
+    }
+}
+
+/// Meters by place, for the readings.
+pub(crate) fn places(book: &[PrepaidMeter]) -> HashMap<(String, String), usize> {
+    book.iter()
+        .enumerate()
+        .map(|(i, m)| ((m.place.bus.clone(), m.place.address.clone()), i))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concentrator_plugin_host::Decimal;
+
+    #[test]
+    fn registers_convert_to_watt_hours() {
+        let r = |m, e, unit| {
+            vec![Reading::new(
+                Quantity::EnergyImportTotal,
+                Value::Decimal(Decimal::new(m, e, unit)),
+            )]
+        };
+        assert_eq!(
+            register_wh(&r(1_234_567, 1, Unit::WattHour)),
+            Some(12_345_670)
+        );
+        assert_eq!(
+            register_wh(&r(1_234_567, -1, Unit::WattHour)),
+            Some(123_456)
+        );
+        assert_eq!(register_wh(&r(-5, 0, Unit::WattHour)), None);
+        assert_eq!(register_wh(&r(5, 0, Unit::Volt)), None);
+        assert_eq!(register_wh(&r(i64::MAX, 20, Unit::WattHour)), None);
+    }
+}

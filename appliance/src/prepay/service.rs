@@ -1,0 +1,383 @@
+//! The ledger thread's loop: readings in, checkpoints, the clock, the token inbox, relay jobs, events
+//! and the status board.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concentrator_ledger::{
+    Ledger, LedgerEvent, NewAccount, Output, Reading, RelayState, SledStore, TopUpError,
+    TopUpReceipt,
+};
+
+use super::inbox::TokenInbox;
+use super::relay::RelayDriver;
+use super::{places, unix_now, PrepaidMeter, RegisterRead};
+use crate::status::{AccountStatus, StatusBoard};
+
+/// The longest the loop sleeps waiting for a reading.
+const WAKE: Duration = Duration::from_millis(100);
+/// How often `tick` runs and the status board is refreshed.
+const TICK_EVERY: Duration = Duration::from_secs(1);
+/// How often the token inbox is scanned.
+const INBOX_EVERY: Duration = Duration::from_millis(250);
+
+pub(super) struct Service {
+    ledger: Ledger<SledStore>,
+    book: Vec<PrepaidMeter>,
+    places: HashMap<(String, String), usize>,
+    /// The newest register of each meter not yet committed: (Wh, unix seconds).
+    latest: HashMap<usize, (u64, u64)>,
+    committed: HashMap<usize, Instant>,
+    checkpoint: Duration,
+    inbox: Option<TokenInbox>,
+    relays: RelayDriver,
+    read_back: HashMap<String, RelayState>,
+    status: Arc<StatusBoard>,
+    stop: Arc<AtomicBool>,
+    rx: Receiver<RegisterRead>,
+}
+
+impl Service {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        ledger: Ledger<SledStore>,
+        book: Vec<PrepaidMeter>,
+        checkpoint: Duration,
+        inbox: Option<TokenInbox>,
+        relays: RelayDriver,
+        status: Arc<StatusBoard>,
+        stop: Arc<AtomicBool>,
+        rx: Receiver<RegisterRead>,
+    ) -> Self {
+        Service {
+            places: places(&book),
+            ledger,
+            book,
+            latest: HashMap::new(),
+            committed: HashMap::new(),
+            checkpoint,
+            inbox,
+            relays,
+            read_back: HashMap::new(),
+            status,
+            stop,
+            rx,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut last_tick: Option<Instant> = None;
+        let mut last_scan: Option<Instant> = None;
+        self.outputs();
+        while !self.stop.load(Ordering::SeqCst) {
+            match self.rx.recv_timeout(WAKE) {
+                Ok(read) => self.reading(read),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(read) = self.rx.try_recv() {
+                self.reading(read);
+            }
+            self.checkpoints();
+            let now = unix_now();
+            if last_tick.is_none_or(|t| t.elapsed() >= TICK_EVERY) {
+                last_tick = Some(Instant::now());
+                if let Err(e) = self.ledger.tick(now) {
+                    log::error!("ledger clock tick failed: {e}");
+                }
+                self.publish();
+            }
+            if last_scan.is_none_or(|t| t.elapsed() >= INBOX_EVERY) {
+                last_scan = Some(Instant::now());
+                self.scan_inbox(now);
+            }
+            for (meter, state) in self.relays.poll() {
+                self.read_back.insert(meter.clone(), state);
+                if let Err(e) = self.ledger.relay_observed(&meter, state, unix_now()) {
+                    log::error!("meter {meter}: recording the relay read-back failed: {e}");
+                }
+            }
+            self.outputs();
+        }
+        if let Err(e) = self.ledger.flush() {
+            log::error!("flushing the ledger at stop failed: {e}; the last checkpoints are charged again from the registers at the next start");
+        }
+        self.publish();
+        log::info!("ledger stopped");
+    }
+
+    fn reading(&mut self, read: RegisterRead) {
+        let Some(&index) = self.places.get(&(read.bus.clone(), read.address.clone())) else {
+            return;
+        };
+        let meter = &self.book[index];
+        if self.ledger.account(&meter.meter_id).is_some() {
+            self.latest.insert(index, (read.wh, read.at));
+            return;
+        }
+        let spec = NewAccount {
+            meter_id: meter.meter_id.clone(),
+            dwelling: meter.dwelling.clone(),
+            model: meter.model.clone(),
+            protected: meter.protected,
+            opening_balance_minor: meter.opening_balance_minor,
+            opening_debt_minor: 0,
+            register_wh: read.wh,
+            meter_serial: Some(meter.place.address.clone()),
+        };
+        match self.ledger.open_account(spec, read.at) {
+            Ok(()) => {
+                log::info!(
+                    "meter {} ({}): account opened with {} at register {} Wh",
+                    meter.meter_id,
+                    meter.dwelling,
+                    concentrator_ledger::money::format_minor(meter.opening_balance_minor),
+                    read.wh
+                );
+                self.committed.insert(index, Instant::now());
+            }
+            Err(e) => log::error!("meter {}: cannot open its account: {e}", meter.meter_id),
+        }
+    }
+
+    /// A meter that may have to be cut soon is charged at every reading, not only every `checkpoint_s`:
+    /// its supply is on, it is not protected, and its balance is below the highest low-credit level
+    /// (or zero when none is configured). So a cut-off is decided one poll after the credit runs out,
+    /// while meters in credit write a checkpoint only every `checkpoint_s`.
+    fn urgent(&self, index: usize) -> bool {
+        let config = self.ledger.config();
+        let level = config
+            .low_credit_levels_minor
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        self.ledger
+            .account(&self.book[index].meter_id)
+            .is_some_and(|a| {
+                a.relay == concentrator_ledger::RelayTarget::Connected
+                    && !a.protected
+                    && a.balance_minor() <= level
+            })
+    }
+
+    /// Commits the registers whose checkpoint is due, in one commit.
+    fn checkpoints(&mut self) {
+        let due: Vec<usize> = self
+            .latest
+            .keys()
+            .copied()
+            .filter(|i| {
+                self.urgent(*i)
+                    || self
+                        .committed
+                        .get(i)
+                        .is_none_or(|t| t.elapsed() >= self.checkpoint)
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let readings: Vec<Reading> = due
+            .iter()
+            .filter_map(|i| {
+                let (wh, at) = self.latest.get(i)?;
+                let m = &self.book[*i];
+                Some(Reading {
+                    meter: m.meter_id.clone(),
+                    meter_serial: m.place.address.clone(),
+                    register_wh: *wh,
+                    at: *at,
+                })
+            })
+            .collect();
+        match self.ledger.on_readings(&readings) {
+            Ok(()) => {
+                for i in due {
+                    self.latest.remove(&i);
+                    self.committed.insert(i, Instant::now());
+                }
+            }
+            Err(e) => log::error!(
+                "charging {} readings failed: {e}; they are charged at the next checkpoint",
+                readings.len()
+            ),
+        }
+    }
+
+    fn scan_inbox(&mut self, now: u64) {
+        let Some(inbox) = self.inbox.clone() else {
+            return;
+        };
+        let files = match inbox.pending() {
+            Ok(files) => files,
+            Err(e) => {
+                log::warn!("cannot list the token inbox {}: {e}", inbox.dir().display());
+                return;
+            }
+        };
+        let mut tokens: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        for file in files {
+            match std::fs::read(&file) {
+                Ok(bytes) => tokens.push((file, crate::cli::topup::token_octets(&bytes))),
+                Err(e) => log::warn!("cannot read the token {}: {e}", file.display()),
+            }
+        }
+        if tokens.is_empty() {
+            return;
+        }
+        let refs: Vec<&[u8]> = tokens.iter().map(|(_, t)| t.as_slice()).collect();
+        let results = self.ledger.apply_tokens(&refs, now);
+        for ((file, _), result) in tokens.iter().zip(results) {
+            let name = file.display();
+            let done = match result {
+                Ok(r) => {
+                    log_receipt("applied", &r);
+                    inbox.accepted(file, &r.signed)
+                }
+                Err(TopUpError::Replayed { original, .. }) => {
+                    log_receipt("already applied", &original);
+                    inbox.accepted(file, &original.signed)
+                }
+                Err(TopUpError::UnknownMeter { meter })
+                    if self.book.iter().any(|m| m.meter_id == meter) =>
+                {
+                    log::debug!("token {name}: meter {meter} has no account until its first reading; kept in the inbox");
+                    continue;
+                }
+                Err(TopUpError::Ledger(e)) => {
+                    log::error!(
+                        "token {name} not applied: {e}; kept in the inbox for the next try"
+                    );
+                    continue;
+                }
+                Err(refusal) => {
+                    log::warn!("token {name} refused: {refusal}");
+                    inbox.refused(file, &refusal.to_string())
+                }
+            };
+            if let Err(e) = done {
+                log::error!("token {name}: cannot move it out of the inbox: {e}; it is recognised as applied at the next scan");
+            }
+        }
+    }
+
+    fn outputs(&mut self) {
+        for output in self.ledger.drain_outputs() {
+            match output {
+                Output::Relay(command) => {
+                    match self.book.iter().find(|m| m.meter_id == command.meter) {
+                        Some(m) => self.relays.submit(command, m.place.clone()),
+                        None => log::warn!(
+                            "meter {}: relay {:?} wanted, but the meter is not in the configuration",
+                            command.meter,
+                            command.action
+                        ),
+                    }
+                }
+                Output::Event(event) => log_event(&event),
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let config = self.ledger.config();
+        let ec = config.emergency.amount_minor;
+        let accounts = self
+            .book
+            .iter()
+            .map(|m| {
+                let a = self.ledger.account(&m.meter_id);
+                let status = AccountStatus {
+                    bus: m.place.bus.clone(),
+                    address: m.place.address.clone(),
+                    dwelling: m.dwelling.clone(),
+                    state: a.map_or("not-opened", |a| a.state(ec).name()).to_string(),
+                    balance_minor: a.map_or(0, |a| a.balance_minor()),
+                    debt_minor: a.map_or(0, |a| a.total_debt_minor()),
+                    currency: config.currency.clone(),
+                    relay_read_back: self.read_back.get(&m.meter_id).map(|s| {
+                        match s {
+                            RelayState::Open => "open",
+                            RelayState::Closed => "closed",
+                            RelayState::Armed => "armed",
+                        }
+                        .to_string()
+                    }),
+                    last_serial: a.and_then(|a| a.last_serial),
+                };
+                (m.meter_id.clone(), status)
+            })
+            .collect::<BTreeMap<_, _>>();
+        self.status.set_accounts(accounts);
+    }
+}
+
+fn log_receipt(what: &str, r: &TopUpReceipt) {
+    log::info!(
+        "meter {}: token {} {what}: {} {}, balance {}",
+        r.receipt.meter_id,
+        r.receipt.serial,
+        concentrator_ledger::money::format_minor(
+            i64::try_from(r.receipt.amount_minor).unwrap_or(i64::MAX)
+        ),
+        String::from_utf8_lossy(&r.receipt.currency),
+        concentrator_ledger::money::format_minor(r.receipt.balance_after_minor)
+    );
+}
+
+fn log_event(event: &LedgerEvent) {
+    use concentrator_ledger::money::format_minor;
+    match event {
+        LedgerEvent::LowCredit {
+            meter,
+            level_minor,
+            balance_minor,
+        } => log::warn!(
+            "meter {meter}: low credit, balance {} below {}",
+            format_minor(*balance_minor),
+            format_minor(*level_minor)
+        ),
+        LedgerEvent::StateChanged { meter, from, to } => {
+            log::info!("meter {meter}: account {} -> {}", from.name(), to.name())
+        }
+        LedgerEvent::FriendlyCredit {
+            meter,
+            balance_minor,
+        } => log::warn!(
+            "meter {meter}: credit exhausted (balance {}), supply kept on (friendly credit or protected dwelling)",
+            format_minor(*balance_minor)
+        ),
+        LedgerEvent::RegisterAnomaly {
+            meter,
+            held_wh,
+            read_wh,
+        } => log::warn!(
+            "meter {meter}: register read {read_wh} Wh against the checkpoint {held_wh} Wh (backwards or a jump); not charged"
+        ),
+        LedgerEvent::Rebaselined {
+            meter,
+            reason,
+            from_wh,
+            to_wh,
+        } => log::warn!("meter {meter}: new register baseline {to_wh} Wh (was {from_wh} Wh): {reason:?}"),
+        LedgerEvent::RelayMismatch {
+            meter,
+            target,
+            observed,
+        } => log::warn!("meter {meter}: relay read back {observed:?} but should be {target:?}; sending the command again"),
+        LedgerEvent::RelayAlarm {
+            meter,
+            action,
+            attempts,
+            observed,
+        } => log::warn!(
+            "meter {meter}: relay did not obey {action:?} after {attempts} attempts (last read back: {observed:?}); check the meter"
+        ),
+    }
+}
