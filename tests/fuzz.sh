@@ -10,6 +10,8 @@ targets=(
     "plugins/dlt645 decode_frame"
     "plugins/modbus decode_frame"
     "plugins/modbus register_map"
+    "plugins/znp decode_mt"
+    "plugins/znp decode_zcl"
     "security envelope"
     "security token"
 )

@@ -194,3 +194,26 @@ fn modbus_errors_name_the_bytes() {
     let json = decode_ok("modbus", &["01 84 02 C2 C1"]);
     assert_eq!(json["exception_code"], 2);
 }
+
+#[test]
+fn a_znp_frame_and_its_zcl_payload_decode_and_a_bad_fcs_is_named() {
+    // SYS_PING request (SREQ 0x21 0x01), FCS 0x20.
+    let out = Command::new(env!("CARGO_BIN_EXE_concentrator"))
+        .args(["decode", "znp", "FE 00 21 01 20"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.to_lowercase().contains("ping"), "{text}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_concentrator"))
+        .args(["decode", "znp", "FE 00 21 01 21"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("FCS") && err.contains("byte 4"), "{err}");
+}

@@ -41,6 +41,12 @@ pub enum DecodeCommand {
         #[arg(long, value_parser = parse_register)]
         address: Option<u16>,
     },
+    /// A TI Z-Stack MT (ZNP) frame from a Zigbee coordinator's UART, with the ZCL frame inside it.
+    Znp {
+        /// The frame in hex, from the FE start byte to the FCS; spaces, `:` and `-` are ignored.
+        #[arg(required = true, num_args = 1..)]
+        hex: Vec<String>,
+    },
 }
 
 /// The direction of a Modbus frame.
@@ -83,6 +89,10 @@ pub fn run(command: DecodeCommand, out: &mut dyn Write) -> Result<(), CliError> 
                 map.as_ref(),
                 address,
             )?
+        }
+        DecodeCommand::Znp { hex } => {
+            concentrator_driver_znp::decode_to_json(&parse_hex(&hex.join(" "))?)
+                .map_err(|e| CliError::usage(format!("not a valid MT frame: {e}")))?
         }
     };
     let text = serde_json::to_string_pretty(&json).map_err(|e| CliError::Failed(e.into()))?;

@@ -439,4 +439,33 @@ pub struct StreamDriverVTable {
             message: *mut MessageBuf,
         ) -> Status,
     >,
+    // ---- API 1.1: entries appended after this point; a 1.0 table ends here
+    // ([`STREAM_VTABLE_1_0_SIZE`]) and the host treats them as absent.
+    /// A command from the host for a device behind the stream ("read these attributes", "top up this
+    /// meter"), as UTF-8 text in the driver's documented command language (JSON for `znp`). `OK` when
+    /// accepted (its result comes later as a notice), `TASK_REJECTED` with the reason otherwise.
+    pub command: Option<
+        unsafe extern "C" fn(
+            stream: *mut c_void,
+            command: StrRef,
+            now: RawTime,
+            message: *mut MessageBuf,
+        ) -> Status,
+    >,
+    /// The next notice, if any: UTF-8 text in the driver's documented form (a command's result, a
+    /// change to the driver's device table). Written like `poll_transmit`: at most `cap` bytes into
+    /// `out`, `*out_len` set (0: nothing); `BUFFER_TOO_SMALL` keeps the notice for a larger buffer.
+    pub poll_notice: Option<
+        unsafe extern "C" fn(
+            stream: *mut c_void,
+            out: *mut u8,
+            cap: usize,
+            out_len: *mut usize,
+            message: *mut MessageBuf,
+        ) -> Status,
+    >,
 }
+
+/// Size of a [`StreamDriverVTable`] as API 1.0 defined it (up to `poll_event`): a plugin built
+/// against API 1.0 declares this size, and the host reads only that far.
+pub const STREAM_VTABLE_1_0_SIZE: usize = std::mem::offset_of!(StreamDriverVTable, command);

@@ -30,7 +30,7 @@ pub use ffi::{
     ApiVersion, BytesRef, DeclarationRef, HostServices, InitFn, LogFn, MessageBuf,
     MeterDriverVTable, PluginDeclaration, RawOutcome, RawReading, RawReply, RawRequest,
     RawStreamEvent, RawTask, RawTime, RawTiming, Status, StrRef, StreamDriverVTable,
-    MAX_EVENT_ADDRESS,
+    MAX_EVENT_ADDRESS, STREAM_VTABLE_1_0_SIZE,
 };
 
 /// Version of the binary layout. The host loads a plugin only when this is equal to its own: any change
@@ -39,9 +39,12 @@ pub const ABI_VERSION: u32 = 1;
 
 /// Version of the API's meaning (codes, call flows). A host accepts a plugin with the same major
 /// version and a minor version not newer than its own.
+///
+/// 1.1 appended `command` and `poll_notice` to [`StreamDriverVTable`] (commands from the host to a
+/// stream driver's devices, and the driver's notices back).
 pub const API_VERSION: ApiVersion = ApiVersion {
     major: 1,
-    minor: 0,
+    minor: 1,
     patch: 0,
 };
 

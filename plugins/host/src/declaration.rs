@@ -8,6 +8,7 @@ use concentrator_plugin_api::{
     ApiVersion, BytesRef, InitFn, MessageBuf, MeterDriverVTable, PluginDeclaration, RawOutcome,
     RawReply, RawRequest, RawStreamEvent, RawTask, RawTime, Status, StrRef, StreamDriverVTable,
     ABI_VERSION, API_VERSION, BUILD_TARGET, MAX_NAME_LEN, MAX_TARGET_LEN, MAX_VERSION_LEN,
+    STREAM_VTABLE_1_0_SIZE,
 };
 
 use crate::error::DeclarationError;
@@ -66,6 +67,8 @@ pub(crate) type PollTransmitFn =
 pub(crate) type OnTickFn = unsafe extern "C" fn(*mut c_void, RawTime, *mut MessageBuf) -> Status;
 pub(crate) type PollEventFn =
     unsafe extern "C" fn(*mut c_void, *mut RawStreamEvent, *mut u8, *mut MessageBuf) -> Status;
+pub(crate) type CommandFn =
+    unsafe extern "C" fn(*mut c_void, StrRef, RawTime, *mut MessageBuf) -> Status;
 
 /// The checked entry points of a meter driver.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +89,10 @@ pub(crate) struct StreamEntries {
     pub poll_transmit: PollTransmitFn,
     pub on_tick: OnTickFn,
     pub poll_event: PollEventFn,
+    /// API 1.1; `None` for a plugin whose table ends at `poll_event`.
+    pub command: Option<CommandFn>,
+    /// API 1.1; `None` for a plugin whose table ends at `poll_event`.
+    pub poll_notice: Option<PollTransmitFn>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,8 +231,7 @@ pub(crate) unsafe fn check(
         }
         DriverKind::StreamCoordinator | DriverKind::Modem => {
             // SAFETY: as above.
-            let table =
-                unsafe { read_table::<StreamDriverVTable>(d.stream.cast()) }.map_err(missing)?;
+            let table = unsafe { read_stream_table(d.stream) }.map_err(missing)?;
             let entry = |name: &str| missing(format!("its stream entry point `{name}` is null"));
             Entries::Stream(StreamEntries {
                 open: table.open.ok_or_else(|| entry("open"))?,
@@ -234,6 +240,8 @@ pub(crate) unsafe fn check(
                 poll_transmit: table.poll_transmit.ok_or_else(|| entry("poll_transmit"))?,
                 on_tick: table.on_tick.ok_or_else(|| entry("on_tick"))?,
                 poll_event: table.poll_event.ok_or_else(|| entry("poll_event"))?,
+                command: table.command,
+                poll_notice: table.poll_notice,
             })
         }
     };
@@ -245,6 +253,46 @@ pub(crate) unsafe fn check(
         init,
         entries,
     })
+}
+
+/// Reads a stream driver's table: a 1.0 table (up to `poll_event`) or a longer one. The entries a
+/// shorter table lacks come back as `None`.
+///
+/// # Safety
+/// As [`read_table`].
+unsafe fn read_stream_table(
+    table: *const StreamDriverVTable,
+) -> Result<StreamDriverVTable, String> {
+    if table.is_null() {
+        return Err(String::from("its entry-point table is null"));
+    }
+    // SAFETY: non-null; every table starts with its size.
+    let size = unsafe { table.cast::<usize>().read_unaligned() };
+    if size >= size_of::<StreamDriverVTable>() {
+        // SAFETY: the whole table is there (checked) and static (caller's guarantee).
+        let full = unsafe { &*table };
+        return Ok(StreamDriverVTable { ..*full });
+    }
+    if size < STREAM_VTABLE_1_0_SIZE {
+        return Err(format!(
+            "its entry-point table is {size} bytes, this host needs at least {STREAM_VTABLE_1_0_SIZE}"
+        ));
+    }
+    // SAFETY: the table holds at least the 1.0 fields (checked); each is read through a raw place
+    // without making a reference to the (shorter) whole.
+    unsafe {
+        Ok(StreamDriverVTable {
+            size,
+            open: (&raw const (*table).open).read(),
+            close: (&raw const (*table).close).read(),
+            on_bytes: (&raw const (*table).on_bytes).read(),
+            poll_transmit: (&raw const (*table).poll_transmit).read(),
+            on_tick: (&raw const (*table).on_tick).read(),
+            poll_event: (&raw const (*table).poll_event).read(),
+            command: None,
+            poll_notice: None,
+        })
+    }
 }
 
 /// Reads an entry-point table whose first field is its size.
@@ -265,4 +313,82 @@ unsafe fn read_table<'a, T>(table: *const T) -> Result<&'a T, String> {
     }
     // SAFETY: the table is at least as large as `T` (checked) and static (caller's guarantee).
     Ok(unsafe { &*table })
+}
+
+#[cfg(test)]
+mod stream_table_tests {
+    use super::*;
+
+    unsafe extern "C" fn open(
+        _: StrRef,
+        _: RawTime,
+        _: *mut *mut c_void,
+        _: *mut MessageBuf,
+    ) -> Status {
+        Status::OK
+    }
+    unsafe extern "C" fn close(_: *mut c_void) {}
+    unsafe extern "C" fn on_bytes(_: *mut c_void, _: BytesRef, _: *mut MessageBuf) -> Status {
+        Status::OK
+    }
+    unsafe extern "C" fn poll_transmit(
+        _: *mut c_void,
+        _: *mut u8,
+        _: usize,
+        _: *mut usize,
+        _: *mut MessageBuf,
+    ) -> Status {
+        Status::OK
+    }
+    unsafe extern "C" fn on_tick(_: *mut c_void, _: RawTime, _: *mut MessageBuf) -> Status {
+        Status::OK
+    }
+    unsafe extern "C" fn poll_event(
+        _: *mut c_void,
+        _: *mut RawStreamEvent,
+        _: *mut u8,
+        _: *mut MessageBuf,
+    ) -> Status {
+        Status::OK
+    }
+    unsafe extern "C" fn command(
+        _: *mut c_void,
+        _: StrRef,
+        _: RawTime,
+        _: *mut MessageBuf,
+    ) -> Status {
+        Status::OK
+    }
+
+    fn table(size: usize) -> StreamDriverVTable {
+        StreamDriverVTable {
+            size,
+            open: Some(open),
+            close: Some(close),
+            on_bytes: Some(on_bytes),
+            poll_transmit: Some(poll_transmit),
+            on_tick: Some(on_tick),
+            poll_event: Some(poll_event),
+            command: Some(command),
+            poll_notice: Some(poll_transmit),
+        }
+    }
+
+    #[test]
+    fn a_1_0_table_loads_without_the_1_1_entries() {
+        let full = table(size_of::<StreamDriverVTable>());
+        // SAFETY: a valid table of the declared size.
+        let read = unsafe { read_stream_table(&full) }.unwrap();
+        assert!(read.command.is_some() && read.poll_notice.is_some());
+        // A 1.0 plugin declares the shorter size; the entries after it are not read.
+        let old = table(STREAM_VTABLE_1_0_SIZE);
+        // SAFETY: the table is in fact longer than it declares, which is allowed.
+        let read = unsafe { read_stream_table(&old) }.unwrap();
+        assert!(read.command.is_none() && read.poll_notice.is_none());
+        assert!(read.poll_event.is_some());
+        let short = table(STREAM_VTABLE_1_0_SIZE - 1);
+        // SAFETY: as above.
+        let error = unsafe { read_stream_table(&short) }.unwrap_err();
+        assert!(error.contains("needs at least"), "{error}");
+    }
 }

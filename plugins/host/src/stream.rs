@@ -172,6 +172,82 @@ impl StreamSession {
     }
 }
 
+impl StreamSession {
+    /// Hands the driver a command for a device behind the stream (API 1.1), as text in the driver's
+    /// documented command language (JSON for `znp`). Its result comes later from
+    /// [`poll_notice`](Self::poll_notice). A driver that refuses it, or a plugin built against API 1.0
+    /// (which has no commands), gives [`TaskError::TaskRejected`].
+    pub fn command(&mut self, command: &str, clock: &dyn Clock) -> Result<(), TaskError> {
+        self.plugin.ensure_active()?;
+        let rejected = |reason: String| TaskError::TaskRejected {
+            plugin: self.plugin.name().to_owned(),
+            meter: String::from("(stream)"),
+            task: String::from("run a stream command"),
+            reason,
+        };
+        let Some(entry) = self.entries.command else {
+            return Err(rejected(String::from(
+                "the plugin was built against plugin API 1.0, which has no stream commands",
+            )));
+        };
+        let mut message = Message::new();
+        // SAFETY: checked entry point; our handle; the string is valid for the call.
+        let status = unsafe {
+            entry(
+                self.handle,
+                StrRef::new(command),
+                raw_time(clock),
+                message.as_ptr(),
+            )
+        };
+        match status {
+            Status::TASK_REJECTED => Err(rejected(message.text(&self.plugin, "command")?)),
+            other => self.status("command", other, &message),
+        }
+    }
+
+    /// The driver's next notice (API 1.1): a command's result or a change to its device table, as
+    /// text in the driver's documented form. Always `None` for a plugin built against API 1.0.
+    pub fn poll_notice(&mut self) -> Result<Option<String>, TaskError> {
+        self.plugin.ensure_active()?;
+        let Some(entry) = self.entries.poll_notice else {
+            return Ok(None);
+        };
+        let mut cap = 1024;
+        loop {
+            let mut buf = vec![0u8; cap];
+            let mut len = 0usize;
+            let mut message = Message::new();
+            // SAFETY: checked entry point; our handle; the buffer holds `cap` bytes.
+            let status = unsafe {
+                entry(
+                    self.handle,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut len,
+                    message.as_ptr(),
+                )
+            };
+            if status == Status::BUFFER_TOO_SMALL && cap < MAX_STREAM_FRAME {
+                cap = MAX_STREAM_FRAME;
+                continue;
+            }
+            self.status("poll_notice", status, &message)?;
+            return match buf.get(..len) {
+                Some([]) => Ok(None),
+                Some(text) => String::from_utf8(text.to_vec()).map(Some).map_err(|_| {
+                    self.plugin
+                        .misbehaved("poll_notice", "returned a notice that is not UTF-8")
+                }),
+                None => Err(self.plugin.misbehaved(
+                    "poll_notice",
+                    format!("reported a {len}-byte notice in a {cap}-byte buffer"),
+                )),
+            };
+        }
+    }
+}
+
 impl Drop for StreamSession {
     fn drop(&mut self) {
         if !self.plugin.is_quarantined() {

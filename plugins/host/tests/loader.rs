@@ -590,6 +590,17 @@ fn stream_driver_shims_pass_bytes_ticks_and_events_and_contain_panics() {
     );
     assert_eq!(stream.poll_event().unwrap(), Some(StreamEvent::LinkUp));
     assert_eq!(stream.poll_event().unwrap(), None);
+    // API 1.1 entries through dlopen: the SDK's defaults refuse commands and have no notices.
+    let refused = stream.command("{\"op\": \"ping\"}", &clock).unwrap_err();
+    assert!(
+        matches!(refused, TaskError::TaskRejected { .. }),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("takes no commands"),
+        "{refused}"
+    );
+    assert_eq!(stream.poll_notice().unwrap(), None);
     let error = stream.on_bytes(b"panic").unwrap_err();
     assert!(error.to_string().contains("impossible state"), "{error}");
     assert!(matches!(

@@ -62,6 +62,8 @@ pub const fn stream_vtable<D: StreamDriver>() -> StreamDriverVTable {
         poll_transmit: Some(stream_poll_transmit::<D>),
         on_tick: Some(stream_on_tick::<D>),
         poll_event: Some(stream_poll_event::<D>),
+        command: Some(stream_command::<D>),
+        poll_notice: Some(stream_poll_notice::<D>),
     }
 }
 
@@ -438,6 +440,7 @@ unsafe extern "C" fn meter_finish<D: MeterDriver>(
 struct StreamCell<D> {
     driver: D,
     pending: Option<Vec<u8>>,
+    pending_notice: Option<String>,
 }
 
 unsafe extern "C" fn stream_open<D: StreamDriver>(
@@ -474,6 +477,7 @@ unsafe extern "C" fn stream_open<D: StreamDriver>(
                 let cell = Box::new(StreamCell {
                     driver,
                     pending: None,
+                    pending_notice: None,
                 });
                 // SAFETY: checked non-null; writable (host contract).
                 unsafe { out_stream.write(Box::into_raw(cell).cast::<c_void>()) };
@@ -617,6 +621,85 @@ unsafe extern "C" fn stream_poll_event<D: StreamDriver>(
             if let Some(raw) = event {
                 out.write(raw);
             }
+        }
+        Status::OK
+    })
+}
+
+unsafe extern "C" fn stream_command<D: StreamDriver>(
+    stream: *mut c_void,
+    command: StrRef,
+    now: RawTime,
+    message: *mut MessageBuf,
+) -> Status {
+    guard("command", message, || {
+        // SAFETY: a handle from our `open`; a string valid for the call.
+        let (Some(cell), Some(command)) =
+            (unsafe { driver_mut::<StreamCell<D>>(stream) }, unsafe {
+                command.as_bytes()
+            })
+        else {
+            return reject(
+                message,
+                Status::INVALID_ARGUMENT,
+                "command was called with a null handle or command",
+            );
+        };
+        let Ok(command) = std::str::from_utf8(command) else {
+            return reject(
+                message,
+                Status::INVALID_ARGUMENT,
+                "the command is not UTF-8",
+            );
+        };
+        match cell.driver.on_command(command, Now::from_raw(now)) {
+            Ok(()) => Status::OK,
+            Err(e) => reject(message, Status::TASK_REJECTED, &e.to_string()),
+        }
+    })
+}
+
+unsafe extern "C" fn stream_poll_notice<D: StreamDriver>(
+    stream: *mut c_void,
+    out: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+    message: *mut MessageBuf,
+) -> Status {
+    guard("poll_notice", message, || {
+        // SAFETY: a handle from our `open`.
+        let Some(cell) = (unsafe { driver_mut::<StreamCell<D>>(stream) }) else {
+            return reject(
+                message,
+                Status::INVALID_ARGUMENT,
+                "poll_notice was called with a null handle",
+            );
+        };
+        if out_len.is_null() || out.is_null() {
+            return reject(
+                message,
+                Status::INVALID_ARGUMENT,
+                "poll_notice was called without an output buffer",
+            );
+        }
+        let notice = match cell.pending_notice.take() {
+            Some(notice) => notice,
+            None => cell.driver.poll_notice().unwrap_or_default(),
+        };
+        if notice.len() > cap {
+            let needed = notice.len();
+            cell.pending_notice = Some(notice);
+            return reject(
+                message,
+                Status::BUFFER_TOO_SMALL,
+                &format!("the notice is {needed} bytes; the host's buffer holds {cap}"),
+            );
+        }
+        // SAFETY: `out` holds `cap` writable bytes (host contract), `notice.len() <= cap`; `out_len`
+        // is non-null and writable.
+        unsafe {
+            std::ptr::copy_nonoverlapping(notice.as_ptr(), out, notice.len());
+            out_len.write(notice.len());
         }
         Status::OK
     })

@@ -1,0 +1,382 @@
+//! Bodies of the messages the gateway sends.
+
+use minicbor::{Decode, Encode};
+
+use crate::ids::MessageId;
+
+/// What a reading measures. Codes are stable; a receiver keeps unknown codes as [`Quantity::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quantity {
+    /// Cumulative active energy imported, Wh (code 1).
+    EnergyImportWh,
+    /// Cumulative active energy exported, Wh (code 2).
+    EnergyExportWh,
+    /// Voltage, V (code 3).
+    Voltage,
+    /// Current, A (code 4).
+    Current,
+    /// Active power, W (code 5).
+    PowerW,
+    /// Frequency, Hz (code 6).
+    FrequencyHz,
+    /// Remaining credit, minor currency units (code 7).
+    CreditMinor,
+    /// A code this end does not know.
+    Other(u16),
+}
+
+impl Quantity {
+    /// The wire code.
+    pub fn code(self) -> u16 {
+        match self {
+            Quantity::EnergyImportWh => 1,
+            Quantity::EnergyExportWh => 2,
+            Quantity::Voltage => 3,
+            Quantity::Current => 4,
+            Quantity::PowerW => 5,
+            Quantity::FrequencyHz => 6,
+            Quantity::CreditMinor => 7,
+            Quantity::Other(c) => c,
+        }
+    }
+
+    /// From a wire code.
+    pub fn from_code(c: u16) -> Self {
+        match c {
+            1 => Quantity::EnergyImportWh,
+            2 => Quantity::EnergyExportWh,
+            3 => Quantity::Voltage,
+            4 => Quantity::Current,
+            5 => Quantity::PowerW,
+            6 => Quantity::FrequencyHz,
+            7 => Quantity::CreditMinor,
+            c => Quantity::Other(c),
+        }
+    }
+}
+
+impl<C> Encode<C> for Quantity {
+    fn encode<W: minicbor::encode::Write>(
+        &self,
+        e: &mut minicbor::Encoder<W>,
+        _: &mut C,
+    ) -> Result<(), minicbor::encode::Error<W::Error>> {
+        e.u16(self.code())?;
+        Ok(())
+    }
+}
+
+impl<'b, C> Decode<'b, C> for Quantity {
+    fn decode(d: &mut minicbor::Decoder<'b>, _: &mut C) -> Result<Self, minicbor::decode::Error> {
+        Ok(Quantity::from_code(d.u16()?))
+    }
+}
+
+/// One reading: `value × 10^exponent` of `quantity` at `at`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Reading {
+    /// When the meter was read, unix seconds.
+    #[n(0)]
+    pub at: u64,
+    /// What was read.
+    #[n(1)]
+    pub quantity: Quantity,
+    /// The mantissa.
+    #[n(2)]
+    pub value: i64,
+    /// The decimal exponent (e.g. -1 for tenths).
+    #[n(3)]
+    pub exponent: i8,
+}
+
+/// A batch of readings of one meter, in the order they were taken.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Readings {
+    /// The readings.
+    #[n(0)]
+    pub readings: Vec<Reading>,
+}
+
+/// How serious an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+#[cbor(index_only)]
+pub enum Severity {
+    /// For the record.
+    #[n(0)]
+    Info,
+    /// Worth a look.
+    #[n(1)]
+    Warning,
+    /// Needs action (tamper, supply cut, register anomaly); drained before everything else.
+    #[n(2)]
+    Alarm,
+}
+
+/// A meter or gateway event.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Event {
+    /// When it happened, unix seconds.
+    #[n(0)]
+    pub at: u64,
+    /// The event code (table in docs/protocol.md; unknown codes are kept and shown as numbers).
+    #[n(1)]
+    pub code: u16,
+    /// How serious.
+    #[n(2)]
+    pub severity: Severity,
+    /// Free text for people, at most 256 characters.
+    #[n(3)]
+    pub detail: Option<String>,
+    /// Values the code defines (e.g. the register before and after a jump).
+    #[n(4)]
+    pub values: Vec<i64>,
+}
+
+/// Event codes this version defines.
+pub mod event_code {
+    /// The relay opened (supply cut); values: [reason].
+    pub const RELAY_OPENED: u16 = 1;
+    /// The relay closed (supply restored).
+    pub const RELAY_CLOSED: u16 = 2;
+    /// The relay is armed: it closes when the customer presses the button.
+    pub const RELAY_ARMED: u16 = 3;
+    /// Credit fell below the low-credit threshold; values: [credit minor units].
+    pub const LOW_CREDIT: u16 = 10;
+    /// Emergency credit taken.
+    pub const EMERGENCY_CREDIT: u16 = 11;
+    /// A top-up token was refused; detail: the reason.
+    pub const TOKEN_REFUSED: u16 = 12;
+    /// The energy register went backwards or jumped; values: [before, after].
+    pub const REGISTER_ANOMALY: u16 = 20;
+    /// A different meter answers at this address.
+    pub const METER_REPLACED: u16 = 21;
+    /// Cover or terminal tamper.
+    pub const TAMPER: u16 = 22;
+    /// The meter stopped answering.
+    pub const METER_OFFLINE: u16 = 30;
+    /// The meter answers again.
+    pub const METER_ONLINE: u16 = 31;
+    /// A downlink message failed verification; detail: the reason.
+    pub const VERIFICATION_FAILED: u16 = 40;
+    /// The modem needs attention (staged recovery failed); detail: the last error.
+    pub const MODEM_NEEDS_ATTENTION: u16 = 50;
+    /// The outbox dropped routine readings because it was full; values: [dropped count].
+    pub const READINGS_DROPPED: u16 = 51;
+}
+
+/// The signed receipt of an applied token.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ReceiptBody {
+    /// `SignedDocument` wire octets (docs/protocol.md, signed container).
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub signed: Vec<u8>,
+}
+
+/// A meter's account, for reconciliation with the head-end's books.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct AccountSummary {
+    /// As of, unix seconds.
+    #[n(0)]
+    pub at: u64,
+    /// Credit, minor units (negative while emergency credit is in use).
+    #[n(1)]
+    pub balance_minor: i64,
+    /// ISO 4217 code.
+    #[n(2)]
+    pub currency: String,
+    /// Serial of the last applied token, if any.
+    #[n(3)]
+    pub last_token_serial: Option<u64>,
+    /// Cumulative import register, Wh, at the last checkpoint.
+    #[n(4)]
+    pub register_wh: u64,
+    /// Tariff in force.
+    #[n(5)]
+    pub tariff_id: u32,
+    /// Sum of charges since enrolment, minor units.
+    #[n(6)]
+    pub charged_minor: u64,
+    /// Relay state: true when closed (supply on).
+    #[n(7)]
+    pub relay_closed: bool,
+}
+
+/// A meter asks for AKA; its identity is concealed (`concentrator_security::suci`).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Attach {
+    /// Concealment profile: 1 A (X25519), 2 B (P-256).
+    #[n(0)]
+    pub profile: u8,
+    /// The home network public key id the gateway used.
+    #[n(1)]
+    pub key_id: u8,
+    /// The scheme output.
+    #[cbor(n(2), with = "minicbor::bytes")]
+    pub concealed: Vec<u8>,
+}
+
+/// The gateway's answer to an [`crate::AkaChallenge`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum AkaResult {
+    /// RES (4 to 16 octets).
+    #[n(0)]
+    Res(#[cbor(n(0), with = "minicbor::bytes")] Vec<u8>),
+    /// SQN out of range: AUTS (14 octets) for resynchronisation.
+    #[n(1)]
+    SyncFailure(#[cbor(n(0), with = "minicbor::bytes")] Vec<u8>),
+    /// AUTN's MAC did not verify.
+    #[n(2)]
+    MacFailure,
+}
+
+/// Answer to an AKA challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct AkaResponse {
+    /// The RAND of the challenge answered.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub rand: [u8; 16],
+    /// The result.
+    #[n(1)]
+    pub result: AkaResult,
+}
+
+/// An integrity and ciphering pair, by the envelope's algorithm ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+#[cbor(array)]
+pub struct ModePair {
+    /// 1 UIA1, 2 128-EIA2.
+    #[n(0)]
+    pub integrity: u8,
+    /// 0 none, 1 UEA1, 2 128-EEA2.
+    #[n(1)]
+    pub ciphering: u8,
+}
+
+/// The security mode the gateway chose from the command's list.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct SecurityModeComplete {
+    /// The chosen pair.
+    #[n(0)]
+    pub chosen: ModePair,
+}
+
+/// The outcome of a downlink command.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct CommandResult {
+    /// The command's message id.
+    #[n(0)]
+    pub command: MessageId,
+    /// 0 done; otherwise an error code (table in docs/protocol.md).
+    #[n(1)]
+    pub code: u16,
+    /// The reason, for people.
+    #[n(2)]
+    pub reason: Option<String>,
+}
+
+/// Command result codes.
+pub mod result_code {
+    /// Carried out.
+    pub const DONE: u16 = 0;
+    /// Already carried out earlier (a repeated command is answered, never executed again).
+    pub const ALREADY_DONE: u16 = 1;
+    /// The envelope failed a check (MAC, COUNT, time window, direction, algorithms).
+    pub const VERIFICATION_FAILED: u16 = 10;
+    /// The frame did not decode or does not fit its topic.
+    pub const MALFORMED: u16 = 11;
+    /// The token was refused (signature, meter, serial, expiry); reason says which.
+    pub const TOKEN_REFUSED: u16 = 20;
+    /// The meter did not carry out the command (offline, device exception).
+    pub const METER_FAILED: u16 = 21;
+    /// The command is not supported by this gateway or meter.
+    pub const UNSUPPORTED: u16 = 22;
+    /// A parameter is out of range.
+    pub const INVALID: u16 = 23;
+}
+
+/// Acknowledges messages by id (either direction).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Ack {
+    /// The ids acknowledged.
+    #[n(0)]
+    pub ids: Vec<MessageId>,
+}
+
+/// The modem's state as reported in the birth message.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Encode, Decode)]
+#[cbor(map)]
+pub struct ModemReport {
+    /// Signal, dBm (absent when unknown).
+    #[n(0)]
+    pub rssi_dbm: Option<i16>,
+    /// Operator name.
+    #[n(1)]
+    pub operator: Option<String>,
+    /// Access technology (e.g. "UTRAN", "E-UTRAN").
+    #[n(2)]
+    pub technology: Option<String>,
+    /// ICCID of the SIM.
+    #[n(3)]
+    pub iccid: Option<String>,
+    /// Recoveries since start.
+    #[n(4)]
+    pub recoveries: u32,
+}
+
+/// One meter in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct InventoryMeter {
+    /// Its TID, absent while it has none.
+    #[n(0)]
+    pub tid: Option<crate::Tid>,
+    /// Driver model (e.g. "dlt645-generic").
+    #[n(1)]
+    pub model: String,
+    /// Online on its bus.
+    #[n(2)]
+    pub online: bool,
+}
+
+/// Retained on the birth topic when the gateway connects.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Birth {
+    /// Software version.
+    #[n(0)]
+    pub software: String,
+    /// When the daemon started, unix seconds.
+    #[n(1)]
+    pub started_at: u64,
+    /// Connection number since start (1 for the first).
+    #[n(2)]
+    pub session: u32,
+    /// The modem.
+    #[n(3)]
+    pub modem: ModemReport,
+    /// The meters.
+    #[n(4)]
+    pub meters: Vec<InventoryMeter>,
+    /// Messages waiting in the outbox.
+    #[n(5)]
+    pub outbox_len: u64,
+}
+
+/// The last will, retained on the birth topic's sibling by the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Death {
+    /// The connection number of the birth it ends.
+    #[n(0)]
+    pub session: u32,
+}

@@ -1,0 +1,204 @@
+//! The MQTT topic scheme. Topics carry the gateway id and a meter's TID, never a permanent identity.
+//!
+//! ```text
+//! c/v1/{gateway}/up/{scope}/{kind}      gateway → head-end (QoS 1, not retained)
+//! c/v1/{gateway}/down/{scope}/{kind}    head-end → gateway (QoS 1, not retained)
+//! c/v1/{gateway}/status                 birth (retained, by the gateway) and death (retained will)
+//! ```
+//!
+//! `{scope}` is `gw` for gateway-level messages, else the meter's TID (16 lower-case hex digits; before the
+//! meter has a TID, the random attach handle of its [`crate::Attach`]). `{kind}` is [`Kind::topic_name`].
+
+use std::fmt;
+
+use crate::ids::{GatewayId, Tid};
+use crate::kind::{Flow, Kind};
+use crate::ProtocolError;
+
+/// First two levels of every topic.
+pub const PREFIX: &str = "c/v1";
+
+/// Who a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The gateway itself.
+    Gateway,
+    /// A meter, by TID (or attach handle).
+    Meter(Tid),
+}
+
+impl Scope {
+    /// The TID, if a meter's.
+    pub fn tid(self) -> Option<Tid> {
+        match self {
+            Scope::Gateway => None,
+            Scope::Meter(t) => Some(t),
+        }
+    }
+}
+
+/// A parsed topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// A data topic.
+    Data {
+        /// The gateway.
+        gateway: GatewayId,
+        /// Up or down.
+        flow: Flow,
+        /// The gateway or a meter.
+        scope: Scope,
+        /// The kind.
+        kind: Kind,
+    },
+    /// The retained birth/death topic.
+    Status {
+        /// The gateway.
+        gateway: GatewayId,
+    },
+}
+
+impl Topic {
+    /// The topic for a message of `kind` about `scope` from or to `gateway` (birth and death go to status).
+    pub fn for_message(gateway: &GatewayId, scope: Scope, kind: Kind) -> Topic {
+        if matches!(kind, Kind::Birth | Kind::Death) {
+            return Topic::Status {
+                gateway: gateway.clone(),
+            };
+        }
+        Topic::Data {
+            gateway: gateway.clone(),
+            flow: kind.flow(),
+            scope,
+            kind,
+        }
+    }
+
+    /// The gateway's status topic.
+    pub fn status(gateway: &GatewayId) -> String {
+        format!("{PREFIX}/{gateway}/status")
+    }
+
+    /// What a gateway subscribes to: everything sent down to it.
+    pub fn gateway_subscription(gateway: &GatewayId) -> String {
+        format!("{PREFIX}/{gateway}/down/#")
+    }
+
+    /// What a head-end subscribes to (prefix with `$share/{group}/` to spread over workers).
+    pub const HEAD_END_SUBSCRIPTIONS: [&'static str; 2] = ["c/v1/+/up/#", "c/v1/+/status"];
+
+    /// The gateway.
+    pub fn gateway(&self) -> &GatewayId {
+        match self {
+            Topic::Data { gateway, .. } | Topic::Status { gateway } => gateway,
+        }
+    }
+
+    /// Parses a topic name (no wildcards).
+    pub fn parse(topic: &str) -> Result<Topic, ProtocolError> {
+        let bad = |reason: &str| ProtocolError::BadTopic {
+            topic: topic.chars().take(200).collect(),
+            reason: reason.into(),
+        };
+        let rest = topic
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or_else(|| bad("it does not start with c/v1/"))?;
+        let levels: Vec<&str> = rest.split('/').collect();
+        let gateway = GatewayId::new(levels[0]).map_err(|_| bad("bad gateway id level"))?;
+        match levels.as_slice() {
+            [_, "status"] => Ok(Topic::Status { gateway }),
+            [_, dir, scope, kind] => {
+                let flow = match *dir {
+                    "up" => Flow::Up,
+                    "down" => Flow::Down,
+                    _ => return Err(bad("the third level must be up, down or status")),
+                };
+                let scope = if *scope == "gw" {
+                    Scope::Gateway
+                } else {
+                    Scope::Meter(
+                        Tid::from_hex(scope).map_err(|_| bad("scope is neither gw nor a TID"))?,
+                    )
+                };
+                let kind = Kind::from_topic(flow, kind)
+                    .filter(|k| !matches!(k, Kind::Birth | Kind::Death))
+                    .ok_or_else(|| bad("unknown kind for this direction"))?;
+                Ok(Topic::Data {
+                    gateway,
+                    flow,
+                    scope,
+                    kind,
+                })
+            }
+            _ => Err(bad("wrong number of levels")),
+        }
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topic::Status { gateway } => write!(f, "{PREFIX}/{gateway}/status"),
+            Topic::Data {
+                gateway,
+                flow,
+                scope,
+                kind,
+            } => {
+                let dir = match flow {
+                    Flow::Up => "up",
+                    Flow::Down => "down",
+                };
+                write!(f, "{PREFIX}/{gateway}/{dir}/")?;
+                match scope {
+                    Scope::Gateway => f.write_str("gw")?,
+                    Scope::Meter(t) => write!(f, "{t}")?,
+                }
+                write!(f, "/{}", kind.topic_name())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let gw = GatewayId::new("gw-7").unwrap();
+        let tid = Tid([1, 2, 3, 4, 5, 6, 7, 8]);
+        for kind in Kind::ALL {
+            for scope in [Scope::Gateway, Scope::Meter(tid)] {
+                let t = Topic::for_message(&gw, scope, *kind);
+                let s = t.to_string();
+                assert_eq!(Topic::parse(&s).unwrap(), t, "{s}");
+            }
+        }
+        assert_eq!(
+            Topic::for_message(&gw, Scope::Meter(tid), Kind::Readings).to_string(),
+            "c/v1/gw-7/up/0102030405060708/readings"
+        );
+        assert_eq!(Topic::status(&gw), "c/v1/gw-7/status");
+    }
+
+    #[test]
+    fn refuses_foreign_topics() {
+        for t in [
+            "",
+            "c/v1",
+            "c/v1/",
+            "c/v2/gw/status",
+            "c/v1/+/status",
+            "c/v1/gw/up/gw/top-up",
+            "c/v1/gw/down/gw/readings",
+            "c/v1/gw/up/xyz/readings",
+            "c/v1/gw/up/gw/birth",
+            "c/v1/gw/up/gw/readings/extra",
+            "c/v1/gw/sideways/gw/readings",
+        ] {
+            assert!(Topic::parse(t).is_err(), "{t}");
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Parsers for the information lines of the 3GPP TS 27.007 commands the supervisor uses. Each returns
+//! `None` for a line it cannot read; none panics.
+
+/// SIM state from `+CPIN:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimState {
+    /// `READY`.
+    Ready,
+    /// `SIM PIN`: the PIN is needed.
+    PinRequired,
+    /// `SIM PUK`: the SIM is blocked; someone must enter the PUK.
+    PukRequired,
+    /// Anything else (e.g. `PH-SIM PIN`).
+    Other(String),
+}
+
+/// `+CPIN: READY`.
+pub fn cpin(line: &str) -> Option<SimState> {
+    let v = line.strip_prefix("+CPIN:")?.trim();
+    Some(match v {
+        "READY" => SimState::Ready,
+        "SIM PIN" => SimState::PinRequired,
+        "SIM PUK" => SimState::PukRequired,
+        other => SimState::Other(other.to_string()),
+    })
+}
+
+/// Network registration status (`<stat>` of +CREG/+CGREG/+CEREG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// 0: not registered, not searching.
+    Idle,
+    /// 1: registered, home network.
+    Home,
+    /// 2: not registered, searching.
+    Searching,
+    /// 3: registration denied.
+    Denied,
+    /// 4: unknown.
+    Unknown,
+    /// 5: registered, roaming.
+    Roaming,
+}
+
+impl Registration {
+    /// Registered (home or roaming).
+    pub fn registered(self) -> bool {
+        matches!(self, Registration::Home | Registration::Roaming)
+    }
+}
+
+/// `+CREG: <n>,<stat>[,...]` (a read answer) or `+CREG: <stat>[,...]` (a URC); also +CGREG, +CEREG.
+pub fn registration(line: &str) -> Option<Registration> {
+    let (_, rest) = line.split_once(':')?;
+    if !matches!(line.get(..6), Some("+CREG:"))
+        && !matches!(line.get(..7), Some("+CGREG:" | "+CEREG:"))
+    {
+        return None;
+    }
+    let fields: Vec<&str> = rest.split(',').map(str::trim).collect();
+    // A read answer has <n> first; a URC starts with <stat>. The read answer's second field is a stat
+    // number; a URC's second field (if any) is a quoted LAC.
+    let stat = match fields.as_slice() {
+        [_, s, ..] if !s.starts_with('"') => s,
+        [s, ..] => s,
+        [] => return None,
+    };
+    Some(match stat.parse::<u8>().ok()? {
+        0 => Registration::Idle,
+        1 => Registration::Home,
+        2 => Registration::Searching,
+        3 => Registration::Denied,
+        5 => Registration::Roaming,
+        _ => Registration::Unknown,
+    })
+}
+
+/// `+CSQ: <rssi>,<ber>` to dBm (TS 27.007: 0 is −113 dBm or less, 31 is −51 or more, 2 dB a step);
+/// `None` for 99 (not known) or an unreadable line.
+pub fn csq_dbm(line: &str) -> Option<i16> {
+    let rssi: i16 = line
+        .strip_prefix("+CSQ:")?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    (0..=31).contains(&rssi).then(|| -113 + 2 * rssi)
+}
+
+/// `+COPS: <mode>[,<format>,"<oper>"[,<AcT>]]`: operator name and access technology.
+pub fn cops(line: &str) -> Option<(String, Option<&'static str>)> {
+    let rest = line.strip_prefix("+COPS:")?;
+    let mut fields = rest.split(',').map(str::trim);
+    let _mode = fields.next()?;
+    let _format = fields.next()?;
+    let oper = fields.next()?.trim_matches('"').to_string();
+    let act = fields
+        .next()
+        .and_then(|a| a.parse::<u8>().ok())
+        .map(|a| match a {
+            0 | 1 | 3 => "GSM",
+            2 | 4 | 5 | 6 => "UTRAN",
+            7 => "E-UTRAN",
+            _ => "other",
+        });
+    Some((oper, act))
+}
+
+/// ICCID from `+CCID: 894...`, `+QCCID: ...`, `+ICCID: ...` or a bare line of 18–22 digits (an F filler
+/// allowed last).
+pub fn iccid(line: &str) -> Option<String> {
+    let v = match line.split_once(':') {
+        Some((p, v)) if p.ends_with("CCID") => v,
+        Some(_) => return None,
+        None => line,
+    };
+    let v = v.trim().trim_matches('"');
+    let ok = (18..=22).contains(&v.len())
+        && v.chars()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_digit() || (i + 1 == v.len() && c.eq_ignore_ascii_case(&'f')));
+    ok.then(|| v.to_string())
+}
+
+/// IMSI: 6 to 15 digits on a line of its own.
+pub fn imsi(line: &str) -> Option<String> {
+    let v = line.trim();
+    ((6..=15).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit())).then(|| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses() {
+        assert_eq!(cpin("+CPIN: READY"), Some(SimState::Ready));
+        assert_eq!(cpin("+CPIN: SIM PIN"), Some(SimState::PinRequired));
+        assert_eq!(registration("+CREG: 0,1"), Some(Registration::Home));
+        assert_eq!(
+            registration("+CGREG: 2,5,\"1A2B\",\"01C3\",2"),
+            Some(Registration::Roaming)
+        );
+        assert_eq!(registration("+CEREG: 3"), Some(Registration::Denied));
+        assert_eq!(
+            registration("+CREG: 2,\"1A2B\",\"01C3\""),
+            Some(Registration::Searching)
+        );
+        assert_eq!(registration("+CSQ: 1,2"), None);
+        assert_eq!(csq_dbm("+CSQ: 17,99"), Some(-79));
+        assert_eq!(csq_dbm("+CSQ: 0,0"), Some(-113));
+        assert_eq!(csq_dbm("+CSQ: 31,0"), Some(-51));
+        assert_eq!(csq_dbm("+CSQ: 99,99"), None);
+        assert_eq!(
+            cops("+COPS: 0,0,\"Example Net\",2"),
+            Some(("Example Net".into(), Some("UTRAN")))
+        );
+        assert_eq!(cops("+COPS: 0"), None);
+        assert_eq!(
+            iccid("+CCID: 89490200001234567890").as_deref(),
+            Some("89490200001234567890")
+        );
+        assert_eq!(
+            iccid("+QCCID: 8949020000123456789F").as_deref(),
+            Some("8949020000123456789F")
+        );
+        assert_eq!(iccid("+CSQ: 1"), None);
+        assert_eq!(imsi("001010123456789").as_deref(), Some("001010123456789"));
+        assert_eq!(imsi("OK"), None);
+        for junk in [
+            "",
+            ":",
+            "+CREG:",
+            "+CREG: x,y",
+            "+CSQ: -5",
+            "+COPS: ,",
+            "é+CPIN:",
+        ] {
+            let _ = (
+                cpin(junk),
+                registration(junk),
+                csq_dbm(junk),
+                cops(junk),
+                iccid(junk),
+                imsi(junk),
+            );
+        }
+    }
+}

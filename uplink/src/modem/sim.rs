@@ -1,0 +1,318 @@
+//! A simulated 3G modem: an AT responder with injectable faults, served in-process on a
+//! [`SimStreamPeer`] or to anything that opens a pseudo-terminal's slave side.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use concentrator_hal::sim::SimStream;
+//! use concentrator_hal::SystemClock;
+//! use concentrator_uplink::modem::{sim::SimModem, AtPort};
+//! use std::time::Duration;
+//!
+//! let (stream, peer) = SimStream::pair("modem");
+//! let modem = SimModem::new();
+//! modem.serve(peer);
+//! let mut port = AtPort::new(stream, Arc::new(SystemClock::new()));
+//! let lines = port.command("AT+CSQ", Duration::from_secs(1)).unwrap().unwrap();
+//! assert_eq!(lines, ["+CSQ: 17,99"]);
+//! ```
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use concentrator_hal::sim::{SimPin, SimStreamPeer};
+
+/// What is wrong with the simulated modem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModemFault {
+    /// No SIM: `+CME ERROR: SIM not inserted`.
+    NoSim,
+    /// The SIM wants this PIN (a wrong one is refused).
+    PinRequired(String),
+    /// Searching, never registers.
+    NotRegistered,
+    /// Registration denied.
+    Denied,
+    /// Signal at CSQ 2 (−109 dBm).
+    WeakSignal,
+    /// Answers nothing at all.
+    Silent,
+    /// Answers every command with noise and no final result.
+    Garbage,
+}
+
+/// What clears a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cure {
+    /// `AT+COPS=0` (re-registration).
+    Reregister,
+    /// `AT+CFUN=1,1` (modem reset) or a power cycle.
+    Reset,
+    /// Only a power-key pulse.
+    PowerCycle,
+    /// Nothing.
+    Never,
+}
+
+/// What the simulated modem saw, for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimModemStats {
+    /// Commands received (including ignored ones).
+    pub commands: Vec<String>,
+    /// `AT+CFUN=1,1` resets.
+    pub resets: u32,
+    /// Power-key pulses seen.
+    pub power_cycles: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    fault: Option<(ModemFault, Cure)>,
+    pin_ok: bool,
+    echo: bool,
+    apn: Option<String>,
+    power_key: Option<(SimPin, u32)>,
+    stats: SimModemStats,
+}
+
+/// A simulated modem, shared by cloning: the serving thread holds one clone, the test another.
+#[derive(Debug, Clone)]
+pub struct SimModem {
+    state: Arc<Mutex<State>>,
+}
+
+impl Default for SimModem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimModem {
+    /// A healthy modem: SIM ready, registered at home on UTRAN, CSQ 17 (−79 dBm), echo on.
+    pub fn new() -> Self {
+        SimModem {
+            state: Arc::new(Mutex::new(State {
+                fault: None,
+                pin_ok: false,
+                echo: true,
+                apn: None,
+                power_key: None,
+                stats: SimModemStats::default(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Injects a fault, cleared by `cure`.
+    pub fn set_fault(&self, fault: ModemFault, cure: Cure) {
+        let mut s = self.lock();
+        s.fault = Some((fault, cure));
+        s.pin_ok = false;
+    }
+
+    /// Clears any fault.
+    pub fn clear_fault(&self) {
+        self.lock().fault = None;
+    }
+
+    /// Watches `pin` as the modem's power key: a high-then-low pulse power-cycles the modem.
+    pub fn attach_power_key(&self, pin: SimPin) {
+        let edges = pin.edges();
+        self.lock().power_key = Some((pin, edges));
+    }
+
+    /// What it saw.
+    pub fn stats(&self) -> SimModemStats {
+        self.lock().stats.clone()
+    }
+
+    /// The APN set with AT+CGDCONT.
+    pub fn apn(&self) -> Option<String> {
+        self.lock().apn.clone()
+    }
+
+    /// Serves on the emulator's end of a [`concentrator_hal::sim::SimStream`], on a new thread, until the
+    /// host's end is dropped.
+    pub fn serve(&self, mut peer: SimStreamPeer) -> std::thread::JoinHandle<()> {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            let mut line = Vec::new();
+            let mut buf = [0u8; 256];
+            while let Some(n) = peer.recv(&mut buf, Duration::from_millis(50)) {
+                for out in me.input(&buf[..n], &mut line) {
+                    if !peer.send(&out) {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Serves on a pseudo-terminal's slave side (`PtyPair::slave_path`), on a new thread, until it closes.
+    pub fn serve_path(&self, path: &Path) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let me = self.clone();
+        Ok(std::thread::spawn(move || {
+            let mut line = Vec::new();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = file.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                for out in me.input(&buf[..n], &mut line) {
+                    if file.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Octets from the host; returns what to send back.
+    fn input(&self, bytes: &[u8], line: &mut Vec<u8>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if b == b'\r' || b == b'\n' {
+                if !line.is_empty() {
+                    let cmd = String::from_utf8_lossy(line).trim().to_string();
+                    line.clear();
+                    if let Some(reply) = self.command(&cmd) {
+                        out.push(reply.into_bytes());
+                    }
+                }
+            } else if line.len() < 1024 {
+                line.push(b);
+            }
+        }
+        out
+    }
+
+    fn command(&self, cmd: &str) -> Option<String> {
+        let mut s = self.lock();
+        s.stats.commands.push(cmd.to_string());
+        // A power-key pulse since the last command power-cycles the modem.
+        if let Some((pin, seen)) = s.power_key.as_mut() {
+            let edges = pin.edges();
+            if edges >= *seen + 2 {
+                *seen = edges;
+                s.stats.power_cycles += 1;
+                s.echo = true;
+                s.pin_ok = false;
+                if s.fault.as_ref().is_some_and(|(_, c)| *c != Cure::Never) {
+                    s.fault = None;
+                }
+            }
+        }
+        let fault = s.fault.clone();
+        // A hung modem's reset still works when its cure is a reset; only its answers are lost.
+        let resetting = cmd.eq_ignore_ascii_case("AT+CFUN=1,1")
+            && fault.as_ref().is_some_and(|(_, c)| *c == Cure::Reset);
+        match fault.as_ref().map(|(f, _)| f).filter(|_| !resetting) {
+            Some(ModemFault::Silent) => return None,
+            Some(ModemFault::Garbage) => {
+                return Some("\u{1}\u{7f}+C#%\r\n\u{fe}garbage\r\n".into())
+            }
+            _ => {}
+        }
+        let echo = if s.echo {
+            format!("{cmd}\r")
+        } else {
+            String::new()
+        };
+        let reply = self.answer(&mut s, cmd, fault.as_ref().map(|(f, c)| (f, *c)));
+        Some(format!("{echo}{reply}"))
+    }
+
+    fn answer(&self, s: &mut State, cmd: &str, fault: Option<(&ModemFault, Cure)>) -> String {
+        const OK: &str = "\r\nOK\r\n";
+        let upper = cmd.to_ascii_uppercase();
+        let no_sim = matches!(fault, Some((ModemFault::NoSim, _)));
+        let pin_needed = match fault {
+            Some((ModemFault::PinRequired(_), _)) => !s.pin_ok,
+            _ => false,
+        };
+        let sim_err = || "\r\n+CME ERROR: SIM not inserted\r\n".to_string();
+        let pin_err = || "\r\n+CME ERROR: SIM PIN required\r\n".to_string();
+        let reg_stat = match fault {
+            Some((ModemFault::NotRegistered, _)) => 2,
+            Some((ModemFault::Denied, _)) => 3,
+            _ if no_sim || pin_needed => 0,
+            _ => 1,
+        };
+        match upper.as_str() {
+            "AT" => OK.into(),
+            "ATE0" => {
+                s.echo = false;
+                OK.into()
+            }
+            "AT+CMEE=2" => OK.into(),
+            "AT+CPIN?" if no_sim => sim_err(),
+            "AT+CPIN?" if pin_needed => "\r\n+CPIN: SIM PIN\r\n\r\nOK\r\n".into(),
+            "AT+CPIN?" => "\r\n+CPIN: READY\r\n\r\nOK\r\n".into(),
+            _ if upper.starts_with("AT+CPIN=") => {
+                let given = cmd[8..].trim_matches('"');
+                match fault {
+                    Some((ModemFault::PinRequired(pin), _)) if pin == given => {
+                        s.pin_ok = true;
+                        OK.into()
+                    }
+                    Some((ModemFault::PinRequired(_), _)) => {
+                        "\r\n+CME ERROR: incorrect password\r\n".into()
+                    }
+                    _ => "\r\n+CME ERROR: operation not allowed\r\n".into(),
+                }
+            }
+            "AT+CCID" if no_sim => sim_err(),
+            "AT+CCID" => "\r\n+CCID: 89490200001234567890\r\n\r\nOK\r\n".into(),
+            "AT+CIMI" if no_sim => sim_err(),
+            "AT+CIMI" if pin_needed => pin_err(),
+            "AT+CIMI" => "\r\n001010123456789\r\n\r\nOK\r\n".into(),
+            _ if upper.starts_with("AT+CGDCONT=") => {
+                s.apn = cmd
+                    .rsplit(',')
+                    .next()
+                    .map(|a| a.trim_matches('"').to_string());
+                OK.into()
+            }
+            "AT+CREG?" | "AT+CGREG?" => format!(
+                "\r\n{}: 0,{reg_stat}\r\n\r\nOK\r\n",
+                &upper[2..upper.len() - 1]
+            ),
+            "AT+CEREG?" => "\r\nERROR\r\n".into(), // a 3G modem
+            "AT+CSQ" => {
+                let v = if matches!(fault, Some((ModemFault::WeakSignal, _))) {
+                    2
+                } else {
+                    17
+                };
+                format!("\r\n+CSQ: {v},99\r\n\r\nOK\r\n")
+            }
+            "AT+COPS?" if reg_stat == 1 => "\r\n+COPS: 0,0,\"Example Net\",2\r\n\r\nOK\r\n".into(),
+            "AT+COPS?" => "\r\n+COPS: 0\r\n\r\nOK\r\n".into(),
+            "AT+COPS=0" => {
+                if fault.is_some_and(|(_, c)| c == Cure::Reregister) {
+                    s.fault = None;
+                }
+                OK.into()
+            }
+            "AT+CFUN=1,1" => {
+                s.stats.resets += 1;
+                s.echo = true;
+                s.pin_ok = false;
+                if fault.is_some_and(|(_, c)| matches!(c, Cure::Reregister | Cure::Reset)) {
+                    s.fault = None;
+                }
+                format!("{OK}\r\nRDY\r\n")
+            }
+            _ if upper.starts_with("ATD") => "\r\nCONNECT 7200000\r\n".into(),
+            _ => "\r\nERROR\r\n".into(),
+        }
+    }
+}

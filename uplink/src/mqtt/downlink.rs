@@ -1,0 +1,102 @@
+//! Downlink: what the daemon plugs in (security contexts, the command handler) and the checks every
+//! received message passes before anything acts on it (docs/protocol.md, *Receiving a message*).
+//!
+//! Order: the topic parses and names this gateway's downlink; the envelope opens with the scope's
+//! security context (`protect::open`: structure, version, DIRECTION, algorithms, key lifetime, MAC-I,
+//! COUNT, time window, then the frame and its kind and TID against the topic); an acknowledgement deletes
+//! outbox entries; a message id already executed is answered "already done" and not executed again;
+//! anything else goes to the [`Downlink`] handler, is recorded as executed (flushed), and is answered.
+//! A message that fails a check is logged with the reason, answered with a "verification failed" event
+//! (code 40; and a command result when its id can be read), and never acted on.
+
+use std::collections::HashMap;
+
+use concentrator_protocol::{Frame, Kind, Scope};
+use concentrator_security::envelope::{Channel, Sender};
+
+/// The security contexts the uplink seals and opens with, owned by the daemon (it runs AKA and keeps the
+/// counters).
+pub trait Channels: Send {
+    /// The channel of `scope` (the gateway's own, or a meter's by TID) and the sender identity to seal
+    /// with (the meter's TID, kind 1, or the gateway id, kind 3). `None` while the scope has no security
+    /// context: its sealed messages wait in the outbox and its sealed downlink is refused.
+    fn channel(&mut self, scope: Scope) -> Option<(&mut Channel, Sender)>;
+
+    /// Called after a message of `scope` was opened and carried out; the place to persist
+    /// `Channel::last_received` so a restart keeps refusing replays.
+    fn opened(&mut self, _scope: Scope) {}
+}
+
+/// A table of channels, for tests and for daemons that keep them in memory.
+#[derive(Debug, Default)]
+pub struct ChannelTable {
+    map: HashMap<Scope, (Channel, Sender)>,
+}
+
+impl ChannelTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        ChannelTable::default()
+    }
+
+    /// Adds or replaces the channel of `scope`.
+    pub fn insert(&mut self, scope: Scope, channel: Channel, sender: Sender) {
+        self.map.insert(scope, (channel, sender));
+    }
+}
+
+impl Channels for ChannelTable {
+    fn channel(&mut self, scope: Scope) -> Option<(&mut Channel, Sender)> {
+        self.map.get_mut(&scope).map(|(c, s)| (c, s.clone()))
+    }
+}
+
+/// What the daemon did with a downlink message; for commands it becomes the command result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// A `concentrator_protocol::result_code`.
+    pub code: u16,
+    /// Why, for people, when it failed.
+    pub reason: Option<String>,
+}
+
+impl Outcome {
+    /// Carried out.
+    pub fn done() -> Self {
+        Outcome {
+            code: concentrator_protocol::result_code::DONE,
+            reason: None,
+        }
+    }
+
+    /// Not carried out, with a result code and a reason.
+    pub fn failed(code: u16, reason: impl Into<String>) -> Self {
+        Outcome {
+            code,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// The daemon's side of the downlink: called once per verified, not yet executed message (everything but
+/// acknowledgements, which the uplink handles), on the uplink thread. Keep it short: the broker is not
+/// acknowledged until it returns.
+pub trait Downlink: Send {
+    /// Carries out `frame` (about `scope`) and says how it went.
+    fn handle(&mut self, scope: Scope, frame: &Frame) -> Outcome;
+}
+
+impl<F: FnMut(Scope, &Frame) -> Outcome + Send> Downlink for F {
+    fn handle(&mut self, scope: Scope, frame: &Frame) -> Outcome {
+        self(scope, frame)
+    }
+}
+
+/// Whether a kind is a command, answered with a command result (0x08); other downlink kinds are answered
+/// with an acknowledgement (0x09).
+pub fn is_command(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::TopUp | Kind::RelayCommand | Kind::TariffUpdate | Kind::ConfigChange
+    )
+}

@@ -1,0 +1,156 @@
+//! The ledger's outbox (signed receipts, settlements, reconciliation reports), drained through the same
+//! uplink as everything else.
+//!
+//! The ledger writes an entry in the same store transaction as the money change it reports, numbered by
+//! the ledger's own outbox sequence; this adapter lists those entries as frames whose message id is
+//! `source ‖ ledger sequence` (so the id is the same at every resend and after restarts) and deletes them
+//! when the head-end acknowledges that id. Turning an entry into a frame needs what only the daemon knows
+//! (the TID of a meter number), so the daemon passes the mapping; [`LedgerOutbox::receipts`] is the one
+//! for receipts.
+
+use std::fmt;
+
+use concentrator_ledger::{Outbox as LedgerEntries, OutboxEntry, OutboxKind, Store, TopUpReceipt};
+use concentrator_protocol::{Body, Frame, MessageId, ReceiptBody, Scope, Tid};
+
+use super::error::OutboxError;
+use super::outbox::{Outbox, Pending};
+
+const NAME: &str = "ledger";
+
+/// Turns a ledger entry into (scope, creation time, body); `None` leaves it queued and unsent.
+pub type LedgerMapping = dyn Fn(&OutboxEntry) -> Option<(Scope, u64, Body)> + Send + Sync;
+
+/// The ledger's outbox as an uplink [`Outbox`].
+pub struct LedgerOutbox<S> {
+    store: S,
+    source: [u8; 8],
+    map: Box<LedgerMapping>,
+}
+
+impl<S> fmt::Debug for LedgerOutbox<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LedgerOutbox")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store + Send + Sync> LedgerOutbox<S> {
+    /// The outbox of `store` (a clone of the ledger's `SledStore` shares its database), with message ids
+    /// from `source` (use [`crate::mqtt::SledOutbox::ledger_source`]: stable, and never the uplink
+    /// outbox's own source) and the daemon's `map`.
+    pub fn new(store: S, source: [u8; 8], map: Box<LedgerMapping>) -> Self {
+        LedgerOutbox { store, source, map }
+    }
+
+    /// Sends receipts (kind 0x03) in the scope of the meter whose TID `tid_of` gives for the receipt's
+    /// meter number; a receipt of a meter without a TID waits. Settlements and reconciliation reports have
+    /// no wire kind yet and wait in the ledger's outbox.
+    pub fn receipts(
+        store: S,
+        source: [u8; 8],
+        tid_of: impl Fn(&str) -> Option<Tid> + Send + Sync + 'static,
+    ) -> Self {
+        let map = move |e: &OutboxEntry| -> Option<(Scope, u64, Body)> {
+            if e.kind != OutboxKind::Receipt {
+                return None;
+            }
+            let r = match TopUpReceipt::from_signed(e.payload.clone()) {
+                Ok(r) => r,
+                Err(why) => {
+                    log::error!(
+                        "uplink: ledger outbox entry {} is not a receipt: {why}",
+                        e.seq
+                    );
+                    return None;
+                }
+            };
+            let tid = tid_of(&r.receipt.meter_id)?;
+            Some((
+                Scope::Meter(tid),
+                r.receipt.applied_at,
+                Body::Receipt(ReceiptBody { signed: r.signed }),
+            ))
+        };
+        LedgerOutbox::new(store, source, Box::new(map))
+    }
+
+    fn entries(&self) -> LedgerEntries<'_, S> {
+        LedgerEntries::new(&self.store)
+    }
+}
+
+fn store_err(op: &'static str) -> impl Fn(concentrator_ledger::LedgerError) -> OutboxError {
+    move |e| OutboxError::Store {
+        outbox: NAME,
+        op,
+        reason: e.to_string(),
+    }
+}
+
+impl<S: Store + Send + Sync> Outbox for LedgerOutbox<S> {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn list(&self, limit: usize) -> Result<Vec<Pending>, OutboxError> {
+        const PAGE: usize = 256;
+        let mut out = Vec::new();
+        let mut from = 0;
+        while out.len() < limit {
+            let page = self.entries().list(from, PAGE).map_err(store_err("list"))?;
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            let full = page.len() == PAGE;
+            for e in &page {
+                if out.len() >= limit {
+                    break;
+                }
+                if let Some((scope, created_at, body)) = (self.map)(e) {
+                    let priority = body.priority();
+                    let id = MessageId::new(self.source, e.seq);
+                    let frame = Frame::new(id, scope.tid(), created_at, body);
+                    out.push(Pending { frame, priority });
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn ack(&self, ids: &[MessageId]) -> Result<usize, OutboxError> {
+        let seqs: Vec<u64> = ids
+            .iter()
+            .filter(|id| id.source() == self.source)
+            .map(MessageId::seq)
+            .collect();
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        self.entries()
+            .ack(&seqs)
+            .map_err(store_err("delete acknowledged"))?;
+        Ok(seqs.len())
+    }
+
+    fn len(&self) -> Result<u64, OutboxError> {
+        let mut n = 0u64;
+        let mut from = 0;
+        loop {
+            let page = self
+                .entries()
+                .list(from, 1024)
+                .map_err(store_err("count"))?;
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            n += page.len() as u64;
+            if page.len() < 1024 {
+                break;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,526 @@
+//! One uplink thread's life: connect with backoff, announce (birth), drain the outboxes in a window of
+//! unacknowledged messages, act on verified downlink messages, and say goodbye (death) on stop.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use concentrator_protocol::{
+    event_code, protect, result_code, Ack, Birth, Body, CommandResult, Death, Event, Frame, Kind,
+    MessageId, Protection, Scope, Severity, Topic,
+};
+use native_tls::TlsConnector;
+use rumqttc::{
+    Client, ConnectionError, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+
+use super::downlink::is_command;
+use super::outbox::{merged, AppendOutbox, Outbox, Pending};
+use super::uplink::{Shared, UplinkConfig, UplinkParts, MAX_PACKET};
+
+/// How often the loop wakes to look for new outbox entries and for stop.
+const TICK: Duration = Duration::from_millis(50);
+/// How long a stop waits for the death message to reach the broker.
+const GOODBYE: Duration = Duration::from_secs(2);
+
+type Events = Receiver<Result<MqttEvent, ConnectionError>>;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+enum Ended {
+    Stopped,
+    /// Lost, after being connected this long (`None`: it never connected).
+    Lost(String, Option<Duration>),
+}
+
+pub(crate) fn run(
+    config: UplinkConfig,
+    mut parts: UplinkParts,
+    connector: TlsConnector,
+    shared: &Shared,
+) {
+    let mut backoff = config.backoff.clone();
+    // Connections made; an attempt carries the next number (in its will, and in its birth if it connects).
+    let mut made: u32 = 0;
+    while !shared.stopping() {
+        let number = made.wrapping_add(1);
+        match connection(&config, &mut parts, &connector, shared, number) {
+            Ended::Stopped => break,
+            Ended::Lost(why, up) => {
+                if up.is_some() {
+                    made = number;
+                }
+                shared.update(|s| {
+                    s.connected = false;
+                    s.failures += 1;
+                    s.in_flight = 0;
+                    s.last_error = Some(why.clone());
+                });
+                backoff.connection_ended(up.unwrap_or_default());
+                let wait = backoff.next_delay();
+                log::warn!(
+                    "uplink: connection {number} to {}:{} lost or refused: {why}; next attempt in {:.1} s",
+                    config.host,
+                    config.port,
+                    wait.as_secs_f64()
+                );
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !shared.stopping() {
+                    std::thread::sleep(TICK.min(until.saturating_duration_since(Instant::now())));
+                }
+            }
+        }
+    }
+    shared.update(|s| s.connected = false);
+}
+
+fn plain(parts: &UplinkParts, body: Body) -> Option<Vec<u8>> {
+    let id = parts.outbox.fresh_id().ok()?;
+    Frame::new(id, None, unix_now(), body).encode().ok()
+}
+
+fn options(config: &UplinkConfig, connector: &TlsConnector, will: Vec<u8>) -> MqttOptions {
+    let mut o = MqttOptions::new(config.gateway.as_str(), config.host.clone(), config.port);
+    o.set_clean_session(false)
+        .set_keep_alive(config.keep_alive)
+        .set_manual_acks(true)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_inflight(u16::try_from(config.window).unwrap_or(u16::MAX))
+        .set_request_channel_capacity(config.window + 16)
+        .set_transport(Transport::tls_with_config(
+            TlsConfiguration::NativeConnector(connector.clone()),
+        ))
+        .set_last_will(LastWill::new(
+            Topic::status(&config.gateway),
+            will,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    o
+}
+
+/// One connection, from CONNECT to its end.
+fn connection(
+    config: &UplinkConfig,
+    parts: &mut UplinkParts,
+    connector: &TlsConnector,
+    shared: &Shared,
+    number: u32,
+) -> Ended {
+    let death = plain(parts, Body::Death(Death { session: number })).unwrap_or_default();
+    let (client, mut conn) = Client::new(
+        options(config, connector, death.clone()),
+        config.window + 16,
+    );
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_connection_timeout(config.connect_timeout.as_secs().max(1));
+    // Small messages, one at a time on a 3G link: do not wait to coalesce them.
+    network.set_tcp_nodelay(true);
+    conn.eventloop.set_network_options(network);
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::Builder::new()
+        .name("uplink-mqtt".into())
+        .spawn(move || {
+            for ev in conn.iter() {
+                let end = ev.is_err();
+                if tx.send(ev).is_err() || end {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = reader {
+        return Ended::Lost(format!("cannot start the MQTT reader thread: {e}"), None);
+    }
+    // Wait for CONNACK.
+    loop {
+        if shared.stopping() {
+            return Ended::Stopped;
+        }
+        match rx.recv_timeout(TICK) {
+            Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(Err(e)) => return Ended::Lost(e.to_string(), None),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Ended::Lost("the MQTT event loop ended".into(), None)
+            }
+        }
+    }
+    let since = Instant::now();
+    log::info!(
+        "uplink: connected to {}:{} (connection {number})",
+        config.host,
+        config.port
+    );
+    let mut s = Session {
+        config,
+        parts,
+        client,
+        shared,
+        in_flight: HashMap::new(),
+        ready: VecDeque::new(),
+        listed_at: None,
+        freed: true,
+        unsealable: HashMap::new(),
+    };
+    shared.update(|st| {
+        st.connected = true;
+        st.connections = number;
+    });
+    let subscribe = Topic::gateway_subscription(&config.gateway);
+    if let Err(e) = s.client.try_subscribe(subscribe, QoS::AtLeastOnce) {
+        return Ended::Lost(format!("subscribe: {e}"), Some(since.elapsed()));
+    }
+    s.birth(number);
+    if let Err(e) = s.parts.outbox.report_drops() {
+        log::error!("uplink: {e}");
+    }
+    loop {
+        if shared.stopping() {
+            s.goodbye(&rx, death);
+            return Ended::Stopped;
+        }
+        s.expire();
+        s.refill();
+        match rx.recv_timeout(TICK) {
+            Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
+                s.downlink(&p.topic, &p.payload);
+                if let Err(e) = s.client.try_ack(&p) {
+                    log::warn!("uplink: cannot acknowledge a downlink message to the broker: {e}");
+                }
+            }
+            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(Err(e)) => return Ended::Lost(e.to_string(), Some(since.elapsed())),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Ended::Lost("the MQTT event loop ended".into(), Some(since.elapsed()))
+            }
+        }
+    }
+}
+
+struct Session<'a> {
+    config: &'a UplinkConfig,
+    parts: &'a mut UplinkParts,
+    client: Client,
+    shared: &'a Shared,
+    /// Sent and not acknowledged by the head-end, with when it was sent.
+    in_flight: HashMap<MessageId, Instant>,
+    /// Listed, not yet sent.
+    ready: VecDeque<Pending>,
+    listed_at: Option<Instant>,
+    /// Acknowledgements arrived since the last listing (room, or new entries behind it).
+    freed: bool,
+    /// Scopes without a security context, and when that was last logged.
+    unsealable: HashMap<Scope, Instant>,
+}
+
+impl Session<'_> {
+    fn birth(&mut self, number: u32) {
+        let (modem, meters) = (self.parts.inventory)();
+        let outbox_len = self.parts.outbox.len().unwrap_or(0);
+        let body = Body::Birth(Birth {
+            software: self.config.software.clone(),
+            started_at: self.config.started_at,
+            session: number,
+            modem,
+            meters,
+            outbox_len,
+        });
+        if let Some(payload) = plain(self.parts, body) {
+            let topic = Topic::status(&self.config.gateway);
+            if let Err(e) = self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+            {
+                log::warn!("uplink: cannot queue the birth message: {e}");
+            }
+        }
+    }
+
+    /// On stop: the death message (retained, as the will would have been), then a clean disconnect.
+    fn goodbye(&mut self, rx: &Events, death: Vec<u8>) {
+        let topic = Topic::status(&self.config.gateway);
+        if self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, true, death)
+            .is_ok()
+        {
+            // The death message is the last publish queued: once the broker has acknowledged as many
+            // publishes as are pending, it is there. Wait for the outgoing queue to drain, briefly.
+            let until = Instant::now() + GOODBYE;
+            while Instant::now() < until {
+                match rx.recv_timeout(TICK) {
+                    Ok(Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Publish(_)))) => {}
+                    Ok(Ok(MqttEvent::Incoming(Packet::PubAck(_)))) => {
+                        if rx.try_recv().is_err() {
+                            // Nothing else buffered: give the last acks a moment, then go.
+                            std::thread::sleep(Duration::from_millis(20));
+                            if rx.try_recv().is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+                    Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        let _ = self.client.try_disconnect();
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            match rx.recv_timeout(TICK) {
+                Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+                _ => break,
+            }
+        }
+        log::info!("uplink: disconnected (stop)");
+    }
+
+    /// Forgets in-flight messages the head-end has not acknowledged in time, so they are sent again.
+    fn expire(&mut self) {
+        let limit = self.config.resend_after;
+        let before = self.in_flight.len();
+        self.in_flight.retain(|_, at| at.elapsed() < limit);
+        if self.in_flight.len() != before {
+            log::info!(
+                "uplink: {} messages not acknowledged within {limit:?}; sending them again",
+                before - self.in_flight.len()
+            );
+            self.freed = true;
+        }
+    }
+
+    fn outboxes(&self) -> Vec<&dyn Outbox> {
+        let mut v: Vec<&dyn Outbox> = vec![&*self.parts.outbox];
+        v.extend(self.parts.others.iter().map(|o| &**o as &dyn Outbox));
+        v
+    }
+
+    fn refill(&mut self) {
+        let window = self.config.window;
+        if self.in_flight.len() >= window {
+            return;
+        }
+        let stale = self
+            .listed_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        let quiet = self.listed_at.is_none_or(|t| t.elapsed() >= TICK);
+        if stale || (self.ready.is_empty() && (self.freed || quiet)) {
+            let limit = 4 * window + self.in_flight.len();
+            let list = merged(&self.outboxes(), limit);
+            self.ready = list
+                .into_iter()
+                .filter(|p| !self.in_flight.contains_key(&p.id()))
+                .collect();
+            self.listed_at = Some(Instant::now());
+            self.freed = false;
+        }
+        while self.in_flight.len() < window {
+            let Some(p) = self.ready.pop_front() else {
+                break;
+            };
+            if self.in_flight.contains_key(&p.id()) {
+                continue;
+            }
+            let Some(payload) = self.seal(p.scope(), &p.frame) else {
+                continue;
+            };
+            let topic = Topic::for_message(&self.config.gateway, p.scope(), p.frame.kind());
+            match self
+                .client
+                .try_publish(topic.to_string(), QoS::AtLeastOnce, false, payload)
+            {
+                Ok(()) => {
+                    self.in_flight.insert(p.id(), Instant::now());
+                    self.shared.update(|s| s.sent += 1);
+                }
+                Err(_) => {
+                    // rumqttc's request queue is full: try again on the next turn.
+                    self.ready.push_front(p);
+                    break;
+                }
+            }
+        }
+        let n = self.in_flight.len();
+        self.shared.update(|s| s.in_flight = n);
+    }
+
+    /// The payload of `frame`: sealed now with the scope's next COUNT, or plain for plain kinds.
+    fn seal(&mut self, scope: Scope, frame: &Frame) -> Option<Vec<u8>> {
+        let now = unix_now();
+        let result = if frame.kind().protection() == Protection::Plain {
+            frame.encode()
+        } else {
+            let Some((ch, sender)) = self.parts.channels.channel(scope) else {
+                let due = self
+                    .unsealable
+                    .get(&scope)
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(600));
+                if due {
+                    log::warn!("uplink: no security context for {scope:?}; its messages wait in the outbox until AKA completes");
+                    self.unsealable.insert(scope, Instant::now());
+                }
+                return None;
+            };
+            protect::payload(Some(ch), &sender, now, frame)
+        };
+        match result {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::error!("uplink: cannot seal message {}: {e}", frame.header.id);
+                None
+            }
+        }
+    }
+
+    /// Publishes a message that does not wait in the outbox (acknowledgements of downlink messages).
+    fn publish_now(&mut self, scope: Scope, body: Body) {
+        let Ok(id) = self.parts.outbox.fresh_id() else {
+            return;
+        };
+        let frame = Frame::new(id, scope.tid(), unix_now(), body);
+        if let Some(payload) = self.seal(scope, &frame) {
+            let topic = Topic::for_message(&self.config.gateway, scope, frame.kind());
+            if let Err(e) =
+                self.client
+                    .try_publish(topic.to_string(), QoS::AtLeastOnce, false, payload)
+            {
+                log::warn!("uplink: cannot queue an acknowledgement: {e}");
+            }
+        }
+    }
+
+    fn queue(&self, scope: Scope, body: Body) {
+        if let Err(e) = self.parts.outbox.append(scope, unix_now(), body) {
+            log::error!("uplink: cannot queue an answer: {e}");
+        }
+    }
+
+    /// One downlink message: every check, then at most one execution (module docs of `downlink`).
+    fn downlink(&mut self, topic_name: &str, payload: &[u8]) {
+        let topic = match Topic::parse(topic_name) {
+            Ok(t @ Topic::Data { .. }) if t.gateway() == &self.config.gateway => t,
+            Ok(_) | Err(_) => {
+                log::warn!(
+                    "uplink: ignored a message on {topic_name:?}: not this gateway's downlink"
+                );
+                return;
+            }
+        };
+        let Topic::Data {
+            scope,
+            kind,
+            flow: concentrator_protocol::Flow::Down,
+            ..
+        } = topic
+        else {
+            log::warn!("uplink: ignored an uplink-direction message on {topic_name:?}");
+            return;
+        };
+        let now = unix_now();
+        let opened = match kind.protection() {
+            Protection::Plain => protect::open(&topic, payload, None, now),
+            Protection::Sealed => {
+                let ch = self.parts.channels.channel(scope).map(|(c, _)| c);
+                protect::open(&topic, payload, ch, now)
+            }
+        };
+        let frame = match opened {
+            Ok(f) => f,
+            Err(e) => return self.refuse(scope, kind, topic_name, payload, &e.to_string()),
+        };
+        let id = frame.header.id;
+        if let Body::AckDown(Ack { ids }) = &frame.body {
+            let mut n = 0;
+            for ob in self.outboxes() {
+                match ob.ack(ids) {
+                    Ok(k) => n += k,
+                    Err(e) => log::error!("uplink: {e}"),
+                }
+            }
+            for i in ids {
+                self.in_flight.remove(i);
+            }
+            self.freed = true;
+            self.shared.update(|s| s.acked += n as u64);
+            self.parts.channels.opened(scope);
+            return;
+        }
+        match self.parts.executed.result_of(&id) {
+            Ok(Some(_)) => {
+                log::info!(
+                    "uplink: {kind:?} {id} was already carried out; answering, not executing"
+                );
+                self.shared.update(|s| s.repeats += 1);
+                self.parts.channels.opened(scope);
+                return self.answer(scope, kind, id, result_code::ALREADY_DONE, None);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Cannot tell whether it ran: do not run it; the broker redelivers it after a reconnect.
+                log::error!("uplink: {e}; {kind:?} {id} not carried out");
+                return;
+            }
+        }
+        let outcome = self.parts.downlink.handle(scope, &frame);
+        if let Err(e) = self.parts.executed.record(&id, outcome.code) {
+            log::error!("uplink: {e}; {kind:?} {id} ran but could not be recorded");
+        }
+        self.parts.channels.opened(scope);
+        self.shared.update(|s| s.executed += 1);
+        self.answer(scope, kind, id, outcome.code, outcome.reason);
+    }
+
+    fn answer(
+        &mut self,
+        scope: Scope,
+        kind: Kind,
+        id: MessageId,
+        code: u16,
+        reason: Option<String>,
+    ) {
+        if is_command(kind) {
+            let body = Body::CommandResult(CommandResult {
+                command: id,
+                code,
+                reason,
+            });
+            self.queue(scope, body);
+        } else {
+            self.publish_now(scope, Body::AckUp(Ack { ids: vec![id] }));
+        }
+    }
+
+    /// A message that failed a check: logged, reported (event 40, and a command result when the id of a
+    /// plain frame can be read), never acted on.
+    fn refuse(&mut self, scope: Scope, kind: Kind, topic: &str, payload: &[u8], why: &str) {
+        log::warn!("uplink: refused {kind:?} on {topic}: {why}");
+        self.shared.update(|s| s.refused += 1);
+        let mut detail = format!("{kind:?} on {topic}: {why}");
+        detail.truncate(detail.floor_char_boundary(256));
+        let event = Body::Event(Event {
+            at: unix_now(),
+            code: event_code::VERIFICATION_FAILED,
+            severity: Severity::Warning,
+            detail: Some(detail),
+            values: vec![],
+        });
+        self.queue(Scope::Gateway, event);
+        if kind.protection() == Protection::Plain {
+            if let Ok(f) = Frame::decode(payload) {
+                if is_command(kind) {
+                    let body = Body::CommandResult(CommandResult {
+                        command: f.header.id,
+                        code: result_code::VERIFICATION_FAILED,
+                        reason: Some(why.chars().take(200).collect()),
+                    });
+                    self.queue(scope, body);
+                }
+            }
+        }
+    }
+}
