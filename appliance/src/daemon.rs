@@ -1,6 +1,7 @@
 //! The daemon's life: open the buses, run one worker thread per bus, run the prepayment ledger on its
-//! own thread when `[ledger]` is configured (see [`crate::prepay`]), feed systemd's watchdog from the
-//! workers' health, and stop cleanly on SIGTERM.
+//! own thread when `[ledger]` is configured (see [`crate::prepay`]), the uplink to the head-end when
+//! `[uplink]` is (see [`crate::uplink`]), feed systemd's watchdog from the workers' health, and stop
+//! cleanly on SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,13 +11,14 @@ use std::time::{Duration, Instant};
 use concentrator_plugin_host::Quantity;
 
 use crate::buses::{self, OpenBus};
-use crate::config::{BusConfig, Config, LedgerSetup};
+use crate::config::{BusConfig, Config, LedgerSetup, UplinkSetup};
 use crate::drivers::{driver_config, pack_address, Drivers};
 use crate::health::{Health, Worker, WorkerState};
 use crate::notify::Notifier;
-use crate::prepay::Prepay;
-use crate::scheduler::{BusScheduler, ScheduledMeter, SchedulerPolicy};
+use crate::prepay::{Prepay, SchedulerHandles};
+use crate::scheduler::{BusScheduler, ReadingSink, ScheduledMeter, SchedulerPolicy};
 use crate::status::StatusBoard;
+use crate::uplink::{UplinkHandle, UplinkQueue};
 
 /// How long a worker may go without a heartbeat before it counts as hung.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
@@ -40,13 +42,16 @@ pub struct Daemon {
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     prepay: Option<Prepay>,
+    uplink: Option<UplinkHandle>,
 }
 
 impl Daemon {
     /// Loads the drivers, opens every bus and starts its worker. A bus that cannot be opened is logged
     /// and retried in the background; a meter whose driver is missing or refuses it is reported as
     /// failed; the others run regardless. Fails only when the drivers cannot be set up at all (an
-    /// unreadable trusted key) or, with `[ledger]`, when the ledger's files or store cannot be opened.
+    /// unreadable trusted key), with `[ledger]` when the ledger's files or store cannot be opened, or
+    /// with `[uplink]` when its files or outbox cannot be opened. The uplink never waits for the broker:
+    /// it connects (and reconnects) on its own thread while the buses run.
     pub fn start(config: &Config) -> Result<Daemon, String> {
         let drivers = Arc::new(Drivers::load(config)?);
         let names = drivers
@@ -57,14 +62,36 @@ impl Daemon {
         let status = Arc::new(StatusBoard::new(config.gateway.id.get_ref(), names));
         let health = Arc::new(Health::new(STALL_LIMIT));
         let stop = Arc::new(AtomicBool::new(false));
-        let prepay = match LedgerSetup::load(config).map_err(|e| e.to_string())? {
-            Some(setup) => Some(Prepay::start(
+        let handles = SchedulerHandles::default();
+        let ledger_setup = LedgerSetup::load(config).map_err(|e| e.to_string())?;
+        let ledger_store = ledger_setup.as_ref().map(Prepay::open_store).transpose()?;
+        let uplink_setup = UplinkSetup::load(config).map_err(|e| e.to_string())?;
+        let queue = uplink_setup
+            .as_ref()
+            .map(|s| UplinkQueue::open(config, s, ledger_store.as_ref()))
+            .transpose()?;
+        let prepay = match (ledger_setup, ledger_store.clone()) {
+            (Some(setup), Some(store)) => Some(Prepay::start(
                 setup,
+                store,
                 config,
                 Arc::clone(&status),
                 Arc::clone(&stop),
+                handles.clone(),
+                queue.as_ref().map(UplinkQueue::reports),
             )?),
-            None => None,
+            _ => None,
+        };
+        let uplink = match (uplink_setup, queue.clone()) {
+            (Some(setup), Some(queue)) => Some(queue.start(
+                config,
+                setup,
+                ledger_store,
+                prepay.as_ref().map(Prepay::sender),
+                handles.clone(),
+                Arc::clone(&status),
+            )?),
+            _ => None,
         };
         let mut workers = Vec::new();
         for bus in &config.buses {
@@ -94,6 +121,8 @@ impl Daemon {
                 worker,
                 stop: Arc::clone(&stop),
                 prepay: prepay.as_ref().map(|p| p.link(bus.name.get_ref())),
+                uplink: queue.clone(),
+                handles: handles.clone(),
             };
             match std::thread::Builder::new()
                 .name(format!("bus {}", bus.name.get_ref()))
@@ -109,7 +138,15 @@ impl Daemon {
             stop,
             workers,
             prepay,
+            uplink,
         })
+    }
+
+    /// Copies the uplink's state to the status board (the main loop calls it before writing the file).
+    pub fn publish_uplink(&self) {
+        if let Some(u) = &self.uplink {
+            u.publish(&self.status);
+        }
     }
 
     /// The workers' health.
@@ -130,6 +167,10 @@ impl Daemon {
                 log::error!("a bus worker panicked while stopping");
             }
         }
+        if let Some(uplink) = self.uplink {
+            uplink.publish(&self.status);
+            uplink.stop();
+        }
         if let Some(prepay) = self.prepay {
             prepay.join();
         }
@@ -143,8 +184,12 @@ struct BusJob {
     status: Arc<StatusBoard>,
     worker: Arc<Worker>,
     stop: Arc<AtomicBool>,
-    /// With a ledger: the link that takes the bus's readings and gives the ledger its scheduler.
+    /// With a ledger: the link that takes the bus's readings to the ledger.
     prepay: Option<crate::prepay::PrepayLink>,
+    /// With an uplink: its outbox, where the bus's readings are queued.
+    uplink: Option<UplinkQueue>,
+    /// Where the scheduler's handle is registered (relay commands from the ledger and the head-end).
+    handles: SchedulerHandles,
 }
 
 impl BusJob {
@@ -165,13 +210,26 @@ impl BusJob {
         !self.stopping()
     }
 
-    /// The scheduler for an opened bus, with a session for every meter on it; with a ledger, its
-    /// readings go to the ledger and its handle is registered for relay commands.
+    /// The scheduler for an opened bus, with a session for every meter on it; its readings go to the
+    /// ledger and the uplink's outbox (when configured), and its handle is registered for relay commands.
     fn scheduler(&self, open: OpenBus) -> BusScheduler {
         let mut scheduler = self.new_scheduler(open);
+        let mut sinks: Vec<ReadingSink> = Vec::new();
         if let Some(link) = &self.prepay {
-            link.attach(&mut scheduler);
+            sinks.push(link.sink());
         }
+        if let Some(queue) = &self.uplink {
+            sinks.push(queue.sink(self.bus.name.get_ref()));
+        }
+        if !sinks.is_empty() {
+            scheduler.set_reading_sink(Box::new(move |address: &str, readings: &[_]| {
+                for sink in &mut sinks {
+                    sink(address, readings);
+                }
+            }));
+        }
+        self.handles
+            .register(self.bus.name.get_ref(), scheduler.handle());
         scheduler
     }
 
@@ -301,6 +359,7 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
         }
         if last_write.elapsed() >= STATUS_EVERY {
             last_write = Instant::now();
+            daemon.publish_uplink();
             match daemon.status().write(&status_file) {
                 Ok(()) => status_error_logged = false,
                 Err(e) if !status_error_logged => {

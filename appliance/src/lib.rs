@@ -20,3 +20,4 @@ pub mod scan;
 pub mod scheduler;
 pub mod sim_meters;
 pub mod status;
+pub mod uplink;

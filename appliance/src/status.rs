@@ -89,6 +89,40 @@ pub struct Status {
     /// Prepayment accounts by meter number (empty without `[ledger]`).
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountStatus>,
+    /// The link to the head-end (absent without `[uplink]`).
+    #[serde(default)]
+    pub uplink: Option<UplinkView>,
+}
+
+/// The uplink's state, as the status file holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct UplinkView {
+    /// The broker's address.
+    pub broker: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Connections made since the daemon started.
+    pub connections: u32,
+    /// Connection attempts that failed or connections lost.
+    pub failures: u64,
+    /// Messages waiting for the head-end's acknowledgement (the uplink's and the ledger's outboxes).
+    pub outbox: u64,
+    /// Messages published (resends included).
+    pub sent: u64,
+    /// Messages acknowledged by the head-end (and deleted from the outbox).
+    pub acked: u64,
+    /// Sent and not yet acknowledged.
+    pub in_flight: usize,
+    /// Downlink messages refused by a check.
+    pub refused: u64,
+    /// Downlink messages carried out.
+    pub executed: u64,
+    /// Downlink commands answered "already done".
+    pub repeats: u64,
+    /// When an acknowledgement last arrived, unix seconds.
+    pub last_ack_unix: Option<u64>,
+    /// The last connection error.
+    pub last_error: Option<String>,
 }
 
 /// One meter's prepayment account, as the ledger holds it.
@@ -188,6 +222,11 @@ impl StatusBoard {
     /// Replaces the prepayment accounts (from the ledger's thread).
     pub fn set_accounts(&self, accounts: BTreeMap<String, AccountStatus>) {
         self.with(|s| s.accounts = accounts);
+    }
+
+    /// Replaces the uplink's view (from the main loop).
+    pub fn set_uplink(&self, view: UplinkView) {
+        self.with(|s| s.uplink = Some(view));
     }
 
     /// A snapshot.

@@ -198,3 +198,34 @@ fn ledger_table_mistakes_name_the_file_line_and_column() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn uplink_files_are_checked_at_validate_time() {
+    let dir = std::env::temp_dir().join(format!("concentrator-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let keys = dir.join("keys.toml");
+    std::fs::write(&keys, "[gateway]\nck = \"00\"\nik = \"00\"\n").unwrap();
+    let text = format!(
+        "{GOOD}\n[uplink]\nbroker = \"mqtts://broker.example:8883\"\nca = \"{0}\"\ncert = \"{0}\"\nkey = \"{1}\"\nkeys = \"{2}\"\n",
+        not_pem.display(),
+        dir.join("missing.key").display(),
+        keys.display()
+    );
+    let err = refused("uplink-files.toml", &text);
+    assert!(err.contains("holds no PEM certificate"), "{err}");
+    assert!(
+        err.contains("cannot read the gateway's private key"),
+        "{err}"
+    );
+    assert!(err.contains("ck is not 32 hex digits"), "{err}");
+
+    let plain = format!(
+        "{GOOD}\n[uplink]\nbroker = \"mqtt://broker.example:1883\"\nkeys = \"{}\"\n",
+        keys.display()
+    );
+    let err = refused("uplink-plain.toml", &plain);
+    assert!(err.contains("without TLS"), "{err}");
+    assert!(err.contains("mqtts://broker.example:8883"), "{err}");
+}

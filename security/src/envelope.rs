@@ -311,6 +311,28 @@ impl Channel {
         }
     }
 
+    /// A channel that continues where a persisted one stopped: the next COUNT to send and the last COUNT
+    /// accepted (as [`Channel::next_count`] and [`Channel::last_received`] gave them), so a restart
+    /// neither repeats a COUNT the peer has seen nor accepts a replay of one already received.
+    pub fn resume(
+        ctx: SecurityContext,
+        sends: Direction,
+        window_secs: u64,
+        next_count: u32,
+        last_received: Option<u32>,
+    ) -> Self {
+        Channel {
+            next_count: Some(next_count),
+            last_received,
+            ..Channel::new(ctx, sends, window_secs)
+        }
+    }
+
+    /// The next COUNT this end will send (`None` once every COUNT is used), for the caller to persist.
+    pub fn next_count(&self) -> Option<u32> {
+        self.next_count
+    }
+
     /// The last COUNT accepted, for the caller to persist.
     pub fn last_received(&self) -> Option<u32> {
         self.last_received

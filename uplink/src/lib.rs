@@ -19,3 +19,5 @@
 pub mod link;
 pub mod modem;
 pub mod mqtt;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -132,6 +132,17 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         }
     }
     render_accounts(status, out)?;
+    if let Some(u) = &status.uplink {
+        render_uplink(u, now, out)?;
+        if !u.connected {
+            problems.push(format!(
+                "the uplink to {} is disconnected ({}); {} messages wait in the outbox and are sent when it returns: check the network, the modem and the broker",
+                u.broker,
+                u.last_error.as_deref().unwrap_or("not connected yet"),
+                u.outbox
+            ));
+        }
+    }
     if !status.drivers.is_empty() {
         writeln!(out, "\ndrivers: {}", status.drivers.join("; "))?;
     }
@@ -144,6 +155,33 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn render_uplink(
+    u: &crate::status::UplinkView,
+    now: u64,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let last_ack = u.last_ack_unix.map_or("never".to_string(), |t| {
+        format!("{} s ago", now.saturating_sub(t))
+    });
+    writeln!(
+        out,
+        "
+uplink {}: {}, outbox {} waiting, last acknowledgement {last_ack}",
+        u.broker,
+        if u.connected {
+            "connected"
+        } else {
+            "disconnected"
+        },
+        u.outbox
+    )?;
+    writeln!(
+        out,
+        "  connections {}, failures {}, sent {}, acknowledged {}, in flight {}, commands run {}, repeats {}, refused {}",
+        u.connections, u.failures, u.sent, u.acked, u.in_flight, u.executed, u.repeats, u.refused
+    )
 }
 
 fn render_accounts(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {

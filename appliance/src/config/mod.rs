@@ -5,6 +5,8 @@
 mod diagnostic;
 mod ledger;
 mod model;
+mod uplink;
+mod uplink_keys;
 mod validate;
 
 pub use diagnostic::{ConfigError, Diagnostic};
@@ -13,6 +15,7 @@ pub use model::{
     Backend, BusConfig, Config, DirectionMode, GatewayConfig, LedgerSection, LogLevel, MeterConfig,
     SimMeterConfig, UplinkConfig,
 };
+pub use uplink::{Broker, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
 
 use std::path::Path;
 

@@ -225,25 +225,29 @@ fn default_load() -> u32 {
     800
 }
 
-/// `[uplink]`: MQTT to the head-end.
+/// `[uplink]`: MQTT to the head-end (docs/uplink.md, *In the daemon*).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
-    /// The broker, `mqtts://host:8883` (or `mqtt://` on loopback for tests).
+    /// The broker, `mqtts://HOST:8883` (TLS; the port defaults to 8883). `mqtt://HOST:PORT` (no TLS) is
+    /// accepted only for a loopback host (`127.0.0.1`, `::1`, `localhost`), for tests on one machine.
     pub broker: Spanned<String>,
-    /// The utility CA certificate (PEM) that the broker's certificate must chain to.
-    pub ca: Option<PathBuf>,
-    /// This gateway's client certificate (PEM).
-    pub cert: Option<PathBuf>,
-    /// This gateway's private key (PEM).
-    pub key: Option<PathBuf>,
+    /// The utility CA certificate(s) (PEM) that the broker's certificate must chain to (`mqtts://`).
+    pub ca: Option<Spanned<PathBuf>>,
+    /// This gateway's client certificate (PEM, CN = `[gateway] id`), then any intermediates (`mqtts://`).
+    pub cert: Option<Spanned<PathBuf>>,
+    /// This gateway's private key (PEM: PKCS#8, PKCS#1 or SEC1) (`mqtts://`).
+    pub key: Option<Spanned<PathBuf>>,
+    /// The provisioned security contexts (TOML): the gateway's and each meter's TID, CK and IK, until
+    /// the gateway runs AKA with the head-end (docs/install.md, *Uplink keys*). Required.
+    pub keys: Option<Spanned<PathBuf>>,
     /// Largest outbox, in MiB, before routine readings are dropped (never receipts or money events).
     #[serde(default = "default_outbox")]
-    pub outbox_mib: u32,
+    pub outbox_mib: Spanned<u32>,
 }
 
-fn default_outbox() -> u32 {
-    64
+fn default_outbox() -> Spanned<u32> {
+    Spanned::new(0..0, 64)
 }
 
 /// `[ledger]`: prepayment. The daemon keeps a credit account per meter, charges the consumption read

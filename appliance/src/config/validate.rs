@@ -74,23 +74,9 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
             addresses.insert(key, meter);
         }
     }
-    if let Some(uplink) = &config.uplink {
-        let broker = uplink.broker.get_ref();
-        let ok = ["mqtt://", "mqtts://"].iter().any(|scheme| {
-            broker.strip_prefix(scheme).is_some_and(|rest| {
-                let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1"));
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            })
-        });
-        if !ok {
-            out.push(
-                Diagnostic::at(uplink.broker.span(), format!("`{broker}` is not a broker address"))
-                    .help("write `mqtts://HOST:8883` (TLS) or `mqtt://127.0.0.1:1883` (loopback tests only)"),
-            );
-        }
-    }
     check_meter_ids(config, &mut out);
     out.extend(super::ledger::check(config));
+    out.extend(super::uplink::check(config));
     out.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
     out
 }

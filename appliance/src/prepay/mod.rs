@@ -11,8 +11,10 @@
 //!   its `opening_balance_minor` and `protected` flag; a changed `protected` flag is applied at start.
 //! - `tick` runs every second (standing charges, friendly-credit ends, relay retries).
 //! - Relay commands go through the meter's bus scheduler and are read back ([`relay`]).
-//! - Tokens arrive through the inbox directory ([`inbox`]).
-//! - Events are logged; the status board shows every account.
+//! - Tokens arrive through the inbox directory ([`inbox`]) and, with `[uplink]`, as top-up commands from
+//!   the head-end ([`ToLedger::Token`], answered on a channel once the store has flushed them).
+//! - Events are logged and, with `[uplink]`, handed to [`LedgerReports`] (the uplink's outbox); the
+//!   status board shows every account.
 
 pub mod inbox;
 pub mod relay;
@@ -25,11 +27,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use concentrator_ledger::{Ledger, SledStore};
+use concentrator_ledger::{Ledger, LedgerEvent, RelayState, SledStore, TopUpReceipt};
 use concentrator_plugin_host::{Quantity, Reading, Unit, Value};
 
 use crate::config::{Config, LedgerSetup};
-use crate::scheduler::{BusScheduler, ReadingSink};
+use crate::scheduler::ReadingSink;
 use crate::status::StatusBoard;
 
 pub use inbox::TokenInbox;
@@ -65,11 +67,51 @@ pub struct RegisterRead {
     pub at: u64,
 }
 
+/// What other threads send the ledger thread.
+#[derive(Debug)]
+pub enum ToLedger {
+    /// A register read by a bus worker.
+    Reading(RegisterRead),
+    /// A credit token for a meter (a top-up command from the head-end).
+    Token(TokenRequest),
+}
+
+/// A token to apply, and where to answer.
+#[derive(Debug)]
+pub struct TokenRequest {
+    /// The meter number the command was addressed to (a token for another meter is refused).
+    pub meter: String,
+    /// `SignedToken` wire octets.
+    pub token: Vec<u8>,
+    /// Gets the answer once the store has flushed the top-up (or refused it).
+    pub reply: Sender<TokenReply>,
+}
+
+/// How a token went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenReply {
+    /// Applied and flushed; the receipt is in the ledger's outbox.
+    Applied(TopUpReceipt),
+    /// Applied before (through any path); not applied again.
+    AlreadyApplied(TopUpReceipt),
+    /// Refused (signature, meter, serial, expiry...): why.
+    Refused(String),
+    /// Not applied now (the meter has no account yet, or the store failed): why; it may be sent again.
+    NotNow(String),
+}
+
+/// Where the ledger thread reports what the head-end must hear of (the uplink's outbox).
+pub trait LedgerReports: Send {
+    /// A ledger event.
+    fn event(&mut self, event: &LedgerEvent);
+    /// A relay state read back after a command, when it differs from the last one read.
+    fn relay(&mut self, meter: &str, state: RelayState);
+}
+
 /// The running ledger thread.
 #[derive(Debug)]
 pub struct Prepay {
-    tx: Sender<RegisterRead>,
-    handles: SchedulerHandles,
+    tx: Sender<ToLedger>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -78,28 +120,24 @@ pub struct Prepay {
 #[derive(Debug, Clone)]
 pub struct PrepayLink {
     bus: String,
-    tx: Sender<RegisterRead>,
-    handles: SchedulerHandles,
+    tx: Sender<ToLedger>,
 }
 
 impl PrepayLink {
-    /// Connects a newly built scheduler: its energy registers go to the ledger thread, and the ledger's
-    /// relay commands to it.
-    pub fn attach(&self, scheduler: &mut BusScheduler) {
+    /// The reading sink of the bus's scheduler: its energy registers go to the ledger thread.
+    pub fn sink(&self) -> ReadingSink {
         let tx = self.tx.clone();
         let bus = self.bus.clone();
-        let sink: ReadingSink = Box::new(move |address: &str, readings: &[Reading]| {
+        Box::new(move |address: &str, readings: &[Reading]| {
             if let Some(wh) = register_wh(readings) {
-                let _ = tx.send(RegisterRead {
+                let _ = tx.send(ToLedger::Reading(RegisterRead {
                     bus: bus.clone(),
                     address: address.to_string(),
                     wh,
                     at: unix_now(),
-                });
+                }));
             }
-        });
-        scheduler.set_reading_sink(sink);
-        self.handles.register(&self.bus, scheduler.handle());
+        })
     }
 }
 
@@ -129,21 +167,30 @@ pub fn register_wh(readings: &[Reading]) -> Option<u64> {
 }
 
 impl Prepay {
-    /// Opens the ledger store, applies configured `protected` flags, opens the token inbox, and starts
-    /// the ledger thread. Fails (and the daemon does not start) when the store cannot be opened.
-    pub fn start(
-        setup: LedgerSetup,
-        config: &Config,
-        status: Arc<StatusBoard>,
-        stop: Arc<AtomicBool>,
-    ) -> Result<Prepay, String> {
+    /// Opens the ledger's sled store (the uplink's trees go in the same database).
+    pub fn open_store(setup: &LedgerSetup) -> Result<SledStore, String> {
         std::fs::create_dir_all(&setup.store).map_err(|e| {
             format!(
                 "cannot create the ledger store {}: {e}; check [gateway] store is writable by the daemon",
                 setup.store.display()
             )
         })?;
-        let store = SledStore::open(&setup.store).map_err(|e| e.to_string())?;
+        SledStore::open(&setup.store).map_err(|e| e.to_string())
+    }
+
+    /// Opens the ledger in `store` (from [`Prepay::open_store`]), applies configured `protected` flags,
+    /// opens the token inbox, and starts the ledger thread, which drives relays through `handles` and
+    /// reports to `reports`. Fails (and the daemon does not start) when the ledger cannot be opened.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        setup: LedgerSetup,
+        store: SledStore,
+        config: &Config,
+        status: Arc<StatusBoard>,
+        stop: Arc<AtomicBool>,
+        handles: SchedulerHandles,
+        reports: Option<Box<dyn LedgerReports>>,
+    ) -> Result<Prepay, String> {
         let mut ledger = Ledger::open(store, setup.config, setup.verifier, setup.signer)
             .map_err(|e| format!("cannot open the ledger in {}: {e}", setup.store.display()))?;
         let book: Vec<PrepaidMeter> = config
@@ -195,7 +242,6 @@ impl Prepay {
             inbox.as_ref().map_or("none".to_string(), |i| i.dir().display().to_string())
         );
         let (tx, rx) = channel();
-        let handles = SchedulerHandles::default();
         let service = service::Service::new(
             ledger,
             book,
@@ -205,6 +251,7 @@ impl Prepay {
             status,
             stop,
             rx,
+            reports,
         );
         let thread = std::thread::Builder::new()
             .name("ledger".into())
@@ -212,7 +259,6 @@ impl Prepay {
             .map_err(|e| format!("cannot start the ledger thread: {e}"))?;
         Ok(Prepay {
             tx,
-            handles,
             thread: Some(thread),
         })
     }
@@ -222,8 +268,12 @@ impl Prepay {
         PrepayLink {
             bus: bus.to_string(),
             tx: self.tx.clone(),
-            handles: self.handles.clone(),
         }
+    }
+
+    /// Where other threads send the ledger work (top-up commands).
+    pub fn sender(&self) -> Sender<ToLedger> {
+        self.tx.clone()
     }
 
     /// Waits for the ledger thread to finish (after the stop flag was set); it flushes before it ends.

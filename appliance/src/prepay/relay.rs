@@ -33,7 +33,8 @@ impl SchedulerHandles {
             .insert(bus.to_string(), handle);
     }
 
-    fn get(&self, bus: &str) -> Option<SchedulerHandle> {
+    /// The handle of bus `bus`, while its scheduler runs.
+    pub fn get(&self, bus: &str) -> Option<SchedulerHandle> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())

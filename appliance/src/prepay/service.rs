@@ -15,7 +15,9 @@ use concentrator_ledger::{
 
 use super::inbox::TokenInbox;
 use super::relay::RelayDriver;
-use super::{places, unix_now, PrepaidMeter, RegisterRead};
+use super::{
+    places, unix_now, LedgerReports, PrepaidMeter, RegisterRead, ToLedger, TokenReply, TokenRequest,
+};
 use crate::status::{AccountStatus, StatusBoard};
 
 /// The longest the loop sleeps waiting for a reading.
@@ -38,7 +40,8 @@ pub(super) struct Service {
     read_back: HashMap<String, RelayState>,
     status: Arc<StatusBoard>,
     stop: Arc<AtomicBool>,
-    rx: Receiver<RegisterRead>,
+    rx: Receiver<ToLedger>,
+    reports: Option<Box<dyn LedgerReports>>,
 }
 
 impl Service {
@@ -51,7 +54,8 @@ impl Service {
         relays: RelayDriver,
         status: Arc<StatusBoard>,
         stop: Arc<AtomicBool>,
-        rx: Receiver<RegisterRead>,
+        rx: Receiver<ToLedger>,
+        reports: Option<Box<dyn LedgerReports>>,
     ) -> Self {
         Service {
             places: places(&book),
@@ -66,6 +70,7 @@ impl Service {
             status,
             stop,
             rx,
+            reports,
         }
     }
 
@@ -75,12 +80,12 @@ impl Service {
         self.outputs();
         while !self.stop.load(Ordering::SeqCst) {
             match self.rx.recv_timeout(WAKE) {
-                Ok(read) => self.reading(read),
+                Ok(message) => self.received(message),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            while let Ok(read) = self.rx.try_recv() {
-                self.reading(read);
+            while let Ok(message) = self.rx.try_recv() {
+                self.received(message);
             }
             self.checkpoints();
             let now = unix_now();
@@ -96,7 +101,11 @@ impl Service {
                 self.scan_inbox(now);
             }
             for (meter, state) in self.relays.poll() {
-                self.read_back.insert(meter.clone(), state);
+                if self.read_back.insert(meter.clone(), state) != Some(state) {
+                    if let Some(r) = self.reports.as_mut() {
+                        r.relay(&meter, state);
+                    }
+                }
                 if let Err(e) = self.ledger.relay_observed(&meter, state, unix_now()) {
                     log::error!("meter {meter}: recording the relay read-back failed: {e}");
                 }
@@ -108,6 +117,53 @@ impl Service {
         }
         self.publish();
         log::info!("ledger stopped");
+    }
+
+    fn received(&mut self, message: ToLedger) {
+        match message {
+            ToLedger::Reading(read) => self.reading(read),
+            ToLedger::Token(request) => self.token(request),
+        }
+    }
+
+    /// A top-up command's token: applied for the meter it was addressed to (the same check and store
+    /// transaction as the inbox), answered after the flush.
+    fn token(&mut self, request: TokenRequest) {
+        let TokenRequest {
+            meter,
+            token,
+            reply,
+        } = request;
+        let answer = match self.ledger.apply_token_for(&meter, &token, unix_now()) {
+            Ok(r) => {
+                log_receipt("applied (head-end command)", &r);
+                TokenReply::Applied(r)
+            }
+            Err(TopUpError::Replayed { original, .. }) => {
+                log_receipt("already applied", &original);
+                TokenReply::AlreadyApplied(*original)
+            }
+            Err(TopUpError::UnknownMeter { meter })
+                if self.book.iter().any(|m| m.meter_id == meter) =>
+            {
+                TokenReply::NotNow(format!(
+                    "meter {meter} has no account until its first reading; send the token again"
+                ))
+            }
+            Err(TopUpError::Ledger(e)) => {
+                log::error!("meter {meter}: token from the head-end not applied: {e}");
+                TokenReply::NotNow(format!(
+                    "the ledger store failed: {e}; send the token again"
+                ))
+            }
+            Err(refusal) => {
+                log::warn!("meter {meter}: token from the head-end refused: {refusal}");
+                TokenReply::Refused(refusal.to_string())
+            }
+        };
+        self.outputs();
+        self.publish();
+        let _ = reply.send(answer);
     }
 
     fn reading(&mut self, read: RegisterRead) {
@@ -280,7 +336,12 @@ impl Service {
                         ),
                     }
                 }
-                Output::Event(event) => log_event(&event),
+                Output::Event(event) => {
+                    log_event(&event);
+                    if let Some(r) = self.reports.as_mut() {
+                        r.event(&event);
+                    }
+                }
             }
         }
     }

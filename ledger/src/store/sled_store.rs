@@ -38,6 +38,12 @@ impl SledStore {
         Ok(SledStore { db, trees })
     }
 
+    /// The sled database itself, for other trees that must share the ledger's store and its flushes
+    /// (the uplink's outbox and executed-command set, `concentrator-uplink`).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     fn tree(&self, keyspace: Keyspace) -> Result<&sled::Tree, StoreError> {
         self.trees.get(keyspace.index()).ok_or(StoreError::Read {
             keyspace: keyspace.name(),

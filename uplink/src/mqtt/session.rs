@@ -41,7 +41,7 @@ enum Ended {
 pub(crate) fn run(
     config: UplinkConfig,
     mut parts: UplinkParts,
-    connector: TlsConnector,
+    connector: Option<TlsConnector>,
     shared: &Shared,
 ) {
     let mut backoff = config.backoff.clone();
@@ -49,7 +49,7 @@ pub(crate) fn run(
     let mut made: u32 = 0;
     while !shared.stopping() {
         let number = made.wrapping_add(1);
-        match connection(&config, &mut parts, &connector, shared, number) {
+        match connection(&config, &mut parts, connector.as_ref(), shared, number) {
             Ended::Stopped => break,
             Ended::Lost(why, up) => {
                 if up.is_some() {
@@ -84,7 +84,7 @@ fn plain(parts: &UplinkParts, body: Body) -> Option<Vec<u8>> {
     Frame::new(id, None, unix_now(), body).encode().ok()
 }
 
-fn options(config: &UplinkConfig, connector: &TlsConnector, will: Vec<u8>) -> MqttOptions {
+fn options(config: &UplinkConfig, connector: Option<&TlsConnector>, will: Vec<u8>) -> MqttOptions {
     let mut o = MqttOptions::new(config.gateway.as_str(), config.host.clone(), config.port);
     o.set_clean_session(false)
         .set_keep_alive(config.keep_alive)
@@ -92,9 +92,10 @@ fn options(config: &UplinkConfig, connector: &TlsConnector, will: Vec<u8>) -> Mq
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_inflight(u16::try_from(config.window).unwrap_or(u16::MAX))
         .set_request_channel_capacity(config.window + 16)
-        .set_transport(Transport::tls_with_config(
-            TlsConfiguration::NativeConnector(connector.clone()),
-        ))
+        .set_transport(match connector {
+            Some(c) => Transport::tls_with_config(TlsConfiguration::NativeConnector(c.clone())),
+            None => Transport::tcp(),
+        })
         .set_last_will(LastWill::new(
             Topic::status(&config.gateway),
             will,
@@ -108,7 +109,7 @@ fn options(config: &UplinkConfig, connector: &TlsConnector, will: Vec<u8>) -> Mq
 fn connection(
     config: &UplinkConfig,
     parts: &mut UplinkParts,
-    connector: &TlsConnector,
+    connector: Option<&TlsConnector>,
     shared: &Shared,
     number: u32,
 ) -> Ended {

@@ -35,6 +35,9 @@ pub struct UplinkConfig {
     pub port: u16,
     /// Certificates and key.
     pub tls: TlsIdentity,
+    /// Plain TCP without TLS (`tls` unused). Only for a broker on the loopback interface in tests: the
+    /// daemon accepts it only with `mqtt://` and a loopback host. Default off.
+    pub plain_tcp: bool,
     /// MQTT keep-alive (60 s: a dead 3G link is noticed within 1.5 × that).
     pub keep_alive: Duration,
     /// Longest TCP + TLS + CONNECT exchange (30 s, for slow 3G attaches).
@@ -59,6 +62,7 @@ impl UplinkConfig {
             host: host.into(),
             port,
             tls,
+            plain_tcp: false,
             keep_alive: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
             backoff: Backoff::default(),
@@ -186,7 +190,11 @@ impl Uplink {
     /// network: the thread connects (and reconnects, with backoff) on its own.
     pub fn start(config: UplinkConfig, parts: UplinkParts) -> Result<Uplink, UplinkError> {
         config.validate()?;
-        let connector = config.tls.connector()?;
+        let connector = if config.plain_tcp {
+            None
+        } else {
+            Some(config.tls.connector()?)
+        };
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         let thread = std::thread::Builder::new()

@@ -22,7 +22,7 @@ pub struct Received {
     pub frame: Frame,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Log {
     /// Every uplink message opened, in arrival order (duplicates included).
     pub up: Vec<Received>,
@@ -32,6 +32,7 @@ pub struct Log {
     pub refused: Vec<String>,
 }
 
+#[allow(missing_debug_implementations)]
 pub struct HeadEnd {
     pub client: Client,
     pub log: Arc<Mutex<Log>>,
@@ -51,7 +52,7 @@ pub fn head_end_sender() -> Sender {
 impl HeadEnd {
     pub fn connect(broker: &Broker, id: &str) -> HeadEnd {
         let issued = broker.pki.client("head-end");
-        let tls = concentrator_uplink::mqtt::TlsIdentity {
+        let tls = crate::mqtt::TlsIdentity {
             ca_pem: broker.pki.ca_pem(),
             cert_pem: issued.cert_pem,
             key_pem: issued.key_pem,

@@ -13,12 +13,13 @@ use openssl::x509::extension::{
 use openssl::x509::{X509NameBuilder, X509};
 
 /// A certificate and its key, PEM.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Issued {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
 }
 
+#[derive(Debug)]
 pub struct Pki {
     ca_cert: X509,
     ca_key: PKey<Private>,
@@ -33,6 +34,12 @@ fn serial() -> openssl::asn1::Asn1Integer {
     let mut bn = BigNum::new().unwrap();
     bn.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
     bn.to_asn1_integer().unwrap()
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Pki::new()
+    }
 }
 
 impl Pki {

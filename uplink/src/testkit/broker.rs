@@ -12,6 +12,7 @@ use super::pki::Pki;
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
 /// A directory under the system temp dir, removed on drop.
+#[derive(Debug)]
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -39,6 +40,7 @@ impl Drop for TempDir {
     }
 }
 
+#[derive(Debug)]
 pub struct Broker {
     pub port: u16,
     pub pki: Pki,

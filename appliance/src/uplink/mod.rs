@@ -1,0 +1,316 @@
+//! The uplink in the daemon (docs/uplink.md, *In the daemon*): the outboxes in the store, readings and
+//! ledger events queued from the bus and ledger threads, the MQTT uplink thread, downlink commands, the
+//! birth message's inventory and the status board's view.
+//!
+//! Nothing here lets a bus wait on the network: a poll's readings are one local outbox write (not
+//! flushed; sled flushes every 500 ms), and the uplink thread does all network I/O.
+
+mod channels;
+mod commands;
+mod convert;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use concentrator_ledger::{LedgerEvent, RelayState, SledStore};
+use concentrator_plugin_host::Reading;
+use concentrator_protocol::{Body, GatewayId, InventoryMeter, ModemReport, Readings, Scope, Tid};
+use concentrator_uplink::mqtt::{
+    AppendOutbox, Executed, LedgerOutbox, Outbox, SledOutbox, Uplink, UplinkConfig, UplinkParts,
+    DEFAULT_CAPACITY,
+};
+
+pub use channels::{StaticChannels, COUNTS_TREE, RESERVE};
+pub use commands::{Commands, Route, RELAY_WAIT, TOKEN_WAIT};
+
+use crate::config::{Config, UplinkSetup};
+use crate::prepay::{unix_now, LedgerReports, Place, SchedulerHandles, ToLedger};
+use crate::scheduler::ReadingSink;
+use crate::status::{StatusBoard, UplinkView};
+
+/// The uplink's store side, opened before the ledger thread starts (which reports into it).
+#[derive(Debug, Clone)]
+pub struct UplinkQueue {
+    db: sled::Db,
+    outbox: Arc<SledOutbox>,
+    /// TID by meter number.
+    tids: Arc<HashMap<String, Tid>>,
+    /// TID by (bus, address).
+    places: Arc<HashMap<(String, String), Tid>>,
+    refused: Arc<AtomicU64>,
+}
+
+impl UplinkQueue {
+    /// Opens the outbox in the ledger's database (`ledger`), or without `[ledger]` in a store of its own
+    /// (`uplink/` in `[gateway] store`).
+    pub fn open(
+        config: &Config,
+        setup: &UplinkSetup,
+        ledger: Option<&SledStore>,
+    ) -> Result<Self, String> {
+        let db = match ledger {
+            Some(store) => store.db().clone(),
+            None => {
+                let path = config.gateway.store.join("uplink");
+                sled::Config::new()
+                    .path(&path)
+                    .flush_every_ms(Some(500))
+                    .open()
+                    .map_err(|e| format!("cannot open the uplink store {}: {e}; check [gateway] store is writable by the daemon and no other process uses it", path.display()))?
+            }
+        };
+        let outbox = Arc::new(SledOutbox::open(&db, setup.limits).map_err(|e| e.to_string())?);
+        let tids: HashMap<String, Tid> = setup
+            .keys
+            .meters
+            .iter()
+            .map(|m| (m.meter.clone(), m.tid))
+            .collect();
+        let mut places = HashMap::new();
+        for m in &config.meters {
+            match tids.get(m.ledger_id()) {
+                Some(tid) => {
+                    places.insert((m.bus.get_ref().clone(), m.address.get_ref().clone()), *tid);
+                }
+                None => log::warn!(
+                    "meter {} ({}) has no security context in the uplink keys; its readings are not sent",
+                    m.ledger_id(),
+                    m.dwelling.get_ref()
+                ),
+            }
+        }
+        Ok(UplinkQueue {
+            db,
+            outbox,
+            tids: Arc::new(tids),
+            places: Arc::new(places),
+            refused: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn append(&self, scope: Scope, body: Body) {
+        if let Err(e) = self.outbox.append(scope, unix_now(), body) {
+            // Log the first and then every thousandth: a full outbox refuses every reading.
+            if self
+                .refused
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1000)
+            {
+                log::warn!("uplink: {e}");
+            }
+        }
+    }
+
+    /// The reading sink part of bus `bus`: each poll of a meter with a TID becomes one readings message.
+    pub fn sink(&self, bus: &str) -> ReadingSink {
+        let queue = self.clone();
+        let bus = bus.to_string();
+        Box::new(move |address: &str, polled: &[Reading]| {
+            let Some(tid) = queue.places.get(&(bus.clone(), address.to_string())) else {
+                return;
+            };
+            let readings = convert::readings(unix_now(), polled);
+            if !readings.is_empty() {
+                queue.append(Scope::Meter(*tid), Body::Readings(Readings { readings }));
+            }
+        })
+    }
+
+    /// Where the ledger thread reports its events.
+    pub fn reports(&self) -> Box<dyn LedgerReports> {
+        Box::new(self.clone())
+    }
+
+    /// Starts the uplink thread: the ledger's receipts drain through it too (`ledger`), and top-up
+    /// commands go to the ledger thread (`to_ledger`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        self,
+        config: &Config,
+        setup: UplinkSetup,
+        ledger: Option<SledStore>,
+        to_ledger: Option<Sender<ToLedger>>,
+        handles: SchedulerHandles,
+        status: Arc<StatusBoard>,
+    ) -> Result<UplinkHandle, String> {
+        let gateway = GatewayId::new(config.gateway.id.get_ref().clone())
+            .map_err(|e| format!("[gateway] id cannot be used on the uplink: {e}"))?;
+        let now = unix_now();
+        let executed =
+            Arc::new(Executed::open(&self.db, DEFAULT_CAPACITY).map_err(|e| e.to_string())?);
+        let channels = StaticChannels::open(&self.db, &setup.keys, gateway.as_str(), now)?;
+        let mut others: Vec<Arc<dyn Outbox>> = Vec::new();
+        let mut ledger_outbox = None;
+        if let Some(store) = ledger {
+            let tids = Arc::clone(&self.tids);
+            let o: Arc<dyn Outbox> = Arc::new(LedgerOutbox::receipts(
+                store,
+                self.outbox.ledger_source(),
+                move |meter| tids.get(meter).copied(),
+            ));
+            others.push(Arc::clone(&o));
+            ledger_outbox = Some(o);
+        }
+        let mut routes = HashMap::new();
+        let mut inventory = Vec::new();
+        for m in &config.meters {
+            let tid = self.tids.get(m.ledger_id()).copied();
+            let place = Place {
+                bus: m.bus.get_ref().clone(),
+                address: m.address.get_ref().clone(),
+            };
+            if let Some(tid) = tid {
+                routes.insert(
+                    tid,
+                    Route {
+                        meter: m.ledger_id().to_string(),
+                        place: place.clone(),
+                    },
+                );
+            }
+            let model = m.model.as_ref().map_or_else(
+                || m.driver.get_ref().clone(),
+                |x| format!("{}-{}", m.driver.get_ref(), x.get_ref()),
+            );
+            inventory.push((tid, model, place));
+        }
+        let board = Arc::clone(&status);
+        let inventory = move || {
+            let snapshot = board.snapshot();
+            let meters = inventory
+                .iter()
+                .map(|(tid, model, place)| InventoryMeter {
+                    tid: *tid,
+                    model: model.clone(),
+                    online: snapshot.buses.get(&place.bus).is_some_and(|b| {
+                        b.meters
+                            .iter()
+                            .any(|m| m.address == place.address && m.state == "online")
+                    }),
+                })
+                .collect();
+            (ModemReport::default(), meters)
+        };
+        let mut uc = UplinkConfig::new(
+            gateway,
+            setup.broker.host.clone(),
+            setup.broker.port,
+            setup
+                .tls
+                .clone()
+                .unwrap_or(concentrator_uplink::mqtt::TlsIdentity {
+                    ca_pem: Vec::new(),
+                    cert_pem: Vec::new(),
+                    key_pem: Vec::new(),
+                }),
+        );
+        uc.plain_tcp = !setup.broker.tls;
+        uc.started_at = now;
+        let parts = UplinkParts {
+            outbox: Arc::clone(&self.outbox),
+            others,
+            executed,
+            channels: Box::new(channels),
+            downlink: Box::new(Commands {
+                routes,
+                ledger: to_ledger,
+                handles,
+            }),
+            inventory: Box::new(inventory),
+        };
+        let broker = format!(
+            "{}://{}:{}",
+            if setup.broker.tls { "mqtts" } else { "mqtt" },
+            setup.broker.host,
+            setup.broker.port
+        );
+        let uplink = Uplink::start(uc, parts).map_err(|e| e.to_string())?;
+        log::info!(
+            "uplink to {broker} started: {} meters with security contexts, outbox {} entries",
+            self.tids.len(),
+            self.outbox.len().unwrap_or(0)
+        );
+        Ok(UplinkHandle {
+            broker,
+            outbox: self.outbox,
+            ledger_outbox,
+            uplink,
+            last_ack: Mutex::new((0, None)),
+        })
+    }
+}
+
+impl LedgerReports for UplinkQueue {
+    fn event(&mut self, event: &LedgerEvent) {
+        if let Some((meter, e)) = convert::ledger_event(unix_now(), event) {
+            match self.tids.get(&meter) {
+                Some(tid) => self.append(Scope::Meter(*tid), Body::Event(e)),
+                None => log::debug!("meter {meter} has no TID; its event stays in the log"),
+            }
+        }
+    }
+
+    fn relay(&mut self, meter: &str, state: RelayState) {
+        if let Some(tid) = self.tids.get(meter) {
+            self.append(
+                Scope::Meter(*tid),
+                Body::Event(convert::relay_event(unix_now(), state)),
+            );
+        }
+    }
+}
+
+/// The running uplink.
+#[derive(Debug)]
+pub struct UplinkHandle {
+    broker: String,
+    outbox: Arc<SledOutbox>,
+    ledger_outbox: Option<Arc<dyn Outbox>>,
+    uplink: Uplink,
+    /// Acknowledged count seen last, and when it last grew (unix seconds).
+    last_ack: Mutex<(u64, Option<u64>)>,
+}
+
+impl UplinkHandle {
+    /// Copies the uplink's state to the status board.
+    pub fn publish(&self, board: &StatusBoard) {
+        let s = self.uplink.status();
+        let mut last = self.last_ack.lock().unwrap_or_else(|p| p.into_inner());
+        if s.acked > last.0 {
+            *last = (s.acked, Some(unix_now()));
+        }
+        let depth = self.outbox.len().unwrap_or(0)
+            + self
+                .ledger_outbox
+                .as_ref()
+                .and_then(|o| o.len().ok())
+                .unwrap_or(0);
+        board.set_uplink(UplinkView {
+            broker: self.broker.clone(),
+            connected: s.connected,
+            connections: s.connections,
+            failures: s.failures,
+            outbox: depth,
+            sent: s.sent,
+            acked: s.acked,
+            in_flight: s.in_flight,
+            refused: s.refused,
+            executed: s.executed,
+            repeats: s.repeats,
+            last_ack_unix: last.1,
+            last_error: s.last_error,
+        });
+    }
+
+    /// Stops the uplink (death message, disconnect); what is queued stays for the next start.
+    pub fn stop(self) {
+        if let Err(e) = self.uplink.stop() {
+            log::error!("{e}");
+        }
+        if let Err(e) = self.outbox.flush() {
+            log::error!("{e}");
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! `concentratord` as a process on simulated buses with its uplink to a real Mosquitto (TLS, client
+//! certificates, the per-gateway ACL; started by the test with the uplink crate's testkit) and a fake
+//! head-end that opens every message with the provisioned contexts and acknowledges by message id.
+//!
+//! - the broker is down for the whole first part: the daemon polls at the same rate as with the broker
+//!   up; once the broker starts, every reading queued arrives, per meter in order, none lost (arrived +
+//!   still queued at the stop = polls logged), and the outbox drains on the head-end's acknowledgements;
+//! - a top-up token sent as a downlink command is applied once, its command result and receipt come up;
+//!   the same envelope replayed is refused, and the same command sealed again is answered "already done".
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{temp_dir, unix_now, write_setup, TestMeter};
+use concentrator_appliance::status::Status;
+use concentrator_protocol::*;
+use concentrator_uplink::mqtt::{Limits, Outbox, SledOutbox};
+use concentrator_uplink::testkit::broker::{available, Broker};
+use concentrator_uplink::testkit::headend::HeadEnd;
+use concentrator_uplink::testkit::{keys, tid};
+
+const GW: &str = "gw-test";
+
+/// The daemon's stderr lines, each with when it was read.
+type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
+
+struct Daemon {
+    child: Child,
+    lines: Lines,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_concentratord"))
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines: Lines = Arc::default();
+        let stderr = child.stderr.take().unwrap();
+        let l = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                l.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Polls logged per meter address (each successful poll queues one readings message), in a window.
+    fn polls(&self, from: Instant, to: Instant) -> HashMap<String, usize> {
+        let mut n = HashMap::new();
+        for (at, line) in self.lines.lock().unwrap().iter() {
+            if *at < from || *at >= to {
+                continue;
+            }
+            if let Some(address) = poll_line(line) {
+                *n.entry(address).or_default() += 1;
+            }
+        }
+        n
+    }
+
+    fn log(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// SIGTERM, then waits for the exit and the last log lines.
+    fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        assert!(status.success(), "daemon exit {status}: {}", self.log());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `bus a meter ADDRESS (DWELLING): READINGS` → the address.
+fn poll_line(line: &str) -> Option<String> {
+    let rest = &line[line.find("bus a meter ")? + "bus a meter ".len()..];
+    let (address, after) = rest.split_once(' ')?;
+    after.contains("): ").then(|| address.to_string())
+}
+
+fn status(dir: &Path) -> Option<Status> {
+    let text = std::fs::read_to_string(dir.join("store/status.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn wait(secs: u64, what: &str, daemon: &Daemon, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}; log:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The [uplink] table with the broker's TLS files and a keys file for meters 1..=n (TIDs `tid(i)`),
+/// keys from the testkit (what the fake head-end uses).
+fn uplink_section(dir: &Path, broker: &Broker, meters: &[&str]) -> String {
+    let issued = broker.pki.client(GW);
+    let d = dir.join("uplink");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("ca.pem"), broker.pki.ca_pem()).unwrap();
+    std::fs::write(d.join("cert.pem"), &issued.cert_pem).unwrap();
+    std::fs::write(d.join("key.pem"), &issued.key_pem).unwrap();
+    let (ck, ik) = keys(Scope::Gateway);
+    let mut k = format!(
+        "mode = \"aes\"\n[gateway]\nck = \"{}\"\nik = \"{}\"\n",
+        hex::encode(ck),
+        hex::encode(ik)
+    );
+    for (i, m) in meters.iter().enumerate() {
+        let t = tid(u8::try_from(i + 1).unwrap());
+        let (ck, ik) = keys(Scope::Meter(t));
+        k.push_str(&format!(
+            "[[meter]]\nmeter = \"{m}\"\ntid = \"{}\"\nck = \"{}\"\nik = \"{}\"\n",
+            hex::encode(t.0),
+            hex::encode(ck),
+            hex::encode(ik)
+        ));
+    }
+    std::fs::write(d.join("keys.toml"), k).unwrap();
+    let p = d.display();
+    format!(
+        "\n[uplink]\nbroker = \"mqtts://localhost:{}\"\nca = \"{p}/ca.pem\"\ncert = \"{p}/cert.pem\"\nkey = \"{p}/key.pem\"\nkeys = \"{p}/keys.toml\"\n",
+        broker.port
+    )
+}
+
+/// Two simulated DL/T 645 meters on bus `a`, polled every second, no ledger.
+fn metering_config(dir: &Path, broker: &Broker) -> PathBuf {
+    let d = dir.display();
+    let mut text = format!(
+        "[gateway]\nid = \"{GW}\"\nstore = \"{d}/store\"\n\n[[bus]]\nname = \"a\"\nbackend = \"sim\"\nbaud = 9600\nformat = \"8E1\"\npoll_interval_s = 1\n"
+    );
+    for n in 1..=2 {
+        text.push_str(&format!(
+            "\n[[meter]]\nbus = \"a\"\naddress = \"00000000010{n}\"\ndriver = \"dlt645\"\ndwelling = \"flat-{n}\"\nsim = {{ load_w = 360000, start_kwh = 100.0 }}\n"
+        ));
+    }
+    text.push_str(&uplink_section(
+        dir,
+        broker,
+        &["000000000101", "000000000102"],
+    ));
+    let path = dir.join("concentrator.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn energy(f: &Frame) -> i64 {
+    match &f.body {
+        Body::Readings(r) => r.readings[0].value,
+        other => panic!("not readings: {other:?}"),
+    }
+}
+
+#[test]
+fn polling_keeps_its_rate_while_the_broker_is_down_and_every_reading_arrives_in_order() {
+    if !available() {
+        return;
+    }
+    let dir = temp_dir("uplink-down");
+    let mut broker = Broker::start();
+    let head = HeadEnd::connect(&broker, "head-end-down");
+    std::thread::sleep(Duration::from_millis(500)); // its persistent subscription exists
+    broker.pause();
+    let config = metering_config(&dir, &broker);
+
+    let mut daemon = Daemon::start(&config);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(9));
+    let down = daemon.polls(
+        started + Duration::from_secs(2),
+        started + Duration::from_secs(9),
+    );
+    let s = status(&dir).expect("status file");
+    let u = s.uplink.expect("uplink status");
+    assert!(!u.connected && u.outbox > 0 && u.acked == 0, "{u:?}");
+
+    broker.resume();
+    let resumed = Instant::now();
+    wait(20, "the uplink to connect", &daemon, || {
+        status(&dir)
+            .and_then(|s| s.uplink)
+            .is_some_and(|u| u.connected)
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    let up = daemon.polls(
+        resumed + Duration::from_secs(1),
+        resumed + Duration::from_secs(8),
+    );
+    // The same cycle rate with and without the broker: polls per second per meter.
+    for address in ["000000000101", "000000000102"] {
+        let (d, u) = (
+            down.get(address).copied().unwrap_or(0),
+            up.get(address).copied().unwrap_or(0),
+        );
+        let (rd, ru) = (d as f64 / 7.0, u as f64 / 7.0);
+        assert!(
+            rd >= 0.8 && ru >= 0.8,
+            "{address}: {rd:.2}/s down, {ru:.2}/s up"
+        );
+        assert!(
+            (rd - ru).abs() <= 0.2 * ru,
+            "{address}: {rd:.2}/s with the broker down, {ru:.2}/s with it up"
+        );
+    }
+    wait(20, "the outbox to drain", &daemon, || {
+        status(&dir)
+            .and_then(|s| s.uplink)
+            .is_some_and(|u| u.outbox <= 4 && u.acked > 0 && u.last_ack_unix.is_some())
+    });
+    daemon.stop();
+
+    // No loss: every poll logged arrived at the head-end or is still queued; per meter in order.
+    let logged = daemon.polls(started, Instant::now());
+    let db = sled::open(dir.join("store/uplink")).unwrap();
+    let queued = SledOutbox::open(&db, Limits::default())
+        .unwrap()
+        .list(100_000)
+        .unwrap();
+    let arrived = head.unique(Kind::Readings);
+    let mut ids = HashSet::new();
+    let mut per_meter: HashMap<Tid, Vec<i64>> = HashMap::new();
+    for f in arrived.iter().chain(queued.iter().map(|p| &p.frame)) {
+        if ids.insert(f.header.id) {
+            per_meter
+                .entry(f.header.tid.unwrap())
+                .or_default()
+                .push(energy(f));
+        }
+    }
+    for (i, address) in ["000000000101", "000000000102"].iter().enumerate() {
+        let values = per_meter
+            .remove(&tid(u8::try_from(i + 1).unwrap()))
+            .unwrap_or_default();
+        assert_eq!(
+            values.len(),
+            logged[*address],
+            "{address}: readings arrived + queued vs polls logged"
+        );
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "{address} out of order: {values:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_top_up_command_is_applied_once_and_its_receipt_comes_back() {
+    if !available() {
+        return;
+    }
+    let dir = temp_dir("uplink-topup");
+    let broker = Broker::start();
+    let head = HeadEnd::connect(&broker, "head-end-topup");
+    let meters = [TestMeter {
+        bus: "a",
+        address: "000000000301".into(),
+        meter_id: "M-1".into(),
+        load_w: 100,
+        start_kwh: 10.0,
+        opening_minor: 1_000,
+    }];
+    let (path, pki) = write_setup(&dir, &meters, 25_000, 3600, None);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&uplink_section(&dir, &broker, &["M-1"]));
+    std::fs::write(&path, text).unwrap();
+
+    let mut daemon = Daemon::start(&path);
+    wait(20, "the account and the uplink", &daemon, || {
+        status(&dir).is_some_and(|s| {
+            s.accounts
+                .get("M-1")
+                .is_some_and(|a| a.state == "in-credit")
+                && s.uplink.is_some_and(|u| u.connected)
+        })
+    });
+    let gw = GatewayId::new(GW).unwrap();
+    let scope = Scope::Meter(tid(1));
+    let now = unix_now();
+    let token = pki.token("M-1", 1, 500, now - 10, now + 3600).unwrap();
+    let command = Frame::new(
+        MessageId::new(*b"headend0", 1),
+        Some(tid(1)),
+        now,
+        Body::TopUp(TopUp { token }),
+    );
+    let topic = Topic::for_message(&gw, scope, Kind::TopUp).to_string();
+    let sealed = head.seal(scope, &command);
+    head.publish(&topic, sealed.clone());
+    let result_of = |code: u16| {
+        move |log: &concentrator_uplink::testkit::headend::Log| {
+            log.up.iter().any(|r| {
+                matches!(&r.frame.body, Body::CommandResult(c) if c.command == command.header.id && c.code == code)
+            })
+        }
+    };
+    head.wait_for(20, "the command result", result_of(result_code::DONE));
+    head.wait_for(20, "the receipt", |log| {
+        log.up
+            .iter()
+            .any(|r| r.frame.kind() == Kind::Receipt && r.frame.header.tid == Some(tid(1)))
+    });
+    wait(10, "the top-up on the account", &daemon, || {
+        status(&dir).is_some_and(|s| s.accounts["M-1"].last_serial == Some(1))
+    });
+    let balance = status(&dir).unwrap().accounts["M-1"].balance_minor;
+    assert!(balance > 1_000, "{balance}");
+
+    // The same envelope again: refused by COUNT (replay), reported as event 40, never acted on.
+    head.publish(&topic, sealed);
+    head.wait_for(20, "the verification-failed event", |log| {
+        log.up.iter().any(|r| matches!(&r.frame.body, Body::Event(e) if e.code == event_code::VERIFICATION_FAILED))
+    });
+    // The same command sealed again (new COUNT, same id): answered "already done", not executed.
+    head.publish(&topic, head.seal(scope, &command));
+    head.wait_for(
+        20,
+        "the already-done result",
+        result_of(result_code::ALREADY_DONE),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let s = status(&dir).unwrap();
+    assert!(
+        s.accounts["M-1"].balance_minor <= balance,
+        "applied twice: {:?}",
+        s.accounts
+    );
+    assert_eq!(head.unique(Kind::Receipt).len(), 1);
+    let u = s.uplink.unwrap();
+    assert!(u.executed >= 1 && u.repeats >= 1 && u.refused >= 1, "{u:?}");
+    daemon.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
