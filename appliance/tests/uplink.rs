@@ -234,11 +234,12 @@ fn polling_keeps_its_rate_while_the_broker_is_down_and_every_reading_arrives_in_
         );
         let (rd, ru) = (d as f64 / 7.0, u as f64 / 7.0);
         assert!(
-            rd >= 0.8 && ru >= 0.8,
+            // 1 poll/s configured; a bus that waited on the network would fall far below this.
+            rd >= 0.7 && ru >= 0.7,
             "{address}: {rd:.2}/s down, {ru:.2}/s up"
         );
         assert!(
-            (rd - ru).abs() <= 0.2 * ru,
+            (rd - ru).abs() <= 0.3 * ru,
             "{address}: {rd:.2}/s with the broker down, {ru:.2}/s with it up"
         );
     }

@@ -66,7 +66,8 @@ fn readings_queued_while_the_broker_is_down_arrive_after_it_returns() {
         slowest = slowest.max(t.elapsed());
     }
     eprintln!("slowest append while the broker was down: {slowest:?}");
-    assert!(slowest < Duration::from_millis(100), "{slowest:?}");
+    // An append that waited on the network would take the connect timeout (5 s) or hang.
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
     std::thread::sleep(Duration::from_secs(1));
     assert!(!uplink.status().connected);
     assert!(uplink.status().failures >= 1);

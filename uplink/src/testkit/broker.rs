@@ -42,6 +42,8 @@ impl Drop for TempDir {
 
 #[derive(Debug)]
 pub struct Broker {
+    /// The host name gateways connect to (matches the server certificate).
+    pub host: String,
     pub port: u16,
     pub pki: Pki,
     dir: TempDir,
@@ -80,6 +82,16 @@ pattern read c/v1/%u/down/#
 
 impl Broker {
     pub fn start() -> Broker {
+        Self::start_with(None)
+    }
+
+    /// A broker that also listens on `extra` (an address of this host, such as the host side of a
+    /// [`super::netns::LinkCut`]); gateways are told to connect there.
+    pub fn start_on(extra: &str) -> Broker {
+        Self::start_with(Some(extra))
+    }
+
+    fn start_with(extra: Option<&str>) -> Broker {
         let dir = TempDir::new("broker");
         let pki = Pki::new();
         let server = pki.server();
@@ -101,17 +113,26 @@ impl Broker {
              log_dest file {dir}/mosquitto.log\n\
              log_type all\n\
              acl_file {dir}/acl\n\
-             listener {port} 127.0.0.1\n\
-             cafile {dir}/ca.pem\n\
-             certfile {dir}/server.pem\n\
-             keyfile {dir}/server.key\n\
-             tls_version tlsv1.2\n\
-             require_certificate true\n\
-             use_identity_as_username true\n",
-            dir = d.display()
+             {listeners}",
+            dir = d.display(),
+            listeners = [Some("127.0.0.1"), extra]
+                .into_iter()
+                .flatten()
+                .map(|addr| format!(
+                    "listener {port} {addr}\n\
+                     cafile {dir}/ca.pem\n\
+                     certfile {dir}/server.pem\n\
+                     keyfile {dir}/server.key\n\
+                     tls_version tlsv1.2\n\
+                     require_certificate true\n\
+                     use_identity_as_username true\n",
+                    dir = d.display()
+                ))
+                .collect::<String>()
         );
         std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
         let mut b = Broker {
+            host: extra.unwrap_or("localhost").to_string(),
             port,
             pki,
             dir,

@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod headend;
+pub mod netns;
 pub mod pki;
 
 use std::sync::Arc;
@@ -77,7 +78,12 @@ pub fn config(broker: &Broker, gw: &str) -> UplinkConfig {
         cert_pem: issued.cert_pem,
         key_pem: issued.key_pem,
     };
-    let mut c = UplinkConfig::new(GatewayId::new(gw).unwrap(), "localhost", broker.port, tls);
+    let mut c = UplinkConfig::new(
+        GatewayId::new(gw).unwrap(),
+        broker.host.clone(),
+        broker.port,
+        tls,
+    );
     c.backoff = Backoff::new(
         Duration::from_millis(100),
         Duration::from_millis(500),

@@ -112,6 +112,7 @@ impl Pki {
             let san = SubjectAlternativeName::new()
                 .dns("localhost")
                 .ip("127.0.0.1")
+                .ip(super::netns::HOST_ADDR)
                 .build(&b.x509v3_context(Some(&self.ca_cert), None))
                 .unwrap();
             b.append_extension(san).unwrap();
