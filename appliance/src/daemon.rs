@@ -1,7 +1,7 @@
 //! The daemon's life: open the buses, run one worker thread per bus, run the prepayment ledger on its
 //! own thread when `[ledger]` is configured (see [`crate::prepay`]), the uplink to the head-end when
-//! `[uplink]` is (see [`crate::uplink`]), feed systemd's watchdog from the workers' health, and stop
-//! cleanly on SIGTERM.
+//! `[uplink]` is (see [`crate::uplink`]), the modem supervisor when `[modem]` is (see
+//! [`crate::modem`]), feed systemd's watchdog from the workers' health, and stop cleanly on SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use concentrator_plugin_host::Quantity;
 
 use crate::buses::{self, OpenBus};
-use crate::config::{BusConfig, Config, LedgerSetup, UplinkSetup};
+use crate::config::{BusConfig, Config, LedgerSetup, ModemSetup, UplinkSetup};
 use crate::drivers::{driver_config, pack_address, Drivers};
 use crate::health::{Health, Worker, WorkerState};
 use crate::notify::Notifier;
@@ -43,6 +43,8 @@ pub struct Daemon {
     workers: Vec<JoinHandle<()>>,
     prepay: Option<Prepay>,
     uplink: Option<UplinkHandle>,
+    /// With `[modem]`: the modem supervisor's thread.
+    modem: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -66,6 +68,7 @@ impl Daemon {
         let ledger_setup = LedgerSetup::load(config).map_err(|e| e.to_string())?;
         let ledger_store = ledger_setup.as_ref().map(Prepay::open_store).transpose()?;
         let uplink_setup = UplinkSetup::load(config).map_err(|e| e.to_string())?;
+        let modem_setup = ModemSetup::load(config).map_err(|e| e.to_string())?;
         let queue = uplink_setup
             .as_ref()
             .map(|s| UplinkQueue::open(config, s, ledger_store.as_ref()))
@@ -93,6 +96,17 @@ impl Daemon {
             )?),
             _ => None,
         };
+        let modem = modem_setup
+            .map(|setup| {
+                crate::modem::start(
+                    setup,
+                    Arc::clone(&status),
+                    &health,
+                    Arc::clone(&stop),
+                    queue.clone(),
+                )
+            })
+            .transpose()?;
         let mut workers = Vec::new();
         for bus in &config.buses {
             let worker = health.register(&format!("bus {}", bus.name.get_ref()));
@@ -139,6 +153,7 @@ impl Daemon {
             workers,
             prepay,
             uplink,
+            modem,
         })
     }
 
@@ -165,6 +180,11 @@ impl Daemon {
         for worker in self.workers {
             if worker.join().is_err() {
                 log::error!("a bus worker panicked while stopping");
+            }
+        }
+        if let Some(modem) = self.modem {
+            if modem.join().is_err() {
+                log::error!("the modem worker panicked while stopping");
             }
         }
         if let Some(uplink) = self.uplink {

@@ -112,7 +112,7 @@ impl Health {
         let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         let running = workers
             .iter()
-            .filter(|w| w.state() == WorkerState::Running)
+            .filter(|w| w.state() == WorkerState::Running && w.name() != crate::modem::MODEM_WORKER)
             .count();
         let retrying: Vec<&str> = workers
             .iter()

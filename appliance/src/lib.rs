@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod drivers;
 pub mod health;
 pub mod logging;
+pub mod modem;
 pub mod notify;
 pub mod prepay;
 pub mod scan;

@@ -92,6 +92,38 @@ pub struct Status {
     /// The link to the head-end (absent without `[uplink]`).
     #[serde(default)]
     pub uplink: Option<UplinkView>,
+    /// The modem (absent without `[modem]`).
+    #[serde(default)]
+    pub modem: Option<ModemView>,
+}
+
+/// The modem's state, as the status file holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ModemView {
+    /// The AT port (or `sim`).
+    pub port: String,
+    /// `ready`, `pin-required`, `puk-required`, another lock, or absent when unknown (no answer, no SIM).
+    pub sim: Option<String>,
+    /// `home`, `roaming`, `searching`, `denied`, `not-registered`, `unknown`, or absent when unknown.
+    pub registration: Option<String>,
+    /// The operator.
+    pub operator: Option<String>,
+    /// Signal, dBm.
+    pub rssi_dbm: Option<i16>,
+    /// Access technology (`UTRAN`, `HSPA`, ...).
+    pub technology: Option<String>,
+    /// The SIM's ICCID.
+    pub iccid: Option<String>,
+    /// Whether the data link is up.
+    pub link_up: bool,
+    /// `healthy`, `reconnect`, `reset`, `power-cycle` or `needs-attention`.
+    pub stage: String,
+    /// Recovery actions since the daemon started.
+    pub recoveries: u32,
+    /// What the last failed check found (with its fix).
+    pub last_problem: Option<String>,
+    /// Unix time of the last check.
+    pub checked_unix: Option<u64>,
 }
 
 /// The uplink's state, as the status file holds it.
@@ -227,6 +259,11 @@ impl StatusBoard {
     /// Replaces the uplink's view (from the main loop).
     pub fn set_uplink(&self, view: UplinkView) {
         self.with(|s| s.uplink = Some(view));
+    }
+
+    /// Replaces the modem's view (from the modem worker).
+    pub fn set_modem(&self, view: ModemView) {
+        self.with(|s| s.modem = Some(view));
     }
 
     /// A snapshot.

@@ -143,6 +143,12 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
             ));
         }
     }
+    if let Some(m) = &status.modem {
+        render_modem(m, out)?;
+        if let Some(p) = modem_problem(m) {
+            problems.push(p);
+        }
+    }
     if !status.drivers.is_empty() {
         writeln!(out, "\ndrivers: {}", status.drivers.join("; "))?;
     }
@@ -182,6 +188,49 @@ uplink {}: {}, outbox {} waiting, last acknowledgement {last_ack}",
         "  connections {}, failures {}, sent {}, acknowledged {}, in flight {}, commands run {}, repeats {}, refused {}",
         u.connections, u.failures, u.sent, u.acked, u.in_flight, u.executed, u.repeats, u.refused
     )
+}
+
+fn render_modem(m: &crate::status::ModemView, out: &mut dyn Write) -> std::io::Result<()> {
+    let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    writeln!(
+        out,
+        "\nmodem {}: {}, SIM {}, registration {}, operator {}, signal {}, {}",
+        m.port,
+        m.stage,
+        or(&m.sim),
+        or(&m.registration),
+        or(&m.operator),
+        m.rssi_dbm.map_or("-".into(), |d| format!("{d} dBm")),
+        or(&m.technology),
+    )?;
+    writeln!(
+        out,
+        "  ICCID {}, link {}, recoveries {}{}",
+        or(&m.iccid),
+        if m.link_up { "up" } else { "down" },
+        m.recoveries,
+        m.last_problem
+            .as_ref()
+            .map_or(String::new(), |p| format!(", last problem: {p}"))
+    )
+}
+
+/// The modem as a problem: needing attention (staged recovery failed), or an AT port that fails.
+fn modem_problem(m: &crate::status::ModemView) -> Option<String> {
+    let problem = m.last_problem.as_deref().unwrap_or("no answer");
+    if m.stage == "needs-attention" {
+        Some(format!(
+            "the modem on {} needs attention: {problem}; staged recovery (reconnect, reset, power key) did not help: check the modem's power and USB cable, the antenna and the SIM on site; the daemon keeps checking and reports when it recovers",
+            m.port
+        ))
+    } else if m.stage != "healthy" || m.last_problem.is_some() {
+        Some(format!(
+            "the modem on {} is not working ({}): {problem}; the daemon is recovering it in stages",
+            m.port, m.stage
+        ))
+    } else {
+        None
+    }
 }
 
 fn render_accounts(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {

@@ -5,6 +5,7 @@
 mod diagnostic;
 mod ledger;
 mod model;
+mod modem;
 mod uplink;
 mod uplink_keys;
 mod validate;
@@ -15,6 +16,7 @@ pub use model::{
     Backend, BusConfig, Config, DirectionMode, GatewayConfig, LedgerSection, LogLevel, MeterConfig,
     SimMeterConfig, UplinkConfig,
 };
+pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
 pub use uplink::{Broker, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
 
 use std::path::Path;

@@ -22,6 +22,8 @@ pub struct Config {
     pub uplink: Option<UplinkConfig>,
     /// Prepayment; absent: the daemon only meters (reads and logs), no credit is kept.
     pub ledger: Option<LedgerSection>,
+    /// The 3G modem the uplink goes through, supervised by the daemon; absent: not the daemon's to watch.
+    pub modem: Option<Spanned<super::modem::ModemSection>>,
 }
 
 /// Log verbosity.

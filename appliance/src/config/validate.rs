@@ -77,6 +77,7 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
     check_meter_ids(config, &mut out);
     out.extend(super::ledger::check(config));
     out.extend(super::uplink::check(config));
+    out.extend(super::modem::check(config));
     out.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
     out
 }

@@ -103,6 +103,11 @@ impl UplinkQueue {
         }
     }
 
+    /// Queues an event of the gateway itself (the modem's "needs attention"); a local store insert.
+    pub fn gateway_event(&self, event: concentrator_protocol::Event) {
+        self.append(Scope::Gateway, Body::Event(event));
+    }
+
     /// The reading sink part of bus `bus`: each poll of a meter with a TID becomes one readings message.
     pub fn sink(&self, bus: &str) -> ReadingSink {
         let queue = self.clone();
@@ -191,7 +196,11 @@ impl UplinkQueue {
                     }),
                 })
                 .collect();
-            (ModemReport::default(), meters)
+            let modem = snapshot
+                .modem
+                .as_ref()
+                .map_or_else(ModemReport::default, crate::modem::report);
+            (modem, meters)
         };
         let mut uc = UplinkConfig::new(
             gateway,
