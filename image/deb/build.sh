@@ -6,7 +6,8 @@
 # default configuration, the first-boot provisioning script) using plain dpkg-deb: no cargo-deb needed.
 # Set CONCENTRATOR_PLUGIN_KEY=vendor.pem to sign the plugins (`concentrator plugins sign`); unsigned
 # plugins are shipped but only load from a plugin_dir whose trusted_keys sign them.
-# SKIP_BUILD=1 packs what target/ already holds.
+# SKIP_BUILD=1 packs what target/ already holds; RELEASE_DIR=DIR packs the binaries in DIR instead
+# (a build made elsewhere, e.g. with another CARGO_TARGET_DIR; implies SKIP_BUILD).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 arch=${1:-aarch64}
@@ -16,14 +17,14 @@ case "$arch" in
     *) echo "image/deb/build.sh: unknown target '$arch'; use aarch64 or armv7" >&2; exit 2 ;;
 esac
 plugins=(concentrator-driver-dlt645-plugin concentrator-driver-modbus-plugin concentrator-driver-znp-plugin)
-if [ -z "${SKIP_BUILD:-}" ]; then
+if [ -z "${SKIP_BUILD:-}" ] && [ -z "${RELEASE_DIR:-}" ]; then
     echo "image/deb/build.sh: cross-building for $target"
     bash cross/build.sh "$arch"
     args=()
     for p in "${plugins[@]}"; do args+=(-p "$p"); done
     cargo build --release --locked --target "$target" "${args[@]}"
 fi
-rel=target/$target/release
+rel=${RELEASE_DIR:-target/$target/release}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 # The package version carries the commit so that two builds of one release are told apart.
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo 0)
