@@ -82,6 +82,7 @@ fi
 
 step "the arm64 .deb (image/deb/build.sh aarch64); unpack the base and install it"
 if [ -z "${SKIP_DEB:-}" ] || [ ! -e target/deb/concentrator_arm64.deb ]; then
+    bash cross/setup.sh
     bash image/deb/build.sh aarch64
 fi
 deb=$(readlink -f target/deb/concentrator_arm64.deb)
