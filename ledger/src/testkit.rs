@@ -28,9 +28,10 @@ fn e<E: std::fmt::Display>(err: E) -> TestKitError {
     TestKitError(err.to_string())
 }
 
-/// Certificates are valid from 2000 to 2039.
-const VALID_FROM: i64 = 946_684_800;
-const VALID_UNTIL: i64 = 2_200_000_000;
+/// Certificates are valid from 2000 to 2039. Written as ASN.1 times, not Unix seconds: the end lies
+/// beyond a 32-bit `time_t`, which is what `Asn1Time::from_unix` takes on armhf.
+const VALID_FROM: &str = "20000101000000Z"; // 946 684 800
+const VALID_UNTIL: &str = "20390918230640Z"; // 2 200 000 000
 
 fn p256() -> Result<PKey<Private>, TestKitError> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(e)?;
@@ -63,8 +64,8 @@ fn certificate(
     }
     b.set_pubkey(key).map_err(e)?;
     let (from, until) = (
-        Asn1Time::from_unix(VALID_FROM).map_err(e)?,
-        Asn1Time::from_unix(VALID_UNTIL).map_err(e)?,
+        Asn1Time::from_str(VALID_FROM).map_err(e)?,
+        Asn1Time::from_str(VALID_UNTIL).map_err(e)?,
     );
     b.set_not_before(&from).map_err(e)?;
     b.set_not_after(&until).map_err(e)?;
