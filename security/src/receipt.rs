@@ -110,22 +110,8 @@ impl Receipt {
     /// Parses a canonical encoding; never panics.
     pub fn decode(bytes: &[u8]) -> Result<Self, ReceiptError> {
         let mut r = Reader::new(bytes);
-        let off = r.offset();
-        if r.u8("tag")? != RECEIPT_TAG {
-            return Err(Malformed {
-                what: "tag",
-                offset: off,
-            }
-            .into());
-        }
-        let off = r.offset();
-        if r.u8("version")? != RECEIPT_VERSION {
-            return Err(Malformed {
-                what: "version",
-                offset: off,
-            }
-            .into());
-        }
+        r.expect_u8("tag", RECEIPT_TAG)?;
+        r.expect_u8("version", RECEIPT_VERSION)?;
         let off = r.offset();
         let meter = r.bytes_u8("meter_id")?;
         if !printable(meter, 32) {

@@ -176,22 +176,8 @@ impl CreditToken {
     /// Parses a canonical encoding; never panics.
     pub fn decode(bytes: &[u8]) -> Result<Self, TokenError> {
         let mut r = Reader::new(bytes);
-        let off = r.offset();
-        if r.u8("tag")? != TOKEN_TAG {
-            return Err(Malformed {
-                what: "tag",
-                offset: off,
-            }
-            .into());
-        }
-        let off = r.offset();
-        if r.u8("version")? != TOKEN_VERSION {
-            return Err(Malformed {
-                what: "version",
-                offset: off,
-            }
-            .into());
-        }
+        r.expect_u8("tag", TOKEN_TAG)?;
+        r.expect_u8("version", TOKEN_VERSION)?;
         let off = r.offset();
         let meter = r.bytes_u8("meter_id")?;
         if !valid_meter_id(meter) {

@@ -55,6 +55,17 @@ impl<'a> Reader<'a> {
         Ok(self.array::<1>(what)?[0])
     }
 
+    /// Reads one byte that must be `expected` (a tag or a version); any other value is malformed at
+    /// its offset.
+    pub fn expect_u8(&mut self, what: &'static str, expected: u8) -> Result<(), Malformed> {
+        let offset = self.offset();
+        if self.u8(what)? == expected {
+            Ok(())
+        } else {
+            Err(Malformed { what, offset })
+        }
+    }
+
     /// A big-endian u16.
     pub fn u16(&mut self, what: &'static str) -> Result<u16, Malformed> {
         Ok(u16::from_be_bytes(self.array(what)?))

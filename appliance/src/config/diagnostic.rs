@@ -30,6 +30,14 @@ impl Diagnostic {
         self
     }
 
+    /// The message with its fix, on one line (for errors raised after validation, without a position).
+    pub fn summary(&self) -> String {
+        match &self.help {
+            Some(help) => format!("{} ({help})", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// A syntax or type error from the TOML parser, with a fix where the error is a common one.
     pub(super) fn from_toml(e: &toml::de::Error) -> Self {
         let message = e.message().trim().to_string();

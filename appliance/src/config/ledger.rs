@@ -49,13 +49,7 @@ impl LedgerSetup {
         load_section(config, section)
             .map(Some)
             .map_err(|d| LedgerSetupError {
-                problems: d
-                    .into_iter()
-                    .map(|d| match d.help {
-                        Some(help) => format!("{} ({help})", d.message),
-                        None => d.message,
-                    })
-                    .collect(),
+                problems: d.iter().map(Diagnostic::summary).collect(),
             })
     }
 }

@@ -164,13 +164,7 @@ impl ModemSetup {
         load_section(section)
             .map(Some)
             .map_err(|d| ModemSetupError {
-                problems: d
-                    .into_iter()
-                    .map(|d| match d.help {
-                        Some(help) => format!("{} ({help})", d.message),
-                        None => d.message,
-                    })
-                    .collect(),
+                problems: d.iter().map(Diagnostic::summary).collect(),
             })
     }
 }

@@ -99,13 +99,7 @@ impl UplinkSetup {
         load_section(config, section)
             .map(Some)
             .map_err(|d| UplinkSetupError {
-                problems: d
-                    .into_iter()
-                    .map(|d| match d.help {
-                        Some(help) => format!("{} ({help})", d.message),
-                        None => d.message,
-                    })
-                    .collect(),
+                problems: d.iter().map(Diagnostic::summary).collect(),
             })
     }
 }
