@@ -111,11 +111,52 @@ fn credit_falls_the_relay_is_cut_and_a_token_reconnects() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // `concentrator topup --config` while the daemon runs: the store is the daemon's, so the token goes
+    // through the inbox and the command prints the daemon's receipt. Twice: applied once.
+    let third = pki.token("FAST-1", 3, 500, now - 60, now + 3_600).unwrap();
+    let file = dir.join("third.token");
+    std::fs::write(&file, hex::encode(&third)).unwrap();
+    let mut receipts = Vec::new();
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_concentrator"))
+            .arg("topup")
+            .arg("--config")
+            .arg(&path)
+            .arg("--token")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("the daemon applied token 3 to meter FAST-1: 5.00"),
+            "{text}"
+        );
+        receipts.push(
+            text.split("balance ")
+                .nth(1)
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        receipts[0], receipts[1],
+        "a repeat must get the original receipt"
+    );
     daemon.shutdown();
 
     let store = SledStore::open(&dir.join("store/ledger")).unwrap();
     let mut acked = Acknowledged::new();
     acked.insert(("FAST-1".into(), 1), 1_000);
+    acked.insert(("FAST-1".into(), 3), 500);
     check_after_crash(&store, &acked).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_dir_all(&dir);
 }
