@@ -25,7 +25,7 @@ use concentrator_appliance::status::Status;
 use concentrator_protocol::*;
 use concentrator_security::aka;
 use concentrator_security::envelope::{Channel, Sender, SenderKind};
-use concentrator_security::sqn::{Sqn, SqnGenerator};
+use concentrator_security::sqn::SqnGenerator;
 use concentrator_security::suci::{self, Profile};
 use concentrator_security::{Direction, Milenage, SecurityContext, SecurityMode};
 use concentrator_uplink::mqtt::{Limits, Outbox, SledOutbox};
@@ -53,6 +53,9 @@ struct Sub {
     milenage: Milenage,
     sqns: SqnGenerator,
     vector: Option<(Scope, aka::AuthVector)>,
+    /// Answer the first RES by sending the same challenge again, as a network side whose SQN state is
+    /// behind (a stale vector): the gateway must refuse it as a replay and resynchronise.
+    stale_once: bool,
     /// Context index of the current context.
     current: Option<usize>,
 }
@@ -99,29 +102,27 @@ struct NetSide {
 }
 
 impl NetSide {
-    /// `subs`: IMSI → (K the network side holds, SQN generator start).
+    /// `subs`: IMSI → (K the network side holds, whether it replays a stale challenge once).
     fn start(
         broker: &Broker,
         hn_private: Vec<u8>,
         lifetime: u64,
-        subs: Vec<(String, [u8; 16], u64)>,
+        subs: Vec<(String, [u8; 16], bool)>,
     ) -> NetSide {
         let net = Arc::new(Mutex::new(Net {
             hn_private,
             lifetime,
             subs: subs
                 .into_iter()
-                .map(|(imsi, k, seq)| {
-                    let mut sqns = SqnGenerator::new();
-                    if seq > 0 {
-                        sqns.resync(Sqn::new(seq, 0).unwrap());
-                    }
+                .map(|(imsi, k, stale_once)| {
+                    let sqns = SqnGenerator::new();
                     (
                         imsi,
                         Sub {
                             milenage: Milenage::with_opc(&k, &OPC),
                             sqns,
                             vector: None,
+                            stale_once,
                             current: None,
                         },
                     )
@@ -296,6 +297,23 @@ impl Net {
                         AkaResult::Res(res) => {
                             if aka::check_res(&v, &res).is_err() {
                                 self.log.refused.push(format!("{imsi}: RES mismatch"));
+                                return out;
+                            }
+                            if sub.stale_once {
+                                sub.stale_once = false;
+                                let frame = Frame::new(
+                                    MessageId::new(*b"aka-net0", rand::random()),
+                                    scope.tid(),
+                                    now,
+                                    Body::AkaChallenge(AkaChallenge {
+                                        rand: v.rand,
+                                        autn: v.autn,
+                                    }),
+                                );
+                                out.push((
+                                    self.down(&gw, scope, Kind::AkaChallenge),
+                                    frame.encode().unwrap(),
+                                ));
                                 return out;
                             }
                             // Security mode command: sealed with the first pair, FRESH 0.
@@ -490,6 +508,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("daemon log:\n{}", self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -584,16 +605,16 @@ fn meters_attach_resync_refuse_a_forged_challenge_answer_accounts_and_resume_aft
     let broker = Broker::start();
     let (hn_private, hn_public) = hn_keys();
     let (config, pki) = setup(&dir, &broker, 3, &hn_public);
-    // M-1 plain; M-2's SQN generator is far ahead (resync); M-3's K differs at the network side.
+    // M-1 plain; M-2's network side replays a stale challenge (resync); M-3's K differs there.
     let net = NetSide::start(
         &broker,
         hn_private,
         3600,
         vec![
-            (GW_IMSI.into(), k_of(GW_IMSI), 0),
-            (imsi(1), k_of(&imsi(1)), 0),
-            (imsi(2), k_of(&imsi(2)), 1 << 29),
-            (imsi(3), [0x55; 16], 0),
+            (GW_IMSI.into(), k_of(GW_IMSI), false),
+            (imsi(1), k_of(&imsi(1)), false),
+            (imsi(2), k_of(&imsi(2)), true),
+            (imsi(3), [0x55; 16], false),
         ],
     );
     std::thread::sleep(Duration::from_millis(500));
@@ -734,8 +755,8 @@ fn short_lived_keys_are_renewed_with_new_tids_and_no_reading_is_lost() {
         hn_private,
         20,
         vec![
-            (GW_IMSI.into(), k_of(GW_IMSI), 0),
-            (imsi(1), k_of(&imsi(1)), 0),
+            (GW_IMSI.into(), k_of(GW_IMSI), false),
+            (imsi(1), k_of(&imsi(1)), false),
         ],
     );
     std::thread::sleep(Duration::from_millis(500));
