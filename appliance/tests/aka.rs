@@ -794,3 +794,52 @@ fn short_lived_keys_are_renewed_with_new_tids_and_no_reading_is_lost() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn validate_locates_mistakes_in_the_aka_file_and_refuses_keys_with_aka() {
+    let dir = temp_dir("aka-validate");
+    let (_, public) = hn_keys();
+    let aka = format!(
+        "home_network_key_id = 1\nprofile = \"b\"\nhome_network_public_key = \"{}\"\n[gateway]\nimsi = \"{GW_IMSI}\"\nk = \"zz\"\nopc = \"{}\"\n[[meter]]\nmeter = \"M-9\"\nimsi = \"{GW_IMSI}\"\nk = \"{}\"\nopc = \"{}\"\n",
+        hex::encode(&public),
+        hex::encode(OPC),
+        hex::encode(OPC),
+        hex::encode(OPC)
+    );
+    std::fs::write(dir.join("aka.toml"), aka).unwrap();
+    let d = dir.display();
+    let base = format!(
+        "[gateway]\nid = \"{GW}\"\nstore = \"{d}/store\"\n\n[[bus]]\nname = \"a\"\nbackend = \"sim\"\nbaud = 9600\nformat = \"8E1\"\n\n[[meter]]\nbus = \"a\"\naddress = \"000000000401\"\nmeter_id = \"M-1\"\ndriver = \"dlt645\"\ndwelling = \"flat-1\"\n\n[uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\naka = \"{d}/aka.toml\"\n"
+    );
+    let run = |text: &str| {
+        let path = dir.join("concentrator.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_concentratord"))
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "validate accepted:\n{text}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&base);
+    let file = format!("{d}/aka.toml");
+    assert!(
+        err.contains(&format!("{file}:6:5: `k` is not hex")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:9:9: meter `M-9` is not configured")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:10:8: imsi {GW_IMSI} is also given to [gateway]"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("help:"), "{err}");
+    let err = run(&format!("{base}keys = \"{d}/keys.toml\"\n"));
+    assert!(err.contains("both `keys` and `aka` are given"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

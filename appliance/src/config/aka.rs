@@ -277,9 +277,7 @@ pub fn parse(text: &str, meter_ok: &dyn Fn(&str) -> bool) -> Result<AkaFile, Vec
     };
     let gateway = credentials(&f.gateway.imsi, &f.gateway.k, &f.gateway.opc, &mut out);
     let mut imsis: HashMap<String, String> = HashMap::new();
-    if let Some(g) = &gateway {
-        imsis.insert(g.imsi.clone(), "[gateway]".into());
-    }
+    imsis.insert(f.gateway.imsi.get_ref().clone(), "[gateway]".into());
     let mut meters = Vec::new();
     let mut names = HashMap::new();
     for m in &f.meters {
