@@ -155,6 +155,24 @@ pub struct UplinkView {
     pub last_ack_unix: Option<u64>,
     /// The last connection error.
     pub last_error: Option<String>,
+    /// With `[uplink] aka`: each scope's AKA state (the gateway first).
+    #[serde(default)]
+    pub aka: Vec<AkaScopeView>,
+}
+
+/// One scope's AKA state (docs/uplink.md, *In the daemon*).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct AkaScopeView {
+    /// `gateway` or the meter number.
+    pub scope: String,
+    /// `established`, `running step N (…)`, `waiting to retry in N s`, `waiting for the connection`.
+    pub state: String,
+    /// The current TID (meters), 16 hex digits.
+    pub tid: Option<String>,
+    /// When the current keys expire, unix seconds.
+    pub expires: Option<u64>,
+    /// Why the last run failed, with what to check.
+    pub problem: Option<String>,
 }
 
 /// One meter's prepayment account, as the ledger holds it.

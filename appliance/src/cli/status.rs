@@ -134,6 +134,11 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     render_accounts(status, out)?;
     if let Some(u) = &status.uplink {
         render_uplink(u, now, out)?;
+        for a in &u.aka {
+            if let Some(p) = &a.problem {
+                problems.push(format!("AKA of {}: {p}", a.scope));
+            }
+        }
         if !u.connected {
             problems.push(format!(
                 "the uplink to {} is disconnected ({}); {} messages wait in the outbox and are sent when it returns: check the network, the modem and the broker",
@@ -187,7 +192,24 @@ uplink {}: {}, outbox {} waiting, last acknowledgement {last_ack}",
         out,
         "  connections {}, failures {}, sent {}, acknowledged {}, in flight {}, commands run {}, repeats {}, refused {}",
         u.connections, u.failures, u.sent, u.acked, u.in_flight, u.executed, u.repeats, u.refused
-    )
+    )?;
+    for a in &u.aka {
+        let expires = a.expires.map_or("-".to_string(), |t| {
+            if t > now {
+                format!("in {} s", t - now)
+            } else {
+                "expired".to_string()
+            }
+        });
+        writeln!(
+            out,
+            "  AKA {}: {}, TID {}, keys expire {expires}",
+            a.scope,
+            a.state,
+            a.tid.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
 }
 
 fn render_modem(m: &crate::status::ModemView, out: &mut dyn Write) -> std::io::Result<()> {

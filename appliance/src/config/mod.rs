@@ -2,6 +2,7 @@
 //! as a whole before anything starts, so that `concentratord validate` (systemd's `ExecStartPre`)
 //! reports every mistake at once as `file:line:column` with what to write instead.
 
+mod aka;
 mod diagnostic;
 mod ledger;
 mod model;
@@ -10,6 +11,7 @@ mod uplink;
 mod uplink_keys;
 mod validate;
 
+pub use aka::{AkaFile, Credentials, MeterCredentials};
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use ledger::{LedgerSetup, LedgerSetupError};
 pub use model::{
@@ -17,7 +19,7 @@ pub use model::{
     SimMeterConfig, UplinkConfig,
 };
 pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
-pub use uplink::{Broker, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
+pub use uplink::{Broker, Contexts, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
 
 use std::path::Path;
 

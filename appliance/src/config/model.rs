@@ -241,8 +241,11 @@ pub struct UplinkConfig {
     /// This gateway's private key (PEM: PKCS#8, PKCS#1 or SEC1) (`mqtts://`).
     pub key: Option<Spanned<PathBuf>>,
     /// The provisioned security contexts (TOML): the gateway's and each meter's TID, CK and IK, until
-    /// the gateway runs AKA with the head-end (docs/install.md, *Uplink keys*). Required.
+    /// the gateway runs AKA with the head-end (docs/install.md, *Uplink keys*). Either this or `aka`.
     pub keys: Option<Spanned<PathBuf>>,
+    /// The subscriber credentials (TOML) the gateway runs AKA with, for itself and its meters
+    /// (docs/install.md, *AKA credentials*). Either this or `keys`.
+    pub aka: Option<Spanned<PathBuf>>,
     /// Largest outbox, in MiB, before routine readings are dropped (never receipts or money events).
     #[serde(default = "default_outbox")]
     pub outbox_mib: Spanned<u32>,

@@ -69,6 +69,15 @@ pub struct KeyFile {
     pub meters: Vec<MeterKey>,
 }
 
+/// Where the security contexts come from: provisioned (`keys`) or AKA with the head-end (`aka`).
+#[derive(Debug, Clone)]
+pub enum Contexts {
+    /// The provisioned contexts of the `keys` file.
+    Keys(KeyFile),
+    /// The subscriber credentials of the `aka` file.
+    Aka(super::aka::AkaFile),
+}
+
 /// Everything the daemon needs to run the uplink, loaded and checked.
 #[derive(Debug, Clone)]
 pub struct UplinkSetup {
@@ -76,8 +85,8 @@ pub struct UplinkSetup {
     pub broker: Broker,
     /// The TLS material (`None` only for `mqtt://` on loopback).
     pub tls: Option<TlsIdentity>,
-    /// The security contexts.
-    pub keys: KeyFile,
+    /// Where the security contexts come from.
+    pub contexts: Contexts,
     /// The outbox bound.
     pub limits: Limits,
 }
@@ -185,21 +194,31 @@ fn load_section(config: &Config, s: &UplinkConfig) -> Result<UplinkSetup, Vec<Di
             .help("write `outbox_mib = 64` (the default: days of readings from 1 000 meters)"),
         );
     }
-    let keys = match &s.keys {
-        Some(path) => super::uplink_keys::load(config, path)
+    let contexts = match (&s.keys, &s.aka) {
+        (Some(_), Some(aka)) => {
+            out.push(Diagnostic::at(aka.span(), "both `keys` and `aka` are given: the security contexts come from one of them")
+                .help("keep `aka` (the gateway runs AKA with the head-end) and remove `keys`, or the other way round for provisioned contexts"));
+            None
+        }
+        (Some(path), None) => super::uplink_keys::load(config, path)
             .map_err(|d| out.push(d))
-            .ok(),
-        None => {
+            .ok()
+            .map(Contexts::Keys),
+        (None, Some(path)) => super::aka::load(config, path)
+            .map_err(|d| out.extend(d))
+            .ok()
+            .map(Contexts::Aka),
+        (None, None) => {
             out.push(Diagnostic::at(s.broker.span(), "the uplink has no security contexts: every message is sealed and could not be sent")
-                .help("add `keys = \"/etc/concentrator/uplink-keys.toml\"`, the contexts the head-end provisioned (docs/install.md, *Uplink keys*)"));
+                .help("add `aka = \"/var/lib/concentrator/secrets/aka.toml\"` (AKA with the head-end, docs/install.md, *AKA credentials*) or `keys = \"/etc/concentrator/uplink-keys.toml\"` (provisioned contexts, *Uplink keys*)"));
             None
         }
     };
-    match (broker, keys) {
-        (Some(broker), Some(keys)) if out.is_empty() => Ok(UplinkSetup {
+    match (broker, contexts) {
+        (Some(broker), Some(contexts)) if out.is_empty() => Ok(UplinkSetup {
             broker,
             tls,
-            keys,
+            contexts,
             limits: Limits {
                 max_bytes: u64::from(*s.outbox_mib.get_ref()) * 1024 * 1024,
                 ..Limits::default()

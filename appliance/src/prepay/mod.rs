@@ -74,6 +74,14 @@ pub enum ToLedger {
     Reading(RegisterRead),
     /// A credit token for a meter (a top-up command from the head-end).
     Token(TokenRequest),
+    /// The head-end's account request (0x8A) for a meter: answered with its summary, `None` when the
+    /// meter has no account (yet).
+    Account {
+        /// The meter number.
+        meter: String,
+        /// Gets the summary.
+        reply: Sender<Option<concentrator_protocol::AccountSummary>>,
+    },
 }
 
 /// A token to apply, and where to answer.

@@ -123,7 +123,27 @@ impl Service {
         match message {
             ToLedger::Reading(read) => self.reading(read),
             ToLedger::Token(request) => self.token(request),
+            ToLedger::Account { meter, reply } => {
+                let _ = reply.send(self.summary(&meter));
+            }
         }
+    }
+
+    /// The account of `meter` as the protocol's account summary (0x04). The tariff id is 0: the ledger
+    /// has one configured tariff until tariff updates (0x86) are built.
+    fn summary(&self, meter: &str) -> Option<concentrator_protocol::AccountSummary> {
+        let a = self.ledger.account(meter)?;
+        let charged = a.energy_minor.saturating_add(a.standing_minor);
+        Some(concentrator_protocol::AccountSummary {
+            at: unix_now(),
+            balance_minor: a.balance_minor(),
+            currency: self.ledger.config().currency.clone(),
+            last_token_serial: a.last_serial,
+            register_wh: a.register.wh,
+            tariff_id: 0,
+            charged_minor: u64::try_from(charged).unwrap_or(0),
+            relay_closed: a.relay == concentrator_ledger::RelayTarget::Connected,
+        })
     }
 
     /// A top-up command's token: applied for the meter it was addressed to (the same check and store

@@ -6,15 +6,18 @@
 //!   after the flush (the receipt drains from the ledger's outbox);
 //! - relay → the meter's bus scheduler at [`Priority::Command`], waiting at most [`RELAY_WAIT`];
 //! - time sync → the offset is logged (the system clock is NTP's to set);
+//! - account request → the ledger thread's summary of the meter's account, queued as an account summary
+//!   (0x04) in the meter's scope;
 //! - everything else → "unsupported" (22) until it is built.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use concentrator_plugin_host::{RelayCommand as MeterRelay, Task};
 use concentrator_protocol::{result_code, Body, Frame, RelayAction, Scope, Tid};
-use concentrator_uplink::mqtt::{Downlink, Outcome};
+use concentrator_uplink::mqtt::{AppendOutbox, Downlink, Outcome, SledOutbox};
 
 use crate::prepay::{Place, SchedulerHandles, ToLedger, TokenReply, TokenRequest};
 use crate::scheduler::Priority;
@@ -44,6 +47,8 @@ pub struct Commands {
     pub ledger: Option<Sender<ToLedger>>,
     /// The bus schedulers.
     pub handles: SchedulerHandles,
+    /// Where answers other than command results are queued (account summaries).
+    pub outbox: Arc<SledOutbox>,
 }
 
 impl Commands {
@@ -134,6 +139,52 @@ impl Commands {
     }
 }
 
+impl Commands {
+    fn account(&self, scope: Scope) -> Outcome {
+        let route = match self.route(scope) {
+            Ok(r) => r,
+            Err(o) => return o,
+        };
+        let Some(ledger) = &self.ledger else {
+            return Outcome::failed(
+                result_code::UNSUPPORTED,
+                "this gateway keeps no accounts ([ledger] is not configured)",
+            );
+        };
+        let (reply, answer) = channel();
+        let request = ToLedger::Account {
+            meter: route.meter.clone(),
+            reply,
+        };
+        if ledger.send(request).is_err() {
+            return Outcome::failed(result_code::METER_FAILED, "the ledger has stopped");
+        }
+        match answer.recv_timeout(TOKEN_WAIT) {
+            Ok(Some(summary)) => {
+                let now = summary.at;
+                match self
+                    .outbox
+                    .append(scope, now, Body::AccountSummary(summary))
+                {
+                    Ok(_) => Outcome::done(),
+                    Err(e) => Outcome::failed(result_code::METER_FAILED, e.to_string()),
+                }
+            }
+            Ok(None) => Outcome::failed(
+                result_code::METER_FAILED,
+                format!(
+                    "meter {} has no account until its first reading",
+                    route.meter
+                ),
+            ),
+            Err(_) => Outcome::failed(
+                result_code::METER_FAILED,
+                "the ledger did not answer in time",
+            ),
+        }
+    }
+}
+
 fn time_sync(head_end_ms: u64) -> Outcome {
     let ours = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -153,6 +204,7 @@ impl Downlink for Commands {
             Body::TopUp(t) => self.top_up(scope, &t.token),
             Body::RelayCommand(r) => self.relay(scope, r.action),
             Body::TimeSync(t) => time_sync(t.unix_ms),
+            Body::AccountRequest(_) => self.account(scope),
             _ => Outcome::failed(
                 result_code::UNSUPPORTED,
                 format!("{:?} is not supported by this gateway yet", frame.kind()),

@@ -5,6 +5,7 @@
 //! Nothing here lets a bus wait on the network: a poll's readings are one local outbox write (not
 //! flushed; sled flushes every 500 ms), and the uplink thread does all network I/O.
 
+mod aka;
 mod channels;
 mod commands;
 mod convert;
@@ -22,22 +23,24 @@ use concentrator_uplink::mqtt::{
     DEFAULT_CAPACITY,
 };
 
+pub use aka::{local_scopes, AkaChannels, AkaState, AKA_TREE, MAX_METER_RUNS, STEP_TIMEOUT_S};
 pub use channels::{StaticChannels, COUNTS_TREE, RESERVE};
 pub use commands::{Commands, Route, RELAY_WAIT, TOKEN_WAIT};
 
-use crate::config::{Config, UplinkSetup};
+use crate::config::{Config, Contexts, UplinkSetup};
 use crate::prepay::{unix_now, LedgerReports, Place, SchedulerHandles, ToLedger};
 use crate::scheduler::ReadingSink;
-use crate::status::{StatusBoard, UplinkView};
+use crate::status::{AkaScopeView, StatusBoard, UplinkView};
 
 /// The uplink's store side, opened before the ledger thread starts (which reports into it).
 #[derive(Debug, Clone)]
 pub struct UplinkQueue {
     db: sled::Db,
     outbox: Arc<SledOutbox>,
-    /// TID by meter number.
+    /// The scope a meter's messages are queued under, by meter number: the provisioned TID with `keys`,
+    /// the meter's local scope with `aka` (mapped to its current TID when sent).
     tids: Arc<HashMap<String, Tid>>,
-    /// TID by (bus, address).
+    /// The same by (bus, address).
     places: Arc<HashMap<(String, String), Tid>>,
     refused: Arc<AtomicU64>,
 }
@@ -62,12 +65,14 @@ impl UplinkQueue {
             }
         };
         let outbox = Arc::new(SledOutbox::open(&db, setup.limits).map_err(|e| e.to_string())?);
-        let tids: HashMap<String, Tid> = setup
-            .keys
-            .meters
-            .iter()
-            .map(|m| (m.meter.clone(), m.tid))
-            .collect();
+        let tids: HashMap<String, Tid> = match &setup.contexts {
+            Contexts::Keys(keys) => keys
+                .meters
+                .iter()
+                .map(|m| (m.meter.clone(), m.tid))
+                .collect(),
+            Contexts::Aka(aka) => local_scopes(&db, aka)?,
+        };
         let mut places = HashMap::new();
         for m in &config.meters {
             match tids.get(m.ledger_id()) {
@@ -75,7 +80,7 @@ impl UplinkQueue {
                     places.insert((m.bus.get_ref().clone(), m.address.get_ref().clone()), *tid);
                 }
                 None => log::warn!(
-                    "meter {} ({}) has no security context in the uplink keys; its readings are not sent",
+                    "meter {} ({}) has no security context or AKA credentials for the uplink; its readings are not sent",
                     m.ledger_id(),
                     m.dwelling.get_ref()
                 ),
@@ -145,7 +150,41 @@ impl UplinkQueue {
         let now = unix_now();
         let executed =
             Arc::new(Executed::open(&self.db, DEFAULT_CAPACITY).map_err(|e| e.to_string())?);
-        let channels = StaticChannels::open(&self.db, &setup.keys, gateway.as_str(), now)?;
+        let mut aka_states = None;
+        let channels: Box<dyn concentrator_uplink::mqtt::Channels> = match &setup.contexts {
+            Contexts::Keys(keys) => {
+                Box::new(StaticChannels::open(&self.db, keys, gateway.as_str(), now)?)
+            }
+            Contexts::Aka(aka) => {
+                let c = AkaChannels::open(
+                    &self.db,
+                    aka,
+                    Arc::clone(&self.outbox),
+                    gateway.as_str(),
+                    now,
+                )?;
+                aka_states = Some(c.states());
+                Box::new(c)
+            }
+        };
+        // The TID each meter has on the wire now: provisioned, or from AKA's current state.
+        let provisioned: HashMap<String, Tid> = match &setup.contexts {
+            Contexts::Keys(_) => (*self.tids).clone(),
+            Contexts::Aka(_) => HashMap::new(),
+        };
+        let states = aka_states.clone();
+        let wire_tid = move |meter: &str| -> Option<Tid> {
+            match &states {
+                None => provisioned.get(meter).copied(),
+                Some(st) => st
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|a| a.scope == meter)
+                    .and_then(|a| a.tid.as_deref())
+                    .and_then(|t| Tid::from_hex(t).ok()),
+            }
+        };
         let mut others: Vec<Arc<dyn Outbox>> = Vec::new();
         let mut ledger_outbox = None;
         if let Some(store) = ledger {
@@ -162,6 +201,7 @@ impl UplinkQueue {
         let mut inventory = Vec::new();
         for m in &config.meters {
             let tid = self.tids.get(m.ledger_id()).copied();
+            let meter = m.ledger_id().to_string();
             let place = Place {
                 bus: m.bus.get_ref().clone(),
                 address: m.address.get_ref().clone(),
@@ -179,15 +219,15 @@ impl UplinkQueue {
                 || m.driver.get_ref().clone(),
                 |x| format!("{}-{}", m.driver.get_ref(), x.get_ref()),
             );
-            inventory.push((tid, model, place));
+            inventory.push((meter, model, place));
         }
         let board = Arc::clone(&status);
         let inventory = move || {
             let snapshot = board.snapshot();
             let meters = inventory
                 .iter()
-                .map(|(tid, model, place)| InventoryMeter {
-                    tid: *tid,
+                .map(|(meter, model, place)| InventoryMeter {
+                    tid: wire_tid(meter),
                     model: model.clone(),
                     online: snapshot.buses.get(&place.bus).is_some_and(|b| {
                         b.meters
@@ -221,11 +261,12 @@ impl UplinkQueue {
             outbox: Arc::clone(&self.outbox),
             others,
             executed,
-            channels: Box::new(channels),
+            channels,
             downlink: Box::new(Commands {
                 routes,
                 ledger: to_ledger,
                 handles,
+                outbox: Arc::clone(&self.outbox),
             }),
             inventory: Box::new(inventory),
         };
@@ -237,8 +278,13 @@ impl UplinkQueue {
         );
         let uplink = Uplink::start(uc, parts).map_err(|e| e.to_string())?;
         log::info!(
-            "uplink to {broker} started: {} meters with security contexts, outbox {} entries",
+            "uplink to {broker} started: {} meters with {}, outbox {} entries",
             self.tids.len(),
+            if aka_states.is_some() {
+                "AKA credentials"
+            } else {
+                "provisioned security contexts"
+            },
             self.outbox.len().unwrap_or(0)
         );
         Ok(UplinkHandle {
@@ -247,6 +293,7 @@ impl UplinkQueue {
             ledger_outbox,
             uplink,
             last_ack: Mutex::new((0, None)),
+            aka: aka_states,
         })
     }
 }
@@ -280,6 +327,8 @@ pub struct UplinkHandle {
     uplink: Uplink,
     /// Acknowledged count seen last, and when it last grew (unix seconds).
     last_ack: Mutex<(u64, Option<u64>)>,
+    /// With `aka`: the AKA client's view of each scope.
+    aka: Option<Arc<Mutex<Vec<AkaState>>>>,
 }
 
 impl UplinkHandle {
@@ -310,6 +359,23 @@ impl UplinkHandle {
             repeats: s.repeats,
             last_ack_unix: last.1,
             last_error: s.last_error,
+            aka: self
+                .aka
+                .as_ref()
+                .map(|a| {
+                    a.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .map(|a| AkaScopeView {
+                            scope: a.scope.clone(),
+                            state: a.state.clone(),
+                            tid: a.tid.clone(),
+                            expires: a.expires,
+                            problem: a.problem.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
 

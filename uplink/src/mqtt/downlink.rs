@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use concentrator_protocol::{Frame, Kind, Scope};
+use concentrator_protocol::{protect, Frame, Kind, Protection, ProtocolError, Scope, Topic};
 use concentrator_security::envelope::{Channel, Sender};
 
 /// The security contexts the uplink seals and opens with, owned by the daemon (it runs AKA and keeps the
@@ -25,6 +25,76 @@ pub trait Channels: Send {
     /// Called after a message of `scope` was opened and carried out; the place to persist
     /// `Channel::last_received` so a restart keeps refusing replays.
     fn opened(&mut self, _scope: Scope) {}
+
+    /// The scope a message queued under `queued` is sent in now: the daemon may queue a meter's messages
+    /// under a stable local scope and map it to the meter's current TID here (the session relabels the
+    /// frame's TID and topic at send time). `None`: not sendable yet (no security context); it waits.
+    /// Default: the same scope.
+    fn wire_scope(&self, queued: Scope) -> Option<Scope> {
+        Some(queued)
+    }
+
+    /// The scope a downlink message that arrived on wire scope `wire` is about, as the daemon queues it
+    /// (the inverse of [`Channels::wire_scope`]); answers are queued under it. Default: the same scope.
+    fn local_scope(&self, wire: Scope) -> Scope {
+        wire
+    }
+
+    /// Whether a message of `kind` queued under `queued` can be sent now. The session lists only such
+    /// entries, so a scope without a context does not hold back the others. Default: plain kinds always,
+    /// sealed ones when [`Channels::wire_scope`] names a scope.
+    fn sendable(&self, queued: Scope, kind: Kind) -> bool {
+        kind.protection() == Protection::Plain || self.wire_scope(queued).is_some()
+    }
+
+    /// The channel to seal a message of `kind` with on wire scope `wire` (an AKA run seals its security
+    /// mode complete with the new context while the scope's other messages still use the old one).
+    /// Default: [`Channels::channel`].
+    fn seal_channel(&mut self, wire: Scope, _kind: Kind) -> Option<(&mut Channel, Sender)> {
+        self.channel(wire)
+    }
+
+    /// Opens a downlink message that arrived on `topic` (every check of `protect::open`). Default: with
+    /// the scope's channel. An AKA client overrides it to open a security mode command with the run's new
+    /// keys, and to try the previous context of a scope whose keys were just replaced.
+    fn open(&mut self, topic: &Topic, payload: &[u8], now: u64) -> Result<Frame, ProtocolError> {
+        let sealed = match topic {
+            Topic::Data { kind, .. } => kind.protection() == Protection::Sealed,
+            Topic::Status { .. } => false,
+        };
+        let ch = match topic {
+            Topic::Data { scope, .. } if sealed => self.channel(*scope).map(|(c, _)| c),
+            _ => None,
+        };
+        protect::open(topic, payload, ch, now)
+    }
+
+    /// An opened AKA message (challenge, security mode command, TID assignment) on wire scope `wire`;
+    /// the daemon's AKA client queues its answers in the outbox. Returns whether the uplink should
+    /// acknowledge it with kind 0x09 (the TID assignment). Default: there is no AKA client; logged.
+    fn aka(&mut self, wire: Scope, frame: &Frame, _now: u64) -> bool {
+        log::warn!(
+            "uplink: {:?} on {wire:?} ignored: this gateway runs no AKA (provisioned keys)",
+            frame.kind()
+        );
+        false
+    }
+
+    /// Called on every turn of the uplink loop while connected (about every 50 ms): timers of the AKA
+    /// client, re-authentication, new runs.
+    fn tick(&mut self, _now: u64) {}
+
+    /// Called when the connection to the broker ends: AKA runs in progress are abandoned (they restart
+    /// once connected again).
+    fn disconnected(&mut self) {}
+}
+
+/// Whether a kind belongs to the AKA exchange the [`Channels`] owner runs (handed to [`Channels::aka`]).
+pub fn is_aka(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::AkaChallenge | Kind::SecurityModeCommand | Kind::TidAssignment
+    )
 }
 
 /// A table of channels, for tests and for daemons that keep them in memory.

@@ -21,11 +21,11 @@ mod tls;
 mod uplink;
 
 pub use backoff::Backoff;
-pub use downlink::{is_command, ChannelTable, Channels, Downlink, Outcome};
+pub use downlink::{is_aka, is_command, ChannelTable, Channels, Downlink, Outcome};
 pub use error::{OutboxError, UplinkError};
 pub use executed::{Executed, DEFAULT_CAPACITY, EXECUTED_TREE};
 pub use ledger_outbox::{LedgerMapping, LedgerOutbox};
-pub use outbox::{merged, AppendOutbox, Appended, Limits, Outbox, Pending};
+pub use outbox::{merged, merged_where, AppendOutbox, Appended, Limits, Outbox, Pending};
 pub use sled_outbox::{SledOutbox, DROP_REPORT_INTERVAL_S, OUTBOX_TREE};
 pub use tls::TlsIdentity;
 pub use uplink::{Inventory, Uplink, UplinkConfig, UplinkParts, UplinkStatus, MAX_PACKET};

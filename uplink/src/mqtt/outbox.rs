@@ -44,6 +44,23 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     /// decoded is logged and skipped, never returned and never deleted.
     fn list(&self, limit: usize) -> Result<Vec<Pending>, OutboxError>;
 
+    /// Like [`Outbox::list`], but only the entries `keep` accepts, looking at no more than `scan` entries
+    /// (so entries that cannot be sent yet, such as a meter's before its AKA run, neither hold back the
+    /// others nor make a listing read the whole store).
+    fn list_where(
+        &self,
+        limit: usize,
+        scan: usize,
+        keep: &dyn Fn(&Pending) -> bool,
+    ) -> Result<Vec<Pending>, OutboxError> {
+        Ok(self
+            .list(scan.max(limit))?
+            .into_iter()
+            .filter(|p| keep(p))
+            .take(limit)
+            .collect())
+    }
+
     /// Deletes the entries the head-end acknowledged; ids that are not this outbox's, or already deleted,
     /// are ignored. Returns how many were deleted.
     fn ack(&self, ids: &[MessageId]) -> Result<usize, OutboxError>;
@@ -108,9 +125,20 @@ impl Default for Limits {
 /// The entries of several outboxes in one drain order: by priority; within a priority, the outboxes in
 /// the order given, each in its own order.
 pub fn merged(outboxes: &[&dyn Outbox], limit: usize) -> Vec<Pending> {
+    merged_where(outboxes, limit, limit, &|_| true)
+}
+
+/// [`merged`] with [`Outbox::list_where`]: only entries `keep` accepts, each outbox scanned at most
+/// `scan` entries deep.
+pub fn merged_where(
+    outboxes: &[&dyn Outbox],
+    limit: usize,
+    scan: usize,
+    keep: &dyn Fn(&Pending) -> bool,
+) -> Vec<Pending> {
     let mut all = Vec::new();
     for ob in outboxes {
-        match ob.list(limit) {
+        match ob.list_where(limit, scan, keep) {
             Ok(list) => all.extend(list),
             Err(e) => log::warn!("uplink: listing outbox {}: {e}", ob.name()),
         }

@@ -15,14 +15,16 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 
-use super::downlink::is_command;
-use super::outbox::{merged, AppendOutbox, Outbox, Pending};
+use super::downlink::{is_aka, is_command};
+use super::outbox::{merged_where, AppendOutbox, Outbox, Pending};
 use super::uplink::{Shared, UplinkConfig, UplinkParts, MAX_PACKET};
 
 /// How often the loop wakes to look for new outbox entries and for stop.
 const TICK: Duration = Duration::from_millis(50);
 /// How long a stop waits for the death message to reach the broker.
 const GOODBYE: Duration = Duration::from_secs(2);
+/// Most outbox entries one listing looks at (entries that cannot be sent yet are skipped over).
+const SCAN: usize = 20_000;
 
 type Events = Receiver<Result<MqttEvent, ConnectionError>>;
 
@@ -49,7 +51,9 @@ pub(crate) fn run(
     let mut made: u32 = 0;
     while !shared.stopping() {
         let number = made.wrapping_add(1);
-        match connection(&config, &mut parts, connector.as_ref(), shared, number) {
+        let ended = connection(&config, &mut parts, connector.as_ref(), shared, number);
+        parts.channels.disconnected();
+        match ended {
             Ended::Stopped => break,
             Ended::Lost(why, up) => {
                 if up.is_some() {
@@ -165,6 +169,7 @@ fn connection(
         in_flight: HashMap::new(),
         ready: VecDeque::new(),
         listed_at: None,
+        listed_len: None,
         freed: true,
         unsealable: HashMap::new(),
     };
@@ -186,6 +191,7 @@ fn connection(
             return Ended::Stopped;
         }
         s.expire();
+        s.parts.channels.tick(unix_now());
         s.refill();
         match rx.recv_timeout(TICK) {
             Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
@@ -213,6 +219,8 @@ struct Session<'a> {
     /// Listed, not yet sent.
     ready: VecDeque<Pending>,
     listed_at: Option<Instant>,
+    /// The uplink outbox's length at the last listing (a change means new entries to list).
+    listed_len: Option<u64>,
     /// Acknowledgements arrived since the last listing (room, or new entries behind it).
     freed: bool,
     /// Scopes without a security context, and when that was last logged.
@@ -309,10 +317,16 @@ impl Session<'_> {
         let stale = self
             .listed_at
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-        let quiet = self.listed_at.is_none_or(|t| t.elapsed() >= TICK);
+        let len = self.parts.outbox.len().ok();
+        // Between the 1 s listings, list again only when something changed: entries that cannot be sent
+        // yet (a meter before its AKA run) would otherwise be read again every turn.
+        let quiet = self.listed_at.is_none_or(|t| t.elapsed() >= TICK) && len != self.listed_len;
         if stale || (self.ready.is_empty() && (self.freed || quiet)) {
             let limit = 4 * window + self.in_flight.len();
-            let list = merged(&self.outboxes(), limit);
+            let channels = &*self.parts.channels;
+            let keep = |p: &Pending| channels.sendable(p.scope(), p.frame.kind());
+            let list = merged_where(&self.outboxes(), limit, SCAN, &keep);
+            self.listed_len = len;
             self.ready = list
                 .into_iter()
                 .filter(|p| !self.in_flight.contains_key(&p.id()))
@@ -327,10 +341,9 @@ impl Session<'_> {
             if self.in_flight.contains_key(&p.id()) {
                 continue;
             }
-            let Some(payload) = self.seal(p.scope(), &p.frame) else {
+            let Some((topic, payload)) = self.seal(p.scope(), &p.frame) else {
                 continue;
             };
-            let topic = Topic::for_message(&self.config.gateway, p.scope(), p.frame.kind());
             match self
                 .client
                 .try_publish(topic.to_string(), QoS::AtLeastOnce, false, payload)
@@ -350,31 +363,54 @@ impl Session<'_> {
         self.shared.update(|s| s.in_flight = n);
     }
 
-    /// The payload of `frame`: sealed now with the scope's next COUNT, or plain for plain kinds.
-    fn seal(&mut self, scope: Scope, frame: &Frame) -> Option<Vec<u8>> {
+    /// The topic and payload of `frame`, queued under `queued`: relabelled to the scope it travels in now
+    /// (a meter's current TID), then sealed with that scope's next COUNT, or plain for plain kinds.
+    fn seal(&mut self, queued: Scope, frame: &Frame) -> Option<(Topic, Vec<u8>)> {
         let now = unix_now();
-        let result = if frame.kind().protection() == Protection::Plain {
+        let kind = frame.kind();
+        let scope = match self.parts.channels.wire_scope(queued) {
+            Some(s) => s,
+            None if kind.protection() == Protection::Plain => queued,
+            None => {
+                self.no_context(queued);
+                return None;
+            }
+        };
+        let relabelled;
+        let frame = if scope.tid() == frame.header.tid {
+            frame
+        } else {
+            let mut f = frame.clone();
+            f.header.tid = scope.tid();
+            relabelled = f;
+            &relabelled
+        };
+        let result = if kind.protection() == Protection::Plain {
             frame.encode()
         } else {
-            let Some((ch, sender)) = self.parts.channels.channel(scope) else {
-                let due = self
-                    .unsealable
-                    .get(&scope)
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(600));
-                if due {
-                    log::warn!("uplink: no security context for {scope:?}; its messages wait in the outbox until AKA completes");
-                    self.unsealable.insert(scope, Instant::now());
-                }
+            let Some((ch, sender)) = self.parts.channels.seal_channel(scope, kind) else {
+                self.no_context(queued);
                 return None;
             };
             protect::payload(Some(ch), &sender, now, frame)
         };
         match result {
-            Ok(p) => Some(p),
+            Ok(p) => Some((Topic::for_message(&self.config.gateway, scope, kind), p)),
             Err(e) => {
                 log::error!("uplink: cannot seal message {}: {e}", frame.header.id);
                 None
             }
+        }
+    }
+
+    fn no_context(&mut self, scope: Scope) {
+        let due = self
+            .unsealable
+            .get(&scope)
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(600));
+        if due {
+            log::warn!("uplink: no security context for {scope:?}; its messages wait in the outbox until AKA completes");
+            self.unsealable.insert(scope, Instant::now());
         }
     }
 
@@ -384,8 +420,7 @@ impl Session<'_> {
             return;
         };
         let frame = Frame::new(id, scope.tid(), unix_now(), body);
-        if let Some(payload) = self.seal(scope, &frame) {
-            let topic = Topic::for_message(&self.config.gateway, scope, frame.kind());
+        if let Some((topic, payload)) = self.seal(scope, &frame) {
             if let Err(e) =
                 self.client
                     .try_publish(topic.to_string(), QoS::AtLeastOnce, false, payload)
@@ -423,18 +458,20 @@ impl Session<'_> {
             return;
         };
         let now = unix_now();
-        let opened = match kind.protection() {
-            Protection::Plain => protect::open(&topic, payload, None, now),
-            Protection::Sealed => {
-                let ch = self.parts.channels.channel(scope).map(|(c, _)| c);
-                protect::open(&topic, payload, ch, now)
-            }
-        };
-        let frame = match opened {
+        let frame = match self.parts.channels.open(&topic, payload, now) {
             Ok(f) => f,
             Err(e) => return self.refuse(scope, kind, topic_name, payload, &e.to_string()),
         };
         let id = frame.header.id;
+        if is_aka(kind) {
+            // The AKA client answers through the outbox; only the TID assignment is acknowledged.
+            let acknowledge = self.parts.channels.aka(scope, &frame, now);
+            self.parts.channels.opened(scope);
+            if acknowledge {
+                self.publish_now(scope, Body::AckUp(Ack { ids: vec![id] }));
+            }
+            return;
+        }
         if let Body::AckDown(Ack { ids }) = &frame.body {
             let mut n = 0;
             for ob in self.outboxes() {
@@ -467,7 +504,8 @@ impl Session<'_> {
                 return;
             }
         }
-        let outcome = self.parts.downlink.handle(scope, &frame);
+        let local = self.parts.channels.local_scope(scope);
+        let outcome = self.parts.downlink.handle(local, &frame);
         if let Err(e) = self.parts.executed.record(&id, outcome.code) {
             log::error!("uplink: {e}; {kind:?} {id} ran but could not be recorded");
         }
@@ -490,7 +528,8 @@ impl Session<'_> {
                 code,
                 reason,
             });
-            self.queue(scope, body);
+            let local = self.parts.channels.local_scope(scope);
+            self.queue(local, body);
         } else {
             self.publish_now(scope, Body::AckUp(Ack { ids: vec![id] }));
         }
@@ -519,7 +558,8 @@ impl Session<'_> {
                         code: result_code::VERIFICATION_FAILED,
                         reason: Some(why.chars().take(200).collect()),
                     });
-                    self.queue(scope, body);
+                    let local = self.parts.channels.local_scope(scope);
+                    self.queue(local, body);
                 }
             }
         }

@@ -201,9 +201,18 @@ impl Outbox for SledOutbox {
     }
 
     fn list(&self, limit: usize) -> Result<Vec<Pending>, OutboxError> {
+        self.list_where(limit, usize::MAX, &|_| true)
+    }
+
+    fn list_where(
+        &self,
+        limit: usize,
+        scan: usize,
+        keep: &dyn Fn(&Pending) -> bool,
+    ) -> Result<Vec<Pending>, OutboxError> {
         let mut out = Vec::with_capacity(limit.min(4096));
-        for item in self.tree.range(..[META].as_slice()) {
-            if out.len() >= limit {
+        for (seen, item) in self.tree.range(..[META].as_slice()).enumerate() {
+            if out.len() >= limit || seen >= scan {
                 break;
             }
             let (k, v) = item.map_err(store_err("list"))?;
@@ -213,7 +222,12 @@ impl Outbox for SledOutbox {
                 _ => Priority::Routine,
             };
             match Frame::decode(&v) {
-                Ok(frame) if k.len() == 9 => out.push(Pending { frame, priority }),
+                Ok(frame) if k.len() == 9 => {
+                    let p = Pending { frame, priority };
+                    if keep(&p) {
+                        out.push(p);
+                    }
+                }
                 Ok(_) => log::error!("{}", corrupt(&k, "key is not 9 octets")),
                 Err(e) => log::error!("{}", corrupt(&k, &e.to_string())),
             }
