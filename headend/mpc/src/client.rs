@@ -92,7 +92,9 @@ pub enum ClientError {
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
     /// The server could not be reached.
-    #[error("cannot connect to the payment server {addr}: {reason}; check the address and the network")]
+    #[error(
+        "cannot connect to the payment server {addr}: {reason}; check the address and the network"
+    )]
     Connect {
         /// The address given.
         addr: String,
@@ -132,6 +134,9 @@ pub enum ClientError {
     /// A session request without a session.
     #[error("not logged in: log in first")]
     NotLoggedIn,
+    /// The session's keys expired on this side (the server says so with [`ErrorCode::SessionExpired`]).
+    #[error("the session's keys expired: log in again")]
+    SessionExpired,
     /// The server answered with a message that does not fit.
     #[error("the server answered `{got}` where `{expected}` was expected")]
     Unexpected {
@@ -155,6 +160,12 @@ impl ClientError {
             ClientError::Server { code, .. } => *code,
             _ => None,
         }
+    }
+
+    /// Whether the session ended because its keys expired (on either side): log in again.
+    pub fn session_expired(&self) -> bool {
+        matches!(self, ClientError::SessionExpired)
+            || self.code() == Some(ErrorCode::SessionExpired)
     }
 }
 
@@ -335,6 +346,12 @@ impl Client {
                     }),
                 }
             }
+            Plain::Error { code, .. }
+                if code == ErrorCode::SessionExpired as u16 && self.session.is_none() =>
+            {
+                // About a session that is already over here (e.g. during a new login): nothing to do.
+                Ok(())
+            }
             Plain::Error { code, message } => Err(self.server_error(code, message)),
             other => Err(ClientError::Unexpected {
                 expected: "a notice",
@@ -367,7 +384,12 @@ impl Client {
 
     /// Registers with the authorization code from the bank counter; returns the credentials to keep
     /// (the server sends them this once).
-    pub fn register(&mut self, code: &str, user: &str, password: &str) -> Result<Keys, ClientError> {
+    pub fn register(
+        &mut self,
+        code: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<Keys, ClientError> {
         match self.exchange(Plain::Register {
             code: code.to_owned(),
             user: user.to_owned(),
@@ -423,7 +445,9 @@ impl Client {
             match aka::respond(&m, &mut keys.sqn, &rand, &autn) {
                 Err(AkaError::MacFailure) => {
                     // Tell the server (it logs it); nothing else is sent.
-                    if let Ok(octets) = Message::new(UNSOLICITED, Plain::MacFailure { rand }).encode() {
+                    if let Ok(octets) =
+                        Message::new(UNSOLICITED, Plain::MacFailure { rand }).encode()
+                    {
                         let _ = self.conn.send(&octets);
                     }
                     return Err(ClientError::NotTheUtility);
@@ -492,7 +516,8 @@ impl Client {
         self.session = None;
         self.watching = false;
         let id = self.take_id();
-        self.conn.send(&Message::new(id, Plain::Logout {}).encode()?)?;
+        self.conn
+            .send(&Message::new(id, Plain::Logout {}).encode()?)?;
         Ok(())
     }
 
@@ -506,10 +531,15 @@ impl Client {
             id: s.user.as_bytes().to_vec(),
         };
         let plain = Inner { id, body }.encode()?;
-        let envelope = s
-            .channel
-            .seal(&sender, 0, now_unix(), &plain)
-            .map_err(ClientError::Protection)?;
+        let envelope = match s.channel.seal(&sender, 0, now_unix(), &plain) {
+            Ok(e) => e,
+            Err(EnvelopeError::Mode(_) | EnvelopeError::CountExhausted) => {
+                self.session = None;
+                self.watching = false;
+                return Err(ClientError::SessionExpired);
+            }
+            Err(e) => return Err(ClientError::Protection(e)),
+        };
         let octets = frame(&Message::new(id, Plain::Sealed { envelope }).encode()?)?;
         Ok((id, octets))
     }
@@ -669,7 +699,10 @@ impl Client {
 
     /// The next pushed notice, waiting up to `timeout` (`None`: until one comes or the connection
     /// fails). Call [`Client::watch`] first.
-    pub fn next_notice(&mut self, timeout: Option<Duration>) -> Result<Option<Notice>, ClientError> {
+    pub fn next_notice(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Notice>, ClientError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(n) = self.notices.pop_front() {
@@ -729,9 +762,16 @@ impl Client {
 
     fn take_outcome(&mut self, meter: &str, serial: u64) -> Option<Notice> {
         let at = self.notices.iter().position(|n| match n {
-            Notice::Applied { meter: m, serial: s, .. } | Notice::Refused { meter: m, serial: s, .. } => {
-                m == meter && *s == serial
+            Notice::Applied {
+                meter: m,
+                serial: s,
+                ..
             }
+            | Notice::Refused {
+                meter: m,
+                serial: s,
+                ..
+            } => m == meter && *s == serial,
             _ => false,
         })?;
         self.notices.remove(at)

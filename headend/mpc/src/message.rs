@@ -34,7 +34,9 @@ pub enum MessageError {
         reason: String,
     },
     /// A version this end does not read.
-    #[error("message version {0} is not supported (this end reads {VERSION}); upgrade the older end")]
+    #[error(
+        "message version {0} is not supported (this end reads {VERSION}); upgrade the older end"
+    )]
     UnsupportedVersion(u64),
     /// A field value that cannot be right.
     #[error("invalid {field}: {reason}")]

@@ -29,7 +29,13 @@ pub enum PasswordError {
     Scrypt(String),
 }
 
-fn derive(password: &str, salt: &[u8], log2_n: u8, r: u32, p: u32) -> Result<Vec<u8>, PasswordError> {
+fn derive(
+    password: &str,
+    salt: &[u8],
+    log2_n: u8,
+    r: u32,
+    p: u32,
+) -> Result<Vec<u8>, PasswordError> {
     if !(1..=20).contains(&log2_n) || !(1..=32).contains(&r) || !(1..=16).contains(&p) {
         return Err(PasswordError::BadFormat(format!(
             "parameters N=2^{log2_n}, r={r}, p={p} are outside what this server computes"
@@ -119,8 +125,16 @@ mod tests {
 
     #[test]
     fn bad_stored_hashes_are_named() {
-        for bad in ["", "bcrypt$1$2$3$00$00", "scrypt$14$8$1$zz$00", "scrypt$40$8$1$00$00"] {
-            assert!(matches!(verify("x", bad), Err(PasswordError::BadFormat(_))), "{bad}");
+        for bad in [
+            "",
+            "bcrypt$1$2$3$00$00",
+            "scrypt$14$8$1$zz$00",
+            "scrypt$40$8$1$00$00",
+        ] {
+            assert!(
+                matches!(verify("x", bad), Err(PasswordError::BadFormat(_))),
+                "{bad}"
+            );
         }
     }
 }

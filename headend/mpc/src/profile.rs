@@ -89,7 +89,10 @@ impl std::fmt::Debug for Profile {
     }
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ProfileError + 'a {
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ProfileError + 'a {
     move |source| ProfileError::Io {
         what,
         path: path.to_owned(),
@@ -288,14 +291,17 @@ pub fn read_token(path: &Path) -> Result<(Vec<u8>, CreditToken), ProfileError> {
         path: path.to_owned(),
         reason,
     };
-    let signed = SignedToken::decode(&octets).map_err(|e| invalid(format!("not a signed token: {e}")))?;
+    let signed =
+        SignedToken::decode(&octets).map_err(|e| invalid(format!("not a signed token: {e}")))?;
     let token = CreditToken::decode(&signed.0.body)
         .map_err(|e| invalid(format!("not a credit token: {e}")))?;
     Ok((octets, token))
 }
 
 /// Every saved token, by meter then serial. Files that are not tokens are reported in the second list.
-pub fn list_tokens(profile_path: &Path) -> Result<(Vec<SavedToken>, Vec<ProfileError>), ProfileError> {
+pub fn list_tokens(
+    profile_path: &Path,
+) -> Result<(Vec<SavedToken>, Vec<ProfileError>), ProfileError> {
     let dir = tokens_dir(profile_path);
     let mut tokens = Vec::new();
     let mut bad = Vec::new();
@@ -314,7 +320,9 @@ pub fn list_tokens(profile_path: &Path) -> Result<(Vec<SavedToken>, Vec<ProfileE
             Err(e) => bad.push(e),
         }
     }
-    tokens.sort_by(|a, b| (&a.token.meter_id, a.token.serial).cmp(&(&b.token.meter_id, b.token.serial)));
+    tokens.sort_by(|a, b| {
+        (&a.token.meter_id, a.token.serial).cmp(&(&b.token.meter_id, b.token.serial))
+    });
     Ok((tokens, bad))
 }
 
@@ -340,9 +348,16 @@ mod tests {
         let path = dir.join("sub/profile.toml");
         let p = Profile::new("localhost:1", Path::new("/ca.pem"), &keys());
         p.save(&path).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(
-            fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777,
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o700
         );
         let back = Profile::load(&path).unwrap();
@@ -351,7 +366,10 @@ mod tests {
 
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let e = Profile::load(&path).unwrap_err();
-        assert!(matches!(e, ProfileError::TooOpen { mode: 0o644, .. }), "{e}");
+        assert!(
+            matches!(e, ProfileError::TooOpen { mode: 0o644, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("chmod 600"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }

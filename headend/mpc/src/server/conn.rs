@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use concentrator_security::aka::{self, AuthVector};
 use concentrator_security::envelope::{Sender, SenderKind};
 use concentrator_security::security_mode::negotiate;
-use concentrator_security::{Channel, Direction, EnvelopeError, Milenage, SecurityContext, SecurityMode};
+use concentrator_security::{
+    Channel, Direction, EnvelopeError, Milenage, SecurityContext, SecurityMode,
+};
 use openssl::ssl::SslStream;
 
 use super::Shared;
@@ -104,7 +106,13 @@ impl Connection<'_> {
         let mut last_heard = Instant::now();
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
-                self.send_plain(UNSOLICITED, Plain::error(ErrorCode::ShuttingDown, "the payment server is stopping; connect again later"));
+                self.send_plain(
+                    UNSOLICITED,
+                    Plain::error(
+                        ErrorCode::ShuttingDown,
+                        "the payment server is stopping; connect again later",
+                    ),
+                );
                 break;
             }
             if self.push_notices() == Flow::Close {
@@ -115,7 +123,10 @@ impl Connection<'_> {
                     self.state = State::Idle;
                     self.send_plain(
                         UNSOLICITED,
-                        Plain::error(ErrorCode::SessionExpired, "the session's keys expired; log in again"),
+                        Plain::error(
+                            ErrorCode::SessionExpired,
+                            "the session's keys expired; log in again",
+                        ),
                     );
                 }
             }
@@ -125,13 +136,22 @@ impl Connection<'_> {
                     UNSOLICITED,
                     Plain::error(
                         ErrorCode::IdleTimeout,
-                        format!("nothing received for {} s; connect again", cfg.idle_timeout.as_secs()),
+                        format!(
+                            "nothing received for {} s; connect again",
+                            cfg.idle_timeout.as_secs()
+                        ),
                     ),
                 );
                 break;
             }
             let slice = if watching { cfg.watch_poll } else { TICK };
-            if self.conn.get_ref().get_ref().set_read_timeout(Some(slice)).is_err() {
+            if self
+                .conn
+                .get_ref()
+                .get_ref()
+                .set_read_timeout(Some(slice))
+                .is_err()
+            {
                 break;
             }
             match self.conn.receive() {
@@ -150,7 +170,10 @@ impl Connection<'_> {
                 }
                 Err(e @ (WireError::Empty | WireError::Truncated { .. })) => {
                     log::info!("phone {}: {e}", self.peer);
-                    self.send_plain(UNSOLICITED, Plain::error(ErrorCode::Malformed, e.to_string()));
+                    self.send_plain(
+                        UNSOLICITED,
+                        Plain::error(ErrorCode::Malformed, e.to_string()),
+                    );
                     break;
                 }
                 Err(WireError::Io(e)) => {
@@ -197,7 +220,10 @@ impl Connection<'_> {
             Err(e) => {
                 // Keys expired between the check and now, or COUNT ran out: the session is over.
                 self.state = State::Idle;
-                self.send_plain(id, Plain::error(ErrorCode::SessionExpired, format!("{e}; log in again")))
+                self.send_plain(
+                    id,
+                    Plain::error(ErrorCode::SessionExpired, format!("{e}; log in again")),
+                )
             }
         }
     }
@@ -214,7 +240,11 @@ impl Connection<'_> {
                 Ok(n) => n,
                 Err(TryRecvError::Empty) => return Flow::Continue,
                 Err(TryRecvError::Disconnected) => {
-                    log::warn!("phone {}: the payment server ended the notice feed of {}", self.peer, s.customer_id);
+                    log::warn!(
+                        "phone {}: the payment server ended the notice feed of {}",
+                        self.peer,
+                        s.customer_id
+                    );
                     s.watch = None;
                     return Flow::Continue;
                 }
@@ -243,9 +273,17 @@ impl Connection<'_> {
         };
         let id = msg.id;
         match msg.body {
-            Plain::Register { code, user, password } => self.register(id, &code, &user, &password),
+            Plain::Register {
+                code,
+                user,
+                password,
+            } => self.register(id, &code, &user, &password),
             Plain::Login { identity, modes } => self.login(id, &identity, &modes),
-            Plain::Response { rand, res, password } => self.response(id, rand, &res, &password),
+            Plain::Response {
+                rand,
+                res,
+                password,
+            } => self.response(id, rand, &res, &password),
             Plain::SyncFailure { rand, auts } => self.sync_failure(id, rand, &auts),
             Plain::MacFailure { rand } => {
                 if let State::Challenged(ch) = &self.state {
@@ -272,7 +310,10 @@ impl Connection<'_> {
                     id,
                     Plain::error(
                         ErrorCode::UnexpectedMessage,
-                        format!("a phone does not send `{}` messages; the server sends them", other.name()),
+                        format!(
+                            "a phone does not send `{}` messages; the server sends them",
+                            other.name()
+                        ),
                     ),
                 );
                 Flow::Close
@@ -286,7 +327,11 @@ impl Connection<'_> {
         std::thread::sleep(self.shared.config.failure_delay);
         let flow = self.send_plain(id, Plain::error(code, message));
         if self.failures >= self.shared.config.max_failures_per_connection {
-            log::info!("phone {}: closing after {} failed attempts", self.peer, self.failures);
+            log::info!(
+                "phone {}: closing after {} failed attempts",
+                self.peer,
+                self.failures
+            );
             return Flow::Close;
         }
         flow
@@ -306,7 +351,9 @@ impl Connection<'_> {
         if let Err(why) = check_user_name(user) {
             return self.send_plain(id, Plain::error(ErrorCode::BadRequest, why));
         }
-        if pass.chars().count() < password::MIN_PASSWORD_CHARS || pass.len() > password::MAX_PASSWORD_LEN {
+        if pass.chars().count() < password::MIN_PASSWORD_CHARS
+            || pass.len() > password::MAX_PASSWORD_LEN
+        {
             return self.send_plain(
                 id,
                 Plain::error(
@@ -321,7 +368,11 @@ impl Connection<'_> {
         }
         let backend = &self.shared.backend;
         let result = {
-            let _accounts = self.shared.accounts.lock().unwrap_or_else(|p| p.into_inner());
+            let _accounts = self
+                .shared
+                .accounts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             (|| -> Result<Result<Customer, (ErrorCode, String)>, BackendError> {
                 let refused = || {
                     Ok(Err((
@@ -343,12 +394,15 @@ impl Connection<'_> {
                         )));
                     }
                 }
-                let hash = password::hash(pass).map_err(|e| BackendError::Unavailable(e.to_string()))?;
+                let hash =
+                    password::hash(pass).map_err(|e| BackendError::Unavailable(e.to_string()))?;
                 let mut k = [0u8; 16];
                 let mut opc = [0u8; 16];
                 openssl::rand::rand_bytes(&mut k)
                     .and_then(|()| openssl::rand::rand_bytes(&mut opc))
-                    .map_err(|e| BackendError::Unavailable(format!("random number generator: {e}")))?;
+                    .map_err(|e| {
+                        BackendError::Unavailable(format!("random number generator: {e}"))
+                    })?;
                 c.user = Some(user.to_owned());
                 c.password_hash = Some(hash);
                 c.k = Some(k);
@@ -361,7 +415,11 @@ impl Connection<'_> {
             Err(e) => self.backend_failed(id, &e),
             Ok(Err((code, message))) => self.refuse(id, code, message),
             Ok(Ok(c)) => {
-                log::info!("phone {}: customer {} registered as {user:?}", self.peer, c.id);
+                log::info!(
+                    "phone {}: customer {} registered as {user:?}",
+                    self.peer,
+                    c.id
+                );
                 let (Some(k), Some(opc)) = (c.k, c.opc) else {
                     return Flow::Close;
                 };
@@ -391,7 +449,9 @@ impl Connection<'_> {
         let theirs: Vec<SecurityMode> = modes.iter().filter_map(|p| p.mode()).collect();
         let mode = match negotiate(&OUR_MODES, &theirs) {
             Ok(m) => m,
-            Err(e) => return self.send_plain(id, Plain::error(ErrorCode::BadRequest, e.to_string())),
+            Err(e) => {
+                return self.send_plain(id, Plain::error(ErrorCode::BadRequest, e.to_string()))
+            }
         };
         let backend = &self.shared.backend;
         let found = if is_imsi(identity) {
@@ -414,7 +474,10 @@ impl Connection<'_> {
             return self.refuse(
                 id,
                 ErrorCode::TooManyAttempts,
-                format!("too many failed logins for this user; try again in {} s", wait.as_secs().max(1)),
+                format!(
+                    "too many failed logins for this user; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
             );
         }
         match self.challenge(&c.imsi, None) {
@@ -436,14 +499,26 @@ impl Connection<'_> {
 
     /// Under the accounts lock: re-reads the customer, resynchronises on `auts` if given, takes the next
     /// SQN and saves (flushed) before the vector is returned to be sent.
-    fn challenge(&self, imsi: &str, auts: Option<(&[u8; 16], &[u8; 14])>) -> Result<AuthVector, ChallengeError> {
+    fn challenge(
+        &self,
+        imsi: &str,
+        auts: Option<(&[u8; 16], &[u8; 14])>,
+    ) -> Result<AuthVector, ChallengeError> {
         let backend = &self.shared.backend;
-        let _accounts = self.shared.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        let mut c = backend
-            .customer_by_imsi(imsi)?
-            .ok_or_else(|| BackendError::NotFound(format!("customer with IMSI {imsi} vanished during login")))?;
+        let _accounts = self
+            .shared
+            .accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut c = backend.customer_by_imsi(imsi)?.ok_or_else(|| {
+            BackendError::NotFound(format!("customer with IMSI {imsi} vanished during login"))
+        })?;
         let (Some(k), Some(opc)) = (c.k, c.opc) else {
-            return Err(BackendError::NotFound(format!("customer {} has no AKA credentials", c.id)).into());
+            return Err(BackendError::NotFound(format!(
+                "customer {} has no AKA credentials",
+                c.id
+            ))
+            .into());
         };
         let m = Milenage::with_opc(&k, &opc);
         if let Some((rand, auts)) = auts {
@@ -495,11 +570,19 @@ impl Connection<'_> {
                 log::error!("customer {}: {e}", stored.id);
                 false
             });
-        let mut limiter = self.shared.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let mut limiter = self
+            .shared
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if !(res_ok & pass_ok) {
             limiter.failed(&ch.customer_id, Instant::now());
             drop(limiter);
-            log::info!("phone {}: failed login for customer {}", self.peer, ch.customer_id);
+            log::info!(
+                "phone {}: failed login for customer {}",
+                self.peer,
+                ch.customer_id
+            );
             return self.login_failed(id);
         }
         limiter.succeeded(&ch.customer_id);
@@ -510,10 +593,20 @@ impl Connection<'_> {
         let cfg = &self.shared.config;
         let mut fresh = [0u8; 4];
         if let Err(e) = openssl::rand::rand_bytes(&mut fresh) {
-            return self.backend_failed(id, &BackendError::Unavailable(format!("random number generator: {e}")));
+            return self.backend_failed(
+                id,
+                &BackendError::Unavailable(format!("random number generator: {e}")),
+            );
         }
         let fresh = u32::from_be_bytes(fresh);
-        let ctx = SecurityContext::new(ch.mode, &ch.vector.ck, &ch.vector.ik, fresh, now_unix(), cfg.session_lifetime_s);
+        let ctx = SecurityContext::new(
+            ch.mode,
+            &ch.vector.ck,
+            &ch.vector.ik,
+            fresh,
+            now_unix(),
+            cfg.session_lifetime_s,
+        );
         self.state = State::Session(Session {
             customer_id: ch.customer_id.clone(),
             user: user.clone(),
@@ -543,7 +636,11 @@ impl Connection<'_> {
         }
         match self.challenge(&ch.imsi, Some((&rand, auts))) {
             Ok(vector) => {
-                log::info!("phone {}: customer {}: SQN resynchronised", self.peer, ch.customer_id);
+                log::info!(
+                    "phone {}: customer {}: SQN resynchronised",
+                    self.peer,
+                    ch.customer_id
+                );
                 let (rand, autn) = (vector.rand, vector.autn);
                 ch.vector = vector;
                 ch.resyncs += 1;
@@ -566,7 +663,10 @@ impl Connection<'_> {
         let State::Session(s) = &mut self.state else {
             return self.send_plain(
                 id,
-                Plain::error(ErrorCode::UnexpectedMessage, "not logged in on this connection; log in first"),
+                Plain::error(
+                    ErrorCode::UnexpectedMessage,
+                    "not logged in on this connection; log in first",
+                ),
             );
         };
         let opened = match s.channel.open(envelope, now_unix()) {
@@ -575,12 +675,22 @@ impl Connection<'_> {
                 self.state = State::Idle;
                 return self.send_plain(
                     id,
-                    Plain::error(ErrorCode::SessionExpired, "the session's keys expired; log in again"),
+                    Plain::error(
+                        ErrorCode::SessionExpired,
+                        "the session's keys expired; log in again",
+                    ),
                 );
             }
             Err(e) => {
-                log::warn!("phone {}: customer {}: envelope refused: {e}", self.peer, s.customer_id);
-                self.send_plain(id, Plain::error(ErrorCode::Protection, format!("request refused: {e}")));
+                log::warn!(
+                    "phone {}: customer {}: envelope refused: {e}",
+                    self.peer,
+                    s.customer_id
+                );
+                self.send_plain(
+                    id,
+                    Plain::error(ErrorCode::Protection, format!("request refused: {e}")),
+                );
                 return Flow::Close;
             }
         };
@@ -602,7 +712,10 @@ impl Connection<'_> {
                     id,
                     Plain::error(
                         ErrorCode::Protection,
-                        format!("request refused: sealed request id {} differs from the message's {id}", i.id),
+                        format!(
+                            "request refused: sealed request id {} differs from the message's {id}",
+                            i.id
+                        ),
                     ),
                 );
                 return Flow::Close;
@@ -715,7 +828,9 @@ pub(crate) fn check_user_name(user: &str) -> Result<(), String> {
         ));
     }
     if user.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("user name {user:?} is all digits, which is how IMSIs log in: add a letter"));
+        return Err(format!(
+            "user name {user:?} is all digits, which is how IMSIs log in: add a letter"
+        ));
     }
     Ok(())
 }

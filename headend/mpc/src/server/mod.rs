@@ -152,7 +152,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     Ok(t) => threads.push(t),
                     Err(e) => {
                         shared.connections.fetch_sub(1, Ordering::SeqCst);
-                        log::error!("cannot start a thread for the phone connection from {peer}: {e}");
+                        log::error!(
+                            "cannot start a thread for the phone connection from {peer}: {e}"
+                        );
                     }
                 }
             }
