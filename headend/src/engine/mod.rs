@@ -611,6 +611,3 @@ impl Engine {
         self.store.apply(b).map_err(|e| e.to_string())
     }
 }
-
-#[cfg(test)]
-mod tests;
