@@ -473,7 +473,7 @@ impl Backend for PaymentServer {
                 });
             }
         }
-        out.sort_by(|a, b| b.at.cmp(&a.at));
+        out.sort_by_key(|e| std::cmp::Reverse(e.at));
         out.truncate(limit);
         Ok(out)
     }
@@ -481,7 +481,7 @@ impl Backend for PaymentServer {
     fn purchases(&self, customer_id: &str, limit: usize) -> Result<Vec<Purchase>, BackendError> {
         let c = self.customer_record(customer_id)?;
         let mut ts = self.customer_tokens(&c, None)?;
-        ts.sort_by(|a, b| (b.issued_at, b.serial).cmp(&(a.issued_at, a.serial)));
+        ts.sort_by_key(|t| std::cmp::Reverse((t.issued_at, t.serial)));
         Ok(ts.iter().take(limit).map(to_purchase).collect())
     }
 

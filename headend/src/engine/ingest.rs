@@ -16,6 +16,7 @@ pub fn owner(gw: &str, meter: Option<&str>) -> String {
 }
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     fn ingest(
         &self,
         b: &mut Batch,

@@ -56,6 +56,9 @@ pub enum StoreError {
     },
 }
 
+/// Raw entries: (key, value).
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One atomic write: keys to set (`Some`) or remove (`None`).
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
@@ -103,7 +106,7 @@ pub trait Kv: Send + Sync {
     /// Applies a batch atomically (not yet durable).
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
     /// Makes every applied batch durable.
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -161,7 +164,7 @@ impl Kv for SledKv {
         self.tree.apply_batch(b).map_err(|e| self.err(e))
     }
 
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         self.tree
             .scan_prefix(prefix)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
@@ -204,7 +207,7 @@ impl Kv for MemKv {
         Ok(())
     }
 
-    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         Ok(self
             .lock()
             .range(prefix.to_vec()..)
@@ -297,7 +300,7 @@ impl Store {
     pub fn scan_raw(
         &self,
         prefix: impl AsRef<[u8]>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Entries, StoreError> {
         self.kv.scan(prefix.as_ref())
     }
 
