@@ -115,6 +115,17 @@ pub fn home_network_keys(profile: Profile) -> Result<(Vec<u8>, Vec<u8>)> {
     }
 }
 
+/// The user name owning `path` (from /etc/passwd), for the broker's `user` setting.
+fn owner_name(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(path).ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+    })
+}
+
 /// Creates a pilot in `dir` (created if missing; refused if it already holds a headend.toml). Returns
 /// the path of the configuration.
 pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
@@ -290,6 +301,8 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
     let mosquitto = format!(
         "# A pilot broker for the head-end and its gateways (docs/install.md, \"Running a pilot\"):\n\
          # TLS only, a client certificate from the utility CA required, its CN is the user name the ACL uses.\n\
+         # Started as root, mosquitto switches to `user`: the owner of the key files written by init.\n\
+         user {owner}\n\
          per_listener_settings false\n\
          allow_anonymous false\n\
          persistence true\n\
@@ -303,7 +316,8 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
          require_certificate true\n\
          use_identity_as_username true\n",
         d = abs.display(),
-        port = o.broker_port
+        port = o.broker_port,
+        owner = owner_name(&pki_dir).unwrap_or_else(|| "mosquitto".into()),
     );
     let data = dir.join("broker-data");
     std::fs::create_dir_all(&data).map_err(HeadEndError::io(
