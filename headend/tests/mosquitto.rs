@@ -107,9 +107,40 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
     config.mqtt.key = mqtt.join("he.key");
     let he = HeadEnd::open(config).unwrap();
     p.provision(&he.store());
-    let handle = he.start(StartOptions::default()).unwrap();
+    let phones = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let handle = he
+        .start(StartOptions {
+            phone_listener: Some(phones),
+            serve_phones: true,
+        })
+        .unwrap();
     let backend = handle.backend();
     let notices = backend.subscribe("C-1");
+
+    // The customer registers with the code from customers.txt and logs in with the phone client.
+    let customers = std::fs::read_to_string(p.out.join("customers.txt")).unwrap();
+    let code = customers
+        .lines()
+        .find(|l| l.starts_with("C-1\t"))
+        .unwrap()
+        .split('\t')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let phone_addr = handle.phone_addr().unwrap().to_string();
+    let ca_pem = p.config.path(&p.config.pki.ca_cert);
+    let mut phone = concentrator_mpc::client::Client::connect(&phone_addr, &ca_pem).unwrap();
+    let mut keys = phone
+        .register(&code, "ada", "correct horse battery")
+        .unwrap();
+    assert_eq!(keys.customer, "C-1");
+    assert!(
+        backend.customer_by_auth_code(&code).unwrap().is_none(),
+        "the code is used up"
+    );
+    phone
+        .login(&mut keys, "correct horse battery", &mut |_| Ok(()))
+        .unwrap();
 
     let mut g = p.gateway("gw-1", vec![SecurityMode::AES, SecurityMode::KASUMI]);
     let wire = Wire::connect(&b, "gw-1");
@@ -196,8 +227,8 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
         Some(4_242)
     );
 
-    // A top-up reaches the gateway at once.
-    let purchase = backend.top_up("C-1", "MTR-1", 2_000, [5; 16]).unwrap();
+    // A top-up bought on the phone reaches the gateway at once.
+    let purchase = phone.top_up("MTR-1", 2_000).unwrap();
     let cmd = wire.expect(&format!("/down/{}/top-up", tid.to_hex()));
     let (_, f) = g.open(&cmd);
     let Body::TopUp(t) = &f.body else {
