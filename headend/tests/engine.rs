@@ -512,3 +512,44 @@ fn reconciliation_marks_applied_and_resends_the_rest_and_refusals_are_recorded()
         Ok(true)
     );
 }
+
+#[test]
+fn a_restarted_head_end_resumes_its_contexts_and_counts() {
+    let p = Pilot::new("restart");
+    let mut g;
+    let tid;
+    let last_count;
+    {
+        let he = concentrator_headend::HeadEnd::open(p.config.clone()).unwrap();
+        p.provision(&he.store());
+        g = p.gateway("gw-1", vec![SecurityMode::AES]);
+        let mut e = he.engine().unwrap();
+        tid = attach_meter(&mut e, &mut g, "MTR-1", 1);
+        let msg = g.seal(
+            Scope::Meter(tid),
+            Body::Readings(Readings { readings: vec![] }),
+            None,
+        );
+        feed(&mut e, &msg);
+        let ack = one(e.flush_acks(unix_now()), "/ack");
+        last_count = Envelope::decode(&ack.payload).unwrap().count;
+        g.open(&ack);
+    }
+    // A new process over the same store: the TID still opens, the downlink COUNT is above any used.
+    let he = concentrator_headend::HeadEnd::open(p.config.clone()).unwrap();
+    let mut e = he.engine().unwrap();
+    let id = g.next_id();
+    let msg = g.seal(
+        Scope::Meter(tid),
+        Body::Readings(Readings { readings: vec![] }),
+        Some(id),
+    );
+    feed(&mut e, &msg);
+    let ack = one(e.flush_acks(unix_now()), "/ack");
+    assert!(Envelope::decode(&ack.payload).unwrap().count > last_count);
+    let (_, f) = g.open(&ack);
+    assert_eq!(f.body, Body::AckDown(Ack { ids: vec![id] }));
+    // A replay of the message from before the restart is refused (its COUNT is stored).
+    feed(&mut e, &msg);
+    assert_eq!(e.pending_acks(), 0);
+}
