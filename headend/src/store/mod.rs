@@ -297,10 +297,7 @@ impl Store {
     }
 
     /// Raw entries under a prefix.
-    pub fn scan_raw(
-        &self,
-        prefix: impl AsRef<[u8]>,
-    ) -> Result<Entries, StoreError> {
+    pub fn scan_raw(&self, prefix: impl AsRef<[u8]>) -> Result<Entries, StoreError> {
         self.kv.scan(prefix.as_ref())
     }
 
