@@ -1,0 +1,293 @@
+//! The payment record: append-only and hash-chained, for audit.
+//!
+//! Entry n is stored under `pay/<n BE>` as its *canonical octets*: the JSON object of [`PaymentEntry`]
+//! with its fields in declaration order and no whitespace. Each entry carries `prev`, the SHA-256 (hex)
+//! of entry n−1's canonical octets (64 zeros for entry 0); `paymeta` holds the next sequence number and
+//! the hash of the last entry, so a removed or altered last entry is found too. [`verify`] walks the
+//! chain and names the first broken entry.
+
+use std::sync::Mutex;
+
+use openssl::hash::{hash, MessageDigest};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Batch, Store, StoreError};
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A customer paid.
+    Purchase,
+    /// The token for a purchase was signed.
+    TokenIssued,
+    /// The gateway confirmed the token applied (receipt or account summary).
+    TokenApplied,
+    /// The gateway refused the token.
+    TokenRefused,
+    /// The token was sent to the gateway again.
+    Resent,
+}
+
+/// One entry, as hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentEntry {
+    /// Position in the chain, from 0.
+    pub seq: u64,
+    /// SHA-256 (hex) of the previous entry's canonical octets.
+    pub prev: String,
+    /// When, unix s.
+    pub at: u64,
+    /// What.
+    pub what: EntryKind,
+    /// The customer, when one is involved.
+    pub customer: Option<String>,
+    /// The meter.
+    pub meter: String,
+    /// The token serial.
+    pub serial: u64,
+    /// Amount, minor units.
+    pub amount_minor: u64,
+    /// ISO 4217.
+    pub currency: String,
+    /// For people: a refusal's reason, the receipt's balance.
+    pub detail: Option<String>,
+}
+
+/// An entry before it is chained.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// See [`PaymentEntry`].
+    pub at: u64,
+    /// See [`PaymentEntry`].
+    pub what: EntryKind,
+    /// See [`PaymentEntry`].
+    pub customer: Option<String>,
+    /// See [`PaymentEntry`].
+    pub meter: String,
+    /// See [`PaymentEntry`].
+    pub serial: u64,
+    /// See [`PaymentEntry`].
+    pub amount_minor: u64,
+    /// See [`PaymentEntry`].
+    pub currency: String,
+    /// See [`PaymentEntry`].
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Meta {
+    next: u64,
+    last_hash: Option<String>,
+}
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn entry_key(seq: u64) -> Vec<u8> {
+    let mut k = b"pay/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hash(MessageDigest::sha256(), b)
+        .map(hex::encode)
+        .unwrap_or_default()
+}
+
+/// The chain's writer: one append at a time.
+#[derive(Debug, Default)]
+pub struct PaymentRecord {
+    lock: Mutex<()>,
+}
+
+impl PaymentRecord {
+    /// A writer.
+    pub fn new() -> Self {
+        PaymentRecord::default()
+    }
+
+    /// Appends `drafts` in order; `with` gets their sequence numbers and returns the rest of the
+    /// transaction (records that name them). Everything is applied in one batch and flushed before
+    /// this returns.
+    pub fn append(
+        &self,
+        store: &Store,
+        drafts: Vec<Draft>,
+        with: impl FnOnce(&[u64]) -> Batch,
+    ) -> Result<Vec<u64>, StoreError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut meta: Meta = store.get("paymeta")?.unwrap_or_default();
+        let mut batch = Batch::new();
+        let mut seqs = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            let e = PaymentEntry {
+                seq: meta.next,
+                prev: meta.last_hash.clone().unwrap_or_else(|| GENESIS.into()),
+                at: d.at,
+                what: d.what,
+                customer: d.customer,
+                meter: d.meter,
+                serial: d.serial,
+                amount_minor: d.amount_minor,
+                currency: d.currency,
+                detail: d.detail,
+            };
+            let octets = serde_json::to_vec(&e).unwrap_or_default();
+            meta.last_hash = Some(sha256_hex(&octets));
+            batch.put_raw(entry_key(e.seq), octets);
+            seqs.push(e.seq);
+            meta.next += 1;
+        }
+        batch.put("paymeta", &meta);
+        batch.extend(with(&seqs));
+        store.commit(batch)?;
+        Ok(seqs)
+    }
+}
+
+/// Where the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("payment record entry {seq} is broken: {reason}")]
+pub struct Broken {
+    /// The first broken entry.
+    pub seq: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Every entry, in order (for `audit show`); undecodable ones are skipped.
+pub fn entries(store: &Store) -> Result<Vec<PaymentEntry>, StoreError> {
+    Ok(store
+        .scan_raw("pay/")?
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect())
+}
+
+/// Walks the chain. `Ok(n)`: n entries, all linked; `Err(Broken)`: the first entry that was altered,
+/// removed or inserted.
+pub fn verify(store: &Store) -> Result<Result<u64, Broken>, StoreError> {
+    let meta: Meta = store.get("paymeta")?.unwrap_or_default();
+    let mut prev_hash = GENESIS.to_string();
+    let mut expected = 0u64;
+    for (key, octets) in store.scan_raw("pay/")? {
+        let at_key = key
+            .get(4..12)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(expected);
+        let e: PaymentEntry = match serde_json::from_slice(&octets) {
+            Ok(e) => e,
+            Err(err) => {
+                return Ok(Err(Broken {
+                    seq: at_key,
+                    reason: format!("it does not decode ({err})"),
+                }))
+            }
+        };
+        if e.seq != expected || at_key != expected {
+            return Ok(Err(Broken {
+                seq: expected,
+                reason: format!(
+                    "expected entry {expected} here, found entry {} under key {at_key}: an entry was removed or inserted",
+                    e.seq
+                ),
+            }));
+        }
+        if e.prev != prev_hash {
+            let seq = expected.saturating_sub(1);
+            return Ok(Err(Broken {
+                seq,
+                reason: format!(
+                    "its hash is no longer what entry {expected} recorded: entry {seq} was altered (or entry {expected}'s link was)"
+                ),
+            }));
+        }
+        prev_hash = sha256_hex(&octets);
+        expected += 1;
+    }
+    if expected != meta.next {
+        return Ok(Err(Broken {
+            seq: expected,
+            reason: format!(
+                "the record should hold {} entries and holds {expected}: the last entries were removed",
+                meta.next
+            ),
+        }));
+    }
+    if expected > 0 && meta.last_hash.as_deref() != Some(prev_hash.as_str()) {
+        return Ok(Err(Broken {
+            seq: expected - 1,
+            reason: "the last entry's hash differs from the one recorded when it was written: it was altered".into(),
+        }));
+    }
+    Ok(Ok(expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(serial: u64) -> Draft {
+        Draft {
+            at: 1000 + serial,
+            what: EntryKind::Purchase,
+            customer: Some("C-1".into()),
+            meter: "MTR-1".into(),
+            serial,
+            amount_minor: 500,
+            currency: "EUR".into(),
+            detail: None,
+        }
+    }
+
+    fn tamper(store: &Store, seq: u64, f: impl FnOnce(&mut PaymentEntry)) {
+        let raw = store.get_raw(entry_key(seq)).unwrap().unwrap();
+        let mut e: PaymentEntry = serde_json::from_slice(&raw).unwrap();
+        f(&mut e);
+        let mut b = Batch::new();
+        b.put_raw(entry_key(seq), serde_json::to_vec(&e).unwrap());
+        store.commit(b).unwrap();
+    }
+
+    #[test]
+    fn chain_verifies_and_names_the_tampered_entry() {
+        let store = Store::memory();
+        let pr = PaymentRecord::new();
+        for s in 0..3 {
+            let seqs = pr
+                .append(&store, vec![draft(2 * s), draft(2 * s + 1)], |seqs| {
+                    let mut b = Batch::new();
+                    b.put(format!("x/{}", seqs[0]), &seqs.to_vec());
+                    b
+                })
+                .unwrap();
+            assert_eq!(seqs, vec![2 * s, 2 * s + 1]);
+        }
+        assert_eq!(store.get::<Vec<u64>>("x/2").unwrap(), Some(vec![2, 3]));
+        assert_eq!(verify(&store).unwrap(), Ok(6));
+        assert_eq!(entries(&store).unwrap().len(), 6);
+
+        // An amount changed in the middle: entry 2 is named.
+        tamper(&store, 2, |e| e.amount_minor = 50_000);
+        let broken = verify(&store).unwrap().unwrap_err();
+        assert_eq!(broken.seq, 2, "{broken}");
+
+        // The last entry altered: found through the stored head hash.
+        let store = Store::memory();
+        pr.append(&store, vec![draft(0), draft(1)], |_| Batch::new())
+            .unwrap();
+        tamper(&store, 1, |e| e.meter = "MTR-2".into());
+        assert_eq!(verify(&store).unwrap().unwrap_err().seq, 1);
+
+        // An entry removed.
+        let store = Store::memory();
+        pr.append(&store, vec![draft(0), draft(1), draft(2)], |_| Batch::new())
+            .unwrap();
+        let mut b = Batch::new();
+        b.remove(entry_key(1));
+        store.commit(b).unwrap();
+        assert_eq!(verify(&store).unwrap().unwrap_err().seq, 1);
+    }
+}

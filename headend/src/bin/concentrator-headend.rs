@@ -1,0 +1,303 @@
+//! `concentrator-headend`: the reference payment server (headend/README.md).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use concentrator_headend::config::Config;
+use concentrator_headend::store::{Store, TokenState};
+use concentrator_headend::{audit, init, provision, spec, HeadEnd, StartOptions};
+use concentrator_security::suci::Profile;
+
+#[derive(Parser)]
+#[command(
+    name = "concentrator-headend",
+    version,
+    about = "The concentrator pilot's payment server"
+)]
+struct Cli {
+    /// Log level on stderr: error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates a pilot in DIR: CA, certificates, SUCI and KID keys, store, headend.toml, mosquitto.conf, acl.
+    Init {
+        /// The directory (created; must not hold a pilot yet).
+        dir: PathBuf,
+        /// Name gateways and phones use for this machine (added to the TLS certificates).
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        /// The pilot broker's TLS port.
+        #[arg(long, default_value_t = 8883)]
+        broker_port: u16,
+        /// Broker URL for headend.toml (default mqtts://HOST:BROKER_PORT).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Phone listener address.
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        phone_listen: String,
+        /// Mobile country code of the pilot's IMSIs.
+        #[arg(long, default_value = "001")]
+        mcc: String,
+        /// Mobile network code.
+        #[arg(long, default_value = "01")]
+        mnc: String,
+        /// ISO 4217 currency.
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        /// SUCI profile: a (X25519) or b (P-256).
+        #[arg(long, default_value = "b")]
+        profile: String,
+    },
+    /// Enrols gateways, meters and customers from FILE and writes the gateways' bundles to --out.
+    Provision {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The provisioning file (TOML).
+        file: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// New K and OPc for subscribers already enrolled.
+        #[arg(long)]
+        rekey: bool,
+        /// Paths in the bundle point into the bundle (a gateway run from it), not /var/lib.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Runs the head-end: MQTT and the phone-facing server, until SIGTERM or SIGINT.
+    Run {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Do not serve phones.
+        #[arg(long)]
+        no_phone: bool,
+    },
+    /// Gateways, meters and pending tokens (the head-end must be stopped: the store is locked while it runs).
+    Status {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The payment record.
+    Audit {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        what: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walks the hash chain; names the first broken entry (exit status 1).
+    Verify,
+    /// Prints the entries.
+    Show {
+        /// The last N entries only.
+        #[arg(long)]
+        last: Option<usize>,
+    },
+}
+
+struct StderrLog(log::LevelFilter);
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= self.0
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) && r.target().starts_with("concentrator") {
+            eprintln!("{} {}: {}", r.level(), r.target(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn open_store(cfg: &Config) -> Result<Store> {
+    let path = cfg.path(&cfg.store.path);
+    Store::open(&path).with_context(|| {
+        format!(
+            "opening the store {} (is `concentrator-headend run` using it? stop it first)",
+            path.display()
+        )
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let level = cli.log_level.parse().unwrap_or(log::LevelFilter::Info);
+    let _ = log::set_boxed_logger(Box::new(StderrLog(level))).map(|()| log::set_max_level(level));
+    match real_main(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
+    match cmd {
+        Command::Init {
+            dir,
+            host,
+            broker_port,
+            broker,
+            phone_listen,
+            mcc,
+            mnc,
+            currency,
+            profile,
+        } => {
+            let profile = match profile.as_str() {
+                "a" | "A" => Profile::A,
+                "b" | "B" => Profile::B,
+                other => bail!("--profile {other:?}: give a or b"),
+            };
+            let path = init::run(
+                &dir,
+                &init::InitOptions {
+                    host,
+                    broker_port,
+                    broker_url: broker,
+                    phone_listen,
+                    mcc,
+                    mnc,
+                    currency,
+                    profile,
+                    key_id: 1,
+                    days: 3650,
+                },
+            )?;
+            println!("pilot created: {}", path.display());
+            println!(
+                "broker: mosquitto -c {}",
+                dir.join("mosquitto.conf").display()
+            );
+        }
+        Command::Provision {
+            config,
+            file,
+            out,
+            rekey,
+            local,
+        } => {
+            let cfg = Config::load(&config)?;
+            let spec = spec::Spec::load(&file)?;
+            let store = open_store(&cfg)?;
+            let r = provision::run(
+                &cfg,
+                &store,
+                &spec,
+                &provision::ProvisionOptions {
+                    out: out.clone(),
+                    rekey,
+                    paths: if local {
+                        provision::BundlePaths::Local
+                    } else {
+                        provision::BundlePaths::Appliance
+                    },
+                },
+            )?;
+            println!("enrolled {} new subscribers, kept {}", r.enrolled, r.kept);
+            for (g, d) in &r.bundles {
+                println!("gateway {g}: bundle {}", d.display());
+            }
+            println!(
+                "customers' authorization codes: {}",
+                out.join("customers.txt").display()
+            );
+        }
+        Command::Run { config, no_phone } => {
+            let cfg = Config::load(&config)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .context("installing the signal handler")?;
+            }
+            let he = HeadEnd::open(cfg)?;
+            let handle = he.start(StartOptions {
+                serve_phones: !no_phone,
+                ..Default::default()
+            })?;
+            log::info!(
+                "head-end running{}",
+                handle
+                    .phone_addr()
+                    .map(|a| format!("; phones on {a}"))
+                    .unwrap_or_default()
+            );
+            while !stop.load(Ordering::SeqCst) && handle.is_running() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            log::info!("stopping");
+            handle.stop()?;
+        }
+        Command::Status { config } => {
+            let cfg = Config::load(&config)?;
+            let store = open_store(&cfg)?;
+            for g in store.gateways()? {
+                println!(
+                    "gateway {}: {} ({} meters){}",
+                    g.id,
+                    if g.online { "online" } else { "offline" },
+                    g.meters.len(),
+                    g.birth
+                        .map(|b| format!(", software {}, connection {}", b.software, b.session))
+                        .unwrap_or_default()
+                );
+            }
+            for m in store.meters()? {
+                let tokens = store.tokens(&m.meter)?;
+                let pending = tokens
+                    .iter()
+                    .filter(|t| t.state == TokenState::Pending)
+                    .count();
+                println!(
+                    "meter {} at {} ({}): balance {:?}, supply {:?}, last reading {:?} Wh, tokens {} ({} pending)",
+                    m.meter, m.gateway, m.dwelling, m.view.balance_minor, m.view.supply_on, m.view.last_reading_wh,
+                    tokens.len(), pending
+                );
+            }
+            for c in store.customers()? {
+                println!(
+                    "customer {} ({}): {:?}, meters {:?}",
+                    c.id, c.name, c.user, c.meters
+                );
+            }
+        }
+        Command::Audit { config, what } => {
+            let cfg = Config::load(&config)?;
+            let store = open_store(&cfg)?;
+            match what {
+                AuditCommand::Verify => match audit::verify(&store)? {
+                    Ok(n) => println!("payment record intact: {n} entries"),
+                    Err(b) => {
+                        println!("{b}");
+                        return Ok(std::process::ExitCode::from(1));
+                    }
+                },
+                AuditCommand::Show { last } => {
+                    let all = audit::entries(&store)?;
+                    let skip = last.map_or(0, |n| all.len().saturating_sub(n));
+                    for e in all.into_iter().skip(skip) {
+                        println!("{}", serde_json::to_string(&e)?);
+                    }
+                }
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

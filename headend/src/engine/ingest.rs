@@ -1,0 +1,272 @@
+//! Readings, events, account summaries, births and deaths: stored with the meter's identity, the
+//! meter's view updated, customers notified.
+
+use concentrator_mpc::backend::Notice;
+use concentrator_protocol::{
+    event_code, protect, AccountSummary, Body, Event, MessageId, Quantity, Readings, Topic,
+};
+use serde_json::json;
+
+use super::{Engine, Outgoing};
+use crate::store::{gateway_key, ingested_key, meter_key, Batch, BirthView, Ingested};
+
+/// Who an ingested record is about: the meter number, or `gw:<gateway>`.
+pub fn owner(gw: &str, meter: Option<&str>) -> String {
+    meter.map_or_else(|| format!("gw:{gw}"), str::to_string)
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    fn ingest(
+        &self,
+        b: &mut Batch,
+        kind: &str,
+        gw: &str,
+        meter: Option<&str>,
+        id: MessageId,
+        at: u64,
+        now: u64,
+        body: serde_json::Value,
+    ) {
+        b.put(
+            ingested_key(kind, &owner(gw, meter), at, &id.0),
+            &Ingested {
+                gateway: gw.to_string(),
+                meter: meter.map(str::to_string),
+                id: id.to_string(),
+                received_at: now,
+                body,
+            },
+        );
+    }
+
+    pub(super) fn readings(
+        &mut self,
+        gw: &str,
+        meter: Option<&str>,
+        id: MessageId,
+        r: Readings,
+        now: u64,
+    ) -> Result<(), String> {
+        let mut b = Batch::new();
+        let list: Vec<_> = r
+            .readings
+            .iter()
+            .map(|x| json!({"at": x.at, "quantity": x.quantity.code(), "value": x.value, "exponent": x.exponent}))
+            .collect();
+        let at = r.readings.iter().map(|x| x.at).max().unwrap_or(now);
+        self.ingest(&mut b, "readings", gw, meter, id, at, now, json!(list));
+        if let Some(m) = meter {
+            if let Some(mut rec) = self.store.meter(m).map_err(|e| e.to_string())? {
+                for x in r
+                    .readings
+                    .iter()
+                    .filter(|x| x.quantity == Quantity::EnergyImportWh)
+                {
+                    if rec.view.last_reading_at.is_some_and(|t| t > x.at) {
+                        continue;
+                    }
+                    let wh = scaled(x.value, x.exponent);
+                    if let Some(wh) = wh {
+                        rec.view.last_reading_wh = Some(wh);
+                        rec.view.last_reading_at = Some(x.at);
+                    }
+                }
+                b.put(meter_key(m), &rec);
+            }
+        }
+        self.store.apply(b).map_err(|e| e.to_string())
+    }
+
+    pub(super) fn event(
+        &mut self,
+        gw: &str,
+        meter: Option<&str>,
+        id: MessageId,
+        ev: Event,
+        now: u64,
+    ) -> Result<(), String> {
+        let mut b = Batch::new();
+        self.ingest(
+            &mut b,
+            "event",
+            gw,
+            meter,
+            id,
+            ev.at,
+            now,
+            json!({"at": ev.at, "code": ev.code, "severity": format!("{:?}", ev.severity), "detail": ev.detail, "values": ev.values}),
+        );
+        let Some(m) = meter else {
+            if ev.code == event_code::VERIFICATION_FAILED {
+                log::warn!(
+                    "gateway {gw} reports a verification failure: {}",
+                    ev.detail.as_deref().unwrap_or("(no detail)")
+                );
+            }
+            return self.store.apply(b).map_err(|e| e.to_string());
+        };
+        let mut notice = None;
+        if let Some(mut rec) = self.store.meter(m).map_err(|e| e.to_string())? {
+            match ev.code {
+                event_code::LOW_CREDIT => {
+                    let balance = ev
+                        .values
+                        .first()
+                        .copied()
+                        .or(rec.view.balance_minor)
+                        .unwrap_or(0);
+                    notice = Some(Notice::LowCredit {
+                        meter: m.to_string(),
+                        balance_minor: balance,
+                        at: ev.at,
+                    });
+                }
+                event_code::RELAY_OPENED => {
+                    rec.view.supply_on = Some(false);
+                    notice = Some(Notice::SupplyCut {
+                        meter: m.to_string(),
+                        at: ev.at,
+                    });
+                }
+                event_code::RELAY_CLOSED => {
+                    rec.view.supply_on = Some(true);
+                    notice = Some(Notice::SupplyRestored {
+                        meter: m.to_string(),
+                        at: ev.at,
+                    });
+                }
+                _ => {}
+            }
+            b.put(meter_key(m), &rec);
+        }
+        self.store.apply(b).map_err(|e| e.to_string())?;
+        if let Some(n) = notice {
+            self.notifier.meter(&self.store, m, n);
+        }
+        Ok(())
+    }
+
+    pub(super) fn account(
+        &mut self,
+        gw: &str,
+        meter: Option<&str>,
+        id: MessageId,
+        a: AccountSummary,
+        now: u64,
+    ) -> Result<Vec<Outgoing>, String> {
+        let Some(m) = meter else {
+            return Err("an account summary in the gateway scope names no meter: ignored".into());
+        };
+        let mut b = Batch::new();
+        self.ingest(
+            &mut b,
+            "account",
+            gw,
+            meter,
+            id,
+            a.at,
+            now,
+            json!({"at": a.at, "balance_minor": a.balance_minor, "currency": a.currency, "last_token_serial": a.last_token_serial,
+                   "register_wh": a.register_wh, "tariff_id": a.tariff_id, "charged_minor": a.charged_minor, "relay_closed": a.relay_closed}),
+        );
+        if let Some(mut rec) = self.store.meter(m).map_err(|e| e.to_string())? {
+            if rec.view.balance_at.is_none_or(|t| t <= a.at) {
+                rec.view.balance_minor = Some(a.balance_minor);
+                rec.view.balance_at = Some(a.at);
+                rec.view.supply_on = Some(a.relay_closed);
+            }
+            b.put(meter_key(m), &rec);
+        }
+        self.store.apply(b).map_err(|e| e.to_string())?;
+        self.reconciled(gw, m, &a, now)
+    }
+
+    /// Birth and death on the status topic.
+    pub(super) fn status(
+        &mut self,
+        t: &Topic,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<Vec<Outgoing>, String> {
+        let gw = t.gateway().as_str().to_string();
+        let frame = protect::open(t, payload, None, now).map_err(|e| format!("refused: {e}"))?;
+        let mut rec = self
+            .store
+            .gateway(&gw)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("gateway {gw} vanished"))?;
+        let mut b = Batch::new();
+        let out = match frame.body {
+            Body::Birth(birth) => {
+                rec.online = true;
+                rec.birth = Some(BirthView {
+                    software: birth.software.clone(),
+                    started_at: birth.started_at,
+                    session: birth.session,
+                    meters: birth.meters.len() as u32,
+                    online: birth.meters.iter().filter(|m| m.online).count() as u32,
+                    outbox_len: birth.outbox_len,
+                    at: now,
+                });
+                self.ingest(
+                    &mut b,
+                    "birth",
+                    &gw,
+                    None,
+                    frame.header.id,
+                    now,
+                    now,
+                    json!({"software": birth.software, "started_at": birth.started_at, "session": birth.session,
+                           "meters": birth.meters.iter().map(|m| json!({"tid": m.tid.map(|t| t.to_hex()), "model": m.model, "online": m.online})).collect::<Vec<_>>(),
+                           "outbox_len": birth.outbox_len}),
+                );
+                b.put(gateway_key(&gw), &rec);
+                self.store.commit(b).map_err(|e| e.to_string())?;
+                log::info!(
+                    "gateway {gw} is online (connection {}, {} meters)",
+                    birth.session,
+                    birth.meters.len()
+                );
+                let mut out = self.reconcile(&gw, now);
+                out.extend(self.deliver(None, now));
+                out
+            }
+            Body::Death(d) => {
+                if rec.birth.as_ref().is_none_or(|b| b.session <= d.session) {
+                    rec.online = false;
+                }
+                self.ingest(
+                    &mut b,
+                    "death",
+                    &gw,
+                    None,
+                    frame.header.id,
+                    now,
+                    now,
+                    json!({"session": d.session}),
+                );
+                b.put(gateway_key(&gw), &rec);
+                self.store.commit(b).map_err(|e| e.to_string())?;
+                log::info!("gateway {gw} is offline (connection {} ended)", d.session);
+                vec![]
+            }
+            other => return Err(format!("{:?} on the status topic: ignored", other.kind())),
+        };
+        Ok(out)
+    }
+}
+
+/// `value × 10^exponent` as whole units, if it fits.
+fn scaled(value: i64, exponent: i8) -> Option<u64> {
+    let v = u64::try_from(value).ok()?;
+    if exponent >= 0 {
+        v.checked_mul(10u64.checked_pow(exponent as u32)?)
+    } else {
+        Some(
+            v / 10u64
+                .checked_pow(exponent.unsigned_abs() as u32)
+                .unwrap_or(u64::MAX),
+        )
+    }
+}

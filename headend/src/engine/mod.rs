@@ -1,0 +1,613 @@
+//! The head-end's protocol core, sans I/O: it takes MQTT messages (topic, payload) and the time, uses
+//! the store, and returns the messages to publish. The MQTT driver ([`crate::mqtt`]) and tests feed it.
+//!
+//! Per message, in the order of docs/protocol.md "Receiving a message": the topic names an enrolled
+//! gateway; a sealed kind opens with the security context of its scope (a TID's, the gateway's, or an
+//! AKA run's); the frame matches the topic; a message id seen before is acknowledged again and not acted
+//! on. Then it is acted on and stored (applied to the store), and queued for acknowledgement: the 0x89
+//! messages leave from [`Engine::flush_acks`], after the store has flushed.
+
+mod aka;
+mod ingest;
+mod tokens;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use concentrator_protocol::{protect, Body, Frame, GatewayId, Kind, MessageId, Scope, Topic};
+use concentrator_security::envelope::{Channel, Sender, SenderKind};
+use concentrator_security::receipt::ReceiptVerifier;
+use concentrator_security::security_mode::{CipherAlg, IntegrityAlg};
+use concentrator_security::suci::Profile;
+use concentrator_security::{Direction, SecurityContext, SecurityMode};
+
+use crate::audit::PaymentRecord;
+use crate::notify::Notifier;
+use crate::store::{Batch, ContextRecord, ContextSet, Store, SubscriberRef};
+
+pub use aka::Phase;
+
+/// Downlink COUNTs reserved per store write (the next start resumes above the reservation).
+pub const RESERVE: u32 = 1024;
+/// The device name the head-end seals with.
+pub const HEAD_END: &str = "head-end";
+/// Acknowledgements queued before a flush is due regardless of time.
+pub const ACK_BATCH: usize = 64;
+
+/// What the core needs to know.
+#[derive(Debug)]
+pub struct Settings {
+    /// SUCI profile of the home network.
+    pub profile: Profile,
+    /// Home-network private key.
+    pub hn_private: Vec<u8>,
+    /// Its key id.
+    pub key_id: u8,
+    /// Allowed pairs, preferred first.
+    pub modes: Vec<SecurityMode>,
+    /// Key lifetime of a new context, s.
+    pub key_lifetime: u64,
+    /// Envelope timestamp window, s.
+    pub window: u64,
+    /// The pilot's currency.
+    pub currency: String,
+    /// Message ids remembered per gateway.
+    pub dedup_capacity: u64,
+    /// Account requests every this many seconds.
+    pub reconcile_interval: u64,
+    /// Resend a top-up without a result after this many seconds.
+    pub result_timeout: u64,
+    /// Verifies receipts (gateway role, chain to the utility CA).
+    pub receipts: ReceiptVerifier,
+}
+
+/// A message to publish (QoS 1, not retained).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The topic.
+    pub topic: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+struct Live {
+    channel: Channel,
+    reserved_until: u32,
+}
+
+#[derive(Debug)]
+struct AckBatch {
+    gateway: GatewayId,
+    scope: Scope,
+    sub: SubscriberRef,
+    rand: String,
+    ids: Vec<MessageId>,
+}
+
+/// The core.
+pub struct Engine {
+    store: Arc<Store>,
+    s: Settings,
+    payments: Arc<PaymentRecord>,
+    notifier: Arc<Notifier>,
+    runs: HashMap<(String, Scope), aka::Run>,
+    live: HashMap<(String, String), Live>,
+    acks: Vec<AckBatch>,
+    dedup_next: HashMap<String, u64>,
+    source: [u8; 8],
+    seq: u64,
+    next_reconcile: u64,
+    /// Meters asked for an account summary (reconciliation), and when: their tokens wait for it.
+    awaiting_account: HashMap<String, u64>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("runs", &self.runs.len())
+            .field("live", &self.live.len())
+            .finish()
+    }
+}
+
+/// The mode of algorithm ids.
+pub fn mode_of(integrity: u8, ciphering: u8) -> Option<SecurityMode> {
+    Some(SecurityMode {
+        integrity: IntegrityAlg::from_id(integrity)?,
+        ciphering: CipherAlg::from_id(ciphering)?,
+    })
+}
+
+fn sender() -> Sender {
+    Sender {
+        kind: SenderKind::Device,
+        id: HEAD_END.as_bytes().to_vec(),
+    }
+}
+
+fn short(scope: Scope) -> String {
+    match scope {
+        Scope::Gateway => "gw".into(),
+        Scope::Meter(t) => t.to_hex(),
+    }
+}
+
+impl Engine {
+    /// A core over the store.
+    pub fn new(
+        store: Arc<Store>,
+        settings: Settings,
+        payments: Arc<PaymentRecord>,
+        notifier: Arc<Notifier>,
+    ) -> Engine {
+        Engine {
+            store,
+            s: settings,
+            payments,
+            notifier,
+            runs: HashMap::new(),
+            live: HashMap::new(),
+            acks: Vec::new(),
+            dedup_next: HashMap::new(),
+            source: rand::random(),
+            seq: 0,
+            next_reconcile: 0,
+            awaiting_account: HashMap::new(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The phase of the AKA run on a scope, if one is in progress (for tests and status).
+    pub fn run_phase(&self, gateway: &str, scope: Scope) -> Option<Phase> {
+        self.runs
+            .get(&(gateway.to_string(), scope))
+            .map(|r| r.phase)
+    }
+
+    fn new_id(&mut self) -> MessageId {
+        self.seq += 1;
+        MessageId::new(self.source, self.seq)
+    }
+
+    /// One MQTT message. Returns what to publish now (AKA steps); acknowledgements wait for
+    /// [`Engine::flush_acks`].
+    pub fn handle(&mut self, topic: &str, payload: &[u8], now: u64) -> Vec<Outgoing> {
+        let t = match Topic::parse(topic) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("ignored a message: {e}");
+                return vec![];
+            }
+        };
+        let gw = t.gateway().as_str().to_string();
+        match self.store.gateway(&gw) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                log::warn!(
+                    "ignored {topic}: gateway {gw} is not enrolled here (provision it first)"
+                );
+                return vec![];
+            }
+            Err(e) => {
+                log::error!("{topic}: {e}");
+                return vec![];
+            }
+        }
+        let result = match &t {
+            Topic::Status { .. } => self.status(&t, payload, now),
+            Topic::Data { scope, kind, .. } => match kind {
+                Kind::Attach | Kind::AkaResponse => match protect::open(&t, payload, None, now) {
+                    Ok(frame) => self.aka_plain(&gw, *scope, frame, now),
+                    Err(e) => Err(format!("refused: {e}")),
+                },
+                Kind::SecurityModeComplete => {
+                    self.security_mode_complete(&t, &gw, *scope, payload, now)
+                }
+                _ => self.sealed(&t, &gw, *scope, payload, now),
+            },
+        };
+        match result {
+            Ok(out) => out,
+            Err(e) => {
+                log::warn!("{topic}: {e}");
+                vec![]
+            }
+        }
+    }
+
+    /// The contexts a sealed message on `scope` may be in: (subscriber, context).
+    fn candidates(
+        &self,
+        gw: &str,
+        scope: Scope,
+        now: u64,
+    ) -> Result<Vec<(SubscriberRef, ContextRecord)>, String> {
+        let e = |e: crate::store::StoreError| e.to_string();
+        match scope {
+            Scope::Gateway => {
+                let sub = SubscriberRef::Gateway(gw.to_string());
+                let set = self.store.contexts(&sub).map_err(e)?;
+                Ok([set.current, set.previous]
+                    .into_iter()
+                    .flatten()
+                    .map(|c| (sub.clone(), c))
+                    .collect())
+            }
+            Scope::Meter(tid) => {
+                if let Some(rec) = self.store.tid(&tid.0).map_err(e)? {
+                    if rec.gateway != gw {
+                        return Err(format!(
+                            "TID {} belongs to a meter of gateway {}, not {gw}: ignored",
+                            tid.to_hex(),
+                            rec.gateway
+                        ));
+                    }
+                    if now >= rec.expires_at {
+                        return Err(format!(
+                            "TID {} of meter {} expired at {}: the gateway must run AKA again",
+                            tid.to_hex(),
+                            rec.meter,
+                            rec.expires_at
+                        ));
+                    }
+                    let sub = SubscriberRef::Meter(rec.meter);
+                    let set = self.store.contexts(&sub).map_err(e)?;
+                    let hex = tid.to_hex();
+                    return Ok([set.current, set.previous]
+                        .into_iter()
+                        .flatten()
+                        .filter(|c| c.tid.as_deref() == Some(hex.as_str()))
+                        .map(|c| (sub.clone(), c))
+                        .collect());
+                }
+                // An attach handle during an AKA run, after the security mode was agreed.
+                if let Some(run) = self.runs.get(&(gw.to_string(), scope)) {
+                    if run.phase == Phase::AwaitTidAck {
+                        let set = self.store.contexts(&run.sub).map_err(e)?;
+                        return Ok([set.current, set.previous]
+                            .into_iter()
+                            .flatten()
+                            .filter(|c| c.rand == run.rand_hex())
+                            .map(|c| (run.sub.clone(), c))
+                            .collect());
+                    }
+                }
+                Ok(vec![])
+            }
+        }
+    }
+
+    fn live(&mut self, sub: &SubscriberRef, c: &ContextRecord) -> Result<&mut Live, String> {
+        let key = (sub.key(), c.rand.clone());
+        if !self.live.contains_key(&key) {
+            let mode = mode_of(c.integrity, c.ciphering).ok_or_else(|| {
+                format!(
+                    "stored context of {} names unknown algorithms {}/{}",
+                    sub.key(),
+                    c.integrity,
+                    c.ciphering
+                )
+            })?;
+            let ctx = SecurityContext::new(mode, &c.ck, &c.ik, c.fresh, c.established, c.lifetime);
+            let channel = Channel::resume(
+                ctx,
+                Direction::Downlink,
+                self.s.window,
+                c.down_reserved,
+                c.up_last,
+            );
+            self.live.insert(
+                key.clone(),
+                Live {
+                    channel,
+                    reserved_until: c.down_reserved,
+                },
+            );
+        }
+        self.live
+            .get_mut(&key)
+            .ok_or_else(|| "security context vanished".to_string())
+    }
+
+    /// Changes one stored context (found by its RAND) in a batch applied now.
+    fn update_ctx(
+        &self,
+        sub: &SubscriberRef,
+        rand: &str,
+        f: impl FnOnce(&mut ContextRecord),
+    ) -> Result<(), String> {
+        let mut set: ContextSet = self.store.contexts(sub).map_err(|e| e.to_string())?;
+        let c = [set.current.as_mut(), set.previous.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|c| c.rand == rand);
+        if let Some(c) = c {
+            f(c);
+            let mut b = Batch::new();
+            b.put(crate::store::ctx_key(sub), &set);
+            self.store.apply(b).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Opens a sealed message with the first context of its scope that verifies it.
+    fn open_sealed(
+        &mut self,
+        t: &Topic,
+        gw: &str,
+        scope: Scope,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<(Frame, SubscriberRef, ContextRecord), String> {
+        let cands = self.candidates(gw, scope, now)?;
+        if cands.is_empty() {
+            return Err(format!(
+                "no security context for scope {} of gateway {gw}: the gateway must attach (run AKA) first",
+                short(scope)
+            ));
+        }
+        let mut first_err = None;
+        for (sub, c) in cands {
+            let live = self.live(&sub, &c)?;
+            match protect::open(t, payload, Some(&mut live.channel), now) {
+                Ok(frame) => {
+                    let count = live.channel.last_received();
+                    let on_tid = matches!(scope, Scope::Meter(tid) if c.tid.as_deref() == Some(tid.to_hex().as_str()));
+                    self.update_ctx(&sub, &c.rand, |r| {
+                        r.up_last = count;
+                        if on_tid {
+                            r.confirmed = true;
+                        }
+                    })?;
+                    return Ok((frame, sub, c));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(format!(
+            "refused: {}",
+            first_err.map_or_else(|| "no context".to_string(), |e| e.to_string())
+        ))
+    }
+
+    fn sealed(
+        &mut self,
+        t: &Topic,
+        gw: &str,
+        scope: Scope,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<Vec<Outgoing>, String> {
+        let (frame, sub, ctx) = self.open_sealed(t, gw, scope, payload, now)?;
+        if frame.kind() == Kind::AckUp {
+            return self.ack_up(gw, scope, &frame, now);
+        }
+        let id = frame.header.id;
+        if self.store.seen(gw, &id.0).map_err(|e| e.to_string())? {
+            log::debug!("{t}: message {id} seen before: acknowledged again, not acted on");
+            self.queue_ack(gw, scope, &sub, &ctx.rand, id)?;
+            return Ok(vec![]);
+        }
+        let meter = match &sub {
+            SubscriberRef::Meter(m) => Some(m.clone()),
+            _ => None,
+        };
+        let out = self.act(gw, meter.as_deref(), frame, now)?;
+        let mut b = Batch::new();
+        self.store
+            .remember(
+                &mut b,
+                gw,
+                &id.0,
+                self.s.dedup_capacity,
+                &mut self.dedup_next,
+            )
+            .map_err(|e| e.to_string())?;
+        self.store.apply(b).map_err(|e| e.to_string())?;
+        self.queue_ack(gw, scope, &sub, &ctx.rand, id)?;
+        Ok(out)
+    }
+
+    fn act(
+        &mut self,
+        gw: &str,
+        meter: Option<&str>,
+        frame: Frame,
+        now: u64,
+    ) -> Result<Vec<Outgoing>, String> {
+        let id = frame.header.id;
+        match frame.body {
+            Body::Readings(r) => self.readings(gw, meter, id, r, now).map(|()| vec![]),
+            Body::Event(ev) => self.event(gw, meter, id, ev, now).map(|()| vec![]),
+            Body::Receipt(r) => self.receipt(gw, meter, id, r, now).map(|()| vec![]),
+            Body::AccountSummary(a) => self.account(gw, meter, id, a, now),
+            Body::CommandResult(r) => self.command_result(gw, meter, r, now),
+            other => {
+                log::warn!(
+                    "gateway {gw}: a {:?} message was not expected in this scope; stored nothing",
+                    other.kind()
+                );
+                Ok(vec![])
+            }
+        }
+    }
+
+    fn queue_ack(
+        &mut self,
+        gw: &str,
+        scope: Scope,
+        sub: &SubscriberRef,
+        rand: &str,
+        id: MessageId,
+    ) -> Result<(), String> {
+        if let Some(b) = self
+            .acks
+            .iter_mut()
+            .find(|b| b.gateway.as_str() == gw && b.scope == scope && b.rand == rand)
+        {
+            if !b.ids.contains(&id) {
+                b.ids.push(id);
+            }
+            return Ok(());
+        }
+        self.acks.push(AckBatch {
+            gateway: GatewayId::new(gw).map_err(|e| e.to_string())?,
+            scope,
+            sub: sub.clone(),
+            rand: rand.to_string(),
+            ids: vec![id],
+        });
+        Ok(())
+    }
+
+    /// Acknowledgements waiting.
+    pub fn pending_acks(&self) -> usize {
+        self.acks.iter().map(|b| b.ids.len()).sum()
+    }
+
+    /// Flushes the store, then seals the queued acknowledgements (0x89, one per scope).
+    pub fn flush_acks(&mut self, now: u64) -> Vec<Outgoing> {
+        if self.acks.is_empty() {
+            return vec![];
+        }
+        if let Err(e) = self.store.flush() {
+            log::error!("acknowledgements held back: the store did not flush: {e}");
+            return vec![];
+        }
+        let mut out = Vec::new();
+        for b in std::mem::take(&mut self.acks) {
+            let n = b.ids.len();
+            match self.seal(&b.gateway, b.scope, &b.sub, &b.rand, Body::AckDown(concentrator_protocol::Ack { ids: b.ids }), None, now) {
+                Ok(o) => out.push(o),
+                Err(e) => log::warn!(
+                    "cannot acknowledge {n} messages of gateway {} scope {}: {e}; the gateway sends them again",
+                    b.gateway,
+                    short(b.scope)
+                ),
+            }
+        }
+        out
+    }
+
+    /// Seals a downlink frame in a stored context (reserving COUNTs, flushed, as needed).
+    #[allow(clippy::too_many_arguments)]
+    fn seal(
+        &mut self,
+        gateway: &GatewayId,
+        scope: Scope,
+        sub: &SubscriberRef,
+        rand: &str,
+        body: Body,
+        id: Option<MessageId>,
+        now: u64,
+    ) -> Result<Outgoing, String> {
+        let set = self.store.contexts(sub).map_err(|e| e.to_string())?;
+        let c = [set.current, set.previous]
+            .into_iter()
+            .flatten()
+            .find(|c| c.rand == rand)
+            .ok_or_else(|| format!("the security context of {} is gone", sub.key()))?;
+        let window_store = self.store.clone();
+        let live = self.live(sub, &c)?;
+        let next = live.channel.next_count().ok_or_else(|| {
+            "every COUNT of this context is used: the gateway must run AKA again".to_string()
+        })?;
+        if next >= live.reserved_until {
+            let end = next.saturating_add(RESERVE);
+            let mut set = window_store.contexts(sub).map_err(|e| e.to_string())?;
+            if let Some(r) = [set.current.as_mut(), set.previous.as_mut()]
+                .into_iter()
+                .flatten()
+                .find(|r| r.rand == rand)
+            {
+                r.down_reserved = end;
+            }
+            let mut b = Batch::new();
+            b.put(crate::store::ctx_key(sub), &set);
+            window_store.commit(b).map_err(|e| e.to_string())?;
+            live.reserved_until = end;
+        }
+        let id = match id {
+            Some(id) => id,
+            None => self.new_id(),
+        };
+        let frame = Frame::new(id, scope.tid(), now, body);
+        let live = self.live(sub, &c)?;
+        let payload = protect::payload(Some(&mut live.channel), &sender(), now, &frame)
+            .map_err(|e| e.to_string())?;
+        Ok(Outgoing {
+            topic: Topic::for_message(gateway, scope, frame.kind()).to_string(),
+            payload,
+        })
+    }
+
+    /// A plain downlink frame (the AKA challenge).
+    fn plain(
+        &mut self,
+        gateway: &GatewayId,
+        scope: Scope,
+        body: Body,
+        now: u64,
+    ) -> Result<Outgoing, String> {
+        let frame = Frame::new(self.new_id(), scope.tid(), now, body);
+        let payload = protect::payload(None, &sender(), now, &frame).map_err(|e| e.to_string())?;
+        Ok(Outgoing {
+            topic: Topic::for_message(gateway, scope, frame.kind()).to_string(),
+            payload,
+        })
+    }
+
+    /// Periodic work: abandoned AKA runs, expired TIDs, reconciliation, top-ups without a result.
+    pub fn tick(&mut self, now: u64) -> Vec<Outgoing> {
+        self.runs.retain(|(gw, scope), r| {
+            let keep = now < r.started.saturating_add(aka::RUN_TIMEOUT);
+            if !keep {
+                log::info!(
+                    "gateway {gw}: AKA run on scope {} abandoned at {:?}",
+                    short(*scope),
+                    r.phase
+                );
+            }
+            keep
+        });
+        self.live
+            .retain(|_, l| l.channel.context().check_alive(now).is_ok());
+        if let Err(e) = self.purge_tids(now) {
+            log::error!("purging expired TIDs: {e}");
+        }
+        let mut out = Vec::new();
+        if now >= self.next_reconcile {
+            self.next_reconcile = now + self.s.reconcile_interval;
+            match self.store.gateways() {
+                Ok(gws) => {
+                    for g in gws.into_iter().filter(|g| g.online) {
+                        out.extend(self.reconcile(&g.id, now));
+                    }
+                }
+                Err(e) => log::error!("reconciliation: {e}"),
+            }
+        }
+        out.extend(self.deliver(None, now));
+        out
+    }
+
+    fn purge_tids(&mut self, now: u64) -> Result<(), String> {
+        let mut b = Batch::new();
+        for (k, rec) in self
+            .store
+            .scan::<crate::store::TidRecord>("tid/")
+            .map_err(|e| e.to_string())?
+        {
+            if now >= rec.expires_at {
+                b.remove(k);
+            }
+        }
+        self.store.apply(b).map_err(|e| e.to_string())
+    }
+}

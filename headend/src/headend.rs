@@ -1,0 +1,274 @@
+//! The head-end as a whole: store, payment record, backend, MQTT worker and phone-facing server, for
+//! the binary's `run` and for embedding (the all-in-one demo).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use concentrator_mpc::backend::Backend;
+use concentrator_security::receipt::ReceiptVerifier;
+use concentrator_security::signed::DocumentSigner;
+use concentrator_security::token::TokenSigner;
+
+use crate::audit::PaymentRecord;
+use crate::backend::{PaymentServer, TopUpRules};
+use crate::config::{read_hex, Config};
+use crate::engine::{Engine, Settings};
+use crate::error::{HeadEndError, Result};
+use crate::mqtt::{self, LinkStatus, MqttSettings};
+use crate::notify::Notifier;
+use crate::pki;
+use crate::store::Store;
+
+/// A head-end with its store open and its keys loaded, not yet connected.
+pub struct HeadEnd {
+    config: Config,
+    store: Arc<Store>,
+    payments: Arc<PaymentRecord>,
+    notifier: Arc<Notifier>,
+    backend: Arc<PaymentServer>,
+}
+
+impl std::fmt::Debug for HeadEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadEnd")
+            .field("base", &self.config.base)
+            .finish()
+    }
+}
+
+/// What to start besides MQTT.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// Serve phones: on this listener, or (`None`) on `[phone] listen` when `serve_phones`.
+    pub phone_listener: Option<TcpListener>,
+    /// Start the phone-facing server.
+    pub serve_phones: bool,
+}
+
+/// A running head-end.
+pub struct HeadEndHandle {
+    backend: Arc<PaymentServer>,
+    store: Arc<Store>,
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<LinkStatus>>,
+    worker: Option<JoinHandle<()>>,
+    phone: Option<JoinHandle<()>>,
+    phone_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for HeadEndHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadEndHandle")
+            .field("phone_addr", &self.phone_addr)
+            .finish()
+    }
+}
+
+impl HeadEnd {
+    /// Opens the store (`[store] path`) and loads the token signer.
+    pub fn open(config: Config) -> Result<HeadEnd> {
+        let path = config.path(&config.store.path);
+        let store = Arc::new(Store::open(&path)?);
+        Self::with_store(config, store)
+    }
+
+    /// Over a given store (tests: [`Store::memory`]).
+    pub fn with_store(config: Config, store: Arc<Store>) -> Result<HeadEnd> {
+        let cert_path = config.path(&config.pki.token_cert);
+        let cert = pki::load_cert(&cert_path, "token-signing certificate")?;
+        let key = pki::load_key(&config.path(&config.pki.token_key), "token-signing key")?;
+        let signer = DocumentSigner::new(key, &[cert]).map_err(|e| HeadEndError::Pki {
+            what: "token-signing certificate",
+            path: cert_path,
+            reason: e.to_string(),
+        })?;
+        let payments = Arc::new(PaymentRecord::new());
+        let notifier = Arc::new(Notifier::new());
+        let backend = Arc::new(PaymentServer::new(
+            store.clone(),
+            payments.clone(),
+            notifier.clone(),
+            TokenSigner::new(signer),
+            TopUpRules {
+                currency: config.pilot.currency.clone(),
+                lifetime_s: u64::from(config.tokens.lifetime_days) * 86_400,
+                min_minor: config.tokens.min_minor,
+                max_minor: config.tokens.max_minor,
+            },
+        ));
+        Ok(HeadEnd {
+            config,
+            store,
+            payments,
+            notifier,
+            backend,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// The [`Backend`] (the phone-facing server's view).
+    pub fn backend(&self) -> Arc<PaymentServer> {
+        self.backend.clone()
+    }
+
+    /// The protocol core over this head-end's store (the MQTT worker runs one; tests drive one).
+    pub fn engine(&self) -> Result<Engine> {
+        let c = &self.config;
+        let bad = |message: String| HeadEndError::Config {
+            path: c.base.join("headend.toml"),
+            message,
+        };
+        let ca_path = c.path(&c.pki.ca_cert);
+        let ca = pki::load_cert(&ca_path, "utility CA certificate")?;
+        Ok(Engine::new(
+            self.store.clone(),
+            Settings {
+                profile: c.profile().map_err(bad)?,
+                hn_private: read_hex(
+                    &c.path(&c.home_network.private_key),
+                    "home-network private key",
+                )?,
+                key_id: c.home_network.key_id,
+                modes: c.modes().map_err(bad)?,
+                key_lifetime: c.aka.key_lifetime_s,
+                window: c.aka.window_s,
+                currency: c.pilot.currency.clone(),
+                dedup_capacity: c.store.dedup_per_gateway,
+                reconcile_interval: c.reconcile.interval_s,
+                result_timeout: c.reconcile.result_timeout_s,
+                receipts: ReceiptVerifier::new(vec![ca]),
+            },
+            self.payments.clone(),
+            self.notifier.clone(),
+        ))
+    }
+
+    /// Connects to the broker and (if asked) serves phones. Returns at once; the work runs on threads.
+    pub fn start(self, opts: StartOptions) -> Result<HeadEndHandle> {
+        let broker = self.config.broker()?;
+        let tls = mqtt::tls_for(&self.config)?;
+        let engine = self.engine()?;
+        let settings = MqttSettings {
+            host: broker.host,
+            port: broker.port,
+            tls,
+            client_id: self.config.mqtt.client_id.clone(),
+            keep_alive: Duration::from_secs(30),
+            backoff: (
+                Duration::from_millis(500),
+                Duration::from_secs(60),
+                Duration::from_millis(100),
+            ),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (phone, phone_addr) = if opts.serve_phones || opts.phone_listener.is_some() {
+            let listener = match opts.phone_listener {
+                Some(l) => l,
+                None => TcpListener::bind(&self.config.phone.listen).map_err(|e| HeadEndError::Config {
+                    path: self.config.base.join("headend.toml"),
+                    message: format!(
+                        "[phone] listen {:?}: cannot listen there ({e}); choose a free address:port",
+                        self.config.phone.listen
+                    ),
+                })?,
+            };
+            let addr = listener.local_addr().ok();
+            let cert = self.config.path(&self.config.phone.cert);
+            let key = self.config.path(&self.config.phone.key);
+            let acceptor =
+                concentrator_mpc::tls::acceptor(&cert, &key).map_err(|e| HeadEndError::Pki {
+                    what: "phone server certificate",
+                    path: cert.clone(),
+                    reason: e.to_string(),
+                })?;
+            let backend: Arc<dyn Backend> = self.backend.clone();
+            let h = concentrator_mpc::server::serve(listener, acceptor, backend, stop.clone())
+                .map_err(|e| HeadEndError::Mqtt(format!("cannot start the phone server: {e}")))?;
+            (Some(h), addr)
+        } else {
+            (None, None)
+        };
+        let (tx, rx) = mpsc::channel();
+        self.backend.set_nudge(Some(tx));
+        let status = Arc::new(Mutex::new(LinkStatus::default()));
+        let (st, stat) = (stop.clone(), status.clone());
+        let worker = std::thread::Builder::new()
+            .name("headend-worker".into())
+            .spawn(move || mqtt::run(settings, engine, rx, st, stat))
+            .map_err(|e| HeadEndError::Mqtt(format!("cannot start the MQTT worker: {e}")))?;
+        Ok(HeadEndHandle {
+            backend: self.backend,
+            store: self.store,
+            stop,
+            status,
+            worker: Some(worker),
+            phone,
+            phone_addr,
+        })
+    }
+}
+
+impl HeadEndHandle {
+    /// The [`Backend`].
+    pub fn backend(&self) -> Arc<PaymentServer> {
+        self.backend.clone()
+    }
+
+    /// The store (reads while running are fine).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// The MQTT link.
+    pub fn status(&self) -> LinkStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Where the phone server listens.
+    pub fn phone_addr(&self) -> Option<SocketAddr> {
+        self.phone_addr
+    }
+
+    /// Whether the threads still run.
+    pub fn is_running(&self) -> bool {
+        self.worker.as_ref().is_some_and(|w| !w.is_finished())
+    }
+
+    /// Stops MQTT and the phone server, flushes the store.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.backend.set_nudge(None);
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+        if let Some(p) = self.phone.take() {
+            let _ = p.join();
+        }
+        self.store.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for HeadEndHandle {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}

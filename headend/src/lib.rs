@@ -1,0 +1,47 @@
+//! The reference payment server (PS) `concentrator-headend`: the other end of the concentrator system.
+//!
+//! It keeps the subscribers (meters, gateways, customers) and their AKA credentials, runs AKA and the
+//! security mode with every meter behind a gateway over MQTT (network side), signs credit tokens and
+//! delivers them to the gateways until their receipts arrive, ingests readings, events, receipts and
+//! account summaries, keeps an append-only hash-chained payment record, and serves the customers' phone
+//! client through `concentrator-mpc`'s server and this crate's [`backend::PaymentServer`].
+//!
+//! Embedding (the all-in-one demo):
+//!
+//! ```no_run
+//! use concentrator_headend::{config::Config, headend::{HeadEnd, StartOptions}, init, provision, spec::Spec};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let conf_path = init::run("pilot".as_ref(), &init::InitOptions::default())?;
+//! let config = Config::load(&conf_path)?;
+//! let he = HeadEnd::open(config.clone())?;
+//! let spec = Spec::load("pilot-spec.toml".as_ref())?;
+//! provision::run(&config, &he.store(), &spec, &provision::ProvisionOptions {
+//!     out: "bundles".into(), rekey: false, paths: provision::BundlePaths::Local,
+//! })?;
+//! let handle = he.start(StartOptions { serve_phones: true, ..Default::default() })?;
+//! let backend = handle.backend();          // impl concentrator_mpc::backend::Backend
+//! // ...
+//! handle.stop()?;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod audit;
+pub mod backend;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod headend;
+pub mod init;
+pub mod mqtt;
+pub mod notify;
+pub mod pki;
+pub mod provision;
+pub mod spec;
+pub mod store;
+
+pub use error::{HeadEndError, Result};
+pub use headend::{HeadEnd, HeadEndHandle, StartOptions};

@@ -1,0 +1,319 @@
+//! The MQTT driver: one worker thread that owns the [`Engine`], a reader thread per connection that
+//! runs rumqttc's event loop. Persistent session (clean session off), QoS 1 both ways, manual MQTT
+//! acknowledgements (a message is acknowledged to the broker only after the store flushed what it caused,
+//! so a crash makes the broker deliver it again), reconnection with exponential backoff and full jitter.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use concentrator_protocol::Topic;
+use native_tls::{Certificate, Identity, Protocol, TlsConnector};
+use rand::Rng;
+use rumqttc::{Client, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+
+use crate::engine::{Engine, Outgoing, ACK_BATCH};
+use crate::error::{HeadEndError, Result};
+
+const TICK: Duration = Duration::from_millis(20);
+const MAX_PACKET: usize = 300 * 1024;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct MqttSettings {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS, `None` for plain loopback.
+    pub tls: Option<TlsConnector>,
+    /// Client id.
+    pub client_id: String,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Backoff: first ceiling, largest ceiling, shortest wait.
+    pub backoff: (Duration, Duration, Duration),
+}
+
+impl std::fmt::Debug for MqttSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// A TLS connector that trusts only `ca_pem` and presents the head-end's certificate.
+pub fn connector(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> std::result::Result<TlsConnector, String> {
+    let key = openssl::pkey::PKey::private_key_from_pem(key_pem)
+        .and_then(|k| k.private_key_to_pem_pkcs8())
+        .map_err(|e| format!("the MQTT key is not a PEM private key: {e}"))?;
+    let identity = Identity::from_pkcs8(cert_pem, &key)
+        .map_err(|e| format!("the MQTT certificate and key do not fit together: {e}"))?;
+    let cas = openssl::x509::X509::stack_from_pem(ca_pem)
+        .map_err(|e| format!("the MQTT CA file: {e}"))?;
+    if cas.is_empty() {
+        return Err("the MQTT CA file holds no certificate".into());
+    }
+    let mut b = TlsConnector::builder();
+    b.identity(identity)
+        .min_protocol_version(Some(Protocol::Tlsv12))
+        .disable_built_in_roots(true);
+    for ca in cas {
+        let der = ca.to_der().map_err(|e| e.to_string())?;
+        b.add_root_certificate(Certificate::from_der(&der).map_err(|e| e.to_string())?);
+    }
+    b.build().map_err(|e| format!("TLS connector: {e}"))
+}
+
+/// What the link is doing.
+#[derive(Debug, Clone, Default)]
+pub struct LinkStatus {
+    /// Connected now.
+    pub connected: bool,
+    /// Connections made.
+    pub connections: u32,
+    /// Messages received.
+    pub received: u64,
+    /// Messages published.
+    pub published: u64,
+    /// The last connection error.
+    pub last_error: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn jitter(failures: u32, (base, cap, floor): (Duration, Duration, Duration)) -> Duration {
+    let ceiling = base
+        .checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
+        .unwrap_or(cap)
+        .min(cap)
+        .max(floor);
+    let lo = floor.as_millis() as u64;
+    let hi = (ceiling.as_millis() as u64).max(lo);
+    Duration::from_millis(rand::thread_rng().gen_range(lo..=hi))
+}
+
+/// Runs the link until `stop`.
+pub fn run(
+    settings: MqttSettings,
+    mut engine: Engine,
+    nudges: Receiver<String>,
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<LinkStatus>>,
+) {
+    let mut failures = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let err = connection(&settings, &mut engine, &nudges, &stop, &status);
+        if let Ok(mut s) = status.lock() {
+            s.connected = false;
+            s.last_error = err.clone();
+        }
+        let Some(err) = err else { break };
+        if started.elapsed() > Duration::from_secs(60) {
+            failures = 0;
+        }
+        let wait = jitter(failures, settings.backoff);
+        failures = failures.saturating_add(1);
+        log::warn!(
+            "MQTT to {}:{}: {err}; reconnecting in {wait:?}",
+            settings.host,
+            settings.port
+        );
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(TICK);
+        }
+    }
+}
+
+fn publish(client: &Client, out: Vec<Outgoing>, status: &Mutex<LinkStatus>) {
+    for o in out {
+        if let Err(e) = client.publish(o.topic.clone(), QoS::AtLeastOnce, false, o.payload) {
+            log::warn!("cannot publish to {}: {e}", o.topic);
+        } else if let Ok(mut s) = status.lock() {
+            s.published += 1;
+        }
+    }
+}
+
+/// One connection; `None` when stopped, `Some(reason)` when lost.
+fn connection(
+    settings: &MqttSettings,
+    engine: &mut Engine,
+    nudges: &Receiver<String>,
+    stop: &AtomicBool,
+    status: &Mutex<LinkStatus>,
+) -> Option<String> {
+    let mut o = MqttOptions::new(
+        settings.client_id.clone(),
+        settings.host.clone(),
+        settings.port,
+    );
+    o.set_clean_session(false)
+        .set_keep_alive(settings.keep_alive)
+        .set_manual_acks(true)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_inflight(100)
+        .set_request_channel_capacity(4096)
+        .set_transport(match &settings.tls {
+            Some(c) => Transport::tls_with_config(TlsConfiguration::NativeConnector(c.clone())),
+            None => Transport::tcp(),
+        });
+    let (client, mut conn) = Client::new(o, 4096);
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_connection_timeout(10);
+    network.set_tcp_nodelay(true);
+    conn.eventloop.set_network_options(network);
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::Builder::new()
+        .name("headend-mqtt".into())
+        .spawn(move || {
+            for ev in conn.iter() {
+                let end = ev.is_err();
+                if tx.send(ev).is_err() || end {
+                    break;
+                }
+            }
+        });
+    let reader = match reader {
+        Ok(r) => r,
+        Err(e) => return Some(format!("cannot start the MQTT reader thread: {e}")),
+    };
+    let result = session(settings, engine, nudges, stop, status, &client, &rx);
+    let _ = client.try_disconnect();
+    drop(rx);
+    let _ = reader.join();
+    result
+}
+
+fn session(
+    settings: &MqttSettings,
+    engine: &mut Engine,
+    nudges: &Receiver<String>,
+    stop: &AtomicBool,
+    status: &Mutex<LinkStatus>,
+    client: &Client,
+    rx: &Receiver<std::result::Result<Event, rumqttc::ConnectionError>>,
+) -> Option<String> {
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        match rx.recv_timeout(TICK) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(Err(e)) => return Some(e.to_string()),
+            Err(RecvTimeoutError::Disconnected) => return Some("the MQTT event loop ended".into()),
+        }
+    }
+    for t in Topic::HEAD_END_SUBSCRIPTIONS {
+        if let Err(e) = client.try_subscribe(t, QoS::AtLeastOnce) {
+            return Some(format!("subscribe {t}: {e}"));
+        }
+    }
+    if let Ok(mut s) = status.lock() {
+        s.connected = true;
+        s.connections += 1;
+    }
+    log::info!(
+        "MQTT: connected to {}:{} as {}",
+        settings.host,
+        settings.port,
+        settings.client_id
+    );
+    let mut unacked: Vec<Publish> = Vec::new();
+    let mut last_tick = Instant::now() - Duration::from_secs(2);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            settle(engine, client, &mut unacked, status);
+            return None;
+        }
+        let ev = rx.recv_timeout(TICK);
+        let now = unix_now();
+        let busy = matches!(ev, Ok(Ok(Event::Incoming(Packet::Publish(_)))));
+        match ev {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                if let Ok(mut s) = status.lock() {
+                    s.received += 1;
+                }
+                let out = engine.handle(&p.topic, &p.payload, now);
+                publish(client, out, status);
+                unacked.push(p);
+            }
+            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(Err(e)) => return Some(e.to_string()),
+            Err(RecvTimeoutError::Disconnected) => return Some("the MQTT event loop ended".into()),
+        }
+        // Settle when nothing more is waiting, or the batch is full.
+        if !unacked.is_empty()
+            && (!busy || unacked.len() >= ACK_BATCH || engine.pending_acks() >= ACK_BATCH)
+        {
+            settle(engine, client, &mut unacked, status);
+        }
+        while let Ok(meter) = nudges.try_recv() {
+            let out = engine.deliver(Some(&meter), now);
+            publish(client, out, status);
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            let out = engine.tick(now);
+            publish(client, out, status);
+        }
+    }
+}
+
+/// Flushes the store, sends the acknowledgements, then acknowledges the MQTT deliveries.
+fn settle(
+    engine: &mut Engine,
+    client: &Client,
+    unacked: &mut Vec<Publish>,
+    status: &Mutex<LinkStatus>,
+) {
+    let now = unix_now();
+    let out = engine.flush_acks(now);
+    if let Err(e) = engine.store().flush() {
+        log::error!("the store did not flush: {e}; MQTT deliveries stay unacknowledged (the broker sends them again)");
+        return;
+    }
+    publish(client, out, status);
+    for p in unacked.drain(..) {
+        if let Err(e) = client.try_ack(&p) {
+            log::warn!("cannot acknowledge a delivery to the broker: {e}");
+        }
+    }
+}
+
+/// The connector for a configuration's `[mqtt]` files.
+pub fn tls_for(cfg: &crate::config::Config) -> Result<Option<TlsConnector>> {
+    let broker = cfg.broker()?;
+    if !broker.tls {
+        return Ok(None);
+    }
+    let read = |p: &std::path::Path, what: &'static str| {
+        std::fs::read(p).map_err(HeadEndError::io(
+            what,
+            p,
+            "fix the [mqtt] path in headend.toml",
+        ))
+    };
+    let ca = read(&cfg.path(&cfg.mqtt.ca), "MQTT CA certificate")?;
+    let cert = read(&cfg.path(&cfg.mqtt.cert), "MQTT client certificate")?;
+    let key = read(&cfg.path(&cfg.mqtt.key), "MQTT client key")?;
+    connector(&ca, &cert, &key)
+        .map(Some)
+        .map_err(HeadEndError::Mqtt)
+}

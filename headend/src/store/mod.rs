@@ -1,0 +1,524 @@
+//! The subscriber store: one ordered key space behind the small [`Kv`] trait (sled in production, a
+//! `BTreeMap` in unit tests), records as JSON. Writes go in atomic batches; nothing that depends on a
+//! write (a challenge after an SQN step, a token command, an acknowledgement) leaves before
+//! [`Store::flush`] returned.
+//!
+//! Key prefixes (one concept each; `\0` separates a name from what follows it):
+//!
+//! | prefix | value |
+//! |---|---|
+//! | `m/<meter>` | [`MeterRecord`] |
+//! | `g/<gateway>` | [`GatewayRecord`] |
+//! | `c/<customer>` | [`CustomerRecord`] |
+//! | `imsi/<imsi>` | [`SubscriberRef`] |
+//! | `code/<sha256 hex of the code>` | customer id (one-time authorization codes) |
+//! | `user/<name>` | customer id |
+//! | `ctx/<subscriber key>` | [`ContextSet`] (current and previous security context) |
+//! | `tid/<hex>` | [`TidRecord`] |
+//! | `tok/<meter>\0<serial BE>` | [`TokenRecord`] |
+//! | `pend/<meter>\0<serial BE>` | [`TokenRef`] (tokens not yet applied or refused) |
+//! | `cmd/<message id hex>` | [`TokenRef`] (a top-up command's token) |
+//! | `req/<customer>\0<request id hex>` | [`TokenRef`] (idempotent top-up requests) |
+//! | `in/<kind>/<owner>\0<at BE><message id>` | [`Ingested`] (readings, events, receipts, accounts) |
+//! | `dd/<gateway>\0<message id>`, `ddq/<gateway>\0<seq BE>`, `ddn/<gateway>` | deduplication ring |
+//! | `pay/<seq BE>`, `paymeta` | the payment record ([`crate::audit`]) |
+
+mod records;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+pub use records::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (disk full, corruption, locked by another process).
+    #[error(
+        "database at {path}: {reason}; check the disk and that no other head-end uses the store"
+    )]
+    Db {
+        /// Where.
+        path: String,
+        /// sled's error.
+        reason: String,
+    },
+    /// A record does not decode: the store was written by an incompatible version or was altered.
+    #[error("record {key:?} does not decode ({reason}); restore the store from a backup")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Raw entries: (key, value).
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One atomic write: keys to set (`Some`) or remove (`None`).
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// Sets `key` to a record.
+    pub fn put<T: Serialize>(&mut self, key: impl Into<Vec<u8>>, value: &T) {
+        // Serialising our own record types to JSON cannot fail (no maps with non-string keys).
+        let v = serde_json::to_vec(value).unwrap_or_default();
+        self.ops.push((key.into(), Some(v)));
+    }
+
+    /// Sets `key` to raw octets.
+    pub fn put_raw(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        self.ops.push((key.into(), Some(value)));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), None));
+    }
+
+    /// Whether nothing is to be written.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Appends another batch.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+}
+
+/// The key-value space the store needs.
+pub trait Kv: Send + Sync {
+    /// One value.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Applies a batch atomically (not yet durable).
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// Makes every applied batch durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// sled, one tree.
+#[derive(Debug)]
+pub struct SledKv {
+    db: sled::Db,
+    tree: sled::Tree,
+    path: String,
+}
+
+impl SledKv {
+    /// Opens (creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<SledKv, StoreError> {
+        let p = path.display().to_string();
+        let db_err = |e: sled::Error| StoreError::Db {
+            path: p.clone(),
+            reason: e.to_string(),
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(db_err)?;
+        let tree = db.open_tree("headend").map_err(db_err)?;
+        Ok(SledKv { db, tree, path: p })
+    }
+
+    fn err(&self, e: sled::Error) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl Kv for SledKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        self.tree.apply_batch(b).map_err(|e| self.err(e))
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+}
+
+/// In memory, for tests; counts flushes.
+#[derive(Debug, Default)]
+pub struct MemKv {
+    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// How often `flush` was called.
+    pub flushes: std::sync::atomic::AtomicU64,
+}
+
+impl MemKv {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Kv for MemKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut m = self.lock();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => m.insert(k, v),
+                None => m.remove(&k),
+            };
+        }
+        Ok(())
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        Ok(self
+            .lock()
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Typed access to the key space.
+pub struct Store {
+    kv: Box<dyn Kv>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// `prefix` ‖ `name` ‖ 0.
+pub fn key2(prefix: &str, name: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + name.len() + 1 + rest.len());
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(rest);
+    k
+}
+
+impl Store {
+    /// Over any key space.
+    pub fn new(kv: Box<dyn Kv>) -> Store {
+        Store { kv }
+    }
+
+    /// sled at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store::new(Box::new(SledKv::open(path)?)))
+    }
+
+    /// In memory (tests).
+    pub fn memory() -> Store {
+        Store::new(Box::new(MemKv::default()))
+    }
+
+    /// A record.
+    pub fn get<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, StoreError> {
+        let key = key.as_ref();
+        match self.kv.get(key)? {
+            Some(v) => Ok(Some(decode(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Raw octets.
+    pub fn get_raw(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        self.kv.get(key.as_ref())
+    }
+
+    /// Every record under a prefix, in key order.
+    pub fn scan<T: DeserializeOwned>(
+        &self,
+        prefix: impl AsRef<[u8]>,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        self.kv
+            .scan(prefix.as_ref())?
+            .into_iter()
+            .map(|(k, v)| {
+                let t = decode(&k, &v)?;
+                Ok((k, t))
+            })
+            .collect()
+    }
+
+    /// Raw entries under a prefix.
+    pub fn scan_raw(&self, prefix: impl AsRef<[u8]>) -> Result<Entries, StoreError> {
+        self.kv.scan(prefix.as_ref())
+    }
+
+    /// Applies a batch (atomic, not yet durable).
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.kv.apply(batch)
+    }
+
+    /// Makes everything applied durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.kv.flush()
+    }
+
+    /// Applies and flushes.
+    pub fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        self.apply(batch)?;
+        self.flush()
+    }
+
+    // ---- typed look-ups ----
+
+    /// A meter by number.
+    pub fn meter(&self, meter: &str) -> Result<Option<MeterRecord>, StoreError> {
+        self.get(meter_key(meter))
+    }
+
+    /// A gateway by id.
+    pub fn gateway(&self, id: &str) -> Result<Option<GatewayRecord>, StoreError> {
+        self.get(gateway_key(id))
+    }
+
+    /// A customer by id.
+    pub fn customer(&self, id: &str) -> Result<Option<CustomerRecord>, StoreError> {
+        self.get(customer_key(id))
+    }
+
+    /// Every meter.
+    pub fn meters(&self) -> Result<Vec<MeterRecord>, StoreError> {
+        Ok(self.scan("m/")?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Every gateway.
+    pub fn gateways(&self) -> Result<Vec<GatewayRecord>, StoreError> {
+        Ok(self.scan("g/")?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Every customer.
+    pub fn customers(&self) -> Result<Vec<CustomerRecord>, StoreError> {
+        Ok(self.scan("c/")?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// The subscriber an IMSI belongs to.
+    pub fn subscriber_by_imsi(&self, imsi: &str) -> Result<Option<SubscriberRef>, StoreError> {
+        self.get(format!("imsi/{imsi}"))
+    }
+
+    /// The security contexts of a subscriber.
+    pub fn contexts(&self, sub: &SubscriberRef) -> Result<ContextSet, StoreError> {
+        Ok(self.get(ctx_key(sub))?.unwrap_or_default())
+    }
+
+    /// A TID's binding.
+    pub fn tid(&self, tid: &[u8; 8]) -> Result<Option<TidRecord>, StoreError> {
+        self.get(tid_key(tid))
+    }
+
+    /// One token.
+    pub fn token(&self, meter: &str, serial: u64) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(token_key(meter, serial))
+    }
+
+    /// A meter's tokens, by serial.
+    pub fn tokens(&self, meter: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(self
+            .scan(key2("tok/", meter, &[]))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Tokens waiting for their receipt (all meters, or one).
+    pub fn pending(&self, meter: Option<&str>) -> Result<Vec<TokenRef>, StoreError> {
+        let prefix = match meter {
+            Some(m) => key2("pend/", m, &[]),
+            None => b"pend/".to_vec(),
+        };
+        Ok(self.scan(prefix)?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Ingested records of a kind for an owner (meter number or `gw:<gateway>`), oldest first.
+    pub fn ingested(&self, kind: &str, owner: &str) -> Result<Vec<Ingested>, StoreError> {
+        Ok(self
+            .scan(key2(&format!("in/{kind}/"), owner, &[]))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    // ---- deduplication of uplink message ids per gateway (bounded ring) ----
+
+    /// Whether `(gateway, id)` was seen.
+    pub fn seen(&self, gateway: &str, id: &[u8; 16]) -> Result<bool, StoreError> {
+        Ok(self.kv.get(&key2("dd/", gateway, id))?.is_some())
+    }
+
+    /// Records `(gateway, id)` in `batch`, forgetting the oldest beyond `capacity`.
+    pub fn remember(
+        &self,
+        batch: &mut Batch,
+        gateway: &str,
+        id: &[u8; 16],
+        capacity: u64,
+        pending: &mut std::collections::HashMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        let next = match pending.get(gateway) {
+            Some(n) => *n,
+            None => self.get::<u64>(key2("ddn/", gateway, &[]))?.unwrap_or(0),
+        };
+        batch.put_raw(key2("dd/", gateway, id), next.to_be_bytes().to_vec());
+        batch.put_raw(key2("ddq/", gateway, &next.to_be_bytes()), id.to_vec());
+        if next >= capacity {
+            let old = next - capacity;
+            let qk = key2("ddq/", gateway, &old.to_be_bytes());
+            if let Some(old_id) = self.kv.get(&qk)? {
+                batch.remove(key2("dd/", gateway, &old_id));
+            }
+            batch.remove(qk);
+        }
+        pending.insert(gateway.to_string(), next + 1);
+        batch.put(key2("ddn/", gateway, &[]), &(next + 1));
+        Ok(())
+    }
+}
+
+/// Key of a meter record.
+pub fn meter_key(meter: &str) -> String {
+    format!("m/{meter}")
+}
+/// Key of a gateway record.
+pub fn gateway_key(id: &str) -> String {
+    format!("g/{id}")
+}
+/// Key of a customer record.
+pub fn customer_key(id: &str) -> String {
+    format!("c/{id}")
+}
+/// Key of a subscriber's contexts.
+pub fn ctx_key(sub: &SubscriberRef) -> String {
+    format!("ctx/{}", sub.key())
+}
+/// Key of a TID.
+pub fn tid_key(tid: &[u8; 8]) -> String {
+    format!("tid/{}", hex::encode(tid))
+}
+/// Key of a token.
+pub fn token_key(meter: &str, serial: u64) -> Vec<u8> {
+    key2("tok/", meter, &serial.to_be_bytes())
+}
+/// Key of a pending token in the index of tokens waiting for their receipt.
+pub fn pending_key(meter: &str, serial: u64) -> Vec<u8> {
+    key2("pend/", meter, &serial.to_be_bytes())
+}
+/// Key of an ingested record.
+pub fn ingested_key(kind: &str, owner: &str, at: u64, id: &[u8; 16]) -> Vec<u8> {
+    let mut rest = at.to_be_bytes().to_vec();
+    rest.extend_from_slice(id);
+    key2(&format!("in/{kind}/"), owner, &rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stores() -> Vec<(Store, Option<std::path::PathBuf>)> {
+        let dir = std::env::temp_dir().join(format!("headend-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        vec![
+            (Store::memory(), None),
+            (Store::open(&dir).unwrap(), Some(dir)),
+        ]
+    }
+
+    #[test]
+    fn batches_scans_and_dedup_ring() {
+        for (s, dir) in stores() {
+            let mut b = Batch::new();
+            b.put("m/B", &1u32);
+            b.put("m/A", &2u32);
+            b.put("n/A", &3u32);
+            s.commit(b).unwrap();
+            let got: Vec<u32> = s.scan("m/").unwrap().into_iter().map(|(_, v)| v).collect();
+            assert_eq!(got, vec![2, 1], "key order, prefix only");
+            let mut b = Batch::new();
+            b.remove("m/A");
+            s.commit(b).unwrap();
+            assert_eq!(s.get::<u32>("m/A").unwrap(), None);
+            // A record of another type is reported as corrupt, naming the key.
+            let err = s.get::<String>("m/B").unwrap_err();
+            assert!(err.to_string().contains("m/B"), "{err}");
+
+            // The dedup ring forgets the oldest id beyond its capacity.
+            let mut pending = std::collections::HashMap::new();
+            for n in 0u8..5 {
+                let mut b = Batch::new();
+                s.remember(&mut b, "gw1", &[n; 16], 3, &mut pending)
+                    .unwrap();
+                s.commit(b).unwrap();
+            }
+            assert!(!s.seen("gw1", &[0; 16]).unwrap());
+            assert!(!s.seen("gw1", &[1; 16]).unwrap());
+            for n in 2u8..5 {
+                assert!(s.seen("gw1", &[n; 16]).unwrap());
+            }
+            assert!(!s.seen("gw2", &[4; 16]).unwrap(), "per gateway");
+            drop(s);
+            if let Some(d) = dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The records of the store.
+
+use concentrator_security::sqn::SqnGenerator;
+use serde::{Deserialize, Serialize};
+
+/// 16 key octets, stored as hex.
+pub mod hex16 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises as hex.
+    pub fn serialize<S: Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    /// Parses hex.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let s = String::deserialize(d)?;
+        let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom("expected 16 octets"))
+    }
+}
+
+/// Optional 16 key octets as hex.
+pub mod hex16_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises as hex or null.
+    pub fn serialize<S: Serializer>(v: &Option<[u8; 16]>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&hex::encode(v)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Parses hex or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 16]>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| {
+            let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
+            v.try_into()
+                .map_err(|_| serde::de::Error::custom("expected 16 octets"))
+        })
+        .transpose()
+    }
+}
+
+/// Whose record a subscriber identity (IMSI, security context) is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
+pub enum SubscriberRef {
+    /// A meter, by meter number.
+    Meter(String),
+    /// A gateway, by id.
+    Gateway(String),
+    /// A customer (AKA with the phone-facing server).
+    Customer(String),
+}
+
+impl SubscriberRef {
+    /// The key part (`m:…`, `g:…`, `c:…`).
+    pub fn key(&self) -> String {
+        match self {
+            SubscriberRef::Meter(m) => format!("m:{m}"),
+            SubscriberRef::Gateway(g) => format!("g:{g}"),
+            SubscriberRef::Customer(c) => format!("c:{c}"),
+        }
+    }
+}
+
+/// What the head-end last heard of a meter's account and register.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// Balance, minor units, and when reported.
+    pub balance_minor: Option<i64>,
+    /// See `balance_minor`.
+    pub balance_at: Option<u64>,
+    /// Relay closed.
+    pub supply_on: Option<bool>,
+    /// Imported energy, Wh, and when read.
+    pub last_reading_wh: Option<u64>,
+    /// See `last_reading_wh`.
+    pub last_reading_at: Option<u64>,
+}
+
+/// A meter as enrolled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterRecord {
+    /// Meter number (contract id; what tokens name).
+    pub meter: String,
+    /// The gateway it is behind.
+    pub gateway: String,
+    /// Dwelling.
+    pub dwelling: String,
+    /// Its subscriber identity.
+    pub imsi: String,
+    /// The other two inputs of its KID.
+    pub msisdn: String,
+    /// See `msisdn`.
+    pub imei: String,
+    /// KID, hex.
+    pub kid: String,
+    /// AKA key.
+    #[serde(with = "hex16")]
+    pub k: [u8; 16],
+    /// AKA OPc.
+    #[serde(with = "hex16")]
+    pub opc: [u8; 16],
+    /// The network side's SQN state.
+    pub sqn: SqnGenerator,
+    /// The serial the next token gets.
+    pub next_serial: u64,
+    /// The highest serial the gateway confirmed applied.
+    pub last_applied_serial: Option<u64>,
+    /// What was last reported.
+    pub view: AccountView,
+}
+
+/// The last birth of a gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BirthView {
+    /// Software version.
+    pub software: String,
+    /// Daemon start, unix s.
+    pub started_at: u64,
+    /// Connection number.
+    pub session: u32,
+    /// Meters in the inventory, and how many are online.
+    pub meters: u32,
+    /// See `meters`.
+    pub online: u32,
+    /// Outbox length.
+    pub outbox_len: u64,
+    /// When received, unix s.
+    pub at: u64,
+}
+
+/// A gateway as enrolled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRecord {
+    /// Gateway id (= certificate CN, MQTT user name).
+    pub id: String,
+    /// Its own subscriber identity (AKA for scope `gw`).
+    pub imsi: String,
+    /// AKA key.
+    #[serde(with = "hex16")]
+    pub k: [u8; 16],
+    /// AKA OPc.
+    #[serde(with = "hex16")]
+    pub opc: [u8; 16],
+    /// SQN state.
+    pub sqn: SqnGenerator,
+    /// Its certificate (PEM): MQTT client and receipt signer.
+    pub cert_pem: String,
+    /// The broker address it was given.
+    pub broker: String,
+    /// Meter numbers behind it.
+    pub meters: Vec<String>,
+    /// Online (birth seen, no death since).
+    pub online: bool,
+    /// The last birth.
+    pub birth: Option<BirthView>,
+}
+
+/// A customer as enrolled and registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerRecord {
+    /// Id from provisioning.
+    pub id: String,
+    /// Name for people.
+    pub name: String,
+    /// User name chosen at registration.
+    pub user: Option<String>,
+    /// Phone number.
+    pub msisdn: String,
+    /// Subscriber identity with the phone-facing server.
+    pub imsi: String,
+    /// AKA key, set at registration.
+    #[serde(with = "hex16_opt")]
+    pub k: Option<[u8; 16]>,
+    /// AKA OPc, set at registration.
+    #[serde(with = "hex16_opt")]
+    pub opc: Option<[u8; 16]>,
+    /// SQN state.
+    pub sqn: SqnGenerator,
+    /// `scrypt$…`.
+    pub password_hash: Option<String>,
+    /// Meter numbers.
+    pub meters: Vec<String>,
+    /// SHA-256 (hex) of the unused authorization code.
+    pub auth_code_hash: Option<String>,
+}
+
+/// A security context as stored (one AKA run's result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextRecord {
+    /// The TID (meters), hex; `None` for a gateway's own context.
+    pub tid: Option<String>,
+    /// The RAND of the run (the session).
+    pub rand: String,
+    /// Integrity algorithm id.
+    pub integrity: u8,
+    /// Ciphering algorithm id.
+    pub ciphering: u8,
+    /// CK.
+    #[serde(with = "hex16")]
+    pub ck: [u8; 16],
+    /// IK.
+    #[serde(with = "hex16")]
+    pub ik: [u8; 16],
+    /// FRESH.
+    pub fresh: u32,
+    /// Established, unix s.
+    pub established: u64,
+    /// Lifetime, s.
+    pub lifetime: u64,
+    /// Downlink COUNTs below this are reserved (the next start resumes here).
+    pub down_reserved: u32,
+    /// The last uplink COUNT accepted.
+    pub up_last: Option<u32>,
+    /// The gateway has used it (acknowledged the TID assignment or sent on the TID): downlink uses it.
+    pub confirmed: bool,
+}
+
+impl ContextRecord {
+    /// End of validity.
+    pub fn expires_at(&self) -> u64 {
+        self.established.saturating_add(self.lifetime)
+    }
+}
+
+/// A subscriber's contexts: the newest and the one before it (kept until it expires).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextSet {
+    /// The newest.
+    pub current: Option<ContextRecord>,
+    /// The one before.
+    pub previous: Option<ContextRecord>,
+}
+
+/// What a TID stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TidRecord {
+    /// The meter.
+    pub meter: String,
+    /// The gateway it was issued through.
+    pub gateway: String,
+    /// End of validity (the context's).
+    pub expires_at: u64,
+}
+
+/// Where a token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    /// Signed, not confirmed.
+    Pending,
+    /// Receipt (or reconciliation) confirmed it.
+    Applied,
+    /// The gateway refused it.
+    Refused,
+}
+
+/// An issued token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Meter number.
+    pub meter: String,
+    /// Serial.
+    pub serial: u64,
+    /// Amount, minor units.
+    pub amount_minor: u64,
+    /// ISO 4217.
+    pub currency: String,
+    /// Issue time.
+    pub issued_at: u64,
+    /// Expiry.
+    pub expires_at: u64,
+    /// `SignedToken` octets, hex.
+    pub token: String,
+    /// The buyer.
+    pub customer: String,
+    /// The payment record entry of the purchase.
+    pub record: u64,
+    /// State.
+    pub state: TokenState,
+    /// The top-up command's message id (hex), once sent; resends keep it.
+    pub command: Option<String>,
+    /// When last sent, unix s.
+    pub sent_at: Option<u64>,
+    /// Times sent.
+    pub sends: u32,
+    /// The last command result code.
+    pub result: Option<u16>,
+    /// Why refused.
+    pub reason: Option<String>,
+    /// The receipt (`SignedDocument` octets, hex).
+    pub receipt: Option<String>,
+    /// Balance after, from the receipt.
+    pub balance_after_minor: Option<i64>,
+    /// When applied (receipt's time, or reconciliation's).
+    pub applied_at: Option<u64>,
+}
+
+/// A token by meter and serial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRef {
+    /// Meter number.
+    pub meter: String,
+    /// Serial.
+    pub serial: u64,
+}
+
+/// An ingested uplink message, with who it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ingested {
+    /// The gateway it came through.
+    pub gateway: String,
+    /// Meter number, or `None` for the gateway's own scope.
+    pub meter: Option<String>,
+    /// Message id, hex.
+    pub id: String,
+    /// When received, unix s.
+    pub received_at: u64,
+    /// The body, as the protocol crate's `Debug` of the frame's content in a stable JSON form.
+    pub body: serde_json::Value,
+}

@@ -1,0 +1,306 @@
+//! The head-end against a real Mosquitto (TLS, client certificates, the ACL of docs/uplink.md), with a
+//! scripted gateway side over MQTT: it attaches itself and a meter, authenticates, sends a reading that
+//! is acknowledged, receives a top-up command, answers with a result and a signed receipt, and the
+//! customer's subscription gets the notice.
+
+mod support;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use concentrator_headend::engine::Outgoing;
+use concentrator_headend::store::TokenState;
+use concentrator_headend::{HeadEnd, StartOptions};
+use concentrator_mpc::backend::{Backend, Notice};
+use concentrator_protocol::*;
+use concentrator_security::receipt::Receipt;
+use concentrator_security::signed::DocumentSigner;
+use concentrator_security::token::{SignedToken, TokenVerifier};
+use concentrator_security::SecurityMode;
+use concentrator_uplink::mqtt::TlsIdentity;
+use concentrator_uplink::testkit::broker::{self, Broker};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use support::*;
+
+struct Wire {
+    client: Client,
+    rx: mpsc::Receiver<(String, Vec<u8>)>,
+}
+
+impl Wire {
+    fn connect(b: &Broker, id: &str) -> Wire {
+        let issued = b.pki.client(id);
+        let tls = TlsIdentity {
+            ca_pem: b.pki.ca_pem(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        };
+        let mut o = MqttOptions::new(id, "localhost", b.port);
+        o.set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_transport(Transport::tls_with_config(
+                TlsConfiguration::NativeConnector(tls.connector().unwrap()),
+            ));
+        let (client, mut conn) = Client::new(o, 256);
+        let (tx, rx) = mpsc::channel();
+        let sub = client.clone();
+        let topic = format!("c/v1/{id}/down/#");
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub.try_subscribe(topic.clone(), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        Wire { client, rx }
+    }
+
+    fn send(&self, msg: (String, Vec<u8>)) {
+        self.client
+            .publish(msg.0, QoS::AtLeastOnce, false, msg.1)
+            .unwrap();
+    }
+
+    fn expect(&self, suffix: &str) -> Outgoing {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let (topic, payload) = self
+                .rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("timed out waiting for …{suffix}"));
+            if topic.ends_with(suffix) {
+                return Outgoing { topic, payload };
+            }
+            eprintln!("(skipped {topic} while waiting for …{suffix})");
+        }
+    }
+}
+
+#[test]
+fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
+    if !broker::available() {
+        return;
+    }
+    let started = Instant::now();
+    let b = Broker::start();
+    let p = Pilot::with_broker("mqtt", Some(format!("mqtts://localhost:{}", b.port)));
+    // The broker's own test PKI: the head-end's MQTT files come from it.
+    let mqtt = p.dir.0.join("mqtt");
+    std::fs::create_dir_all(&mqtt).unwrap();
+    let he_cert = b.pki.client("head-end");
+    std::fs::write(mqtt.join("ca.pem"), b.pki.ca_pem()).unwrap();
+    std::fs::write(mqtt.join("he.pem"), he_cert.cert_pem).unwrap();
+    std::fs::write(mqtt.join("he.key"), he_cert.key_pem).unwrap();
+    let mut config = p.config.clone();
+    config.mqtt.ca = mqtt.join("ca.pem");
+    config.mqtt.cert = mqtt.join("he.pem");
+    config.mqtt.key = mqtt.join("he.key");
+    let he = HeadEnd::open(config).unwrap();
+    p.provision(&he.store());
+    let phones = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let handle = he
+        .start(StartOptions {
+            phone_listener: Some(phones),
+            serve_phones: true,
+        })
+        .unwrap();
+    let backend = handle.backend();
+    let notices = backend.subscribe("C-1");
+
+    // The customer registers with the code from customers.txt and logs in with the phone client.
+    let customers = std::fs::read_to_string(p.out.join("customers.txt")).unwrap();
+    let code = customers
+        .lines()
+        .find(|l| l.starts_with("C-1\t"))
+        .unwrap()
+        .split('\t')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let phone_addr = handle.phone_addr().unwrap().to_string();
+    let ca_pem = p.config.path(&p.config.pki.ca_cert);
+    let mut phone = concentrator_mpc::client::Client::connect(&phone_addr, &ca_pem).unwrap();
+    let mut keys = phone
+        .register(&code, "ada", "correct horse battery")
+        .unwrap();
+    assert_eq!(keys.customer, "C-1");
+    assert!(
+        backend.customer_by_auth_code(&code).unwrap().is_none(),
+        "the code is used up"
+    );
+    phone
+        .login(&mut keys, "correct horse battery", &mut |_| Ok(()))
+        .unwrap();
+
+    let mut g = p.gateway("gw-1", vec![SecurityMode::AES, SecurityMode::KASUMI]);
+    let wire = Wire::connect(&b, "gw-1");
+    // Wait for the head-end's subscription, then a birth.
+    let until = Instant::now() + Duration::from_secs(20);
+    while !handle.status().connected {
+        assert!(
+            Instant::now() < until,
+            "the head-end did not connect: {}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let f = Frame::new(
+        g.next_id(),
+        None,
+        unix_now(),
+        Body::Birth(Birth {
+            software: "t".into(),
+            started_at: unix_now(),
+            session: 1,
+            modem: ModemReport::default(),
+            meters: vec![],
+            outbox_len: 0,
+        }),
+    );
+    wire.client
+        .publish(
+            Topic::status(&g.id),
+            QoS::AtLeastOnce,
+            true,
+            f.encode().unwrap(),
+        )
+        .unwrap();
+
+    // The gateway's own scope.
+    wire.send(g.attach("gw", Scope::Gateway));
+    let challenge = wire.expect("/down/gw/aka-challenge");
+    wire.send(g.answer(&challenge));
+    let smc = wire.expect("/down/gw/security-mode");
+    let (complete, _) = g.complete(&smc);
+    wire.send(complete);
+    let (_, ack) = g.open(&wire.expect("/down/gw/ack"));
+    assert!(matches!(ack.body, Body::AckDown(_)));
+
+    // The meter, on an attach handle.
+    let h = handle_scope();
+    wire.send(g.attach("MTR-1", h));
+    let challenge = wire.expect("/aka-challenge");
+    wire.send(g.answer(&challenge));
+    let (complete, _) = g.complete(&wire.expect("/security-mode"));
+    wire.send(complete);
+    let tid_msg = wire.expect("/tid");
+    wire.send(g.take_tid(&tid_msg));
+    let scope = g.meter_scope("MTR-1");
+    let tid = scope.tid().unwrap();
+
+    // A reading, acknowledged on the TID's scope.
+    let id = g.next_id();
+    wire.send(g.seal(
+        scope,
+        Body::Readings(Readings {
+            readings: vec![Reading {
+                at: unix_now(),
+                quantity: Quantity::EnergyImportWh,
+                value: 4_242,
+                exponent: 0,
+            }],
+        }),
+        Some(id),
+    ));
+    let ack = wire.expect(&format!("/down/{}/ack", tid.to_hex()));
+    let (_, f) = g.open(&ack);
+    assert_eq!(f.body, Body::AckDown(Ack { ids: vec![id] }));
+    assert_eq!(
+        handle
+            .store()
+            .meter("MTR-1")
+            .unwrap()
+            .unwrap()
+            .view
+            .last_reading_wh,
+        Some(4_242)
+    );
+
+    // A top-up bought on the phone reaches the gateway at once.
+    let purchase = phone.top_up("MTR-1", 2_000).unwrap();
+    let cmd = wire.expect(&format!("/down/{}/top-up", tid.to_hex()));
+    let (_, f) = g.open(&cmd);
+    let Body::TopUp(t) = &f.body else {
+        panic!("not a top-up")
+    };
+    let ca = openssl::x509::X509::from_pem(
+        &std::fs::read(p.bundle("gw-1").join("utility-ca.pem")).unwrap(),
+    )
+    .unwrap();
+    let token = TokenVerifier::new(vec![ca])
+        .verify(&SignedToken::decode(&t.token).unwrap(), "MTR-1", unix_now())
+        .unwrap();
+    assert_eq!((token.serial, token.amount_minor), (purchase.serial, 2_000));
+    wire.send(g.seal(
+        scope,
+        Body::CommandResult(CommandResult {
+            command: f.header.id,
+            code: result_code::DONE,
+            reason: None,
+        }),
+        None,
+    ));
+    let dir = p.bundle("gw-1");
+    let signer = DocumentSigner::new(
+        openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join("gateway.key")).unwrap())
+            .unwrap(),
+        &[
+            openssl::x509::X509::from_pem(&std::fs::read(dir.join("gateway.pem")).unwrap())
+                .unwrap(),
+        ],
+    )
+    .unwrap();
+    let receipt = Receipt {
+        meter_id: "MTR-1".into(),
+        serial: token.serial,
+        amount_minor: 2_000,
+        currency: *b"EUR",
+        applied_at: unix_now(),
+        balance_after_minor: 2_500,
+        gateway_id: "gw-1".into(),
+    }
+    .sign(&signer)
+    .unwrap();
+    wire.send(g.seal(
+        scope,
+        Body::Receipt(ReceiptBody {
+            signed: receipt.encode().unwrap(),
+        }),
+        None,
+    ));
+    let notice = notices
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the Applied notice");
+    assert!(
+        matches!(
+            notice,
+            Notice::Applied {
+                serial: 1,
+                balance_after_minor: 2_500,
+                ..
+            }
+        ),
+        "{notice:?}"
+    );
+    assert_eq!(
+        handle.store().token("MTR-1", 1).unwrap().unwrap().state,
+        TokenState::Applied
+    );
+    handle.stop().unwrap();
+    eprintln!("mosquitto round trip: {:?}", started.elapsed());
+}
+
+fn handle_scope() -> Scope {
+    handle(9)
+}

@@ -1,0 +1,162 @@
+//! `init` and `provision`: the bundle's files, idempotence, rekey, and errors that name the place.
+
+mod support;
+
+use std::sync::Arc;
+
+use concentrator_headend::provision::{self, BundlePaths, ProvisionOptions};
+use concentrator_headend::spec::Spec;
+use concentrator_headend::store::Store;
+use concentrator_mpc::backend::Backend;
+use support::*;
+
+fn aka(p: &Pilot, gw: &str) -> toml::Table {
+    std::fs::read_to_string(p.bundle(gw).join("aka.toml"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn bundle_holds_what_the_gateway_needs_and_reprovisioning_is_idempotent() {
+    let p = Pilot::new("bundle");
+    let store = Arc::new(Store::open(&p.config.path(&p.config.store.path)).unwrap());
+    let r = p.provision(&store);
+    assert_eq!(r.enrolled, 5, "two gateways, two meters, one customer");
+    assert_eq!(r.codes.len(), 1);
+
+    let dir = p.bundle("gw-1");
+    for f in [
+        "concentrator.toml",
+        "aka.toml",
+        "gateway.pem",
+        "gateway.key",
+        "utility-ca.pem",
+        "ledger.toml",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let conf: toml::Table = std::fs::read_to_string(dir.join("concentrator.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(conf["gateway"]["id"].as_str(), Some("gw-1"));
+    let meters = conf["meter"].as_array().unwrap();
+    assert_eq!(meters.len(), 1);
+    assert_eq!(meters[0]["meter_id"].as_str(), Some("MTR-1"));
+    assert_eq!(meters[0]["opening_balance_minor"].as_integer(), Some(500));
+    let up = &conf["uplink"];
+    let aka_path = up["aka"].as_str().unwrap();
+    assert!(
+        std::path::Path::new(aka_path).is_file(),
+        "local bundle paths point into the bundle"
+    );
+    assert_eq!(
+        conf["ledger"]["gateway_cert_chain"].as_str(),
+        up["cert"].as_str()
+    );
+
+    let a = aka(&p, "gw-1");
+    assert_eq!(a["home_network_key_id"].as_integer(), Some(1));
+    assert_eq!(a["profile"].as_str(), Some("b"));
+    assert_eq!(
+        hex::decode(a["home_network_public_key"].as_str().unwrap())
+            .unwrap()
+            .len(),
+        33
+    );
+    assert_eq!(a["modes"].as_array().unwrap().len(), 2);
+    let m = &a["meter"].as_array().unwrap()[0];
+    assert_eq!(m["meter"].as_str(), Some("MTR-1"));
+    let rec = store.meter("MTR-1").unwrap().unwrap();
+    assert_eq!(m["imsi"].as_str(), Some(rec.imsi.as_str()));
+    assert!(rec.imsi.starts_with("00101") && rec.imsi.len() == 15);
+    assert_eq!(m["k"].as_str(), Some(hex::encode(rec.k).as_str()));
+    assert_eq!(rec.kid.len(), 32);
+    // The gateway certificate: CN = id, OU gateway, from the utility CA.
+    let cert =
+        openssl::x509::X509::from_pem(&std::fs::read(dir.join("gateway.pem")).unwrap()).unwrap();
+    let ca =
+        openssl::x509::X509::from_pem(&std::fs::read(dir.join("utility-ca.pem")).unwrap()).unwrap();
+    assert!(cert.verify(&ca.public_key().unwrap()).unwrap());
+    let ou = cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::ORGANIZATIONALUNITNAME)
+        .next()
+        .unwrap();
+    assert_eq!(ou.data().as_slice(), b"gateway");
+    // The customer's code works once, is stored hashed.
+    let customers = std::fs::read_to_string(p.out.join("customers.txt")).unwrap();
+    let code = customers
+        .lines()
+        .find(|l| l.starts_with("C-1\t"))
+        .unwrap()
+        .split('\t')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    assert_eq!(code, r.codes[0].1);
+    assert!(!format!("{:?}", store.customer("C-1").unwrap().unwrap()).contains(&code));
+
+    // Again: nothing changes (keys, certificate, code).
+    let before = (
+        std::fs::read(dir.join("aka.toml")).unwrap(),
+        std::fs::read(dir.join("gateway.pem")).unwrap(),
+    );
+    let r2 = p.provision(&store);
+    assert_eq!((r2.enrolled, r2.kept, r2.codes.len()), (0, 5, 0));
+    assert_eq!(std::fs::read(dir.join("aka.toml")).unwrap(), before.0);
+    assert_eq!(std::fs::read(dir.join("gateway.pem")).unwrap(), before.1);
+    assert_eq!(
+        std::fs::read_to_string(p.out.join("customers.txt")).unwrap(),
+        customers
+    );
+    drop(store);
+    let he = concentrator_headend::HeadEnd::open(p.config.clone()).unwrap();
+    assert!(he.backend().customer_by_auth_code(&code).unwrap().is_some());
+
+    // --rekey: new K/OPc, same IMSI.
+    provision::run(
+        &p.config,
+        &he.store(),
+        &p.spec(),
+        &ProvisionOptions {
+            out: p.out.clone(),
+            rekey: true,
+            paths: BundlePaths::Appliance,
+        },
+    )
+    .unwrap();
+    let after = he.store().meter("MTR-1").unwrap().unwrap();
+    assert_eq!(after.imsi, rec.imsi);
+    assert_ne!(after.k, rec.k);
+    let conf = std::fs::read_to_string(dir.join("concentrator.toml")).unwrap();
+    assert!(
+        conf.contains("aka = \"/var/lib/concentrator/secrets/aka.toml\""),
+        "{conf}"
+    );
+    assert!(conf.contains("config = \"/etc/concentrator/ledger.toml\""));
+}
+
+#[test]
+fn mistakes_in_the_file_are_named() {
+    let p = Pilot::new("spec-errors");
+    let cases = [
+        ("[[gateway]]\nid = \"gw 1\"\nledger = {}\n", "gw 1"),
+        ("[[gateway]]\nid = \"gw-1\"\n", "no ledger rules"),
+        ("[[gateway]]\nid = \"gw-1\"\nledger = {}\n[[meter]]\nmeter = \"M-1\"\ngateway = \"gw-9\"\ndwelling = \"x\"\nbus = \"b\"\naddress = \"1\"\ndriver = \"d\"\n", "gw-9"),
+        ("[[gateway]]\nid = \"gw-1\"\nledger = {}\n[[customer]]\nid = \"C\"\nname = \"n\"\nmsisdn = \"12\"\nmeters = [\"nope\"]\n", "nope"),
+        ("[[gateway]]\nid = \"gw-1\"\nledger = {}\ncolour = 1\n", "colour"),
+    ];
+    for (text, needle) in cases {
+        let f = p.dir.0.join("bad.toml");
+        std::fs::write(&f, text).unwrap();
+        let err = Spec::load(&f).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains(needle), "{err}");
+    }
+    // init refuses to overwrite a pilot.
+    let err = concentrator_headend::init::run(&p.config.base, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds a pilot"), "{err}");
+}
