@@ -249,10 +249,18 @@ pub struct UplinkConfig {
     /// Largest outbox, in MiB, before routine readings are dropped (never receipts or money events).
     #[serde(default = "default_outbox")]
     pub outbox_mib: Spanned<u32>,
+    /// With `[ledger]`: how often each meter's account summary (balance, supply, last token) is sent
+    /// while its balance changes, seconds; a cut, a reconnection or a top-up is sent at once.
+    #[serde(default = "default_account_every")]
+    pub account_every_s: Spanned<u64>,
 }
 
 fn default_outbox() -> Spanned<u32> {
     Spanned::new(0..0, 64)
+}
+
+fn default_account_every() -> Spanned<u64> {
+    Spanned::new(0..0, 900)
 }
 
 /// `[ledger]`: prepayment. The daemon keeps a credit account per meter, charges the consumption read

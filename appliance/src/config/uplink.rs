@@ -89,6 +89,8 @@ pub struct UplinkSetup {
     pub contexts: Contexts,
     /// The outbox bound.
     pub limits: Limits,
+    /// Least time between two account summaries of a meter whose balance changes, seconds.
+    pub account_every_s: u64,
 }
 
 /// The `[uplink]` files can no longer be loaded (they changed after validation).
@@ -223,6 +225,7 @@ fn load_section(config: &Config, s: &UplinkConfig) -> Result<UplinkSetup, Vec<Di
                 max_bytes: u64::from(*s.outbox_mib.get_ref()) * 1024 * 1024,
                 ..Limits::default()
             },
+            account_every_s: *s.account_every_s.get_ref(),
         }),
         _ => Err(out),
     }

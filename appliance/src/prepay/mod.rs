@@ -114,6 +114,9 @@ pub trait LedgerReports: Send {
     fn event(&mut self, event: &LedgerEvent);
     /// A relay state read back after a command, when it differs from the last one read.
     fn relay(&mut self, meter: &str, state: RelayState);
+    /// A meter's account, offered at every ledger tick (once a second); the receiver decides whether
+    /// it is worth sending (docs/uplink.md, *Account summaries*).
+    fn account(&mut self, _meter: &str, _summary: &concentrator_protocol::AccountSummary) {}
 }
 
 /// The running ledger thread.

@@ -95,6 +95,7 @@ impl Service {
                     log::error!("ledger clock tick failed: {e}");
                 }
                 self.publish();
+                self.offer_accounts();
             }
             if last_scan.is_none_or(|t| t.elapsed() >= INBOX_EVERY) {
                 last_scan = Some(Instant::now());
@@ -127,6 +128,19 @@ impl Service {
                 let _ = reply.send(self.summary(&meter));
             }
         }
+    }
+
+    /// Offers every account to the reports (the uplink sends those that changed).
+    fn offer_accounts(&mut self) {
+        let Some(mut reports) = self.reports.take() else {
+            return;
+        };
+        for m in &self.book {
+            if let Some(s) = self.summary(&m.meter_id) {
+                reports.account(&m.meter_id, &s);
+            }
+        }
+        self.reports = Some(reports);
     }
 
     /// The account of `meter` as the protocol's account summary (0x04). The tariff id is 0: the ledger

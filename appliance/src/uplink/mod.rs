@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use concentrator_ledger::{LedgerEvent, RelayState, SledStore};
 use concentrator_plugin_host::Reading;
-use concentrator_protocol::{Body, GatewayId, InventoryMeter, ModemReport, Readings, Scope, Tid};
+use concentrator_protocol::{
+    AccountSummary, Body, GatewayId, InventoryMeter, ModemReport, Readings, Scope, Tid,
+};
 use concentrator_uplink::mqtt::{
     AppendOutbox, Executed, LedgerOutbox, Outbox, SledOutbox, Uplink, UplinkConfig, UplinkParts,
     DEFAULT_CAPACITY,
@@ -43,6 +45,9 @@ pub struct UplinkQueue {
     /// The same by (bus, address).
     places: Arc<HashMap<(String, String), Tid>>,
     refused: Arc<AtomicU64>,
+    /// The last account summary queued per meter, and when (unix seconds).
+    accounts: Arc<Mutex<HashMap<String, (u64, AccountSummary)>>>,
+    account_every_s: u64,
 }
 
 impl UplinkQueue {
@@ -92,6 +97,8 @@ impl UplinkQueue {
             tids: Arc::new(tids),
             places: Arc::new(places),
             refused: Arc::new(AtomicU64::new(0)),
+            accounts: Arc::new(Mutex::new(HashMap::new())),
+            account_every_s: setup.account_every_s,
         })
     }
 
@@ -305,6 +312,34 @@ impl LedgerReports for UplinkQueue {
                 Some(tid) => self.append(Scope::Meter(*tid), Body::Event(e)),
                 None => log::debug!("meter {meter} has no TID; its event stays in the log"),
             }
+        }
+    }
+
+    fn account(&mut self, meter: &str, summary: &AccountSummary) {
+        let Some(tid) = self.tids.get(meter) else {
+            return;
+        };
+        let now = summary.at;
+        let send = {
+            let Ok(mut sent) = self.accounts.lock() else {
+                return;
+            };
+            let due = match sent.get(meter) {
+                None => true,
+                Some((at, last)) => {
+                    last.relay_closed != summary.relay_closed
+                        || last.last_token_serial != summary.last_token_serial
+                        || (last.balance_minor != summary.balance_minor
+                            && now.saturating_sub(*at) >= self.account_every_s)
+                }
+            };
+            if due {
+                sent.insert(meter.to_string(), (now, summary.clone()));
+            }
+            due
+        };
+        if send {
+            self.append(Scope::Meter(*tid), Body::AccountSummary(summary.clone()));
         }
     }
 
