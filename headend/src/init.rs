@@ -116,7 +116,7 @@ pub fn home_network_keys(profile: Profile) -> Result<(Vec<u8>, Vec<u8>)> {
 }
 
 /// The user name owning `path` (from /etc/passwd), for the broker's `user` setting.
-fn owner_name(path: &Path) -> Option<String> {
+pub fn owner_name(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata(path).ok()?.uid();
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;

@@ -1,0 +1,42 @@
+//! `concentrator-system`: the whole system on this machine, on simulated meters (the README's first
+//! command). Sets up a pilot in `target/system`, starts a broker (Mosquitto if installed, else an embedded
+//! one), the head-end and a gateway, registers two customers, and shows the block until Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::Parser;
+use concentrator_system::{demo, BrokerChoice};
+
+#[derive(Debug, Parser)]
+#[command(name = "concentrator-system", version, about = "The whole concentrator system on this machine, on simulated meters")]
+struct Args {
+    /// Where the pilot, the gateway's store and the phone profiles go (emptied first).
+    #[arg(long, default_value = "target/system")]
+    dir: PathBuf,
+    /// Which MQTT broker: Mosquitto when installed (TLS, client certificates, ACL), else rumqttd in
+    /// this process on loopback.
+    #[arg(long, value_enum, default_value_t = BrokerChoice::Auto)]
+    broker: BrokerChoice,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let _sink = concentrator_appliance::logging::init(log::LevelFilter::Info);
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("concentrator-system: cannot handle signal {signal}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match demo::run(&args.dir, args.broker, &stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("concentrator-system: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
