@@ -45,6 +45,10 @@ pub struct Daemon {
     uplink: Option<UplinkHandle>,
     /// With `[modem]`: the modem supervisor's thread.
     modem: Option<JoinHandle<()>>,
+    /// With `[[zigbee]]`: the coordinators' workers.
+    zigbee: crate::zigbee::Zigbee,
+    /// The control socket `concentrator` commands talk to, when it could be created.
+    control: Option<crate::control::ControlServer>,
 }
 
 impl Daemon {
@@ -67,6 +71,7 @@ impl Daemon {
         let handles = SchedulerHandles::default();
         let ledger_setup = LedgerSetup::load(config).map_err(|e| e.to_string())?;
         let ledger_store = ledger_setup.as_ref().map(Prepay::open_store).transpose()?;
+        let ledger_db = ledger_store.as_ref().map(|s| s.db().clone());
         let uplink_setup = UplinkSetup::load(config).map_err(|e| e.to_string())?;
         let modem_setup = ModemSetup::load(config).map_err(|e| e.to_string())?;
         let queue = uplink_setup
@@ -107,6 +112,27 @@ impl Daemon {
                 )
             })
             .transpose()?;
+        let zigbee = crate::zigbee::Zigbee::start(crate::zigbee::ZigbeeContext {
+            config,
+            drivers: &drivers,
+            status: &status,
+            health: &health,
+            stop: &stop,
+            prepay: prepay.as_ref(),
+            queue: queue.as_ref(),
+            handles: &handles,
+            ledger_db: ledger_db.as_ref(),
+        })?;
+        let mut routes = crate::control::ControlRoutes::default();
+        zigbee.add_routes(&mut routes);
+        let socket = crate::control::socket_path(&config.gateway.store);
+        let control = match crate::control::ControlServer::start(&socket, routes) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                log::error!("{e}; `concentrator` commands that talk to the daemon will not work");
+                None
+            }
+        };
         let mut workers = Vec::new();
         for bus in &config.buses {
             let worker = health.register(&format!("bus {}", bus.name.get_ref()));
@@ -154,6 +180,8 @@ impl Daemon {
             prepay,
             uplink,
             modem,
+            zigbee,
+            control,
         })
     }
 
@@ -182,6 +210,10 @@ impl Daemon {
                 log::error!("a bus worker panicked while stopping");
             }
         }
+        if let Some(control) = self.control {
+            control.stop();
+        }
+        self.zigbee.join();
         if let Some(modem) = self.modem {
             if modem.join().is_err() {
                 log::error!("the modem worker panicked while stopping");

@@ -9,6 +9,7 @@ mod modem;
 mod uplink;
 mod uplink_keys;
 mod validate;
+pub mod zigbee;
 
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use ledger::{LedgerSetup, LedgerSetupError};
@@ -17,6 +18,7 @@ pub use model::{
     SimMeterConfig, UplinkConfig,
 };
 pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
+pub use zigbee::{ZigbeeBackend, ZigbeeConfig};
 pub use uplink::{Broker, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
 
 use std::path::Path;
@@ -40,7 +42,7 @@ impl Config {
 
     /// Parses and validates configuration text; `origin` names it in messages.
     pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let diagnostic = Diagnostic::from_toml(&e);
             ConfigError::Invalid {
                 origin: origin.to_string(),
@@ -48,7 +50,9 @@ impl Config {
                 diagnostics: vec![diagnostic],
             }
         })?;
-        let diagnostics = validate::check(&config);
+        let mut diagnostics = zigbee::normalise(&mut config);
+        diagnostics.extend(validate::check(&config));
+        diagnostics.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
         if diagnostics.is_empty() {
             Ok(config)
         } else {

@@ -121,6 +121,13 @@ impl EmulatorThread {
         self.emulator.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Stops the thread and hands the emulator back, network and meters as they are (to run it on
+    /// another link).
+    pub fn into_inner(mut self) -> ZnpEmulator {
+        self.halt();
+        std::mem::replace(&mut *self.lock(), ZnpEmulator::new(false))
+    }
+
     /// Stops the thread.
     pub fn stop(mut self) {
         self.halt();
