@@ -146,7 +146,11 @@ impl ZnpEmulator {
                     *last = now;
                     due.push(meter.ieee);
                 }
-                None => self.last_report.push((meter.ieee, now)),
+                // Reporting was just configured: a first report at once, as meters do.
+                None => {
+                    self.last_report.push((meter.ieee, now));
+                    due.push(meter.ieee);
+                }
             }
         }
         if !self.started || self.silent {
