@@ -663,10 +663,10 @@ impl ZigbeeWorker {
                     .parse::<IeeeAddress>()
                     .ok()
                     .is_some_and(|a| self.table.get(a).is_some());
-                let (state, error) = if !known {
+                let (state, error) = if m.left {
+                    ("offline", Some("it left the network; pair it again with `concentrator zigbee permit-join` (docs/install.md)".to_string()))
+                } else if !known {
                     ("not-joined", Some("not in the coordinator's device table: pair it with `concentrator zigbee permit-join` (docs/install.md)".to_string()))
-                } else if m.left {
-                    ("offline", Some("it left the network".to_string()))
                 } else {
                     match m.last_seen {
                         None => ("unknown", None),
