@@ -18,8 +18,8 @@ pub use model::{
     SimMeterConfig, UplinkConfig,
 };
 pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
-pub use zigbee::{ZigbeeBackend, ZigbeeConfig};
 pub use uplink::{Broker, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
+pub use zigbee::{ZigbeeBackend, ZigbeeConfig};
 
 use std::path::Path;
 

@@ -34,7 +34,11 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
         }
     }
     let mut addresses: HashMap<(&str, String), &MeterConfig> = HashMap::new();
-    for meter in config.meters.iter().filter(|m| !super::zigbee::is_zigbee(m)) {
+    for meter in config
+        .meters
+        .iter()
+        .filter(|m| !super::zigbee::is_zigbee(m))
+    {
         if [&meter.bus, &meter.address, &meter.driver]
             .iter()
             .any(|v| v.get_ref().is_empty())
