@@ -149,7 +149,7 @@ fn wait(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn meter<'a>(status: &'a Status, ieee: IeeeAddress) -> Option<&'a MeterStatus> {
+fn meter(status: &Status, ieee: IeeeAddress) -> Option<&MeterStatus> {
     status
         .buses
         .get("zb-1")?

@@ -71,7 +71,7 @@ pub enum PortSource {
         baud: u32,
     },
     /// The emulator, running on its own thread; taken by the first open.
-    Sim(Option<ZnpEmulator>, Option<EmulatorThread>),
+    Sim(Box<(Option<ZnpEmulator>, Option<EmulatorThread>)>),
 }
 
 impl std::fmt::Debug for PortSource {
@@ -92,7 +92,7 @@ impl PortSource {
                 baud: *z.baud.get_ref(),
             },
             // Validation requires a path for linux; without one the emulator stands in.
-            _ => PortSource::Sim(Some(emulator(config, z)), None),
+            _ => PortSource::Sim(Box::new((Some(emulator(config, z)), None))),
         }
     }
 
@@ -109,7 +109,8 @@ impl PortSource {
                     description: format!("{path} at {baud} baud"),
                 })
             }
-            PortSource::Sim(fresh, running) => {
+            PortSource::Sim(sim) => {
+                let (fresh, running) = &mut **sim;
                 let (host, peer) = SimStream::pair(name);
                 let emulator = match (fresh.take(), running.take()) {
                     (Some(e), _) => e,

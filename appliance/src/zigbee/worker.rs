@@ -406,8 +406,8 @@ impl ZigbeeWorker {
                     .iter_mut()
                     .find(|l| l.quantity == r.quantity)
                 {
-                    Some(l) => *l = r.clone(),
-                    None => meter.last_readings.push(r.clone()),
+                    Some(l) => *l = *r,
+                    None => meter.last_readings.push(*r),
                 }
             }
             self.view.readings += readings.len() as u64;
