@@ -486,3 +486,39 @@ fn daemon_memory_with_64_emulated_zigbee_meters() {
     daemon.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_missing_stick_is_retried_and_named_while_the_buses_run() {
+    let dir = common::temp_dir("zigbee-missing");
+    let config = format!(
+        "[gateway]\nid = \"gw-zb\"\nstore = \"{}/store\"\n\n[[bus]]\nname = \"sim-ok\"\nbackend = \"sim\"\n{}{}",
+        dir.display(),
+        coordinator_toml(Path::new("/dev/ttyUSB-zigbee-unplugged")),
+        meter_toml(ieee(0x31), "M-1", "")
+    );
+    let mut daemon = Daemon::spawn(&dir, &config);
+    let status = daemon.until(10, "the coordinator retrying", |s| {
+        s.buses.get("zb-1").is_some_and(|b| b.state == "retrying")
+            && s.buses.get("sim-ok").is_some_and(|b| b.state == "running")
+    });
+    let error = status.zigbee["zb-1"].last_error.clone().unwrap();
+    assert!(error.contains("/dev/ttyUSB-zigbee-unplugged"), "{error}");
+    assert!(error.contains("check the coordinator's `path`"), "{error}");
+    // Installer commands say why they cannot be carried out, and `devices` still answers.
+    let out = daemon.cli(&["zigbee", "permit-join"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("is not open"), "{}", text(&out));
+    let out = daemon.cli(&["zigbee", "devices"]);
+    assert!(
+        text(&out).contains("coordinator zb-1: link down, 0 devices"),
+        "{}",
+        text(&out)
+    );
+    let log = daemon.stop();
+    assert!(
+        log.contains("zigbee zb-1: /dev/ttyUSB-zigbee-unplugged"),
+        "{log}"
+    );
+    assert!(log.contains("reopening"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -235,3 +235,24 @@ fn coordinator_mistakes_are_located() {
         "write `driver = \"znp\"`",
     );
 }
+
+#[test]
+fn a_sim_coordinator_emulates_only_its_meters() {
+    let text = GOOD
+        .replace(
+            "backend = \"linux\"\npath = \"/dev/ttyUSB0\"",
+            "backend = \"sim\"\nsim_meters = 2",
+        )
+        .replace("00:12:4B:00:01:A2:B3:C4", "00124b0000000003");
+    refused(
+        "simmeter.toml",
+        &text,
+        "\"00124b0000000003\"",
+        0,
+        "coordinator `zb-1` emulates no meter 00124b0000000003",
+        "the emulated meters are 00124b0000000001 to 00124b0000000002",
+    );
+    let ok = text.replace("00124b0000000003", "00124b0000000002");
+    let (code, err) = validate("simok.toml", &ok);
+    assert_eq!(code, Some(0), "{err}");
+}

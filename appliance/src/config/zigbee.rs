@@ -274,6 +274,36 @@ pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
                 )),
             );
         }
+        if *coordinator.backend.get_ref() == ZigbeeBackend::Sim {
+            let count = coordinator.sim_meters.as_ref().map_or(0, |n| *n.get_ref());
+            let emulated = (1..=count.min(MAX_SIM_METERS))
+                .any(|n| format!("{:016x}", sim_meter_ieee(n)) == *meter.address.get_ref());
+            if !emulated {
+                let help = if count == 0 {
+                    format!(
+                        "add `sim_meters = 1` to the [[zigbee]] named `{}`",
+                        zigbee.get_ref()
+                    )
+                } else {
+                    format!(
+                        "the emulated meters are {:016x} to {:016x}",
+                        sim_meter_ieee(1),
+                        sim_meter_ieee(count.min(MAX_SIM_METERS))
+                    )
+                };
+                out.push(
+                    Diagnostic::at(
+                        meter.address.span(),
+                        format!(
+                            "coordinator `{}` emulates no meter {}",
+                            zigbee.get_ref(),
+                            meter.address.get_ref()
+                        ),
+                    )
+                    .help(help),
+                );
+            }
+        }
         if meter.sim.is_some() && *coordinator.backend.get_ref() != ZigbeeBackend::Sim {
             out.push(
                 Diagnostic::at(

@@ -411,6 +411,17 @@ impl ZigbeeWorker {
                 }
             }
             self.view.readings += readings.len() as u64;
+            log::info!(
+                "zigbee {} meter {} ({}): {}",
+                self.setup.name,
+                meter.address,
+                meter.dwelling,
+                readings
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             let address = meter.address.clone();
             for sink in &mut self.setup.sinks {
                 sink(&address, &readings);
