@@ -1,7 +1,9 @@
 //! The daemon's life: open the buses, run one worker thread per bus, run the prepayment ledger on its
 //! own thread when `[ledger]` is configured (see [`crate::prepay`]), the uplink to the head-end when
 //! `[uplink]` is (see [`crate::uplink`]), the modem supervisor when `[modem]` is (see
-//! [`crate::modem`]), feed systemd's watchdog from the workers' health, and stop cleanly on SIGTERM.
+//! [`crate::modem`]), a worker per Zigbee coordinator when `[[zigbee]]` is (see [`crate::zigbee`]),
+//! serve the control socket (see [`crate::control`]), feed systemd's watchdog from the workers' health,
+//! and stop cleanly on SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
