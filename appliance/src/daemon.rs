@@ -1,7 +1,9 @@
 //! The daemon's life: open the buses, run one worker thread per bus, run the prepayment ledger on its
 //! own thread when `[ledger]` is configured (see [`crate::prepay`]), the uplink to the head-end when
 //! `[uplink]` is (see [`crate::uplink`]), the modem supervisor when `[modem]` is (see
-//! [`crate::modem`]), feed systemd's watchdog from the workers' health, and stop cleanly on SIGTERM.
+//! [`crate::modem`]), a worker per Zigbee coordinator when `[[zigbee]]` is (see [`crate::zigbee`]),
+//! serve the control socket (see [`crate::control`]), feed systemd's watchdog from the workers' health,
+//! and stop cleanly on SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,6 +47,10 @@ pub struct Daemon {
     uplink: Option<UplinkHandle>,
     /// With `[modem]`: the modem supervisor's thread.
     modem: Option<JoinHandle<()>>,
+    /// With `[[zigbee]]`: the coordinators' workers.
+    zigbee: crate::zigbee::Zigbee,
+    /// The control socket `concentrator` commands talk to, when it could be created.
+    control: Option<crate::control::ControlServer>,
 }
 
 impl Daemon {
@@ -67,6 +73,7 @@ impl Daemon {
         let handles = SchedulerHandles::default();
         let ledger_setup = LedgerSetup::load(config).map_err(|e| e.to_string())?;
         let ledger_store = ledger_setup.as_ref().map(Prepay::open_store).transpose()?;
+        let ledger_db = ledger_store.as_ref().map(|s| s.db().clone());
         let uplink_setup = UplinkSetup::load(config).map_err(|e| e.to_string())?;
         let modem_setup = ModemSetup::load(config).map_err(|e| e.to_string())?;
         let queue = uplink_setup
@@ -107,6 +114,27 @@ impl Daemon {
                 )
             })
             .transpose()?;
+        let zigbee = crate::zigbee::Zigbee::start(crate::zigbee::ZigbeeContext {
+            config,
+            drivers: &drivers,
+            status: &status,
+            health: &health,
+            stop: &stop,
+            prepay: prepay.as_ref(),
+            queue: queue.as_ref(),
+            handles: &handles,
+            ledger_db: ledger_db.as_ref(),
+        })?;
+        let mut routes = crate::control::ControlRoutes::default();
+        zigbee.add_routes(&mut routes);
+        let socket = crate::control::socket_path(&config.gateway.store);
+        let control = match crate::control::ControlServer::start(&socket, routes) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                log::error!("{e}; `concentrator` commands that talk to the daemon will not work");
+                None
+            }
+        };
         let mut workers = Vec::new();
         for bus in &config.buses {
             let worker = health.register(&format!("bus {}", bus.name.get_ref()));
@@ -154,6 +182,8 @@ impl Daemon {
             prepay,
             uplink,
             modem,
+            zigbee,
+            control,
         })
     }
 
@@ -182,6 +212,10 @@ impl Daemon {
                 log::error!("a bus worker panicked while stopping");
             }
         }
+        if let Some(control) = self.control {
+            control.stop();
+        }
+        self.zigbee.join();
         if let Some(modem) = self.modem {
             if modem.join().is_err() {
                 log::error!("the modem worker panicked while stopping");

@@ -43,6 +43,7 @@ impl Drivers {
         for declaration in [
             concentrator_driver_dlt645::plugin_declaration(),
             concentrator_driver_modbus::plugin_declaration(),
+            concentrator_driver_znp::plugin_declaration(),
         ] {
             match loader.register_static(StaticDriver::new(declaration)) {
                 Ok(plugin) => log::debug!(

@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The name prefix of Zigbee coordinators' workers (`zigbee zb-1`), counted apart from buses.
+pub const ZIGBEE_PREFIX: &str = "zigbee ";
+
 /// What a worker is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -112,17 +115,30 @@ impl Health {
         let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         let running = workers
             .iter()
-            .filter(|w| w.state() == WorkerState::Running && w.name() != crate::modem::MODEM_WORKER)
+            .filter(|w| {
+                w.state() == WorkerState::Running
+                    && w.name() != crate::modem::MODEM_WORKER
+                    && !w.name().starts_with(ZIGBEE_PREFIX)
+            })
             .count();
+        let coordinators = workers
+            .iter()
+            .filter(|w| w.state() == WorkerState::Running && w.name().starts_with(ZIGBEE_PREFIX))
+            .count();
+        let running = if coordinators > 0 {
+            format!("{running} buses running, {coordinators} Zigbee coordinators running")
+        } else {
+            format!("{running} buses running")
+        };
         let retrying: Vec<&str> = workers
             .iter()
             .filter(|w| w.state() == WorkerState::Retrying)
             .map(|w| w.name())
             .collect();
         if retrying.is_empty() {
-            format!("{running} buses running")
+            running
         } else {
-            format!("{running} buses running; retrying {}", retrying.join(", "))
+            format!("{running}; retrying {}", retrying.join(", "))
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod buses;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod drivers;
 pub mod health;
@@ -22,3 +23,4 @@ pub mod scheduler;
 pub mod sim_meters;
 pub mod status;
 pub mod uplink;
+pub mod zigbee;

@@ -95,6 +95,34 @@ pub struct Status {
     /// The modem (absent without `[modem]`).
     #[serde(default)]
     pub modem: Option<ModemView>,
+    /// Zigbee coordinators by name (their meters are under `buses`, by the coordinator's name).
+    #[serde(default)]
+    pub zigbee: BTreeMap<String, ZigbeeView>,
+}
+
+/// A Zigbee coordinator's state, as the status file holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ZigbeeView {
+    /// The port (or `sim`) and the driver.
+    pub port: String,
+    /// Whether the coordinator is up (network running, commands carried).
+    pub link_up: bool,
+    /// The coordinator's IEEE address, once it answered.
+    pub coordinator_ieee: Option<String>,
+    /// Its firmware.
+    pub firmware: Option<String>,
+    /// Devices in the table (joined, known).
+    pub devices: usize,
+    /// Times the link came up since the daemon started.
+    pub link_ups: u32,
+    /// Times it went down (a coordinator reset, a port error).
+    pub link_downs: u32,
+    /// Readings of mapped meters passed on.
+    pub readings: u64,
+    /// Until when joining is permitted, unix seconds.
+    pub permit_join_until_unix: Option<u64>,
+    /// The last problem (port error, driver fault).
+    pub last_error: Option<String>,
 }
 
 /// The modem's state, as the status file holds it.
@@ -282,6 +310,14 @@ impl StatusBoard {
     /// Replaces the modem's view (from the modem worker).
     pub fn set_modem(&self, view: ModemView) {
         self.with(|s| s.modem = Some(view));
+    }
+
+    /// Replaces a Zigbee coordinator's view and its meters (from its worker).
+    pub fn set_zigbee(&self, name: &str, view: ZigbeeView, meters: BusStatus) {
+        self.with(|s| {
+            s.zigbee.insert(name.to_string(), view);
+            s.buses.insert(name.to_string(), meters);
+        });
     }
 
     /// A snapshot.

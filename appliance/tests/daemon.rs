@@ -97,7 +97,12 @@ fn starts_on_the_example_logs_its_buses_and_stops_on_sigterm() {
     );
     assert!(log.contains("stopped cleanly"), "{log}");
     let status = String::from_utf8_lossy(&status.stdout);
-    assert_eq!(status.matches(" online ").count(), 5, "{status}");
+    // Five RS485 meters and the two Zigbee meters behind the emulated coordinator.
+    assert_eq!(status.matches(" online ").count(), 7, "{status}");
+    assert!(
+        log.contains("zigbee zb-1: coordinator 00124b002a3b4c5d"),
+        "{log}"
+    );
     assert!(
         status.contains("all buses and meters are working"),
         "{status}"

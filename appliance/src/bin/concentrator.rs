@@ -60,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::demo::DemoCommand,
     },
+    /// Zigbee meters while the daemon runs: permit joining, list the devices, remove one.
+    Zigbee {
+        #[command(subcommand)]
+        command: cli::zigbee::ZigbeeCommand,
+    },
     /// The ledger's hash-chained audit log: verify it against the accounts, or export it as JSON lines.
     Audit {
         #[command(subcommand)]
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Topup { args } => cli::topup::run(args, &mut out),
         Command::Audit { command } => cli::audit::run(command, &mut out),
         Command::Demo { command } => cli::demo::run(command, &mut out),
+        Command::Zigbee { command } => cli::zigbee::run(command, &mut out),
     };
     let _ = out.flush();
     match result {

@@ -12,6 +12,7 @@ pub mod plugins;
 pub mod scan;
 pub mod status;
 pub mod topup;
+pub mod zigbee;
 
 /// An error from a subcommand, with the exit code the binary uses for it.
 #[derive(Debug, thiserror::Error)]

@@ -79,9 +79,11 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     }
     let mut problems = Vec::new();
     for (name, bus) in &status.buses {
-        writeln!(out, "\nbus {name}: {} ({})", bus.state, bus.detail)?;
+        let zigbee = status.zigbee.contains_key(name);
+        let kind = if zigbee { "zigbee" } else { "bus" };
+        writeln!(out, "\n{kind} {name}: {} ({})", bus.state, bus.detail)?;
         if bus.state != "running" {
-            problems.push(format!("bus {name} is {}: {}", bus.state, bus.detail));
+            problems.push(format!("{kind} {name} is {}: {}", bus.state, bus.detail));
         }
         if bus.meters.is_empty() {
             continue;
@@ -117,6 +119,12 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
                 reading
             )?;
             match m.state.as_str() {
+                "offline" | "not-joined" if zigbee => problems.push(format!(
+                    "Zigbee meter {} ({}) behind {name}: {}",
+                    m.address,
+                    m.dwelling,
+                    m.error.clone().unwrap_or_default()
+                )),
                 "offline" => problems.push(format!(
                     "meter {} ({}) on bus {name} does not answer: check its wiring, address and the bus's baud rate",
                     m.address, m.dwelling

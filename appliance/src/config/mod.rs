@@ -10,6 +10,7 @@ mod modem;
 mod uplink;
 mod uplink_keys;
 mod validate;
+pub mod zigbee;
 
 pub use aka::{AkaFile, Credentials, MeterCredentials};
 pub use diagnostic::{ConfigError, Diagnostic};
@@ -20,6 +21,7 @@ pub use model::{
 };
 pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
 pub use uplink::{Broker, Contexts, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
+pub use zigbee::{ZigbeeBackend, ZigbeeConfig};
 
 use std::path::Path;
 
@@ -42,7 +44,7 @@ impl Config {
 
     /// Parses and validates configuration text; `origin` names it in messages.
     pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let diagnostic = Diagnostic::from_toml(&e);
             ConfigError::Invalid {
                 origin: origin.to_string(),
@@ -50,7 +52,9 @@ impl Config {
                 diagnostics: vec![diagnostic],
             }
         })?;
-        let diagnostics = validate::check(&config);
+        let mut diagnostics = zigbee::normalise(&mut config);
+        diagnostics.extend(validate::check(&config));
+        diagnostics.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
         if diagnostics.is_empty() {
             Ok(config)
         } else {

@@ -18,6 +18,9 @@ pub struct Config {
     /// Meters, `[[meter]]` tables.
     #[serde(default, rename = "meter")]
     pub meters: Vec<MeterConfig>,
+    /// Zigbee coordinators, `[[zigbee]]` tables.
+    #[serde(default)]
+    pub zigbee: Vec<super::zigbee::ZigbeeConfig>,
     /// The link to the head-end; absent: the gateway runs offline (credit is still enforced locally).
     pub uplink: Option<UplinkConfig>,
     /// Prepayment; absent: the daemon only meters (reads and logs), no credit is kept.
@@ -155,15 +158,26 @@ fn default_poll_interval() -> Spanned<u32> {
 }
 
 /// `[[meter]]`: one meter, where it is and whose it is.
+///
+/// An RS485 meter has `bus`, `address` and `driver`; a Zigbee meter has `zigbee` and `ieee` instead,
+/// and after loading its `bus` is the coordinator's name, its `address` the IEEE address and its
+/// `driver` the coordinator's (see [`super::zigbee`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeterConfig {
     /// The bus it is on.
+    #[serde(default = "unset")]
     pub bus: Spanned<String>,
     /// Its address on the bus: 12 decimal digits for DL/T 645, a slave id 1–247 for Modbus.
+    #[serde(default = "unset")]
     pub address: Spanned<String>,
     /// The driver that speaks its protocol (`dlt645`, `modbus`, or a plugin's name).
+    #[serde(default = "unset")]
     pub driver: Spanned<String>,
+    /// The Zigbee coordinator it is behind (instead of `bus`).
+    pub zigbee: Option<Spanned<String>>,
+    /// Its IEEE address, 16 hex digits (instead of `address`).
+    pub ieee: Option<Spanned<String>>,
     /// The meter model, for drivers that need one (Modbus register maps: `sdm120`, `sdm630`, `dds238`).
     pub model: Option<Spanned<String>>,
     /// The dwelling it supplies (shown to installers and the head-end).
@@ -213,6 +227,10 @@ pub struct SimMeterConfig {
     /// meter drawing `load_w` since then would show, so the register survives restarts of the daemon
     /// (as a real meter's does; the kill -9 test relies on it). Absent: `start_kwh` at every start.
     pub running_since_unix: Option<u64>,
+}
+
+fn unset() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
 }
 
 fn default_max_faults() -> u32 {

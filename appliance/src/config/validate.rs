@@ -34,7 +34,17 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
         }
     }
     let mut addresses: HashMap<(&str, String), &MeterConfig> = HashMap::new();
-    for meter in &config.meters {
+    for meter in config
+        .meters
+        .iter()
+        .filter(|m| !super::zigbee::is_zigbee(m))
+    {
+        if [&meter.bus, &meter.address, &meter.driver]
+            .iter()
+            .any(|v| v.get_ref().is_empty())
+        {
+            continue; // reported by zigbee::normalise
+        }
         let Some(bus) = names.get(meter.bus.get_ref().as_str()) else {
             let known: Vec<&str> = names.keys().copied().collect();
             let help = match closest(meter.bus.get_ref(), &known) {
@@ -78,6 +88,7 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
     out.extend(super::ledger::check(config));
     out.extend(super::uplink::check(config));
     out.extend(super::modem::check(config));
+    out.extend(super::zigbee::check(config));
     out.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
     out
 }

@@ -185,7 +185,17 @@ pub struct SchedulerHandle {
     tx: Sender<(String, Task, Priority, Sender<JobOutcome>)>,
 }
 
+/// A job as a handle submits it: the meter's address, the task, its priority and where to answer.
+pub type SubmittedJob = (String, Task, Priority, Sender<JobOutcome>);
+
 impl SchedulerHandle {
+    /// A handle and the receiving end of its jobs, for workers that run meters without a
+    /// [`BusScheduler`] (a Zigbee coordinator's worker carries relay jobs to its meters).
+    pub fn channel() -> (SchedulerHandle, Receiver<SubmittedJob>) {
+        let (tx, rx) = channel();
+        (SchedulerHandle { tx }, rx)
+    }
+
     /// Queues `task` for the meter at `address`; the outcome arrives on the returned channel.
     pub fn submit(&self, address: &str, task: Task, priority: Priority) -> Receiver<JobOutcome> {
         let (tx, rx) = channel();

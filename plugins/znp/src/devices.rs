@@ -224,6 +224,11 @@ impl DeviceTable {
         (d.meter.format != before).then_some(d.ieee)
     }
 
+    /// Adds or replaces one device (the daemon rebuilding the table from its store).
+    pub fn insert(&mut self, entry: DeviceEntry) {
+        self.devices.insert(entry.ieee, entry);
+    }
+
     /// Replaces the table (the daemon's stored copy at start).
     pub fn replace(&mut self, other: DeviceTable) {
         *self = other;

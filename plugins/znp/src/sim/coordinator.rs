@@ -3,6 +3,7 @@
 //! leaves, data confirms, incoming messages), with the emulated meters behind it.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use crate::mt::commands::{id, status_rsp};
 use crate::mt::{
@@ -34,6 +35,13 @@ pub struct ZnpEmulator {
     pub silent: bool,
     /// Frames received from the host, for assertions.
     pub received: Vec<MtFrame>,
+    /// Meters on the network announce themselves once the host's endpoint is registered (as meters
+    /// do when they rejoin after a power cut); cleared after they have.
+    pub announce_on_register: bool,
+    /// When each meter last reported, by the emulator's clock ([`ZnpEmulator::tick`]).
+    last_report: Vec<(IeeeAddress, Duration)>,
+    /// The emulator's clock.
+    now: Duration,
     reader: FrameReader,
     out: VecDeque<u8>,
 }
@@ -51,6 +59,9 @@ impl ZnpEmulator {
             permit_join: false,
             silent: false,
             received: Vec::new(),
+            announce_on_register: false,
+            last_report: Vec::new(),
+            now: Duration::ZERO,
             reader: FrameReader::new(),
             out: VecDeque::new(),
         }
@@ -104,6 +115,51 @@ impl ZnpEmulator {
             minor: 7,
             hw_rev: 1,
         });
+    }
+
+    /// A meter that is on the network already (paired before); with [`announce_on_register`] it
+    /// announces itself when the host has registered its endpoint.
+    ///
+    /// [`announce_on_register`]: ZnpEmulator::announce_on_register
+    pub fn add_paired_meter(&mut self, meter: EmulatedMeter) {
+        self.meters.retain(|m| m.ieee != meter.ieee);
+        self.meters.push(meter);
+    }
+
+    /// Time passes (monotonic `now`): meters consume, and each meter whose reporting the coordinator
+    /// configured reports its energy and credit once per configured interval.
+    pub fn tick(&mut self, now: Duration) {
+        let dt = now.saturating_sub(self.now);
+        self.now = self.now.max(now);
+        if dt.is_zero() {
+            return;
+        }
+        let mut due = Vec::new();
+        for meter in &mut self.meters {
+            meter.advance(dt);
+            let Some(every) = meter.report_every.filter(|_| meter.reporting_configured) else {
+                continue;
+            };
+            match self.last_report.iter_mut().find(|(i, _)| *i == meter.ieee) {
+                Some((_, last)) if now.saturating_sub(*last) < every => {}
+                Some((_, last)) => {
+                    *last = now;
+                    due.push(meter.ieee);
+                }
+                // Reporting was just configured: a first report at once, as meters do.
+                None => {
+                    self.last_report.push((meter.ieee, now));
+                    due.push(meter.ieee);
+                }
+            }
+        }
+        if !self.started || self.silent {
+            return;
+        }
+        for ieee in due {
+            self.report(ieee, crate::zcl::metering::CLUSTER);
+            self.report(ieee, crate::zcl::prepayment::CLUSTER);
+        }
     }
 
     /// A meter asks to join: it joins now when joining is permitted, otherwise when it next is.
@@ -227,6 +283,19 @@ impl ZnpEmulator {
                     0
                 };
                 self.send_frame(status_rsp(Subsystem::AF, id::AF_REGISTER, status));
+                if self.announce_on_register {
+                    self.announce_on_register = false;
+                    let announcing: Vec<(u16, IeeeAddress)> =
+                        self.meters.iter().map(|m| (m.nwk, m.ieee)).collect();
+                    for (nwk, ieee) in announcing {
+                        self.send(MtCommand::ZdoEndDeviceAnnceInd {
+                            src: nwk,
+                            nwk,
+                            ieee,
+                            capabilities: 0x8E,
+                        });
+                    }
+                }
             }
             MtCommand::ZdoMgmtPermitJoinReq { duration, .. } => {
                 self.send_frame(status_rsp(Subsystem::ZDO, id::ZDO_MGMT_PERMIT_JOIN_REQ, 0));

@@ -3,6 +3,7 @@
 //! change its credit.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use crate::mt::SimpleDescriptor;
 use crate::wire::IeeeAddress;
@@ -45,6 +46,12 @@ pub struct EmulatedMeter {
     pub reporting_configured: bool,
     /// When false, frames to it are not acknowledged (it is out of range).
     pub reachable: bool,
+    /// Constant consumption in watts while the supply is on (0: the register stands still).
+    pub load_w: u32,
+    /// The longest reporting interval the coordinator configured (its periodic reports), if any.
+    pub report_every: Option<Duration>,
+    /// Energy consumed and not yet on the register, milli-watt-hours.
+    pending_mwh: u64,
     tsn: u8,
 }
 
@@ -66,8 +73,32 @@ impl EmulatedMeter {
             used_codes: BTreeSet::new(),
             reporting_configured: false,
             reachable: true,
+            load_w: 0,
+            report_every: None,
+            pending_mwh: 0,
             tsn: 0x80,
         }
+    }
+
+    /// Whether the supply is connected: the credit has not fallen below the cut-off value. The gateway
+    /// cuts a meter by raising its cut-off above any credit, and restores it by lowering it again.
+    pub fn supply_on(&self) -> bool {
+        self.credit >= self.cut_off
+    }
+
+    /// Time passes: with the supply on, the load adds to the register (whole units of 1/divisor kWh).
+    pub fn advance(&mut self, dt: Duration) {
+        if !self.supply_on() || self.load_w == 0 {
+            return;
+        }
+        // W × ms = mWh × 3600.
+        let consumed = u64::from(self.load_w).saturating_mul(dt.as_millis() as u64) / 3600;
+        self.pending_mwh = self.pending_mwh.saturating_add(consumed);
+        // One unit of the register is 1e6 / divisor mWh (1 Wh at divisor 1000).
+        let unit = 1_000_000 / u64::from(self.divisor.max(1));
+        let units = self.pending_mwh / unit.max(1);
+        self.pending_mwh -= units * unit.max(1);
+        self.summation = self.summation.saturating_add(units);
     }
 
     /// Its endpoint's simple descriptor.
@@ -152,8 +183,16 @@ impl EmulatedMeter {
                     .collect();
                 Some(global(GlobalCommand::ReadAttributesResponse(records)))
             }
-            ZclCommand::Global(GlobalCommand::ConfigureReporting(_)) => {
+            ZclCommand::Global(GlobalCommand::ConfigureReporting(configs)) => {
                 self.reporting_configured = true;
+                let longest = configs
+                    .iter()
+                    .filter(|c| c.max_interval != 0xFFFF && c.max_interval > 0)
+                    .map(|c| c.max_interval)
+                    .min();
+                if let Some(s) = longest {
+                    self.report_every = Some(Duration::from_secs(u64::from(s)));
+                }
                 Some(global(GlobalCommand::ConfigureReportingResponse(vec![
                     ConfigureStatus {
                         status: 0,
@@ -254,5 +293,24 @@ impl EmulatedMeter {
             self.tsn,
             0,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_load_turns_the_register_while_the_supply_is_on() {
+        let mut m = EmulatedMeter::new(IeeeAddress(1), 0x1001);
+        m.load_w = 3600;
+        m.advance(Duration::from_millis(1500));
+        assert_eq!(m.summation, 123_456 + 1, "3600 W for 1.5 s is 1.5 Wh");
+        m.advance(Duration::from_millis(500));
+        assert_eq!(m.summation, 123_458);
+        m.cut_off = i32::MAX;
+        assert!(!m.supply_on());
+        m.advance(Duration::from_secs(10));
+        assert_eq!(m.summation, 123_458, "no consumption while cut off");
     }
 }

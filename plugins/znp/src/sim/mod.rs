@@ -87,6 +87,7 @@ impl EmulatorThread {
         let (shared, stopping) = (Arc::clone(&emulator), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; 1024];
+            let epoch = std::time::Instant::now();
             while !stopping.load(Ordering::Relaxed) {
                 let Some(n) = link.recv(&mut buf, Duration::from_millis(1)) else {
                     return;
@@ -96,6 +97,7 @@ impl EmulatorThread {
                     if let Some(bytes) = buf.get(..n) {
                         emu.on_bytes(bytes);
                     }
+                    emu.tick(epoch.elapsed());
                     emu.take_output()
                 };
                 if !out.is_empty() && !link.send(&out) {
@@ -117,6 +119,13 @@ impl EmulatorThread {
 
     fn lock(&self) -> MutexGuard<'_, ZnpEmulator> {
         self.emulator.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops the thread and hands the emulator back, network and meters as they are (to run it on
+    /// another link).
+    pub fn into_inner(mut self) -> ZnpEmulator {
+        self.halt();
+        std::mem::replace(&mut *self.lock(), ZnpEmulator::new(false))
     }
 
     /// Stops the thread.
