@@ -461,9 +461,11 @@ fn write_bundle(
             continue;
         };
         let mut table = toml::Table::new();
-        table.insert("bus".into(), ms.bus.clone().into());
-        table.insert("address".into(), ms.address.clone().into());
-        table.insert("driver".into(), ms.driver.clone().into());
+        for (key, value) in [("bus", &ms.bus), ("address", &ms.address), ("driver", &ms.driver)] {
+            if let Some(v) = value {
+                table.insert(key.into(), v.clone().into());
+            }
+        }
         table.insert("dwelling".into(), ms.dwelling.clone().into());
         table.insert("meter_id".into(), ms.meter.clone().into());
         for (k, v) in &ms.extra {
@@ -481,16 +483,38 @@ fn write_bundle(
         wrapper.insert("modem".into(), toml::Value::Table(modem.clone()));
         let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
     }
+    for zigbee in &g.zigbee {
+        let mut wrapper = toml::Table::new();
+        wrapper.insert(
+            "zigbee".into(),
+            toml::Value::Array(vec![toml::Value::Table(zigbee.clone())]),
+        );
+        let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
+    }
+    // The token inbox lets a customer's saved token be applied while the daemon runs (the local path
+    // when the uplink is down: `concentrator topup --config … --token FILE`).
+    let store_dir = PathBuf::from(g.store.as_deref().unwrap_or(&default_store));
+    let mut ledger_extra = toml::Table::new();
+    ledger_extra.insert(
+        "token_inbox".into(),
+        store_dir.join("inbox").display().to_string().into(),
+    );
+    for (k, v) in g.ledger_options.iter().flatten() {
+        ledger_extra.insert(k.clone(), v.clone());
+    }
+    let uplink_extra = g.uplink_options.clone().unwrap_or_default();
     let _ = writeln!(
         t,
-        "[ledger]\nconfig = {ledger}\nutility_ca = {ca}\ngateway_key = {key}\ngateway_cert_chain = {cert}\n\n\
-         [uplink]\nbroker = {broker}\nca = {ca}\ncert = {cert}\nkey = {key}\naka = {aka}",
+        "[ledger]\nconfig = {ledger}\nutility_ca = {ca}\ngateway_key = {key}\ngateway_cert_chain = {cert}\n{ledger_extra}\n\
+         [uplink]\nbroker = {broker}\nca = {ca}\ncert = {cert}\nkey = {key}\naka = {aka}\n{uplink_extra}",
         ledger = toml_str(&etc.join("ledger.toml").display().to_string()),
         ca = toml_str(&secret("utility-ca.pem")),
         key = toml_str(&secret("gateway.key")),
         cert = toml_str(&secret("gateway.pem")),
         broker = toml_str(&rec.broker),
         aka = toml_str(&secret("aka.toml")),
+        ledger_extra = toml::to_string(&ledger_extra).unwrap_or_default(),
+        uplink_extra = toml::to_string(&uplink_extra).unwrap_or_default(),
     );
     pki::write_file(
         &dir.join("concentrator.toml"),

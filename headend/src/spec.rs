@@ -6,10 +6,15 @@
 //! broker = "mqtts://headend.example.net:8883"   # default: the head-end's [mqtt] broker
 //! ledger = { currency = "EUR", ... }            # the ledger's rules (docs/ledger.md), or:
 //! # ledger_file = "prepaid-ledger.toml"          # relative to this file
+//! ledger_options = { checkpoint_s = 900 }       # further keys of the bundle's [ledger]
+//! uplink_options = { account_every_s = 900 }    # further keys of the bundle's [uplink]
+//! # [[gateway.zigbee]] tables go to the bundle's [[zigbee]] as they are; a Zigbee [[meter]] names
+//! # `zigbee` and `ieee` instead of `bus`, `address` and `driver`.
 //! [[gateway.bus]]                               # passed through to the bundle's [[bus]]
 //! name = "rs485-1"
 //! backend = "linux"
 //! path = "/dev/rs485-1"
+//!
 //!
 //! [[meter]]
 //! meter = "MTR-103"                 # the meter number tokens name
@@ -71,6 +76,13 @@ pub struct GatewaySpec {
     pub bus: Vec<toml::Table>,
     /// A `[modem]` table for the bundle, as it is.
     pub modem: Option<toml::Table>,
+    /// `[[zigbee]]` coordinator tables for the bundle, as they are.
+    #[serde(default)]
+    pub zigbee: Vec<toml::Table>,
+    /// Further keys of the bundle's `[ledger]` table (e.g. `checkpoint_s`, `token_inbox`).
+    pub ledger_options: Option<toml::Table>,
+    /// Further keys of the bundle's `[uplink]` table (e.g. `account_every_s`, `outbox_mib`).
+    pub uplink_options: Option<toml::Table>,
 }
 
 /// One meter.
@@ -82,12 +94,12 @@ pub struct MeterSpec {
     pub gateway: String,
     /// Dwelling.
     pub dwelling: String,
-    /// Bus name.
-    pub bus: String,
+    /// Bus name (RS485 meters; a Zigbee meter names `zigbee` and `ieee` instead, among the other keys).
+    pub bus: Option<String>,
     /// Address on the bus.
-    pub address: String,
+    pub address: Option<String>,
     /// Driver.
-    pub driver: String,
+    pub driver: Option<String>,
     /// MSISDN for the KID (1–15 digits); default: drawn at enrolment.
     pub msisdn: Option<String>,
     /// IMEI for the KID (14–16 digits); default: drawn at enrolment.

@@ -54,8 +54,8 @@ pub fn instructions(system: &System, out: &mut dyn Write) -> Result<()> {
         "\nThe system runs:\n\
          - broker: {}\n\
          - head-end (payment server): {}, phones on {}\n\
-         - gateway {} on simulated RS485 meters: {}\n\
-         - customers registered with their authorization codes: alice (MTR-0001, MTR-0002), bob (MTR-0003, MTR-0004)\n\
+         - gateway {} on simulated RS485 and Zigbee meters: {}\n\
+         - customers registered with their authorization codes: alice (MTR-0001, MTR-0002, ZB-0005), bob (MTR-0003, MTR-0004, ZB-0006)\n\
          \n\
          In another terminal, as Alice:\n\
          \x20 export MPC_PROFILE={} MPC_PASSWORD={}\n\
