@@ -31,12 +31,17 @@ pub fn options(dir: &Path, broker: BrokerChoice) -> Options {
         spec: BLOCK.to_string(),
         register: customers(),
         key_lifetime_s: None,
+        extra_acl: None,
     }
 }
 
 fn money(minor: i64) -> String {
     let sign = if minor < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", minor.unsigned_abs() / 100, minor.unsigned_abs() % 100)
+    format!(
+        "{sign}{}.{:02}",
+        minor.unsigned_abs() / 100,
+        minor.unsigned_abs() % 100
+    )
 }
 
 /// Writes what to try, for people.
@@ -88,7 +93,11 @@ pub fn view(system: &System, out: &mut dyn Write) -> Result<()> {
     let mut meters = store.meters().map_err(|e| anyhow!("{e}"))?;
     meters.sort_by(|a, b| a.meter.cmp(&b.meter));
     let now = crate::unix_now();
-    writeln!(out, "{:<9} {:<6} {:>9} {:<7} {:>13}  last report", "meter", "flat", "balance", "supply", "import kWh")?;
+    writeln!(
+        out,
+        "{:<9} {:<6} {:>9} {:<7} {:>13}  last report",
+        "meter", "flat", "balance", "supply", "import kWh"
+    )?;
     for m in meters {
         let v = &m.view;
         writeln!(
@@ -106,7 +115,10 @@ pub fn view(system: &System, out: &mut dyn Write) -> Result<()> {
                 .map_or("?".into(), |wh| format!("{}.{:03}", wh / 1000, wh % 1000)),
             v.last_reading_at
                 .or(v.balance_at)
-                .map_or("none yet (attaching)".into(), |t| format!("{} s ago", now.saturating_sub(t))),
+                .map_or("none yet (attaching)".into(), |t| format!(
+                    "{} s ago",
+                    now.saturating_sub(t)
+                )),
         )?;
     }
     Ok(())
@@ -115,7 +127,11 @@ pub fn view(system: &System, out: &mut dyn Write) -> Result<()> {
 /// Runs the demo until `stop` is set.
 pub fn run(dir: &Path, broker: BrokerChoice, stop: &Arc<AtomicBool>) -> Result<()> {
     let mut out = std::io::stdout();
-    writeln!(out, "concentrator-system: setting up a pilot in {} ...", dir.display())?;
+    writeln!(
+        out,
+        "concentrator-system: setting up a pilot in {} ...",
+        dir.display()
+    )?;
     let mut system = System::start(&options(dir, broker))?;
     instructions(&system, &mut out)?;
     let started = Instant::now();

@@ -62,6 +62,8 @@ pub struct Options {
     pub register: Vec<(String, String, String)>,
     /// The head-end's AKA key lifetime, seconds (None: its default).
     pub key_lifetime_s: Option<u64>,
+    /// Lines added to the broker's ACL (tests: an eavesdropper with its own certificate).
+    pub extra_acl: Option<String>,
 }
 
 /// A gateway that is running.
@@ -130,7 +132,8 @@ impl System {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot empty {}", dir.display()))?;
         }
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
 
         // The broker's kind decides the URL the pilot is set up with.
         let mosquitto = broker::resolve(o.broker)?;
@@ -158,7 +161,10 @@ impl System {
                 .entry("aka")
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if let toml::Value::Table(t) = aka {
-                t.insert("key_lifetime_s".into(), toml::Value::Integer(lifetime as i64));
+                t.insert(
+                    "key_lifetime_s".into(),
+                    toml::Value::Integer(lifetime as i64),
+                );
             }
             std::fs::write(&headend_config, doc.to_string())?;
         }
@@ -166,6 +172,16 @@ impl System {
             .map_err(|e| anyhow!("{}: {e}", headend_config.display()))?;
         let ca = config.path(&config.pki.ca_cert);
 
+        if let Some(extra) = &o.extra_acl {
+            let acl = pilot.join("acl");
+            let mut text = std::fs::read_to_string(&acl)
+                .with_context(|| format!("cannot read {}", acl.display()))?;
+            text.push('\n');
+            text.push_str(extra);
+            text.push('\n');
+            std::fs::write(&acl, text)
+                .with_context(|| format!("cannot write {}", acl.display()))?;
+        }
         let broker = broker::start(
             mosquitto.as_deref(),
             port,
@@ -182,7 +198,10 @@ impl System {
         std::fs::write(&spec_path, &o.spec)?;
         let spec = Spec::load(&spec_path).map_err(|e| anyhow!("{}: {e}", spec_path.display()))?;
         let [gateway] = spec.gateways.as_slice() else {
-            bail!("the system runs exactly one gateway; the block names {}", spec.gateways.len());
+            bail!(
+                "the system runs exactly one gateway; the block names {}",
+                spec.gateways.len()
+            );
         };
         let gateway_id = gateway.id.clone();
         let headend = HeadEnd::open(config.clone()).map_err(|e| anyhow!("{e}"))?;
@@ -393,7 +412,8 @@ impl System {
     pub fn stop(mut self) -> Result<()> {
         self.stop_gateway(false)?;
         if let Some(h) = self.headend.take() {
-            h.stop().map_err(|e| anyhow!("stopping the head-end: {e}"))?;
+            h.stop()
+                .map_err(|e| anyhow!("stopping the head-end: {e}"))?;
         }
         Ok(())
     }
@@ -426,7 +446,10 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf> {
             return Ok(candidate);
         }
         dir = d.parent().map(Path::to_path_buf);
-        if dir.as_ref().is_some_and(|p| p.join("CACHEDIR.TAG").exists()) {
+        if dir
+            .as_ref()
+            .is_some_and(|p| p.join("CACHEDIR.TAG").exists())
+        {
             break;
         }
     }

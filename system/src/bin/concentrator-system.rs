@@ -11,7 +11,11 @@ use clap::Parser;
 use concentrator_system::{demo, BrokerChoice};
 
 #[derive(Debug, Parser)]
-#[command(name = "concentrator-system", version, about = "The whole concentrator system on this machine, on simulated meters")]
+#[command(
+    name = "concentrator-system",
+    version,
+    about = "The whole concentrator system on this machine, on simulated meters"
+)]
 struct Args {
     /// Where the pilot, the gateway's store and the phone profiles go (emptied first).
     #[arg(long, default_value = "target/system")]
