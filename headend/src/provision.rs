@@ -461,7 +461,11 @@ fn write_bundle(
             continue;
         };
         let mut table = toml::Table::new();
-        for (key, value) in [("bus", &ms.bus), ("address", &ms.address), ("driver", &ms.driver)] {
+        for (key, value) in [
+            ("bus", &ms.bus),
+            ("address", &ms.address),
+            ("driver", &ms.driver),
+        ] {
             if let Some(v) = value {
                 table.insert(key.into(), v.clone().into());
             }

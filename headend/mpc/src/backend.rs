@@ -122,8 +122,14 @@ pub enum Notice {
         at: u64,
     },
     /// The supply was cut (event 1) or restored (event 2).
-    SupplyCut { meter: String, at: u64 },
-    SupplyRestored { meter: String, at: u64 },
+    SupplyCut {
+        meter: String,
+        at: u64,
+    },
+    SupplyRestored {
+        meter: String,
+        at: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
