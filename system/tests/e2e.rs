@@ -90,6 +90,15 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Starts a block, or `None` (test skipped) without Mosquitto.
 fn start(name: &str, spec: String, extra_acl: Option<String>) -> Option<System> {
+    start_with(name, spec, extra_acl, None)
+}
+
+fn start_with(
+    name: &str,
+    spec: String,
+    extra_acl: Option<String>,
+    key_lifetime_s: Option<u64>,
+) -> Option<System> {
     if broker::find_mosquitto().is_none() {
         println!("SKIPPED: no Mosquitto on this machine (apt install mosquitto)");
         return None;
@@ -101,7 +110,7 @@ fn start(name: &str, spec: String, extra_acl: Option<String>) -> Option<System> 
         gateway: GatewayRun::Child { bin },
         spec,
         register: vec![("C-1".into(), "carol".into(), "s3cret-pass".into())],
-        key_lifetime_s: None,
+        key_lifetime_s,
         extra_acl,
     })
     .unwrap_or_else(|e| panic!("starting the system: {e:#}"));
@@ -565,6 +574,67 @@ fn a_replayed_top_up_command_is_refused() {
         500,
         "a replay was credited"
     );
+    system.stop().unwrap();
+}
+
+#[test]
+fn keys_that_expire_are_renewed_with_aka_and_the_meter_gets_a_new_tid() {
+    let Some(system) = start_with(
+        "rekey",
+        block(
+            "gw-rekey",
+            NO_FRIENDLY,
+            &[M {
+                number: "REKEY-1",
+                address: "000000000601",
+                load_w: 1_000,
+                opening_minor: 1_000,
+            }],
+        ),
+        None,
+        // The head-end's shortest: renewal starts with a tenth of it left, after 54 s.
+        Some(60),
+    ) else {
+        return;
+    };
+    let store = system.store().unwrap();
+    let sub = concentrator_headend::store::SubscriberRef::Meter("REKEY-1".into());
+    let first = store.contexts(&sub).unwrap().current.unwrap();
+    // Past the first context's lifetime: a new run has given a new TID, and readings still arrive.
+    let until = Instant::now() + Duration::from_secs(120);
+    let renewed = loop {
+        let c = store.contexts(&sub).unwrap().current.unwrap();
+        if c.tid != first.tid && c.confirmed {
+            break c;
+        }
+        assert!(
+            Instant::now() < until,
+            "no renewal\n{}",
+            gateway_log(&system)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_ne!(renewed.ck, first.ck, "a new AKA run derives new keys");
+    let seen = store
+        .meter("REKEY-1")
+        .unwrap()
+        .unwrap()
+        .view
+        .last_reading_at
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while store
+        .meter("REKEY-1")
+        .unwrap()
+        .unwrap()
+        .view
+        .last_reading_at
+        .unwrap()
+        <= seen
+    {
+        assert!(Instant::now() < until, "readings stopped after the renewal");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     system.stop().unwrap();
 }
 
