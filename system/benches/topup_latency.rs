@@ -28,6 +28,7 @@ emergency = { amount_minor = 0, auto_select = false, offer_below_minor = 0 }
 debt_recovery = { kind = "percent_of_top_up", basis_points = 0 }
 friendly = { hours = [], weekends = false, holidays = false }
 relay = { reconnect_threshold_minor = 100, reconnect = "direct", verify_after_s = 30, max_attempts = 3 }
+plausibility = { max_power_w = 100000, slack_wh = 1000, rebaseline_after = 3 }
 [[gateway.bus]]
 name = "rs485-1"
 backend = "sim"

@@ -3,19 +3,24 @@
 # emulation) and checks, from the outside, what an installer would check on a real gateway:
 #   sudo bash tests/hil/run.sh            (after: sudo bash image/build.sh)
 #
-# - a provisioning bundle (gateway identity, certificates, head-end address, one DL/T 645 meter) is
-#   written into the image copy's boot partition with mtools, as an installer would copy it;
+# - the host runs a pilot's head-end (`concentrator-headend init`, `provision`, `run`): its provisioning
+#   bundle for the gateway (identity, certificates, AKA credentials, head-end address, one DL/T 645
+#   meter, the ledger's rules) is written into the image copy's boot partition with mtools, as an
+#   installer would copy it; a customer registers the phone client `mpc` with the authorization code;
 # - the guest's 16550 UART (-device pci-serial, /dev/ttyS0) is wired through a socat pty pair with
 #   fixed names to a host-side simulated DL/T 645 meter (the `dlt645` package's meter service, PyPI);
 # - a Mosquitto broker with TLS and client certificates listens on the host's loopback; the guest
 #   reaches it as 10.0.2.2 through QEMU's user-mode network;
 # - it asserts on the guest console that first boot provisioned the gateway, that systemd started
 #   concentrator.service, that the daemon read the host-simulated meter, and on the broker that the
-#   gateway's sealed readings arrived; it prints what it saw and the boot-to-first-reading time;
-# - it powers the VM off hard over QMP (`quit`; QEMU stops at once, the guest gets no warning), checks
-#   that no secret is left on the boot partition, boots the same disk again and checks that the daemon
-#   starts on the store as the power cut left it, reads the meter and sends again, and that
-#   provisioning did not run a second time.
+#   gateway attached with AKA and its sealed readings arrived; it prints what it saw and the
+#   boot-to-first-reading time;
+# - the customer tops up with `mpc`; the moment the head-end's sealed top-up command passes the broker it
+#   powers the VM off hard over QMP (`quit`; QEMU stops at once, the guest gets no warning), checks that
+#   no secret is left on the boot partition, boots the same disk again and checks that the daemon starts
+#   on the store as the power cut left it, reads the meter and sends again, that provisioning did not run
+#   a second time, and that the top-up was applied exactly once (the customer's receipt, and the balance
+#   the gateway reports: the opening balance plus the top-up, the simulated meter consuming nothing).
 # Output and logs: target/hil/ (console.log, mqtt.log, meter.log). Takes 2 to 4 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,28 +43,25 @@ cleanup() {
 }
 trap cleanup EXIT
 rm -rf "$out"
-mkdir -p "$out/pki" "$out/bundle"
+mkdir -p "$out"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 gateway=hil-gw-1
 meter=000000000001
+meter_no=MTR-HIL-1
+opening=1000
 
-echo "== PKI, broker, bundle"
-pki=$out/pki
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=hil-utility-ca \
-    -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-issue() { # issue NAME CN [SAN]
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
-        -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
-    local ext=$pki/$1.ext
-    : >"$ext"
-    [ -z "${3:-}" ] || echo "subjectAltName=$3" >"$ext"
-    openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 30 \
-        -extfile "$ext" -out "$pki/$1.pem" 2>/dev/null
-}
-issue broker hil-broker "IP:10.0.2.2,IP:127.0.0.1"
-issue gateway "$gateway"
-issue observer hil-observer
+echo "== the pilot: head-end keys, broker, provisioning bundle, a registered customer"
+cargo build -q -p concentrator-headend -p concentrator-mpc --bins
+headend=$repo/target/debug/concentrator-headend
+mpc=$repo/target/debug/mpc
+pilot=$out/pilot
+pki=$pilot/pki
+phone_port=$(free_port)
+# The guest reaches the host's loopback as 10.0.2.2 (QEMU user-mode network): both names are in the
+# broker's certificate; the head-end on the host connects to 127.0.0.1.
+"$headend" init "$pilot" --host 10.0.2.2 --broker-port "$port" --broker "mqtts://127.0.0.1:$port" \
+    --phone-listen "127.0.0.1:$phone_port" >"$out/init.log"
 cat >"$out/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
 cafile $pki/ca.pem
@@ -67,37 +69,38 @@ certfile $pki/broker.pem
 keyfile $pki/broker.key
 require_certificate true
 use_identity_as_username true
+acl_file $out/acl
 persistence false
 log_dest file $out/mosquitto.log
 CONF
+# The pilot's ACL, and an observer that sees every message (this test's eyes on the broker).
+{ cat "$pilot/acl"; printf '\nuser hil-observer\ntopic read c/v1/#\n'; } >"$out/acl"
 # Started as root, Mosquitto would switch to its own user, who cannot read this directory's keys.
 [ "$(id -u)" != 0 ] || echo "user root" >>"$out/mosquitto.conf"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=hil-observer" \
+    -keyout "$out/observer.key" -out "$out/observer.csr" 2>/dev/null
+openssl x509 -req -in "$out/observer.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
+    -out "$out/observer.pem" 2>/dev/null
 mosquitto -c "$out/mosquitto.conf" & pids+=($!)
-hex() { openssl rand -hex "$1"; }
-tid=$(hex 8)
-cat >"$out/bundle/uplink-keys.toml" <<KEYS
-mode = "aes"
-[gateway]
-ck = "$(hex 16)"
-ik = "$(hex 16)"
-[[meter]]
-meter = "$meter"
-tid = "$tid"
-ck = "$(hex 16)"
-ik = "$(hex 16)"
-KEYS
-cp "$pki/ca.pem" "$out/bundle/utility-ca.pem"
-cp "$pki/gateway.pem" "$out/bundle/gateway.pem"
-cp "$pki/gateway.key" "$out/bundle/gateway.key"
-secrets=/var/lib/concentrator/secrets
-cat >"$out/bundle/concentrator.toml" <<TOML
-# Written by tests/hil/run.sh: what the utility's provisioning bundle holds.
-[gateway]
+cat >"$out/block.toml" <<TOML
+[[gateway]]
 id = "$gateway"
-store = "/var/lib/concentrator"
-log_level = "info"
-
-[[bus]]
+broker = "mqtts://10.0.2.2:$port"
+ledger_options = { checkpoint_s = 60 }
+uplink_options = { account_every_s = 10 }
+[gateway.ledger]
+currency = "EUR"
+utc_offset_minutes = 0
+holidays = []
+standing_charge_minor_per_day = 0
+low_credit_levels_minor = [100]
+tariff = { kind = "flat", rate = 25000 }
+emergency = { amount_minor = 0, auto_select = false, offer_below_minor = 0 }
+debt_recovery = { kind = "percent_of_top_up", basis_points = 0 }
+friendly = { hours = [], weekends = false, holidays = false }
+relay = { reconnect_threshold_minor = 100, reconnect = "direct", verify_after_s = 30, max_attempts = 3 }
+plausibility = { max_power_w = 100000, slack_wh = 1000, rebaseline_after = 3 }
+[[gateway.bus]]
 name = "rs485-1"
 backend = "linux"
 path = "/dev/ttyS0"        # QEMU's pci-serial 16550; on a Pi /dev/rs485-1
@@ -105,25 +108,35 @@ baud = 2400
 format = "8E1"
 direction = "adapter"
 poll_interval_s = 5
-
 [[meter]]
+meter = "$meter_no"
+gateway = "$gateway"
+dwelling = "HIL-1"
 bus = "rs485-1"
 address = "$meter"
 driver = "dlt645"
-dwelling = "HIL-1"
-
-[uplink]
-broker = "mqtts://10.0.2.2:$port"
-ca = "$secrets/utility-ca.pem"
-cert = "$secrets/gateway.pem"
-key = "$secrets/gateway.key"
-keys = "$secrets/uplink-keys.toml"
+opening_balance_minor = $opening
+[[customer]]
+id = "C-HIL"
+name = "HIL Customer"
+msisdn = "491700000042"
+meters = ["$meter_no"]
 TOML
+"$headend" provision --config "$pilot/headend.toml" "$out/block.toml" --out "$out/bundles" >"$out/provision.log"
+bundle=$out/bundles/$gateway/concentrator
+ls "$bundle" | sed 's/^/  bundle: /'
+"$headend" run --config "$pilot/headend.toml" >"$out/headend.log" 2>&1 & pids+=($!)
+code=$(grep -oE '[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}' "$out/bundles/customers.txt" | head -n 1)
+export MPC_PROFILE=$out/phone/profile.toml MPC_PASSWORD=hil-password
+for _ in $(seq 50); do "$mpc" register --server "127.0.0.1:$phone_port" --ca "$pki/ca.pem" --code "$code" \
+    --user hil >"$out/mpc.log" 2>&1 && break; sleep 0.2; done
+grep -q . "$MPC_PROFILE" || die "the customer could not register: $(cat "$out/mpc.log")"
+echo "customer registered with authorization code $code"
 
 echo "== disk: a copy of the image with the bundle in the boot partition's concentrator/"
 cp --sparse=always "$img" "$out/disk.img"
 mmd -i "$out/disk.img@@1M" ::/concentrator
-mcopy -i "$out/disk.img@@1M" "$out/bundle/"* ::/concentrator/
+mcopy -i "$out/disk.img@@1M" "$bundle/"* ::/concentrator/
 mdir -i "$out/disk.img@@1M" ::/concentrator | grep -E 'toml|pem|key' || true
 
 echo "== the meter: socat pty pair, the dlt645 package's meter on the host end"
@@ -134,7 +147,7 @@ for _ in $(seq 50); do [ -e "$out/uart-guest" ] && [ -e "$out/uart-meter" ] && b
 for _ in $(seq 300); do grep -q ready "$out/meter.log" && break; sleep 0.1; done
 grep -q ready "$out/meter.log" || die "the simulated meter did not start: $(cat "$out/meter.log")"
 
-mosquitto_sub -h 127.0.0.1 -p "$port" --cafile "$pki/ca.pem" --cert "$pki/observer.pem" --key "$pki/observer.key" \
+mosquitto_sub -h 127.0.0.1 -p "$port" --cafile "$pki/ca.pem" --cert "$out/observer.pem" --key "$out/observer.key" \
     -t "c/v1/$gateway/#" -F '%I %t %l bytes' >"$out/mqtt.log" 2>"$out/mqtt.err" & pids+=($!)
 
 boot() { # boot LOG: starts the VM, console to LOG
@@ -175,9 +188,20 @@ wait_for "$boot_timeout" "$out/console.log" 'concentrator-firstboot: gateway .* 
 wait_for 120 "$out/console.log" 'Started concentrator.service' "systemd started the daemon"
 wait_for 120 "$out/console.log" "meter $meter \(HIL-1\): energy-import-total" "the daemon read the host-simulated meter"
 first_reading=$((SECONDS - t0))
-wait_for 120 "$out/mqtt.log" "c/v1/$gateway/up/$tid/readings" "a sealed reading at the broker"
-echo "broker saw:"; sort -k2,2 -u "$out/mqtt.log" | sed 's/^/  /' | head -n 10
+wait_for 120 "$out/mqtt.log" "c/v1/$gateway/down/[0-9a-f]{16}/tid" "AKA for the meter: a TID assigned"
+wait_for 120 "$out/mqtt.log" "c/v1/$gateway/up/[0-9a-f]{16}/readings" "a sealed reading at the broker"
+tid=$(grep -oE "c/v1/$gateway/up/[0-9a-f]{16}/readings" "$out/mqtt.log" | tail -n 1 | cut -d/ -f5)
+echo "broker saw:"; sort -k2,2 -u "$out/mqtt.log" | sed 's/^/  /' | head -n 14
+echo "== a top-up, and the power cut the moment its command passes the broker"
+downs=$(grep -c "/down/$tid/top-up" "$out/mqtt.log" || true)
+"$mpc" topup "$meter_no" 5.00 --wait 0 >"$out/topup.log" 2>&1 || die "mpc topup: $(cat "$out/topup.log")"
+deadline=$((SECONDS + 60))
+while [ "$(grep -c "/down/$tid/top-up" "$out/mqtt.log" || true)" -le "$downs" ]; do
+    [ $SECONDS -lt $deadline ] || die "the head-end sent no top-up command"
+    sleep 0.05
+done
 qmp_quit
+echo "seen: the top-up command went down; the VM was powered off at once ($(cat "$out/topup.log" | head -n 1))"
 # After the power-off, the boot partition as an installer would see it: no secret left on the card.
 left=$(mdir -b -i "$out/disk.img@@1M" ::/concentrator/ | tr 'A-Z' 'a-z')
 echo "boot partition after first boot: $(echo "$left" | xargs -n1 basename | tr '\n' ' ')"
@@ -186,19 +210,34 @@ echo "$left" | grep -q 'provisioned.txt' || die "no PROVISIONED.txt on the boot 
 echo "seen: the secrets were deleted from the boot partition"
 
 echo "== boot 2, after the hard power-off: the store reopens, provisioning is not repeated"
-ups_before=$(grep -c "/up/$tid/readings" "$out/mqtt.log")
+ups_before=$(grep -c "/up/[0-9a-f]*/readings" "$out/mqtt.log")
 t0=$SECONDS
 boot "$out/console2.log"
 wait_for "$boot_timeout" "$out/console2.log" 'Started concentrator.service' "systemd started the daemon again"
 wait_for 120 "$out/console2.log" "meter $meter \(HIL-1\): energy-import-total" "the daemon read the meter again"
 deadline=$((SECONDS + 120))
-while [ "$(grep -c "/up/$tid/readings" "$out/mqtt.log")" -le "$ups_before" ]; do
+while [ "$(grep -c "/up/[0-9a-f]*/readings" "$out/mqtt.log")" -le "$ups_before" ]; do
     [ $SECONDS -lt $deadline ] || die "no reading reached the broker after the second boot"
     sleep 1
 done
-echo "seen ($((SECONDS - t0)) s): readings reach the broker again ($(grep -c "/up/$tid/readings" "$out/mqtt.log") in all)"
+echo "seen ($((SECONDS - t0)) s): readings reach the broker again ($(grep -c "/up/[0-9a-f]*/readings" "$out/mqtt.log") in all)"
+# The top-up: applied exactly once. The customer gets the receipt (sent again, or the command retried
+# and answered), and the balance the gateway reports is the opening balance plus 5.00, not plus 10.00.
+deadline=$((SECONDS + 180))
+until "$mpc" history "$meter_no" >"$out/history.log" 2>&1 && grep -q "applied  token 1" "$out/history.log"; do
+    [ $SECONDS -lt $deadline ] || die "the top-up was not applied after the power cut: $(cat "$out/history.log")"
+    sleep 2
+done
+[ "$(grep -c "applied  token" "$out/history.log")" = 1 ] || die "applied more than once: $(cat "$out/history.log")"
+expected="balance $(( (opening + 500) / 100 )).$(printf %02d $(( (opening + 500) % 100 ))) EUR"
+deadline=$((SECONDS + 60))
+until "$mpc" balance "$meter_no" >"$out/balance.log" 2>&1 && grep -q "$expected" "$out/balance.log"; do
+    [ $SECONDS -lt $deadline ] || die "the gateway reports $(cat "$out/balance.log"), expected $expected"
+    sleep 2
+done
+echo "seen: the top-up was applied exactly once: $(head -n 1 "$out/balance.log")"
 ! grep -q 'concentrator-firstboot: provisioning' "$out/console2.log" || die "provisioning ran again on the second boot"
 echo "seen: provisioning did not run again (the bundle was applied once)"
 qmp_quit
 echo "boot to first reading under QEMU (TCG): ${first_reading} s"
-echo "2 passed, 0 failed"
+echo "3 passed, 0 failed"
