@@ -71,6 +71,6 @@ pub use ledger::{
     load_accounts, stored_config, Ledger, LedgerEvent, NewAccount, Output, RelayCommand,
 };
 pub use outbox::{Outbox, OutboxEntry, OutboxKind, TopUpReceipt};
-pub use store::{FaultPlan, FaultyStore, MemStore, SledStore, Store, StoreError};
+pub use store::{DurableSync, FaultPlan, FaultyStore, MemStore, SledStore, Store, StoreError};
 pub use tenancy::{NewTenant, Reconciliation, Settlement, SignedSettlement};
 pub use topup::{token_digest, token_key, MAX_TOKEN_AMOUNT};

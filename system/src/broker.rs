@@ -159,6 +159,7 @@ fn start_mosquitto(
         "# Written by concentrator-system: a pilot broker on loopback.\n\
          {user}\
          per_listener_settings false\n\
+         set_tcp_nodelay true\n\
          persistence true\n\
          persistence_location {persist}/\n\
          log_dest file {log}\n\

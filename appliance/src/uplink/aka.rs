@@ -276,6 +276,9 @@ pub struct AkaChannels {
     wires: HashMap<Tid, usize>,
     tree: sled::Tree,
     counts: sled::Tree,
+    /// fsync after the flushes that matter (SQN windows, contexts, COUNT reservations: a COUNT reused
+    /// after a power cut would reuse a keystream); sled's flush alone does not survive one.
+    durable: Option<concentrator_ledger::DurableSync>,
     outbox: std::sync::Arc<SledOutbox>,
     states: std::sync::Arc<std::sync::Mutex<Vec<AkaState>>>,
     published_at: u64,
@@ -423,6 +426,7 @@ impl AkaChannels {
             wires: HashMap::new(),
             tree,
             counts,
+            durable: None,
             outbox,
             states: Default::default(),
             published_at: 0,
@@ -486,6 +490,8 @@ impl AkaChannels {
             .insert(&s.key, v)
             .and_then(|_| self.tree.flush())
             .map(|_| ())
+            .map_err(|e| e.to_string())
+            .and_then(|()| Self::sync(&self.durable))
             .map_err(|e| format!("cannot store the AKA state of {}: {e}", s.name))
     }
 
@@ -628,7 +634,22 @@ impl AkaChannels {
         matches.then_some((i, false))
     }
 
-    fn reserve(counts: &sled::Tree, ctx: &mut Ctx, name: &str) -> bool {
+    /// Makes every flush of the AKA state and every COUNT reservation an `fsync` of the store too.
+    pub fn with_durable(mut self, durable: concentrator_ledger::DurableSync) -> Self {
+        self.durable = Some(durable);
+        self
+    }
+
+    fn sync(durable: &Option<concentrator_ledger::DurableSync>) -> Result<(), String> {
+        durable.as_ref().map_or(Ok(()), |d| d.sync_log())
+    }
+
+    fn reserve(
+        counts: &sled::Tree,
+        durable: &Option<concentrator_ledger::DurableSync>,
+        ctx: &mut Ctx,
+        name: &str,
+    ) -> bool {
         let Some(next) = ctx.channel.next_count() else {
             return false;
         };
@@ -636,7 +657,9 @@ impl AkaChannels {
             let end = next.saturating_add(RESERVE);
             let written = counts
                 .insert(count_key(b's', &ctx.stored.id), &end.to_be_bytes())
-                .and_then(|_| counts.flush());
+                .and_then(|_| counts.flush())
+                .map_err(|e| e.to_string())
+                .and_then(|_| Self::sync(durable));
             if let Err(e) = written {
                 log::error!(
                     "uplink: cannot reserve envelope counters for {name}: {e}; its messages wait"
@@ -872,7 +895,7 @@ impl Channels for AkaChannels {
         } else {
             s.current.as_mut()?
         };
-        if !Self::reserve(&self.counts, ctx, &s.name) {
+        if !Self::reserve(&self.counts, &self.durable, ctx, &s.name) {
             return None;
         }
         Some((&mut ctx.channel, sender))

@@ -37,6 +37,8 @@ struct Entry {
 /// Every provisioned context, keyed by scope.
 pub struct StaticChannels {
     tree: sled::Tree,
+    /// fsync after a reservation (a COUNT reused after a power cut would reuse a keystream).
+    durable: Option<concentrator_ledger::DurableSync>,
     map: HashMap<Scope, Entry>,
 }
 
@@ -109,7 +111,17 @@ impl StaticChannels {
                 },
             );
         }
-        Ok(StaticChannels { tree, map })
+        Ok(StaticChannels {
+            tree,
+            durable: None,
+            map,
+        })
+    }
+
+    /// Makes every reservation an `fsync` of the store's log file too.
+    pub fn with_durable(mut self, durable: concentrator_ledger::DurableSync) -> Self {
+        self.durable = Some(durable);
+        self
     }
 }
 
@@ -122,7 +134,9 @@ impl Channels for StaticChannels {
             let written = self
                 .tree
                 .insert(scope_key(b's', scope), &end.to_be_bytes())
-                .and_then(|_| self.tree.flush());
+                .and_then(|_| self.tree.flush())
+                .map_err(|e| e.to_string())
+                .and_then(|_| self.durable.as_ref().map_or(Ok(()), |d| d.sync_log()));
             if let Err(err) = written {
                 // Sealing without a durable reservation could repeat a COUNT after a restart.
                 log::error!("uplink: cannot reserve envelope counters for {scope:?}: {err}; its messages wait");

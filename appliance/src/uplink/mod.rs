@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-use concentrator_ledger::{LedgerEvent, RelayState, SledStore};
+use concentrator_ledger::{DurableSync, LedgerEvent, RelayState, SledStore};
 use concentrator_plugin_host::Reading;
 use concentrator_protocol::{
     AccountSummary, Body, GatewayId, InventoryMeter, ModemReport, Readings, Scope, Tid,
@@ -38,6 +38,9 @@ use crate::status::{AkaScopeView, StatusBoard, UplinkView};
 #[derive(Debug, Clone)]
 pub struct UplinkQueue {
     db: sled::Db,
+    /// fsync of the store after each flush that matters (sled's flush alone does not survive a power
+    /// cut; envelope COUNTs must never repeat).
+    durable: DurableSync,
     outbox: Arc<SledOutbox>,
     /// The scope a meter's messages are queued under, by meter number: the provisioned TID with `keys`,
     /// the meter's local scope with `aka` (mapped to its current TID when sent).
@@ -58,18 +61,29 @@ impl UplinkQueue {
         setup: &UplinkSetup,
         ledger: Option<&SledStore>,
     ) -> Result<Self, String> {
-        let db = match ledger {
-            Some(store) => store.db().clone(),
+        let (db, durable) = match ledger {
+            Some(store) => (store.db().clone(), store.durable().clone()),
             None => {
                 let path = config.gateway.store.join("uplink");
-                sled::Config::new()
+                let db = sled::Config::new()
                     .path(&path)
                     .flush_every_ms(Some(500))
                     .open()
-                    .map_err(|e| format!("cannot open the uplink store {}: {e}; check [gateway] store is writable by the daemon and no other process uses it", path.display()))?
+                    .map_err(|e| format!("cannot open the uplink store {}: {e}; check [gateway] store is writable by the daemon and no other process uses it", path.display()))?;
+                let durable = DurableSync::open(&path).map_err(|e| {
+                    format!(
+                        "cannot open the uplink store's log file {} for fsync: {e}",
+                        path.display()
+                    )
+                })?;
+                (db, durable)
             }
         };
-        let outbox = Arc::new(SledOutbox::open(&db, setup.limits).map_err(|e| e.to_string())?);
+        let outbox = Arc::new(
+            SledOutbox::open(&db, setup.limits)
+                .map_err(|e| e.to_string())?
+                .with_durable(durable.clone()),
+        );
         let tids: HashMap<String, Tid> = match &setup.contexts {
             Contexts::Keys(keys) => keys
                 .meters
@@ -92,6 +106,7 @@ impl UplinkQueue {
             }
         }
         Ok(UplinkQueue {
+            durable,
             db,
             outbox,
             tids: Arc::new(tids),
@@ -155,13 +170,17 @@ impl UplinkQueue {
         let gateway = GatewayId::new(config.gateway.id.get_ref().clone())
             .map_err(|e| format!("[gateway] id cannot be used on the uplink: {e}"))?;
         let now = unix_now();
-        let executed =
-            Arc::new(Executed::open(&self.db, DEFAULT_CAPACITY).map_err(|e| e.to_string())?);
+        let executed = Arc::new(
+            Executed::open(&self.db, DEFAULT_CAPACITY)
+                .map_err(|e| e.to_string())?
+                .with_durable(self.durable.clone()),
+        );
         let mut aka_states = None;
         let channels: Box<dyn concentrator_uplink::mqtt::Channels> = match &setup.contexts {
-            Contexts::Keys(keys) => {
-                Box::new(StaticChannels::open(&self.db, keys, gateway.as_str(), now)?)
-            }
+            Contexts::Keys(keys) => Box::new(
+                StaticChannels::open(&self.db, keys, gateway.as_str(), now)?
+                    .with_durable(self.durable.clone()),
+            ),
             Contexts::Aka(aka) => {
                 let c = AkaChannels::open(
                     &self.db,
@@ -169,7 +188,8 @@ impl UplinkQueue {
                     Arc::clone(&self.outbox),
                     gateway.as_str(),
                     now,
-                )?;
+                )?
+                .with_durable(self.durable.clone());
                 aka_states = Some(c.states());
                 Box::new(c)
             }

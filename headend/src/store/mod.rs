@@ -25,6 +25,7 @@
 
 mod records;
 
+use concentrator_ledger::DurableSync;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -117,6 +118,8 @@ pub struct SledKv {
     db: sled::Db,
     tree: sled::Tree,
     path: String,
+    /// sled's `flush` alone does not survive a power cut (see `DurableSync`): token serials must.
+    sync: DurableSync,
 }
 
 impl SledKv {
@@ -133,7 +136,16 @@ impl SledKv {
             .open()
             .map_err(db_err)?;
         let tree = db.open_tree("headend").map_err(db_err)?;
-        Ok(SledKv { db, tree, path: p })
+        let sync = DurableSync::open(path).map_err(|e| StoreError::Db {
+            path: p.clone(),
+            reason: format!("cannot open its log file for fsync: {e}"),
+        })?;
+        Ok(SledKv {
+            db,
+            tree,
+            path: p,
+            sync,
+        })
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
@@ -173,7 +185,10 @@ impl Kv for SledKv {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+        self.sync.flush(&self.db).map_err(|reason| StoreError::Db {
+            path: self.path.clone(),
+            reason,
+        })
     }
 }
 

@@ -16,7 +16,7 @@ mod mem;
 mod sled_store;
 
 pub use mem::{FaultPlan, FaultyStore, MemStore};
-pub use sled_store::SledStore;
+pub use sled_store::{DurableSync, SledStore};
 
 /// The keyspaces (sled trees) of the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

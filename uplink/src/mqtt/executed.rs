@@ -30,12 +30,20 @@ fn err(op: &'static str) -> impl Fn(sled::Error) -> OutboxError {
 #[derive(Debug)]
 pub struct Executed {
     tree: sled::Tree,
+    durable: Option<concentrator_ledger::DurableSync>,
     capacity: u64,
     /// Next order number and how many are held.
     state: Mutex<(u64, u64)>,
 }
 
 impl Executed {
+    /// Makes every record an `fsync` of the database's log file too
+    /// (`concentrator_ledger::DurableSync`).
+    pub fn with_durable(mut self, durable: concentrator_ledger::DurableSync) -> Self {
+        self.durable = Some(durable);
+        self
+    }
+
     /// Opens (or creates) the set in `db`, remembering at most `capacity` ids (at least 1).
     pub fn open(db: &sled::Db, capacity: u64) -> Result<Self, OutboxError> {
         let tree = db.open_tree(EXECUTED_TREE).map_err(err("open tree"))?;
@@ -49,6 +57,7 @@ impl Executed {
             }
         }
         Ok(Executed {
+            durable: None,
             tree,
             capacity: capacity.max(1),
             state: Mutex::new((next, held)),
@@ -94,6 +103,13 @@ impl Executed {
         }
         self.tree.apply_batch(batch).map_err(err("record"))?;
         self.tree.flush().map_err(err("flush"))?;
+        if let Some(d) = &self.durable {
+            d.sync_log().map_err(|reason| OutboxError::Store {
+                outbox: "executed-commands",
+                op: "fsync",
+                reason,
+            })?;
+        }
         *st = (order + 1, held);
         Ok(())
     }

@@ -430,9 +430,12 @@ impl Session<'_> {
         }
     }
 
-    fn queue(&self, scope: Scope, body: Body) {
-        if let Err(e) = self.parts.outbox.append(scope, unix_now(), body) {
-            log::error!("uplink: cannot queue an answer: {e}");
+    /// Queues an answer and lists the outboxes again at the next turn, so a command's result (and the
+    /// receipt the command wrote) leave at once instead of at the next periodic listing.
+    fn queue(&mut self, scope: Scope, body: Body) {
+        match self.parts.outbox.append(scope, unix_now(), body) {
+            Ok(_) => self.freed = true,
+            Err(e) => log::error!("uplink: cannot queue an answer: {e}"),
         }
     }
 

@@ -10,6 +10,7 @@
 //! power cut loses at most that much of a routine reading stream); every other message is flushed before
 //! `append` returns.
 
+use concentrator_ledger::DurableSync;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,6 +41,9 @@ struct State {
 pub struct SledOutbox {
     db: sled::Db,
     tree: sled::Tree,
+    /// fsync after every flush (`concentrator_ledger::DurableSync`: sled's flush alone does not survive
+    /// a power cut).
+    durable: Option<DurableSync>,
     source: [u8; 8],
     limits: Limits,
     state: Mutex<State>,
@@ -89,6 +93,8 @@ impl SledOutbox {
                 tree.insert(SOURCE_KEY, &s)
                     .map_err(store_err("write source"))?;
                 tree.flush().map_err(store_err("flush source"))?;
+                // The source is written once, at creation; sled's own fsync follows within 500 ms,
+                // and `with_durable` cannot have been called yet.
                 s
             }
         };
@@ -107,6 +113,7 @@ impl SledOutbox {
             }
         }
         Ok(SledOutbox {
+            durable: None,
             db: db.clone(),
             tree,
             source,
@@ -134,7 +141,25 @@ impl SledOutbox {
 
     /// Makes every append so far durable.
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.tree.flush().map(drop).map_err(store_err("flush"))
+        self.tree.flush().map(drop).map_err(store_err("flush"))?;
+        self.sync()
+    }
+
+    /// Makes every flush an `fsync` of the database's log file too (see [`DurableSync`]).
+    pub fn with_durable(mut self, durable: DurableSync) -> Self {
+        self.durable = Some(durable);
+        self
+    }
+
+    fn sync(&self) -> Result<(), OutboxError> {
+        match &self.durable {
+            Some(d) => d.sync_log().map_err(|reason| OutboxError::Store {
+                outbox: NAME,
+                op: "fsync",
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Queues a "readings dropped" event (code 51, gateway scope) if readings were dropped since the last
