@@ -28,6 +28,11 @@ impl DurableSync {
     /// For the sled database in directory `dir` (opened already, so its files exist).
     pub fn open(dir: &Path) -> std::io::Result<DurableSync> {
         let log = File::open(dir.join("db"))?;
+        // sled writes its `conf` at creation without an fsync: after a power cut in the first seconds
+        // it finds it empty and writes it again ("empty/corrupt configuration file found").
+        if let Ok(conf) = File::open(dir.join("conf")) {
+            conf.sync_all()?;
+        }
         File::open(dir)?.sync_all()?;
         log.sync_all()?;
         Ok(DurableSync { log: Arc::new(log) })
