@@ -47,9 +47,10 @@ pub fn cert(
         None => b.set_issuer_name(&name).unwrap(),
     }
     b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::from_unix(from as i64).unwrap())
+    // `time_t` is 32 bits on armhf: the test times (around 2026) fit, a cast to i64 would not compile.
+    b.set_not_before(&Asn1Time::from_unix(from.try_into().expect("time fits time_t")).unwrap())
         .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(until as i64).unwrap())
+    b.set_not_after(&Asn1Time::from_unix(until.try_into().expect("time fits time_t")).unwrap())
         .unwrap();
     if is_ca {
         b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
