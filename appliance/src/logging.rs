@@ -51,13 +51,32 @@ fn install_stderr() -> LogSink {
     LogSink::Stderr
 }
 
+/// Targets whose records the stderr log leaves out (see [`quiet`]).
+static QUIET: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+
+/// Leaves out the stderr records of every target that starts with `prefix`: for a library that logs
+/// its internals at error level (the embedded MQTT broker of `concentrator-system` logs every span of
+/// every packet that way).
+pub fn quiet(prefix: &'static str) {
+    if let Ok(mut q) = QUIET.lock() {
+        q.push(prefix);
+    }
+}
+
+fn quieted(target: &str) -> bool {
+    QUIET
+        .lock()
+        .map(|q| q.iter().any(|p| target.starts_with(p)))
+        .unwrap_or(false)
+}
+
 /// `LEVEL target: message` lines on stderr, with a UTC timestamp.
 #[derive(Debug)]
 struct StderrLog;
 
 impl Log for StderrLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        metadata.level() <= log::max_level() && !quieted(metadata.target())
     }
 
     fn log(&self, record: &Record<'_>) {

@@ -24,11 +24,19 @@ struct Args {
     /// this process on loopback.
     #[arg(long, value_enum, default_value_t = BrokerChoice::Auto)]
     broker: BrokerChoice,
+    /// The log on stderr: error, warn (the default: cuts, low credit, problems), info (every reading
+    /// and message), debug.
+    #[arg(long, default_value = "warn")]
+    log: log::LevelFilter,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let _sink = concentrator_appliance::logging::init(log::LevelFilter::Info);
+    let _sink = concentrator_appliance::logging::init(args.log);
+    if std::env::var_os("CONCENTRATOR_BROKER_LOG").is_none() {
+        // rumqttd logs every span of every packet at error level; CONCENTRATOR_BROKER_LOG=1 shows them.
+        concentrator_appliance::logging::quiet("rumqttd");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
