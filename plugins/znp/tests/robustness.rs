@@ -46,20 +46,27 @@ proptest! {
         }).unwrap();
         let bytes = frame.encode().unwrap();
         let mut reader = FrameReader::new();
+        let mut drain = |reader: &mut FrameReader| {
+            let mut found = 0;
+            loop {
+                found += std::iter::from_fn(|| reader.next_frame())
+                    .filter(|r| matches!(r, Read::Frame(f) if *f == frame))
+                    .count();
+                // The line goes quiet: a partial frame's SOF was garbage (the driver does this on a tick).
+                if !reader.skip_partial() {
+                    break;
+                }
+            }
+            found
+        };
         reader.push(&garbage);
         reader.push(&bytes);
         reader.push(&bytes);
-        let mut found = 0;
-        loop {
-            found += std::iter::from_fn(|| reader.next_frame())
-                .filter(|r| matches!(r, Read::Frame(f) if *f == frame))
-                .count();
-            // The line goes quiet: a partial frame's SOF was garbage (the driver does this on a tick).
-            if !reader.skip_partial() {
-                break;
-            }
-        }
-        // Garbage may swallow the first copy (a false SOF whose length covers it); never the second.
-        prop_assert!(found >= 1);
+        // Garbage may swallow the copies right behind it: a false SOF whose length covers them and whose
+        // 8-bit FCS happens to match (1 in 256) is a frame as far as MT can tell. Once the line has been
+        // quiet, the reader is in step again: the next copy is always found.
+        let _ = drain(&mut reader);
+        reader.push(&bytes);
+        prop_assert_eq!(drain(&mut reader), 1);
     }
 }
