@@ -46,7 +46,7 @@ proptest! {
         }).unwrap();
         let bytes = frame.encode().unwrap();
         let mut reader = FrameReader::new();
-        let mut drain = |reader: &mut FrameReader| {
+        let drain = |reader: &mut FrameReader| {
             let mut found = 0;
             loop {
                 found += std::iter::from_fn(|| reader.next_frame())
