@@ -81,7 +81,7 @@ pub fn instructions(system: &System, out: &mut dyn Write) -> Result<()> {
         system.passwords.get("alice").map_or("", String::as_str),
         bob.display(),
         system.passwords.get("bob").map_or("", String::as_str),
-        system.dir.join("bundles").join(&system.gateway_id).join("store").display(),
+        system.gateway_store.display(),
         system.dir.display(),
     )?;
     Ok(())

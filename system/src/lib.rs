@@ -88,6 +88,8 @@ pub struct System {
     pub gateway_id: String,
     /// The gateway's configuration (from its bundle).
     pub gateway_config: PathBuf,
+    /// The gateway's store directory, as its configuration names it (ledger, outbox, `status.json`).
+    pub gateway_store: PathBuf,
     /// The phone-facing server.
     pub phone_addr: SocketAddr,
     /// The utility CA the phone client trusts.
@@ -223,6 +225,10 @@ impl System {
             .map(|(_, p)| p.clone())
             .ok_or_else(|| anyhow!("provisioning wrote no bundle for {gateway_id}"))?;
         let gateway_config = bundle.join("concentrator.toml");
+        let gateway_store = concentrator_appliance::config::Config::load(&gateway_config)
+            .map_err(|e| anyhow!("the gateway's bundle: {e}"))?
+            .gateway
+            .store;
 
         let handle = headend
             .start(StartOptions {
@@ -237,6 +243,7 @@ impl System {
             headend_config,
             gateway_id,
             gateway_config,
+            gateway_store,
             phone_addr,
             ca,
             profiles: BTreeMap::new(),

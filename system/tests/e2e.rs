@@ -5,7 +5,7 @@
 //!
 //! Where Mosquitto is not installed the tests print `SKIPPED` and pass (`.ci/run` installs it).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -158,16 +158,15 @@ fn wait_notice(
     }
 }
 
-/// The gateway's own view (`status.json` in its store).
+/// The gateway's own view (`status.json` in its store; null until it is written).
+fn gateway_status(system: &System) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(system.gateway_store.join("status.json")).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
 fn gateway_account(system: &System, meter: &str) -> serde_json::Value {
-    let path = system
-        .dir
-        .join("bundles")
-        .join(&system.gateway_id)
-        .join("store/status.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    v["accounts"][meter].clone()
+    gateway_status(system)["accounts"][meter].clone()
 }
 
 fn wait_gateway(
@@ -195,14 +194,7 @@ fn wait_gateway(
 /// After the gateway stopped: the ledger's own crash checks (audit chain, balances recomputed from the
 /// log, no serial twice) and the sum of tokens applied to `meter`.
 fn ledger_tokens(system: &System, meter: &str, acked: &Acknowledged) -> i64 {
-    let store = SledStore::open(
-        &system
-            .dir
-            .join("bundles")
-            .join(&system.gateway_id)
-            .join("store/ledger"),
-    )
-    .unwrap();
+    let store = SledStore::open(&system.gateway_store.join("ledger")).unwrap();
     let report = check_after_crash(&store, acked).unwrap_or_else(|e| panic!("{e}"));
     report.meters[meter].tokens_minor
 }
@@ -640,12 +632,7 @@ fn keys_that_expire_are_renewed_with_aka_and_the_meter_gets_a_new_tid() {
 
 /// Downlink messages the gateway refused (status.json, `uplink.refused`).
 fn uplink_refused(system: &System) -> u64 {
-    let path: &Path = &system
-        .dir
-        .join("bundles")
-        .join(&system.gateway_id)
-        .join("store/status.json");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    v["uplink"]["refused"].as_u64().unwrap_or(0)
+    gateway_status(system)["uplink"]["refused"]
+        .as_u64()
+        .unwrap_or(0)
 }
