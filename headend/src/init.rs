@@ -69,20 +69,8 @@ impl Default for InitOptions {
     }
 }
 
-/// The ACL of docs/uplink.md: the head-end reads every gateway's uplink and status and writes every
-/// downlink; a gateway (user = its certificate's CN) only its own topics.
-pub const ACL: &str = "\
-# The head-end reads every gateway's uplink and status and writes every gateway's downlink.
-user head-end
-topic read c/v1/+/up/#
-topic read c/v1/+/status
-topic write c/v1/+/down/#
-
-# Every gateway (user = its certificate's CN) only its own topics.
-pattern write c/v1/%u/up/#
-pattern write c/v1/%u/status
-pattern read c/v1/%u/down/#
-";
+/// The ACL of docs/uplink.md (the protocol crate keeps it beside the topic scheme).
+pub use concentrator_protocol::MOSQUITTO_ACL as ACL;
 
 /// A home-network key pair (private, public) for the profile.
 pub fn home_network_keys(profile: Profile) -> Result<(Vec<u8>, Vec<u8>)> {

@@ -52,4 +52,4 @@ pub use error::ProtocolError;
 pub use frame::{Body, Frame, Header, FRAME_VERSION, MAX_FRAME_LEN};
 pub use ids::{GatewayId, MessageId, Tid, MAX_GATEWAY_ID_LEN, MESSAGE_ID_LEN, TID_LEN};
 pub use kind::{Flow, Kind, Priority, Protection};
-pub use topic::{Scope, Topic, PREFIX};
+pub use topic::{Scope, Topic, MOSQUITTO_ACL, PREFIX};

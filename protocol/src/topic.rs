@@ -161,6 +161,22 @@ impl fmt::Display for Topic {
     }
 }
 
+/// A Mosquitto ACL for the topic scheme (docs/uplink.md): the head-end (certificate CN `head-end`)
+/// reads every gateway's uplink and status and writes every downlink; each gateway (user = its
+/// certificate's CN) only its own topics. Used by the head-end's pilot set-up and the test brokers.
+pub const MOSQUITTO_ACL: &str = "\
+# The head-end reads every gateway's uplink and status and writes every gateway's downlink.
+user head-end
+topic read c/v1/+/up/#
+topic read c/v1/+/status
+topic write c/v1/+/down/#
+
+# Every gateway (user = its certificate's CN) only its own topics.
+pattern write c/v1/%u/up/#
+pattern write c/v1/%u/status
+pattern read c/v1/%u/down/#
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,19 +67,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-const ACL: &str = "\
-# The head-end reads every gateway's uplink and status and writes every gateway's downlink.
-user head-end
-topic read c/v1/+/up/#
-topic read c/v1/+/status
-topic write c/v1/+/down/#
-
-# Every gateway (user = its certificate's CN) only its own topics.
-pattern write c/v1/%u/up/#
-pattern write c/v1/%u/status
-pattern read c/v1/%u/down/#
-";
-
 impl Broker {
     pub fn start() -> Broker {
         Self::start_with(None)
@@ -99,7 +86,7 @@ impl Broker {
         std::fs::write(d.join("ca.pem"), pki.ca_pem()).unwrap();
         std::fs::write(d.join("server.pem"), &server.cert_pem).unwrap();
         std::fs::write(d.join("server.key"), &server.key_pem).unwrap();
-        std::fs::write(d.join("acl"), ACL).unwrap();
+        std::fs::write(d.join("acl"), concentrator_protocol::MOSQUITTO_ACL).unwrap();
         let port = free_port();
         let conf = format!(
             "per_listener_settings false\n\
