@@ -13,14 +13,13 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{drop_token, temp_dir, unix_now, write_setup, TestMeter};
+use common::{drop_token, temp_dir, unix_now, write_setup, Daemon, TestMeter};
 use concentrator_appliance::status::Status;
 use concentrator_protocol::*;
 use concentrator_security::aka;
@@ -445,74 +444,15 @@ impl Net {
 // ---------------------------------------------------------------------------------------------------
 // The daemon.
 
-type Lines = Arc<Mutex<Vec<String>>>;
-
-struct Daemon {
-    child: Child,
-    lines: Lines,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
 impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_concentratord"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines: Lines = Arc::default();
-        let stderr = child.stderr.take().unwrap();
-        let l = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                l.lock().unwrap().push(line);
-            }
-        });
-        Daemon {
-            child,
-            lines,
-            reader: Some(reader),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
     fn polls(&self, address: &str) -> usize {
         let needle = format!("meter {address} (");
         self.lines
             .lock()
             .unwrap()
             .iter()
-            .filter(|l| l.contains(&needle) && l.contains("): "))
+            .filter(|(_, l)| l.contains(&needle) && l.contains("): "))
             .count()
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid, not reaped yet.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let status = self.child.wait().unwrap();
-        if let Some(r) = self.reader.take() {
-            r.join().unwrap();
-        }
-        assert!(status.success(), "daemon exit {status}: {}", self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("daemon log:\n{}", self.log());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

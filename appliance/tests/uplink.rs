@@ -11,13 +11,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{temp_dir, unix_now, write_setup, TestMeter};
+use common::{temp_dir, unix_now, write_setup, Daemon, TestMeter};
 use concentrator_appliance::status::Status;
 use concentrator_protocol::*;
 use concentrator_uplink::mqtt::{Limits, Outbox, SledOutbox};
@@ -27,41 +24,7 @@ use concentrator_uplink::testkit::{keys, tid};
 
 const GW: &str = "gw-test";
 
-/// The daemon's stderr lines, each with when it was read.
-type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
-
-struct Daemon {
-    child: Child,
-    lines: Lines,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
 impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_concentratord"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines: Lines = Arc::default();
-        let stderr = child.stderr.take().unwrap();
-        let l = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                l.lock().unwrap().push((Instant::now(), line));
-            }
-        });
-        Daemon {
-            child,
-            lines,
-            reader: Some(reader),
-        }
-    }
-
     /// Polls logged per meter address (each successful poll queues one readings message), in a window.
     fn polls(&self, from: Instant, to: Instant) -> HashMap<String, usize> {
         let mut n = HashMap::new();
@@ -74,35 +37,6 @@ impl Daemon {
             }
         }
         n
-    }
-
-    fn log(&self) -> String {
-        let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .map(|(_, l)| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// SIGTERM, then waits for the exit and the last log lines.
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid, not reaped yet.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let status = self.child.wait().unwrap();
-        if let Some(r) = self.reader.take() {
-            r.join().unwrap();
-        }
-        assert!(status.success(), "daemon exit {status}: {}", self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
