@@ -453,6 +453,8 @@ fn reconciliation_marks_applied_and_resends_the_rest_and_refusals_are_recorded()
             tariff_id: 1,
             charged_minor: 0,
             relay_closed: true,
+            applied: None,
+            audit: None,
         }),
         None,
     );

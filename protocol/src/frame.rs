@@ -85,6 +85,7 @@ bodies! {
     AckUp(Ack),
     Birth(Birth),
     Death(Death),
+    RestoreRequest(RestoreRequest),
     AkaChallenge(AkaChallenge),
     SecurityModeCommand(SecurityModeCommand),
     TidAssignment(TidAssignment),
@@ -95,6 +96,7 @@ bodies! {
     ConfigChange(ConfigChange),
     AckDown(Ack),
     AccountRequest(AccountRequest),
+    AccountRestore(AccountRestore),
 }
 
 impl Body {

@@ -100,6 +100,8 @@ kinds! {
     Birth = 0x0A, "birth", Up, Plain, Urgent;
     /// Retained, the broker's last will: the gateway went offline.
     Death = 0x0B, "death", Up, Plain, Urgent;
+    /// The gateway has no state for a meter's account (a new store) and asks the head-end for it.
+    RestoreRequest = 0x0C, "restore-request", Up, Sealed, Urgent;
     /// An AKA challenge for a meter.
     AkaChallenge = 0x81, "aka-challenge", Down, Plain, Urgent;
     /// The algorithms the head-end allows.
@@ -120,6 +122,8 @@ kinds! {
     AckDown = 0x89, "ack", Down, Sealed, Normal;
     /// The head-end asks for a meter's account summary.
     AccountRequest = 0x8A, "account-request", Down, Sealed, Normal;
+    /// The head-end's signed statement of a meter's account, answering a restore request.
+    AccountRestore = 0x8B, "restore", Down, Sealed, Urgent;
 }
 
 impl Kind {

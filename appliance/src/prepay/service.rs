@@ -157,6 +157,8 @@ impl Service {
             tariff_id: 0,
             charged_minor: u64::try_from(charged).unwrap_or(0),
             relay_closed: a.relay == concentrator_ledger::RelayTarget::Connected,
+            applied: None,
+            audit: None,
         })
     }
 

@@ -185,3 +185,14 @@ pub struct ConfigChange {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct AccountRequest {}
+
+/// The head-end's answer to a [`crate::RestoreRequest`]: a document signed with the head-end's token key
+/// (`concentrator_security::signed`) stating the meter's account as the head-end knows it, which the
+/// gateway verifies as it verifies a credit token before it charges or accepts tokens again.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct AccountRestore {
+    /// The signed statement's wire octets.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub signed: Vec<u8>,
+}

@@ -204,6 +204,74 @@ pub struct AccountSummary {
     /// Relay state: true when closed (supply on).
     #[n(7)]
     pub relay_closed: bool,
+    /// Every token serial applied to this meter, as inclusive ranges in increasing order (absent from
+    /// gateways older than this field: then only `last_token_serial` is known).
+    #[n(8)]
+    pub applied: Option<Vec<SerialRange>>,
+    /// The head of the gateway's audit chain when the summary was made (the head-end records it as
+    /// the chain's outside anchor).
+    #[n(9)]
+    pub audit: Option<AuditAnchor>,
+}
+
+/// An inclusive range of token serials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+#[cbor(array)]
+pub struct SerialRange {
+    /// The first serial in the range.
+    #[n(0)]
+    pub first: u64,
+    /// The last serial in the range (≥ `first`).
+    #[n(1)]
+    pub last: u64,
+}
+
+impl SerialRange {
+    /// The ranges covering `serials` (any order, duplicates allowed), in increasing order.
+    pub fn cover(serials: impl IntoIterator<Item = u64>) -> Vec<SerialRange> {
+        let mut v: Vec<u64> = serials.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        let mut out: Vec<SerialRange> = Vec::new();
+        for s in v {
+            match out.last_mut() {
+                Some(r) if r.last.checked_add(1) == Some(s) => r.last = s,
+                _ => out.push(SerialRange { first: s, last: s }),
+            }
+        }
+        out
+    }
+
+    /// Whether `serial` is in one of `ranges`.
+    pub fn contains(ranges: &[SerialRange], serial: u64) -> bool {
+        ranges.iter().any(|r| r.first <= serial && serial <= r.last)
+    }
+}
+
+/// Where an audit chain stood: its length and the hash of its last entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+#[cbor(map)]
+pub struct AuditAnchor {
+    /// Entries in the chain (the sequence number of the next entry).
+    #[n(0)]
+    pub len: u64,
+    /// SHA-256 of the last entry (all zero for an empty chain).
+    #[cbor(n(1), with = "minicbor::bytes")]
+    pub head: [u8; 32],
+}
+
+/// The gateway asks the head-end to restore a meter's account: its store holds no state for it (a new
+/// store after an SD card failure or a re-image, or a meter moved here). Until the answer
+/// ([`crate::AccountRestore`]) the gateway neither charges the meter nor accepts tokens for it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct RestoreRequest {
+    /// When asked, unix seconds.
+    #[n(0)]
+    pub at: u64,
+    /// The meter's cumulative import register now, Wh, when a reading was taken.
+    #[n(1)]
+    pub register_wh: Option<u64>,
 }
 
 /// A meter asks for AKA; its identity is concealed (`concentrator_security::suci`).
@@ -295,12 +363,23 @@ pub mod result_code {
     pub const MALFORMED: u16 = 11;
     /// The token was refused (signature, meter, serial, expiry); reason says which.
     pub const TOKEN_REFUSED: u16 = 20;
-    /// The meter did not carry out the command (offline, device exception).
+    /// The meter did not carry out the command (offline, device exception). Temporary: the same command
+    /// (same id) is executed again when it is sent again.
     pub const METER_FAILED: u16 = 21;
     /// The command is not supported by this gateway or meter.
     pub const UNSUPPORTED: u16 = 22;
     /// A parameter is out of range.
     pub const INVALID: u16 = 23;
+    /// The gateway cannot carry it out now (no account until the meter's first reading, the account is
+    /// being restored, the store is busy or failed). Temporary, like [`METER_FAILED`].
+    pub const TRY_LATER: u16 = 24;
+
+    /// Whether `code` is a final outcome (done, or refused for a reason that will not change), which
+    /// the gateway remembers under the command's id; a temporary outcome is not remembered, so a resend
+    /// with the same id is executed again.
+    pub fn is_final(code: u16) -> bool {
+        !matches!(code, METER_FAILED | TRY_LATER)
+    }
 }
 
 /// Acknowledges messages by id (either direction).

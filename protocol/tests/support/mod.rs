@@ -47,6 +47,11 @@ pub fn bodies() -> Vec<Body> {
             tariff_id: 3,
             charged_minor: 98_765,
             relay_closed: true,
+            applied: Some(vec![SerialRange { first: 1, last: 4 }, SerialRange { first: 6, last: 6 }]),
+            audit: Some(AuditAnchor {
+                len: 42,
+                head: [0x5a; 32],
+            }),
         }),
         Body::Attach(Attach {
             profile: 1,
@@ -90,6 +95,10 @@ pub fn bodies() -> Vec<Body> {
             outbox_len: 12,
         }),
         Body::Death(Death { session: 1 }),
+        Body::RestoreRequest(RestoreRequest {
+            at: NOW,
+            register_wh: Some(1_234_567),
+        }),
         Body::AkaChallenge(AkaChallenge {
             rand: [0x11; 16],
             autn: [0x33; 16],
@@ -160,6 +169,9 @@ pub fn bodies() -> Vec<Body> {
         }),
         Body::AckDown(Ack { ids: vec![id(1)] }),
         Body::AccountRequest(AccountRequest {}),
+        Body::AccountRestore(AccountRestore {
+            signed: vec![0x01, 0x00, 0x02, 0x53, 0x01],
+        }),
     ]
 }
 
