@@ -224,6 +224,9 @@ pub struct AccountStatus {
     pub relay_read_back: Option<String>,
     /// The serial of the last token applied.
     pub last_serial: Option<u64>,
+    /// Who holds the supply off by a relay order ("head-end", "installer alice"), whatever the credit.
+    #[serde(default)]
+    pub held_by: Option<String>,
 }
 
 /// The status, updated by the bus workers and written by the main loop.

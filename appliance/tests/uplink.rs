@@ -306,3 +306,161 @@ fn a_top_up_command_is_applied_once_and_its_receipt_comes_back() {
     daemon.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue #14, defect 5: the head-end's relay commands went straight to the bus, around the ledger, so
+/// after a remote open a top-up never reconnected (the ledger thought the supply was on) and after a
+/// remote close a meter without credit was never cut again. Now the ledger is the relay authority: an
+/// open is held (a top-up adds credit, the supply stays off) until a close, each answered with the
+/// read-back; and a token the head-end sends again under a new command id is answered "already done"
+/// with its original receipt sent again (the head-end books a token applied only on a receipt).
+#[test]
+fn relay_commands_go_through_the_ledger_and_a_resent_token_brings_its_receipt_again() {
+    if !available() {
+        return;
+    }
+    let dir = temp_dir("uplink-relay");
+    let broker = Broker::start();
+    let head = HeadEnd::connect(&broker, "head-end-relay");
+    let meters = [TestMeter {
+        bus: "a",
+        address: "000000000401".into(),
+        meter_id: "M-1".into(),
+        load_w: 100,
+        start_kwh: 10.0,
+        opening_minor: 1_000,
+    }];
+    let (path, pki) = write_setup(&dir, &meters, 25_000, 3600, None);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&uplink_section(&dir, &broker, &["M-1"]));
+    std::fs::write(&path, text).unwrap();
+    let mut daemon = Daemon::start(&path);
+    wait(20, "the account and the uplink", &daemon, || {
+        status(&dir).is_some_and(|s| {
+            s.accounts
+                .get("M-1")
+                .is_some_and(|a| a.state == "in-credit")
+                && s.uplink.is_some_and(|u| u.connected)
+        })
+    });
+    let gw = GatewayId::new(GW).unwrap();
+    let scope = Scope::Meter(tid(1));
+    let result = |id: MessageId| {
+        move |log: &concentrator_uplink::testkit::headend::Log| {
+            log.up.iter().find_map(|r| match &r.frame.body {
+                Body::CommandResult(c) if c.command == id => Some(c.clone()),
+                _ => None,
+            })
+        }
+    };
+    let relay = |n: u64, action: RelayAction| {
+        let id = MessageId::new(*b"headend0", n);
+        let f = Frame::new(
+            id,
+            Some(tid(1)),
+            unix_now(),
+            Body::RelayCommand(RelayCommand {
+                action,
+                reason: Some("test".into()),
+            }),
+        );
+        head.publish(
+            &Topic::for_message(&gw, scope, Kind::RelayCommand).to_string(),
+            head.seal(scope, &f),
+        );
+        answer(&head, 40, "the relay command's result", result(id))
+    };
+    let r = relay(1, RelayAction::Open);
+    assert_eq!(r.code, result_code::DONE, "{r:?}");
+    assert!(r.reason.as_deref().unwrap_or("").contains("open"), "{r:?}");
+    wait(10, "the hold in the status", &daemon, || {
+        status(&dir).is_some_and(|s| {
+            let a = &s.accounts["M-1"];
+            a.held_by.as_deref() == Some("head-end") && a.state == "disconnected"
+        })
+    });
+
+    // A top-up while held: applied, the supply stays off.
+    let now = unix_now();
+    let token = pki.token("M-1", 1, 500, now - 10, now + 3600).unwrap();
+    let top_up = |n: u64| {
+        let id = MessageId::new(*b"headend0", n);
+        let f = Frame::new(
+            id,
+            Some(tid(1)),
+            unix_now(),
+            Body::TopUp(TopUp {
+                token: token.clone(),
+            }),
+        );
+        head.publish(
+            &Topic::for_message(&gw, scope, Kind::TopUp).to_string(),
+            head.seal(scope, &f),
+        );
+        answer(&head, 20, "the top-up's result", result(id))
+    };
+    assert_eq!(top_up(2).code, result_code::DONE);
+    wait(10, "the top-up on the account", &daemon, || {
+        status(&dir).is_some_and(|s| s.accounts["M-1"].last_serial == Some(1))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let s = status(&dir).unwrap();
+    assert_eq!(s.accounts["M-1"].state, "disconnected", "{:?}", s.accounts);
+    assert_eq!(s.accounts["M-1"].relay_read_back.as_deref(), Some("open"));
+
+    // The close order releases the hold: with credit the supply comes back, read back closed.
+    let r = relay(3, RelayAction::Close);
+    assert_eq!(r.code, result_code::DONE, "{r:?}");
+    assert!(
+        r.reason.as_deref().unwrap_or("").contains("closed"),
+        "{r:?}"
+    );
+    wait(10, "the supply back on", &daemon, || {
+        status(&dir).is_some_and(|s| {
+            let a = &s.accounts["M-1"];
+            a.held_by.is_none() && a.state == "in-credit"
+        })
+    });
+
+    // The same token under a new command id (the head-end lost its receipt): "already done", and the
+    // original receipt comes up a second time; the balance does not change.
+    let balance = status(&dir).unwrap().accounts["M-1"].balance_minor;
+    head.wait_for(20, "the first receipt", |l| {
+        l.up.iter()
+            .filter(|r| r.frame.kind() == Kind::Receipt)
+            .count()
+            == 1
+    });
+    let r = top_up(4);
+    assert_eq!(r.code, result_code::ALREADY_DONE, "{r:?}");
+    head.wait_for(20, "the receipt sent again", |l| {
+        l.up.iter()
+            .filter(|r| r.frame.kind() == Kind::Receipt)
+            .count()
+            >= 2
+    });
+    let s = status(&dir).unwrap();
+    assert!(
+        s.accounts["M-1"].balance_minor <= balance,
+        "{:?}",
+        s.accounts
+    );
+    daemon.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits for the head-end's log to hold what `find` looks for, and returns it.
+fn answer<T>(
+    head: &HeadEnd,
+    secs: u64,
+    what: &str,
+    find: impl Fn(&concentrator_uplink::testkit::headend::Log) -> Option<T>,
+) -> T {
+    let got = std::sync::Mutex::new(None);
+    head.wait_for(secs, what, |l| {
+        let found = find(l);
+        let done = found.is_some();
+        *got.lock().unwrap() = found;
+        done
+    });
+    got.into_inner().unwrap().expect("found")
+}

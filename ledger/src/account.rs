@@ -122,6 +122,19 @@ pub struct Account {
     pub relay: RelayTarget,
     /// How many low-credit levels the balance is below (warnings already sent).
     pub warned_levels: u32,
+    /// The supply is held off by an order (the head-end or an installer), whatever the credit: no top-up
+    /// reconnects it until the same authority orders it closed ([`crate::relay_order`]).
+    #[serde(default)]
+    pub hold: Option<RelayHold>,
+}
+
+/// Who holds a meter's supply off, since when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayHold {
+    /// Who ordered it ("head-end", "installer alice").
+    pub by: String,
+    /// When, unix seconds.
+    pub at: u64,
 }
 
 impl Account {
@@ -201,6 +214,7 @@ mod tests {
             block: BlockUsage::default(),
             relay: RelayTarget::Connected,
             warned_levels: 0,
+            hold: None,
         }
     }
 

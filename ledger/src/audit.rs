@@ -151,6 +151,16 @@ pub enum AuditEvent {
         /// Whether the meter obeyed.
         ok: bool,
     },
+    /// Someone with relay authority ordered the supply off, on or armed (the head-end, an installer's
+    /// relay test); `held` says whether the supply is now held off whatever the credit.
+    RelayOrdered {
+        /// What was ordered.
+        action: RelayAction,
+        /// Who ordered it.
+        by: String,
+        /// The supply is held off after it.
+        held: bool,
+    },
     /// An account was closed (change of tenancy).
     AccountClosed {
         /// Tenancy number.
@@ -292,6 +302,12 @@ impl AuditEntry {
                     .u8(state_code(*observed))
                     .u8(u8::from(*ok));
             }
+            AuditEvent::RelayOrdered { action, by, held } => {
+                w.u8(20)
+                    .u8(action_code(*action))
+                    .str(by)
+                    .u8(u8::from(*held));
+            }
             AuditEvent::AccountClosed {
                 account_no,
                 final_wh,
@@ -405,6 +421,11 @@ impl AuditEntry {
                     }
                 },
                 ok: r.u8("ok")? != 0,
+            },
+            20 => AuditEvent::RelayOrdered {
+                action: action(r.u8("action")?)?,
+                by: r.string("by")?,
+                held: r.u8("held")? != 0,
             },
             11 => AuditEvent::AccountClosed {
                 account_no: u32_of(r.u64("account_no")?, "account_no")?,

@@ -193,7 +193,8 @@ pub fn recompute<S: Store + ?Sized>(
             | AuditEvent::RegisterAnomaly { .. }
             | AuditEvent::EmergencySelected { .. }
             | AuditEvent::RelayCommand { .. }
-            | AuditEvent::RelayResult { .. } => {}
+            | AuditEvent::RelayResult { .. }
+            | AuditEvent::RelayOrdered { .. } => {}
         }
         Ok(())
     })?;

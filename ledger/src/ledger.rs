@@ -453,6 +453,7 @@ impl<S: Store> Ledger<S> {
             block: Default::default(),
             relay: RelayTarget::Connected,
             warned_levels: 0,
+            hold: None,
         }
     }
 

@@ -55,6 +55,7 @@ mod ledger;
 pub mod money;
 pub mod outbox;
 pub mod relay;
+pub mod relay_order;
 pub mod schema;
 pub mod store;
 pub mod tariff;
@@ -62,7 +63,7 @@ pub mod tenancy;
 pub mod testkit;
 mod topup;
 
-pub use account::{Account, AccountState, RelayTarget};
+pub use account::{Account, AccountState, RelayHold, RelayTarget};
 pub use audit::{RelayAction, RelayState};
 pub use charging::Reading;
 pub use config::{LedgerConfig, ReconnectMode};
@@ -71,6 +72,7 @@ pub use ledger::{
     load_accounts, stored_config, Ledger, LedgerEvent, NewAccount, Output, RelayCommand,
 };
 pub use outbox::{Outbox, OutboxEntry, OutboxKind, TopUpReceipt};
+pub use relay_order::{OrderOutcome, RelayOrder};
 pub use store::{DurableSync, FaultPlan, FaultyStore, MemStore, SledStore, Store, StoreError};
 pub use tenancy::{NewTenant, Reconciliation, Settlement, SignedSettlement};
 pub use topup::{token_digest, token_key, MAX_TOKEN_AMOUNT};

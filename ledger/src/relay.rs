@@ -157,6 +157,8 @@ impl<S: Store> Ledger<S> {
                 }
             }
             RelayTarget::Connected => {}
+            // Held off by an order: credit does not reconnect it (crate::relay_order).
+            RelayTarget::Disconnected | RelayTarget::Armed if a.hold.is_some() => {}
             RelayTarget::Disconnected | RelayTarget::Armed if a.available_minor(ec) > threshold => {
                 match cfg.reconnect_mode(a.model.as_deref()) {
                     ReconnectMode::Direct => {
@@ -286,6 +288,18 @@ impl<S: Store> Ledger<S> {
         let cfg = &self.config.relay;
         for (meter, p) in &self.pending {
             if txn.relay.iter().any(|(m, _)| m == meter) {
+                continue;
+            }
+            if p.sent_at == 0 {
+                // Re-asserted when the ledger opened, before the clock ran: its wait starts now, so a
+                // start never counts attempts (and raises alarms) before the buses are even open.
+                txn.relay.push((
+                    meter.clone(),
+                    Some(PendingRelay {
+                        sent_at: now.max(1),
+                        ..*p
+                    }),
+                ));
                 continue;
             }
             if now < p.sent_at.saturating_add(cfg.verify_after_s) {

@@ -365,3 +365,77 @@ fn commands_are_verified_and_executed_at_most_once() {
         Some(result_code::DONE)
     );
 }
+
+/// Issue #14, defect 1: a command that fails temporarily (no account yet, ledger busy) used to be
+/// recorded as executed, so the head-end's resend with the same id was answered "already done" and the
+/// top-up was never applied. A temporary outcome is now answered and forgotten; the resend runs.
+#[test]
+fn a_temporarily_failed_command_runs_again_when_sent_again() {
+    if !available() {
+        return;
+    }
+    let broker = Broker::start();
+    let head = HeadEnd::connect(&broker, "head-end-1");
+    let dir = TempDir::new("temporary");
+    let store = Store::open(dir.path(), Limits::default());
+    let cfg = config(&broker, "gw-tmp");
+    let gw = cfg.gateway.clone();
+    let calls = Arc::new(Mutex::new(0u32));
+    let c = calls.clone();
+    let handler = Box::new(move |_: Scope, _: &Frame| {
+        let mut n = c.lock().unwrap();
+        *n += 1;
+        if *n == 1 {
+            Outcome::failed(result_code::TRY_LATER, "no account until its first reading")
+        } else {
+            Outcome::done()
+        }
+    });
+    let uplink = Uplink::start(cfg, store.parts(&gw, handler)).unwrap();
+    wait(10, "connection", || uplink.status().connected);
+    std::thread::sleep(Duration::from_millis(300)); // its subscription exists
+
+    let meter = Scope::Meter(tid(1));
+    let topic = Topic::for_message(&gw, meter, Kind::TopUp).to_string();
+    let cmd_id = MessageId::new(*b"headend0", 7);
+    let cmd = Frame::new(
+        cmd_id,
+        meter.tid(),
+        unix_now(),
+        Body::TopUp(TopUp {
+            token: vec![1, 2, 3],
+        }),
+    );
+    let results = |code: u16| {
+        move |l: &headend::Log| {
+            l.up.iter()
+                .filter(|r| {
+                    matches!(&r.frame.body, Body::CommandResult(c) if c.command == cmd_id && c.code == code)
+                })
+                .count()
+        }
+    };
+    head.publish(&topic, head.seal(meter, &cmd));
+    head.wait_for(10, "the try-later answer", |l| {
+        results(result_code::TRY_LATER)(l) == 1
+    });
+    assert_eq!(store.executed.result_of(&cmd_id).unwrap(), None);
+    // The head-end sends the same command again: it runs, and only now is it remembered.
+    head.publish(&topic, head.seal(meter, &cmd));
+    head.wait_for(10, "the done answer", |l| {
+        results(result_code::DONE)(l) == 1
+    });
+    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(
+        store.executed.result_of(&cmd_id).unwrap(),
+        Some(result_code::DONE)
+    );
+    // A third send is a repeat: answered, not run.
+    head.publish(&topic, head.seal(meter, &cmd));
+    head.wait_for(10, "the already-done answer", |l| {
+        results(result_code::ALREADY_DONE)(l) == 1
+    });
+    assert_eq!(*calls.lock().unwrap(), 2);
+    let st = uplink.status();
+    assert_eq!((st.temporary, st.repeats), (1, 1), "{st:?}");
+}

@@ -287,6 +287,13 @@ fn render_accounts(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
             a.relay_read_back.as_deref().unwrap_or("-"),
             a.last_serial.map_or("-".to_string(), |s| s.to_string()),
         )?;
+        if let Some(by) = &a.held_by {
+            writeln!(
+                out,
+                "  {:<14} supply held off by {by}: credit does not reconnect it until a close order",
+                ""
+            )?;
+        }
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use concentrator_ledger::{Ledger, LedgerEvent, RelayState, SledStore, TopUpReceipt};
+use concentrator_ledger::{Ledger, LedgerEvent, RelayOrder, RelayState, SledStore, TopUpReceipt};
 use concentrator_plugin_host::{Quantity, Reading, Unit, Value};
 
 use crate::config::{Config, LedgerSetup};
@@ -82,6 +82,33 @@ pub enum ToLedger {
         /// Gets the summary.
         reply: Sender<Option<concentrator_protocol::AccountSummary>>,
     },
+    /// A relay order (the head-end's relay command, an installer's relay test): carried out by the
+    /// ledger's relay authority ([`concentrator_ledger::relay_order`]) and answered with the read-back.
+    Relay(RelayRequest),
+}
+
+/// A relay order and where to answer.
+#[derive(Debug)]
+pub struct RelayRequest {
+    /// The meter number.
+    pub meter: String,
+    /// What is ordered.
+    pub order: RelayOrder,
+    /// Who orders it, for the audit log ("head-end", "installer alice").
+    pub by: String,
+    /// Gets the refusal at once, or the state read back after the command.
+    pub reply: Sender<RelayReply>,
+}
+
+/// How a relay order went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayReply {
+    /// Carried out; the relay state read back from the meter.
+    ReadBack(RelayState),
+    /// Refused by the credit rules (the reason names the balance); final.
+    Refused(String),
+    /// Not now (no account until the meter's first reading, the store failed): why.
+    NotNow(String),
 }
 
 /// A token to apply, and where to answer.

@@ -4,19 +4,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use concentrator_ledger::{
-    Ledger, LedgerEvent, NewAccount, Output, Reading, RelayState, SledStore, TopUpError,
-    TopUpReceipt,
+    Ledger, LedgerEvent, NewAccount, OrderOutcome, Output, Reading, RelayOrder, RelayState,
+    SledStore, TopUpError, TopUpReceipt,
 };
 
 use super::inbox::TokenInbox;
 use super::relay::RelayDriver;
 use super::{
-    places, unix_now, LedgerReports, PrepaidMeter, RegisterRead, ToLedger, TokenReply, TokenRequest,
+    places, unix_now, LedgerReports, PrepaidMeter, RegisterRead, RelayReply, RelayRequest,
+    ToLedger, TokenReply, TokenRequest,
 };
 use crate::status::{AccountStatus, StatusBoard};
 
@@ -24,6 +25,8 @@ use crate::status::{AccountStatus, StatusBoard};
 const WAKE: Duration = Duration::from_millis(100);
 /// How often `tick` runs and the status board is refreshed.
 const TICK_EVERY: Duration = Duration::from_secs(1);
+/// How long a relay order's answer waits for the read-back before the order's sender is forgotten.
+const RELAY_ANSWER: Duration = Duration::from_secs(60);
 /// How often the token inbox is scanned.
 const INBOX_EVERY: Duration = Duration::from_millis(250);
 
@@ -38,6 +41,8 @@ pub(super) struct Service {
     inbox: Option<TokenInbox>,
     relays: RelayDriver,
     read_back: HashMap<String, RelayState>,
+    /// Relay orders waiting for their read-back, by meter.
+    relay_waiters: HashMap<String, Vec<(Sender<RelayReply>, Instant)>>,
     status: Arc<StatusBoard>,
     stop: Arc<AtomicBool>,
     rx: Receiver<ToLedger>,
@@ -67,6 +72,7 @@ impl Service {
             inbox,
             relays,
             read_back: HashMap::new(),
+            relay_waiters: HashMap::new(),
             status,
             stop,
             rx,
@@ -91,6 +97,10 @@ impl Service {
             let now = unix_now();
             if last_tick.is_none_or(|t| t.elapsed() >= TICK_EVERY) {
                 last_tick = Some(Instant::now());
+                self.relay_waiters.retain(|_, w| {
+                    w.retain(|(_, since)| since.elapsed() < RELAY_ANSWER);
+                    !w.is_empty()
+                });
                 if let Err(e) = self.ledger.tick(now) {
                     log::error!("ledger clock tick failed: {e}");
                 }
@@ -102,6 +112,11 @@ impl Service {
                 self.scan_inbox(now);
             }
             for (meter, state) in self.relays.poll() {
+                if let Some(waiters) = self.relay_waiters.remove(&meter) {
+                    for (reply, _) in waiters {
+                        let _ = reply.send(RelayReply::ReadBack(state));
+                    }
+                }
                 if self.read_back.insert(meter.clone(), state) != Some(state) {
                     if let Some(r) = self.reports.as_mut() {
                         r.relay(&meter, state);
@@ -126,6 +141,45 @@ impl Service {
             ToLedger::Token(request) => self.token(request),
             ToLedger::Account { meter, reply } => {
                 let _ = reply.send(self.summary(&meter));
+            }
+            ToLedger::Relay(request) => self.relay_order(request),
+        }
+    }
+
+    /// A relay order through the ledger's relay authority; answered with the read-back, or at once when
+    /// refused.
+    fn relay_order(&mut self, r: RelayRequest) {
+        if self.ledger.account(&r.meter).is_none() {
+            let _ = r.reply.send(RelayReply::NotNow(format!(
+                "meter {} has no account until its first reading; its relay is the ledger's to switch",
+                r.meter
+            )));
+            return;
+        }
+        match self
+            .ledger
+            .order_relay(&r.meter, r.order, &r.by, unix_now())
+        {
+            Ok(OrderOutcome::Commanded(action)) => {
+                log::info!(
+                    "meter {}: relay {action:?} ordered by {} (held off: {})",
+                    r.meter,
+                    r.by,
+                    r.order == RelayOrder::Open
+                );
+                self.relay_waiters
+                    .entry(r.meter)
+                    .or_default()
+                    .push((r.reply, Instant::now()));
+            }
+            Ok(OrderOutcome::Refused(why)) => {
+                log::warn!("meter {}: relay order by {} refused: {why}", r.meter, r.by);
+                let _ = r.reply.send(RelayReply::Refused(why));
+            }
+            Err(e) => {
+                let _ = r.reply.send(RelayReply::NotNow(format!(
+                    "the ledger could not record the relay order: {e}"
+                )));
             }
         }
     }
@@ -407,6 +461,7 @@ impl Service {
                         .to_string()
                     }),
                     last_serial: a.and_then(|a| a.last_serial),
+                    held_by: a.and_then(|a| a.hold.as_ref()).map(|h| h.by.clone()),
                 };
                 (m.meter_id.clone(), status)
             })

@@ -4,7 +4,9 @@
 //!
 //! - top-up → the ledger thread, the same ledger call and store transaction as the token inbox; answered
 //!   after the flush (the receipt drains from the ledger's outbox);
-//! - relay → the meter's bus scheduler at [`Priority::Command`], waiting at most [`RELAY_WAIT`];
+//! - relay → with `[ledger]`, the ledger's relay authority (an open is held until a close; a close
+//!   without credit is refused), answered with the read-back; without, the meter's bus scheduler at
+//!   [`Priority::Command`]; waiting at most [`RELAY_WAIT`] either way;
 //! - time sync → the offset is logged (the system clock is NTP's to set);
 //! - account request → the ledger thread's summary of the meter's account, queued as an account summary
 //!   (0x04) in the meter's scope;
@@ -16,10 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use concentrator_plugin_host::{RelayCommand as MeterRelay, Task};
-use concentrator_protocol::{result_code, Body, Frame, RelayAction, Scope, Tid};
+use concentrator_protocol::{result_code, Body, Frame, ReceiptBody, RelayAction, Scope, Tid};
 use concentrator_uplink::mqtt::{AppendOutbox, Downlink, Outcome, SledOutbox};
 
-use crate::prepay::{Place, SchedulerHandles, ToLedger, TokenReply, TokenRequest};
+use concentrator_ledger::{RelayOrder, RelayState};
+
+use crate::prepay::{
+    unix_now, Place, RelayReply, RelayRequest, SchedulerHandles, ToLedger, TokenReply, TokenRequest,
+};
 use crate::scheduler::Priority;
 
 /// Longest wait for the ledger to apply and flush a top-up.
@@ -82,18 +88,35 @@ impl Commands {
             reply,
         });
         if ledger.send(request).is_err() {
-            return Outcome::failed(result_code::METER_FAILED, "the ledger has stopped");
+            return Outcome::failed(
+                result_code::TRY_LATER,
+                "the gateway's ledger has stopped; send the token again after the gateway restarts",
+            );
         }
         match answer.recv_timeout(TOKEN_WAIT) {
             Ok(TokenReply::Applied(_)) => Outcome::done(),
-            Ok(TokenReply::AlreadyApplied(r)) => Outcome {
-                code: result_code::ALREADY_DONE,
-                reason: Some(format!("token serial {} was already applied", r.receipt.serial)),
-            },
+            Ok(TokenReply::AlreadyApplied(r)) => {
+                // The head-end asks again because it has no receipt: send the original one again (it
+                // may have been lost with a store, or the head-end's record of it with a crash).
+                let serial = r.receipt.serial;
+                let body = Body::Receipt(ReceiptBody { signed: r.signed });
+                if let Err(e) = self.outbox.append(scope, unix_now(), body) {
+                    log::error!(
+                        "meter {}: cannot queue the receipt of token {serial} again: {e}",
+                        route.meter
+                    );
+                }
+                Outcome {
+                    code: result_code::ALREADY_DONE,
+                    reason: Some(format!(
+                        "token serial {serial} was already applied; its receipt is sent again"
+                    )),
+                }
+            }
             Ok(TokenReply::Refused(why)) => Outcome::failed(result_code::TOKEN_REFUSED, why),
-            Ok(TokenReply::NotNow(why)) => Outcome::failed(result_code::METER_FAILED, why),
+            Ok(TokenReply::NotNow(why)) => Outcome::failed(result_code::TRY_LATER, why),
             Err(_) => Outcome::failed(
-                result_code::METER_FAILED,
+                result_code::TRY_LATER,
                 "the ledger did not answer in time; send the token again (a token is applied at most once)",
             ),
         }
@@ -104,6 +127,10 @@ impl Commands {
             Ok(r) => r,
             Err(o) => return o,
         };
+        if let Some(ledger) = &self.ledger {
+            return relay_through_ledger(ledger, &route.meter, action);
+        }
+        // Without [ledger] nothing else decides the relay: the command goes to the meter's bus.
         let Some(handle) = self.handles.get(&route.place.bus) else {
             return Outcome::failed(
                 result_code::METER_FAILED,
@@ -139,6 +166,66 @@ impl Commands {
     }
 }
 
+/// A relay command on a gateway with a ledger: the ledger is the relay authority (it holds a cut the
+/// head-end ordered, and refuses to close a meter without credit), and answers with the read-back.
+fn relay_through_ledger(ledger: &Sender<ToLedger>, meter: &str, action: RelayAction) -> Outcome {
+    let order = match action {
+        RelayAction::Open => RelayOrder::Open,
+        RelayAction::Close => RelayOrder::Close,
+        RelayAction::Arm => RelayOrder::Arm,
+    };
+    let (reply, answer) = channel();
+    let request = ToLedger::Relay(RelayRequest {
+        meter: meter.to_string(),
+        order,
+        by: "head-end".into(),
+        reply,
+    });
+    if ledger.send(request).is_err() {
+        return Outcome::failed(result_code::TRY_LATER, "the gateway's ledger has stopped");
+    }
+    match answer.recv_timeout(RELAY_WAIT) {
+        Ok(RelayReply::ReadBack(state)) => {
+            let wanted = match order {
+                RelayOrder::Open => state == RelayState::Open,
+                RelayOrder::Close => state == RelayState::Closed,
+                RelayOrder::Arm => matches!(state, RelayState::Armed | RelayState::Closed),
+            };
+            if wanted {
+                Outcome {
+                    code: result_code::DONE,
+                    reason: Some(format!("relay read back {}", state_name(state))),
+                }
+            } else {
+                Outcome::failed(
+                    result_code::METER_FAILED,
+                    format!(
+                        "the meter's relay read back {} after the command; the ledger sends it again",
+                        state_name(state)
+                    ),
+                )
+            }
+        }
+        Ok(RelayReply::Refused(why)) => Outcome::failed(result_code::REFUSED, why),
+        Ok(RelayReply::NotNow(why)) => Outcome::failed(result_code::TRY_LATER, why),
+        Err(_) => Outcome::failed(
+            result_code::METER_FAILED,
+            format!(
+                "meter {meter}: no relay read-back within {} s (meter offline?); the ledger keeps trying",
+                RELAY_WAIT.as_secs()
+            ),
+        ),
+    }
+}
+
+fn state_name(s: RelayState) -> &'static str {
+    match s {
+        RelayState::Open => "open (supply off)",
+        RelayState::Closed => "closed (supply on)",
+        RelayState::Armed => "armed (waiting for the customer's button)",
+    }
+}
+
 impl Commands {
     fn account(&self, scope: Scope) -> Outcome {
         let route = match self.route(scope) {
@@ -157,7 +244,7 @@ impl Commands {
             reply,
         };
         if ledger.send(request).is_err() {
-            return Outcome::failed(result_code::METER_FAILED, "the ledger has stopped");
+            return Outcome::failed(result_code::TRY_LATER, "the gateway's ledger has stopped");
         }
         match answer.recv_timeout(TOKEN_WAIT) {
             Ok(Some(summary)) => {
@@ -167,20 +254,17 @@ impl Commands {
                     .append(scope, now, Body::AccountSummary(summary))
                 {
                     Ok(_) => Outcome::done(),
-                    Err(e) => Outcome::failed(result_code::METER_FAILED, e.to_string()),
+                    Err(e) => Outcome::failed(result_code::TRY_LATER, e.to_string()),
                 }
             }
             Ok(None) => Outcome::failed(
-                result_code::METER_FAILED,
+                result_code::TRY_LATER,
                 format!(
                     "meter {} has no account until its first reading",
                     route.meter
                 ),
             ),
-            Err(_) => Outcome::failed(
-                result_code::METER_FAILED,
-                "the ledger did not answer in time",
-            ),
+            Err(_) => Outcome::failed(result_code::TRY_LATER, "the ledger did not answer in time"),
         }
     }
 }

@@ -373,6 +373,9 @@ pub mod result_code {
     /// The gateway cannot carry it out now (no account until the meter's first reading, the account is
     /// being restored, the store is busy or failed). Temporary, like [`METER_FAILED`].
     pub const TRY_LATER: u16 = 24;
+    /// Refused by the gateway's rules, for a reason that holds until something else changes (a relay
+    /// close for a meter without credit: the ledger keeps it cut); reason says why. Final.
+    pub const REFUSED: u16 = 25;
 
     /// Whether `code` is a final outcome (done, or refused for a reason that will not change), which
     /// the gateway remembers under the command's id; a temporary outcome is not remembered, so a resend

@@ -47,7 +47,10 @@ pub fn bodies() -> Vec<Body> {
             tariff_id: 3,
             charged_minor: 98_765,
             relay_closed: true,
-            applied: Some(vec![SerialRange { first: 1, last: 4 }, SerialRange { first: 6, last: 6 }]),
+            applied: Some(vec![
+                SerialRange { first: 1, last: 4 },
+                SerialRange { first: 6, last: 6 },
+            ]),
             audit: Some(AuditAnchor {
                 len: 42,
                 head: [0x5a; 32],

@@ -509,8 +509,18 @@ impl Session<'_> {
         }
         let local = self.parts.channels.local_scope(scope);
         let outcome = self.parts.downlink.handle(local, &frame);
-        if let Err(e) = self.parts.executed.record(&id, outcome.code) {
-            log::error!("uplink: {e}; {kind:?} {id} ran but could not be recorded");
+        // Only a final outcome is remembered: a temporary one (no account yet, ledger busy, meter
+        // offline) must run again when the head-end sends the same command again.
+        if result_code::is_final(outcome.code) {
+            if let Err(e) = self.parts.executed.record(&id, outcome.code) {
+                log::error!("uplink: {e}; {kind:?} {id} ran but could not be recorded");
+            }
+        } else {
+            log::info!(
+                "uplink: {kind:?} {id} not carried out for now ({}); it runs again when sent again",
+                outcome.reason.as_deref().unwrap_or("temporary failure")
+            );
+            self.shared.update(|s| s.temporary += 1);
         }
         self.parts.channels.opened(scope);
         self.shared.update(|s| s.executed += 1);

@@ -158,6 +158,8 @@ pub struct UplinkStatus {
     pub executed: u64,
     /// Downlink messages answered "already done" instead of being carried out again.
     pub repeats: u64,
+    /// Commands that failed temporarily (answered "try later", not remembered as executed).
+    pub temporary: u64,
     /// The last connection error.
     pub last_error: Option<String>,
 }
