@@ -117,11 +117,26 @@ impl<S: Store> Ledger<S> {
         if !any_new {
             return staged;
         }
+        // A copy of a token staged in this batch is answered "replayed" with the receipt staged here:
+        // that receipt exists only if the commit does.
+        let staged_here: Vec<(String, u64)> = staged
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| (r.receipt.meter_id.clone(), r.receipt.serial))
+            .collect();
         match self.finish(txn, true) {
             Ok(()) => staged,
             Err(e) => staged
                 .into_iter()
-                .map(|r| r.and(Err(TopUpError::Ledger(e.clone()))))
+                .map(|r| match r {
+                    Ok(_) => Err(TopUpError::Ledger(e.clone())),
+                    Err(TopUpError::Replayed {
+                        ref meter, serial, ..
+                    }) if staged_here.iter().any(|(m, s)| m == meter && *s == serial) => {
+                        Err(TopUpError::Ledger(e.clone()))
+                    }
+                    other => other,
+                })
                 .collect(),
         }
     }

@@ -117,6 +117,26 @@ fn a_group_commit_that_fails_to_flush_fails_every_token_in_it() {
         .all(|r| matches!(r, Err(TopUpError::Ledger(_)))));
 }
 
+/// Issue #14, defect 7: the same token twice in one group (two inbox files with one token) got
+/// "replayed" with the receipt staged for the first, so when the commit failed the inbox wrote a receipt
+/// file for a token that was never stored. Both copies now fail with the store's error.
+#[test]
+fn a_copy_of_a_token_in_a_failed_group_commit_gets_no_receipt() {
+    let (mut l, store, pki) = faulty_ledger();
+    store.set_plan(FaultPlan {
+        fail_flushes: true,
+        ..FaultPlan::default()
+    });
+    let a = token(&pki, "M1", 1, 100);
+    let results = l.apply_tokens(&[&a, &a], local(0, 12, 5));
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(TopUpError::Ledger(_)))),
+        "{results:?}"
+    );
+}
+
 #[test]
 fn commits_failing_part_way_leave_a_consistent_store() {
     let (mut l, store, pki) = faulty_ledger();

@@ -439,3 +439,55 @@ fn a_temporarily_failed_command_runs_again_when_sent_again() {
     let st = uplink.status();
     assert_eq!((st.temporary, st.repeats), (1, 1), "{st:?}");
 }
+
+/// Issue #14, defect 6: a message the head-end never acknowledges was sent again every resend interval
+/// forever, and enough of them held the whole window. Each unacknowledged send now doubles the wait
+/// before the next, the status counts such messages, and other messages keep flowing.
+#[test]
+fn a_message_the_head_end_never_acknowledges_is_resent_with_a_growing_wait() {
+    if !available() {
+        return;
+    }
+    let broker = Broker::start();
+    let head = HeadEnd::connect(&broker, "head-end-1");
+    std::thread::sleep(Duration::from_millis(500)); // its persistent subscription exists
+    head.ack.store(false, Ordering::Relaxed);
+    let dir = TempDir::new("backoff");
+    let store = Store::open(dir.path(), Limits::default());
+    let mut cfg = config(&broker, "gw-backoff");
+    cfg.resend_after = Duration::from_secs(1);
+    let gw = cfg.gateway.clone();
+    let uplink = Uplink::start(cfg, store.parts(&gw, ignore_commands())).unwrap();
+    let meter = Scope::Meter(tid(1));
+    store.outbox.append(meter, unix_now(), reading(1)).unwrap();
+    let start = Instant::now();
+    head.wait_for(10, "the first send", |l| {
+        l.up.iter().any(|r| r.frame.kind() == Kind::Readings)
+    });
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(start.elapsed()));
+    let sends = head
+        .log
+        .lock()
+        .unwrap()
+        .up
+        .iter()
+        .filter(|r| r.frame.kind() == Kind::Readings)
+        .count();
+    // Every second for 11 s would be 11 sends; waits of 1, 2, 4 and 8 s leave at most 5.
+    assert!((3..=5).contains(&sends), "{sends} sends in 11 s");
+    assert!(
+        uplink.status().unacknowledged_resends >= 1,
+        "{:?}",
+        uplink.status()
+    );
+    // Others are not held back: a new message goes at once.
+    store.outbox.append(meter, unix_now(), reading(2)).unwrap();
+    head.wait_for(5, "the second message", |l| {
+        l.up.iter()
+            .any(|r| matches!(&r.frame.body, Body::Readings(_)) && value(&r.frame) == 2)
+    });
+    head.ack.store(true, Ordering::Relaxed);
+    wait(30, "the outbox to empty once acknowledged", || {
+        store.outbox.is_empty().unwrap()
+    });
+}

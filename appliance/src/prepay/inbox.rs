@@ -46,13 +46,14 @@ impl TokenInbox {
         &self.dir
     }
 
-    /// Up to [`MAX_GROUP`] waiting `*.token` files, in name order (name them so that a meter's serials
-    /// sort in order, e.g. `METER-000042.token`).
-    pub fn pending(&self) -> io::Result<Vec<PathBuf>> {
+    /// Up to [`MAX_GROUP`] waiting `*.token` files for which `skip` is false, in name order (name them
+    /// so that a meter's serials sort in order, e.g. `METER-000042.token`). The caller skips tokens it
+    /// knows are waiting (for a meter's first reading), so that they never hold back the others.
+    pub fn pending(&self, skip: impl Fn(&Path) -> bool) -> io::Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "token"))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "token") && !skip(p))
             .collect();
         files.sort();
         files.truncate(MAX_GROUP);
@@ -116,7 +117,7 @@ mod tests {
         fs::write(dir.join("b-2.token"), "00").unwrap();
         fs::write(dir.join("a-1.token"), "00").unwrap();
         fs::write(dir.join("c.partial"), "00").unwrap();
-        let pending = inbox.pending().unwrap();
+        let pending = inbox.pending(|_| false).unwrap();
         assert_eq!(pending, vec![dir.join("a-1.token"), dir.join("b-2.token")]);
         inbox.accepted(&pending[0], &[1, 2, 3]).unwrap();
         inbox.refused(&pending[1], "expired").unwrap();
@@ -128,7 +129,30 @@ mod tests {
         assert!(fs::read_to_string(dir.join("failed/b-2.error"))
             .unwrap()
             .contains("expired"));
-        assert!(inbox.pending().unwrap().is_empty());
+        assert!(inbox.pending(|_| false).unwrap().is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Issue #14, defect 7: with more than a group's worth of tokens waiting for meters without an
+    /// account, the listing returned the same waiting files every time and later tokens starved.
+    #[test]
+    fn waiting_tokens_do_not_hold_back_the_others() {
+        let dir = std::env::temp_dir().join(format!("inbox-starve-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let inbox = TokenInbox::open(&dir).unwrap();
+        for i in 0..MAX_GROUP + 3 {
+            fs::write(dir.join(format!("A-{i:04}.token")), "00").unwrap();
+        }
+        fs::write(dir.join("B-0001.token"), "00").unwrap();
+        let waiting = |p: &Path| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("A-"))
+        };
+        assert_eq!(
+            inbox.pending(waiting).unwrap(),
+            vec![dir.join("B-0001.token")]
+        );
+        assert_eq!(inbox.pending(|_| false).unwrap().len(), MAX_GROUP);
         let _ = fs::remove_dir_all(&dir);
     }
 }

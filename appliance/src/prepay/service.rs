@@ -41,6 +41,8 @@ pub(super) struct Service {
     inbox: Option<TokenInbox>,
     relays: RelayDriver,
     read_back: HashMap<String, RelayState>,
+    /// Inbox tokens kept for meters without an account yet, and the meter each waits for.
+    inbox_waiting: HashMap<PathBuf, String>,
     /// Relay orders waiting for their read-back, by meter.
     relay_waiters: HashMap<String, Vec<(Sender<RelayReply>, Instant)>>,
     status: Arc<StatusBoard>,
@@ -73,6 +75,7 @@ impl Service {
             relays,
             read_back: HashMap::new(),
             relay_waiters: HashMap::new(),
+            inbox_waiting: HashMap::new(),
             status,
             stop,
             rx,
@@ -360,7 +363,12 @@ impl Service {
         let Some(inbox) = self.inbox.clone() else {
             return;
         };
-        let files = match inbox.pending() {
+        // Tokens kept for meters that still have no account are skipped until the meter has one.
+        let ledger = &self.ledger;
+        self.inbox_waiting
+            .retain(|path, meter| path.exists() && ledger.account(meter).is_none());
+        let waiting = &self.inbox_waiting;
+        let files = match inbox.pending(|p| waiting.contains_key(p)) {
             Ok(files) => files,
             Err(e) => {
                 log::warn!("cannot list the token inbox {}: {e}", inbox.dir().display());
@@ -393,7 +401,8 @@ impl Service {
                 Err(TopUpError::UnknownMeter { meter })
                     if self.book.iter().any(|m| m.meter_id == meter) =>
                 {
-                    log::debug!("token {name}: meter {meter} has no account until its first reading; kept in the inbox");
+                    log::info!("token {name}: meter {meter} has no account until its first reading; kept in the inbox until then");
+                    self.inbox_waiting.insert(file.clone(), meter);
                     continue;
                 }
                 Err(TopUpError::Ledger(e)) => {

@@ -34,6 +34,13 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Whether a downlink message was dealt with (the broker gets its PUBACK) or dropped before it could be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Yes,
+    No,
+}
+
 enum Ended {
     Stopped,
     /// Lost, after being connected this long (`None`: it never connected).
@@ -47,11 +54,19 @@ pub(crate) fn run(
     shared: &Shared,
 ) {
     let mut backoff = config.backoff.clone();
+    let mut resends = Resends::default();
     // Connections made; an attempt carries the next number (in its will, and in its birth if it connects).
     let mut made: u32 = 0;
     while !shared.stopping() {
         let number = made.wrapping_add(1);
-        let ended = connection(&config, &mut parts, connector.as_ref(), shared, number);
+        let ended = connection(
+            &config,
+            &mut parts,
+            connector.as_ref(),
+            shared,
+            number,
+            &mut resends,
+        );
         parts.channels.disconnected();
         match ended {
             Ended::Stopped => break,
@@ -116,6 +131,7 @@ fn connection(
     connector: Option<&TlsConnector>,
     shared: &Shared,
     number: u32,
+    resends: &mut Resends,
 ) -> Ended {
     let death = plain(parts, Body::Death(Death { session: number })).unwrap_or_default();
     let (client, mut conn) = Client::new(
@@ -172,6 +188,7 @@ fn connection(
         listed_len: None,
         freed: true,
         unsealable: HashMap::new(),
+        resends,
     };
     shared.update(|st| {
         st.connected = true;
@@ -195,9 +212,14 @@ fn connection(
         s.refill();
         match rx.recv_timeout(TICK) {
             Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
-                s.downlink(&p.topic, &p.payload);
-                if let Err(e) = s.client.try_ack(&p) {
-                    log::warn!("uplink: cannot acknowledge a downlink message to the broker: {e}");
+                // A message dropped before it could be carried out is not acknowledged to the broker,
+                // which delivers it again after the next reconnect (and the head-end resends it).
+                if s.downlink(&p.topic, &p.payload) == Taken::Yes {
+                    if let Err(e) = s.client.try_ack(&p) {
+                        log::warn!(
+                            "uplink: cannot acknowledge a downlink message to the broker: {e}"
+                        );
+                    }
                 }
             }
             Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
@@ -225,6 +247,49 @@ struct Session<'a> {
     freed: bool,
     /// Scopes without a security context, and when that was last logged.
     unsealable: HashMap<Scope, Instant>,
+    /// Messages sent without an acknowledgement, across connections.
+    resends: &'a mut Resends,
+}
+
+/// Messages the head-end has not acknowledged after being sent: each is sent again after a wait that
+/// doubles with every unacknowledged send (the resend interval, then twice that, up to [`MAX_RESEND`]),
+/// so a message the head-end will never take cannot hold the window against the others. In memory: a
+/// restart sends everything unacknowledged once more, which the head-end's dedup by id absorbs.
+#[derive(Debug, Default)]
+struct Resends {
+    by_id: HashMap<MessageId, (u32, Instant)>,
+}
+
+/// The longest wait between two sends of a message the head-end does not acknowledge.
+const MAX_RESEND: Duration = Duration::from_secs(3600);
+
+impl Resends {
+    /// `id` was not acknowledged in time: when it may go again, and how often it went.
+    fn expired(&mut self, id: MessageId, resend_after: Duration) -> u32 {
+        let e = self.by_id.entry(id).or_insert((0, Instant::now()));
+        e.0 += 1;
+        let wait = resend_after
+            .saturating_mul(1u32 << e.0.saturating_sub(1).min(8))
+            .min(MAX_RESEND);
+        e.1 = Instant::now() + wait;
+        e.0
+    }
+
+    /// Whether `id` is waiting out its backoff.
+    fn waiting(&self, id: &MessageId) -> bool {
+        self.by_id
+            .get(id)
+            .is_some_and(|(_, at)| Instant::now() < *at)
+    }
+
+    fn acknowledged(&mut self, id: &MessageId) {
+        self.by_id.remove(id);
+    }
+
+    /// Messages sent at least three times without an acknowledgement.
+    fn stuck(&self) -> usize {
+        self.by_id.values().filter(|(n, _)| *n >= 3).count()
+    }
 }
 
 impl Session<'_> {
@@ -292,15 +357,34 @@ impl Session<'_> {
     /// Forgets in-flight messages the head-end has not acknowledged in time, so they are sent again.
     fn expire(&mut self) {
         let limit = self.config.resend_after;
-        let before = self.in_flight.len();
-        self.in_flight.retain(|_, at| at.elapsed() < limit);
-        if self.in_flight.len() != before {
-            log::info!(
-                "uplink: {} messages not acknowledged within {limit:?}; sending them again",
-                before - self.in_flight.len()
-            );
-            self.freed = true;
+        let expired: Vec<MessageId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= limit)
+            .map(|(id, _)| *id)
+            .collect();
+        if expired.is_empty() {
+            return;
         }
+        let mut most = 0;
+        for id in &expired {
+            self.in_flight.remove(id);
+            most = most.max(self.resends.expired(*id, limit));
+        }
+        log::info!(
+            "uplink: {} messages not acknowledged within {} s; sending them again after a backoff",
+            expired.len(),
+            limit.as_secs()
+        );
+        if most >= 3 {
+            log::warn!(
+                "uplink: {} messages have gone {most} times or more without an acknowledgement from the head-end; it may be refusing them (see its status)",
+                self.resends.stuck()
+            );
+        }
+        let stuck = self.resends.stuck();
+        self.shared.update(|s| s.unacknowledged_resends = stuck);
+        self.freed = true;
     }
 
     fn outboxes(&self) -> Vec<&dyn Outbox> {
@@ -327,9 +411,10 @@ impl Session<'_> {
             let keep = |p: &Pending| channels.sendable(p.scope(), p.frame.kind());
             let list = merged_where(&self.outboxes(), limit, SCAN, &keep);
             self.listed_len = len;
+            let resends = &*self.resends;
             self.ready = list
                 .into_iter()
-                .filter(|p| !self.in_flight.contains_key(&p.id()))
+                .filter(|p| !self.in_flight.contains_key(&p.id()) && !resends.waiting(&p.id()))
                 .collect();
             self.listed_at = Some(Instant::now());
             self.freed = false;
@@ -440,14 +525,16 @@ impl Session<'_> {
     }
 
     /// One downlink message: every check, then at most one execution (module docs of `downlink`).
-    fn downlink(&mut self, topic_name: &str, payload: &[u8]) {
+    /// Whether the message was dealt with (carried out, answered or refused for good), so that the broker
+    /// may forget it.
+    fn downlink(&mut self, topic_name: &str, payload: &[u8]) -> Taken {
         let topic = match Topic::parse(topic_name) {
             Ok(t @ Topic::Data { .. }) if t.gateway() == &self.config.gateway => t,
             Ok(_) | Err(_) => {
                 log::warn!(
                     "uplink: ignored a message on {topic_name:?}: not this gateway's downlink"
                 );
-                return;
+                return Taken::Yes;
             }
         };
         let Topic::Data {
@@ -458,12 +545,15 @@ impl Session<'_> {
         } = topic
         else {
             log::warn!("uplink: ignored an uplink-direction message on {topic_name:?}");
-            return;
+            return Taken::Yes;
         };
         let now = unix_now();
         let frame = match self.parts.channels.open(&topic, payload, now) {
             Ok(f) => f,
-            Err(e) => return self.refuse(scope, kind, topic_name, payload, &e.to_string()),
+            Err(e) => {
+                self.refuse(scope, kind, topic_name, payload, &e.to_string());
+                return Taken::Yes;
+            }
         };
         let id = frame.header.id;
         if is_aka(kind) {
@@ -473,7 +563,7 @@ impl Session<'_> {
             if acknowledge {
                 self.publish_now(scope, Body::AckUp(Ack { ids: vec![id] }));
             }
-            return;
+            return Taken::Yes;
         }
         if let Body::AckDown(Ack { ids }) = &frame.body {
             let mut n = 0;
@@ -485,11 +575,12 @@ impl Session<'_> {
             }
             for i in ids {
                 self.in_flight.remove(i);
+                self.resends.acknowledged(i);
             }
             self.freed = true;
             self.shared.update(|s| s.acked += n as u64);
             self.parts.channels.opened(scope);
-            return;
+            return Taken::Yes;
         }
         match self.parts.executed.result_of(&id) {
             Ok(Some(_)) => {
@@ -498,13 +589,14 @@ impl Session<'_> {
                 );
                 self.shared.update(|s| s.repeats += 1);
                 self.parts.channels.opened(scope);
-                return self.answer(scope, kind, id, result_code::ALREADY_DONE, None);
+                self.answer(scope, kind, id, result_code::ALREADY_DONE, None);
+                return Taken::Yes;
             }
             Ok(None) => {}
             Err(e) => {
-                // Cannot tell whether it ran: do not run it; the broker redelivers it after a reconnect.
-                log::error!("uplink: {e}; {kind:?} {id} not carried out");
-                return;
+                // Cannot tell whether it ran: do not run it, and do not let the broker forget it.
+                log::error!("uplink: {e}; {kind:?} {id} not carried out; it is taken again when delivered again");
+                return Taken::No;
             }
         }
         let local = self.parts.channels.local_scope(scope);
@@ -525,6 +617,7 @@ impl Session<'_> {
         self.parts.channels.opened(scope);
         self.shared.update(|s| s.executed += 1);
         self.answer(scope, kind, id, outcome.code, outcome.reason);
+        Taken::Yes
     }
 
     fn answer(

@@ -160,6 +160,8 @@ pub struct UplinkStatus {
     pub repeats: u64,
     /// Commands that failed temporarily (answered "try later", not remembered as executed).
     pub temporary: u64,
+    /// Messages sent three times or more without an acknowledgement (the head-end may refuse them).
+    pub unacknowledged_resends: usize,
     /// The last connection error.
     pub last_error: Option<String>,
 }
