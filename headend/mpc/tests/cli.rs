@@ -132,6 +132,24 @@ fn register_meters_topup_history_and_tokens() {
     assert_eq!(history[0]["balance_after_minor"], 2500);
     assert_eq!(history[1]["what"], "purchased");
 
+    // For people: local dates and money with its currency, never Unix seconds.
+    let raw_seconds = |text: &str| {
+        text.split(|c: char| !c.is_ascii_digit())
+            .any(|w| w.len() >= 9)
+    };
+    let human = phone.ok(&["history", "MTR-1"]);
+    assert!(
+        human.contains("applied") && human.contains("25.00 EUR"),
+        "{human}"
+    );
+    assert!(!raw_seconds(&human), "{human}");
+    let human = phone.ok(&["tokens"]);
+    assert!(
+        human.contains("MTR-1  token 1  20.00 EUR  valid until 20"),
+        "{human}"
+    );
+    assert!(!raw_seconds(&human), "{human}");
+
     let tokens = phone.json(&["tokens"]);
     assert_eq!(tokens.as_array().unwrap().len(), 2);
     assert_eq!(tokens[0]["meter"], "MTR-1");

@@ -1,6 +1,7 @@
 //! `mpc`: a command-line stand-in for the customer's phone app (see the crate docs and
 //! docs/protocol.md, *Phone client and payment server*).
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use concentrator_mpc::backend::{HistoryEntry, HistoryKind, MeterView, Notice, Purchase};
 use concentrator_mpc::client::{Client, ClientError, Keys};
+use concentrator_mpc::human::{from_now, local_time};
 use concentrator_mpc::profile::{self, Profile};
 use serde_json::{json, Value};
 
@@ -155,7 +157,13 @@ fn run(cli: &Cli) -> Result<()> {
         Command::History { meter, limit } => {
             let mut s = Session::open(cli, &path)?;
             let entries = s.client.history(meter.as_deref(), *limit)?;
-            print_history(cli, &entries);
+            let currencies = s
+                .client
+                .meters()?
+                .into_iter()
+                .map(|m| (m.meter, m.currency))
+                .collect();
+            print_history(cli, &entries, &currencies);
             Ok(())
         }
         Command::Watch => watch(cli, &path),
@@ -304,6 +312,12 @@ fn parse_money(text: &str) -> Result<u64> {
         .ok_or_else(bad)
 }
 
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn money(minor: i64, currency: &str) -> String {
     let sign = if minor < 0 { "-" } else { "" };
     let m = minor.unsigned_abs();
@@ -335,7 +349,10 @@ fn print_meters(cli: &Cli, meters: &[MeterView]) {
         let balance = m
             .balance_minor
             .map_or("balance not reported yet".to_owned(), |b| {
-                format!("balance {}", money(b, &m.currency))
+                match m.balance_at {
+                    Some(at) => format!("balance {} at {}", money(b, &m.currency), local_time(at)),
+                    None => format!("balance {}", money(b, &m.currency)),
+                }
             });
         let supply = match m.supply_on {
             Some(true) => ", supply on",
@@ -362,7 +379,7 @@ fn kind_name(k: HistoryKind) -> &'static str {
     }
 }
 
-fn print_history(cli: &Cli, entries: &[HistoryEntry]) {
+fn print_history(cli: &Cli, entries: &[HistoryEntry], currencies: &HashMap<String, String>) {
     if cli.json {
         let v: Vec<Value> = entries
             .iter()
@@ -376,15 +393,16 @@ fn print_history(cli: &Cli, entries: &[HistoryEntry]) {
         println!("no history");
     }
     for h in entries {
-        let mut line = format!("{}  {}  {}", h.at, h.meter, kind_name(h.what));
+        let currency = currencies.get(&h.meter).map_or("", String::as_str);
+        let mut line = format!("{}  {}  {}", local_time(h.at), h.meter, kind_name(h.what));
         if let Some(s) = h.serial {
             line += &format!("  token {s}");
         }
         if let Some(a) = h.amount_minor {
-            line += &format!("  amount {}", money_u(a, ""));
+            line += &format!("  amount {}", money_u(a, currency).trim_end());
         }
         if let Some(b) = h.balance_after_minor {
-            line += &format!("  balance {}", money(b, ""));
+            line += &format!("  balance {}", money(b, currency).trim_end());
         }
         if let Some(d) = &h.detail {
             line += &format!("  ({d})");
@@ -468,13 +486,18 @@ fn topup(cli: &Cli, path: &Path, meter: &str, amount_minor: u64, wait: u64) -> R
     let saved = profile::save_token(path, &p.meter, p.serial, &p.token)?;
     if !cli.json {
         println!(
-            "bought {} for {} (token {}, expires at {}); token saved as {}",
+            "bought {} for {} (token {}, valid until {}); token saved as {}",
             money_u(p.amount_minor, &p.currency),
             p.meter,
             p.serial,
-            p.expires_at,
+            local_time(p.expires_at),
             saved.display()
         );
+        if wait > 0 {
+            println!(
+                "waiting up to {wait} s for the gateway's receipt (Ctrl-C stops waiting; the token stays saved)..."
+            );
+        }
     }
     let outcome = if wait > 0 {
         s.client
@@ -550,14 +573,15 @@ fn tokens(cli: &Cli, path: &Path) -> Result<()> {
     }
     for t in &saved {
         println!(
-            "{}  token {}  {}  expires at {}  {}",
+            "{}  token {}  {}  valid until {} ({})  {}",
             t.token.meter_id,
             t.token.serial,
             money_u(
                 t.token.amount_minor,
                 &String::from_utf8_lossy(&t.token.currency)
             ),
-            t.token.expires_at,
+            local_time(t.token.expires_at),
+            from_now(now_unix(), t.token.expires_at),
             t.path.display()
         );
     }
