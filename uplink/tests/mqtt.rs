@@ -491,3 +491,82 @@ fn a_message_the_head_end_never_acknowledges_is_resent_with_a_growing_wait() {
         store.outbox.is_empty().unwrap()
     });
 }
+
+/// Issue #21 (the non-blocking downlink): a command that waits on another thread (a top-up on the
+/// ledger, a relay on its bus) used to block the uplink loop for up to 20 s. It now hands back a ticket:
+/// while it runs, readings go up and are acknowledged, a repeat of it is not run twice, and its answer
+/// and the broker's acknowledgement follow when it completes.
+#[test]
+fn a_command_under_way_does_not_hold_up_the_uplink() {
+    if !available() {
+        return;
+    }
+    let broker = Broker::start();
+    let head = HeadEnd::connect(&broker, "head-end-1");
+    let dir = TempDir::new("ticket");
+    let store = Store::open(dir.path(), Limits::default());
+    let cfg = config(&broker, "gw-ticket");
+    let gw = cfg.gateway.clone();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    let starts = Arc::new(Mutex::new(0u32));
+    struct Slow {
+        released: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+        starts: Arc<Mutex<u32>>,
+    }
+    impl Downlink for Slow {
+        fn handle(&mut self, _: Scope, _: &Frame) -> Outcome {
+            unreachable!("the session starts commands")
+        }
+        fn start(&mut self, _: Scope, _: &Frame) -> Handled {
+            *self.starts.lock().unwrap() += 1;
+            let rx = self.released.clone();
+            Handled::Later(Ticket::new(
+                Duration::from_secs(30),
+                Outcome::failed(result_code::METER_FAILED, "timeout"),
+                move || rx.lock().unwrap().try_recv().ok().map(|()| Outcome::done()),
+            ))
+        }
+    }
+    let handler = Box::new(Slow {
+        released,
+        starts: starts.clone(),
+    });
+    let uplink = Uplink::start(cfg, store.parts(&gw, handler)).unwrap();
+    wait(10, "connection", || uplink.status().connected);
+    std::thread::sleep(Duration::from_millis(300)); // its subscription exists
+    let meter = Scope::Meter(tid(1));
+    let cmd_id = MessageId::new(*b"headend0", 9);
+    let cmd = Frame::new(
+        cmd_id,
+        meter.tid(),
+        unix_now(),
+        Body::TopUp(TopUp { token: vec![9] }),
+    );
+    let topic = Topic::for_message(&gw, meter, Kind::TopUp).to_string();
+    head.publish(&topic, head.seal(meter, &cmd));
+    wait(10, "the command to start", || *starts.lock().unwrap() == 1);
+    // While it runs: a reading goes up and is acknowledged; the same command again is not started.
+    store.outbox.append(meter, unix_now(), reading(1)).unwrap();
+    head.publish(&topic, head.seal(meter, &cmd));
+    wait(10, "the reading acknowledged", || {
+        store.outbox.is_empty().unwrap()
+    });
+    assert_eq!(*starts.lock().unwrap(), 1);
+    assert_eq!(uplink.status().running, 1);
+    let done = |l: &headend::Log| {
+        l.up.iter()
+            .any(|r| matches!(&r.frame.body, Body::CommandResult(c) if c.command == cmd_id))
+    };
+    assert!(
+        !done(&head.log.lock().unwrap()),
+        "answered before it was done"
+    );
+    release.send(()).unwrap();
+    head.wait_for(10, "the command's result", done);
+    assert_eq!(
+        store.executed.result_of(&cmd_id).unwrap(),
+        Some(result_code::DONE)
+    );
+    wait(5, "nothing under way", || uplink.status().running == 0);
+}

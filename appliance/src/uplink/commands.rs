@@ -1,6 +1,7 @@
-//! The daemon's side of the downlink: verified, not yet executed commands from the head-end, carried out
-//! on the uplink thread (the uplink has already checked the envelope, the frame, and the message id
-//! against the executed set; it records and answers what this returns).
+//! The daemon's side of the downlink: verified, not yet executed commands from the head-end (the uplink
+//! has already checked the envelope, the frame, and the message id against the executed set; it records
+//! and answers what this returns). Work that waits on the ledger thread or a bus is handed back as a
+//! [`Ticket`] that the uplink loop completes, so acknowledgements and other messages go on meanwhile.
 //!
 //! - top-up → the ledger thread, the same ledger call and store transaction as the token inbox; answered
 //!   after the flush (the receipt drains from the ledger's outbox);
@@ -13,13 +14,13 @@
 //! - everything else → "unsupported" (22) until it is built.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use concentrator_plugin_host::{RelayCommand as MeterRelay, Task};
 use concentrator_protocol::{result_code, Body, Frame, ReceiptBody, RelayAction, Scope, Tid};
-use concentrator_uplink::mqtt::{AppendOutbox, Downlink, Outcome, SledOutbox};
+use concentrator_uplink::mqtt::{AppendOutbox, Downlink, Handled, Outcome, SledOutbox, Ticket};
 
 use concentrator_ledger::{RelayOrder, RelayState};
 
@@ -70,16 +71,16 @@ impl Commands {
         }
     }
 
-    fn top_up(&self, scope: Scope, token: &[u8]) -> Outcome {
+    fn top_up(&self, scope: Scope, token: &[u8]) -> Handled {
         let route = match self.route(scope) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(o) => return Handled::Now(o),
         };
         let Some(ledger) = &self.ledger else {
-            return Outcome::failed(
+            return Handled::Now(Outcome::failed(
                 result_code::UNSUPPORTED,
                 "this gateway keeps no credit ([ledger] is not configured)",
-            );
+            ));
         };
         let (reply, answer) = channel();
         let request = ToLedger::Token(TokenRequest {
@@ -88,54 +89,54 @@ impl Commands {
             reply,
         });
         if ledger.send(request).is_err() {
-            return Outcome::failed(
+            return Handled::Now(Outcome::failed(
                 result_code::TRY_LATER,
                 "the gateway's ledger has stopped; send the token again after the gateway restarts",
-            );
+            ));
         }
-        match answer.recv_timeout(TOKEN_WAIT) {
-            Ok(TokenReply::Applied(_)) => Outcome::done(),
-            Ok(TokenReply::AlreadyApplied(r)) => {
-                // The head-end asks again because it has no receipt: send the original one again (it
-                // may have been lost with a store, or the head-end's record of it with a crash).
-                let serial = r.receipt.serial;
-                let body = Body::Receipt(ReceiptBody { signed: r.signed });
-                if let Err(e) = self.outbox.append(scope, unix_now(), body) {
-                    log::error!(
-                        "meter {}: cannot queue the receipt of token {serial} again: {e}",
-                        route.meter
-                    );
+        let outbox = self.outbox.clone();
+        let meter = route.meter.clone();
+        ticket(
+            answer,
+            TOKEN_WAIT,
+            "the ledger did not answer in time; send the token again (a token is applied at most once)",
+            move |reply| match reply {
+                TokenReply::Applied(_) => Outcome::done(),
+                TokenReply::AlreadyApplied(r) => {
+                    // The head-end asks again because it has no receipt: send the original one again
+                    // (it may have been lost with a store, or the head-end's record of it with a crash).
+                    let serial = r.receipt.serial;
+                    let body = Body::Receipt(ReceiptBody { signed: r.signed });
+                    if let Err(e) = outbox.append(scope, unix_now(), body) {
+                        log::error!("meter {meter}: cannot queue the receipt of token {serial} again: {e}");
+                    }
+                    Outcome {
+                        code: result_code::ALREADY_DONE,
+                        reason: Some(format!(
+                            "token serial {serial} was already applied; its receipt is sent again"
+                        )),
+                    }
                 }
-                Outcome {
-                    code: result_code::ALREADY_DONE,
-                    reason: Some(format!(
-                        "token serial {serial} was already applied; its receipt is sent again"
-                    )),
-                }
-            }
-            Ok(TokenReply::Refused(why)) => Outcome::failed(result_code::TOKEN_REFUSED, why),
-            Ok(TokenReply::NotNow(why)) => Outcome::failed(result_code::TRY_LATER, why),
-            Err(_) => Outcome::failed(
-                result_code::TRY_LATER,
-                "the ledger did not answer in time; send the token again (a token is applied at most once)",
-            ),
-        }
+                TokenReply::Refused(why) => Outcome::failed(result_code::TOKEN_REFUSED, why),
+                TokenReply::NotNow(why) => Outcome::failed(result_code::TRY_LATER, why),
+            },
+        )
     }
 
-    fn relay(&self, scope: Scope, action: RelayAction) -> Outcome {
+    fn relay(&self, scope: Scope, action: RelayAction) -> Handled {
         let route = match self.route(scope) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(o) => return Handled::Now(o),
         };
         if let Some(ledger) = &self.ledger {
             return relay_through_ledger(ledger, &route.meter, action);
         }
         // Without [ledger] nothing else decides the relay: the command goes to the meter's bus.
         let Some(handle) = self.handles.get(&route.place.bus) else {
-            return Outcome::failed(
+            return Handled::Now(Outcome::failed(
                 result_code::METER_FAILED,
                 format!("bus {} is not open", route.place.bus),
-            );
+            ));
         };
         let command = match action {
             RelayAction::Open => MeterRelay::Trip,
@@ -151,24 +152,25 @@ impl Commands {
             Task::Relay(command),
             Priority::Command,
         );
-        match rx.recv_timeout(RELAY_WAIT) {
-            Ok(Ok(Ok(_))) => Outcome::done(),
-            Ok(Ok(Err(exception))) => Outcome::failed(
-                result_code::METER_FAILED,
-                format!("the meter refused: {exception}"),
-            ),
-            Ok(Err(e)) => Outcome::failed(result_code::METER_FAILED, e),
-            Err(_) => Outcome::failed(
-                result_code::METER_FAILED,
-                format!("no answer within {RELAY_WAIT:?}"),
-            ),
-        }
+        ticket(
+            rx,
+            RELAY_WAIT,
+            format!("no answer within {} s", RELAY_WAIT.as_secs()),
+            |outcome| match outcome {
+                Ok(Ok(_)) => Outcome::done(),
+                Ok(Err(exception)) => Outcome::failed(
+                    result_code::METER_FAILED,
+                    format!("the meter refused: {exception}"),
+                ),
+                Err(e) => Outcome::failed(result_code::METER_FAILED, e),
+            },
+        )
     }
 }
 
 /// A relay command on a gateway with a ledger: the ledger is the relay authority (it holds a cut the
 /// head-end ordered, and refuses to close a meter without credit), and answers with the read-back.
-fn relay_through_ledger(ledger: &Sender<ToLedger>, meter: &str, action: RelayAction) -> Outcome {
+fn relay_through_ledger(ledger: &Sender<ToLedger>, meter: &str, action: RelayAction) -> Handled {
     let order = match action {
         RelayAction::Open => RelayOrder::Open,
         RelayAction::Close => RelayOrder::Close,
@@ -182,40 +184,65 @@ fn relay_through_ledger(ledger: &Sender<ToLedger>, meter: &str, action: RelayAct
         reply,
     });
     if ledger.send(request).is_err() {
-        return Outcome::failed(result_code::TRY_LATER, "the gateway's ledger has stopped");
+        return Handled::Now(Outcome::failed(
+            result_code::TRY_LATER,
+            "the gateway's ledger has stopped",
+        ));
     }
-    match answer.recv_timeout(RELAY_WAIT) {
-        Ok(RelayReply::ReadBack(state)) => {
-            let wanted = match order {
-                RelayOrder::Open => state == RelayState::Open,
-                RelayOrder::Close => state == RelayState::Closed,
-                RelayOrder::Arm => matches!(state, RelayState::Armed | RelayState::Closed),
-            };
-            if wanted {
-                Outcome {
-                    code: result_code::DONE,
-                    reason: Some(format!("relay read back {}", state_name(state))),
-                }
-            } else {
-                Outcome::failed(
-                    result_code::METER_FAILED,
-                    format!(
-                        "the meter's relay read back {} after the command; the ledger sends it again",
-                        state_name(state)
-                    ),
-                )
-            }
-        }
-        Ok(RelayReply::Refused(why)) => Outcome::failed(result_code::REFUSED, why),
-        Ok(RelayReply::NotNow(why)) => Outcome::failed(result_code::TRY_LATER, why),
-        Err(_) => Outcome::failed(
-            result_code::METER_FAILED,
-            format!(
-                "meter {meter}: no relay read-back within {} s (meter offline?); the ledger keeps trying",
-                RELAY_WAIT.as_secs()
-            ),
+    ticket(
+        answer,
+        RELAY_WAIT,
+        format!(
+            "meter {meter}: no relay read-back within {} s (meter offline?); the ledger keeps trying",
+            RELAY_WAIT.as_secs()
         ),
-    }
+        move |reply| match reply {
+            RelayReply::ReadBack(state) => {
+                let wanted = match order {
+                    RelayOrder::Open => state == RelayState::Open,
+                    RelayOrder::Close => state == RelayState::Closed,
+                    RelayOrder::Arm => matches!(state, RelayState::Armed | RelayState::Closed),
+                };
+                if wanted {
+                    Outcome {
+                        code: result_code::DONE,
+                        reason: Some(format!("relay read back {}", state_name(state))),
+                    }
+                } else {
+                    Outcome::failed(
+                        result_code::METER_FAILED,
+                        format!(
+                            "the meter's relay read back {} after the command; the ledger sends it again",
+                            state_name(state)
+                        ),
+                    )
+                }
+            }
+            RelayReply::Refused(why) => Outcome::failed(result_code::REFUSED, why),
+            RelayReply::NotNow(why) => Outcome::failed(result_code::TRY_LATER, why),
+        },
+    )
+}
+
+/// A ticket that completes with `map` of the answer on `answer`, or after `wait` with a temporary
+/// failure (`timeout` says why): the uplink loop polls it while it goes on with other messages.
+fn ticket<T: Send + 'static>(
+    answer: Receiver<T>,
+    wait: Duration,
+    timeout: impl Into<String>,
+    mut map: impl FnMut(T) -> Outcome + Send + 'static,
+) -> Handled {
+    let timeout = Outcome::failed(result_code::METER_FAILED, timeout);
+    Handled::Later(Ticket::new(wait, timeout, move || {
+        match answer.try_recv() {
+            Ok(v) => Some(map(v)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Outcome::failed(
+                result_code::TRY_LATER,
+                "the gateway stopped the work before it answered",
+            )),
+        }
+    }))
 }
 
 fn state_name(s: RelayState) -> &'static str {
@@ -227,16 +254,16 @@ fn state_name(s: RelayState) -> &'static str {
 }
 
 impl Commands {
-    fn account(&self, scope: Scope) -> Outcome {
+    fn account(&self, scope: Scope) -> Handled {
         let route = match self.route(scope) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(o) => return Handled::Now(o),
         };
         let Some(ledger) = &self.ledger else {
-            return Outcome::failed(
+            return Handled::Now(Outcome::failed(
                 result_code::UNSUPPORTED,
                 "this gateway keeps no accounts ([ledger] is not configured)",
-            );
+            ));
         };
         let (reply, answer) = channel();
         let request = ToLedger::Account {
@@ -244,28 +271,31 @@ impl Commands {
             reply,
         };
         if ledger.send(request).is_err() {
-            return Outcome::failed(result_code::TRY_LATER, "the gateway's ledger has stopped");
-        }
-        match answer.recv_timeout(TOKEN_WAIT) {
-            Ok(Some(summary)) => {
-                let now = summary.at;
-                match self
-                    .outbox
-                    .append(scope, now, Body::AccountSummary(summary))
-                {
-                    Ok(_) => Outcome::done(),
-                    Err(e) => Outcome::failed(result_code::TRY_LATER, e.to_string()),
-                }
-            }
-            Ok(None) => Outcome::failed(
+            return Handled::Now(Outcome::failed(
                 result_code::TRY_LATER,
-                format!(
-                    "meter {} has no account until its first reading",
-                    route.meter
-                ),
-            ),
-            Err(_) => Outcome::failed(result_code::TRY_LATER, "the ledger did not answer in time"),
+                "the gateway's ledger has stopped",
+            ));
         }
+        let outbox = self.outbox.clone();
+        let meter = route.meter.clone();
+        ticket(
+            answer,
+            TOKEN_WAIT,
+            "the ledger did not answer in time",
+            move |summary| match summary {
+                Some(summary) => {
+                    let now = summary.at;
+                    match outbox.append(scope, now, Body::AccountSummary(summary)) {
+                        Ok(_) => Outcome::done(),
+                        Err(e) => Outcome::failed(result_code::TRY_LATER, e.to_string()),
+                    }
+                }
+                None => Outcome::failed(
+                    result_code::TRY_LATER,
+                    format!("meter {meter} has no account until its first reading"),
+                ),
+            },
+        )
     }
 }
 
@@ -284,15 +314,27 @@ fn time_sync(head_end_ms: u64) -> Outcome {
 
 impl Downlink for Commands {
     fn handle(&mut self, scope: Scope, frame: &Frame) -> Outcome {
+        match self.start(scope, frame) {
+            Handled::Now(o) => o,
+            Handled::Later(mut ticket) => loop {
+                if let Some(o) = ticket.poll() {
+                    break o;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            },
+        }
+    }
+
+    fn start(&mut self, scope: Scope, frame: &Frame) -> Handled {
         match &frame.body {
             Body::TopUp(t) => self.top_up(scope, &t.token),
             Body::RelayCommand(r) => self.relay(scope, r.action),
-            Body::TimeSync(t) => time_sync(t.unix_ms),
+            Body::TimeSync(t) => Handled::Now(time_sync(t.unix_ms)),
             Body::AccountRequest(_) => self.account(scope),
-            _ => Outcome::failed(
+            _ => Handled::Now(Outcome::failed(
                 result_code::UNSUPPORTED,
                 format!("{:?} is not supported by this gateway yet", frame.kind()),
-            ),
+            )),
         }
     }
 }

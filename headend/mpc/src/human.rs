@@ -57,7 +57,7 @@ mod tests {
             date.starts_with("2025-12-31") || date.starts_with("2026-01-01"),
             "{t}"
         );
-        assert_eq!(rest.len() >= 5, true, "{t}");
+        assert!(rest.len() >= 5, "{t}");
         assert!(!t.contains("1767225600"), "{t}");
         assert_eq!(local_time(0), "-");
         assert_eq!(from_now(100, 100 + 30 * 86_400), "in 30 days");

@@ -10,6 +10,7 @@
 //! (code 40; and a command result when its id can be read), and never acted on.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use concentrator_protocol::{protect, Frame, Kind, Protection, ProtocolError, Scope, Topic};
 use concentrator_security::envelope::{Channel, Sender};
@@ -148,12 +149,69 @@ impl Outcome {
     }
 }
 
+/// A command that is being carried out elsewhere (the ledger thread, a bus): the uplink loop polls it on
+/// every turn and answers once it completes, while acknowledgements, refills and other messages go on.
+pub struct Ticket {
+    poll: Box<dyn FnMut() -> Option<Outcome> + Send>,
+    deadline: Instant,
+    timeout: Outcome,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("deadline", &self.deadline)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ticket {
+    /// A ticket that `poll` completes (`Some` once the outcome is known); after `wait` without one it
+    /// completes with `timeout` (which should be a temporary code: the work may still finish).
+    pub fn new(
+        wait: Duration,
+        timeout: Outcome,
+        poll: impl FnMut() -> Option<Outcome> + Send + 'static,
+    ) -> Self {
+        Ticket {
+            poll: Box::new(poll),
+            deadline: Instant::now() + wait,
+            timeout,
+        }
+    }
+
+    /// The outcome, once there is one (or the deadline has passed).
+    pub fn poll(&mut self) -> Option<Outcome> {
+        match (self.poll)() {
+            Some(o) => Some(o),
+            None if Instant::now() >= self.deadline => Some(self.timeout.clone()),
+            None => None,
+        }
+    }
+}
+
+/// How a handler took a message: done at once, or a [`Ticket`] the uplink completes later.
+#[derive(Debug)]
+pub enum Handled {
+    /// Carried out (or refused) already.
+    Now(Outcome),
+    /// Under way.
+    Later(Ticket),
+}
+
 /// The daemon's side of the downlink: called once per verified, not yet executed message (everything but
-/// acknowledgements, which the uplink handles), on the uplink thread. Keep it short: the broker is not
-/// acknowledged until it returns.
+/// acknowledgements, which the uplink handles), on the uplink thread. Work that waits on another thread
+/// hands back a [`Ticket`] from [`Downlink::start`] instead of blocking the uplink.
 pub trait Downlink: Send {
     /// Carries out `frame` (about `scope`) and says how it went.
     fn handle(&mut self, scope: Scope, frame: &Frame) -> Outcome;
+
+    /// Starts `frame`: by default [`Downlink::handle`] at once; a handler overrides it to return a
+    /// ticket for work that waits on another thread.
+    fn start(&mut self, scope: Scope, frame: &Frame) -> Handled {
+        Handled::Now(self.handle(scope, frame))
+    }
 }
 
 impl<F: FnMut(Scope, &Frame) -> Outcome + Send> Downlink for F {

@@ -21,7 +21,9 @@ mod tls;
 mod uplink;
 
 pub use backoff::Backoff;
-pub use downlink::{is_aka, is_command, ChannelTable, Channels, Downlink, Outcome};
+pub use downlink::{
+    is_aka, is_command, ChannelTable, Channels, Downlink, Handled, Outcome, Ticket,
+};
 pub use error::{OutboxError, UplinkError};
 pub use executed::{Executed, DEFAULT_CAPACITY, EXECUTED_TREE};
 pub use ledger_outbox::{LedgerMapping, LedgerOutbox};

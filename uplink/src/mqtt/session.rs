@@ -11,11 +11,11 @@ use concentrator_protocol::{
 };
 use native_tls::TlsConnector;
 use rumqttc::{
-    Client, ConnectionError, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS,
+    Client, ConnectionError, Event as MqttEvent, LastWill, MqttOptions, Packet, Publish, QoS,
     TlsConfiguration, Transport,
 };
 
-use super::downlink::{is_aka, is_command};
+use super::downlink::{is_aka, is_command, Handled, Outcome, Ticket};
 use super::outbox::{merged_where, AppendOutbox, Outbox, Pending};
 use super::uplink::{Shared, UplinkConfig, UplinkParts, MAX_PACKET};
 
@@ -39,6 +39,17 @@ fn unix_now() -> u64 {
 enum Taken {
     Yes,
     No,
+    /// Under way: acknowledged to the broker when the command is done.
+    Later(MessageId),
+}
+
+/// A command being carried out elsewhere, with the broker's delivery to acknowledge when it is done.
+struct Running {
+    id: MessageId,
+    kind: Kind,
+    scope: Scope,
+    ticket: Ticket,
+    delivery: Option<Publish>,
 }
 
 enum Ended {
@@ -189,6 +200,7 @@ fn connection(
         freed: true,
         unsealable: HashMap::new(),
         resends,
+        running: Vec::new(),
     };
     shared.update(|st| {
         st.connected = true;
@@ -208,18 +220,23 @@ fn connection(
             return Ended::Stopped;
         }
         s.expire();
+        s.complete();
         s.parts.channels.tick(unix_now());
         s.refill();
         match rx.recv_timeout(TICK) {
             Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
                 // A message dropped before it could be carried out is not acknowledged to the broker,
                 // which delivers it again after the next reconnect (and the head-end resends it).
-                if s.downlink(&p.topic, &p.payload) == Taken::Yes {
-                    if let Err(e) = s.client.try_ack(&p) {
-                        log::warn!(
-                            "uplink: cannot acknowledge a downlink message to the broker: {e}"
-                        );
+                match s.downlink(&p.topic, &p.payload) {
+                    Taken::Yes => {
+                        if let Err(e) = s.client.try_ack(&p) {
+                            log::warn!(
+                                "uplink: cannot acknowledge a downlink message to the broker: {e}"
+                            );
+                        }
                     }
+                    Taken::Later(id) => s.defer_ack(id, p),
+                    Taken::No => {}
                 }
             }
             Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
@@ -249,6 +266,8 @@ struct Session<'a> {
     unsealable: HashMap<Scope, Instant>,
     /// Messages sent without an acknowledgement, across connections.
     resends: &'a mut Resends,
+    /// Commands under way (their answers and broker acknowledgements wait for them).
+    running: Vec<Running>,
 }
 
 /// Messages the head-end has not acknowledged after being sent: each is sent again after a wait that
@@ -582,6 +601,13 @@ impl Session<'_> {
             self.parts.channels.opened(scope);
             return Taken::Yes;
         }
+        if self.running.iter().any(|r| r.id == id) {
+            log::info!(
+                "uplink: {kind:?} {id} is still being carried out; it is answered when done"
+            );
+            self.parts.channels.opened(scope);
+            return Taken::Yes;
+        }
         match self.parts.executed.result_of(&id) {
             Ok(Some(_)) => {
                 log::info!(
@@ -600,7 +626,60 @@ impl Session<'_> {
             }
         }
         let local = self.parts.channels.local_scope(scope);
-        let outcome = self.parts.downlink.handle(local, &frame);
+        self.parts.channels.opened(scope);
+        match self.parts.downlink.start(local, &frame) {
+            Handled::Now(outcome) => {
+                self.finish(scope, kind, id, outcome);
+                Taken::Yes
+            }
+            Handled::Later(ticket) => {
+                self.running.push(Running {
+                    id,
+                    kind,
+                    scope,
+                    ticket,
+                    delivery: None,
+                });
+                Taken::Later(id)
+            }
+        }
+    }
+
+    /// Keeps the broker's delivery of a running command, to acknowledge it once the command is done.
+    fn defer_ack(&mut self, id: MessageId, delivery: Publish) {
+        if let Some(r) = self.running.iter_mut().find(|r| r.id == id) {
+            r.delivery = Some(delivery);
+        }
+    }
+
+    /// Answers the commands whose tickets completed, and acknowledges their deliveries to the broker.
+    fn complete(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        let mut still = Vec::with_capacity(self.running.len());
+        for mut r in std::mem::take(&mut self.running) {
+            match r.ticket.poll() {
+                Some(outcome) => {
+                    self.finish(r.scope, r.kind, r.id, outcome);
+                    if let Some(p) = r.delivery.take() {
+                        if let Err(e) = self.client.try_ack(&p) {
+                            log::warn!(
+                                "uplink: cannot acknowledge a downlink message to the broker: {e}"
+                            );
+                        }
+                    }
+                }
+                None => still.push(r),
+            }
+        }
+        self.running = still;
+        let n = self.running.len();
+        self.shared.update(|s| s.running = n);
+    }
+
+    /// Records a command's outcome (when final) and answers it.
+    fn finish(&mut self, scope: Scope, kind: Kind, id: MessageId, outcome: Outcome) {
         // Only a final outcome is remembered: a temporary one (no account yet, ledger busy, meter
         // offline) must run again when the head-end sends the same command again.
         if result_code::is_final(outcome.code) {
@@ -614,10 +693,8 @@ impl Session<'_> {
             );
             self.shared.update(|s| s.temporary += 1);
         }
-        self.parts.channels.opened(scope);
         self.shared.update(|s| s.executed += 1);
         self.answer(scope, kind, id, outcome.code, outcome.reason);
-        Taken::Yes
     }
 
     fn answer(

@@ -162,6 +162,8 @@ pub struct UplinkStatus {
     pub temporary: u64,
     /// Messages sent three times or more without an acknowledgement (the head-end may refuse them).
     pub unacknowledged_resends: usize,
+    /// Commands under way (waiting for the ledger or a bus).
+    pub running: usize,
     /// The last connection error.
     pub last_error: Option<String>,
 }
