@@ -359,3 +359,41 @@ fn the_gateways_audit_anchor_is_kept_and_a_shorter_or_different_chain_is_an_alar
     assert!(report.contains("2 ALARM(S)"), "{report}");
     assert!(report.contains("balance 10.00 EUR"), "{report}");
 }
+
+#[test]
+fn the_head_ends_own_record_is_anchored_beside_its_store_and_a_cut_is_found() {
+    use concentrator_headend::audit;
+    let p = Pilot::new("ownanchor");
+    {
+        let he = HeadEnd::open(p.config.clone()).unwrap();
+        p.provision(&he.store());
+        he.backend().top_up("C-1", "MTR-1", 500, [1; 16]).unwrap();
+        he.backend().top_up("C-1", "MTR-1", 600, [2; 16]).unwrap();
+    }
+    let anchor = p.config.anchor_path();
+    assert!(!anchor.starts_with(p.config.path(&p.config.store.path)));
+    assert_eq!(audit::last_anchor(&anchor).unwrap().unwrap().len, 4);
+    let store = Store::open(&p.config.path(&p.config.store.path)).unwrap();
+    assert_eq!(audit::verify_anchored(&store, &anchor).unwrap(), Ok(4));
+
+    // The last entry cut off and the chain's head re-linked: the chain alone still verifies.
+    let mut key = b"pay/".to_vec();
+    key.extend_from_slice(&3u64.to_be_bytes());
+    let mut prev = b"pay/".to_vec();
+    prev.extend_from_slice(&2u64.to_be_bytes());
+    let octets = store.get_raw(&prev).unwrap().unwrap();
+    let hash =
+        hex::encode(openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &octets).unwrap());
+    let mut b = Batch::new();
+    b.remove(key);
+    b.put_raw(
+        "paymeta",
+        format!(r#"{{"next":3,"last_hash":"{hash}"}}"#).into_bytes(),
+    );
+    store.commit(b).unwrap();
+    assert_eq!(audit::verify(&store).unwrap(), Ok(3));
+    let broken = audit::verify_anchored(&store, &anchor)
+        .unwrap()
+        .unwrap_err();
+    assert!(broken.reason.contains("cut off"), "{broken}");
+}

@@ -90,13 +90,22 @@ impl Engine {
             let due = match (t.sent_at, t.result) {
                 (None, _) => true,
                 (Some(at), None) => now >= at.saturating_add(timeout),
-                (Some(at), Some(_)) => now >= t.result_at.unwrap_or(at).saturating_add(timeout),
+                (Some(at), Some(code)) => {
+                    // A receipt that does not follow a "done" is asked for again less and less often
+                    // (up to 64 timeouts apart), so a gateway that cannot send it does not fill the log.
+                    let wait = if carried_out(code) {
+                        timeout.saturating_mul(1 << t.sends.saturating_sub(1).min(6))
+                    } else {
+                        timeout
+                    };
+                    now >= t.result_at.unwrap_or(at).saturating_add(wait)
+                }
             };
             if due {
                 let fresh = t.result.is_some_and(carried_out);
                 if fresh {
                     log::warn!(
-                        "top-up {}#{}: the gateway carried it out but its receipt did not come within {timeout} s: sent again as a new command, for the receipt",
+                        "top-up {}#{}: the gateway carried it out but its receipt has not come: sent again as a new command, for the receipt",
                         t.meter,
                         t.serial
                     );
