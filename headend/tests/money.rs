@@ -397,3 +397,34 @@ fn the_head_ends_own_record_is_anchored_beside_its_store_and_a_cut_is_found() {
         .unwrap_err();
     assert!(broken.reason.contains("cut off"), "{broken}");
 }
+
+#[test]
+fn a_token_booked_refused_that_the_gateway_lists_applied_gets_its_receipt_asked_for() {
+    let p = Pilot::new("refusedapplied");
+    let he = p.head_end();
+    let (mut e, mut g, scope) = online(&p, &he);
+    he.backend().top_up("C-1", "MTR-1", 800, [1; 16]).unwrap();
+    let now = unix_now();
+    let sent = top_ups(&mut g, &e.deliver(Some("MTR-1"), now), now);
+    feed(
+        &mut e,
+        &result(&mut g, scope, sent[0].1, result_code::TOKEN_REFUSED),
+    );
+    assert_eq!(state(&he, 1), TokenState::Refused);
+    let later = now + 60;
+    let msg = summary(
+        &mut g,
+        scope,
+        Some(1),
+        Some(vec![SerialRange { first: 1, last: 1 }]),
+        None,
+    );
+    let out = e.handle(&msg.0, &msg.1, later);
+    assert_eq!(
+        top_ups(&mut g, &out, later).len(),
+        1,
+        "asked for its receipt"
+    );
+    feed(&mut e, &receipt(&p, &mut g, scope, 1, 800));
+    assert_eq!(state(&he, 1), TokenState::Applied);
+}

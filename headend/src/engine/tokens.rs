@@ -483,7 +483,8 @@ impl Engine {
     /// every pending token not sent or answered recently is sent again as a new command: one the
     /// gateway has not applied is applied now, one it has applied (its receipt missing here) is
     /// answered "already done" with the original receipt sent again, which books it. A gateway that
-    /// does not list its applied serials gets the same.
+    /// does not list its applied serials gets the same. A token booked refused that the summary lists
+    /// applied is sent again for its receipt too.
     pub(super) fn reconciled(
         &mut self,
         m: &str,
@@ -514,6 +515,24 @@ impl Engine {
             }
             log::info!("top-up {m}#{} (reconciliation): {why}", t.serial);
             resend.push(t);
+        }
+        if let Some(set) = a.applied.as_deref() {
+            // A token booked refused that the gateway lists as applied (a refusal that crossed with
+            // an earlier delivery): its receipt is asked for, and books it.
+            for t in self.store.tokens(m)? {
+                if t.state != TokenState::Refused || !SerialRange::contains(set, t.serial) {
+                    continue;
+                }
+                if t.sent_at.is_some_and(|at| now < at.saturating_add(RECENT)) {
+                    continue;
+                }
+                log::error!(
+                    "top-up {m}#{} ({}) is recorded refused but the gateway lists it applied: its receipt is asked for",
+                    t.serial,
+                    money_u(t.amount_minor, &t.currency)
+                );
+                resend.push(t);
+            }
         }
         let mut out = Vec::new();
         for t in resend {
