@@ -428,3 +428,53 @@ fn a_token_booked_refused_that_the_gateway_lists_applied_gets_its_receipt_asked_
     feed(&mut e, &receipt(&p, &mut g, scope, 1, 800));
     assert_eq!(state(&he, 1), TokenState::Applied);
 }
+
+#[test]
+fn a_restore_request_is_answered_in_the_meters_scope_and_recorded_with_its_figures() {
+    use concentrator_headend::audit;
+    use concentrator_headend::engine::restore::RestoreFacts;
+    use concentrator_security::signed::DocumentSigner;
+    let p = Pilot::new("restore");
+    let he = p.head_end();
+    let (mut e, mut g, scope) = online(&p, &he);
+    // A statement of the figures (the real one comes from the security crate at the merge).
+    fn statement(f: &RestoreFacts, s: &DocumentSigner) -> Result<Vec<u8>, String> {
+        let body = format!("{} {} {:?}", f.meter, f.credit_minor, f.register_wh).into_bytes();
+        s.sign(body)
+            .map_err(|e| e.to_string())?
+            .encode()
+            .ok_or_else(|| "too long".to_string())
+    }
+    e.set_restore_statement(statement);
+    he.backend().top_up("C-1", "MTR-1", 1_000, [1; 16]).unwrap();
+    let now = unix_now();
+    let sent = top_ups(&mut g, &e.deliver(Some("MTR-1"), now), now);
+    feed(&mut e, &summary(&mut g, scope, None, Some(vec![]), None));
+    feed(&mut e, &result(&mut g, scope, sent[0].1, result_code::DONE));
+    feed(&mut e, &receipt(&p, &mut g, scope, 1, 1_000));
+    e.flush_acks(unix_now());
+
+    let req = g.seal(
+        scope,
+        Body::RestoreRequest(RestoreRequest {
+            at: unix_now(),
+            register_wh: Some(12),
+        }),
+        None,
+    );
+    let out = one(feed(&mut e, &req), "/restore");
+    let (s, f) = g.open(&out);
+    assert_eq!(s, scope);
+    let Body::AccountRestore(r) = f.body else {
+        panic!("not an account restore")
+    };
+    let doc = concentrator_security::signed::SignedDocument::decode(&r.signed).unwrap();
+    // The summary said 10.00 EUR at register 10 Wh; the token of 10.00 EUR applied after it.
+    assert_eq!(doc.body, b"MTR-1 2000 Some(10)".to_vec());
+    assert_eq!(e.pending_acks(), 1, "the request is acknowledged");
+    let last = audit::entries(&he.store()).unwrap().pop().unwrap();
+    assert_eq!(last.what, audit::EntryKind::AccountRestored);
+    let detail = last.detail.unwrap();
+    assert!(detail.contains("credit restored 20.00 EUR"), "{detail}");
+    assert!(detail.contains("register 10 Wh"), "{detail}");
+}

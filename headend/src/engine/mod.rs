@@ -124,6 +124,8 @@ pub struct Engine {
     next_reconcile: u64,
     /// Meters asked for an account summary (reconciliation), and when: their tokens wait for it.
     awaiting_account: HashMap<String, u64>,
+    /// Makes account restore statements (see [`restore::StatementFn`]).
+    statement: Option<restore::StatementFn>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -178,6 +180,7 @@ impl Engine {
             seq: 0,
             next_reconcile: 0,
             awaiting_account: HashMap::new(),
+            statement: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! those facts and signed with the head-end's token key.
 
 use concentrator_protocol::{AccountRestore, Body, RestoreRequest, SerialRange};
+use concentrator_security::signed::DocumentSigner;
 
 use super::{Engine, Fault, Outgoing};
 use crate::audit::{Draft, EntryKind};
@@ -205,20 +206,36 @@ impl Engine {
         Ok(vec![out])
     }
 
+    /// Sets how account restore statements are made and signed (tests; the merge with
+    /// `concentrator_security::restore` makes it the default).
+    pub fn set_restore_statement(&mut self, f: StatementFn) {
+        self.statement = Some(f);
+    }
+
     /// The signed statement of `facts`, with the head-end's token key (`self.s.statements`).
     fn restore_statement(&self, facts: &RestoreFacts) -> Result<Vec<u8>, Fault> {
-        // >>> MERGE POINT (#14 defect 8): build the statement from `facts` and sign it here with
-        // `concentrator_security::restore` (being written on another branch), e.g.
-        //     restore::sign(&self.s.statements, &statement_from(facts)).encode()
+        if let Some(f) = self.statement {
+            return f(facts, &self.s.statements).map_err(|e| {
+                Fault::Retry(format!(
+                    "meter {}: the account restore statement cannot be made: {e}",
+                    facts.meter
+                ))
+            });
+        }
+        // >>> MERGE POINT (#14 defect 8): make `concentrator_security::restore`'s build-and-sign
+        // (being written on another branch) the default `StatementFn` here, e.g.
+        //     restore::sign(signer, &statement_from(facts)).encode()
         // Until then this build cannot make the statement; the request is not acknowledged, so the
         // gateway asks again after the merge.
-        let _ = (&self.s.statements, facts);
         Err(Fault::Retry(format!(
             "meter {}: this head-end build cannot sign account restore statements yet",
             facts.meter
         )))
     }
 }
+
+/// Makes and signs an account restore statement from the facts: its wire octets.
+pub type StatementFn = fn(&RestoreFacts, &DocumentSigner) -> Result<Vec<u8>, String>;
 
 #[cfg(test)]
 mod tests {
