@@ -478,3 +478,35 @@ fn a_restore_request_is_answered_in_the_meters_scope_and_recorded_with_its_figur
     assert!(detail.contains("credit restored 20.00 EUR"), "{detail}");
     assert!(detail.contains("register 10 Wh"), "{detail}");
 }
+
+#[test]
+fn a_refused_repeat_of_a_serial_the_summary_lists_applied_is_not_booked_refused() {
+    let p = Pilot::new("refusedrepeat");
+    let he = p.head_end();
+    let (mut e, mut g, scope) = online(&p, &he);
+    he.backend().top_up("C-1", "MTR-1", 900, [1; 16]).unwrap();
+    // Applied at the gateway (say through its local inbox), its receipt not here yet.
+    let later = unix_now() + 60;
+    let msg = summary(
+        &mut g,
+        scope,
+        Some(1),
+        Some(vec![SerialRange { first: 1, last: 1 }]),
+        None,
+    );
+    let out = e.handle(&msg.0, &msg.1, later);
+    let sent = top_ups(&mut g, &out, later);
+    assert_eq!(sent.len(), 1);
+    // A gateway that refuses the repeat instead of answering "already done".
+    feed(
+        &mut e,
+        &result(&mut g, scope, sent[0].1, result_code::TOKEN_REFUSED),
+    );
+    assert_eq!(
+        state(&he, 1),
+        TokenState::Pending,
+        "not refused: it was applied"
+    );
+    feed(&mut e, &receipt(&p, &mut g, scope, 1, 900));
+    assert_eq!(state(&he, 1), TokenState::Applied);
+}

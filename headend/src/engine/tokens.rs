@@ -232,7 +232,24 @@ impl Engine {
         }
         t.result = Some(r.code);
         t.result_at = Some(now);
-        match r.code {
+        let applied_there = self
+            .store
+            .meter(&t.meter)?
+            .and_then(|m| m.summary)
+            .and_then(|s| s.applied)
+            .is_some_and(|v| v.iter().any(|&(a, b)| a <= t.serial && t.serial <= b));
+        if r.code == result_code::TOKEN_REFUSED && applied_there {
+            // A replay refused by a gateway whose last summary lists the serial applied: the token
+            // was applied, and its receipt books it; it is not refused.
+            log::warn!(
+                "top-up {}#{}: gateway {gw} refused a repeat of it ({}), but its last account summary lists it applied: waiting for the receipt",
+                t.meter,
+                t.serial,
+                r.reason.as_deref().unwrap_or("no reason")
+            );
+            t.result = Some(result_code::ALREADY_DONE);
+        }
+        match t.result.unwrap_or(r.code) {
             code if carried_out(code) => {
                 log::info!(
                     "top-up {}#{}: gateway {gw} carried it out ({}); waiting for the receipt (sent again if none comes within {} s)",
