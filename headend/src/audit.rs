@@ -5,7 +5,15 @@
 //! of entry n−1's canonical octets (64 zeros for entry 0); `paymeta` holds the next sequence number and
 //! the hash of the last entry, so a removed or altered last entry is found too. [`verify`] walks the
 //! chain and names the first broken entry.
+//!
+//! The chain is anchored outside the store: after every append its head (length and last hash) is
+//! appended to an anchor file beside the database (`len hexhash unix_time` per line, fsynced), so that
+//! cutting entries off the end, or rewriting the chain with fresh hashes, is found by
+//! [`verify_anchored`] although the chain itself is consistent.
 
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use openssl::hash::{hash, MessageDigest};
@@ -27,6 +35,8 @@ pub enum EntryKind {
     TokenRefused,
     /// The token was sent to the gateway again.
     Resent,
+    /// A gateway that lost its store got the meter's account back (the figures in `detail`).
+    AccountRestored,
 }
 
 /// One entry, as hashed.
@@ -99,12 +109,21 @@ fn sha256_hex(b: &[u8]) -> String {
 #[derive(Debug, Default)]
 pub struct PaymentRecord {
     lock: Mutex<()>,
+    anchor: Option<PathBuf>,
 }
 
 impl PaymentRecord {
-    /// A writer.
+    /// A writer without an anchor file (tests over a memory store).
     pub fn new() -> Self {
         PaymentRecord::default()
+    }
+
+    /// A writer that anchors the chain's head in `anchor` after every append.
+    pub fn anchored(anchor: PathBuf) -> Self {
+        PaymentRecord {
+            lock: Mutex::new(()),
+            anchor: Some(anchor),
+        }
     }
 
     /// Appends `drafts` in order; `with` gets their sequence numbers and returns the rest of the
@@ -142,8 +161,110 @@ impl PaymentRecord {
         batch.put("paymeta", &meta);
         batch.extend(with(&seqs));
         store.commit(batch)?;
+        if let (Some(path), Some(hash)) = (&self.anchor, &meta.last_hash) {
+            if let Err(e) = write_anchor(path, meta.next, hash, now()) {
+                // The entries are durable; the next append writes a newer anchor.
+                log::error!(
+                    "payment record: cannot append its anchor to {}: {e}; check the disk and the file's permissions",
+                    path.display()
+                );
+            }
+        }
         Ok(seqs)
     }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Appends `len hexhash unix_time` to the anchor file and fsyncs it.
+fn write_anchor(path: &Path, len: u64, hash: &str, at: u64) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(format!("{len} {hash} {at}\n").as_bytes())?;
+    f.sync_data()
+}
+
+/// One line of the anchor file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// Entries in the chain then.
+    pub len: u64,
+    /// SHA-256 (hex) of its last entry.
+    pub hash: String,
+    /// When, unix s.
+    pub at: u64,
+}
+
+/// The last complete line of the anchor file; `None` without a file or a line. A torn last line (a
+/// crash while writing) is skipped.
+pub fn last_anchor(path: &Path) -> std::io::Result<Option<Anchor>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(text.lines().rev().find_map(|l| {
+        let mut it = l.split_whitespace();
+        let len = it.next()?.parse().ok()?;
+        let hash = it.next().filter(|h| h.len() == 64)?.to_string();
+        let at = it.next()?.parse().ok()?;
+        Some(Anchor { len, hash, at })
+    }))
+}
+
+/// [`verify`], then against the last anchor in `anchor`: the chain must be at least as long as it
+/// and its entry at the anchor's length must hash to the anchored hash.
+pub fn verify_anchored(store: &Store, anchor: &Path) -> Result<Result<u64, Broken>, StoreError> {
+    let n = match verify(store)? {
+        Ok(n) => n,
+        Err(b) => return Ok(Err(b)),
+    };
+    let a = match last_anchor(anchor) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok(Ok(n)),
+        Err(e) => {
+            return Ok(Err(Broken {
+                seq: n,
+                reason: format!(
+                    "its anchor file {} cannot be read ({e}); check it, or move it away to verify the chain alone",
+                    anchor.display()
+                ),
+            }))
+        }
+    };
+    if a.len == 0 {
+        return Ok(Ok(n));
+    }
+    if n < a.len {
+        return Ok(Err(Broken {
+            seq: n,
+            reason: format!(
+                "the record holds {n} entries but the anchor file {} says it held {} on {}: the last {} entries were cut off",
+                anchor.display(),
+                a.len,
+                crate::money::time(a.at),
+                a.len - n
+            ),
+        }));
+    }
+    let last = store
+        .get_raw(entry_key(a.len - 1))?
+        .map(|octets| sha256_hex(&octets));
+    if last.as_deref() != Some(a.hash.as_str()) {
+        return Ok(Err(Broken {
+            seq: a.len - 1,
+            reason: format!(
+                "its hash differs from the one the anchor file {} recorded on {}: the record was rewritten",
+                anchor.display(),
+                crate::money::time(a.at)
+            ),
+        }));
+    }
+    Ok(Ok(n))
 }
 
 /// Where the chain breaks.
@@ -289,5 +410,66 @@ mod tests {
         b.remove(entry_key(1));
         store.commit(b).unwrap();
         assert_eq!(verify(&store).unwrap().unwrap_err().seq, 1);
+    }
+
+    #[test]
+    fn a_truncated_or_rewritten_chain_fails_against_its_anchor() {
+        let dir = std::env::temp_dir().join(format!("headend-anchor-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let anchor = dir.join("store.anchor");
+        let store = Store::memory();
+        let pr = PaymentRecord::anchored(anchor.clone());
+        for s in 0..3 {
+            pr.append(&store, vec![draft(s)], |_| Batch::new()).unwrap();
+        }
+        assert_eq!(last_anchor(&anchor).unwrap().unwrap().len, 3);
+        assert_eq!(verify_anchored(&store, &anchor).unwrap(), Ok(3));
+
+        // The last entry cut off, and the head in paymeta fixed to match: the chain alone verifies.
+        let cut = Store::memory();
+        for (k, v) in store.scan_raw("pay/").unwrap() {
+            if k != entry_key(2) {
+                let mut b = Batch::new();
+                b.put_raw(k, v);
+                cut.commit(b).unwrap();
+            }
+        }
+        let second = store.get_raw(entry_key(1)).unwrap().unwrap();
+        let mut b = Batch::new();
+        b.put(
+            "paymeta",
+            &Meta {
+                next: 2,
+                last_hash: Some(sha256_hex(&second)),
+            },
+        );
+        cut.commit(b).unwrap();
+        assert_eq!(verify(&cut).unwrap(), Ok(2));
+        let broken = verify_anchored(&cut, &anchor).unwrap().unwrap_err();
+        assert!(broken.reason.contains("cut off"), "{broken}");
+
+        // Rewritten with consistent fresh hashes (same length): the anchored hash differs.
+        let rewritten = Store::memory();
+        let other = PaymentRecord::new();
+        for s in 0..3 {
+            other
+                .append(&rewritten, vec![draft(10 + s)], |_| Batch::new())
+                .unwrap();
+        }
+        assert_eq!(verify(&rewritten).unwrap(), Ok(3));
+        let broken = verify_anchored(&rewritten, &anchor).unwrap().unwrap_err();
+        assert!(broken.reason.contains("rewritten"), "{broken}");
+
+        // A torn last line is skipped; no file means nothing to compare.
+        OpenOptions::new()
+            .append(true)
+            .open(&anchor)
+            .unwrap()
+            .write_all(b"4 abc")
+            .unwrap();
+        assert_eq!(last_anchor(&anchor).unwrap().unwrap().len, 3);
+        assert_eq!(verify_anchored(&store, &dir.join("none")).unwrap(), Ok(3));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

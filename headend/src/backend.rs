@@ -13,8 +13,8 @@ use openssl::hash::{hash, MessageDigest};
 use crate::audit::{Draft, EntryKind, PaymentRecord};
 use crate::notify::Notifier;
 use crate::store::{
-    customer_key, key2, meter_key, pending_key, token_key, Batch, CustomerRecord, Store,
-    StoreError, TokenRecord, TokenRef, TokenState,
+    customer_key, key2, pending_key, token_key, Batch, CustomerRecord, Store, StoreError,
+    TokenRecord, TokenRef, TokenState,
 };
 
 /// Money settings of top-ups.
@@ -288,20 +288,33 @@ impl Backend for PaymentServer {
         }
         if amount_minor < self.rules.min_minor || amount_minor > self.rules.max_minor {
             return Err(BackendError::Refused(format!(
-                "amount {amount_minor} is outside the allowed {}..={} {} minor units",
-                self.rules.min_minor, self.rules.max_minor, self.rules.currency
+                "amount {} is outside the allowed {} to {}",
+                crate::money::money_u(amount_minor, &self.rules.currency),
+                crate::money::money_u(self.rules.min_minor, &self.rules.currency),
+                crate::money::money_u(self.rules.max_minor, &self.rules.currency)
             )));
         }
-        let mut m = self
-            .store
-            .meter(meter)
-            .map_err(unavailable)?
-            .ok_or_else(|| BackendError::NotFound(format!("meter {meter} is not enrolled")))?;
+        if self.store.meter(meter).map_err(unavailable)?.is_none() {
+            return Err(BackendError::NotFound(format!(
+                "meter {meter} is not enrolled"
+            )));
+        }
         let currency: [u8; 3] = self.rules.currency.as_bytes().try_into().map_err(|_| {
             BackendError::Unavailable("the configured currency is not 3 letters".into())
         })?;
         let issued_at = now();
-        let serial = m.next_serial.max(1);
+        // Its own counter, never the meter record (which the MQTT worker rewrites concurrently).
+        let serial = self.store.next_serial(meter).map_err(unavailable)?;
+        if self
+            .store
+            .token(meter, serial)
+            .map_err(unavailable)?
+            .is_some()
+        {
+            return Err(BackendError::Unavailable(format!(
+                "token serial {serial} of meter {meter} is already taken: the store's serial counter ser/{meter} was altered; restore the store from a backup"
+            )));
+        }
         let token = CreditToken {
             meter_id: meter.to_string(),
             serial,
@@ -341,12 +354,12 @@ impl Backend for PaymentServer {
             sent_at: None,
             sends: 0,
             result: None,
+            result_at: None,
             reason: None,
             receipt: None,
             balance_after_minor: None,
             applied_at: None,
         };
-        m.next_serial = serial + 1;
         let mut out = None;
         self.payments
             .append(
@@ -370,15 +383,14 @@ impl Backend for PaymentServer {
                             serial,
                         },
                     );
-                    b.put(meter_key(meter), &m);
                     out = Some(to_purchase(&rec));
                     b
                 },
             )
             .map_err(unavailable)?;
         log::info!(
-            "top-up {meter}#{serial}: {amount_minor} {} bought by {customer_id}",
-            self.rules.currency
+            "top-up {meter}#{serial}: {} bought by {customer_id}",
+            crate::money::money_u(amount_minor, &self.rules.currency)
         );
         if let Some(tx) = self
             .nudge

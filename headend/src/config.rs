@@ -111,6 +111,10 @@ pub struct StoreSection {
     /// Uplink message ids remembered per gateway for deduplication.
     #[serde(default = "default_dedup")]
     pub dedup_per_gateway: u64,
+    /// The payment record's anchor file, outside the database directory (default: beside it,
+    /// `<path>.anchor`): one line `len hexhash unix_time` per append, fsynced.
+    #[serde(default)]
+    pub anchor: Option<PathBuf>,
 }
 
 fn default_dedup() -> u64 {
@@ -375,6 +379,19 @@ impl Config {
             return Err("[aka] modes is empty; allow at least \"aes\"".into());
         }
         Ok(out)
+    }
+
+    /// The payment record's anchor file: `[store] anchor`, or `<[store] path>.anchor` beside the
+    /// database directory.
+    pub fn anchor_path(&self) -> PathBuf {
+        match &self.store.anchor {
+            Some(p) => self.path(p),
+            None => {
+                let mut s = self.path(&self.store.path).into_os_string();
+                s.push(".anchor");
+                PathBuf::from(s)
+            }
+        }
     }
 
     /// A path from the file, resolved against its directory.

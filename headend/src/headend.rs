@@ -68,24 +68,39 @@ impl std::fmt::Debug for HeadEndHandle {
 }
 
 impl HeadEnd {
-    /// Opens the store (`[store] path`) and loads the token signer.
+    /// Opens the store (`[store] path`) and loads the token signer; the payment record is anchored
+    /// in the anchor file ([`Config::anchor_path`]).
     pub fn open(config: Config) -> Result<HeadEnd> {
         let path = config.path(&config.store.path);
         let store = Arc::new(Store::open(&path)?);
-        Self::with_store(config, store)
+        let anchor = config.anchor_path();
+        Self::assemble(config, store, Some(anchor))
     }
 
-    /// Over a given store (tests: [`Store::memory`]).
+    /// Over a given store (tests: [`Store::memory`]); its payment record is not anchored in a file.
     pub fn with_store(config: Config, store: Arc<Store>) -> Result<HeadEnd> {
-        let cert_path = config.path(&config.pki.token_cert);
-        let cert = pki::load_cert(&cert_path, "token-signing certificate")?;
-        let key = pki::load_key(&config.path(&config.pki.token_key), "token-signing key")?;
-        let signer = DocumentSigner::new(key, &[cert]).map_err(|e| HeadEndError::Pki {
-            what: "token-signing certificate",
-            path: cert_path,
-            reason: e.to_string(),
-        })?;
-        let payments = Arc::new(PaymentRecord::new());
+        Self::assemble(config, store, None)
+    }
+
+    /// Over a given store, its payment record anchored in `anchor` (see [`crate::audit`]).
+    pub fn with_store_anchored(
+        config: Config,
+        store: Arc<Store>,
+        anchor: std::path::PathBuf,
+    ) -> Result<HeadEnd> {
+        Self::assemble(config, store, Some(anchor))
+    }
+
+    fn assemble(
+        config: Config,
+        store: Arc<Store>,
+        anchor: Option<std::path::PathBuf>,
+    ) -> Result<HeadEnd> {
+        let signer = token_signer(&config)?;
+        let payments = Arc::new(match anchor {
+            Some(path) => PaymentRecord::anchored(path),
+            None => PaymentRecord::new(),
+        });
         let notifier = Arc::new(Notifier::new());
         let backend = Arc::new(PaymentServer::new(
             store.clone(),
@@ -149,6 +164,7 @@ impl HeadEnd {
                 reconcile_interval: c.reconcile.interval_s,
                 result_timeout: c.reconcile.result_timeout_s,
                 receipts: ReceiptVerifier::new(vec![ca]),
+                statements: token_signer(c)?,
             },
             self.payments.clone(),
             self.notifier.clone(),
@@ -218,6 +234,18 @@ impl HeadEnd {
             phone_addr,
         })
     }
+}
+
+/// The head-end's token key with its certificate (tokens and account restore statements).
+fn token_signer(config: &Config) -> Result<DocumentSigner> {
+    let cert_path = config.path(&config.pki.token_cert);
+    let cert = pki::load_cert(&cert_path, "token-signing certificate")?;
+    let key = pki::load_key(&config.path(&config.pki.token_key), "token-signing key")?;
+    DocumentSigner::new(key, &[cert]).map_err(|e| HeadEndError::Pki {
+        what: "token-signing certificate",
+        path: cert_path,
+        reason: e.to_string(),
+    })
 }
 
 impl HeadEndHandle {

@@ -260,6 +260,7 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
         store: config::StoreSection {
             path: "store".into(),
             dedup_per_gateway: 100_000,
+            anchor: None,
         },
         phone: config::Phone {
             listen: o.phone_listen.clone(),

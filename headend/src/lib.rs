@@ -36,11 +36,13 @@ pub mod engine;
 pub mod error;
 pub mod headend;
 pub mod init;
+pub mod money;
 pub mod mqtt;
 pub mod notify;
 pub mod pki;
 pub mod provision;
 pub mod spec;
+pub mod status;
 pub mod store;
 
 pub use error::{HeadEndError, Result};

@@ -168,9 +168,9 @@ pub fn run(
                     k: random16(),
                     opc: random16(),
                     sqn: SqnGenerator::new(),
-                    next_serial: 1,
                     last_applied_serial: None,
                     view: AccountView::default(),
+                    summary: None,
                 }
             }
         };

@@ -6,32 +6,15 @@
 mod support;
 
 use concentrator_headend::audit;
-use concentrator_headend::engine::{Engine, Outgoing, Phase};
+use concentrator_headend::engine::{Engine, Phase};
 use concentrator_headend::store::{SubscriberRef, TokenState};
 use concentrator_mpc::backend::{Backend, Notice};
 use concentrator_protocol::*;
 use concentrator_security::envelope::Envelope;
 use concentrator_security::receipt::Receipt;
-use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{SignedToken, TokenVerifier};
 use concentrator_security::SecurityMode;
 use support::*;
-
-fn feed(e: &mut Engine, msg: &(String, Vec<u8>)) -> Vec<Outgoing> {
-    e.handle(&msg.0, &msg.1, unix_now())
-}
-
-fn one(mut v: Vec<Outgoing>, kind: &str) -> Outgoing {
-    assert_eq!(
-        v.len(),
-        1,
-        "expected one {kind}, got {:?}",
-        v.iter().map(|o| &o.topic).collect::<Vec<_>>()
-    );
-    let o = v.remove(0);
-    assert!(o.topic.ends_with(kind), "{} is not {kind}", o.topic);
-    o
-}
 
 /// Attach, AKA and security mode for the gateway's own scope.
 fn attach_gateway(e: &mut Engine, g: &mut GatewaySide) {
@@ -45,35 +28,6 @@ fn attach_gateway(e: &mut Engine, g: &mut GatewaySide) {
     let acks = e.flush_acks(unix_now());
     let (_, f) = g.open(&one(acks, "/down/gw/ack"));
     assert!(matches!(f.body, Body::AckDown(ref a) if a.ids.len() == 1));
-}
-
-/// The same for a meter on a fresh attach handle, through the TID assignment and its acknowledgement.
-fn attach_meter(e: &mut Engine, g: &mut GatewaySide, meter: &str, n: u8) -> Tid {
-    let h = handle(n);
-    let challenge = one(feed(e, &g.attach(meter, h)), "/aka-challenge");
-    let smc = one(feed(e, &g.answer(&challenge)), "/security-mode");
-    let (complete, _) = g.complete(&smc);
-    let tid_msg = one(feed(e, &complete), "/tid");
-    assert_eq!(
-        Envelope::decode(&tid_msg.payload).unwrap().count,
-        1,
-        "TID assignment is COUNT 1"
-    );
-    assert_eq!(e.run_phase(g.id.as_str(), h), Some(Phase::AwaitTidAck));
-    // The complete is acknowledged on the attach handle, after the TID assignment (COUNT 2).
-    let complete_ack = one(
-        e.flush_acks(unix_now()),
-        &format!("/down/{}/ack", h.tid().unwrap().to_hex()),
-    );
-    assert_eq!(Envelope::decode(&complete_ack.payload).unwrap().count, 2);
-    let ack = g.take_tid(&tid_msg);
-    feed(e, &ack);
-    assert_eq!(
-        e.run_phase(g.id.as_str(), h),
-        None,
-        "the run ends with the TID acknowledgement"
-    );
-    g.tids[meter]
 }
 
 #[test]
@@ -258,33 +212,6 @@ fn attach_of_a_meter_enrolled_at_another_gateway_is_ignored() {
     assert_eq!(e.handle(&topic, &payload, unix_now()).len(), 1);
 }
 
-fn birth(g: &mut GatewaySide) -> (String, Vec<u8>) {
-    let f = Frame::new(
-        g.next_id(),
-        None,
-        unix_now(),
-        Body::Birth(Birth {
-            software: "test".into(),
-            started_at: unix_now(),
-            session: 1,
-            modem: ModemReport::default(),
-            meters: vec![],
-            outbox_len: 0,
-        }),
-    );
-    (Topic::status(&g.id), f.encode().unwrap())
-}
-
-fn gateway_signer(p: &Pilot) -> DocumentSigner {
-    let dir = p.bundle("gw-1");
-    let key =
-        openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join("gateway.key")).unwrap())
-            .unwrap();
-    let cert =
-        openssl::x509::X509::from_pem(&std::fs::read(dir.join("gateway.pem")).unwrap()).unwrap();
-    DocumentSigner::new(key, &[cert]).unwrap()
-}
-
 #[test]
 fn top_up_is_delivered_confirmed_by_receipt_and_recorded() {
     let p = Pilot::new("topup");
@@ -420,7 +347,7 @@ fn top_up_is_delivered_confirmed_by_receipt_and_recorded() {
 }
 
 #[test]
-fn reconciliation_marks_applied_and_resends_the_rest_and_refusals_are_recorded() {
+fn reconciliation_resends_every_pending_token_receipts_book_them_refusals_are_recorded() {
     let p = Pilot::new("reconcile");
     let he = p.head_end();
     let backend = he.backend();
@@ -459,7 +386,54 @@ fn reconciliation_marks_applied_and_resends_the_rest_and_refusals_are_recorded()
         None,
     );
     let resent = feed(&mut e, &summary);
-    assert_eq!(resent.len(), 2, "tokens 2 and 3 are sent");
+    assert_eq!(
+        resent.len(),
+        3,
+        "every pending token is sent again: a summary books nothing"
+    );
+    assert_eq!(
+        he.store().token("MTR-1", 1).unwrap().unwrap().state,
+        TokenState::Pending
+    );
+    assert!(notices.try_recv().is_err());
+
+    // Token 1: the gateway answers "already done" and sends its original receipt again, which books it.
+    let (_, f1) = g.open(&resent[0]);
+    let r1 = g.seal(
+        scope,
+        Body::CommandResult(CommandResult {
+            command: f1.header.id,
+            code: result_code::ALREADY_DONE,
+            reason: None,
+        }),
+        None,
+    );
+    feed(&mut e, &r1);
+    assert_eq!(
+        he.store().token("MTR-1", 1).unwrap().unwrap().state,
+        TokenState::Pending
+    );
+    let receipt = Receipt {
+        meter_id: "MTR-1".into(),
+        serial: 1,
+        amount_minor: 500,
+        currency: *b"EUR",
+        applied_at: unix_now(),
+        balance_after_minor: 900,
+        gateway_id: "gw-1".into(),
+    }
+    .sign(&gateway_signer(&p))
+    .unwrap();
+    feed(
+        &mut e,
+        &g.seal(
+            scope,
+            Body::Receipt(ReceiptBody {
+                signed: receipt.encode().unwrap(),
+            }),
+            None,
+        ),
+    );
     assert_eq!(
         he.store().token("MTR-1", 1).unwrap().unwrap().state,
         TokenState::Applied
@@ -468,6 +442,7 @@ fn reconciliation_marks_applied_and_resends_the_rest_and_refusals_are_recorded()
         notices.try_recv().unwrap(),
         Notice::Applied { serial: 1, .. }
     ));
+    let resent = &resent[1..];
 
     // Token 2 refused, token 3 answered "meter failed": refused recorded, 3 sent again after the timeout.
     let (_, f2) = g.open(&resent[0]);

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use concentrator_headend::config::Config;
-use concentrator_headend::store::{Store, TokenState};
-use concentrator_headend::{audit, init, provision, spec, HeadEnd, StartOptions};
+use concentrator_headend::store::Store;
+use concentrator_headend::{audit, init, provision, spec, status, HeadEnd, StartOptions};
 use concentrator_security::suci::Profile;
 
 #[derive(Parser)]
@@ -101,8 +101,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walks the hash chain; names the first broken entry (exit status 1).
+    /// Walks the hash chain and compares it with its anchor file; names the first broken entry (exit
+    /// status 1).
     Verify,
+    /// The gateways' audit anchors (LEN:HEXHEAD for `concentrator audit verify --anchor`) and alarms.
+    Anchors,
     /// Prints the entries.
     Show {
         /// The last N entries only.
@@ -248,47 +251,34 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
         Command::Status { config } => {
             let cfg = Config::load(&config)?;
             let store = open_store(&cfg)?;
-            for g in store.gateways()? {
-                println!(
-                    "gateway {}: {} ({} meters){}",
-                    g.id,
-                    if g.online { "online" } else { "offline" },
-                    g.meters.len(),
-                    g.birth
-                        .map(|b| format!(", software {}, connection {}", b.software, b.session))
-                        .unwrap_or_default()
-                );
-            }
-            for m in store.meters()? {
-                let tokens = store.tokens(&m.meter)?;
-                let pending = tokens
-                    .iter()
-                    .filter(|t| t.state == TokenState::Pending)
-                    .count();
-                println!(
-                    "meter {} at {} ({}): balance {:?}, supply {:?}, last reading {:?} Wh, tokens {} ({} pending)",
-                    m.meter, m.gateway, m.dwelling, m.view.balance_minor, m.view.supply_on, m.view.last_reading_wh,
-                    tokens.len(), pending
-                );
-            }
-            for c in store.customers()? {
-                println!(
-                    "customer {} ({}): {:?}, meters {:?}",
-                    c.id, c.name, c.user, c.meters
-                );
-            }
+            print!("{}", status::report(&store, &cfg.pilot.currency)?);
         }
         Command::Audit { config, what } => {
             let cfg = Config::load(&config)?;
             let store = open_store(&cfg)?;
             match what {
-                AuditCommand::Verify => match audit::verify(&store)? {
-                    Ok(n) => println!("payment record intact: {n} entries"),
-                    Err(b) => {
-                        println!("{b}");
-                        return Ok(std::process::ExitCode::from(1));
+                AuditCommand::Verify => {
+                    let anchor = cfg.anchor_path();
+                    match audit::verify_anchored(&store, &anchor)? {
+                        Ok(n) => println!(
+                            "payment record intact: {n} entries{}",
+                            match audit::last_anchor(&anchor)? {
+                                Some(a) => format!(
+                                    ", matching its anchor ({} entries on {}) in {}",
+                                    a.len,
+                                    concentrator_headend::money::time(a.at),
+                                    anchor.display()
+                                ),
+                                None => format!(" (no anchor in {} yet)", anchor.display()),
+                            }
+                        ),
+                        Err(b) => {
+                            println!("{b}");
+                            return Ok(std::process::ExitCode::from(1));
+                        }
                     }
-                },
+                }
+                AuditCommand::Anchors => print!("{}", status::anchors(&store)?),
                 AuditCommand::Show { last } => {
                     let all = audit::entries(&store)?;
                     let skip = last.map_or(0, |n| all.len().saturating_sub(n));

@@ -13,9 +13,7 @@ use concentrator_security::suci::{self, Profile};
 use concentrator_security::{Direction, SecurityContext};
 
 use super::{mode_of, sender, short, Engine, Outgoing, RESERVE};
-use crate::store::{
-    ctx_key, gateway_key, meter_key, tid_key, Batch, ContextRecord, SubscriberRef, TidRecord,
-};
+use crate::store::{ctx_key, gateway_key, tid_key, Batch, ContextRecord, SubscriberRef, TidRecord};
 
 /// The AMF of every vector.
 pub const AMF: [u8; 2] = [0x80, 0x00];
@@ -225,13 +223,11 @@ impl Engine {
         let mut b = Batch::new();
         match sub {
             SubscriberRef::Meter(m) => {
-                let mut r = self
+                return self
                     .store
-                    .meter(m)
+                    .update_meter(m, b, |r| r.sqn = sqn.clone(), |b| self.store.commit(b))
                     .map_err(e)?
-                    .ok_or_else(|| format!("meter {m} vanished"))?;
-                r.sqn = sqn.clone();
-                b.put(meter_key(m), &r);
+                    .ok_or_else(|| format!("meter {m} vanished"));
             }
             SubscriberRef::Gateway(g) => {
                 let mut r = self

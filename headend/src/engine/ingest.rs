@@ -7,8 +7,8 @@ use concentrator_protocol::{
 };
 use serde_json::json;
 
-use super::{Engine, Outgoing};
-use crate::store::{gateway_key, ingested_key, meter_key, Batch, BirthView, Ingested};
+use super::{Engine, Fault, Outgoing};
+use crate::store::{gateway_key, ingested_key, Batch, BirthView, Ingested, SummaryView};
 
 /// Who an ingested record is about: the meter number, or `gw:<gateway>`.
 pub fn owner(gw: &str, meter: Option<&str>) -> String {
@@ -47,7 +47,7 @@ impl Engine {
         id: MessageId,
         r: Readings,
         now: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fault> {
         let mut b = Batch::new();
         let list: Vec<_> = r
             .readings
@@ -56,26 +56,25 @@ impl Engine {
             .collect();
         let at = r.readings.iter().map(|x| x.at).max().unwrap_or(now);
         self.ingest(&mut b, "readings", gw, meter, id, at, now, json!(list));
-        if let Some(m) = meter {
-            if let Some(mut rec) = self.store.meter(m).map_err(|e| e.to_string())? {
-                for x in r
-                    .readings
-                    .iter()
-                    .filter(|x| x.quantity == Quantity::EnergyImportWh)
-                {
-                    if rec.view.last_reading_at.is_some_and(|t| t > x.at) {
-                        continue;
-                    }
-                    let wh = scaled(x.value, x.exponent);
-                    if let Some(wh) = wh {
-                        rec.view.last_reading_wh = Some(wh);
-                        rec.view.last_reading_at = Some(x.at);
-                    }
+        let Some(m) = meter else {
+            return Ok(self.store.apply(b)?);
+        };
+        self.store.update_meter_apply(m, b, |rec| {
+            for x in r
+                .readings
+                .iter()
+                .filter(|x| x.quantity == Quantity::EnergyImportWh)
+            {
+                if rec.view.last_reading_at.is_some_and(|t| t > x.at) {
+                    continue;
                 }
-                b.put(meter_key(m), &rec);
+                if let Some(wh) = scaled(x.value, x.exponent) {
+                    rec.view.last_reading_wh = Some(wh);
+                    rec.view.last_reading_at = Some(x.at);
+                }
             }
-        }
-        self.store.apply(b).map_err(|e| e.to_string())
+        })?;
+        Ok(())
     }
 
     pub(super) fn event(
@@ -85,7 +84,7 @@ impl Engine {
         id: MessageId,
         ev: Event,
         now: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fault> {
         let mut b = Batch::new();
         self.ingest(
             &mut b,
@@ -104,44 +103,39 @@ impl Engine {
                     ev.detail.as_deref().unwrap_or("(no detail)")
                 );
             }
-            return self.store.apply(b).map_err(|e| e.to_string());
+            return Ok(self.store.apply(b)?);
         };
-        let mut notice = None;
-        if let Some(mut rec) = self.store.meter(m).map_err(|e| e.to_string())? {
-            match ev.code {
-                event_code::LOW_CREDIT => {
-                    let balance = ev
-                        .values
-                        .first()
-                        .copied()
-                        .or(rec.view.balance_minor)
-                        .unwrap_or(0);
-                    notice = Some(Notice::LowCredit {
-                        meter: m.to_string(),
-                        balance_minor: balance,
-                        at: ev.at,
-                    });
-                }
-                event_code::RELAY_OPENED => {
-                    rec.view.supply_on = Some(false);
-                    notice = Some(Notice::SupplyCut {
-                        meter: m.to_string(),
-                        at: ev.at,
-                    });
-                }
-                event_code::RELAY_CLOSED => {
-                    rec.view.supply_on = Some(true);
-                    notice = Some(Notice::SupplyRestored {
-                        meter: m.to_string(),
-                        at: ev.at,
-                    });
-                }
-                _ => {}
+        let notice = self.store.update_meter_apply(m, b, |rec| match ev.code {
+            event_code::LOW_CREDIT => {
+                let balance = ev
+                    .values
+                    .first()
+                    .copied()
+                    .or(rec.view.balance_minor)
+                    .unwrap_or(0);
+                Some(Notice::LowCredit {
+                    meter: m.to_string(),
+                    balance_minor: balance,
+                    at: ev.at,
+                })
             }
-            b.put(meter_key(m), &rec);
-        }
-        self.store.apply(b).map_err(|e| e.to_string())?;
-        if let Some(n) = notice {
+            event_code::RELAY_OPENED => {
+                rec.view.supply_on = Some(false);
+                Some(Notice::SupplyCut {
+                    meter: m.to_string(),
+                    at: ev.at,
+                })
+            }
+            event_code::RELAY_CLOSED => {
+                rec.view.supply_on = Some(true);
+                Some(Notice::SupplyRestored {
+                    meter: m.to_string(),
+                    at: ev.at,
+                })
+            }
+            _ => None,
+        })?;
+        if let Some(n) = notice.flatten() {
             self.notifier.meter(&self.store, m, n);
         }
         Ok(())
@@ -154,10 +148,16 @@ impl Engine {
         id: MessageId,
         a: AccountSummary,
         now: u64,
-    ) -> Result<Vec<Outgoing>, String> {
+    ) -> Result<Vec<Outgoing>, Fault> {
         let Some(m) = meter else {
-            return Err("an account summary in the gateway scope names no meter: ignored".into());
+            return Err(Fault::Reject(
+                "an account summary in the gateway scope names no meter".into(),
+            ));
         };
+        let applied: Option<Vec<(u64, u64)>> = a
+            .applied
+            .as_ref()
+            .map(|v| v.iter().map(|r| (r.first, r.last)).collect());
         let mut b = Batch::new();
         self.ingest(
             &mut b,
@@ -168,18 +168,32 @@ impl Engine {
             a.at,
             now,
             json!({"at": a.at, "balance_minor": a.balance_minor, "currency": a.currency, "last_token_serial": a.last_token_serial,
-                   "register_wh": a.register_wh, "tariff_id": a.tariff_id, "charged_minor": a.charged_minor, "relay_closed": a.relay_closed}),
+                   "register_wh": a.register_wh, "tariff_id": a.tariff_id, "charged_minor": a.charged_minor, "relay_closed": a.relay_closed,
+                   "applied": applied, "audit": a.audit.map(|x| format!("{}:{}", x.len, hex::encode(x.head)))}),
         );
-        if let Some(mut rec) = self.store.meter(m).map_err(|e| e.to_string())? {
+        if let Some(anchor) = a.audit {
+            self.anchor(&mut b, gw, m, &anchor, a.at, now)?;
+        }
+        self.store.update_meter_apply(m, b, |rec| {
             if rec.view.balance_at.is_none_or(|t| t <= a.at) {
                 rec.view.balance_minor = Some(a.balance_minor);
                 rec.view.balance_at = Some(a.at);
                 rec.view.supply_on = Some(a.relay_closed);
             }
-            b.put(meter_key(m), &rec);
-        }
-        self.store.apply(b).map_err(|e| e.to_string())?;
-        self.reconciled(gw, m, &a, now)
+            if rec.summary.as_ref().is_none_or(|s| s.at <= a.at) {
+                rec.summary = Some(SummaryView {
+                    at: a.at,
+                    balance_minor: a.balance_minor,
+                    register_wh: a.register_wh,
+                    charged_minor: a.charged_minor,
+                    tariff_id: a.tariff_id,
+                    last_token_serial: a.last_token_serial,
+                    applied,
+                    received_at: now,
+                });
+            }
+        })?;
+        self.reconciled(m, &a, now)
     }
 
     /// Birth and death on the status topic.

@@ -8,7 +8,9 @@
 //! messages leave from [`Engine::flush_acks`], after the store has flushed.
 
 mod aka;
+mod anchor;
 mod ingest;
+pub mod restore;
 mod tokens;
 
 use std::collections::HashMap;
@@ -18,14 +20,18 @@ use concentrator_protocol::{protect, Body, Frame, GatewayId, Kind, MessageId, Sc
 use concentrator_security::envelope::{Channel, Sender, SenderKind};
 use concentrator_security::receipt::ReceiptVerifier;
 use concentrator_security::security_mode::{CipherAlg, IntegrityAlg};
+use concentrator_security::signed::DocumentSigner;
 use concentrator_security::suci::Profile;
 use concentrator_security::{Direction, SecurityContext, SecurityMode};
 
 use crate::audit::PaymentRecord;
 use crate::notify::Notifier;
-use crate::store::{Batch, ContextRecord, ContextSet, Store, SubscriberRef};
+use crate::store::{
+    rejected_key, Batch, ContextRecord, ContextSet, Rejected, Store, StoreError, SubscriberRef,
+};
 
 pub use aka::Phase;
+pub use anchor::anchor_text;
 
 /// Downlink COUNTs reserved per store write (the next start resumes above the reservation).
 pub const RESERVE: u32 = 1024;
@@ -59,6 +65,8 @@ pub struct Settings {
     pub result_timeout: u64,
     /// Verifies receipts (gateway role, chain to the utility CA).
     pub receipts: ReceiptVerifier,
+    /// Signs account restore statements: the head-end's token key.
+    pub statements: DocumentSigner,
 }
 
 /// A message to publish (QoS 1, not retained).
@@ -68,6 +76,23 @@ pub struct Outgoing {
     pub topic: String,
     /// The payload.
     pub payload: Vec<u8>,
+}
+
+/// Why an uplink message was not acted on.
+#[derive(Debug)]
+pub(crate) enum Fault {
+    /// The head-end's own trouble (its store): the message is not acknowledged, so the gateway sends
+    /// it again.
+    Retry(String),
+    /// The message is wrong for good (unknown token, amount mismatch, a signature that will never
+    /// verify): it is acknowledged, so the gateway stops sending it, and recorded as rejected.
+    Reject(String),
+}
+
+impl From<StoreError> for Fault {
+    fn from(e: StoreError) -> Self {
+        Fault::Retry(e.to_string())
+    }
 }
 
 struct Live {
@@ -99,6 +124,8 @@ pub struct Engine {
     next_reconcile: u64,
     /// Meters asked for an account summary (reconciliation), and when: their tokens wait for it.
     awaiting_account: HashMap<String, u64>,
+    /// Makes account restore statements (see [`restore::StatementFn`]).
+    statement: Option<restore::StatementFn>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -153,6 +180,7 @@ impl Engine {
             seq: 0,
             next_reconcile: 0,
             awaiting_account: HashMap::new(),
+            statement: None,
         }
     }
 
@@ -226,7 +254,7 @@ impl Engine {
         scope: Scope,
         now: u64,
     ) -> Result<Vec<(SubscriberRef, ContextRecord)>, String> {
-        let e = |e: crate::store::StoreError| e.to_string();
+        let e = |e: StoreError| e.to_string();
         match scope {
             Scope::Gateway => {
                 let sub = SubscriberRef::Gateway(gw.to_string());
@@ -398,8 +426,33 @@ impl Engine {
             SubscriberRef::Meter(m) => Some(m.clone()),
             _ => None,
         };
-        let out = self.act(gw, meter.as_deref(), frame, now)?;
+        let kind = frame.kind().topic_name();
         let mut b = Batch::new();
+        let out = match self.act(gw, meter.as_deref(), frame, now) {
+            Ok(out) => out,
+            Err(Fault::Retry(e)) => {
+                return Err(format!(
+                    "message {id} not acted on: {e}; not acknowledged, the gateway sends it again"
+                ))
+            }
+            Err(Fault::Reject(reason)) => {
+                log::warn!(
+                    "{t}: message {id} rejected for good: {reason}; acknowledged (the gateway stops sending it) and recorded (concentrator-headend status)"
+                );
+                b.put(
+                    rejected_key(gw, now, &id.0),
+                    &Rejected {
+                        gateway: gw.to_string(),
+                        meter: meter.clone(),
+                        kind: kind.to_string(),
+                        id: id.to_string(),
+                        at: now,
+                        reason,
+                    },
+                );
+                vec![]
+            }
+        };
         self.store
             .remember(
                 &mut b,
@@ -420,7 +473,7 @@ impl Engine {
         meter: Option<&str>,
         frame: Frame,
         now: u64,
-    ) -> Result<Vec<Outgoing>, String> {
+    ) -> Result<Vec<Outgoing>, Fault> {
         let id = frame.header.id;
         match frame.body {
             Body::Readings(r) => self.readings(gw, meter, id, r, now).map(|()| vec![]),
@@ -428,13 +481,11 @@ impl Engine {
             Body::Receipt(r) => self.receipt(gw, meter, id, r, now).map(|()| vec![]),
             Body::AccountSummary(a) => self.account(gw, meter, id, a, now),
             Body::CommandResult(r) => self.command_result(gw, meter, r, now),
-            other => {
-                log::warn!(
-                    "gateway {gw}: a {:?} message was not expected in this scope; stored nothing",
-                    other.kind()
-                );
-                Ok(vec![])
-            }
+            Body::RestoreRequest(r) => self.restore(gw, meter, r, now),
+            other => Err(Fault::Reject(format!(
+                "a {} message is not expected in this scope",
+                other.kind().topic_name()
+            ))),
         }
     }
 

@@ -2,22 +2,29 @@
 
 use concentrator_mpc::backend::Notice;
 use concentrator_protocol::{
-    result_code, AccountRequest, Body, CommandResult, GatewayId, MessageId, ReceiptBody, Scope,
-    TopUp,
+    result_code, AccountRequest, AccountSummary, Body, CommandResult, GatewayId, MessageId,
+    ReceiptBody, Scope, SerialRange, TopUp,
 };
 use concentrator_security::signed::SignedDocument;
 use openssl::nid::Nid;
 use serde_json::json;
 
-use super::{Engine, Outgoing};
+use super::{Engine, Fault, Outgoing};
 use crate::audit::{Draft, EntryKind};
+use crate::money::{money, money_u};
 use crate::store::{
-    ingested_key, meter_key, pending_key, token_key, Batch, Ingested, MeterRecord, SubscriberRef,
-    TokenRecord, TokenRef, TokenState,
+    ingested_key, pending_key, token_key, Batch, Ingested, MeterRecord, SubscriberRef, TokenRecord,
+    TokenRef, TokenState,
 };
 
-/// A token sent within this many seconds is not sent again by reconciliation.
+/// A token sent (or answered) within this many seconds is not sent again by reconciliation.
 const RECENT: u64 = 30;
+
+/// Whether a result code says the gateway carried the top-up out (now or before): the token then
+/// waits for its receipt, and only the receipt books it.
+fn carried_out(code: u16) -> bool {
+    matches!(code, result_code::DONE | result_code::ALREADY_DONE)
+}
 
 fn parse_id(hex_id: &str) -> Option<MessageId> {
     let v = hex::decode(hex_id).ok()?;
@@ -57,7 +64,10 @@ impl Engine {
     }
 
     /// Sends pending top-ups: of one meter (`Some`, as soon as possible), or of every meter whose
-    /// command is due (never sent, or sent without a result within the timeout, or a retry result).
+    /// command is due: never sent; sent without a result within the result timeout; answered with a
+    /// temporary failure a result timeout ago; or answered "done" / "already done" a result timeout
+    /// ago without the receipt arriving (then as a new command, so that the gateway's ledger answers
+    /// the replay and sends the original receipt again).
     pub fn deliver(&mut self, meter: Option<&str>, now: u64) -> Vec<Outgoing> {
         let pending = match self.store.pending(meter) {
             Ok(p) => p,
@@ -79,11 +89,28 @@ impl Engine {
             };
             let due = match (t.sent_at, t.result) {
                 (None, _) => true,
-                (Some(_), Some(result_code::DONE | result_code::ALREADY_DONE)) => false,
-                (Some(at), _) => now >= at.saturating_add(timeout),
+                (Some(at), None) => now >= at.saturating_add(timeout),
+                (Some(at), Some(code)) => {
+                    // A receipt that does not follow a "done" is asked for again less and less often
+                    // (up to 64 timeouts apart), so a gateway that cannot send it does not fill the log.
+                    let wait = if carried_out(code) {
+                        timeout.saturating_mul(1 << t.sends.saturating_sub(1).min(6))
+                    } else {
+                        timeout
+                    };
+                    now >= t.result_at.unwrap_or(at).saturating_add(wait)
+                }
             };
             if due {
-                match self.send_token(t, now) {
+                let fresh = t.result.is_some_and(carried_out);
+                if fresh {
+                    log::warn!(
+                        "top-up {}#{}: the gateway carried it out but its receipt has not come: sent again as a new command, for the receipt",
+                        t.meter,
+                        t.serial
+                    );
+                }
+                match self.send_token(t, now, fresh) {
                     Ok(Some(o)) => out.push(o),
                     Ok(None) => {}
                     Err(e) => log::warn!("top-up {}#{}: {e}", r.meter, r.serial),
@@ -93,8 +120,14 @@ impl Engine {
         out
     }
 
-    /// Seals and records one top-up command; `None` while the meter cannot be reached.
-    fn send_token(&mut self, mut t: TokenRecord, now: u64) -> Result<Option<Outgoing>, String> {
+    /// Seals and records one top-up command; `None` while the meter cannot be reached. `fresh`: as a
+    /// new command (new message id) rather than a resend of the last one.
+    fn send_token(
+        &mut self,
+        mut t: TokenRecord,
+        now: u64,
+        fresh: bool,
+    ) -> Result<Option<Outgoing>, String> {
         let e = |e: crate::store::StoreError| e.to_string();
         let m = self
             .store
@@ -109,8 +142,8 @@ impl Engine {
         };
         let token = hex::decode(&t.token).map_err(|e| format!("stored token is not hex: {e}"))?;
         let id = match t.command.as_deref().and_then(parse_id) {
-            Some(id) => id,
-            None => self.new_id(),
+            Some(id) if !fresh => id,
+            _ => self.new_id(),
         };
         let out = self.seal(
             &gw,
@@ -126,6 +159,7 @@ impl Engine {
         t.sent_at = Some(now);
         t.sends += 1;
         t.result = None;
+        t.result_at = None;
         let mut b = Batch::new();
         b.put(token_key(&t.meter, t.serial), &t);
         b.put(
@@ -144,7 +178,11 @@ impl Engine {
                 serial: t.serial,
                 amount_minor: t.amount_minor,
                 currency: t.currency.clone(),
-                detail: Some(format!("send {}", t.sends)),
+                detail: Some(format!(
+                    "send {}{}",
+                    t.sends,
+                    if fresh { " as a new command" } else { "" }
+                )),
             };
             self.payments
                 .append(&self.store, vec![draft], |_| b)
@@ -167,13 +205,8 @@ impl Engine {
         meter: Option<&str>,
         r: CommandResult,
         now: u64,
-    ) -> Result<Vec<Outgoing>, String> {
-        let e = |e: crate::store::StoreError| e.to_string();
-        let Some(tr) = self
-            .store
-            .get::<TokenRef>(format!("cmd/{}", r.command))
-            .map_err(e)?
-        else {
+    ) -> Result<Vec<Outgoing>, Fault> {
+        let Some(tr) = self.store.get::<TokenRef>(format!("cmd/{}", r.command))? else {
             log::info!(
                 "gateway {gw}: result {} for command {} (not a top-up of ours)",
                 r.code,
@@ -182,38 +215,62 @@ impl Engine {
             return Ok(vec![]);
         };
         if meter != Some(tr.meter.as_str()) {
-            return Err(format!(
-                "result for the top-up of meter {} arrived in the scope of {meter:?}: ignored",
-                tr.meter
-            ));
+            return Err(Fault::Reject(format!(
+                "result for the top-up of meter {} arrived in the scope of {}",
+                tr.meter,
+                meter.unwrap_or("the gateway")
+            )));
         }
-        let Some(mut t) = self.store.token(&tr.meter, tr.serial).map_err(e)? else {
-            return Err(format!("token {}#{} vanished", tr.meter, tr.serial));
+        let Some(mut t) = self.store.token(&tr.meter, tr.serial)? else {
+            return Err(Fault::Reject(format!(
+                "result for token {}#{}, which is not in the store",
+                tr.meter, tr.serial
+            )));
         };
         if t.state != TokenState::Pending {
             return Ok(vec![]);
         }
         t.result = Some(r.code);
-        match r.code {
-            result_code::DONE | result_code::ALREADY_DONE => {
+        t.result_at = Some(now);
+        let applied_there = self
+            .store
+            .meter(&t.meter)?
+            .and_then(|m| m.summary)
+            .and_then(|s| s.applied)
+            .is_some_and(|v| v.iter().any(|&(a, b)| a <= t.serial && t.serial <= b));
+        if r.code == result_code::TOKEN_REFUSED && applied_there {
+            // A replay refused by a gateway whose last summary lists the serial applied: the token
+            // was applied, and its receipt books it; it is not refused.
+            log::warn!(
+                "top-up {}#{}: gateway {gw} refused a repeat of it ({}), but its last account summary lists it applied: waiting for the receipt",
+                t.meter,
+                t.serial,
+                r.reason.as_deref().unwrap_or("no reason")
+            );
+            t.result = Some(result_code::ALREADY_DONE);
+        }
+        match t.result.unwrap_or(r.code) {
+            code if carried_out(code) => {
                 log::info!(
-                    "top-up {}#{}: gateway {gw} carried it out ({}); waiting for the receipt",
+                    "top-up {}#{}: gateway {gw} carried it out ({}); waiting for the receipt (sent again if none comes within {} s)",
                     t.meter,
                     t.serial,
-                    r.code
+                    if code == result_code::DONE { "done" } else { "already done" },
+                    self.s.result_timeout
                 );
                 let mut b = Batch::new();
                 b.put(token_key(&t.meter, t.serial), &t);
-                self.store.apply(b).map_err(e)?;
+                self.store.apply(b)?;
             }
             result_code::TOKEN_REFUSED | result_code::UNSUPPORTED | result_code::INVALID => {
                 let reason = r
                     .reason
                     .unwrap_or_else(|| format!("refused with code {}", r.code));
                 log::warn!(
-                    "top-up {}#{} refused by gateway {gw}: {reason}",
+                    "top-up {}#{} ({}) refused by gateway {gw}: {reason}",
                     t.meter,
-                    t.serial
+                    t.serial,
+                    money_u(t.amount_minor, &t.currency)
                 );
                 t.state = TokenState::Refused;
                 t.reason = Some(reason.clone());
@@ -230,9 +287,7 @@ impl Engine {
                 let mut b = Batch::new();
                 b.put(token_key(&t.meter, t.serial), &t);
                 b.remove(pending_key(&t.meter, t.serial));
-                self.payments
-                    .append(&self.store, vec![draft], |_| b)
-                    .map_err(e)?;
+                self.payments.append(&self.store, vec![draft], |_| b)?;
                 self.notifier.meter(
                     &self.store,
                     &t.meter,
@@ -246,21 +301,26 @@ impl Engine {
             }
             other => {
                 log::warn!(
-                    "top-up {}#{}: gateway {gw} answered {other} ({}); sent again in {} s",
+                    "top-up {}#{}: gateway {gw} answered {other} ({}, {}); sent again in {} s",
                     t.meter,
                     t.serial,
+                    if result_code::is_final(other) {
+                        "final"
+                    } else {
+                        "temporary"
+                    },
                     r.reason.as_deref().unwrap_or("no reason"),
                     self.s.result_timeout
                 );
-                t.sent_at = Some(now);
                 let mut b = Batch::new();
                 b.put(token_key(&t.meter, t.serial), &t);
-                self.store.apply(b).map_err(e)?;
+                self.store.apply(b)?;
             }
         }
         Ok(vec![])
     }
 
+    /// A signed receipt: the only thing that books a token applied.
     pub(super) fn receipt(
         &mut self,
         gw: &str,
@@ -268,15 +328,14 @@ impl Engine {
         id: MessageId,
         r: ReceiptBody,
         now: u64,
-    ) -> Result<(), String> {
-        let e = |e: crate::store::StoreError| e.to_string();
-        let doc =
-            SignedDocument::decode(&r.signed).map_err(|e| format!("receipt refused: {e:?}"))?;
+    ) -> Result<(), Fault> {
+        let doc = SignedDocument::decode(&r.signed)
+            .map_err(|e| Fault::Reject(format!("receipt does not decode: {e:?}")))?;
         let receipt = self
             .s
             .receipts
             .verify(&doc, now)
-            .map_err(|e| format!("receipt refused: {e}"))?;
+            .map_err(|e| Fault::Reject(format!("receipt does not verify: {e}")))?;
         let signer_cn = doc
             .chain
             .first()
@@ -288,18 +347,21 @@ impl Engine {
                     .and_then(|n| n.data().to_string().ok())
             });
         if receipt.gateway_id != gw || signer_cn.as_deref() != Some(gw) {
-            return Err(format!(
-                "receipt refused: it names gateway {} and is signed by {:?}, but came from gateway {gw}",
-                receipt.gateway_id, signer_cn
-            ));
+            return Err(Fault::Reject(format!(
+                "receipt names gateway {} and is signed by {}, but came from gateway {gw}",
+                receipt.gateway_id,
+                signer_cn.as_deref().unwrap_or("(no common name)")
+            )));
         }
         if meter != Some(receipt.meter_id.as_str()) {
-            return Err(format!(
-                "receipt refused: it is for meter {} but came in the scope of {meter:?}",
-                receipt.meter_id
-            ));
+            return Err(Fault::Reject(format!(
+                "receipt is for meter {} but came in the scope of {}",
+                receipt.meter_id,
+                meter.unwrap_or("the gateway")
+            )));
         }
         let m = receipt.meter_id.clone();
+        let currency = String::from_utf8_lossy(&receipt.currency).into_owned();
         let mut b = Batch::new();
         b.put(
             ingested_key("receipt", &m, receipt.applied_at, &id.0),
@@ -309,30 +371,29 @@ impl Engine {
                 id: id.to_string(),
                 received_at: now,
                 body: json!({"serial": receipt.serial, "amount_minor": receipt.amount_minor,
-                             "currency": String::from_utf8_lossy(&receipt.currency), "applied_at": receipt.applied_at,
+                             "currency": currency, "applied_at": receipt.applied_at,
                              "balance_after_minor": receipt.balance_after_minor, "signed": hex::encode(&r.signed)}),
             },
         );
-        let Some(mut t) = self.store.token(&m, receipt.serial).map_err(e)? else {
-            self.store.apply(b).map_err(e)?;
-            return Err(format!(
-                "receipt for token {m}#{} that this head-end did not issue: stored, not matched",
-                receipt.serial
-            ));
+        let Some(mut t) = self.store.token(&m, receipt.serial)? else {
+            self.store.apply(b)?;
+            return Err(Fault::Reject(format!(
+                "receipt for token {m}#{} ({}), which this head-end did not issue; the receipt is stored",
+                receipt.serial,
+                money_u(receipt.amount_minor, &currency)
+            )));
         };
         if t.amount_minor != receipt.amount_minor || t.currency.as_bytes() != receipt.currency {
-            self.store.apply(b).map_err(e)?;
-            return Err(format!(
-                "receipt for {m}#{} says {} {} but the token was for {} {}: stored, not matched; check the gateway",
+            self.store.apply(b)?;
+            return Err(Fault::Reject(format!(
+                "receipt for {m}#{} says {} but the token was for {}; the receipt is stored, the token stays pending: check the gateway",
                 receipt.serial,
-                receipt.amount_minor,
-                String::from_utf8_lossy(&receipt.currency),
-                t.amount_minor,
-                t.currency
-            ));
+                money_u(receipt.amount_minor, &currency),
+                money_u(t.amount_minor, &t.currency)
+            )));
         }
         if t.state == TokenState::Applied && t.receipt.is_some() {
-            self.store.apply(b).map_err(e)?;
+            self.store.apply(b)?;
             return Ok(());
         }
         let was_applied = t.state == TokenState::Applied;
@@ -342,21 +403,18 @@ impl Engine {
         t.applied_at = Some(receipt.applied_at);
         b.put(token_key(&m, t.serial), &t);
         b.remove(pending_key(&m, t.serial));
-        if let Some(mut rec) = self.store.meter(&m).map_err(e)? {
-            rec.last_applied_serial = rec.last_applied_serial.max(Some(t.serial));
-            if rec
-                .view
-                .balance_at
-                .is_none_or(|at| at <= receipt.applied_at)
-            {
-                rec.view.balance_minor = Some(receipt.balance_after_minor);
-                rec.view.balance_at = Some(receipt.applied_at);
+        let (serial, balance, applied_at) =
+            (t.serial, receipt.balance_after_minor, receipt.applied_at);
+        let update = move |rec: &mut MeterRecord| {
+            rec.last_applied_serial = rec.last_applied_serial.max(Some(serial));
+            if rec.view.balance_at.is_none_or(|at| at <= applied_at) {
+                rec.view.balance_minor = Some(balance);
+                rec.view.balance_at = Some(applied_at);
             }
-            b.put(meter_key(&m), &rec);
-        }
+        };
         if was_applied {
-            // Reconciliation had already marked it; the receipt completes the record.
-            self.store.apply(b).map_err(e)?;
+            // A store from before receipts alone booked tokens; the receipt completes the record.
+            self.store.update_meter_apply(&m, b, update)?;
             return Ok(());
         }
         let draft = Draft {
@@ -369,16 +427,19 @@ impl Engine {
             currency: t.currency.clone(),
             detail: Some(format!(
                 "receipt from {gw}, balance after {}",
-                receipt.balance_after_minor
+                money(receipt.balance_after_minor, &currency)
             )),
         };
-        self.payments
-            .append(&self.store, vec![draft], |_| b)
-            .map_err(e)?;
+        self.store.update_meter(&m, b, update, |b| {
+            self.payments
+                .append(&self.store, vec![draft], |_| b)
+                .map(|_| ())
+        })?;
         log::info!(
-            "top-up {m}#{} applied (receipt from {gw}), balance {}",
+            "top-up {m}#{} ({}) applied (receipt from {gw}), balance {}",
             t.serial,
-            receipt.balance_after_minor
+            money_u(t.amount_minor, &t.currency),
+            money(receipt.balance_after_minor, &currency)
         );
         self.notifier.meter(
             &self.store,
@@ -435,73 +496,65 @@ impl Engine {
         out
     }
 
-    /// An account summary arrived: tokens up to its last applied serial are applied; later pending
-    /// ones are sent again (the gateway answers "already done" for one it has, never credits twice).
+    /// An account summary arrived: reconciliation by applied sets. Nothing is booked from a summary;
+    /// every pending token not sent or answered recently is sent again as a new command: one the
+    /// gateway has not applied is applied now, one it has applied (its receipt missing here) is
+    /// answered "already done" with the original receipt sent again, which books it. A gateway that
+    /// does not list its applied serials gets the same. A token booked refused that the summary lists
+    /// applied is sent again for its receipt too.
     pub(super) fn reconciled(
         &mut self,
-        gw: &str,
         m: &str,
-        a: &concentrator_protocol::AccountSummary,
+        a: &AccountSummary,
         now: u64,
-    ) -> Result<Vec<Outgoing>, String> {
-        let e = |e: crate::store::StoreError| e.to_string();
+    ) -> Result<Vec<Outgoing>, Fault> {
         self.awaiting_account.remove(m);
-        let pending = self.store.pending(Some(m)).map_err(e)?;
+        let pending = self.store.pending(Some(m))?;
         let mut resend = Vec::new();
         for r in pending {
-            let Some(mut t) = self.store.token(m, r.serial).map_err(e)? else {
+            let Some(t) = self.store.token(m, r.serial)? else {
                 continue;
             };
-            if a.last_token_serial.is_some_and(|last| t.serial <= last) {
-                t.state = TokenState::Applied;
-                t.applied_at = Some(a.at);
-                let mut b = Batch::new();
-                b.put(token_key(m, t.serial), &t);
-                b.remove(pending_key(m, t.serial));
-                if let Some(mut rec) = self.store.meter(m).map_err(e)? {
-                    rec.last_applied_serial = rec.last_applied_serial.max(Some(t.serial));
-                    b.put(meter_key(m), &rec);
+            if t.state != TokenState::Pending {
+                continue;
+            }
+            let why = match a.applied.as_deref() {
+                Some(set) if SerialRange::contains(set, t.serial) => {
+                    "the gateway applied it but its receipt is not here: sent again for the receipt"
                 }
-                let draft = Draft {
-                    at: now,
-                    what: EntryKind::TokenApplied,
-                    customer: Some(t.customer.clone()),
-                    meter: m.to_string(),
-                    serial: t.serial,
-                    amount_minor: t.amount_minor,
-                    currency: t.currency.clone(),
-                    detail: Some(format!(
-                        "account summary from {gw}: last applied serial {}, balance {}",
-                        a.last_token_serial.unwrap_or(0),
-                        a.balance_minor
-                    )),
-                };
-                self.payments
-                    .append(&self.store, vec![draft], |_| b)
-                    .map_err(e)?;
-                log::info!(
-                    "top-up {m}#{} applied (reconciled from the account summary)",
-                    t.serial
+                Some(_) => "the gateway has not applied it: sent again",
+                None => "the gateway does not list its applied serials: sent again",
+            };
+            let touched = t.sent_at.max(t.result_at);
+            if touched.is_some_and(|at| now < at.saturating_add(RECENT)) {
+                log::debug!("top-up {m}#{}: in flight, not sent again yet", t.serial);
+                continue;
+            }
+            log::info!("top-up {m}#{} (reconciliation): {why}", t.serial);
+            resend.push(t);
+        }
+        if let Some(set) = a.applied.as_deref() {
+            // A token booked refused that the gateway lists as applied (a refusal that crossed with
+            // an earlier delivery): its receipt is asked for, and books it.
+            for t in self.store.tokens(m)? {
+                if t.state != TokenState::Refused || !SerialRange::contains(set, t.serial) {
+                    continue;
+                }
+                if t.sent_at.is_some_and(|at| now < at.saturating_add(RECENT)) {
+                    continue;
+                }
+                log::error!(
+                    "top-up {m}#{} ({}) is recorded refused but the gateway lists it applied: its receipt is asked for",
+                    t.serial,
+                    money_u(t.amount_minor, &t.currency)
                 );
-                self.notifier.meter(
-                    &self.store,
-                    m,
-                    Notice::Applied {
-                        meter: m.to_string(),
-                        serial: t.serial,
-                        amount_minor: t.amount_minor,
-                        balance_after_minor: a.balance_minor,
-                        at: a.at,
-                    },
-                );
-            } else if t.sent_at.is_none_or(|at| now >= at.saturating_add(RECENT)) {
                 resend.push(t);
             }
         }
         let mut out = Vec::new();
         for t in resend {
             let (meter, serial) = (t.meter.clone(), t.serial);
-            match self.send_token(t, now) {
+            match self.send_token(t, now, true) {
                 Ok(Some(o)) => out.push(o),
                 Ok(None) => {}
                 Err(err) => log::warn!("top-up {meter}#{serial}: {err}"),

@@ -22,7 +22,15 @@
 //! | `in/<kind>/<owner>\0<at BE><message id>` | [`Ingested`] (readings, events, receipts, accounts) |
 //! | `dd/<gateway>\0<message id>`, `ddq/<gateway>\0<seq BE>`, `ddn/<gateway>` | deduplication ring |
 //! | `pay/<seq BE>`, `paymeta` | the payment record ([`crate::audit`]) |
+//! | `ser/<meter>` | the next token serial of a meter (u64; only [`Store::next_serial`] writes it) |
+//! | `rej/<gateway>\0<at BE><message id>` | [`Rejected`] (uplink messages refused for good, acknowledged) |
+//! | `anc/<gateway>` | [`AnchorRecord`] (the gateway's audit chain head, from its account summaries) |
+//!
+//! While the head-end runs, a meter record changes only through [`Store::update_meter`] (one lock per
+//! meter, the record read afresh under it), and token serials come only from [`Store::next_serial`]
+//! (compare-and-swap on their own key): a stale copy of a record can never roll a serial back.
 
+mod meters;
 mod records;
 
 use concentrator_ledger::DurableSync;
@@ -30,6 +38,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+pub use meters::{anchor_key, rejected_key, serial_key};
 pub use records::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -110,6 +119,13 @@ pub trait Kv: Send + Sync {
     fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
     /// Makes every applied batch durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Sets `key` to `new` only if it holds `old` now (`None`: absent); `Ok(false)` if it did not.
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// sled, one tree.
@@ -190,6 +206,19 @@ impl Kv for SledKv {
             reason,
         })
     }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .tree
+            .compare_and_swap(key, old, Some(new))
+            .map_err(|e| self.err(e))?
+            .is_ok())
+    }
 }
 
 /// In memory, for tests; counts flushes.
@@ -236,11 +265,29 @@ impl Kv for MemKv {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let mut m = self.lock();
+        if m.get(key).map(Vec::as_slice) != old {
+            return Ok(false);
+        }
+        m.insert(key.to_vec(), new);
+        Ok(true)
+    }
 }
+
+/// Meter-record locks: a meter's record is guarded by the stripe its name hashes to.
+const METER_LOCKS: usize = 16;
 
 /// Typed access to the key space.
 pub struct Store {
     kv: Box<dyn Kv>,
+    meter_locks: [Mutex<()>; METER_LOCKS],
 }
 
 impl std::fmt::Debug for Store {
@@ -269,7 +316,10 @@ pub fn key2(prefix: &str, name: &str, rest: &[u8]) -> Vec<u8> {
 impl Store {
     /// Over any key space.
     pub fn new(kv: Box<dyn Kv>) -> Store {
-        Store { kv }
+        Store {
+            kv,
+            meter_locks: Default::default(),
+        }
     }
 
     /// sled at `path`.

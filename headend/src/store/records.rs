@@ -108,12 +108,85 @@ pub struct MeterRecord {
     pub opc: [u8; 16],
     /// The network side's SQN state.
     pub sqn: SqnGenerator,
-    /// The serial the next token gets.
-    pub next_serial: u64,
-    /// The highest serial the gateway confirmed applied.
+    /// The highest serial whose receipt arrived. (Token serials are allocated from their own key,
+    /// `ser/<meter>`, never from this record.)
     pub last_applied_serial: Option<u64>,
     /// What was last reported.
     pub view: AccountView,
+    /// The newest account summary the gateway sent (reconciliation and account restores use it).
+    #[serde(default)]
+    pub summary: Option<SummaryView>,
+}
+
+/// A meter's account as its gateway last summarised it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryView {
+    /// As of, unix s (the gateway's clock).
+    pub at: u64,
+    /// Credit, minor units.
+    pub balance_minor: i64,
+    /// Cumulative import register, Wh.
+    pub register_wh: u64,
+    /// Charges since enrolment, minor units.
+    pub charged_minor: u64,
+    /// Tariff in force.
+    pub tariff_id: u32,
+    /// The highest applied serial.
+    pub last_token_serial: Option<u64>,
+    /// Every applied serial as inclusive ranges `(first, last)`; `None` from gateways that do not say.
+    pub applied: Option<Vec<(u64, u64)>>,
+    /// When the head-end received it, unix s.
+    pub received_at: u64,
+}
+
+/// An uplink message the head-end refused for good: acknowledged (so the gateway stops sending it) and
+/// kept here for the operator (`concentrator-headend status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The gateway it came from.
+    pub gateway: String,
+    /// The meter whose scope it came in, if any.
+    pub meter: Option<String>,
+    /// Its kind's name (`receipt`, `result`, ...).
+    pub kind: String,
+    /// Message id, hex.
+    pub id: String,
+    /// When received, unix s.
+    pub at: u64,
+    /// Why it was refused, for people.
+    pub reason: String,
+}
+
+/// The head of a gateway's audit chain as its account summaries reported it (the chain's outside
+/// anchor), with the alarms raised when a later summary reported a shorter or different chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorRecord {
+    /// Entries in the chain.
+    pub len: u64,
+    /// SHA-256 of its last entry, hex.
+    pub head: String,
+    /// The summary's time, unix s (gateway clock).
+    pub at: u64,
+    /// The meter whose summary carried it.
+    pub meter: String,
+    /// When received, unix s.
+    pub received_at: u64,
+    /// Alarms, newest last (at most [`AnchorRecord::MAX_ALARMS`]).
+    pub alarms: Vec<AnchorAlarm>,
+}
+
+impl AnchorRecord {
+    /// Alarms kept per gateway.
+    pub const MAX_ALARMS: usize = 20;
+}
+
+/// A summary whose chain head contradicts the recorded anchor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorAlarm {
+    /// When received, unix s.
+    pub at: u64,
+    /// What was wrong, for people.
+    pub reason: String,
 }
 
 /// The last birth of a gateway.
@@ -255,7 +328,8 @@ pub struct TidRecord {
 pub enum TokenState {
     /// Signed, not confirmed.
     Pending,
-    /// Receipt (or reconciliation) confirmed it.
+    /// The gateway's signed receipt confirmed it (stores from before version 0.2 may hold tokens that
+    /// reconciliation marked applied without a receipt).
     Applied,
     /// The gateway refused it.
     Refused,
@@ -292,6 +366,10 @@ pub struct TokenRecord {
     pub sends: u32,
     /// The last command result code.
     pub result: Option<u16>,
+    /// When that result arrived, unix s (a "done" waits this long plus the result timeout for its
+    /// receipt; a temporary failure as long before the token is sent again).
+    #[serde(default)]
+    pub result_at: Option<u64>,
     /// Why refused.
     pub reason: Option<String>,
     /// The receipt (`SignedDocument` octets, hex).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use concentrator_headend::config::Config;
-use concentrator_headend::engine::Outgoing;
+use concentrator_headend::engine::{Engine, Outgoing, Phase};
 use concentrator_headend::provision::{self, BundlePaths, ProvisionOptions};
 use concentrator_headend::spec::Spec;
 use concentrator_headend::store::Store;
@@ -19,6 +19,7 @@ use concentrator_security::aka::{self, AkaResponse as UsimAnswer};
 use concentrator_security::envelope::{Channel, Envelope, Sender, SenderKind};
 use concentrator_security::milenage::Milenage;
 use concentrator_security::security_mode::negotiate;
+use concentrator_security::signed::DocumentSigner;
 use concentrator_security::sqn::SqnWindow;
 use concentrator_security::suci::{self, Profile};
 use concentrator_security::{Direction, SecurityContext, SecurityMode};
@@ -442,4 +443,78 @@ impl GatewaySide {
 /// A fresh attach handle.
 pub fn handle(n: u8) -> Scope {
     Scope::Meter(Tid([0xa7, 0x7a, 0xc4, n, 1, 2, 3, n]))
+}
+
+// ---- the engine driven by the scripted gateway ----
+
+pub fn feed(e: &mut Engine, msg: &(String, Vec<u8>)) -> Vec<Outgoing> {
+    e.handle(&msg.0, &msg.1, unix_now())
+}
+
+pub fn one(mut v: Vec<Outgoing>, kind: &str) -> Outgoing {
+    assert_eq!(
+        v.len(),
+        1,
+        "expected one {kind}, got {:?}",
+        v.iter().map(|o| &o.topic).collect::<Vec<_>>()
+    );
+    let o = v.remove(0);
+    assert!(o.topic.ends_with(kind), "{} is not {kind}", o.topic);
+    o
+}
+
+/// The same for a meter on a fresh attach handle, through the TID assignment and its acknowledgement.
+pub fn attach_meter(e: &mut Engine, g: &mut GatewaySide, meter: &str, n: u8) -> Tid {
+    let h = handle(n);
+    let challenge = one(feed(e, &g.attach(meter, h)), "/aka-challenge");
+    let smc = one(feed(e, &g.answer(&challenge)), "/security-mode");
+    let (complete, _) = g.complete(&smc);
+    let tid_msg = one(feed(e, &complete), "/tid");
+    assert_eq!(
+        Envelope::decode(&tid_msg.payload).unwrap().count,
+        1,
+        "TID assignment is COUNT 1"
+    );
+    assert_eq!(e.run_phase(g.id.as_str(), h), Some(Phase::AwaitTidAck));
+    // The complete is acknowledged on the attach handle, after the TID assignment (COUNT 2).
+    let complete_ack = one(
+        e.flush_acks(unix_now()),
+        &format!("/down/{}/ack", h.tid().unwrap().to_hex()),
+    );
+    assert_eq!(Envelope::decode(&complete_ack.payload).unwrap().count, 2);
+    let ack = g.take_tid(&tid_msg);
+    feed(e, &ack);
+    assert_eq!(
+        e.run_phase(g.id.as_str(), h),
+        None,
+        "the run ends with the TID acknowledgement"
+    );
+    g.tids[meter]
+}
+
+pub fn birth(g: &mut GatewaySide) -> (String, Vec<u8>) {
+    let f = Frame::new(
+        g.next_id(),
+        None,
+        unix_now(),
+        Body::Birth(Birth {
+            software: "test".into(),
+            started_at: unix_now(),
+            session: 1,
+            modem: ModemReport::default(),
+            meters: vec![],
+            outbox_len: 0,
+        }),
+    );
+    (Topic::status(&g.id), f.encode().unwrap())
+}
+
+pub fn gateway_signer(p: &Pilot) -> DocumentSigner {
+    let dir = p.bundle("gw-1");
+    let key =
+        openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join("gateway.key")).unwrap())
+            .unwrap();
+    let cert =
+        openssl::x509::X509::from_pem(&std::fs::read(dir.join("gateway.pem")).unwrap()).unwrap();
+    DocumentSigner::new(key, &[cert]).unwrap()
 }
