@@ -28,7 +28,7 @@ use concentrator_security::sqn::SqnGenerator;
 use concentrator_security::suci::{self, Profile};
 use concentrator_security::{Direction, Milenage, SecurityContext, SecurityMode};
 use concentrator_uplink::mqtt::{Limits, Outbox, SledOutbox};
-use concentrator_uplink::testkit::broker::{available, Broker};
+use concentrator_uplink::testkit::broker::{skip_without_mosquitto, Broker};
 use openssl::bn::BigNumContext;
 use openssl::ec::{EcGroup, EcKey, PointConversionForm};
 use openssl::nid::Nid;
@@ -538,7 +538,7 @@ fn readings_of(log: &NetLog, imsi: &str) -> Vec<(Scope, Frame)> {
 
 #[test]
 fn meters_attach_resync_refuse_a_forged_challenge_answer_accounts_and_resume_after_a_restart() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let dir = temp_dir("aka-basic");
@@ -683,7 +683,7 @@ fn meters_attach_resync_refuse_a_forged_challenge_answer_accounts_and_resume_aft
 
 #[test]
 fn short_lived_keys_are_renewed_with_new_tids_and_no_reading_is_lost() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let dir = temp_dir("aka-expiry");

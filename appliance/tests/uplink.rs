@@ -18,7 +18,7 @@ use common::{temp_dir, unix_now, write_setup, Daemon, TestMeter};
 use concentrator_appliance::status::Status;
 use concentrator_protocol::*;
 use concentrator_uplink::mqtt::{Limits, Outbox, SledOutbox};
-use concentrator_uplink::testkit::broker::{available, Broker};
+use concentrator_uplink::testkit::broker::{skip_without_mosquitto, Broker};
 use concentrator_uplink::testkit::headend::HeadEnd;
 use concentrator_uplink::testkit::{keys, tid};
 
@@ -127,7 +127,7 @@ fn energy(f: &Frame) -> i64 {
 
 #[test]
 fn polling_keeps_its_rate_while_the_broker_is_down_and_every_reading_arrives_in_order() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let dir = temp_dir("uplink-down");
@@ -221,7 +221,7 @@ fn polling_keeps_its_rate_while_the_broker_is_down_and_every_reading_arrives_in_
 
 #[test]
 fn a_top_up_command_is_applied_once_and_its_receipt_comes_back() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let dir = temp_dir("uplink-topup");

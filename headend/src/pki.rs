@@ -1,6 +1,10 @@
 //! The pilot's certificates, made with openssl: the utility CA and what it issues. The role of a
 //! certificate is its subject OU (`security::pki::Role`): `head-end` (token signing, the head-end's MQTT
 //! client, the phone-facing server), `gateway` (a gateway's MQTT client and receipt-signing certificate).
+//!
+//! Every certificate is valid from [`clock::CERTIFICATE_BACKDATE_S`] (a day) before it is made, as CAs do: a
+//! gateway without a real-time clock may be behind, and must still open TLS and verify tokens
+//! (docs/security.md, "Clocks").
 
 use std::path::Path;
 
@@ -16,6 +20,7 @@ use openssl::x509::extension::{
 use openssl::x509::{X509NameBuilder, X509};
 
 use crate::error::{HeadEndError, Result};
+use concentrator_security::clock;
 
 /// What a certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +78,15 @@ fn name(cn: &str, ou: Option<&str>) -> Result<openssl::x509::X509Name> {
     Ok(n.build())
 }
 
-/// A self-signed utility CA, valid `days`.
+/// notBefore of a certificate made now: [`clock::CERTIFICATE_BACKDATE_S`] ago.
+fn not_before() -> std::result::Result<Asn1Time, openssl::error::ErrorStack> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Asn1Time::from_str(&clock::not_before(now).asn1())
+}
+
+/// A self-signed utility CA, valid from a day ago for `days`.
 pub fn make_ca(cn: &str, days: u32) -> Result<(X509, PKey<Private>)> {
     let doing = "making the utility CA certificate";
     let e = || HeadEndError::openssl(doing);
@@ -87,7 +100,7 @@ pub fn make_ca(cn: &str, days: u32) -> Result<(X509, PKey<Private>)> {
     b.set_issuer_name(&subject).map_err(e())?;
     b.set_pubkey(&key).map_err(e())?;
     let (from, until) = (
-        Asn1Time::days_from_now(0).map_err(e())?,
+        not_before().map_err(e())?,
         Asn1Time::days_from_now(days).map_err(e())?,
     );
     b.set_not_before(&from).map_err(e())?;
@@ -117,7 +130,7 @@ pub fn make_ca(cn: &str, days: u32) -> Result<(X509, PKey<Private>)> {
     Ok((b.build(), key))
 }
 
-/// Issues a certificate for a fresh key under the CA.
+/// Issues a certificate for a fresh key under the CA, valid from a day ago for `spec.days`.
 pub fn issue(
     ca: &X509,
     ca_key: &PKey<Private>,
@@ -135,7 +148,7 @@ pub fn issue(
     b.set_issuer_name(ca.subject_name()).map_err(e())?;
     b.set_pubkey(&key).map_err(e())?;
     let (from, until) = (
-        Asn1Time::days_from_now(0).map_err(e())?,
+        not_before().map_err(e())?,
         Asn1Time::days_from_now(spec.days).map_err(e())?,
     );
     b.set_not_before(&from).map_err(e())?;
@@ -235,4 +248,50 @@ pub fn cert_pem(c: &X509) -> Result<Vec<u8>> {
 pub fn key_pem(k: &PKey<Private>) -> Result<Vec<u8>> {
     k.private_key_to_pem_pkcs8()
         .map_err(HeadEndError::openssl("encoding a private key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concentrator_security::clock::CERTIFICATE_BACKDATE_S;
+    use concentrator_security::pki::{Role, TrustStore};
+
+    fn unix_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// A gateway whose clock is behind still accepts what provisioning just issued. Failed before:
+    /// "certificate is not yet valid" at now - 120 s.
+    #[test]
+    fn a_freshly_issued_certificate_verifies_on_a_clock_two_minutes_behind() {
+        let (ca, ca_key) = make_ca("test utility CA", 30).unwrap();
+        let (cert, _) = issue(
+            &ca,
+            &ca_key,
+            &CertSpec {
+                cn: "gw-1",
+                ou: Some("gateway"),
+                usage: Usage::ClientAndSigning,
+                names: &[],
+                days: 30,
+            },
+        )
+        .unwrap();
+        let trust = TrustStore::new(vec![ca]);
+        let chain = [cert.to_der().unwrap()];
+        let now = unix_now();
+        for behind in [120, 3_600, CERTIFICATE_BACKDATE_S - 60] {
+            trust
+                .verify_chain(&chain, Role::Gateway, now - behind)
+                .unwrap_or_else(|e| panic!("{behind} s behind: {e}"));
+        }
+        // Not further than the stated backdate.
+        let e = trust
+            .verify_chain(&chain, Role::Gateway, now - CERTIFICATE_BACKDATE_S - 60)
+            .unwrap_err();
+        assert!(e.to_string().contains("not yet valid"), "{e}");
+    }
 }

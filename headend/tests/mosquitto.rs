@@ -88,7 +88,7 @@ impl Wire {
 
 #[test]
 fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
-    if !broker::available() {
+    if broker::skip_without_mosquitto() {
         return;
     }
     let started = Instant::now();

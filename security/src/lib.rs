@@ -25,6 +25,7 @@
 //! | [`identity`] | KID derivation, TIDs bound to a session |
 //! | [`suci`] | ECIES concealment of an identity (TS 33.501 Annex C, profiles A and B) |
 //! | [`token`], [`receipt`], [`signed`], [`pki`] | credit tokens and receipts signed with ECDSA P-256, chains to the utility CA |
+//! | [`clock`] | the clock tolerances every party shares (skew, certificate backdating) |
 //!
 //! The wire formats are described in `docs/security.md`.
 #![cfg_attr(
@@ -35,6 +36,7 @@
 pub mod aes128;
 pub mod aka;
 pub mod bits;
+pub mod clock;
 pub mod eea2_eia2;
 pub mod envelope;
 pub mod identity;

@@ -16,9 +16,18 @@
 //!
 //! The meter id is the meter number printed on the meter (the contract's meter), not the KID: tokens pass
 //! through the phone client and the KID must not travel in clear.
+//!
+//! Clocks: the verifier's clock may be behind the head-end's by up to [`ISSUED_AT_TOLERANCE_S`] (a
+//! gateway without a real-time clock); a token issued further in its future is refused as not yet
+//! valid, which is the gateway's clock's fault, not the token's ([`TokenError::retry_later`]). Expiry has
+//! no tolerance: refused at and after `expires_at` by the verifier's clock, so that the head-end knows a
+//! token is certainly dead at `expires_at + ISSUED_AT_TOLERANCE_S` by its own clock (a gateway clock
+//! behind by at most that may still apply it until then); with lifetimes of days, a gateway clock ahead
+//! by minutes shortens the lifetime by a negligible share.
 
 use thiserror::Error;
 
+use crate::clock::{Utc, MAX_CLOCK_SKEW_S};
 use crate::pki::{PkiError, Role, TrustStore};
 use crate::signed::{DocumentSigner, SignedDocument};
 use crate::wire::{put_u8_prefixed, Malformed, Reader};
@@ -29,6 +38,9 @@ pub const TOKEN_TAG: u8 = b'T';
 pub const TOKEN_VERSION: u8 = 1;
 /// Longest meter id.
 pub const MAX_METER_ID: usize = 32;
+/// How far in the future of the verifier's clock a token's issue time may lie, seconds: the system's
+/// clock tolerance ([`MAX_CLOCK_SKEW_S`], the envelope's window too).
+pub const ISSUED_AT_TOLERANCE_S: u64 = MAX_CLOCK_SKEW_S;
 
 /// A credit token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -96,15 +108,16 @@ pub enum TokenError {
         expected: String,
     },
     /// The token expired.
-    #[error("token expired at {expires_at} (now {now}): ask the head-end for a new one")]
+    #[error("token expired at {} (this device's clock says {}): ask the head-end for a new one", Utc::of(.expires_at), Utc::of(.now))]
     Expired {
         /// Its expiry.
         expires_at: u64,
         /// The time given.
         now: u64,
     },
-    /// The token's issue time is in the future.
-    #[error("token issued at {issued_at}, after now ({now}): check the clock")]
+    /// The token's issue time lies more than [`ISSUED_AT_TOLERANCE_S`] in the future of the verifier's
+    /// clock: that clock is behind the head-end's.
+    #[error("token issued at {}, {} s after this device's clock ({}), more than the {ISSUED_AT_TOLERANCE_S} s a clock may lag the head-end's: this device's clock is behind; set it (NTP: `timedatectl timesync-status`) and apply the token again, the token itself is good", Utc::of(.issued_at), .issued_at.saturating_sub(*.now), Utc::of(.now))]
     NotYetValid {
         /// Its issue time.
         issued_at: u64,
@@ -117,6 +130,19 @@ pub enum TokenError {
     /// A field value the encoder refuses.
     #[error("token field {0} is invalid: {1}")]
     InvalidField(&'static str, &'static str),
+}
+
+impl TokenError {
+    /// True when the refusal comes from this device's clock being behind, not from the token: the issue
+    /// time is too far ahead, or a certificate in the chain is not valid yet. The same token applies
+    /// once the clock is right, so a caller answers "try later" (a temporary outcome), not "refused".
+    pub fn retry_later(&self) -> bool {
+        match self {
+            TokenError::NotYetValid { .. } => true,
+            TokenError::UntrustedChain { reason, .. } => reason.contains("not yet valid"),
+            _ => false,
+        }
+    }
 }
 
 impl From<Malformed> for TokenError {
@@ -275,7 +301,8 @@ impl TokenVerifier {
         }
     }
 
-    /// Verifies chain, role, signature, key id, meter and validity period, in that order.
+    /// Verifies chain, role, signature, key id, meter and validity period, in that order. `now` is this
+    /// device's clock; the token may be issued up to [`ISSUED_AT_TOLERANCE_S`] after it.
     pub fn verify(
         &self,
         signed: &SignedToken,
@@ -305,7 +332,7 @@ impl TokenVerifier {
                 expected: expected_meter.to_string(),
             });
         }
-        if now < token.issued_at {
+        if token.issued_at > now.saturating_add(ISSUED_AT_TOLERANCE_S) {
             return Err(TokenError::NotYetValid {
                 issued_at: token.issued_at,
                 now,

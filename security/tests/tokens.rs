@@ -7,6 +7,7 @@ use concentrator_security::receipt::{Receipt, ReceiptError, ReceiptVerifier};
 use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{
     serial_is_fresh, CreditToken, SignedToken, TokenError, TokenSigner, TokenVerifier,
+    ISSUED_AT_TOLERANCE_S,
 };
 
 fn token() -> CreditToken {
@@ -150,6 +151,86 @@ fn each_refusal_has_its_own_error() {
             offset: 14
         })
     ));
+}
+
+/// A gateway without a real-time clock may be behind the head-end: a token issued up to the tolerance in
+/// the future of its clock verifies; beyond, it is refused as the clock's fault, to be retried.
+#[test]
+fn a_clock_behind_the_head_end_by_less_than_the_tolerance_still_verifies() {
+    let (pki, signer, verifier) = setup();
+    let issued = |issued_at: u64| {
+        signer
+            .sign(&CreditToken {
+                issued_at,
+                ..token()
+            })
+            .unwrap()
+    };
+    // Failed before: refused as not yet valid at one second behind.
+    assert!(verifier
+        .verify(&issued(NOW + 1), "04123456789", NOW)
+        .is_ok());
+    assert!(verifier
+        .verify(&issued(NOW + 120), "04123456789", NOW)
+        .is_ok());
+    assert_eq!(ISSUED_AT_TOLERANCE_S, 300);
+    assert!(verifier
+        .verify(&issued(NOW + ISSUED_AT_TOLERANCE_S), "04123456789", NOW)
+        .is_ok());
+
+    let beyond = verifier
+        .verify(&issued(NOW + ISSUED_AT_TOLERANCE_S + 1), "04123456789", NOW)
+        .unwrap_err();
+    assert!(matches!(beyond, TokenError::NotYetValid { .. }), "{beyond}");
+    assert!(beyond.retry_later());
+    let text = beyond.to_string();
+    assert!(
+        text.contains("2027-01-15 08:05:01 UTC")
+            && text.contains("301 s after this device's clock (2027-01-15 08:00:00 UTC)")
+            && text.contains("more than the 300 s")
+            && text.contains("set it")
+            && !text.contains(&NOW.to_string()),
+        "{text}"
+    );
+
+    // Expiry has no tolerance: valid until the second before, refused at it, and that is final.
+    let signed = signer.sign(&token()).unwrap();
+    let expires_at = token().expires_at;
+    assert!(verifier
+        .verify(&signed, "04123456789", expires_at - 1)
+        .is_ok());
+    let expired = verifier
+        .verify(&signed, "04123456789", expires_at)
+        .unwrap_err();
+    assert!(matches!(expired, TokenError::Expired { .. }), "{expired}");
+    assert!(!expired.retry_later());
+    assert!(
+        expired.to_string().contains("2027-02-14 08:00:00 UTC"),
+        "{expired}"
+    );
+
+    // A signer certificate that is not valid yet by this clock: also the clock's fault.
+    let young_key = p256_key();
+    let young = cert(
+        "young-head-end",
+        "head-end",
+        &young_key,
+        Some((&pki.ca, &pki.ca_key)),
+        false,
+        NOW + 10,
+        NOW + 86_400,
+    );
+    let young_signer = TokenSigner::new(DocumentSigner::new(young_key, &[young]).unwrap());
+    let e = verifier
+        .verify(&young_signer.sign(&token()).unwrap(), "04123456789", NOW)
+        .unwrap_err();
+    assert!(matches!(e, TokenError::UntrustedChain { .. }), "{e}");
+    assert!(e.retry_later(), "{e}");
+    // A wrong meter is the token's fault.
+    assert!(!verifier
+        .verify(&signed, "04999999999", NOW)
+        .unwrap_err()
+        .retry_later());
 }
 
 #[test]

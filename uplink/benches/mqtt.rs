@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use concentrator_protocol::*;
 use concentrator_uplink::mqtt::*;
-use support::broker::{available, Broker, TempDir};
+use support::broker::{skip_without_mosquitto, Broker, TempDir};
 use support::headend::HeadEnd;
 use support::*;
 
@@ -31,7 +31,7 @@ fn rss_kib(field: &str) -> u64 {
 }
 
 fn main() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let n: u64 = std::env::var("UPLINK_BENCH_N")

@@ -1,7 +1,8 @@
 //! A link cut between the gateway and the broker: the gateway runs in a network namespace joined to
 //! this one by a veth pair, the link goes down in the middle of a stream of readings and comes back.
 //! Nothing is lost, nothing is duplicated after dedup by message id, and order holds per meter.
-//! Needs root (network namespaces); skipped with the reason where the machine refuses them.
+//! Needs root (network namespaces): where the machine refuses them the test fails with the reason,
+//! or skips visibly with `CONCENTRATOR_ALLOW_SKIP=1`.
 
 mod support;
 
@@ -10,20 +11,26 @@ use std::time::Duration;
 
 use concentrator_protocol::*;
 use concentrator_uplink::mqtt::*;
-use support::broker::{available, Broker, TempDir};
+use support::broker::{skip_without_mosquitto, Broker, TempDir};
 use support::headend::HeadEnd;
 use support::netns::{enter, LinkCut, HOST_ADDR};
 use support::*;
 
 #[test]
 fn readings_survive_a_link_cut_between_gateway_and_broker() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let cut = match LinkCut::create() {
         Ok(cut) => cut,
         Err(why) => {
-            eprintln!("SKIPPED: this machine refuses network namespaces: {why}");
+            let missing = prerequisite::Missing::new(
+                format!("this machine refuses network namespaces ({why})"),
+                "run the tests as root (CAP_NET_ADMIN and CAP_SYS_ADMIN), e.g. \
+                 sudo -E cargo test -p concentrator-uplink --test link_cut, \
+                 or in a container started with --privileged",
+            );
+            assert!(prerequisite::skip(Some(missing)));
             return;
         }
     };

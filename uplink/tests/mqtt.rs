@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use concentrator_protocol::*;
 use concentrator_uplink::mqtt::*;
 use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use support::broker::{available, Broker, TempDir};
+use support::broker::{skip_without_mosquitto, Broker, TempDir};
 use support::headend::{self, HeadEnd};
 use support::*;
 
@@ -44,7 +44,7 @@ fn assert_in_order_no_loss(head: &HeadEnd, expected: usize) {
 
 #[test]
 fn readings_queued_while_the_broker_is_down_arrive_after_it_returns() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let mut broker = Broker::start();
@@ -106,7 +106,7 @@ fn readings_queued_while_the_broker_is_down_arrive_after_it_returns() {
 
 #[test]
 fn a_broker_restart_in_the_middle_of_a_burst_loses_nothing() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let mut broker = Broker::start();
@@ -152,7 +152,7 @@ fn a_broker_restart_in_the_middle_of_a_burst_loses_nothing() {
 
 #[test]
 fn unacknowledged_messages_survive_an_uplink_restart_with_the_same_ids() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let broker = Broker::start();
@@ -202,7 +202,7 @@ fn unacknowledged_messages_survive_an_uplink_restart_with_the_same_ids() {
 
 #[test]
 fn a_gateway_cannot_publish_under_another_gateways_topics() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let broker = Broker::start();
@@ -265,7 +265,7 @@ fn a_gateway_cannot_publish_under_another_gateways_topics() {
 
 #[test]
 fn commands_are_verified_and_executed_at_most_once() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let broker = Broker::start();

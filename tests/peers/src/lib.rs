@@ -7,7 +7,8 @@
 //! packages are installed by `tests/peers/setup.sh` into `target/peer-venv`.
 //!
 //! A missing interpreter or package fails the test with the command to run, unless
-//! `CONCENTRATOR_SKIP_PEERS=1` is set, in which case the test says it skipped and passes.
+//! `CONCENTRATOR_ALLOW_SKIP=1` is set (the project's one opt-out, `concentrator-test-prerequisite`),
+//! in which case the test says it skipped and the skip is counted in `target/skipped-tests.txt`.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -19,8 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The environment variable that turns the peer tests into a printed skip.
-pub const SKIP_VARIABLE: &str = "CONCENTRATOR_SKIP_PEERS";
 /// The environment variable that names another Python interpreter to use.
 pub const PYTHON_VARIABLE: &str = "CONCENTRATOR_PEER_PYTHON";
 
@@ -31,7 +30,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     /// No interpreter, or one without the packages.
-    #[error("{0}\nrun tests/peers/setup.sh to install the pinned peers (or set {SKIP_VARIABLE}=1 to skip the peer tests)")]
+    #[error("{0}")]
     NotInstalled(String),
     /// The peer did not start.
     #[error("the peer `{script}` did not start: {reason}\n--- its log ---\n{log}")]
@@ -56,13 +55,25 @@ pub fn workspace_root() -> PathBuf {
         )
 }
 
-/// True (after saying so) when the peer tests are to be skipped.
-pub fn skipped(test: &str) -> bool {
-    let skip = std::env::var(SKIP_VARIABLE).is_ok_and(|v| v == "1");
-    if skip {
-        println!("{test}: skipped, {SKIP_VARIABLE}=1");
+/// The command that installs what the peer tests need.
+pub const INSTALL: &str =
+    "bash tests/peers/setup.sh (needs python3 with venv: sudo apt-get install python3-venv; or run bash tests/setup.sh)";
+
+/// [`python`] for a test: the interpreter, or `None` when it or a package is missing and
+/// `CONCENTRATOR_ALLOW_SKIP=1` is set (the skip is printed and counted). Without the opt-out a missing
+/// interpreter or package fails the calling test with [`INSTALL`].
+#[track_caller]
+pub fn python_or_skip(modules: &[&str]) -> Option<PathBuf> {
+    match python(modules) {
+        Ok(python) => Some(python),
+        Err(e) => {
+            let missing = concentrator_test_prerequisite::Missing::new(e.to_string(), INSTALL);
+            // Panics with the fix unless skipping is allowed.
+            let skipped = concentrator_test_prerequisite::skip(Some(missing));
+            debug_assert!(skipped);
+            None
+        }
     }
-    skip
 }
 
 /// Runs `tests/peers/setup.sh` (under a lock, since several test binaries may ask at once), so that a

@@ -50,14 +50,21 @@ pub struct Broker {
     child: Option<Child>,
 }
 
-/// Whether this machine can run the broker tests; prints why not.
-pub fn available() -> bool {
-    if Path::new(MOSQUITTO).exists() {
-        return true;
-    }
-    eprintln!("SKIPPED: {MOSQUITTO} is missing (apt-get install -y mosquitto)");
-    false
+/// Whether the calling test is to return without running because Mosquitto is missing: it fails with
+/// the install command instead, unless `CONCENTRATOR_ALLOW_SKIP=1` (then the skip is printed and counted;
+/// see the `concentrator-test-prerequisite` crate, re-exported as `testkit::prerequisite`).
+#[track_caller]
+pub fn skip_without_mosquitto() -> bool {
+    concentrator_test_prerequisite::skip(mosquitto_missing())
 }
+
+/// What is missing when this machine has no Mosquitto, with the command that installs it.
+pub fn mosquitto_missing() -> Option<concentrator_test_prerequisite::Missing> {
+    concentrator_test_prerequisite::program(MOSQUITTO, "Mosquitto", INSTALL_MOSQUITTO)
+}
+
+/// How to install Mosquitto on Debian or Ubuntu.
+pub const INSTALL_MOSQUITTO: &str = "sudo apt-get install mosquitto (or: bash tests/setup.sh)";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -139,7 +146,7 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start mosquitto");
+            .unwrap_or_else(|e| panic!("cannot start {MOSQUITTO}: {e} ({INSTALL_MOSQUITTO})"));
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {

@@ -8,6 +8,10 @@ pub mod headend;
 pub mod netns;
 pub mod pki;
 
+/// What a test does when this machine lacks something (fail with the fix, or a counted skip with
+/// `CONCENTRATOR_ALLOW_SKIP=1`), for the crates that reach it through this testkit.
+pub use concentrator_test_prerequisite as prerequisite;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,7 +1,8 @@
 //! A network namespace joined to this one by a veth pair, so a test can cut the link between the
 //! gateway and the broker (link down, then up) while both run on this machine. Everything it makes is
 //! removed when it is dropped. Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN); where the machine refuses
-//! namespaces, [`LinkCut::create`] says why and the test skips with that reason.
+//! namespaces, [`LinkCut::create`] says why and the test fails with that reason (or skips visibly with
+//! `CONCENTRATOR_ALLOW_SKIP=1`).
 
 use std::process::Command;
 

@@ -12,6 +12,12 @@ use openssl::x509::extension::{
 };
 use openssl::x509::{X509NameBuilder, X509};
 
+/// Backdated as provisioning does (`concentrator_security::clock::CERTIFICATE_BACKDATE_S`), so that a
+/// test may run a party with its clock behind.
+fn not_before() -> Asn1Time {
+    Asn1Time::from_str(&concentrator_security::clock::not_before(super::unix_now()).asn1()).unwrap()
+}
+
 /// A certificate and its key, PEM.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -54,8 +60,7 @@ impl Pki {
         b.set_subject_name(&name).unwrap();
         b.set_issuer_name(&name).unwrap();
         b.set_pubkey(&ca_key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
+        b.set_not_before(&not_before()).unwrap();
         b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
             .unwrap();
         b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
@@ -91,8 +96,7 @@ impl Pki {
         b.set_subject_name(&name).unwrap();
         b.set_issuer_name(self.ca_cert.subject_name()).unwrap();
         b.set_pubkey(&k).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
+        b.set_not_before(&not_before()).unwrap();
         b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
             .unwrap();
         b.append_extension(BasicConstraints::new().build().unwrap())

@@ -61,7 +61,13 @@ fn cert(
         .unwrap();
     b.set_subject_name(&name).unwrap();
     b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+    // Backdated as provisioning does (docs/security.md, "Clocks").
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let not_before = concentrator_security::clock::not_before(now).asn1();
+    b.set_not_before(&Asn1Time::from_str(&not_before).unwrap())
         .unwrap();
     b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
         .unwrap();

@@ -1,6 +1,7 @@
 //! A real meter on a real RS485 bus, through the same HAL and drivers the daemon uses.
 //!
-//! Environment (a test whose variables are not set says so and passes):
+//! Environment (a test whose variables are not set FAILS naming them, unless `CONCENTRATOR_ALLOW_SKIP=1`:
+//! then it says it did not run, and the skip is counted in `target/skipped-tests.txt`):
 //! - `CONCENTRATOR_HIL_RS485`: the bus's device, e.g. `/dev/rs485-1` or `/dev/ttyUSB0`;
 //! - `CONCENTRATOR_HIL_DLT645`: a DL/T 645 meter's 12-digit address on that bus;
 //! - `CONCENTRATOR_HIL_MODBUS`: a Modbus meter as `SLAVE:MODEL`, e.g. `1:sdm120`;
@@ -17,16 +18,30 @@ use concentrator_hal::{LineSettings, SystemClock};
 use concentrator_plugin_host::{
     PluginLoader, PluginPolicy, Quantity, StaticDriver, Task, TrustedKeys, Value,
 };
+use concentrator_test_prerequisite::{skip, variable};
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The value of a variable the test needs; `None` (the test does not run) only where skipping is
+/// allowed, else the test fails naming the variable.
+#[track_caller]
+fn required(name: &str, meaning: &str) -> Option<String> {
+    match variable(name, meaning) {
+        Ok(value) => Some(value),
+        Err(missing) => {
+            assert!(skip(Some(missing)));
+            None
+        }
+    }
+}
+
 fn open_bus(default_line: LineSettings) -> Option<SerialRs485Bus> {
-    let Some(path) = var("CONCENTRATOR_HIL_RS485") else {
-        eprintln!("skipped: set CONCENTRATOR_HIL_RS485 to the bus's device (tests/hil/README.md)");
-        return None;
-    };
+    let path = required(
+        "CONCENTRATOR_HIL_RS485",
+        "the RS485 bus's device, e.g. /dev/ttyUSB0 (tests/hil/README.md)",
+    )?;
     let settings = match var("CONCENTRATOR_HIL_LINE") {
         Some(text) => text
             .parse::<LineSettings>()
@@ -75,8 +90,10 @@ fn packed(nameplate: &str) -> Vec<u8> {
 
 #[test]
 fn a_dlt645_meter_answers_with_its_energy_register() {
-    let Some(address) = var("CONCENTRATOR_HIL_DLT645") else {
-        eprintln!("skipped: set CONCENTRATOR_HIL_DLT645 to the meter's 12-digit address");
+    let Some(address) = required(
+        "CONCENTRATOR_HIL_DLT645",
+        "the DL/T 645 meter's 12-digit address (tests/hil/README.md)",
+    ) else {
         return;
     };
     let Some(mut bus) = open_bus(LineSettings::dlt645_default()) else {
@@ -110,8 +127,10 @@ fn a_dlt645_meter_answers_with_its_energy_register() {
 
 #[test]
 fn a_modbus_meter_answers_with_its_energy_register() {
-    let Some(spec) = var("CONCENTRATOR_HIL_MODBUS") else {
-        eprintln!("skipped: set CONCENTRATOR_HIL_MODBUS to SLAVE:MODEL, e.g. 1:sdm120");
+    let Some(spec) = required(
+        "CONCENTRATOR_HIL_MODBUS",
+        "the Modbus meter as SLAVE:MODEL, e.g. 1:sdm120 (tests/hil/README.md)",
+    ) else {
         return;
     };
     let (slave, model) = spec
