@@ -371,7 +371,7 @@ fn commands_are_verified_and_executed_at_most_once() {
 /// top-up was never applied. A temporary outcome is now answered and forgotten; the resend runs.
 #[test]
 fn a_temporarily_failed_command_runs_again_when_sent_again() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let broker = Broker::start();
@@ -445,7 +445,7 @@ fn a_temporarily_failed_command_runs_again_when_sent_again() {
 /// before the next, the status counts such messages, and other messages keep flowing.
 #[test]
 fn a_message_the_head_end_never_acknowledges_is_resent_with_a_growing_wait() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let broker = Broker::start();
@@ -498,7 +498,7 @@ fn a_message_the_head_end_never_acknowledges_is_resent_with_a_growing_wait() {
 /// and the broker's acknowledgement follow when it completes.
 #[test]
 fn a_command_under_way_does_not_hold_up_the_uplink() {
-    if !available() {
+    if skip_without_mosquitto() {
         return;
     }
     let broker = Broker::start();

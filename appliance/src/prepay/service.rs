@@ -243,6 +243,12 @@ impl Service {
                     "meter {meter} has no account until its first reading; send the token again"
                 ))
             }
+            Err(TopUpError::Token(e)) if e.retry_later() => {
+                log::warn!("meter {meter}: token from the head-end not applied yet: {e}");
+                TokenReply::NotNow(format!(
+                    "{e}; the same token applies once this gateway's clock is right"
+                ))
+            }
             Err(TopUpError::Ledger(e)) => {
                 log::error!("meter {meter}: token from the head-end not applied: {e}");
                 TokenReply::NotNow(format!(
@@ -409,6 +415,10 @@ impl Service {
                     log::error!(
                         "token {name} not applied: {e}; kept in the inbox for the next try"
                     );
+                    continue;
+                }
+                Err(TopUpError::Token(e)) if e.retry_later() => {
+                    log::debug!("token {name} not applied yet: {e}; kept in the inbox until this gateway's clock is right");
                     continue;
                 }
                 Err(refusal) => {
