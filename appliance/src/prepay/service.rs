@@ -143,11 +143,13 @@ impl Service {
         self.reports = Some(reports);
     }
 
-    /// The account of `meter` as the protocol's account summary (0x04). The tariff id is 0: the ledger
+    /// The account of `meter` as the protocol's account summary (0x04), with every serial applied to the
+    /// meter (ranges) and the audit chain's head as its outside anchor. The tariff id is 0: the ledger
     /// has one configured tariff until tariff updates (0x86) are built.
     fn summary(&self, meter: &str) -> Option<concentrator_protocol::AccountSummary> {
         let a = self.ledger.account(meter)?;
         let charged = a.energy_minor.saturating_add(a.standing_minor);
+        let head = self.ledger.audit_head();
         Some(concentrator_protocol::AccountSummary {
             at: unix_now(),
             balance_minor: a.balance_minor(),
@@ -157,8 +159,20 @@ impl Service {
             tariff_id: 0,
             charged_minor: u64::try_from(charged).unwrap_or(0),
             relay_closed: a.relay == concentrator_ledger::RelayTarget::Connected,
-            applied: None,
-            audit: None,
+            applied: Some(
+                self.ledger
+                    .applied_serials(meter)
+                    .into_iter()
+                    .map(|r| concentrator_protocol::SerialRange {
+                        first: r.first,
+                        last: r.last,
+                    })
+                    .collect(),
+            ),
+            audit: Some(concentrator_protocol::AuditAnchor {
+                len: head.next_seq,
+                head: head.hash,
+            }),
         })
     }
 

@@ -349,6 +349,7 @@ impl LedgerReports for UplinkQueue {
                 Some((at, last)) => {
                     last.relay_closed != summary.relay_closed
                         || last.last_token_serial != summary.last_token_serial
+                        || last.applied != summary.applied
                         || (last.balance_minor != summary.balance_minor
                             && now.saturating_sub(*at) >= self.account_every_s)
                 }
