@@ -9,6 +9,8 @@
 //!   written, never the energy charged.
 //! - A meter without an account gets one at its first reading (the register then is the baseline), with
 //!   its `opening_balance_minor` and `protected` flag; a changed `protected` flag is applied at start.
+//!   With `[ledger] restore = "headend"` (the default with `[uplink]`) it is restored from the head-end
+//!   instead ([`ToLedger::Restore`]): until then it is not charged and takes no tokens (`restoring.rs`).
 //! - `tick` runs every second (standing charges, friendly-credit ends, relay retries).
 //! - Relay commands go through the meter's bus scheduler and are read back ([`relay`]).
 //! - Tokens arrive through the inbox directory ([`inbox`]) and, with `[uplink]`, as top-up commands from
@@ -18,6 +20,7 @@
 
 pub mod inbox;
 pub mod relay;
+mod restoring;
 mod service;
 
 use std::collections::HashMap;
@@ -82,6 +85,28 @@ pub enum ToLedger {
         /// Gets the summary.
         reply: Sender<Option<concentrator_protocol::AccountSummary>>,
     },
+    /// The head-end's account restore (0x8B) for a meter: its signed account statement.
+    Restore {
+        /// The meter number the command was addressed to.
+        meter: String,
+        /// `SignedDocument` wire octets of the statement.
+        statement: Vec<u8>,
+        /// Gets the answer once the restored account is flushed (or why not).
+        reply: Sender<RestoreReply>,
+    },
+}
+
+/// How an account restore went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreReply {
+    /// The account was created from the statement and flushed.
+    Restored,
+    /// The meter has an account already; nothing changed.
+    AlreadyOpen,
+    /// The statement was refused (signature, meter, age, currency...): why. Final for this statement.
+    Refused(String),
+    /// Not now (the store failed, no reading yet for a new account): why; send it again.
+    NotNow(String),
 }
 
 /// A token to apply, and where to answer.
@@ -117,6 +142,15 @@ pub trait LedgerReports: Send {
     /// A meter's account, offered at every ledger tick (once a second); the receiver decides whether
     /// it is worth sending (docs/uplink.md, *Account summaries*).
     fn account(&mut self, _meter: &str, _summary: &concentrator_protocol::AccountSummary) {}
+    /// A meter's account must be restored from the head-end (repeated until it is); `false` when the
+    /// request cannot be sent (the meter has no scope on the uplink).
+    fn restore_request(
+        &mut self,
+        _meter: &str,
+        _request: &concentrator_protocol::RestoreRequest,
+    ) -> bool {
+        false
+    }
 }
 
 /// The running ledger thread.
@@ -245,17 +279,24 @@ impl Prepay {
             None => None,
         };
         log::info!(
-            "ledger ready: {} accounts for {} configured meters, store {}, checkpoint every {} s, token inbox {}",
+            "ledger ready: {} accounts for {} configured meters (missing accounts {}), store {}, checkpoint every {} s, token inbox {}",
             ledger.accounts().len(),
             book.len(),
+            if setup.restore_from_headend {
+                "restored from the head-end"
+            } else {
+                "opened at the first reading"
+            },
             setup.store.display(),
             setup.checkpoint.as_secs(),
             inbox.as_ref().map_or("none".to_string(), |i| i.dir().display().to_string())
         );
         let (tx, rx) = channel();
+        let restore = setup.restore_from_headend;
         let service = service::Service::new(
             ledger,
             book,
+            restore,
             setup.checkpoint,
             inbox,
             relay::RelayDriver::new(handles.clone()),

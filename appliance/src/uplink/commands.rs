@@ -8,6 +8,9 @@
 //! - time sync → the offset is logged (the system clock is NTP's to set);
 //! - account request → the ledger thread's summary of the meter's account, queued as an account summary
 //!   (0x04) in the meter's scope;
+//! - account restore → the ledger thread restores the meter's lost account from the head-end's signed
+//!   statement; done after the flush, refused (final) for a statement that does not verify, try later
+//!   when the ledger is busy;
 //! - everything else → "unsupported" (22) until it is built.
 
 use std::collections::HashMap;
@@ -19,7 +22,7 @@ use concentrator_plugin_host::{RelayCommand as MeterRelay, Task};
 use concentrator_protocol::{result_code, Body, Frame, RelayAction, Scope, Tid};
 use concentrator_uplink::mqtt::{AppendOutbox, Downlink, Outcome, SledOutbox};
 
-use crate::prepay::{Place, SchedulerHandles, ToLedger, TokenReply, TokenRequest};
+use crate::prepay::{Place, RestoreReply, SchedulerHandles, ToLedger, TokenReply, TokenRequest};
 use crate::scheduler::Priority;
 
 /// Longest wait for the ledger to apply and flush a top-up.
@@ -185,6 +188,46 @@ impl Commands {
     }
 }
 
+impl Commands {
+    /// The head-end's account statement for a meter whose account is being restored: to the ledger
+    /// thread, answered once the account is flushed. A statement that does not verify is refused for
+    /// good; a busy or failing ledger is temporary.
+    fn restore(&self, scope: Scope, statement: &[u8]) -> Outcome {
+        let route = match self.route(scope) {
+            Ok(r) => r,
+            Err(o) => return o,
+        };
+        let Some(ledger) = &self.ledger else {
+            return Outcome::failed(
+                result_code::UNSUPPORTED,
+                "this gateway keeps no accounts ([ledger] is not configured)",
+            );
+        };
+        let (reply, answer) = channel();
+        let request = ToLedger::Restore {
+            meter: route.meter.clone(),
+            statement: statement.to_vec(),
+            reply,
+        };
+        if ledger.send(request).is_err() {
+            return Outcome::failed(result_code::TRY_LATER, "the ledger has stopped");
+        }
+        match answer.recv_timeout(TOKEN_WAIT) {
+            Ok(RestoreReply::Restored) => Outcome::done(),
+            Ok(RestoreReply::AlreadyOpen) => Outcome {
+                code: result_code::ALREADY_DONE,
+                reason: Some(format!("meter {} has an account already", route.meter)),
+            },
+            Ok(RestoreReply::Refused(why)) => Outcome::failed(result_code::TOKEN_REFUSED, why),
+            Ok(RestoreReply::NotNow(why)) => Outcome::failed(result_code::TRY_LATER, why),
+            Err(_) => Outcome::failed(
+                result_code::TRY_LATER,
+                "the ledger did not answer in time; send the statement again",
+            ),
+        }
+    }
+}
+
 fn time_sync(head_end_ms: u64) -> Outcome {
     let ours = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -205,6 +248,7 @@ impl Downlink for Commands {
             Body::RelayCommand(r) => self.relay(scope, r.action),
             Body::TimeSync(t) => time_sync(t.unix_ms),
             Body::AccountRequest(_) => self.account(scope),
+            Body::AccountRestore(r) => self.restore(scope, &r.signed),
             _ => Outcome::failed(
                 result_code::UNSUPPORTED,
                 format!("{:?} is not supported by this gateway yet", frame.kind()),

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use concentrator_ledger::{DurableSync, LedgerEvent, RelayState, SledStore};
 use concentrator_plugin_host::Reading;
 use concentrator_protocol::{
-    AccountSummary, Body, GatewayId, InventoryMeter, ModemReport, Readings, Scope, Tid,
+    AccountSummary, Body, GatewayId, InventoryMeter, ModemReport, Readings, RestoreRequest, Scope,
+    Tid,
 };
 use concentrator_uplink::mqtt::{
     AppendOutbox, Executed, LedgerOutbox, Outbox, SledOutbox, Uplink, UplinkConfig, UplinkParts,
@@ -362,6 +363,14 @@ impl LedgerReports for UplinkQueue {
         if send {
             self.append(Scope::Meter(*tid), Body::AccountSummary(summary.clone()));
         }
+    }
+
+    fn restore_request(&mut self, meter: &str, request: &RestoreRequest) -> bool {
+        let Some(tid) = self.tids.get(meter) else {
+            return false;
+        };
+        self.append(Scope::Meter(*tid), Body::RestoreRequest(request.clone()));
+        true
     }
 
     fn relay(&mut self, meter: &str, state: RelayState) {
