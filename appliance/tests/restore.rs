@@ -158,10 +158,11 @@ fn a_lost_account_is_restored_from_the_head_end_before_tokens_or_charges() {
     });
     assert_eq!(status(&dir).unwrap().accounts[METER].last_serial, Some(2));
 
-    // A token applied before the store was lost is refused; a new serial applies once.
+    // A token applied before the store was lost is not applied again ("already done": the head-end's
+    // own statement lists it); a new serial applies once.
     let replay = send(Body::TopUp(TopUp { token: token(2) }));
     let r = answer(replay, "the replayed token's result");
-    assert_eq!(r.code, result_code::TOKEN_REFUSED, "{r:?}");
+    assert_eq!(r.code, result_code::ALREADY_DONE, "{r:?}");
     let fresh = send(Body::TopUp(TopUp { token: token(3) }));
     assert_eq!(
         answer(fresh, "the fresh token's result").code,

@@ -127,6 +127,9 @@ pub enum TokenReply {
     Applied(TopUpReceipt),
     /// Applied before (through any path); not applied again.
     AlreadyApplied(TopUpReceipt),
+    /// Applied before this gateway's store was restored from the head-end (its statement lists the
+    /// serial); not applied again, and no receipt exists here: why.
+    AppliedBeforeRestore(String),
     /// Refused (signature, meter, serial, expiry...): why.
     Refused(String),
     /// Not applied now (the meter has no account yet, or the store failed): why; it may be sent again.

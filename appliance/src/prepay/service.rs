@@ -224,6 +224,10 @@ impl Service {
                 log_receipt("already applied", &original);
                 TokenReply::AlreadyApplied(*original)
             }
+            Err(e @ TopUpError::AppliedBeforeRestore { .. }) => {
+                log::info!("meter {meter}: {e}");
+                TokenReply::AppliedBeforeRestore(e.to_string())
+            }
             Err(TopUpError::UnknownMeter { meter })
                 if self.book.iter().any(|m| m.meter_id == meter) =>
             {

@@ -93,6 +93,10 @@ impl Commands {
                 code: result_code::ALREADY_DONE,
                 reason: Some(format!("token serial {} was already applied", r.receipt.serial)),
             },
+            Ok(TokenReply::AppliedBeforeRestore(why)) => Outcome {
+                code: result_code::ALREADY_DONE,
+                reason: Some(why),
+            },
             Ok(TokenReply::Refused(why)) => Outcome::failed(result_code::TOKEN_REFUSED, why),
             Ok(TokenReply::NotNow(why)) => Outcome::failed(result_code::METER_FAILED, why),
             Err(_) => Outcome::failed(
