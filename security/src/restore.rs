@@ -6,7 +6,7 @@
 //! head-end that issues credit can state credit. Canonical encoding (what is signed; big-endian):
 //!
 //! ```text
-//! u8        tag 'R' (0x52)
+//! u8        tag 'A' (0x41; tokens are 'T', receipts 'R', settlements 'S')
 //! u8        version (1)
 //! u8 + n    meter id (as in tokens)
 //! u64       statement time, unix seconds
@@ -33,7 +33,7 @@ use crate::token::{TokenError, TokenSigner, TokenVerifier, MAX_METER_ID};
 use crate::wire::{put_u8_prefixed, Malformed, Reader};
 
 /// Type tag of a statement body.
-pub const STATEMENT_TAG: u8 = b'R';
+pub const STATEMENT_TAG: u8 = b'A';
 /// Statement body version.
 pub const STATEMENT_VERSION: u8 = 1;
 /// Most serial ranges one statement carries (the body must fit the signed container's 64 KiB).
