@@ -157,6 +157,8 @@ pub struct Ledger<S: Store> {
     pub(crate) signer: DocumentSigner,
     pub(crate) accounts: BTreeMap<String, Account>,
     pub(crate) head: AuditHead,
+    /// The audit head as of the last flush: what survives a crash, so the only head worth anchoring.
+    pub(crate) durable_head: AuditHead,
     pub(crate) outbox_next: u64,
     pub(crate) unflushed: bool,
     pub(crate) pending: BTreeMap<String, PendingRelay>,
@@ -217,6 +219,9 @@ impl<S: Store> Ledger<S> {
             store.flush()?;
         }
         let accounts = load_accounts(&store)?;
+        // What a crashed process wrote may not be on disk yet: make it durable before its head is
+        // anchored anywhere.
+        store.flush()?;
         let head = AuditHead::load(&store)?;
         let applied = crate::restore::load_applied(&store)?;
         let outbox_next = match store.get(Keyspace::Meta, OUTBOX_NEXT_KEY)? {
@@ -237,6 +242,7 @@ impl<S: Store> Ledger<S> {
             signer,
             accounts,
             head,
+            durable_head: head,
             outbox_next,
             unflushed: false,
             pending: BTreeMap::new(),
@@ -372,7 +378,13 @@ impl<S: Store> Ledger<S> {
     pub fn flush(&mut self) -> Result<(), LedgerError> {
         self.store.flush()?;
         self.unflushed = false;
+        self.durable_head = self.head;
         Ok(())
+    }
+
+    /// Whether changes were committed since the last flush (charge checkpoints, relay results).
+    pub fn unflushed(&self) -> bool {
+        self.unflushed
     }
 
     fn reassert_relays(&mut self) -> Result<(), LedgerError> {

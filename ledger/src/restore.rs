@@ -63,9 +63,11 @@ impl<S: Store> Ledger<S> {
         }
     }
 
-    /// Where the audit chain stands (its length and last hash): the anchor the head-end records.
+    /// Where the audit chain stood at the last flush (its length and last hash): the anchor the head-end
+    /// records. Not the head of what is only committed: a crash can lose that, and an anchor ahead of
+    /// the chain that survives would make a healthy log look cut. [`Ledger::flush`] advances it.
     pub fn audit_head(&self) -> AuditHead {
-        self.head
+        self.durable_head
     }
 
     /// Creates the account of `spec.meter_id` from the head-end's signed statement (`SignedDocument`

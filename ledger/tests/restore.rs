@@ -184,3 +184,31 @@ fn statements_for_another_meter_badly_signed_untrusted_or_stale_are_refused_with
     assert!(matches!(e, RestoreAccountError::Statement(_)), "{e}");
     assert_eq!(store.snapshot(), before);
 }
+
+/// The audit head that goes up as the anchor is the flushed one: a crash that loses committed but
+/// unflushed entries leaves a chain that still reaches it (an anchor of the committed head would make a
+/// healthy log look cut).
+#[test]
+fn the_anchored_audit_head_is_the_durable_one() {
+    use concentrator_ledger::anchor::{verify_anchored, AuditAnchor};
+    use concentrator_ledger::audit::AuditHead;
+    let (mut l, store, _pki) = ledger_with(config(), 1_000);
+    let flushed = l.audit_head();
+    assert_eq!(flushed, AuditHead::load(&store).unwrap());
+    // A charge checkpoint is committed, not flushed.
+    l.on_register("M1", "SN-M1", 11_000, local(0, 13, 0))
+        .unwrap();
+    let committed = AuditHead::load(&store).unwrap();
+    assert!(l.unflushed() && committed.next_seq > flushed.next_seq);
+    assert_eq!(l.audit_head(), flushed);
+    let crashed = store.crash();
+    verify_anchored(&crashed, &AuditAnchor::of(&flushed)).unwrap();
+    assert!(verify_anchored(&crashed, &AuditAnchor::of(&committed)).is_err());
+
+    let (mut l, _store, _pki) = ledger_with(config(), 1_000);
+    l.on_register("M1", "SN-M1", 11_000, local(0, 13, 0))
+        .unwrap();
+    l.flush().unwrap();
+    assert!(!l.unflushed());
+    assert!(l.audit_head().next_seq > flushed.next_seq);
+}

@@ -29,6 +29,9 @@ const WAKE: Duration = Duration::from_millis(100);
 const TICK_EVERY: Duration = Duration::from_secs(1);
 /// How often the token inbox is scanned.
 const INBOX_EVERY: Duration = Duration::from_millis(250);
+/// How often committed charges are flushed, so the audit head that goes up as the chain's anchor (the
+/// flushed one) keeps up with the log: one fsync a minute at most (sled writes every 500 ms anyway).
+const ANCHOR_EVERY: Duration = Duration::from_secs(60);
 
 pub(super) struct Service {
     ledger: Ledger<SledStore>,
@@ -97,6 +100,7 @@ impl Service {
     pub(super) fn run(mut self) {
         let mut last_tick: Option<Instant> = None;
         let mut last_scan: Option<Instant> = None;
+        let mut last_flush = Instant::now();
         self.outputs();
         while !self.stop.load(Ordering::SeqCst) {
             match self.rx.recv_timeout(WAKE) {
@@ -113,6 +117,12 @@ impl Service {
                 last_tick = Some(Instant::now());
                 if let Err(e) = self.ledger.tick(now) {
                     log::error!("ledger clock tick failed: {e}");
+                }
+                if self.ledger.unflushed() && last_flush.elapsed() >= ANCHOR_EVERY {
+                    last_flush = Instant::now();
+                    if let Err(e) = self.ledger.flush() {
+                        log::error!("flushing the ledger's charges failed: {e}; they are charged again from the registers after a crash");
+                    }
                 }
                 self.publish();
                 self.offer_accounts();
