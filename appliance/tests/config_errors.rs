@@ -229,3 +229,29 @@ fn uplink_files_are_checked_at_validate_time() {
     assert!(err.contains("without TLS"), "{err}");
     assert!(err.contains("mqtts://broker.example:8883"), "{err}");
 }
+
+#[test]
+fn ledger_restore_source_is_checked() {
+    let dir = std::env::temp_dir().join(format!(
+        "concentrator-config-restore-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = |restore: &str| {
+        format!(
+            "{GOOD}\n[ledger]\nconfig = \"{0}/ledger.toml\"\nutility_ca = \"{0}/ca.pem\"\ngateway_key = \"{0}/gw.key\"\ngateway_cert_chain = \"{0}/gw.pem\"\nrestore = \"{restore}\"\n",
+            dir.display()
+        )
+    };
+    let err = refused("restore-maybe.toml", &table("maybe"));
+    assert!(
+        err.contains("restore = \"maybe\" is not a restore source"),
+        "{err}"
+    );
+    let err = refused("restore-no-uplink.toml", &table("headend"));
+    assert!(
+        err.contains("restore = \"headend\" but there is no [uplink]"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -151,12 +151,31 @@ fn credit_falls_the_relay_is_cut_and_a_token_reconnects() {
         receipts[0], receipts[1],
         "a repeat must get the original receipt"
     );
+    // A late serial through the inbox (2, below the 3 applied; the rogue 2 above was refused without a
+    // record): applied once. Before serials could arrive out of order it went to failed/.
+    let late = pki.token("FAST-1", 2, 200, now - 60, now + 3_600).unwrap();
+    drop_token(&dir.join("inbox"), "FAST-1-late-2", &late);
+    let start = Instant::now();
+    while !dir.join("inbox/done/FAST-1-late-2.receipt").exists() {
+        let error = dir.join("inbox/failed/FAST-1-late-2.error");
+        assert!(
+            !error.exists(),
+            "the late token was refused: {}",
+            std::fs::read_to_string(&error).unwrap_or_default()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the late token was not applied"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     daemon.shutdown();
 
     let store = SledStore::open(&dir.join("store/ledger")).unwrap();
     let mut acked = Acknowledged::new();
     acked.insert(("FAST-1".into(), 1), 1_000);
     acked.insert(("FAST-1".into(), 3), 500);
+    acked.insert(("FAST-1".into(), 2), 200);
     check_after_crash(&store, &acked).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_dir_all(&dir);
 }

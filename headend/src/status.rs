@@ -32,6 +32,9 @@ pub fn anchors(store: &Store) -> Result<String, StoreError> {
                     time(a.at),
                     time(a.received_at)
                 );
+                for r in &a.replaced {
+                    let _ = writeln!(out, "  store replaced {}: {}", time(r.at), r.reason);
+                }
                 for al in &a.alarms {
                     let _ = writeln!(out, "  ALARM {}: {}", time(al.at), al.reason);
                 }

@@ -3,6 +3,7 @@
 //! Credit is derived, never counted down: `balance = opening + Σ tokens − Σ energy − Σ standing − Σ debt
 //! recovered`, each sum kept separately so that the audit log can recompute every one of them.
 
+use concentrator_security::restore::SerialSpan;
 use serde::{Deserialize, Serialize};
 
 use crate::tariff::BlockUsage;
@@ -104,8 +105,13 @@ pub struct Account {
     pub carry_micro: i64,
     /// Outstanding debt (arrears), minor units.
     pub debt_minor: i64,
-    /// The highest token serial applied to this meter (carried over a change of tenancy).
+    /// The highest token serial applied to this meter (carried over a change of tenancy). Serials may be
+    /// applied out of order: which ones were applied is in the token records and [`Account::restored`].
     pub last_serial: Option<u64>,
+    /// Serials applied before this gateway's store was restored from the head-end (its signed account
+    /// statement lists them; this store has no token records for them). Carried over a change of tenancy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<SerialSpan>,
     /// The last token applied.
     pub last_topup: Option<LastTopUp>,
     /// The last register checkpoint.
@@ -201,6 +207,7 @@ mod tests {
             carry_micro: 0,
             debt_minor: 0,
             last_serial: Some(1),
+            restored: Vec::new(),
             last_topup: None,
             register: Register {
                 meter_serial: None,

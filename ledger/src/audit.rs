@@ -3,11 +3,14 @@
 //! Entry `n` is stored under its sequence number (8 octets, big-endian) as `body ‖ hash`, where
 //! `hash = SHA-256(previous hash ‖ n ‖ body)` and the hash before entry 0 is 32 zero octets. Removing,
 //! reordering or altering an entry breaks every hash after it; [`verify`] walks the chain and names the
-//! first entry that does not match. Bodies use the compact encoding of [`crate::codec`] (a 15-minute
+//! first entry that does not match. Cutting entries off the *end* leaves a chain that verifies: only an
+//! outside anchor (the head sent to the head-end with the account summaries) shows it, see
+//! [`crate::anchor`]. Bodies use the compact encoding of [`crate::codec`] (a 15-minute
 //! charge checkpoint is about 40 octets plus the hash).
 
 use std::io::Write;
 
+use concentrator_security::restore::SerialSpan;
 use serde::Serialize;
 
 use crate::codec::{DecodeError, Reader, Writer};
@@ -160,6 +163,25 @@ pub enum AuditEvent {
         by: String,
         /// The supply is held off after it.
         held: bool,
+    },
+    /// An account was restored from the head-end's signed account statement (the store had lost it).
+    AccountRestored {
+        /// Tenancy number.
+        account_no: u32,
+        /// The dwelling.
+        dwelling: String,
+        /// The balance the statement gives, the account's opening balance here.
+        opening_balance_minor: i64,
+        /// Debt (arrears) the statement gives.
+        debt_minor: i64,
+        /// Register baseline (the statement's register, else the first reading).
+        register_wh: u64,
+        /// The highest serial applied.
+        last_serial: Option<u64>,
+        /// The serials applied before the restore.
+        restored: Vec<SerialSpan>,
+        /// When the head-end made the statement, unix seconds.
+        statement_at: u64,
     },
     /// An account was closed (change of tenancy).
     AccountClosed {
@@ -320,6 +342,29 @@ impl AuditEntry {
                     .i64(*balance_minor)
                     .i64(*debt_minor);
             }
+            AuditEvent::AccountRestored {
+                account_no,
+                dwelling,
+                opening_balance_minor,
+                debt_minor,
+                register_wh,
+                last_serial,
+                restored,
+                statement_at,
+            } => {
+                w.u8(12)
+                    .u64(u64::from(*account_no))
+                    .str(dwelling)
+                    .i64(*opening_balance_minor)
+                    .i64(*debt_minor)
+                    .u64(*register_wh)
+                    .opt_u64(*last_serial)
+                    .u64(*statement_at)
+                    .u64(restored.len() as u64);
+                for r in restored {
+                    w.u64(r.first).u64(r.last);
+                }
+            }
         }
         w.finish()
     }
@@ -433,6 +478,33 @@ impl AuditEntry {
                 balance_minor: r.i64("balance")?,
                 debt_minor: r.i64("debt")?,
             },
+            12 => {
+                let account_no = u32_of(r.u64("account_no")?, "account_no")?;
+                let dwelling = r.string("dwelling")?;
+                let opening_balance_minor = r.i64("opening_balance")?;
+                let debt_minor = r.i64("debt")?;
+                let register_wh = r.u64("register_wh")?;
+                let last_serial = r.opt_u64("last_serial")?;
+                let statement_at = r.u64("statement_at")?;
+                let n = r.u64("restored count")?;
+                let mut restored = Vec::new();
+                for _ in 0..n {
+                    restored.push(SerialSpan {
+                        first: r.u64("restored first")?,
+                        last: r.u64("restored last")?,
+                    });
+                }
+                AuditEvent::AccountRestored {
+                    account_no,
+                    dwelling,
+                    opening_balance_minor,
+                    debt_minor,
+                    register_wh,
+                    last_serial,
+                    restored,
+                    statement_at,
+                }
+            }
             _ => {
                 return Err(DecodeError {
                     field: "event tag",
@@ -551,6 +623,20 @@ pub enum AuditError {
         expected: u64,
         /// The next present.
         found: u64,
+    },
+    /// The chain is shorter than its outside anchor: entries were cut off the end.
+    #[error("the audit log has {entries} entries but its anchor recorded {anchor_len}: entries {entries} to {last} are missing (cut off the end of the log); restore the store from a backup and report it", last = anchor_len - 1)]
+    Truncated {
+        /// Entries present.
+        entries: u64,
+        /// Entries the anchor recorded.
+        anchor_len: u64,
+    },
+    /// The entry at the anchor's length is not the one the anchor recorded.
+    #[error("audit entry {seq} is not the entry the anchor recorded: the log was rewritten up to entry {seq}; restore the store from a backup and report it")]
+    AnchorMismatch {
+        /// The entry.
+        seq: u64,
     },
     /// An entry does not decode.
     #[error("audit entry {seq} does not decode: {reason}")]
@@ -680,6 +766,16 @@ mod tests {
                 balance_minor: -5,
                 debt_minor: 3,
             },
+            AuditEvent::AccountRestored {
+                account_no: 1,
+                dwelling: "A-1".into(),
+                opening_balance_minor: -120,
+                debt_minor: 40,
+                register_wh: 777,
+                last_serial: Some(9),
+                restored: SerialSpan::cover([1, 2, 3, 9]),
+                statement_at: 1_700_000_000,
+            },
         ]
     }
 
@@ -705,12 +801,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, events());
-        assert_eq!(report.entries, 11);
-        assert_eq!(AuditHead::load(&store).unwrap().next_seq, 11);
+        assert_eq!(report.entries, 12);
+        assert_eq!(AuditHead::load(&store).unwrap().next_seq, 12);
         let mut out = Vec::new();
         export(&store, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text.lines().count(), 11);
+        assert_eq!(text.lines().count(), 12);
         assert!(text.contains("\"event\":\"token_applied\""), "{text}");
     }
 

@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use concentrator_security::restore::SerialSpan;
+
 use crate::audit::{self, AuditEvent};
 use crate::ledger::load_accounts;
 use crate::money::charge_with_carry;
@@ -34,6 +36,18 @@ pub struct Recomputed {
     pub carry_micro: i64,
     /// Serials applied to the meter (every tenancy).
     pub serials: BTreeSet<u64>,
+    /// Serials applied before the account was restored from the head-end's statement, and the highest
+    /// serial that statement gave.
+    pub restored: Vec<SerialSpan>,
+    /// The highest serial the restore statement gave.
+    pub restored_last: Option<u64>,
+}
+
+impl Recomputed {
+    /// The highest serial applied to the meter.
+    pub fn last_serial(&self) -> Option<u64> {
+        self.serials.last().copied().max(self.restored_last)
+    }
 }
 
 /// A disagreement between the log, the accounts and the token records.
@@ -80,10 +94,7 @@ pub fn recompute<S: Store + ?Sized>(
             ..
         } = &e.event
         {
-            let serials = meters
-                .remove(&e.meter)
-                .map(|m| m.serials)
-                .unwrap_or_default();
+            let before = meters.remove(&e.meter).unwrap_or_default();
             meters.insert(
                 e.meter.clone(),
                 Recomputed {
@@ -91,7 +102,36 @@ pub fn recompute<S: Store + ?Sized>(
                     balance_minor: *opening_balance_minor,
                     debt_minor: (*debt_minor).max(0),
                     register_wh: *register_wh,
-                    serials,
+                    serials: before.serials,
+                    restored: before.restored,
+                    restored_last: before.restored_last,
+                    ..Recomputed::default()
+                },
+            );
+            return Ok(());
+        }
+        if let AuditEvent::AccountRestored {
+            account_no,
+            opening_balance_minor,
+            debt_minor,
+            register_wh,
+            last_serial,
+            restored,
+            ..
+        } = &e.event
+        {
+            if meters.contains_key(&e.meter) {
+                return Err(fail(place(), "account restored over an existing one"));
+            }
+            meters.insert(
+                e.meter.clone(),
+                Recomputed {
+                    account_no: *account_no,
+                    balance_minor: *opening_balance_minor,
+                    debt_minor: (*debt_minor).max(0),
+                    register_wh: *register_wh,
+                    restored: restored.clone(),
+                    restored_last: *last_serial,
                     ..Recomputed::default()
                 },
             );
@@ -117,7 +157,7 @@ pub fn recompute<S: Store + ?Sized>(
                 recovered_minor,
                 balance_after_minor,
             } => {
-                if !m.serials.insert(*serial) {
+                if !m.serials.insert(*serial) || SerialSpan::contains(&m.restored, *serial) {
                     return Err(fail(place(), format!("token {serial} applied twice")));
                 }
                 m.tokens_minor += amount_minor;
@@ -190,6 +230,7 @@ pub fn recompute<S: Store + ?Sized>(
                 expect_balance(m, *balance_minor)?;
             }
             AuditEvent::AccountOpened { .. }
+            | AuditEvent::AccountRestored { .. }
             | AuditEvent::RegisterAnomaly { .. }
             | AuditEvent::EmergencySelected { .. }
             | AuditEvent::RelayCommand { .. }
@@ -228,6 +269,12 @@ pub fn check_store<S: Store + ?Sized>(store: &S) -> Result<CheckReport, LedgerEr
                 ));
             }
         }
+        if a.restored != r.restored {
+            return Err(fail(
+                format!("meter {meter}"),
+                "serials applied before the restore disagree with the log",
+            ));
+        }
         if a.register.wh != r.register_wh {
             return Err(fail(
                 format!("meter {meter}"),
@@ -237,7 +284,7 @@ pub fn check_store<S: Store + ?Sized>(store: &S) -> Result<CheckReport, LedgerEr
                 ),
             ));
         }
-        if a.last_serial != r.serials.last().copied() {
+        if a.last_serial != r.last_serial() {
             return Err(fail(
                 format!("meter {meter}"),
                 "last serial disagrees with the log",

@@ -1,5 +1,6 @@
 //! Errors of the ledger, each naming what failed, where, and what to do.
 
+use concentrator_security::restore::RestoreError;
 use concentrator_security::TokenError;
 
 use crate::audit::AuditError;
@@ -106,15 +107,14 @@ pub enum TopUpError {
         /// The receipt of the first application.
         original: Box<TopUpReceipt>,
     },
-    /// The serial is not above the last applied one.
-    #[error("token {serial} for meter {meter:?} is not above the last applied serial {last}: the head-end must re-issue it with a new serial")]
-    SerialNotFresh {
+    /// The serial was applied to this meter before the gateway's store was restored from the head-end
+    /// (listed in the head-end's account statement); nothing changed.
+    #[error("token {serial} for meter {meter:?} was applied before this gateway's store was restored from the head-end; nothing changed (the head-end's account statement lists it as applied)")]
+    AppliedBeforeRestore {
         /// The meter.
         meter: String,
-        /// The token's serial.
+        /// The serial.
         serial: u64,
-        /// The last applied serial.
-        last: u64,
     },
     /// A different token with an already used serial: a head-end fault.
     #[error("a different token with serial {serial} for meter {meter:?} was already applied: report this to the head-end operator")]
@@ -142,5 +142,31 @@ pub enum TopUpError {
     },
     /// The application could not be persisted; it is not applied and not acknowledged. Retry later.
     #[error("top-up not acknowledged: {0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// Why an account was not restored from the head-end's statement. [`RestoreAccountError::Ledger`] is
+/// temporary (send the statement again); the others are final for this statement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreAccountError {
+    /// The statement failed verification (signature, chain, role, key id, meter, age, fields).
+    #[error(transparent)]
+    Statement(#[from] RestoreError),
+    /// The meter already has an account here: nothing to restore.
+    #[error("meter {meter:?} already has an account on this gateway; a restore only creates a lost account")]
+    AccountExists {
+        /// The meter.
+        meter: String,
+    },
+    /// The statement's currency is not the ledger's.
+    #[error("account statement currency {got} is not the ledger's currency {expected}: the head-end must state the account in {expected}")]
+    Currency {
+        /// In the statement.
+        got: String,
+        /// Configured.
+        expected: String,
+    },
+    /// The restore could not be persisted; nothing changed. Retry later.
+    #[error("account not restored: {0}")]
     Ledger(#[from] LedgerError),
 }

@@ -1,7 +1,7 @@
 //! The engine: accounts in memory, every change staged in a [`Txn`] and committed to the store in one
 //! atomic batch, outputs (relay commands, events) released only after the commit.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use concentrator_security::signed::DocumentSigner;
 use concentrator_security::TokenVerifier;
@@ -157,10 +157,14 @@ pub struct Ledger<S: Store> {
     pub(crate) signer: DocumentSigner,
     pub(crate) accounts: BTreeMap<String, Account>,
     pub(crate) head: AuditHead,
+    /// The audit head as of the last flush: what survives a crash, so the only head worth anchoring.
+    pub(crate) durable_head: AuditHead,
     pub(crate) outbox_next: u64,
     pub(crate) unflushed: bool,
     pub(crate) pending: BTreeMap<String, PendingRelay>,
     pub(crate) outputs: VecDeque<Output>,
+    /// The serials of the token records, per meter (a copy of the Tokens keyspace's keys).
+    pub(crate) applied: BTreeMap<String, BTreeSet<u64>>,
 }
 
 /// Reads every account of a store (for the CLI and checks; the engine keeps its own copy).
@@ -215,7 +219,11 @@ impl<S: Store> Ledger<S> {
             store.flush()?;
         }
         let accounts = load_accounts(&store)?;
+        // What a crashed process wrote may not be on disk yet: make it durable before its head is
+        // anchored anywhere.
+        store.flush()?;
         let head = AuditHead::load(&store)?;
+        let applied = crate::restore::load_applied(&store)?;
         let outbox_next = match store.get(Keyspace::Meta, OUTBOX_NEXT_KEY)? {
             Some(v) => <[u8; 8]>::try_from(v.as_slice())
                 .map(u64::from_be_bytes)
@@ -234,10 +242,12 @@ impl<S: Store> Ledger<S> {
             signer,
             accounts,
             head,
+            durable_head: head,
             outbox_next,
             unflushed: false,
             pending: BTreeMap::new(),
             outputs: VecDeque::new(),
+            applied,
         };
         ledger.reassert_relays()?;
         Ok(ledger)
@@ -346,6 +356,11 @@ impl<S: Store> Ledger<S> {
         self.head = txn.head;
         self.outbox_next = txn.outbox_next;
         self.accounts.extend(txn.touched);
+        for key in txn.tokens.keys() {
+            if let Some((meter, serial)) = crate::restore::split_token_key(key) {
+                self.applied.entry(meter).or_default().insert(serial);
+            }
+        }
         for (meter, p) in txn.relay {
             match p {
                 Some(p) => self.pending.insert(meter, p),
@@ -363,7 +378,13 @@ impl<S: Store> Ledger<S> {
     pub fn flush(&mut self) -> Result<(), LedgerError> {
         self.store.flush()?;
         self.unflushed = false;
+        self.durable_head = self.head;
         Ok(())
+    }
+
+    /// Whether changes were committed since the last flush (charge checkpoints, relay results).
+    pub fn unflushed(&self) -> bool {
+        self.unflushed
     }
 
     fn reassert_relays(&mut self) -> Result<(), LedgerError> {
@@ -412,7 +433,6 @@ impl<S: Store> Ledger<S> {
         last_serial: Option<u64>,
         now: u64,
     ) -> Account {
-        let today = self.calendar.local(now).date.0;
         txn.audit(
             now,
             &spec.meter_id,
@@ -424,6 +444,18 @@ impl<S: Store> Ledger<S> {
                 register_wh: spec.register_wh,
             },
         );
+        self.account_from(spec, account_no, last_serial, now)
+    }
+
+    /// A new account's record, without its audit entry.
+    pub(crate) fn account_from(
+        &self,
+        spec: NewAccount,
+        account_no: u32,
+        last_serial: Option<u64>,
+        now: u64,
+    ) -> Account {
+        let today = self.calendar.local(now).date.0;
         Account {
             meter_id: spec.meter_id,
             account_no,
@@ -440,6 +472,7 @@ impl<S: Store> Ledger<S> {
             carry_micro: 0,
             debt_minor: spec.opening_debt_minor.max(0),
             last_serial,
+            restored: Vec::new(),
             last_topup: None,
             register: crate::account::Register {
                 meter_serial: spec.meter_serial,

@@ -10,7 +10,9 @@
 //! - **a top-up is acknowledged only after the store has flushed** the one transaction that records its
 //!   serial, adds the credit, recovers debt, appends the audit entry and puts the signed receipt into the
 //!   outbox;
-//! - **serials only grow** per meter, and a token seen before returns its original receipt;
+//! - **each serial applies once**, in any order: the ledger keeps the set of serials applied per meter
+//!   (not only the highest), a token seen before returns its original receipt, and an account restored
+//!   from the head-end's signed statement refuses the serials applied before the restore;
 //! - a register that goes backwards, jumps, or belongs to a new meter is an event, never a negative charge.
 //!
 //! The engine is sans-IO apart from its [`Store`]: see [`Ledger`] for the inputs and [`Output`] for what
@@ -44,6 +46,7 @@
 )]
 
 pub mod account;
+pub mod anchor;
 pub mod audit;
 pub mod calendar;
 mod charging;
@@ -56,6 +59,7 @@ pub mod money;
 pub mod outbox;
 pub mod relay;
 pub mod relay_order;
+mod restore;
 pub mod schema;
 pub mod store;
 pub mod tariff;
@@ -67,7 +71,7 @@ pub use account::{Account, AccountState, RelayHold, RelayTarget};
 pub use audit::{RelayAction, RelayState};
 pub use charging::Reading;
 pub use config::{LedgerConfig, ReconnectMode};
-pub use error::{LedgerError, TopUpError};
+pub use error::{LedgerError, RestoreAccountError, TopUpError};
 pub use ledger::{
     load_accounts, stored_config, Ledger, LedgerEvent, NewAccount, Output, RelayCommand,
 };

@@ -177,6 +177,7 @@ impl<S: Store> Ledger<S> {
         let mut fresh = self.new_account(&mut txn, spec, old.account_no + 1, old.last_serial, now);
         fresh.register.at = old.register.at;
         fresh.relay = old.relay;
+        fresh.restored = old.restored.clone();
         txn.touched.insert(meter.into(), fresh);
         self.settle(&mut txn, meter, now)?;
         self.finish(txn, true)?;

@@ -223,6 +223,16 @@ impl TestPki {
         )
     }
 
+    /// A head-end account statement, signed by the head-end (or, with `rogue`, by the untrusted CA's
+    /// head-end), as wire octets.
+    pub fn statement(
+        &self,
+        statement: &concentrator_security::restore::AccountStatement,
+        rogue: bool,
+    ) -> Result<Vec<u8>, TestKitError> {
+        statement.sign(&self.token_signer(rogue)?).map_err(e)
+    }
+
     /// The same, signed by the untrusted CA's head-end.
     pub fn rogue_token(
         &self,

@@ -3,7 +3,11 @@
 //! A token is checked in this order: it parses; if this very token (same octets) was applied before, the
 //! original receipt is returned with [`TopUpError::Replayed`] and nothing changes; the security crate
 //! verifies chain, role, signature, key id, meter binding and validity period; the meter has an account
-//! here; the currency is the ledger's; the serial is above the last applied. Then, in one transaction:
+//! here; the currency is the ledger's; the serial was not applied before (a different token with an
+//! applied serial is a [`TopUpError::SerialConflict`], a serial the head-end's restore statement lists is
+//! [`TopUpError::AppliedBeforeRestore`]). Serials may arrive in any order: the ledger remembers every
+//! serial it applied (one token record per meter and serial), not only the highest, so a late token
+//! still applies once and a replay never does (docs/ledger.md, *Token serials*). Then, in one transaction:
 //! the serial and the token's digest are recorded, the credit is added, debt is recovered (a share of the
 //! top-up), the audit entry is appended, a receipt signed with the gateway key goes into the outbox, and
 //! the relay policy runs (a reconnect). The store is flushed; only then is the receipt returned.
@@ -11,6 +15,7 @@
 //! [`Ledger::apply_tokens`] does the same for several tokens with one commit and one flush (group commit).
 
 use concentrator_security::receipt::Receipt;
+use concentrator_security::restore::SerialSpan;
 use concentrator_security::{CreditToken, SignedToken};
 
 use crate::account::LastTopUp;
@@ -196,14 +201,13 @@ impl<S: Store> Ledger<S> {
                 max: MAX_TOKEN_AMOUNT,
             });
         }
-        if let Some(last) = current.last_serial {
-            if token.serial <= last {
-                return Err(TopUpError::SerialNotFresh {
-                    meter: token.meter_id,
-                    serial: token.serial,
-                    last,
-                });
-            }
+        // Serials may arrive in any order: what is refused is a serial already applied (above, from the
+        // token records) or applied before the store was restored (the head-end's statement).
+        if SerialSpan::contains(&current.restored, token.serial) {
+            return Err(TopUpError::AppliedBeforeRestore {
+                meter: token.meter_id,
+                serial: token.serial,
+            });
         }
         let mut a = self.staged_copy(txn, &token.meter_id)?;
         let amount = token.amount_minor as i64;
@@ -217,7 +221,7 @@ impl<S: Store> Ledger<S> {
         a.tokens_applied += 1;
         a.recovered_minor += recovered;
         a.debt_minor -= recovered;
-        a.last_serial = Some(token.serial);
+        a.last_serial = a.last_serial.max(Some(token.serial));
         // Emergency credit used is repaid by the top-up; once the balance is above zero it is deselected.
         if a.emergency_selected && a.balance_minor() > 0 {
             a.emergency_selected = false;

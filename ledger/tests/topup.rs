@@ -128,25 +128,53 @@ fn replay_other_meter_expired_forged_and_untrusted_are_each_refused_and_change_n
         "{e}"
     );
     l.apply_token(&token(&pki, "M1", 10, 100), now).unwrap();
-    let stale = token(&pki, "M1", 9, 100);
-    let e = refused_without_change(&mut l, &store, |l| l.apply_token(&stale, now));
-    assert!(
-        matches!(
-            e,
-            TopUpError::SerialNotFresh {
-                serial: 9,
-                last: 10,
-                ..
-            }
-        ),
-        "{e}"
-    );
     // A different token with a serial already used (head-end fault).
     let conflict = token(&pki, "M1", 10, 999);
     let e = refused_without_change(&mut l, &store, |l| l.apply_token(&conflict, now));
     assert!(
         matches!(e, TopUpError::SerialConflict { serial: 10, .. }),
         "{e}"
+    );
+    check_store(&store).unwrap();
+}
+
+/// Serials arrive out of order (the head-end sends N+1 while N waits for a retry, the local inbox, a
+/// retry): a lower serial than the highest applied still applies, once. Failed before the set of applied
+/// serials replaced the high-water mark (serial 1 after 2 was refused as not fresh).
+#[test]
+fn a_late_serial_applies_once_and_replays_of_either_are_refused() {
+    let (mut l, store, pki) = ledger_with(config(), 0);
+    let now = local(0, 12, 5);
+    let two = token(&pki, "M1", 2, 2_000);
+    let one = token(&pki, "M1", 1, 500);
+    let r2 = l.apply_token(&two, now).unwrap();
+    assert_eq!(r2.receipt.balance_after_minor, 2_000);
+    let r1 = l.apply_token(&one, now + 60).unwrap();
+    assert_eq!(r1.receipt.balance_after_minor, 2_500);
+    let a = l.account("M1").unwrap();
+    assert_eq!(
+        (a.balance_minor(), a.tokens_applied, a.last_serial),
+        (2_500, 2, Some(2))
+    );
+    // Replays of each are refused with their original receipts, and change nothing.
+    for (t, original) in [(&one, &r1), (&two, &r2)] {
+        match refused_without_change(&mut l, &store, |l| l.apply_token(t, now + 120)) {
+            TopUpError::Replayed { original: o, .. } => assert_eq!(*o, *original),
+            other => panic!("expected a replay, got {other}"),
+        }
+    }
+    // A different token with the late serial is a head-end fault.
+    let conflict = token(&pki, "M1", 1, 999);
+    let e = refused_without_change(&mut l, &store, |l| l.apply_token(&conflict, now + 120));
+    assert!(
+        matches!(e, TopUpError::SerialConflict { serial: 1, .. }),
+        "{e}"
+    );
+    // The applied set is reported as ranges, both serials in one.
+    let applied = l.applied_serials("M1");
+    assert_eq!(
+        applied,
+        vec![concentrator_security::restore::SerialSpan { first: 1, last: 2 }]
     );
     check_store(&store).unwrap();
 }

@@ -26,6 +26,7 @@
 //! | [`suci`] | ECIES concealment of an identity (TS 33.501 Annex C, profiles A and B) |
 //! | [`token`], [`receipt`], [`signed`], [`pki`] | credit tokens and receipts signed with ECDSA P-256, chains to the utility CA |
 //! | [`clock`] | the clock tolerances every party shares (skew, certificate backdating) |
+//! | [`restore`] | the head-end's signed account statement that restores a gateway's lost account |
 //!
 //! The wire formats are described in `docs/security.md`.
 #![cfg_attr(
@@ -45,6 +46,7 @@ mod kasumi_sbox;
 pub mod milenage;
 pub mod pki;
 pub mod receipt;
+pub mod restore;
 pub mod security_mode;
 pub mod signed;
 pub mod sqn;

@@ -266,7 +266,7 @@ impl SignedToken {
 
 /// The head-end's token issuer.
 #[derive(Debug)]
-pub struct TokenSigner(DocumentSigner);
+pub struct TokenSigner(pub(crate) DocumentSigner);
 
 impl TokenSigner {
     /// From the head-end's signing key and certificate chain.
@@ -290,7 +290,7 @@ impl TokenSigner {
 /// Verifies tokens against the utility CA(s); used by the gateway, the phone client and the ledger.
 #[derive(Debug)]
 pub struct TokenVerifier {
-    trust: TrustStore,
+    pub(crate) trust: TrustStore,
 }
 
 impl TokenVerifier {

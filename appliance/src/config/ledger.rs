@@ -30,6 +30,29 @@ pub struct LedgerSetup {
     pub checkpoint: Duration,
     /// The token inbox, if configured.
     pub inbox: Option<PathBuf>,
+    /// Accounts missing from the store are restored from the head-end (`restore = "headend"`).
+    pub restore_from_headend: bool,
+}
+
+/// `[ledger] restore`: `Ok(true)` for the head-end, `Ok(false)` for none; the default follows `[uplink]`.
+fn restore_mode(config: &Config, s: &LedgerSection) -> Result<bool, Diagnostic> {
+    let Some(value) = &s.restore else {
+        return Ok(config.uplink.is_some());
+    };
+    match value.get_ref().as_str() {
+        "headend" if config.uplink.is_none() => Err(Diagnostic::at(
+            value.span(),
+            "restore = \"headend\" but there is no [uplink] to reach the head-end",
+        )
+        .help("configure [uplink], or write `restore = \"none\"` (accounts missing from the store open at `opening_balance_minor`)")),
+        "headend" => Ok(true),
+        "none" => Ok(false),
+        other => Err(Diagnostic::at(
+            value.span(),
+            format!("restore = {other:?} is not a restore source"),
+        )
+        .help("write `restore = \"headend\"` (ask the head-end for a lost account's state; needs [uplink]) or `restore = \"none\"`")),
+    }
 }
 
 /// The `[ledger]` files can no longer be loaded (they changed after validation).
@@ -70,6 +93,7 @@ fn load_section(config: &Config, s: &LedgerSection) -> Result<LedgerSetup, Vec<D
                 .help("write `checkpoint_s = 3600` (hourly, the default); charges come from the register, so any interval charges the same energy"),
         );
     }
+    let restore = restore_mode(config, s).map_err(|d| out.push(d));
     let ledger = ledger_config(config.gateway.id.get_ref(), &s.config).map_err(|d| out.push(d));
     let cas = read_certs(&s.utility_ca, "the utility CA certificate(s)").map_err(|d| out.push(d));
     let chain = read_certs(&s.gateway_cert_chain, "the gateway's certificate chain")
@@ -100,6 +124,7 @@ fn load_section(config: &Config, s: &LedgerSection) -> Result<LedgerSetup, Vec<D
             store: config.gateway.store.join("ledger"),
             checkpoint: Duration::from_secs(u64::from(*s.checkpoint_s.get_ref())),
             inbox: s.token_inbox.as_ref().map(|p| p.get_ref().clone()),
+            restore_from_headend: restore.unwrap_or(false),
         }),
         _ => Err(out),
     }

@@ -306,6 +306,11 @@ pub struct LedgerSection {
     /// only after the store has flushed it, its signed receipt is written to `done/NAME.receipt` and the
     /// token moved to `done/`; refused tokens go to `failed/` with the reason. Absent: no local inbox.
     pub token_inbox: Option<Spanned<PathBuf>>,
+    /// Where a meter's account comes from when the store has none (a lost or new store, a meter moved
+    /// here): `"headend"` asks the head-end for its signed account statement and neither charges the
+    /// meter nor accepts tokens for it until then; `"none"` opens it at `opening_balance_minor` at the
+    /// first reading. Default: `"headend"` with `[uplink]`, else `"none"`.
+    pub restore: Option<Spanned<String>>,
 }
 
 fn default_checkpoint() -> Spanned<u32> {

@@ -9,6 +9,8 @@
 //!   written, never the energy charged.
 //! - A meter without an account gets one at its first reading (the register then is the baseline), with
 //!   its `opening_balance_minor` and `protected` flag; a changed `protected` flag is applied at start.
+//!   With `[ledger] restore = "headend"` (the default with `[uplink]`) it is restored from the head-end
+//!   instead ([`ToLedger::Restore`]): until then it is not charged and takes no tokens (`restoring.rs`).
 //! - `tick` runs every second (standing charges, friendly-credit ends, relay retries).
 //! - Relay commands go through the meter's bus scheduler and are read back ([`relay`]).
 //! - Tokens arrive through the inbox directory ([`inbox`]) and, with `[uplink]`, as top-up commands from
@@ -18,6 +20,7 @@
 
 pub mod inbox;
 pub mod relay;
+mod restoring;
 mod service;
 
 use std::collections::HashMap;
@@ -85,6 +88,15 @@ pub enum ToLedger {
     /// A relay order (the head-end's relay command, an installer's relay test): carried out by the
     /// ledger's relay authority ([`concentrator_ledger::relay_order`]) and answered with the read-back.
     Relay(RelayRequest),
+    /// The head-end's account restore (0x8B) for a meter: its signed account statement.
+    Restore {
+        /// The meter number the command was addressed to.
+        meter: String,
+        /// `SignedDocument` wire octets of the statement.
+        statement: Vec<u8>,
+        /// Gets the answer once the restored account is flushed (or why not).
+        reply: Sender<RestoreReply>,
+    },
 }
 
 /// A relay order and where to answer.
@@ -111,6 +123,19 @@ pub enum RelayReply {
     NotNow(String),
 }
 
+/// How an account restore went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreReply {
+    /// The account was created from the statement and flushed.
+    Restored,
+    /// The meter has an account already; nothing changed.
+    AlreadyOpen,
+    /// The statement was refused (signature, meter, age, currency...): why. Final for this statement.
+    Refused(String),
+    /// Not now (the store failed, no reading yet for a new account): why; send it again.
+    NotNow(String),
+}
+
 /// A token to apply, and where to answer.
 #[derive(Debug)]
 pub struct TokenRequest {
@@ -129,6 +154,9 @@ pub enum TokenReply {
     Applied(TopUpReceipt),
     /// Applied before (through any path); not applied again.
     AlreadyApplied(TopUpReceipt),
+    /// Applied before this gateway's store was restored from the head-end (its statement lists the
+    /// serial); not applied again, and no receipt exists here: why.
+    AppliedBeforeRestore(String),
     /// Refused (signature, meter, serial, expiry...): why.
     Refused(String),
     /// Not applied now (the meter has no account yet, or the store failed): why; it may be sent again.
@@ -144,6 +172,15 @@ pub trait LedgerReports: Send {
     /// A meter's account, offered at every ledger tick (once a second); the receiver decides whether
     /// it is worth sending (docs/uplink.md, *Account summaries*).
     fn account(&mut self, _meter: &str, _summary: &concentrator_protocol::AccountSummary) {}
+    /// A meter's account must be restored from the head-end (repeated until it is); `false` when the
+    /// request cannot be sent (the meter has no scope on the uplink).
+    fn restore_request(
+        &mut self,
+        _meter: &str,
+        _request: &concentrator_protocol::RestoreRequest,
+    ) -> bool {
+        false
+    }
 }
 
 /// The running ledger thread.
@@ -272,17 +309,24 @@ impl Prepay {
             None => None,
         };
         log::info!(
-            "ledger ready: {} accounts for {} configured meters, store {}, checkpoint every {} s, token inbox {}",
+            "ledger ready: {} accounts for {} configured meters (missing accounts {}), store {}, checkpoint every {} s, token inbox {}",
             ledger.accounts().len(),
             book.len(),
+            if setup.restore_from_headend {
+                "restored from the head-end"
+            } else {
+                "opened at the first reading"
+            },
             setup.store.display(),
             setup.checkpoint.as_secs(),
             inbox.as_ref().map_or("none".to_string(), |i| i.dir().display().to_string())
         );
         let (tx, rx) = channel();
+        let restore = setup.restore_from_headend;
         let service = service::Service::new(
             ledger,
             book,
+            restore,
             setup.checkpoint,
             inbox,
             relay::RelayDriver::new(handles.clone()),

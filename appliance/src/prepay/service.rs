@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 
 use concentrator_ledger::{
     Ledger, LedgerEvent, NewAccount, OrderOutcome, Output, Reading, RelayOrder, RelayState,
-    SledStore, TopUpError, TopUpReceipt,
+    RestoreAccountError, SledStore, TopUpError, TopUpReceipt,
 };
+use concentrator_security::restore::AccountStatement;
 
 use super::inbox::TokenInbox;
 use super::relay::RelayDriver;
+use super::restoring::Restoring;
 use super::{
     places, unix_now, LedgerReports, PrepaidMeter, RegisterRead, RelayReply, RelayRequest,
-    ToLedger, TokenReply, TokenRequest,
+    RestoreReply, ToLedger, TokenReply, TokenRequest,
 };
 use crate::status::{AccountStatus, StatusBoard};
 
@@ -29,6 +31,9 @@ const TICK_EVERY: Duration = Duration::from_secs(1);
 const RELAY_ANSWER: Duration = Duration::from_secs(60);
 /// How often the token inbox is scanned.
 const INBOX_EVERY: Duration = Duration::from_millis(250);
+/// How often committed charges are flushed, so the audit head that goes up as the chain's anchor (the
+/// flushed one) keeps up with the log: one fsync a minute at most (sled writes every 500 ms anyway).
+const ANCHOR_EVERY: Duration = Duration::from_secs(60);
 
 pub(super) struct Service {
     ledger: Ledger<SledStore>,
@@ -49,6 +54,8 @@ pub(super) struct Service {
     stop: Arc<AtomicBool>,
     rx: Receiver<ToLedger>,
     reports: Option<Box<dyn LedgerReports>>,
+    /// Meters without an account in the store, waiting for the head-end (`restore = "headend"`).
+    restoring: Restoring,
 }
 
 impl Service {
@@ -56,6 +63,7 @@ impl Service {
     pub(super) fn new(
         ledger: Ledger<SledStore>,
         book: Vec<PrepaidMeter>,
+        restore_from_headend: bool,
         checkpoint: Duration,
         inbox: Option<TokenInbox>,
         relays: RelayDriver,
@@ -64,7 +72,21 @@ impl Service {
         rx: Receiver<ToLedger>,
         reports: Option<Box<dyn LedgerReports>>,
     ) -> Self {
+        let mut restoring = Restoring::default();
+        if restore_from_headend {
+            for (index, m) in book.iter().enumerate() {
+                if ledger.account(&m.meter_id).is_none() {
+                    log::warn!(
+                        "meter {} ({}): no account in the store; restoring it from the head-end before charging or accepting tokens",
+                        m.meter_id,
+                        m.dwelling
+                    );
+                    restoring.start(index);
+                }
+            }
+        }
         Service {
+            restoring,
             places: places(&book),
             ledger,
             book,
@@ -86,6 +108,7 @@ impl Service {
     pub(super) fn run(mut self) {
         let mut last_tick: Option<Instant> = None;
         let mut last_scan: Option<Instant> = None;
+        let mut last_flush = Instant::now();
         self.outputs();
         while !self.stop.load(Ordering::SeqCst) {
             match self.rx.recv_timeout(WAKE) {
@@ -107,8 +130,15 @@ impl Service {
                 if let Err(e) = self.ledger.tick(now) {
                     log::error!("ledger clock tick failed: {e}");
                 }
+                if self.ledger.unflushed() && last_flush.elapsed() >= ANCHOR_EVERY {
+                    last_flush = Instant::now();
+                    if let Err(e) = self.ledger.flush() {
+                        log::error!("flushing the ledger's charges failed: {e}; they are charged again from the registers after a crash");
+                    }
+                }
                 self.publish();
                 self.offer_accounts();
+                self.ask_restores(now);
             }
             if last_scan.is_none_or(|t| t.elapsed() >= INBOX_EVERY) {
                 last_scan = Some(Instant::now());
@@ -146,6 +176,16 @@ impl Service {
                 let _ = reply.send(self.summary(&meter));
             }
             ToLedger::Relay(request) => self.relay_order(request),
+            ToLedger::Restore {
+                meter,
+                statement,
+                reply,
+            } => {
+                let answer = self.restore(&meter, &statement);
+                self.outputs();
+                self.publish();
+                let _ = reply.send(answer);
+            }
         }
     }
 
@@ -200,11 +240,13 @@ impl Service {
         self.reports = Some(reports);
     }
 
-    /// The account of `meter` as the protocol's account summary (0x04). The tariff id is 0: the ledger
+    /// The account of `meter` as the protocol's account summary (0x04), with every serial applied to the
+    /// meter (ranges) and the audit chain's head as its outside anchor. The tariff id is 0: the ledger
     /// has one configured tariff until tariff updates (0x86) are built.
     fn summary(&self, meter: &str) -> Option<concentrator_protocol::AccountSummary> {
         let a = self.ledger.account(meter)?;
         let charged = a.energy_minor.saturating_add(a.standing_minor);
+        let head = self.ledger.audit_head();
         Some(concentrator_protocol::AccountSummary {
             at: unix_now(),
             balance_minor: a.balance_minor(),
@@ -214,8 +256,20 @@ impl Service {
             tariff_id: 0,
             charged_minor: u64::try_from(charged).unwrap_or(0),
             relay_closed: a.relay == concentrator_ledger::RelayTarget::Connected,
-            applied: None,
-            audit: None,
+            applied: Some(
+                self.ledger
+                    .applied_serials(meter)
+                    .into_iter()
+                    .map(|r| concentrator_protocol::SerialRange {
+                        first: r.first,
+                        last: r.last,
+                    })
+                    .collect(),
+            ),
+            audit: Some(concentrator_protocol::AuditAnchor {
+                len: head.next_seq,
+                head: head.hash,
+            }),
         })
     }
 
@@ -236,12 +290,14 @@ impl Service {
                 log_receipt("already applied", &original);
                 TokenReply::AlreadyApplied(*original)
             }
+            Err(e @ TopUpError::AppliedBeforeRestore { .. }) => {
+                log::info!("meter {meter}: {e}");
+                TokenReply::AppliedBeforeRestore(e.to_string())
+            }
             Err(TopUpError::UnknownMeter { meter })
                 if self.book.iter().any(|m| m.meter_id == meter) =>
             {
-                TokenReply::NotNow(format!(
-                    "meter {meter} has no account until its first reading; send the token again"
-                ))
+                TokenReply::NotNow(self.no_account_yet(&meter))
             }
             Err(TopUpError::Token(e)) if e.retry_later() => {
                 log::warn!("meter {meter}: token from the head-end not applied yet: {e}");
@@ -265,6 +321,91 @@ impl Service {
         let _ = reply.send(answer);
     }
 
+    /// Why a configured meter without an account takes no token now.
+    fn no_account_yet(&self, meter: &str) -> String {
+        let restoring = self
+            .book
+            .iter()
+            .position(|m| m.meter_id == meter)
+            .is_some_and(|i| self.restoring.contains(i));
+        if restoring {
+            format!("account of meter {meter} is being restored from the head-end; send the token again")
+        } else {
+            format!("meter {meter} has no account until its first reading; send the token again")
+        }
+    }
+
+    /// Queues the restore requests that are due (every minute per meter until its account exists).
+    fn ask_restores(&mut self, now: u64) {
+        let due = self.restoring.due(Instant::now(), now);
+        let Some(reports) = self.reports.as_mut() else {
+            return;
+        };
+        for (index, request) in due {
+            let meter = &self.book[index].meter_id;
+            if !reports.restore_request(meter, &request) {
+                log::warn!("meter {meter}: its account cannot be restored: it has no security context or AKA credentials for the uplink; give it one, or set [ledger] restore = \"none\"");
+            }
+        }
+    }
+
+    /// The head-end's account statement for `meter`: the account is created from it (flushed), and the
+    /// readings kept while waiting are charged from its register on.
+    fn restore(&mut self, meter: &str, statement: &[u8]) -> RestoreReply {
+        if self.ledger.account(meter).is_some() {
+            return RestoreReply::AlreadyOpen;
+        }
+        let Some(index) = self.book.iter().position(|m| m.meter_id == meter) else {
+            return RestoreReply::Refused(format!(
+                "meter {meter} is not configured on this gateway"
+            ));
+        };
+        let m = &self.book[index];
+        let baseline = self.restoring.first(index);
+        let spec = NewAccount {
+            meter_id: m.meter_id.clone(),
+            dwelling: m.dwelling.clone(),
+            model: m.model.clone(),
+            protected: m.protected,
+            opening_balance_minor: m.opening_balance_minor,
+            opening_debt_minor: 0,
+            register_wh: baseline.map_or(0, |(wh, _)| wh),
+            meter_serial: Some(m.place.address.clone()),
+        };
+        if baseline.is_none() && statement_without_register(statement) {
+            return RestoreReply::NotNow(format!(
+                "meter {meter} has not been read yet, and a new account's baseline is its first reading; send the statement again"
+            ));
+        }
+        match self.ledger.restore_account(spec, statement, unix_now()) {
+            Ok(a) => {
+                log::info!(
+                    "meter {meter} ({}): account restored from the head-end with {} {} at register {} Wh, {} serials applied before",
+                    a.dwelling,
+                    concentrator_ledger::money::format_minor(a.balance_minor()),
+                    self.ledger.config().currency,
+                    a.register.wh,
+                    a.restored.iter().map(|r| r.last - r.first + 1).sum::<u64>()
+                );
+                if let Some(latest) = self.restoring.done(index) {
+                    self.latest.insert(index, latest);
+                }
+                RestoreReply::Restored
+            }
+            Err(RestoreAccountError::Ledger(e)) => {
+                log::error!("meter {meter}: restoring the account failed: {e}");
+                RestoreReply::NotNow(format!(
+                    "the ledger store failed: {e}; send the statement again"
+                ))
+            }
+            Err(RestoreAccountError::AccountExists { .. }) => RestoreReply::AlreadyOpen,
+            Err(refusal) => {
+                log::warn!("meter {meter}: account statement from the head-end refused: {refusal}");
+                RestoreReply::Refused(refusal.to_string())
+            }
+        }
+    }
+
     fn reading(&mut self, read: RegisterRead) {
         let Some(&index) = self.places.get(&(read.bus.clone(), read.address.clone())) else {
             return;
@@ -272,6 +413,9 @@ impl Service {
         let meter = &self.book[index];
         if self.ledger.account(&meter.meter_id).is_some() {
             self.latest.insert(index, (read.wh, read.at));
+            return;
+        }
+        if self.restoring.reading(index, read.wh, read.at) {
             return;
         }
         let spec = NewAccount {
@@ -407,7 +551,10 @@ impl Service {
                 Err(TopUpError::UnknownMeter { meter })
                     if self.book.iter().any(|m| m.meter_id == meter) =>
                 {
-                    log::info!("token {name}: meter {meter} has no account until its first reading; kept in the inbox until then");
+                    log::info!(
+                        "token {name}: {}; kept in the inbox until then",
+                        self.no_account_yet(&meter)
+                    );
                     self.inbox_waiting.insert(file.clone(), meter);
                     continue;
                 }
@@ -461,13 +608,19 @@ impl Service {
         let accounts = self
             .book
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(i, m)| {
                 let a = self.ledger.account(&m.meter_id);
                 let status = AccountStatus {
                     bus: m.place.bus.clone(),
                     address: m.place.address.clone(),
                     dwelling: m.dwelling.clone(),
-                    state: a.map_or("not-opened", |a| a.state(ec).name()).to_string(),
+                    state: match a {
+                        Some(a) => a.state(ec).name(),
+                        None if self.restoring.contains(i) => "restoring",
+                        None => "not-opened",
+                    }
+                    .to_string(),
                     balance_minor: a.map_or(0, |a| a.balance_minor()),
                     debt_minor: a.map_or(0, |a| a.total_debt_minor()),
                     currency: config.currency.clone(),
@@ -487,6 +640,15 @@ impl Service {
             .collect::<BTreeMap<_, _>>();
         self.status.set_accounts(accounts);
     }
+}
+
+/// Whether a statement (as far as it parses) gives no register: a new account, whose baseline is the
+/// first reading. A statement that does not parse is left to the ledger to refuse.
+fn statement_without_register(statement: &[u8]) -> bool {
+    concentrator_security::signed::SignedDocument::decode(statement)
+        .ok()
+        .and_then(|d| AccountStatement::decode(&d.body).ok())
+        .is_some_and(|s| s.register_wh.is_none())
 }
 
 fn log_receipt(what: &str, r: &TopUpReceipt) {

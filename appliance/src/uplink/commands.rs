@@ -11,6 +11,9 @@
 //! - time sync → the offset is logged (the system clock is NTP's to set);
 //! - account request → the ledger thread's summary of the meter's account, queued as an account summary
 //!   (0x04) in the meter's scope;
+//! - account restore → the ledger thread restores the meter's lost account from the head-end's signed
+//!   statement; done after the flush, refused (final) for a statement that does not verify, try later
+//!   when the ledger is busy;
 //! - everything else → "unsupported" (22) until it is built.
 
 use std::collections::HashMap;
@@ -25,7 +28,8 @@ use concentrator_uplink::mqtt::{AppendOutbox, Downlink, Handled, Outcome, SledOu
 use concentrator_ledger::{RelayOrder, RelayState};
 
 use crate::prepay::{
-    unix_now, Place, RelayReply, RelayRequest, SchedulerHandles, ToLedger, TokenReply, TokenRequest,
+    unix_now, Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, ToLedger,
+    TokenReply, TokenRequest,
 };
 use crate::scheduler::Priority;
 
@@ -117,6 +121,10 @@ impl Commands {
                         )),
                     }
                 }
+                TokenReply::AppliedBeforeRestore(why) => Outcome {
+                    code: result_code::ALREADY_DONE,
+                    reason: Some(why),
+                },
                 TokenReply::Refused(why) => Outcome::failed(result_code::TOKEN_REFUSED, why),
                 TokenReply::NotNow(why) => Outcome::failed(result_code::TRY_LATER, why),
             },
@@ -299,6 +307,51 @@ impl Commands {
     }
 }
 
+impl Commands {
+    /// The head-end's account statement for a meter whose account is being restored: to the ledger
+    /// thread, answered once the account is flushed. A statement that does not verify is refused for
+    /// good; a busy or failing ledger is temporary.
+    fn restore(&self, scope: Scope, statement: &[u8]) -> Handled {
+        let route = match self.route(scope) {
+            Ok(r) => r,
+            Err(o) => return Handled::Now(o),
+        };
+        let Some(ledger) = &self.ledger else {
+            return Handled::Now(Outcome::failed(
+                result_code::UNSUPPORTED,
+                "this gateway keeps no accounts ([ledger] is not configured)",
+            ));
+        };
+        let (reply, answer) = channel();
+        let request = ToLedger::Restore {
+            meter: route.meter.clone(),
+            statement: statement.to_vec(),
+            reply,
+        };
+        if ledger.send(request).is_err() {
+            return Handled::Now(Outcome::failed(
+                result_code::TRY_LATER,
+                "the ledger has stopped",
+            ));
+        }
+        let meter = route.meter.clone();
+        ticket(
+            answer,
+            TOKEN_WAIT,
+            "the ledger did not answer in time; send the statement again",
+            move |reply| match reply {
+                RestoreReply::Restored => Outcome::done(),
+                RestoreReply::AlreadyOpen => Outcome {
+                    code: result_code::ALREADY_DONE,
+                    reason: Some(format!("meter {meter} has an account already")),
+                },
+                RestoreReply::Refused(why) => Outcome::failed(result_code::TOKEN_REFUSED, why),
+                RestoreReply::NotNow(why) => Outcome::failed(result_code::TRY_LATER, why),
+            },
+        )
+    }
+}
+
 fn time_sync(head_end_ms: u64) -> Outcome {
     let ours = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -331,6 +384,7 @@ impl Downlink for Commands {
             Body::RelayCommand(r) => self.relay(scope, r.action),
             Body::TimeSync(t) => Handled::Now(time_sync(t.unix_ms)),
             Body::AccountRequest(_) => self.account(scope),
+            Body::AccountRestore(r) => self.restore(scope, &r.signed),
             _ => Handled::Now(Outcome::failed(
                 result_code::UNSUPPORTED,
                 format!("{:?} is not supported by this gateway yet", frame.kind()),

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use concentrator_ledger::{DurableSync, LedgerEvent, RelayState, SledStore};
 use concentrator_plugin_host::Reading;
 use concentrator_protocol::{
-    AccountSummary, Body, GatewayId, InventoryMeter, ModemReport, Readings, Scope, Tid,
+    AccountSummary, Body, GatewayId, InventoryMeter, ModemReport, Readings, RestoreRequest, Scope,
+    Tid,
 };
 use concentrator_uplink::mqtt::{
     AppendOutbox, Executed, LedgerOutbox, Outbox, SledOutbox, Uplink, UplinkConfig, UplinkParts,
@@ -349,6 +350,7 @@ impl LedgerReports for UplinkQueue {
                 Some((at, last)) => {
                     last.relay_closed != summary.relay_closed
                         || last.last_token_serial != summary.last_token_serial
+                        || last.applied != summary.applied
                         || (last.balance_minor != summary.balance_minor
                             && now.saturating_sub(*at) >= self.account_every_s)
                 }
@@ -361,6 +363,14 @@ impl LedgerReports for UplinkQueue {
         if send {
             self.append(Scope::Meter(*tid), Body::AccountSummary(summary.clone()));
         }
+    }
+
+    fn restore_request(&mut self, meter: &str, request: &RestoreRequest) -> bool {
+        let Some(tid) = self.tids.get(meter) else {
+            return false;
+        };
+        self.append(Scope::Meter(*tid), Body::RestoreRequest(request.clone()));
+        true
     }
 
     fn relay(&mut self, meter: &str, state: RelayState) {

@@ -7,7 +7,7 @@ use concentrator_protocol::AuditAnchor;
 
 use super::{Engine, Fault};
 use crate::money::time;
-use crate::store::{anchor_key, AnchorAlarm, AnchorRecord, Batch};
+use crate::store::{anchor_key, AnchorAlarm, AnchorRecord, Batch, Store};
 
 /// `LEN:HEXHEAD`, the form the gateway's `audit verify --anchor` takes.
 pub fn anchor_text(len: u64, head_hex: &str) -> String {
@@ -41,8 +41,13 @@ fn judge(rec: &AnchorRecord, len: u64, head: &str, at: u64) -> Result<bool, Stri
 }
 
 impl Engine {
-    /// Records a summary's audit anchor for `gw` in `b` (the longest kept; a shorter or different
-    /// chain is an alarm, logged and kept in the record for `status`).
+    /// A gateway asked for an account restore: the next shorter chain it reports is a new one.
+    pub(super) fn anchor_restarting(&self, b: &mut Batch, gw: &str, now: u64) -> Result<(), Fault> {
+        restarting(&self.store, b, gw, now)
+    }
+
+    /// Records a summary's audit anchor for `gw` in `b` (see [`record`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn anchor(
         &self,
         b: &mut Batch,
@@ -52,41 +57,90 @@ impl Engine {
         at: u64,
         now: u64,
     ) -> Result<(), Fault> {
-        let head = hex::encode(a.head);
-        let mut rec = match self.store.get::<AnchorRecord>(anchor_key(gw))? {
-            Some(r) => r,
-            None => AnchorRecord {
-                len: a.len,
-                head: head.clone(),
-                at,
-                meter: meter.to_string(),
-                received_at: now,
-                alarms: vec![],
-            },
-        };
-        match judge(&rec, a.len, &head, at) {
-            Ok(false) => {}
-            Ok(true) => {
-                rec.len = a.len;
-                rec.head = head;
-                rec.at = at;
-                rec.meter = meter.to_string();
-                rec.received_at = now;
-            }
-            Err(reason) => {
-                log::error!(
+        record(&self.store, b, gw, meter, a, at, now)
+    }
+}
+
+/// A gateway asked for an account restore: the next shorter chain it reports is a new one.
+fn restarting(store: &Store, b: &mut Batch, gw: &str, now: u64) -> Result<(), Fault> {
+    if let Some(mut rec) = store.get::<AnchorRecord>(anchor_key(gw))? {
+        if rec.restored_at.is_none() {
+            rec.restored_at = Some(now);
+            b.put(anchor_key(gw), &rec);
+        }
+    }
+    Ok(())
+}
+
+/// Records a summary's audit anchor for `gw` in `b` (the longest kept; a shorter or different chain is
+/// an alarm, logged and kept in the record for `status`, unless it follows a restore request: a new
+/// store's new chain).
+fn record(
+    store: &Store,
+    b: &mut Batch,
+    gw: &str,
+    meter: &str,
+    a: &AuditAnchor,
+    at: u64,
+    now: u64,
+) -> Result<(), Fault> {
+    let head = hex::encode(a.head);
+    let mut rec = match store.get::<AnchorRecord>(anchor_key(gw))? {
+        Some(r) => r,
+        None => AnchorRecord {
+            len: a.len,
+            head: head.clone(),
+            at,
+            meter: meter.to_string(),
+            received_at: now,
+            alarms: vec![],
+            restored_at: None,
+            replaced: vec![],
+        },
+    };
+    let new_chain = a.len < rec.len && rec.restored_at.is_some_and(|r| at >= r.saturating_sub(300));
+    if new_chain {
+        // The gateway asked for its accounts back (a replaced store) and now reports a shorter
+        // chain: a new chain, not a cut one. The old head is kept; operators see both.
+        let old = anchor_text(rec.len, &rec.head);
+        log::warn!(
+                "gateway {gw} started a new audit chain after its store was replaced (account restore); its previous chain ended at {old}"
+            );
+        rec.replaced.push(AnchorAlarm {
+            at: now,
+            reason: format!("previous chain {old}, replaced by a new store"),
+        });
+        rec.restored_at = None;
+        rec.len = a.len;
+        rec.head = head;
+        rec.at = at;
+        rec.meter = meter.to_string();
+        rec.received_at = now;
+        b.put(anchor_key(gw), &rec);
+        return Ok(());
+    }
+    match judge(&rec, a.len, &head, at) {
+        Ok(false) => {}
+        Ok(true) => {
+            rec.len = a.len;
+            rec.head = head;
+            rec.at = at;
+            rec.meter = meter.to_string();
+            rec.received_at = now;
+        }
+        Err(reason) => {
+            log::error!(
                     "AUDIT ALARM gateway {gw} (summary of meter {meter}): {reason}; the recorded anchor {} stays: verify the gateway's audit log with `concentrator audit verify --anchor {}`",
                     anchor_text(rec.len, &rec.head),
                     anchor_text(rec.len, &rec.head)
                 );
-                rec.alarms.push(AnchorAlarm { at: now, reason });
-                let over = rec.alarms.len().saturating_sub(AnchorRecord::MAX_ALARMS);
-                rec.alarms.drain(..over);
-            }
+            rec.alarms.push(AnchorAlarm { at: now, reason });
+            let over = rec.alarms.len().saturating_sub(AnchorRecord::MAX_ALARMS);
+            rec.alarms.drain(..over);
         }
-        b.put(anchor_key(gw), &rec);
-        Ok(())
     }
+    b.put(anchor_key(gw), &rec);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -100,6 +154,49 @@ mod tests {
             at,
             ..Default::default()
         }
+    }
+
+    /// A gateway whose store was replaced asks for its accounts back, then reports a new, shorter
+    /// chain: recorded as a new chain with the old head kept, not an alarm. Without the restore the
+    /// same shorter chain is an alarm.
+    #[test]
+    fn a_new_chain_after_a_restore_is_recorded_not_an_alarm() {
+        use crate::store::Batch;
+        let dir = std::env::temp_dir().join(format!("anchor-restart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let mut b = Batch::new();
+        b.put(anchor_key("gw-1"), &rec(40, "aa", 1_000));
+        store.apply(b).unwrap();
+        let short = AuditAnchor {
+            len: 3,
+            head: [0xbb; 32],
+        };
+        let mut b = Batch::new();
+        record(&store, &mut b, "gw-1", "M1", &short, 2_000, 2_000).unwrap();
+        store.apply(b).unwrap();
+        let r = store
+            .get::<AnchorRecord>(anchor_key("gw-1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.len, r.alarms.len()), (40, 1), "{r:?}");
+        let mut b = Batch::new();
+        restarting(&store, &mut b, "gw-1", 2_100).unwrap();
+        store.apply(b).unwrap();
+        let mut b = Batch::new();
+        record(&store, &mut b, "gw-1", "M1", &short, 2_200, 2_200).unwrap();
+        store.apply(b).unwrap();
+        let r = store
+            .get::<AnchorRecord>(anchor_key("gw-1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.len, r.alarms.len(), r.replaced.len()),
+            (3, 1, 1),
+            "{r:?}"
+        );
+        assert!(r.replaced[0].reason.contains("40:aa"), "{r:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

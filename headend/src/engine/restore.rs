@@ -4,6 +4,7 @@
 //! those facts and signed with the head-end's token key.
 
 use concentrator_protocol::{AccountRestore, Body, RestoreRequest, SerialRange};
+use concentrator_security::restore::{AccountStatement, SerialSpan};
 use concentrator_security::signed::DocumentSigner;
 
 use super::{Engine, Fault, Outgoing};
@@ -200,8 +201,9 @@ impl Engine {
             currency: facts.currency.clone(),
             detail: Some(detail.clone()),
         };
-        self.payments
-            .append(&self.store, vec![draft], |_| crate::store::Batch::new())?;
+        let mut b = crate::store::Batch::new();
+        self.anchor_restarting(&mut b, gw, now)?;
+        self.payments.append(&self.store, vec![draft], |_| b)?;
         log::info!("account of meter {m} {detail}");
         Ok(vec![out])
     }
@@ -222,16 +224,49 @@ impl Engine {
                 ))
             });
         }
-        // >>> MERGE POINT (#14 defect 8): make `concentrator_security::restore`'s build-and-sign
-        // (being written on another branch) the default `StatementFn` here, e.g.
-        //     restore::sign(signer, &statement_from(facts)).encode()
-        // Until then this build cannot make the statement; the request is not acknowledged, so the
-        // gateway asks again after the merge.
-        Err(Fault::Retry(format!(
-            "meter {}: this head-end build cannot sign account restore statements yet",
-            facts.meter
-        )))
+        sign_statement(facts, &self.s.statements).map_err(|e| {
+            Fault::Retry(format!(
+                "meter {}: the account restore statement cannot be made: {e}",
+                facts.meter
+            ))
+        })
     }
+}
+
+/// The default [`StatementFn`]: the facts as a `concentrator_security::restore::AccountStatement`,
+/// signed with the head-end's token key.
+pub fn sign_statement(facts: &RestoreFacts, signer: &DocumentSigner) -> Result<Vec<u8>, String> {
+    let currency: [u8; 3] = facts
+        .currency
+        .as_bytes()
+        .try_into()
+        .map_err(|_| format!("currency {:?} is not a 3-letter code", facts.currency))?;
+    let applied: Vec<SerialSpan> = facts
+        .applied
+        .iter()
+        .map(|r| SerialSpan {
+            first: r.first,
+            last: r.last,
+        })
+        .collect();
+    let statement = AccountStatement {
+        meter_id: facts.meter.clone(),
+        at: facts.at,
+        currency,
+        balance_minor: facts.credit_minor,
+        summary_at: facts.summary_at.unwrap_or(facts.at),
+        register_wh: if facts.new_account {
+            None
+        } else {
+            facts.register_wh
+        },
+        debt_minor: facts.debt_minor.unwrap_or(0),
+        last_serial: applied.last().map(|r| r.last),
+        applied,
+        new_account: facts.new_account,
+        key_id: [0; 8],
+    };
+    statement.sign_with(signer).map_err(|e| e.to_string())
 }
 
 /// Makes and signs an account restore statement from the facts: its wire octets.

@@ -173,6 +173,13 @@ pub struct AnchorRecord {
     pub received_at: u64,
     /// Alarms, newest last (at most [`AnchorRecord::MAX_ALARMS`]).
     pub alarms: Vec<AnchorAlarm>,
+    /// When the gateway last asked for an account restore (its store was replaced): a chain that starts
+    /// again after this is recorded as a new chain, with the old head kept in `replaced`.
+    #[serde(default)]
+    pub restored_at: Option<u64>,
+    /// Chains this gateway ended by replacing its store, oldest first, as `LEN:HEXHEAD` with when.
+    #[serde(default)]
+    pub replaced: Vec<AnchorAlarm>,
 }
 
 impl AnchorRecord {

@@ -170,7 +170,7 @@ fn run() -> Result<()> {
                     .map_err(fail("stdout"))?;
                     out.flush().map_err(fail("stdout"))?;
                 }
-                Err(TopUpError::Replayed { .. } | TopUpError::SerialNotFresh { .. }) => {}
+                Err(TopUpError::Replayed { .. }) => {}
                 Err(e) => return Err(format!("top-up failed: {e}")),
             }
         }

@@ -225,6 +225,10 @@ impl<F: FnMut(Scope, &Frame) -> Outcome + Send> Downlink for F {
 pub fn is_command(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::TopUp | Kind::RelayCommand | Kind::TariffUpdate | Kind::ConfigChange
+        Kind::TopUp
+            | Kind::RelayCommand
+            | Kind::TariffUpdate
+            | Kind::ConfigChange
+            | Kind::AccountRestore
     )
 }
