@@ -47,7 +47,8 @@ pub const ISSUED_AT_TOLERANCE_S: u64 = MAX_CLOCK_SKEW_S;
 pub struct CreditToken {
     /// The meter number (1..=32 printable ASCII).
     pub meter_id: String,
-    /// Per-meter serial; the ledger applies a token only if its serial is above the last applied.
+    /// Per-meter serial, issued in order by the head-end; the ledger applies each serial at most once, in
+    /// any order (it remembers every serial it applied: docs/ledger.md).
     pub serial: u64,
     /// Amount in minor currency units (cents).
     pub amount_minor: u64,
@@ -238,11 +239,6 @@ impl CreditToken {
             key_id,
         })
     }
-}
-
-/// Whether a token with `serial` may be applied after `last_applied` (the ledger owns that state).
-pub fn serial_is_fresh(serial: u64, last_applied: Option<u64>) -> bool {
-    last_applied.is_none_or(|last| serial > last)
 }
 
 /// A token with its signature and the signer's chain.
