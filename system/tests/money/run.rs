@@ -1,0 +1,425 @@
+//! One money run: the block, the generator and the nemesis for a while, settling, then the checker.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use concentrator_system::{
+    prereq, sibling_binary, unix_now, BrokerChoice, GatewayRun, HeadEndRun, Options, System,
+};
+
+use crate::checker::{self, Inputs, LedgerStore, MeterSpec};
+use crate::clients::{self, MeterAt, Phone, Session, Shared};
+use crate::common::{customer_table, gateway_table, meter_table, temp_dir, M, NO_FRIENDLY};
+use crate::history::{eur, History, OpKind, Outcome, Rng};
+use crate::nemesis::{Nemesis, NOT_INJECTED};
+
+const GATEWAYS: [&str; 2] = ["gw-a", "gw-b"];
+/// The tariff of `common::gateway_table`: 25 c/kWh in milli-cents.
+const RATE: i64 = 25_000;
+/// The slow bus: its meters have no account until their first reading, a while after each start.
+const SLOW_POLL_S: u32 = 40;
+
+/// Per gateway: (meter, on the slow bus). Customer C-1 has A1, A2, B3; C-2 has B1, B2, A3.
+fn meters() -> Vec<(usize, M, bool)> {
+    let m = |number, address, load_w| M {
+        number,
+        address,
+        load_w,
+        opening_minor: 5_000,
+    };
+    vec![
+        (0, m("A1", "000000000711", 6_000), false),
+        (0, m("A2", "000000000712", 20_000), false),
+        (0, m("A3", "000000000713", 3_000), true),
+        (1, m("B1", "000000000721", 6_000), false),
+        (1, m("B2", "000000000722", 20_000), false),
+        (1, m("B3", "000000000723", 3_000), true),
+    ]
+}
+
+fn spec(since: u64) -> String {
+    let mut s = String::new();
+    for (g, id) in GATEWAYS.iter().enumerate() {
+        s.push_str(&gateway_table(
+            id,
+            NO_FRIENDLY,
+            &[("rs485-1", 1), ("rs485-slow", SLOW_POLL_S)],
+        ));
+        for (_, m, slow) in meters().iter().filter(|(mg, _, _)| *mg == g) {
+            let bus = if *slow { "rs485-slow" } else { "rs485-1" };
+            s.push_str(&meter_table(id, bus, m, Some(since)));
+        }
+    }
+    s.push_str(&customer_table("C-1", 1, &["A1", "A2", "B3"]));
+    s.push_str(&customer_table("C-2", 2, &["B1", "B2", "A3"]));
+    s
+}
+
+fn seed() -> u64 {
+    std::env::var("MONEY_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
+/// The whole run; panics with the checker's verdict when a promise broke.
+pub fn money(name: &str, fault_time: Duration, settle: Duration) {
+    if !prereq::mosquitto_or_skip(name).unwrap_or_else(|e| panic!("{e}")) {
+        return;
+    }
+    let seed = seed();
+    println!("money test: seed {seed} (repeat with MONEY_SEED={seed}); {fault_time:?} of faults, settling up to {settle:?}");
+    let bin = |n: &str| sibling_binary(n).unwrap_or_else(|e| panic!("{e}"));
+    let dir = temp_dir("money", name);
+    let system = System::start(&Options {
+        dir: dir.clone(),
+        broker: BrokerChoice::Mosquitto,
+        gateway: GatewayRun::Child {
+            bin: bin("concentratord"),
+        },
+        headend: HeadEndRun::Child {
+            bin: bin("concentrator-headend"),
+        },
+        spec: spec(unix_now()),
+        register: vec![
+            ("C-1".into(), "alice".into(), "alice-pass-1".into()),
+            ("C-2".into(), "bob".into(), "bob-pass-22".into()),
+        ],
+        key_lifetime_s: None,
+        extra_acl: None,
+    })
+    .unwrap_or_else(|e| panic!("starting the system in {}: {e:#}", dir.display()));
+    println!(
+        "run directory: {} (history.txt, logs, stores)",
+        dir.display()
+    );
+
+    let history = Arc::new(History::new(&dir.join("history.txt")));
+    let phones: Vec<Phone> = [("alice", ["A1", "A2", "B3"]), ("bob", ["B1", "B2", "A3"])]
+        .iter()
+        .map(|(user, ms)| Phone {
+            name: user.to_string(),
+            server: system.phone_addr.to_string(),
+            ca: system.ca.clone(),
+            profile: system.profiles[*user].clone(),
+            password: system.passwords[*user].clone(),
+            meters: ms
+                .iter()
+                .map(|m| MeterAt {
+                    meter: m.to_string(),
+                    gateway: usize::from(m.starts_with('B')),
+                })
+                .collect(),
+        })
+        .collect();
+    wait_readings(&phones, &system);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let store_locks = Arc::new(GATEWAYS.iter().map(|_| Mutex::new(())).collect::<Vec<_>>());
+    let shared = Arc::new(Shared {
+        gateway_configs: system.gateways.iter().map(|g| g.config.clone()).collect(),
+        store_locks: store_locks.clone(),
+        concentrator: bin("concentrator"),
+        tokens_dir: dir.join("tokens"),
+        history: history.clone(),
+        stop: stop.clone(),
+        inbox_percent: 25,
+    });
+    std::fs::create_dir_all(&shared.tokens_dir).unwrap();
+    let system = Arc::new(Mutex::new(system));
+    let mut nemesis = Nemesis {
+        system: system.clone(),
+        store_locks,
+        history: history.clone(),
+        rng: Rng::new(seed),
+        kinds: Nemesis::kinds_from_env().unwrap_or_else(|e| panic!("{e:#}")),
+        lost_stores: Vec::new(),
+        counts: BTreeMap::new(),
+    };
+    let client_threads: Vec<_> = phones
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            let (p, shared) = (p.clone(), shared.clone());
+            std::thread::spawn(move || clients::run(p, seed.wrapping_add(n as u64 + 1), &shared))
+        })
+        .collect();
+    let until = Instant::now() + fault_time;
+    let nemesis_thread = std::thread::spawn(move || {
+        let r = nemesis.run(until);
+        (nemesis, r)
+    });
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_secs(15).min(until - Instant::now()));
+        println!(
+            "  {:>4} s: {} operations, {} faults",
+            history.now_ms() / 1000,
+            history.ops().len(),
+            history.faults().len()
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in client_threads {
+        if let Err(e) = t.join().unwrap() {
+            panic!("a phone client could not run: {e}");
+        }
+    }
+    let (mut nemesis, result) = nemesis_thread.join().unwrap();
+    if let Err(e) = result.and_then(|()| nemesis.heal()) {
+        panic!("the nemesis failed: {e:#}");
+    }
+    history.note("faults stopped; settling");
+    let (mpc_history, repeats) = settle_and_collect(&phones, &system, settle);
+
+    let mut system = system.lock().unwrap();
+    for g in &mut system.gateways {
+        g.stop(false).unwrap();
+    }
+    system.headend.stop(false).unwrap();
+    let inputs = final_states(&system, &nemesis.lost_stores, mpc_history, history.ops());
+    let verdict = checker::check(&inputs);
+    report(&history, &nemesis, &inputs, &verdict, repeats, seed);
+    if !verdict.violations.is_empty() {
+        let lines: Vec<String> = verdict
+            .violations
+            .iter()
+            .map(|v| format!("  meter {}: {}: {}", v.meter, v.check, v.detail))
+            .collect();
+        let all = dir.join("verdict.txt");
+        let _ = std::fs::write(&all, lines.join("\n") + "\n");
+        panic!(
+            "the money checker found {} broken promises (seed {seed}; all of them in {}, the history in {}):\n{}",
+            verdict.violations.len(),
+            all.display(),
+            dir.join("history.txt").display(),
+            lines[..lines.len().min(40)].join("\n")
+        );
+    }
+    drop(system);
+    drop(nemesis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits (bounded) until the head-end has a reading of every meter on the fast bus: attached with AKA.
+fn wait_readings(phones: &[Phone], system: &System) {
+    let until = Instant::now() + Duration::from_secs(90);
+    for p in phones {
+        let mut s = Session::new(p.clone()).unwrap_or_else(|e| panic!("{e}"));
+        loop {
+            let (views, _) = s.retrying(5, |c| c.meters());
+            let views = views.unwrap_or_default();
+            let fast = views
+                .iter()
+                .filter(|v| !v.meter.ends_with('3'))
+                .collect::<Vec<_>>();
+            if !fast.is_empty() && fast.iter().all(|v| v.last_reading_at.is_some()) {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "no readings at the head-end after 90 s: {views:?}\n{}\n{}",
+                system.gateways[0].log_tail(30),
+                system.gateways[1].log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Waits until no purchase is pending (bounded, with progress), then collects every customer's
+/// `mpc history` and the gateways' repeat counters.
+fn settle_and_collect(
+    phones: &[Phone],
+    system: &Arc<Mutex<System>>,
+    settle: Duration,
+) -> (Vec<concentrator_mpc::backend::HistoryEntry>, u64) {
+    let started = Instant::now();
+    let mut sessions: Vec<Session> = phones
+        .iter()
+        .map(|p| Session::new(p.clone()).unwrap())
+        .collect();
+    let mut last_print = Instant::now();
+    loop {
+        let mut pending = 0u32;
+        for s in &mut sessions {
+            let (views, _) = s.retrying(10, |c| c.meters());
+            pending += views
+                .map(|v| v.iter().map(|m| m.pending_tokens).sum::<u32>())
+                .unwrap_or(u32::MAX / 4);
+        }
+        if pending == 0 {
+            println!("settled after {:?}: nothing pending", started.elapsed());
+            break;
+        }
+        if started.elapsed() > settle {
+            println!("not settled after {settle:?}: {pending} purchases still pending");
+            break;
+        }
+        if last_print.elapsed() > Duration::from_secs(10) {
+            println!(
+                "  settling: {pending} purchases pending after {:?}",
+                started.elapsed()
+            );
+            last_print = Instant::now();
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // The last account summaries and receipts go up.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut entries = Vec::new();
+    for s in &mut sessions {
+        let (h, _) = s.collect().unwrap_or_else(|e| panic!("mpc history: {e}"));
+        entries.extend(h);
+    }
+    let mut repeats = 0;
+    for g in &system.lock().unwrap().gateways {
+        let text = std::fs::read_to_string(g.store.join("status.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        repeats += v["uplink"]["repeats"].as_u64().unwrap_or(0);
+    }
+    (entries, repeats)
+}
+
+/// The final states: the head-end's store, every ledger store, both audit verifications.
+fn final_states(
+    system: &System,
+    lost: &[(usize, std::path::PathBuf)],
+    mpc_history: Vec<concentrator_mpc::backend::HistoryEntry>,
+    ops: Vec<crate::history::Op>,
+) -> Inputs {
+    let store = system.headend.open_store().unwrap();
+    let specs: Vec<MeterSpec> = meters()
+        .into_iter()
+        .map(|(g, m, _)| MeterSpec {
+            meter: m.number.into(),
+            gateway: g,
+            opening_minor: m.opening_minor as i64,
+        })
+        .collect();
+    let tokens = specs
+        .iter()
+        .map(|s| (s.meter.clone(), store.tokens(&s.meter).unwrap()))
+        .collect();
+    drop(store);
+    let concentrator = sibling_binary("concentrator").unwrap();
+    let mut audits = Vec::new();
+    let mut ledgers: Vec<Vec<LedgerStore>> = Vec::new();
+    for (g, gw) in system.gateways.iter().enumerate() {
+        let mut dirs: Vec<_> = lost
+            .iter()
+            .filter(|l| l.0 == g)
+            .map(|l| l.1.clone())
+            .collect();
+        dirs.push(gw.store.clone());
+        let mut stores = Vec::new();
+        for d in dirs {
+            let ledger = d.join("ledger");
+            // ANCHOR: when `concentrator audit verify --anchor LEN:HEX` exists, pass the anchor the
+            // head-end recorded for this gateway (its last account summary's `audit`), so that a chain
+            // cut short fails here.
+            let (ok, out) = checker::run_verify(
+                &concentrator,
+                &[
+                    OsStr::new("audit"),
+                    OsStr::new("verify"),
+                    OsStr::new("--store"),
+                    ledger.as_os_str(),
+                ],
+            );
+            audits.push((format!("{} ledger {}", gw.id, ledger.display()), ok, out));
+            stores.push(checker::read_ledger(&d).unwrap_or_else(|e| panic!("{e:#}")));
+        }
+        ledgers.push(stores);
+    }
+    // ANCHOR: the head-end's own anchor goes here once it has one.
+    let (ok, out) = checker::run_verify(
+        &sibling_binary("concentrator-headend").unwrap(),
+        &[
+            OsStr::new("audit"),
+            OsStr::new("--config"),
+            system.headend_config.as_os_str(),
+            OsStr::new("verify"),
+        ],
+    );
+    audits.push(("head-end payment record".into(), ok, out));
+    Inputs {
+        meters: specs,
+        rate_milli_per_kwh: RATE,
+        tokens,
+        ops,
+        mpc_history,
+        ledgers,
+        audits,
+    }
+}
+
+fn report(
+    history: &History,
+    nemesis: &Nemesis,
+    inputs: &Inputs,
+    verdict: &checker::Verdict,
+    repeats: u64,
+    seed: u64,
+) {
+    let ops = history.ops();
+    let count = |k: OpKind, o: fn(&Outcome) -> bool| {
+        ops.iter().filter(|x| x.kind == k && o(&x.outcome)).count()
+    };
+    let retries: u32 = ops.iter().map(|o| o.retries).sum();
+    let sends: u32 = inputs
+        .tokens
+        .values()
+        .flatten()
+        .map(|t| t.sends.saturating_sub(1))
+        .sum();
+    println!("\n=== money test, seed {seed}");
+    println!(
+        "purchases: {} confirmed to phones, {} unknown (connection lost), {} recorded by the head-end for {}",
+        count(OpKind::Buy, |o| *o == Outcome::Ok),
+        count(OpKind::Buy, |o| *o != Outcome::Ok),
+        verdict.purchases,
+        eur(verdict.paid_minor)
+    );
+    println!(
+        "local inbox: {} tokens handed to `concentrator topup`, {} answered with a receipt",
+        count(OpKind::Inbox, |_| true),
+        count(OpKind::Inbox, |o| *o == Outcome::Ok)
+    );
+    let total: u64 = nemesis.counts.values().sum();
+    let by: Vec<String> = nemesis
+        .counts
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!("faults injected: {total} ({})", by.join(", "));
+    for (k, why) in NOT_INJECTED {
+        println!("fault not injected: {k}: {why}");
+    }
+    println!("retries: {retries} phone retries, {sends} head-end resends, {repeats} commands the gateways answered as repeats");
+    println!(
+        "applied: {} in the gateway ledgers; {} pending, {} refused at the head-end",
+        eur(verdict.applied_minor),
+        verdict.pending,
+        verdict.refused
+    );
+    println!(
+        "final differences: tokens {} (paid vs applied once), balances {}; {} broken promises",
+        eur(verdict.token_difference_minor),
+        eur(verdict.balance_difference_minor),
+        verdict.violations.len()
+    );
+    let mut by_check: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in &verdict.violations {
+        *by_check.entry(v.check).or_default() += 1;
+    }
+    for (c, n) in by_check {
+        println!("  {n} x {c}");
+    }
+}
