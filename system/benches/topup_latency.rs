@@ -70,6 +70,7 @@ fn main() {
         spec: SPEC.into(),
         register: vec![("C-1".into(), "bench".into(), "bench-pass".into())],
         key_lifetime_s: None,
+        headend_settings: Vec::new(),
         extra_acl: None,
     })
     .unwrap_or_else(|e| panic!("{e:#}"));

@@ -32,6 +32,7 @@ pub fn options(dir: &Path, broker: BrokerChoice) -> Options {
         spec: BLOCK.to_string(),
         register: customers(),
         key_lifetime_s: None,
+        headend_settings: Vec::new(),
         extra_acl: None,
     }
 }

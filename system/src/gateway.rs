@@ -159,6 +159,38 @@ impl GatewayProc {
         }
     }
 
+    /// Puts meter `meter_id` on bus `bus` in the gateway's configuration (taken into account at the
+    /// next start), with its `[meter.sim]` table for a simulated bus or none: tests take a meter off
+    /// the bus this way, onto a bus whose port does not open.
+    pub fn set_meter_bus(
+        &self,
+        meter_id: &str,
+        bus: &str,
+        sim: Option<&toml::Table>,
+    ) -> Result<()> {
+        let text = std::fs::read_to_string(&self.config)
+            .with_context(|| format!("cannot read {}", self.config.display()))?;
+        let mut doc: toml::Table = text
+            .parse()
+            .with_context(|| format!("{} is not TOML", self.config.display()))?;
+        let meter = doc
+            .get_mut("meter")
+            .and_then(toml::Value::as_array_mut)
+            .and_then(|ms| {
+                ms.iter_mut()
+                    .find(|m| m.get("meter_id").and_then(toml::Value::as_str) == Some(meter_id))
+            })
+            .and_then(toml::Value::as_table_mut)
+            .ok_or_else(|| anyhow!("no meter {meter_id} in {}", self.config.display()))?;
+        meter.insert("bus".into(), toml::Value::String(bus.into()));
+        match sim {
+            Some(sim) => meter.insert("sim".into(), toml::Value::Table(sim.clone())),
+            None => meter.remove("sim"),
+        };
+        std::fs::write(&self.config, doc.to_string())
+            .with_context(|| format!("cannot write {}", self.config.display()))
+    }
+
     /// The last `lines` lines of a child gateway's log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -54,6 +54,9 @@ pub struct Options {
     pub register: Vec<(String, String, String)>,
     /// The head-end's AKA key lifetime, seconds (None: its default).
     pub key_lifetime_s: Option<u64>,
+    /// Other integer settings of `headend.toml`: (table, key, value), e.g. `("reconcile",
+    /// "result_timeout_s", 10)`.
+    pub headend_settings: Vec<(String, String, i64)>,
     /// Lines added to the broker's ACL (tests: an eavesdropper with its own certificate).
     pub extra_acl: Option<String>,
 }
@@ -109,17 +112,17 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     }
 }
 
-fn set_key_lifetime(headend_config: &Path, lifetime: u64) -> Result<()> {
+/// Sets integer settings `(table, key, value)` in `headend.toml`.
+fn set_headend_settings(headend_config: &Path, settings: &[(String, String, i64)]) -> Result<()> {
     let text = std::fs::read_to_string(headend_config)?;
     let mut doc: toml::Table = text.parse().context("reading headend.toml back")?;
-    let aka = doc
-        .entry("aka")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if let toml::Value::Table(t) = aka {
-        t.insert(
-            "key_lifetime_s".into(),
-            toml::Value::Integer(i64::try_from(lifetime).unwrap_or(i64::MAX)),
-        );
+    for (table, key, value) in settings {
+        let t = doc
+            .entry(table.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = t {
+            t.insert(key.clone(), toml::Value::Integer(*value));
+        }
     }
     std::fs::write(headend_config, doc.to_string())?;
     Ok(())
@@ -156,9 +159,12 @@ impl System {
             },
         )
         .map_err(|e| anyhow!("setting up the pilot in {}: {e}", pilot.display()))?;
+        let mut settings = o.headend_settings.clone();
         if let Some(lifetime) = o.key_lifetime_s {
-            set_key_lifetime(&headend_config, lifetime)?;
+            let lifetime = i64::try_from(lifetime).unwrap_or(i64::MAX);
+            settings.push(("aka".into(), "key_lifetime_s".into(), lifetime));
         }
+        set_headend_settings(&headend_config, &settings)?;
         let config = HeadEndConfig::load(&headend_config)
             .map_err(|e| anyhow!("{}: {e}", headend_config.display()))?;
         let ca = config.path(&config.pki.ca_cert);

@@ -47,6 +47,7 @@ fn start_with(
         spec,
         register: vec![("C-1".into(), "carol".into(), "s3cret-pass".into())],
         key_lifetime_s,
+        headend_settings: Vec::new(),
         extra_acl,
     })
     .unwrap_or_else(|e| panic!("starting the system: {e:#}"));

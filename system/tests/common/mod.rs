@@ -54,12 +54,50 @@ poll_interval_s = {poll_s}
     s
 }
 
+/// A `[[gateway.bus]]` table whose port never opens (`path` does not exist): its meters are off the
+/// bus, unread, until they are moved to another bus.
+pub fn unplugged_bus_table(name: &str, path: &std::path::Path) -> String {
+    format!(
+        r#"
+[[gateway.bus]]
+name = "{name}"
+backend = "linux"
+path = "{}"
+baud = 9600
+format = "8E1"
+poll_interval_s = 1
+"#,
+        path.display()
+    )
+}
+
 /// A `[[meter]]` table on `bus` of `gateway`. With `running_since` (unix s) the simulated register
 /// counts from then, so it does not go back when the gateway restarts.
 pub fn meter_table(gateway: &str, bus: &str, m: &M, running_since: Option<u64>) -> String {
     let since = running_since
         .map(|t| format!(", running_since_unix = {t}"))
         .unwrap_or_default();
+    meter_without_sim(gateway, bus, m)
+        + &format!(
+            "sim = {{ load_w = {}, start_kwh = 100.0{since} }}\n",
+            m.load_w
+        )
+}
+
+/// The `[meter.sim]` table of [`meter_table`], for a meter moved back onto a simulated bus.
+pub fn sim_table(m: &M, running_since: u64) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("load_w".into(), toml::Value::Integer(i64::from(m.load_w)));
+    t.insert("start_kwh".into(), toml::Value::Float(100.0));
+    t.insert(
+        "running_since_unix".into(),
+        toml::Value::Integer(i64::try_from(running_since).unwrap_or(i64::MAX)),
+    );
+    t
+}
+
+/// A `[[meter]]` table for a bus that is not simulated.
+pub fn meter_without_sim(gateway: &str, bus: &str, m: &M) -> String {
     format!(
         r#"
 [[meter]]
@@ -71,9 +109,8 @@ address = "{}"
 driver = "dlt645"
 password = "02123456"
 opening_balance_minor = {}
-sim = {{ load_w = {}, start_kwh = 100.0{since} }}
 "#,
-        m.number, m.number, m.address, m.opening_minor, m.load_w
+        m.number, m.number, m.address, m.opening_minor
     )
 }
 

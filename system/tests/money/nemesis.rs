@@ -21,14 +21,12 @@ pub const FAULTS: &[(&str, u64)] = &[
     ("clock-skew", 2),
     ("ledger-stall", 1),
     ("store-wipe", 1),
+    ("meter-off-bus", 2),
 ];
 
-/// Fault kinds the nemesis cannot inject yet, and why (printed in the report).
-pub const NOT_INJECTED: &[(&str, &str)] = &[(
-    "meter-off-bus",
-    "the simulated bus lives inside concentratord and has no outside switch; a meter on a slow bus \
-     stands in for a meter that is not read yet",
-)];
+/// The bus of the meters that are read, and the bus whose port never opens.
+pub const READ_BUS: &str = "rs485-1";
+pub const UNPLUGGED_BUS: &str = "rs485-off";
 
 pub struct Nemesis {
     pub system: Arc<Mutex<System>>,
@@ -41,6 +39,14 @@ pub struct Nemesis {
     pub lost_stores: Vec<(usize, PathBuf)>,
     /// Faults injected, by kind.
     pub counts: BTreeMap<&'static str, u64>,
+    /// Per gateway, the meters `meter-off-bus` may unplug.
+    pub meters: Vec<Vec<String>>,
+    /// New meters, off the bus at the start (no account until their first reading), and when they
+    /// are connected.
+    pub new_meters: Vec<(usize, String)>,
+    pub connect_at: Option<Instant>,
+    /// Every meter's `[meter.sim]` table, for putting it back on the simulated bus.
+    pub sims: BTreeMap<String, toml::Table>,
 }
 
 impl Nemesis {
@@ -73,8 +79,15 @@ impl Nemesis {
     pub fn run(&mut self, until: Instant) -> Result<()> {
         while Instant::now() < until {
             std::thread::sleep(Duration::from_millis(self.rng.range(300, 2_000)));
-            if Instant::now() >= until || self.kinds.is_empty() {
+            if Instant::now() >= until {
                 break;
+            }
+            if self.connect_at.is_some_and(|at| Instant::now() >= at) {
+                self.connect_new_meters()?;
+                continue;
+            }
+            if self.kinds.is_empty() {
+                continue;
             }
             let total: u64 = self.kinds.iter().map(|k| k.1).sum();
             let mut draw = self.rng.range(0, total - 1);
@@ -193,7 +206,51 @@ impl Nemesis {
                 );
                 self.lost_stores.push((g, lost));
             }
+            "meter-off-bus" => {
+                let meter = self.rng.pick(&self.meters[g]).clone();
+                let off = Duration::from_millis(self.rng.range(3_000, 15_000));
+                let _store = self.store_locks[g].lock();
+                let mut s = lock(&self.system)?;
+                let gw = &mut s.gateways[g];
+                gw.set_meter_bus(&meter, UNPLUGGED_BUS, None)?;
+                gw.stop(false)?;
+                gw.start()?;
+                std::thread::sleep(off);
+                gw.set_meter_bus(&meter, READ_BUS, self.sims.get(&meter))?;
+                gw.stop(false)?;
+                gw.start()?;
+                self.history.fault(
+                    began,
+                    kind,
+                    format!("meter {meter} of {} unplugged for {off:?}", gw.id),
+                );
+            }
             other => return Err(anyhow!("no fault {other}")),
+        }
+        Ok(())
+    }
+
+    /// Connects the new meters to the read bus (each gateway restarted once), as an installer does.
+    pub fn connect_new_meters(&mut self) -> Result<()> {
+        self.connect_at = None;
+        let gateways: std::collections::BTreeSet<usize> =
+            self.new_meters.iter().map(|m| m.0).collect();
+        for g in gateways {
+            let _store = self.store_locks[g].lock();
+            let mut s = lock(&self.system)?;
+            let gw = &mut s.gateways[g];
+            let mut names = Vec::new();
+            for (_, meter) in self.new_meters.iter().filter(|m| m.0 == g) {
+                gw.set_meter_bus(meter, READ_BUS, self.sims.get(meter))?;
+                names.push(meter.as_str());
+            }
+            gw.stop(false)?;
+            gw.start()?;
+            self.history.note(&format!(
+                "new meters {} connected to {} (restarted)",
+                names.join(", "),
+                gw.id
+            ));
         }
         Ok(())
     }
@@ -201,6 +258,9 @@ impl Nemesis {
     /// After the schedule: every process runs (a gateway that exited on its own is started again and
     /// noted).
     pub fn heal(&mut self) -> Result<()> {
+        if self.connect_at.is_some() {
+            self.connect_new_meters()?;
+        }
         let mut s = lock(&self.system)?;
         s.broker.start_again()?;
         if !s.headend.running() {
