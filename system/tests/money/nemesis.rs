@@ -21,7 +21,7 @@ pub const FAULTS: &[(&str, u64)] = &[
     ("clock-skew", 2),
     ("ledger-stall", 1),
     ("store-wipe", 1),
-    ("meter-off-bus", 2),
+    ("meter-off-bus", 1),
 ];
 
 /// The bus of the meters that are read, and the bus whose port never opens.
@@ -75,10 +75,10 @@ impl Nemesis {
             .collect()
     }
 
-    /// Injects faults until `until`, a pause of 0.3 to 2 s between them.
+    /// Injects faults until `until`, a pause of 0.2 to 1.2 s between them.
     pub fn run(&mut self, until: Instant) -> Result<()> {
         while Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(self.rng.range(300, 2_000)));
+            std::thread::sleep(Duration::from_millis(self.rng.range(200, 1_200)));
             if Instant::now() >= until {
                 break;
             }
@@ -208,7 +208,7 @@ impl Nemesis {
             }
             "meter-off-bus" => {
                 let meter = self.rng.pick(&self.meters[g]).clone();
-                let off = Duration::from_millis(self.rng.range(3_000, 15_000));
+                let off = Duration::from_millis(self.rng.range(2_000, 8_000));
                 let _store = self.store_locks[g].lock();
                 let mut s = lock(&self.system)?;
                 let gw = &mut s.gateways[g];
