@@ -116,8 +116,9 @@ impl HeadEndProc {
             }
             if Instant::now() > until {
                 bail!(
-                    "the head-end does not serve phones on {} after {timeout:?}; see {}",
+                    "the head-end does not serve phones on {} after {} s; see {}",
                     self.phone_addr,
+                    timeout.as_secs(),
                     self.log.display()
                 );
             }

@@ -22,6 +22,8 @@ mod common;
 mod history;
 #[path = "money/nemesis.rs"]
 mod nemesis;
+#[path = "money/observe.rs"]
+mod observe;
 #[path = "money/run.rs"]
 mod run;
 

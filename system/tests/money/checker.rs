@@ -186,7 +186,7 @@ pub fn check(i: &Inputs) -> Verdict {
             figures.applied_minor += credited;
             figures.token_difference_minor += (credited - t.amount_minor as i64).abs();
             if got.is_empty() {
-                fail("paid and never applied", m, format!("{what}: in no gateway ledger; head-end state {:?}, {} sends, last result {:?}, reason {:?}", t.state, t.sends, t.result, t.reason));
+                fail("paid and never applied", m, format!("{what}: in no gateway ledger; the head-end has it {}, sent {} times, last result {}{}", state(t.state), t.sends, t.result.map_or("none".into(), |c| format!("code {c}")), t.reason.as_deref().map(|r| format!(", reason: {r}")).unwrap_or_default()));
             } else if let Some(a) = got.iter().find(|a| a.0 != t.amount_minor as i64) {
                 fail(
                     "applied with another amount",
@@ -333,6 +333,14 @@ pub fn check(i: &Inputs) -> Verdict {
     }
     figures.violations = v.violations;
     figures
+}
+
+fn state(s: TokenState) -> &'static str {
+    match s {
+        TokenState::Pending => "pending",
+        TokenState::Applied => "applied",
+        TokenState::Refused => "refused",
+    }
 }
 
 /// Runs `bin args…`; (passed, output).

@@ -13,7 +13,7 @@ use concentrator_mpc::backend::{HistoryEntry, MeterView};
 use concentrator_mpc::client::{Client, ClientError, Keys};
 use concentrator_mpc::profile::Profile;
 
-use crate::history::{History, Op, OpKind, Outcome, Rng};
+use crate::history::{secs, History, Op, OpKind, Outcome, Rng};
 
 /// A meter a client may buy for, and the gateway that serves it.
 #[derive(Debug, Clone)]
@@ -174,7 +174,7 @@ fn inbox(shared: &Shared, client: &str, at: &MeterAt, amount: u64, serial: u64, 
                         String::from_utf8_lossy(&o.stderr)
                     );
                     let last = text.lines().last().unwrap_or("").to_string();
-                    Outcome::Info(format!("after {:?}: {last}", started.elapsed()))
+                    Outcome::Info(format!("after {}: {last}", secs(started.elapsed())))
                 }
             }
         }

@@ -109,7 +109,7 @@ impl History {
             .map(|s| format!(" serial {s}"))
             .unwrap_or_default();
         self.line(&format!(
-            "{:>8} ms  {:<6} {:?} {} {}{serial} -> {:?} (retries {})",
+            "{:>8} ms  {:<6} {} {} {}{serial} -> {} (retries {})",
             op.at_ms,
             op.client,
             op.kind,
@@ -142,6 +142,30 @@ impl History {
 
     pub fn faults(&self) -> Vec<(u128, String, String)> {
         self.faults.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
+
+/// A duration for people: `1.5 s`.
+pub fn secs(d: std::time::Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+impl std::fmt::Display for OpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OpKind::Buy => "buy",
+            OpKind::Inbox => "local inbox",
+        })
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("ok"),
+            Outcome::Fail(why) => write!(f, "failed: {why}"),
+            Outcome::Info(why) => write!(f, "unknown: {why}"),
+        }
     }
 }
 

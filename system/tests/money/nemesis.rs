@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use concentrator_system::System;
 
-use crate::history::{History, Rng};
+use crate::history::{secs, History, Rng};
 
 /// The kinds of fault, with their weights in the schedule.
 pub const FAULTS: &[(&str, u64)] = &[
@@ -67,7 +67,7 @@ impl Nemesis {
                     .ok_or_else(|| {
                         let all: Vec<&str> = FAULTS.iter().map(|f| f.0).collect();
                         anyhow!(
-                            "MONEY_FAULTS: no fault {n:?}; choose from {}",
+                            "MONEY_FAULTS: no fault `{n}`; choose from {}",
                             all.join(", ")
                         )
                     })
@@ -134,7 +134,7 @@ impl Nemesis {
                 self.history.fault(
                     began,
                     kind,
-                    format!("kill -9 the head-end, started again after {pause:?}"),
+                    format!("kill -9 the head-end, started again after {}", secs(pause)),
                 );
             }
             "broker-restart" => {
@@ -151,7 +151,7 @@ impl Nemesis {
                 std::thread::sleep(cut);
                 s.broker.start_again()?;
                 self.history
-                    .fault(began, kind, format!("no broker for {cut:?}"));
+                    .fault(began, kind, format!("no broker for {}", secs(cut)));
             }
             "clock-skew" => {
                 let offset = self.rng.range(0, 240) as i64 - 120;
@@ -180,7 +180,7 @@ impl Nemesis {
                 self.history.fault(
                     began,
                     kind,
-                    format!("{} stopped (SIGSTOP) for {stall:?}", s.gateways[g].id),
+                    format!("{} stopped (SIGSTOP) for {}", s.gateways[g].id, secs(stall)),
                 );
             }
             "store-wipe" => {
@@ -222,7 +222,7 @@ impl Nemesis {
                 self.history.fault(
                     began,
                     kind,
-                    format!("meter {meter} of {} unplugged for {off:?}", gw.id),
+                    format!("meter {meter} of {} unplugged for {}", gw.id, secs(off)),
                 );
             }
             other => return Err(anyhow!("no fault {other}")),

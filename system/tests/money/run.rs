@@ -1,7 +1,6 @@
 //! One money run: the block, the generator and the nemesis for a while, settling, then the checker.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,25 +9,26 @@ use concentrator_system::{
     prereq, sibling_binary, unix_now, BrokerChoice, GatewayRun, HeadEndRun, Options, System,
 };
 
-use crate::checker::{self, Inputs, LedgerStore, MeterSpec};
-use crate::clients::{self, MeterAt, Phone, Session, Shared};
+use crate::checker::{self, Inputs};
+use crate::clients::{self, MeterAt, Phone, Shared};
 use crate::common::{
     customer_table, gateway_table, meter_table, meter_without_sim, sim_table, temp_dir,
     unplugged_bus_table, M, NO_FRIENDLY,
 };
-use crate::history::{eur, History, OpKind, Outcome, Rng};
+use crate::history::{eur, secs, History, OpKind, Outcome, Rng};
 use crate::nemesis::{Nemesis, READ_BUS, UNPLUGGED_BUS};
+use crate::observe::{final_states, settle_and_collect, wait_readings};
 
 const GATEWAYS: [&str; 2] = ["gw-a", "gw-b"];
 /// The tariff of `common::gateway_table`: 25 c/kWh in milli-cents.
-const RATE: i64 = 25_000;
+pub const RATE: i64 = 25_000;
 /// When the new meters (off the bus at the start: no account until their first reading) are
 /// connected.
 const NEW_METERS_AFTER: Duration = Duration::from_secs(20);
 
 /// Per gateway: (meter, new: off the bus until it is connected). Customer C-1 has A1, A2, B3; C-2 has
 /// B1, B2, A3.
-fn meters() -> Vec<(usize, M, bool)> {
+pub fn meters() -> Vec<(usize, M, bool)> {
     let m = |number, address, load_w| M {
         number,
         address,
@@ -80,7 +80,11 @@ pub fn money(name: &str, fault_time: Duration, settle: Duration) {
         return;
     }
     let seed = seed();
-    println!("money test: seed {seed} (repeat with MONEY_SEED={seed}); {fault_time:?} of faults, settling up to {settle:?}");
+    println!(
+        "money test: seed {seed} (repeat with MONEY_SEED={seed}); {} of faults, settling up to {}",
+        secs(fault_time),
+        secs(settle)
+    );
     let bin = |n: &str| sibling_binary(n).unwrap_or_else(|e| panic!("{e}"));
     let dir = temp_dir("money", name);
     let since = unix_now();
@@ -236,159 +240,6 @@ pub fn money(name: &str, fault_time: Duration, settle: Duration) {
     drop(system);
     drop(nemesis);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Waits (bounded) until the head-end has a reading of every meter on the fast bus: attached with AKA.
-fn wait_readings(phones: &[Phone], system: &System) {
-    let until = Instant::now() + Duration::from_secs(90);
-    for p in phones {
-        let mut s = Session::new(p.clone()).unwrap_or_else(|e| panic!("{e}"));
-        loop {
-            let (views, _) = s.retrying(5, |c| c.meters());
-            let views = views.unwrap_or_default();
-            let fast = views
-                .iter()
-                .filter(|v| !v.meter.ends_with('3')) // the new meters
-                .collect::<Vec<_>>();
-            if !fast.is_empty() && fast.iter().all(|v| v.last_reading_at.is_some()) {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "no readings at the head-end after 90 s: {views:?}\n{}\n{}",
-                system.gateways[0].log_tail(30),
-                system.gateways[1].log_tail(30)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-/// Waits until no purchase is pending (bounded, with progress), then collects every customer's
-/// `mpc history` and the gateways' repeat counters.
-fn settle_and_collect(
-    phones: &[Phone],
-    system: &Arc<Mutex<System>>,
-    settle: Duration,
-) -> (Vec<concentrator_mpc::backend::HistoryEntry>, u64) {
-    let started = Instant::now();
-    let mut sessions: Vec<Session> = phones
-        .iter()
-        .map(|p| Session::new(p.clone()).unwrap())
-        .collect();
-    let mut last_print = Instant::now();
-    loop {
-        let mut pending = 0u32;
-        for s in &mut sessions {
-            let (views, _) = s.retrying(10, |c| c.meters());
-            pending += views
-                .map(|v| v.iter().map(|m| m.pending_tokens).sum::<u32>())
-                .unwrap_or(u32::MAX / 4);
-        }
-        if pending == 0 {
-            println!("settled after {:?}: nothing pending", started.elapsed());
-            break;
-        }
-        if started.elapsed() > settle {
-            println!("not settled after {settle:?}: {pending} purchases still pending");
-            break;
-        }
-        if last_print.elapsed() > Duration::from_secs(10) {
-            println!(
-                "  settling: {pending} purchases pending after {:?}",
-                started.elapsed()
-            );
-            last_print = Instant::now();
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    // The last account summaries and receipts go up.
-    std::thread::sleep(Duration::from_secs(3));
-    let mut entries = Vec::new();
-    for s in &mut sessions {
-        let (h, _) = s.collect().unwrap_or_else(|e| panic!("mpc history: {e}"));
-        entries.extend(h);
-    }
-    let mut repeats = 0;
-    for g in &system.lock().unwrap().gateways {
-        let text = std::fs::read_to_string(g.store.join("status.json")).unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        repeats += v["uplink"]["repeats"].as_u64().unwrap_or(0);
-    }
-    (entries, repeats)
-}
-
-/// The final states: the head-end's store, every ledger store, both audit verifications.
-fn final_states(
-    system: &System,
-    lost: &[(usize, std::path::PathBuf)],
-    mpc_history: Vec<concentrator_mpc::backend::HistoryEntry>,
-    ops: Vec<crate::history::Op>,
-) -> Inputs {
-    let store = system.headend.open_store().unwrap();
-    let specs: Vec<MeterSpec> = meters()
-        .into_iter()
-        .map(|(g, m, _)| MeterSpec {
-            meter: m.number.into(),
-            gateway: g,
-            opening_minor: m.opening_minor as i64,
-        })
-        .collect();
-    let tokens = specs
-        .iter()
-        .map(|s| (s.meter.clone(), store.tokens(&s.meter).unwrap()))
-        .collect();
-    drop(store);
-    let concentrator = sibling_binary("concentrator").unwrap();
-    let mut audits = Vec::new();
-    let mut ledgers: Vec<Vec<LedgerStore>> = Vec::new();
-    for (g, gw) in system.gateways.iter().enumerate() {
-        let mut dirs: Vec<_> = lost
-            .iter()
-            .filter(|l| l.0 == g)
-            .map(|l| l.1.clone())
-            .collect();
-        dirs.push(gw.store.clone());
-        let mut stores = Vec::new();
-        for d in dirs {
-            let ledger = d.join("ledger");
-            // ANCHOR: when `concentrator audit verify --anchor LEN:HEX` exists, pass the anchor the
-            // head-end recorded for this gateway (its last account summary's `audit`), so that a chain
-            // cut short fails here.
-            let (ok, out) = checker::run_verify(
-                &concentrator,
-                &[
-                    OsStr::new("audit"),
-                    OsStr::new("verify"),
-                    OsStr::new("--store"),
-                    ledger.as_os_str(),
-                ],
-            );
-            audits.push((format!("{} ledger {}", gw.id, ledger.display()), ok, out));
-            stores.push(checker::read_ledger(&d).unwrap_or_else(|e| panic!("{e:#}")));
-        }
-        ledgers.push(stores);
-    }
-    // ANCHOR: the head-end's own anchor goes here once it has one.
-    let (ok, out) = checker::run_verify(
-        &sibling_binary("concentrator-headend").unwrap(),
-        &[
-            OsStr::new("audit"),
-            OsStr::new("--config"),
-            system.headend_config.as_os_str(),
-            OsStr::new("verify"),
-        ],
-    );
-    audits.push(("head-end payment record".into(), ok, out));
-    Inputs {
-        meters: specs,
-        rate_milli_per_kwh: RATE,
-        tokens,
-        ops,
-        mpc_history,
-        ledgers,
-        audits,
-    }
 }
 
 fn report(
