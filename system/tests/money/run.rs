@@ -281,7 +281,7 @@ fn report(
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     println!("faults injected: {total} ({})", by.join(", "));
-    println!("retries: {retries} phone retries, {sends} head-end resends, {repeats} commands the gateways answered as repeats");
+    println!("retries: {retries} phone retries, {sends} head-end resends, {repeats} commands the gateways answered as repeats since their last start");
     println!(
         "applied: {} in the gateway ledgers; {} pending, {} refused at the head-end",
         eur(verdict.applied_minor),
