@@ -15,6 +15,8 @@
 
 #[path = "money/checker.rs"]
 mod checker;
+#[path = "money/checker_tests.rs"]
+mod checker_tests;
 #[path = "money/clients.rs"]
 mod clients;
 mod common;
