@@ -24,7 +24,7 @@ pub fn mosquitto_or_skip(test: &str) -> Result<bool, String> {
         ));
     }
     println!("SKIPPED {test}: {why}");
-    let file = skipped_file();
+    let file = target_file("skipped-tests.txt");
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -36,18 +36,16 @@ pub fn mosquitto_or_skip(test: &str) -> Result<bool, String> {
     Ok(false)
 }
 
-/// `target/skipped-tests.txt`: `CARGO_TARGET_DIR`, else the `target` directory above the running
-/// test executable, else `./target`.
-fn skipped_file() -> PathBuf {
+/// `target/<name>`: in `CARGO_TARGET_DIR`, else the `target` directory above the running test
+/// executable, else `./target`.
+pub fn target_file(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir).join("skipped-tests.txt");
+        return PathBuf::from(dir).join(name);
     }
     let exe = std::env::current_exe().ok();
     let target = exe
         .as_deref()
         .and_then(|e| e.ancestors().find(|d| d.join("CACHEDIR.TAG").is_file()))
         .map(std::path::Path::to_path_buf);
-    target
-        .unwrap_or_else(|| PathBuf::from("target"))
-        .join("skipped-tests.txt")
+    target.unwrap_or_else(|| PathBuf::from("target")).join(name)
 }

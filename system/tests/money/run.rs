@@ -250,6 +250,7 @@ fn report(
     repeats: u64,
     seed: u64,
 ) {
+    let mut out = Vec::new();
     let ops = history.ops();
     let count = |k: OpKind, o: fn(&Outcome) -> bool| {
         ops.iter().filter(|x| x.kind == k && o(&x.outcome)).count()
@@ -261,49 +262,63 @@ fn report(
         .flatten()
         .map(|t| t.sends.saturating_sub(1))
         .sum();
-    println!("\n=== money test, seed {seed}");
-    println!(
+    out.push(format!("\n=== money test, seed {seed}"));
+    out.push(format!(
         "purchases: {} confirmed to phones, {} unknown (connection lost), {} recorded by the head-end for {}",
         count(OpKind::Buy, |o| *o == Outcome::Ok),
         count(OpKind::Buy, |o| *o != Outcome::Ok),
         verdict.purchases,
         eur(verdict.paid_minor)
-    );
-    println!(
+    ));
+    out.push(format!(
         "local inbox: {} tokens handed to `concentrator topup`, {} answered with a receipt",
         count(OpKind::Inbox, |_| true),
         count(OpKind::Inbox, |o| *o == Outcome::Ok)
-    );
+    ));
     let total: u64 = nemesis.counts.values().sum();
     let by: Vec<String> = nemesis
         .counts
         .iter()
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
-    println!("faults injected: {total} ({})", by.join(", "));
-    println!("retries: {retries} phone retries, {sends} head-end resends, {repeats} commands the gateways answered as repeats since their last start");
-    println!(
+    out.push(format!(
+        "faults injected: {total} ({})",
+        if by.is_empty() {
+            "none".to_string()
+        } else {
+            by.join(", ")
+        }
+    ));
+    out.push(format!("retries: {retries} phone retries, {sends} head-end resends, {repeats} commands the gateways answered as repeats since their last start"));
+    out.push(format!(
         "applied: {} in the gateway ledgers; {} pending, {} refused at the head-end",
         eur(verdict.applied_minor),
         verdict.pending,
         verdict.refused
-    );
-    println!(
+    ));
+    out.push(format!(
         "store losses: {} stores replaced; {} tokens applied again in the newer store",
         nemesis.lost_stores.len(),
         verdict.reapplied_after_store_loss
-    );
-    println!(
+    ));
+    out.push(format!(
         "final differences: tokens {} (paid vs applied once), balances {}; {} broken promises",
         eur(verdict.token_difference_minor),
         eur(verdict.balance_difference_minor),
         verdict.violations.len()
-    );
+    ));
     let mut by_check: BTreeMap<&str, usize> = BTreeMap::new();
     for v in &verdict.violations {
         *by_check.entry(v.check).or_default() += 1;
     }
     for (c, n) in by_check {
-        println!("  {n} x {c}");
+        out.push(format!("  {n} x {c}"));
+    }
+    let text = out.join("\n");
+    println!("{text}");
+    // Also in target/money-report.txt: `cargo test` shows a passing test's output only with --nocapture.
+    let file = prereq::target_file("money-report.txt");
+    if let Err(e) = std::fs::write(&file, text + "\n") {
+        eprintln!("cannot write {}: {e}", file.display());
     }
 }
