@@ -90,6 +90,8 @@ pub fn read_ledger(store: &Path) -> Result<LedgerStore> {
                 ..
             } => m.balance = *balance_after_minor,
             AuditEvent::Rebaselined { to_wh, .. } => m.register_wh = *to_wh,
+            // RESTORE: an event that restores an account from the head-end after a store loss (issue
+            // 14, defect 8) must set `m.balance` and `m.register_wh` here, as `AccountOpened` does.
             _ => {}
         }
         Ok(())
