@@ -4,7 +4,7 @@
 //! README's test command report how many were skipped).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::broker;
 
@@ -14,24 +14,36 @@ pub const ALLOW_SKIP: &str = "CONCENTRATOR_ALLOW_SKIP";
 /// Whether `test` can run: `Ok(true)` with Mosquitto installed. Without it, an error with the install
 /// command (the test fails with it), or `Ok(false)` after recording the skip when [`ALLOW_SKIP`] is `1`.
 pub fn mosquitto_or_skip(test: &str) -> Result<bool, String> {
-    if broker::find_mosquitto().is_some() {
+    let allow = std::env::var(ALLOW_SKIP).as_deref() == Ok("1");
+    decide(
+        test,
+        broker::find_mosquitto().is_some(),
+        allow,
+        &target_file("skipped-tests.txt"),
+    )
+}
+
+fn decide(test: &str, installed: bool, allow_skip: bool, skipped: &Path) -> Result<bool, String> {
+    if installed {
         return Ok(true);
     }
     let why = "no Mosquitto on this machine (/usr/sbin/mosquitto or on PATH)";
-    if std::env::var(ALLOW_SKIP).as_deref() != Ok("1") {
+    if !allow_skip {
         return Err(format!(
             "{test}: {why}; install it with `sudo apt-get install mosquitto` (or set {ALLOW_SKIP}=1 to skip, and the skip is counted in target/skipped-tests.txt)"
         ));
     }
     println!("SKIPPED {test}: {why}");
-    let file = target_file("skipped-tests.txt");
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&file)
+        .open(skipped)
         .and_then(|mut f| writeln!(f, "{test}: {why}"));
     if let Err(e) = written {
-        eprintln!("{test}: cannot record the skip in {}: {e}", file.display());
+        eprintln!(
+            "{test}: cannot record the skip in {}: {e}",
+            skipped.display()
+        );
     }
     Ok(false)
 }
@@ -46,6 +58,28 @@ pub fn target_file(name: &str) -> PathBuf {
     let target = exe
         .as_deref()
         .and_then(|e| e.ancestors().find(|d| d.join("CACHEDIR.TAG").is_file()))
-        .map(std::path::Path::to_path_buf);
+        .map(Path::to_path_buf);
     target.unwrap_or_else(|| PathBuf::from("target")).join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_mosquitto_fails_with_the_install_command_unless_skipping_is_allowed() {
+        let dir = std::env::temp_dir().join(format!("prereq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("skipped-tests.txt");
+        assert_eq!(decide("t", true, false, &file), Ok(true));
+        let err = decide("t", false, false, &file).unwrap_err();
+        assert!(err.contains("sudo apt-get install mosquitto"), "{err}");
+        assert!(!file.exists(), "a failure is not a skip");
+        assert_eq!(decide("t1", false, true, &file), Ok(false));
+        assert_eq!(decide("t2", false, true, &file), Ok(false));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.starts_with("t1: no Mosquitto"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
