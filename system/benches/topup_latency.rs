@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use concentrator_mpc::backend::Notice;
 use concentrator_mpc::client::Client;
 use concentrator_mpc::profile::Profile;
-use concentrator_system::{sibling_binary, BrokerChoice, GatewayRun, Options, System};
+use concentrator_system::{sibling_binary, BrokerChoice, GatewayRun, HeadEndRun, Options, System};
 
 const SPEC: &str = r#"
 [[gateway]]
@@ -66,9 +66,11 @@ fn main() {
         dir: dir.clone(),
         broker: BrokerChoice::Auto,
         gateway: GatewayRun::Child { bin },
+        headend: HeadEndRun::InProcess,
         spec: SPEC.into(),
         register: vec![("C-1".into(), "bench".into(), "bench-pass".into())],
         key_lifetime_s: None,
+        headend_settings: Vec::new(),
         extra_acl: None,
     })
     .unwrap_or_else(|e| panic!("{e:#}"));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
-use crate::{BrokerChoice, GatewayRun, Options, System};
+use crate::{BrokerChoice, GatewayRun, HeadEndRun, Options, System};
 
 /// The demo block (provisioning file).
 pub const BLOCK: &str = include_str!("../demo-block.toml");
@@ -28,9 +28,11 @@ pub fn options(dir: &Path, broker: BrokerChoice) -> Options {
         dir: dir.to_path_buf(),
         broker,
         gateway: GatewayRun::InProcess,
+        headend: HeadEndRun::InProcess,
         spec: BLOCK.to_string(),
         register: customers(),
         key_lifetime_s: None,
+        headend_settings: Vec::new(),
         extra_acl: None,
     }
 }

@@ -13,14 +13,14 @@
 
 pub mod broker;
 pub mod demo;
+pub mod gateway;
+pub mod headend_proc;
+pub mod prereq;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -28,68 +28,56 @@ use concentrator_headend::config::Config as HeadEndConfig;
 use concentrator_headend::provision::{self, BundlePaths, ProvisionOptions};
 use concentrator_headend::spec::Spec;
 use concentrator_headend::store::{Store, SubscriberRef};
-use concentrator_headend::{init, HeadEnd, HeadEndHandle, StartOptions};
+use concentrator_headend::{init, HeadEnd, HeadEndHandle};
 use concentrator_mpc::client::Client;
 use concentrator_mpc::profile::Profile;
 
 pub use broker::{BrokerChoice, RunningBroker};
-
-/// How the gateway runs.
-#[derive(Debug, Clone)]
-pub enum GatewayRun {
-    /// `concentratord` as a thread of this process (the demo: one process, one Ctrl-C).
-    InProcess,
-    /// `concentratord --config …` as a child process (tests: it can be killed and started again).
-    Child {
-        /// The `concentratord` binary.
-        bin: PathBuf,
-    },
-}
+pub use gateway::{GatewayProc, GatewayRun};
+pub use headend_proc::{HeadEndProc, HeadEndRun};
 
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Everything the system writes: the pilot, the bundles, the gateway's store, the phone profiles.
+    /// Everything the system writes: the pilot, the bundles, the gateways' stores, the phone profiles.
     /// Emptied first.
     pub dir: PathBuf,
     /// Which broker.
     pub broker: BrokerChoice,
-    /// How the gateway runs.
+    /// How the gateways run.
     pub gateway: GatewayRun,
-    /// The provisioning file's text (docs/install.md, *Running a pilot*); one gateway.
+    /// How the head-end runs.
+    pub headend: HeadEndRun,
+    /// The provisioning file's text (docs/install.md, *Running a pilot*); one gateway or more.
     pub spec: String,
     /// Customers to register: (customer id, user name, password).
     pub register: Vec<(String, String, String)>,
     /// The head-end's AKA key lifetime, seconds (None: its default).
     pub key_lifetime_s: Option<u64>,
+    /// Other integer settings of `headend.toml`: (table, key, value), e.g. `("reconcile",
+    /// "result_timeout_s", 10)`.
+    pub headend_settings: Vec<(String, String, i64)>,
     /// Lines added to the broker's ACL (tests: an eavesdropper with its own certificate).
     pub extra_acl: Option<String>,
-}
-
-/// A gateway that is running.
-enum Gateway {
-    Thread {
-        stop: Arc<AtomicBool>,
-        thread: JoinHandle<std::result::Result<(), String>>,
-    },
-    Child(Child),
-    Stopped,
 }
 
 /// The running system.
 pub struct System {
     /// The system's directory.
     pub dir: PathBuf,
-    /// The broker.
-    pub broker: RunningBroker,
     /// The head-end's configuration file.
     pub headend_config: PathBuf,
-    /// The gateway's id.
+    /// The first gateway's id.
     pub gateway_id: String,
-    /// The gateway's configuration (from its bundle).
+    /// The first gateway's configuration (from its bundle).
     pub gateway_config: PathBuf,
-    /// The gateway's store directory, as its configuration names it (ledger, outbox, `status.json`).
+    /// The first gateway's store directory, as its configuration names it (ledger, outbox,
+    /// `status.json`).
     pub gateway_store: PathBuf,
+    /// Every gateway of the block, in the order of the provisioning file.
+    pub gateways: Vec<GatewayProc>,
+    /// The head-end.
+    pub headend: HeadEndProc,
     /// The phone-facing server.
     pub phone_addr: SocketAddr,
     /// The utility CA the phone client trusts.
@@ -100,9 +88,8 @@ pub struct System {
     pub passwords: BTreeMap<String, String>,
     /// Authorization codes issued and not used here: (customer id, code).
     pub codes: Vec<(String, String)>,
-    headend: Option<HeadEndHandle>,
-    gateway: Gateway,
-    run: GatewayRun,
+    /// The broker (last: dropped after the gateways and the head-end are stopped).
+    pub broker: RunningBroker,
 }
 
 impl std::fmt::Debug for System {
@@ -125,9 +112,25 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Sets integer settings `(table, key, value)` in `headend.toml`.
+fn set_headend_settings(headend_config: &Path, settings: &[(String, String, i64)]) -> Result<()> {
+    let text = std::fs::read_to_string(headend_config)?;
+    let mut doc: toml::Table = text.parse().context("reading headend.toml back")?;
+    for (table, key, value) in settings {
+        let t = doc
+            .entry(table.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = t {
+            t.insert(key.clone(), toml::Value::Integer(*value));
+        }
+    }
+    std::fs::write(headend_config, doc.to_string())?;
+    Ok(())
+}
+
 impl System {
-    /// Builds and starts everything; returns once the head-end and the gateway run (not yet attached:
-    /// see [`System::wait_attached`]).
+    /// Builds and starts everything; returns once the head-end and the gateways run (not yet
+    /// attached: see [`System::wait_attached`]).
     pub fn start(o: &Options) -> Result<System> {
         let dir = absolute(&o.dir)?;
         if dir.exists() {
@@ -156,20 +159,12 @@ impl System {
             },
         )
         .map_err(|e| anyhow!("setting up the pilot in {}: {e}", pilot.display()))?;
+        let mut settings = o.headend_settings.clone();
         if let Some(lifetime) = o.key_lifetime_s {
-            let text = std::fs::read_to_string(&headend_config)?;
-            let mut doc: toml::Table = text.parse().context("reading headend.toml back")?;
-            let aka = doc
-                .entry("aka")
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(t) = aka {
-                t.insert(
-                    "key_lifetime_s".into(),
-                    toml::Value::Integer(lifetime as i64),
-                );
-            }
-            std::fs::write(&headend_config, doc.to_string())?;
+            let lifetime = i64::try_from(lifetime).unwrap_or(i64::MAX);
+            settings.push(("aka".into(), "key_lifetime_s".into(), lifetime));
         }
+        set_headend_settings(&headend_config, &settings)?;
         let config = HeadEndConfig::load(&headend_config)
             .map_err(|e| anyhow!("{}: {e}", headend_config.display()))?;
         let ca = config.path(&config.pki.ca_cert);
@@ -199,64 +194,69 @@ impl System {
         let spec_path = dir.join("block.toml");
         std::fs::write(&spec_path, &o.spec)?;
         let spec = Spec::load(&spec_path).map_err(|e| anyhow!("{}: {e}", spec_path.display()))?;
-        let [gateway] = spec.gateways.as_slice() else {
-            bail!(
-                "the system runs exactly one gateway; the block names {}",
-                spec.gateways.len()
-            );
+        if spec.gateways.is_empty() {
+            bail!("the block names no gateway; add a [[gateway]] table");
+        }
+        // Provisioning writes the head-end's store; it is closed again before the head-end starts.
+        let report = {
+            let headend = HeadEnd::open(config.clone()).map_err(|e| anyhow!("{e}"))?;
+            provision::run(
+                &config,
+                &headend.store(),
+                &spec,
+                &ProvisionOptions {
+                    out: dir.join("bundles"),
+                    rekey: false,
+                    paths: BundlePaths::Local,
+                },
+            )
+            .map_err(|e| anyhow!("provisioning: {e}"))?
         };
-        let gateway_id = gateway.id.clone();
-        let headend = HeadEnd::open(config.clone()).map_err(|e| anyhow!("{e}"))?;
-        let report = provision::run(
-            &config,
-            &headend.store(),
-            &spec,
-            &ProvisionOptions {
-                out: dir.join("bundles"),
-                rekey: false,
-                paths: BundlePaths::Local,
-            },
-        )
-        .map_err(|e| anyhow!("provisioning: {e}"))?;
-        let bundle = report
-            .bundles
-            .iter()
-            .find(|(g, _)| *g == gateway_id)
-            .map(|(_, p)| p.clone())
-            .ok_or_else(|| anyhow!("provisioning wrote no bundle for {gateway_id}"))?;
-        let gateway_config = bundle.join("concentrator.toml");
-        let gateway_store = concentrator_appliance::config::Config::load(&gateway_config)
-            .map_err(|e| anyhow!("the gateway's bundle: {e}"))?
-            .gateway
-            .store;
+        let mut gateways = Vec::new();
+        for g in &spec.gateways {
+            let bundle = report
+                .bundles
+                .iter()
+                .find(|(id, _)| *id == g.id)
+                .map(|(_, p)| p.clone())
+                .ok_or_else(|| anyhow!("provisioning wrote no bundle for {}", g.id))?;
+            gateways.push(GatewayProc::new(
+                &dir,
+                &g.id,
+                bundle.join("concentrator.toml"),
+                o.gateway.clone(),
+            )?);
+        }
+        let mut headend = HeadEndProc::new(
+            headend_config.clone(),
+            dir.join("headend.log"),
+            phone_addr,
+            o.headend.clone(),
+        );
+        headend.start(Some(phone))?;
 
-        let handle = headend
-            .start(StartOptions {
-                phone_listener: Some(phone),
-                serve_phones: true,
-            })
-            .map_err(|e| anyhow!("starting the head-end: {e}"))?;
-
+        let first = &gateways[0];
         let mut system = System {
             dir: dir.clone(),
             broker,
             headend_config,
-            gateway_id,
-            gateway_config,
-            gateway_store,
+            gateway_id: first.id.clone(),
+            gateway_config: first.config.clone(),
+            gateway_store: first.store.clone(),
+            gateways,
+            headend,
             phone_addr,
             ca,
             profiles: BTreeMap::new(),
             passwords: BTreeMap::new(),
             codes: report.codes.clone(),
-            headend: Some(handle),
-            gateway: Gateway::Stopped,
-            run: o.gateway.clone(),
         };
         for (customer, user, password) in &o.register {
             system.register(customer, user, password)?;
         }
-        system.start_gateway()?;
+        for g in &mut system.gateways {
+            g.start()?;
+        }
         Ok(system)
     }
 
@@ -282,94 +282,34 @@ impl System {
         Ok(path)
     }
 
-    /// The head-end while it runs.
+    /// The head-end while it runs in this process.
     pub fn headend(&self) -> Result<&HeadEndHandle> {
-        self.headend
-            .as_ref()
-            .ok_or_else(|| anyhow!("the head-end is stopped"))
+        self.headend.handle()
     }
 
-    /// The head-end's store.
+    /// The head-end's store (in-process head-end).
     pub fn store(&self) -> Result<Arc<Store>> {
         Ok(self.headend()?.store())
     }
 
-    /// Starts the gateway (again).
+    /// Starts the first gateway (again).
     pub fn start_gateway(&mut self) -> Result<()> {
-        if !matches!(self.gateway, Gateway::Stopped) {
-            return Ok(());
-        }
-        self.gateway = match &self.run {
-            GatewayRun::InProcess => {
-                let config = concentrator_appliance::config::Config::load(&self.gateway_config)
-                    .map_err(|e| anyhow!("the gateway's bundle: {e}"))?;
-                let stop = Arc::new(AtomicBool::new(false));
-                let flag = stop.clone();
-                let thread = std::thread::Builder::new()
-                    .name("concentratord".into())
-                    .spawn(move || {
-                        let notifier = concentrator_appliance::notify::Notifier::from_env();
-                        concentrator_appliance::daemon::run(&config, &flag, &notifier)
-                    })
-                    .context("cannot start the gateway's thread")?;
-                Gateway::Thread { stop, thread }
-            }
-            GatewayRun::Child { bin } => {
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join("gateway.log"))?;
-                let child = Command::new(bin)
-                    .arg("--config")
-                    .arg(&self.gateway_config)
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone()?)
-                    .stderr(log)
-                    .spawn()
-                    .with_context(|| format!("cannot start {}", bin.display()))?;
-                Gateway::Child(child)
-            }
-        };
-        Ok(())
+        self.gateways[0].start()
     }
 
-    /// Stops the gateway: orderly (SIGTERM / the stop flag), or `hard` (SIGKILL: a power cut for
-    /// the store).
+    /// Stops the first gateway: orderly (SIGTERM / the stop flag), or `hard` (SIGKILL: a power cut
+    /// for the store).
     pub fn stop_gateway(&mut self, hard: bool) -> Result<()> {
-        match std::mem::replace(&mut self.gateway, Gateway::Stopped) {
-            Gateway::Thread { stop, thread } => {
-                if hard {
-                    bail!("an in-process gateway cannot be killed; use GatewayRun::Child");
-                }
-                stop.store(true, Ordering::SeqCst);
-                thread
-                    .join()
-                    .map_err(|_| anyhow!("the gateway's thread panicked"))?
-                    .map_err(|e| anyhow!("the gateway: {e}"))?;
-            }
-            Gateway::Child(mut child) => {
-                let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-                let signal = if hard { libc::SIGKILL } else { libc::SIGTERM };
-                // SAFETY: kill(2) on our own child; no memory is passed.
-                unsafe { libc::kill(pid, signal) };
-                child.wait().context("waiting for the gateway")?;
-            }
-            Gateway::Stopped => {}
-        }
-        Ok(())
+        self.gateways[0].stop(hard)
     }
 
-    /// Whether the gateway process or thread still runs (a daemon that exited on its own has not).
+    /// Whether the first gateway's process or thread still runs.
     pub fn gateway_running(&mut self) -> bool {
-        match &mut self.gateway {
-            Gateway::Thread { thread, .. } => !thread.is_finished(),
-            Gateway::Child(c) => matches!(c.try_wait(), Ok(None)),
-            Gateway::Stopped => false,
-        }
+        self.gateways[0].running()
     }
 
-    /// Waits until every enrolled meter of the gateway has a security context at the head-end (AKA
-    /// done and a TID assigned), or fails after `timeout` naming the meters still missing.
+    /// Waits until every enrolled meter has a security context at the (in-process) head-end (AKA done
+    /// and a TID assigned), or fails after `timeout` naming the meters still missing.
     pub fn wait_attached(&mut self, timeout: Duration) -> Result<()> {
         let until = Instant::now() + timeout;
         loop {
@@ -377,11 +317,16 @@ impl System {
             if missing.is_empty() {
                 return Ok(());
             }
-            if !self.gateway_running() {
+            if let Some(g) = self
+                .gateways
+                .iter_mut()
+                .find_map(|g| (!g.running()).then_some(g))
+            {
                 bail!(
-                    "the gateway stopped before {} attached; see {}",
+                    "gateway {} stopped before {} attached; see {}",
+                    g.id,
                     missing.join(", "),
-                    self.dir.join("gateway.log").display()
+                    g.log.display()
                 );
             }
             if Instant::now() > until {
@@ -394,14 +339,11 @@ impl System {
         }
     }
 
-    /// The gateway's meters without a current TID at the head-end.
+    /// The enrolled meters without a current TID at the (in-process) head-end.
     pub fn unattached(&self) -> Result<Vec<String>> {
         let store = self.store()?;
         let mut missing = Vec::new();
         for m in store.meters().map_err(|e| anyhow!("{e}"))? {
-            if m.gateway != self.gateway_id {
-                continue;
-            }
             let contexts = store
                 .contexts(&SubscriberRef::Meter(m.meter.clone()))
                 .map_err(|e| anyhow!("{e}"))?;
@@ -415,29 +357,12 @@ impl System {
         Ok(missing)
     }
 
-    /// Stops the gateway (orderly), then the head-end; the broker stops when the system is dropped.
+    /// Stops the gateways (orderly), then the head-end; the broker stops when the system is dropped.
     pub fn stop(mut self) -> Result<()> {
-        self.stop_gateway(false)?;
-        if let Some(h) = self.headend.take() {
-            h.stop()
-                .map_err(|e| anyhow!("stopping the head-end: {e}"))?;
+        for g in &mut self.gateways {
+            g.stop(false)?;
         }
-        Ok(())
-    }
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        if let Gateway::Child(child) = &mut self.gateway {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Gateway::Thread { stop, .. } = &self.gateway {
-            stop.store(true, Ordering::SeqCst);
-        }
-        if let Some(h) = self.headend.take() {
-            let _ = h.stop();
-        }
+        self.headend.stop(false)
     }
 }
 

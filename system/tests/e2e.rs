@@ -3,9 +3,9 @@
 //! (`mpc`'s). Each test provisions its own block, as a utility would, and the gateway attaches every
 //! meter with AKA before anything else happens.
 //!
-//! Where Mosquitto is not installed the tests print `SKIPPED` and pass (`.ci/run` installs it).
+//! Where Mosquitto is not installed the tests fail with the install command, unless
+//! `CONCENTRATOR_ALLOW_SKIP=1` (then they print `SKIPPED` and count in `target/skipped-tests.txt`).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,79 +14,15 @@ use concentrator_ledger::SledStore;
 use concentrator_mpc::backend::Notice;
 use concentrator_mpc::client::{Client, Keys};
 use concentrator_mpc::profile::Profile;
-use concentrator_system::{broker, sibling_binary, BrokerChoice, GatewayRun, Options, System};
+use concentrator_system::{
+    prereq, sibling_binary, BrokerChoice, GatewayRun, HeadEndRun, Options, System,
+};
+
+mod common;
+
+use common::{block, temp_dir, M, NO_FRIENDLY};
 
 const ATTACH: Duration = Duration::from_secs(60);
-
-/// One meter of a test block.
-struct M {
-    number: &'static str,
-    address: &'static str,
-    load_w: u32,
-    opening_minor: u64,
-}
-
-fn block(gateway: &str, friendly: &str, meters: &[M]) -> String {
-    let mut s = format!(
-        r#"
-[[gateway]]
-id = "{gateway}"
-ledger_options = {{ checkpoint_s = 5 }}
-uplink_options = {{ account_every_s = 1 }}
-
-[gateway.ledger]
-currency = "EUR"
-utc_offset_minutes = 0
-holidays = []
-standing_charge_minor_per_day = 0
-low_credit_levels_minor = [300]
-tariff = {{ kind = "flat", rate = 25000 }}
-emergency = {{ amount_minor = 0, auto_select = false, offer_below_minor = 0 }}
-debt_recovery = {{ kind = "percent_of_top_up", basis_points = 0 }}
-friendly = {friendly}
-relay = {{ reconnect_threshold_minor = 100, reconnect = "direct", verify_after_s = 30, max_attempts = 3 }}
-plausibility = {{ max_power_w = 1000000, slack_wh = 1000, rebaseline_after = 3 }}
-
-[[gateway.bus]]
-name = "rs485-1"
-backend = "sim"
-baud = 9600
-format = "8E1"
-poll_interval_s = 1
-"#
-    );
-    for m in meters {
-        s.push_str(&format!(
-            r#"
-[[meter]]
-meter = "{}"
-gateway = "{gateway}"
-dwelling = "D-{}"
-bus = "rs485-1"
-address = "{}"
-driver = "dlt645"
-password = "02123456"
-opening_balance_minor = {}
-sim = {{ load_w = {}, start_kwh = 100.0 }}
-"#,
-            m.number, m.number, m.address, m.opening_minor, m.load_w
-        ));
-    }
-    let numbers: Vec<String> = meters.iter().map(|m| format!("\"{}\"", m.number)).collect();
-    s.push_str(&format!(
-        "\n[[customer]]\nid = \"C-1\"\nname = \"Test Customer\"\nmsisdn = \"491700000001\"\nmeters = [{}]\n",
-        numbers.join(", ")
-    ));
-    s
-}
-
-const NO_FRIENDLY: &str = "{ hours = [], weekends = false, holidays = false }";
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 /// Starts a block, or `None` (test skipped) without Mosquitto.
 fn start(name: &str, spec: String, extra_acl: Option<String>) -> Option<System> {
@@ -99,18 +35,19 @@ fn start_with(
     extra_acl: Option<String>,
     key_lifetime_s: Option<u64>,
 ) -> Option<System> {
-    if broker::find_mosquitto().is_none() {
-        println!("SKIPPED: no Mosquitto on this machine (apt install mosquitto)");
+    if !prereq::mosquitto_or_skip(&format!("e2e {name}")).unwrap_or_else(|e| panic!("{e}")) {
         return None;
     }
     let bin = sibling_binary("concentratord").unwrap_or_else(|e| panic!("{e}"));
     let mut system = System::start(&Options {
-        dir: temp_dir(name),
+        dir: temp_dir("e2e", name),
         broker: BrokerChoice::Mosquitto,
         gateway: GatewayRun::Child { bin },
+        headend: HeadEndRun::InProcess,
         spec,
         register: vec![("C-1".into(), "carol".into(), "s3cret-pass".into())],
         key_lifetime_s,
+        headend_settings: Vec::new(),
         extra_acl,
     })
     .unwrap_or_else(|e| panic!("starting the system: {e:#}"));
@@ -121,9 +58,7 @@ fn start_with(
 }
 
 fn gateway_log(system: &System) -> String {
-    let text = std::fs::read_to_string(system.dir.join("gateway.log")).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
+    system.gateways[0].log_tail(60)
 }
 
 /// The customer's phone, logged in and watching.
