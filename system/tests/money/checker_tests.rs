@@ -29,6 +29,7 @@ fn token(serial: u64, amount_minor: u64, state: TokenState) -> TokenRecord {
         receipt: None,
         balance_after_minor: None,
         applied_at: None,
+        result_at: None,
     }
 }
 
