@@ -254,7 +254,9 @@ pub fn sign_statement(facts: &RestoreFacts, signer: &DocumentSigner) -> Result<V
         at: facts.at,
         currency,
         balance_minor: facts.credit_minor,
-        summary_at: facts.summary_at.unwrap_or(facts.at),
+        // The summary's time is the gateway's clock, which may run ahead of ours by up to the clock
+        // tolerance: the statement cannot be about a later moment than its own.
+        summary_at: facts.summary_at.unwrap_or(facts.at).min(facts.at),
         register_wh: if facts.new_account {
             None
         } else {

@@ -90,8 +90,17 @@ pub fn read_ledger(store: &Path) -> Result<LedgerStore> {
                 ..
             } => m.balance = *balance_after_minor,
             AuditEvent::Rebaselined { to_wh, .. } => m.register_wh = *to_wh,
-            // RESTORE: an event that restores an account from the head-end after a store loss (issue
-            // 14, defect 8) must set `m.balance` and `m.register_wh` here, as `AccountOpened` does.
+            AuditEvent::AccountRestored {
+                opening_balance_minor,
+                register_wh,
+                ..
+            } => {
+                // A restored account continues the one a lost store had: its opening counts only
+                // where no earlier store opened the account (then no token was applied before).
+                m.openings.push((*opening_balance_minor, *register_wh));
+                m.balance = *opening_balance_minor;
+                m.register_wh = *register_wh;
+            }
             _ => {}
         }
         Ok(())

@@ -126,6 +126,34 @@ pub fn final_states(
         .iter()
         .map(|s| (s.meter.clone(), store.tokens(&s.meter).unwrap()))
         .collect();
+    // The audit anchors the head-end recorded from the gateways' account summaries: the current
+    // chain's, and those of chains a replaced store ended.
+    let anchors: Vec<(Option<String>, Vec<String>)> = system
+        .gateways
+        .iter()
+        .map(|gw| {
+            let rec = store
+                .get::<concentrator_headend::store::AnchorRecord>(
+                    concentrator_headend::store::anchor_key(&gw.id),
+                )
+                .unwrap();
+            match rec {
+                None => (None, vec![]),
+                Some(r) => (
+                    Some(format!("{}:{}", r.len, r.head)),
+                    r.replaced
+                        .iter()
+                        .filter_map(|a| {
+                            a.reason
+                                .strip_prefix("previous chain ")
+                                .and_then(|t| t.split(',').next())
+                                .map(str::to_string)
+                        })
+                        .collect(),
+                ),
+            }
+        })
+        .collect();
     drop(store);
     let concentrator = sibling_binary("concentrator").unwrap();
     let mut audits = Vec::new();
@@ -137,27 +165,40 @@ pub fn final_states(
             .map(|l| l.1.clone())
             .collect();
         dirs.push(gw.store.clone());
+        let current = dirs.len() - 1;
+        let (anchor, replaced) = &anchors[g];
+        let verify = |ledger: &std::path::Path, anchor: Option<&String>| {
+            let mut args = vec![
+                OsStr::new("audit"),
+                OsStr::new("verify"),
+                OsStr::new("--store"),
+                ledger.as_os_str(),
+            ];
+            if let Some(a) = anchor {
+                args.extend([OsStr::new("--anchor"), OsStr::new(a.as_str())]);
+            }
+            checker::run_verify(&concentrator, &args)
+        };
         let mut stores = Vec::new();
-        for d in dirs {
+        for (i, d) in dirs.iter().enumerate() {
             let ledger = d.join("ledger");
-            // ANCHOR: when `concentrator audit verify --anchor LEN:HEX` exists, pass the anchor the
-            // head-end recorded for this gateway (its last account summary's `audit`), so that a chain
-            // cut short fails here.
-            let (ok, out) = checker::run_verify(
-                &concentrator,
-                &[
-                    OsStr::new("audit"),
-                    OsStr::new("verify"),
-                    OsStr::new("--store"),
-                    ledger.as_os_str(),
-                ],
-            );
+            // The current chain against the head-end's anchor: a chain cut short fails.
+            let (ok, out) = verify(&ledger, if i == current { anchor.as_ref() } else { None });
             audits.push((format!("{} ledger {}", gw.id, ledger.display()), ok, out));
-            stores.push(checker::read_ledger(&d).unwrap_or_else(|e| panic!("{e:#}")));
+            stores.push(checker::read_ledger(d).unwrap_or_else(|e| panic!("{e:#}")));
+        }
+        // Every chain the head-end saw end with a replaced store is whole in one of the stores kept.
+        for a in replaced {
+            let whole = dirs[..current]
+                .iter()
+                .any(|d| verify(&d.join("ledger"), Some(a)).0);
+            let what = format!("{} replaced chain {a}", gw.id);
+            let why = "no store kept from before a replacement holds this chain whole".to_string();
+            audits.push((what, whole, if whole { String::new() } else { why }));
         }
         ledgers.push(stores);
     }
-    // ANCHOR: the head-end's own anchor goes here once it has one.
+    // The head-end's own payment record is verified against the anchor file it keeps outside its store.
     let (ok, out) = checker::run_verify(
         &sibling_binary("concentrator-headend").unwrap(),
         &[
