@@ -65,7 +65,7 @@ impl Daemon {
         let names = drivers
             .all()
             .iter()
-            .map(|p| format!("{} {} ({})", p.name(), p.info().version, p.status()))
+            .map(crate::drivers::status_line)
             .collect();
         let status = Arc::new(StatusBoard::new(config.gateway.id.get_ref(), names));
         let health = Arc::new(Health::new(STALL_LIMIT));

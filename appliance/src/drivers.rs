@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use concentrator_hal::LineSettings;
-use concentrator_plugin_host::{Plugin, PluginLoader, PluginPolicy, StaticDriver, TrustedKeys};
+use concentrator_plugin_host::{
+    Isolation, Plugin, PluginLoader, PluginPolicy, StaticDriver, TrustedKeys, VersionStore,
+};
 
 use crate::config::{Config, MeterConfig};
 
@@ -33,6 +35,18 @@ impl Drivers {
         let policy = PluginPolicy {
             max_faults: gateway.plugin_max_faults,
             require_root_owned: gateway.plugin_owner_check,
+            isolation: config
+                .plugins
+                .iter()
+                .filter_map(|p| Some((p.name.get_ref().clone(), p.child_options()?)))
+                .collect(),
+            versions: Some(VersionStore::new(gateway.store.join("plugin-versions"))),
+            allow_downgrade: config
+                .plugins
+                .iter()
+                .filter(|p| p.allow_downgrade)
+                .map(|p| p.name.get_ref().clone())
+                .collect(),
         };
         let dir = gateway
             .plugin_dir
@@ -85,6 +99,28 @@ impl Drivers {
     /// Every driver, built-in and loaded.
     pub fn all(&self) -> &[Arc<Plugin>] {
         self.loader.plugins()
+    }
+}
+
+/// A driver's line in the status: name, version, where it runs, its status, and what is wrong with it
+/// (`acme-meter 1.2.0 (process; quarantined: until 15:32:05 UTC: 3 crashes …)`).
+pub fn status_line(plugin: &Arc<Plugin>) -> String {
+    let place = match plugin.isolation() {
+        Isolation::Process => "process",
+        Isolation::InProcess => "in-process",
+    };
+    let status = plugin.status();
+    match plugin.problem() {
+        Some(problem) if !problem.starts_with("quarantined") => format!(
+            "{} {} ({place}; {status}; {problem})",
+            plugin.name(),
+            plugin.info().version
+        ),
+        _ => format!(
+            "{} {} ({place}; {status})",
+            plugin.name(),
+            plugin.info().version
+        ),
     }
 }
 

@@ -95,10 +95,12 @@ pub(crate) struct StreamEntries {
     pub poll_notice: Option<PollTransmitFn>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Entries {
     Meter(MeterEntries),
     Stream(StreamEntries),
+    /// A meter driver in a child process (the isolated mode).
+    Child(std::sync::Arc<crate::child::Supervisor>),
 }
 
 /// A declaration that passed every check.

@@ -57,6 +57,7 @@ fn a_meter_from_the_dlt645_package_reads_through_the_dlt645_driver() {
     let policy = PluginPolicy {
         max_faults: 3,
         require_root_owned: false,
+        ..PluginPolicy::default()
     };
     let plugin = PluginLoader::new("/nonexistent", TrustedKeys::none(), policy)
         .register_static(StaticDriver::new(

@@ -24,6 +24,7 @@ pub fn plugin() -> Arc<Plugin> {
         PluginPolicy {
             max_faults: 3,
             require_root_owned: false,
+            ..PluginPolicy::default()
         },
     )
     .register_static(StaticDriver::new(
