@@ -303,7 +303,7 @@ impl BusJob {
                         self.drivers.all().iter().map(|p| p.name().to_string()).collect::<Vec<_>>().join(", ")
                     )),
                     Some(plugin) => pack_address(meter.address.get_ref())
-                        .and_then(|address| ScheduledMeter::open(&plugin, &address, &driver_config(meter, line))),
+                        .and_then(|address| ScheduledMeter::open(&plugin, &address, &driver_config(meter, line, &plugin))),
                 };
                 if let Err(why) = &session {
                     log::error!("bus {name} meter {} ({}) cannot be driven: {why}", meter.address.get_ref(), meter.dwelling.get_ref());

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use concentrator_hal::LineSettings;
 use concentrator_plugin_host::{
-    Isolation, Plugin, PluginLoader, PluginPolicy, StaticDriver, TrustedKeys, VersionStore,
+    Isolation, Plugin, PluginLoader, PluginPolicy, StaticDriver, TaskError, TrustedKeys,
+    VersionStore,
 };
 
 use crate::config::{Config, MeterConfig};
@@ -54,12 +55,8 @@ impl Drivers {
             .map(|d| d.get_ref().clone())
             .unwrap_or_default();
         let mut loader = PluginLoader::new(dir, trusted, policy);
-        for declaration in [
-            concentrator_driver_dlt645::plugin_declaration(),
-            concentrator_driver_modbus::plugin_declaration(),
-            concentrator_driver_znp::plugin_declaration(),
-        ] {
-            match loader.register_static(StaticDriver::new(declaration)) {
+        for driver in built_in() {
+            match loader.register_static(driver) {
                 Ok(plugin) => log::debug!(
                     "built-in driver {} {}",
                     plugin.name(),
@@ -100,6 +97,34 @@ impl Drivers {
     pub fn all(&self) -> &[Arc<Plugin>] {
         self.loader.plugins()
     }
+}
+
+/// The drivers linked into the daemon. The only place the daemon names them: everything else reaches
+/// a driver through the plugin host by its name.
+fn built_in() -> [StaticDriver; 3] {
+    [
+        StaticDriver::new(concentrator_driver_dlt645::plugin_declaration()),
+        StaticDriver::new(concentrator_driver_modbus::plugin_declaration()),
+        StaticDriver::new(concentrator_driver_znp::plugin_declaration()),
+    ]
+}
+
+/// Checks a built-in stream driver's configuration the way the driver will see it, by opening a
+/// stream session (sans-IO: nothing is sent): `None` when `driver` is not built in, else the driver's
+/// reason for refusing it.
+pub fn check_built_in_stream_config(driver: &str, config: &str) -> Option<Result<(), String>> {
+    let mut loader =
+        PluginLoader::new("/nonexistent", TrustedKeys::none(), PluginPolicy::default());
+    let plugin = built_in()
+        .into_iter()
+        .filter_map(|d| loader.register_static(d).ok())
+        .find(|p| p.name() == driver)?;
+    let clock = concentrator_hal::SystemClock::new();
+    Some(match plugin.open_stream(config, &clock) {
+        Ok(_) => Ok(()),
+        Err(TaskError::ConfigRejected { reason, .. }) => Err(reason),
+        Err(other) => Err(other.to_string()),
+    })
 }
 
 /// A driver's line in the status: name, version, where it runs, its status, and what is wrong with it
@@ -151,11 +176,15 @@ pub fn pack_address(text: &str) -> Result<Vec<u8>, String> {
         .collect())
 }
 
-/// The per-meter config handed to the driver: `model`, `password` and the `options` table, as TOML;
-/// the first-party drivers also get the bus's line settings as `line` (for their timing).
-pub fn driver_config(meter: &MeterConfig, line: Option<LineSettings>) -> String {
+/// The per-meter config handed to `plugin`: `model`, `password` and the `options` table, as TOML, and
+/// the bus's line settings as `line` (`"9600 8N1"`) for every driver of API 1.2 or later and the
+/// first-party drivers (an older plugin may refuse a key it does not know).
+pub fn driver_config(meter: &MeterConfig, line: Option<LineSettings>, plugin: &Plugin) -> String {
     let mut table = meter.options.clone().unwrap_or_default();
-    if let (Some(line), "dlt645" | "modbus") = (line, meter.driver.get_ref().as_str()) {
+    let api = plugin.info().api_version;
+    let takes_line = (api.major, api.minor) >= (1, 2)
+        || matches!(meter.driver.get_ref().as_str(), "dlt645" | "modbus");
+    if let (Some(line), true) = (line, takes_line) {
         table.insert(
             "line".into(),
             toml::Value::String(format!("{} {}", line.baud, line.format())),

@@ -210,6 +210,9 @@ pub(crate) unsafe fn check(
         driver_kind::MODEM => DriverKind::Modem,
         other => return Err(DeclarationError::Kind(other)),
     };
+    if kind == DriverKind::StreamCoordinator && api.minor < 2 {
+        return Err(DeclarationError::OldCoordinatorApi { found: api });
+    }
     let missing = |missing: String| DeclarationError::Entries {
         kind: kind.name(),
         missing,

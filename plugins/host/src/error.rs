@@ -137,6 +137,12 @@ pub enum DeclarationError {
         /// The host's.
         host: ApiVersion,
     },
+    /// A coordinator driver built before the coordinator API (1.2), which spoke notices of its own.
+    #[error("it is a coordinator driver built against API {found}, before the typed coordinator API of 1.2 that this host speaks; rebuild it with this release's SDK (docs/plugins.md §2.4)")]
+    OldCoordinatorApi {
+        /// The plugin's.
+        found: ApiVersion,
+    },
     /// Another target triple.
     #[error("it is built for target `{found}`, this host is `{expected}`; build it with `cargo build --release --target {expected}`")]
     Target {

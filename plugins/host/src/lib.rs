@@ -50,6 +50,10 @@ pub use bridge::{
     Exchange, MeterSession, TaskResult, MAX_EXCHANGES, MAX_FRAME, MAX_READINGS, MAX_TIMEOUT,
 };
 pub use child::{ChildOptions, Isolation};
+pub use concentrator_plugin_api::coordinator::{
+    CommandRequest as CoordinatorRequest, CoordinatorCommand, CoordinatorEvent, DeviceAddress,
+    DeviceInfo, WireReading,
+};
 pub use concentrator_plugin_api::values::{
     Decimal, DeviceException, Phase, Quantity, Reading, RelayCommand, RelayState, StreamEvent,
     Task, Unit, Value,
