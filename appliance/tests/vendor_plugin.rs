@@ -224,4 +224,18 @@ dwelling = "B-202"
     );
     let good = &status["buses"]["good-bus"]["meters"][0];
     assert_eq!(good["state"], "online", "{good}");
+    // `concentrator status` names the culprit, on the driver and on its meter.
+    let out = Command::new(env!("CARGO_BIN_EXE_concentrator"))
+        .args(["status", "--file"])
+        .arg(store.join("status.json"))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("crash-segv 0.1.0 (process; quarantined: until")
+            && shown.contains(
+                "meter 7 (B-202) on bus bad-bus cannot be driven: driver plugin `crash-segv` quarantined"
+            ),
+        "{shown}"
+    );
 }
