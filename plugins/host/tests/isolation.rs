@@ -318,3 +318,36 @@ fn the_signature_binds_name_and_version_and_a_downgrade_is_refused() {
         .load_file(&file)
         .unwrap();
 }
+
+/// A child restarted from a thread that then ends (a bus worker stopping) lives on: it asks to die
+/// with its parent, and Linux takes the parent to be the thread that started it, so children are
+/// started from one long-lived thread. Failed before: the next task found the child killed (SIGKILL).
+#[test]
+fn a_child_restarted_from_a_thread_that_ends_lives_on() {
+    let (dir, _, trusted) = setup("child-thread", &["concentrator-example-meter"]);
+    let mut loader = PluginLoader::new(&dir, trusted, policy(&["example-meter"]));
+    assert!(loader.load_all().unwrap().refused.is_empty());
+    let plugin = loader.get("example-meter").unwrap();
+    let (mut bus, clock) = sim_bus("bus-1", 7);
+    let mut meter = plugin.open_meter(&[7], "model = \"em-1\"").unwrap();
+    let pid = plugin.child().unwrap().pid().unwrap();
+    // SAFETY: a plain kill of the child this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(meter
+        .run(&mut bus, &clock, Task::Read(Quantity::EnergyImportTotal))
+        .is_err());
+    std::thread::sleep(Duration::from_millis(30));
+    let worker = Arc::clone(&plugin);
+    std::thread::spawn(move || {
+        let (mut bus, clock) = sim_bus("bus-2", 7);
+        read_energy(&worker, &mut bus, &clock)
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let readings = meter
+        .run(&mut bus, &clock, Task::Read(Quantity::EnergyImportTotal))
+        .unwrap()
+        .unwrap();
+    assert_eq!(readings[0].to_string(), "energy-import-total = 1234500 Wh");
+}

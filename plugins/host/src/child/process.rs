@@ -4,11 +4,43 @@
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{signal_name, utc_time};
+
+type SpawnRequest = (Command, Sender<std::io::Result<Child>>);
+
+/// Starts a child from one thread that lives as long as the process. The child asks to be killed with
+/// its parent (`PR_SET_PDEATHSIG`), and Linux takes the parent to be the *thread* that forked it: a
+/// child started from a bus worker that ends would be killed with it, and counted as a crash.
+pub(super) fn spawn_from_keeper(command: Command) -> std::io::Result<Child> {
+    static KEEPER: OnceLock<Mutex<Sender<SpawnRequest>>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = channel::<SpawnRequest>();
+        let started = std::thread::Builder::new()
+            .name(String::from("plugin-children"))
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            });
+        if let Err(e) = started {
+            log::error!(target: "concentrator::plugins", "cannot start the thread that starts plugin children: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let (reply, answer) = channel();
+    lock(keeper)
+        .send((command, reply))
+        .map_err(|_| std::io::Error::other("the thread that starts plugin children is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the thread that starts plugin children is gone"))?
+}
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use concentrator_plugin_api::ApiVersion;
 
-use super::process::{describe_exit, lock, LogLimiter, Running};
+use super::process::{describe_exit, lock, spawn_from_keeper, LogLimiter, Running};
 use super::wire::{frame, read_frame, Malformed, Reader, PROTOCOL_VERSION};
 use super::{sandbox, utc_time, ChildOptions};
 use crate::error::TaskError;
@@ -173,7 +173,7 @@ impl Supervisor {
         unsafe {
             command.pre_exec(move || sandbox::before_exec(socket_fd, library_fd, memory_limit));
         }
-        let mut process = command.spawn().map_err(|e| {
+        let mut process = spawn_from_keeper(command).map_err(|e| {
             format!(
                 "cannot start the child program {}: {e}",
                 self.options.program.display()
