@@ -351,3 +351,27 @@ fn a_child_restarted_from_a_thread_that_ends_lives_on() {
         .unwrap();
     assert_eq!(readings[0].to_string(), "energy-import-total = 1234500 Wh");
 }
+
+/// The seccomp filter: in its child, a plugin cannot open a file, connect anywhere or start a program.
+/// (The same fixture in-process can: the test checks the filter, not the machine.)
+#[test]
+fn an_isolated_plugin_cannot_open_files_connect_or_exec() {
+    let (dir, _, trusted) = setup("sandbox", &["concentrator-fixture-sandbox-probe"]);
+    let mut loader = PluginLoader::new(&dir, trusted, policy(&["sandbox-probe"]));
+    assert!(loader.load_all().unwrap().refused.is_empty());
+    let plugin = loader.get("sandbox-probe").unwrap();
+    let (mut bus, clock) = sim_bus("bus-1", 7);
+    let mut meter = plugin.open_meter(&[7], "").unwrap();
+    let refused = meter
+        .run(&mut bus, &clock, Task::Read(Quantity::EnergyImportTotal))
+        .unwrap_err()
+        .to_string();
+    let denied = "Operation not permitted";
+    assert!(
+        refused.contains(&format!("file: {denied}"))
+            && refused.contains(&format!("tcp: {denied}"))
+            && refused.contains(&format!("exec: {denied}")),
+        "{refused}"
+    );
+    assert_eq!(plugin.status(), PluginStatus::Active { faults: 0 });
+}
