@@ -39,7 +39,6 @@ fn allowed() -> Vec<libc::c_long> {
         libc::SYS_recvmsg,
         libc::SYS_sendmsg,
         libc::SYS_close,
-        libc::SYS_mmap,
         libc::SYS_munmap,
         libc::SYS_mremap,
         libc::SYS_mprotect,
@@ -65,7 +64,13 @@ fn allowed() -> Vec<libc::c_long> {
         libc::SYS_exit_group,
     ];
     #[cfg(target_arch = "x86_64")]
-    calls.extend([libc::SYS_poll]);
+    calls.extend([libc::SYS_mmap, libc::SYS_poll]);
+    #[cfg(target_arch = "aarch64")]
+    calls.extend([libc::SYS_mmap]);
+    // 32-bit ARM: mmap2, sigreturn, and the 64-bit-time calls of glibc with 64-bit time_t
+    // (clock_gettime64 403, clock_nanosleep_time64 407, ppoll_time64 414, futex_time64 422).
+    #[cfg(target_arch = "arm")]
+    calls.extend([libc::SYS_mmap2, libc::SYS_sigreturn, 403, 407, 414, 422]);
     calls
 }
 
