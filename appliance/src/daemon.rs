@@ -65,7 +65,7 @@ impl Daemon {
         let names = drivers
             .all()
             .iter()
-            .map(|p| format!("{} {} ({})", p.name(), p.info().version, p.status()))
+            .map(crate::drivers::status_line)
             .collect();
         let status = Arc::new(StatusBoard::new(config.gateway.id.get_ref(), names));
         let health = Arc::new(Health::new(STALL_LIMIT));
@@ -303,7 +303,7 @@ impl BusJob {
                         self.drivers.all().iter().map(|p| p.name().to_string()).collect::<Vec<_>>().join(", ")
                     )),
                     Some(plugin) => pack_address(meter.address.get_ref())
-                        .and_then(|address| ScheduledMeter::open(&plugin, &address, &driver_config(meter, line))),
+                        .and_then(|address| ScheduledMeter::open(&plugin, &address, &driver_config(meter, line, &plugin))),
                 };
                 if let Err(why) = &session {
                     log::error!("bus {name} meter {} ({}) cannot be driven: {why}", meter.address.get_ref(), meter.dwelling.get_ref());

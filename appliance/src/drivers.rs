@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use concentrator_hal::LineSettings;
-use concentrator_plugin_host::{Plugin, PluginLoader, PluginPolicy, StaticDriver, TrustedKeys};
+use concentrator_plugin_host::{
+    Isolation, Plugin, PluginLoader, PluginPolicy, StaticDriver, TaskError, TrustedKeys,
+    VersionStore,
+};
 
 use crate::config::{Config, MeterConfig};
 
@@ -33,6 +36,18 @@ impl Drivers {
         let policy = PluginPolicy {
             max_faults: gateway.plugin_max_faults,
             require_root_owned: gateway.plugin_owner_check,
+            isolation: config
+                .plugins
+                .iter()
+                .filter_map(|p| Some((p.name.get_ref().clone(), p.child_options()?)))
+                .collect(),
+            versions: Some(VersionStore::new(gateway.store.join("plugin-versions"))),
+            allow_downgrade: config
+                .plugins
+                .iter()
+                .filter(|p| p.allow_downgrade)
+                .map(|p| p.name.get_ref().clone())
+                .collect(),
         };
         let dir = gateway
             .plugin_dir
@@ -40,12 +55,8 @@ impl Drivers {
             .map(|d| d.get_ref().clone())
             .unwrap_or_default();
         let mut loader = PluginLoader::new(dir, trusted, policy);
-        for declaration in [
-            concentrator_driver_dlt645::plugin_declaration(),
-            concentrator_driver_modbus::plugin_declaration(),
-            concentrator_driver_znp::plugin_declaration(),
-        ] {
-            match loader.register_static(StaticDriver::new(declaration)) {
+        for driver in built_in() {
+            match loader.register_static(driver) {
                 Ok(plugin) => log::debug!(
                     "built-in driver {} {}",
                     plugin.name(),
@@ -88,6 +99,56 @@ impl Drivers {
     }
 }
 
+/// The drivers linked into the daemon. The only place the daemon names them: everything else reaches
+/// a driver through the plugin host by its name.
+fn built_in() -> [StaticDriver; 3] {
+    [
+        StaticDriver::new(concentrator_driver_dlt645::plugin_declaration()),
+        StaticDriver::new(concentrator_driver_modbus::plugin_declaration()),
+        StaticDriver::new(concentrator_driver_znp::plugin_declaration()),
+    ]
+}
+
+/// Checks a built-in stream driver's configuration the way the driver will see it, by opening a
+/// stream session (sans-IO: nothing is sent): `None` when `driver` is not built in, else the driver's
+/// reason for refusing it.
+pub fn check_built_in_stream_config(driver: &str, config: &str) -> Option<Result<(), String>> {
+    let mut loader =
+        PluginLoader::new("/nonexistent", TrustedKeys::none(), PluginPolicy::default());
+    let plugin = built_in()
+        .into_iter()
+        .filter_map(|d| loader.register_static(d).ok())
+        .find(|p| p.name() == driver)?;
+    let clock = concentrator_hal::SystemClock::new();
+    Some(match plugin.open_stream(config, &clock) {
+        Ok(_) => Ok(()),
+        Err(TaskError::ConfigRejected { reason, .. }) => Err(reason),
+        Err(other) => Err(other.to_string()),
+    })
+}
+
+/// A driver's line in the status: name, version, where it runs, its status, and what is wrong with it
+/// (`acme-meter 1.2.0 (process; quarantined: until 15:32:05 UTC: 3 crashes …)`).
+pub fn status_line(plugin: &Arc<Plugin>) -> String {
+    let place = match plugin.isolation() {
+        Isolation::Process => "process",
+        Isolation::InProcess => "in-process",
+    };
+    let status = plugin.status();
+    match plugin.problem() {
+        Some(problem) if !problem.starts_with("quarantined") => format!(
+            "{} {} ({place}; {status}; {problem})",
+            plugin.name(),
+            plugin.info().version
+        ),
+        _ => format!(
+            "{} {} ({place}; {status})",
+            plugin.name(),
+            plugin.info().version
+        ),
+    }
+}
+
 /// Packs a meter address as the host passes it to drivers (docs/plugins.md, "Addresses"): a decimal
 /// number up to 255 written with up to 3 digits is one byte (a Modbus slave id); an even number of
 /// decimal digits is packed BCD in written order (`000000000001` → `00 00 00 00 00 01`); `0x` and hex
@@ -115,11 +176,15 @@ pub fn pack_address(text: &str) -> Result<Vec<u8>, String> {
         .collect())
 }
 
-/// The per-meter config handed to the driver: `model`, `password` and the `options` table, as TOML;
-/// the first-party drivers also get the bus's line settings as `line` (for their timing).
-pub fn driver_config(meter: &MeterConfig, line: Option<LineSettings>) -> String {
+/// The per-meter config handed to `plugin`: `model`, `password` and the `options` table, as TOML, and
+/// the bus's line settings as `line` (`"9600 8N1"`) for every driver of API 1.2 or later and the
+/// first-party drivers (an older plugin may refuse a key it does not know).
+pub fn driver_config(meter: &MeterConfig, line: Option<LineSettings>, plugin: &Plugin) -> String {
     let mut table = meter.options.clone().unwrap_or_default();
-    if let (Some(line), "dlt645" | "modbus") = (line, meter.driver.get_ref().as_str()) {
+    let api = plugin.info().api_version;
+    let takes_line = (api.major, api.minor) >= (1, 2)
+        || matches!(meter.driver.get_ref().as_str(), "dlt645" | "modbus");
+    if let (Some(line), true) = (line, takes_line) {
         table.insert(
             "line".into(),
             toml::Value::String(format!("{} {}", line.baud, line.format())),

@@ -287,12 +287,28 @@ impl StatusBoard {
                     (None, None) => "unknown",
                 }
                 .into(),
-                error: m.failure().map(str::to_string),
+                error: m.failure(),
                 readings: m.last_readings().iter().map(ToString::to_string).collect(),
                 stats: m.stats().into(),
             })
             .collect();
+        let plugins: Vec<String> = scheduler
+            .meters()
+            .iter()
+            .filter_map(|m| m.plugin())
+            .map(crate::drivers::status_line)
+            .collect();
         self.with(|s| {
+            for line in plugins {
+                let name = line.split(' ').next().unwrap_or_default();
+                if let Some(old) = s
+                    .drivers
+                    .iter_mut()
+                    .find(|d| d.split(' ').next() == Some(name))
+                {
+                    *old = line;
+                }
+            }
             s.buses
                 .entry(scheduler.name().to_string())
                 .or_default()

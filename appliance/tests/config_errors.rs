@@ -255,3 +255,33 @@ fn ledger_restore_source_is_checked() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn plugin_isolation_keys_are_checked_with_their_place() {
+    // The [[plugin]] tables start on line 16, after GOOD and a blank line.
+    let text = format!(
+        "{GOOD}\n[[plugin]]\nname = \"acme-meter\"\nmemory_limit_mb = 64\n\n[[plugin]]\nname = \"dlt645\"\nisolation = \"process\"\n\n[[plugin]]\nname = \"other\"\nisolation = \"process\"\ncall_timeout_ms = 5\n"
+    );
+    let err = refused("plugins.toml", &text);
+    assert!(
+        err.contains(
+            "plugins.toml:18:19: `memory_limit_mb` applies only to a plugin in its own process"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("add `isolation = \"process\"`"), "{err}");
+    assert!(
+        err.contains("plugins.toml:21:8: `dlt645` is a built-in driver"),
+        "{err}"
+    );
+    assert!(
+        err.contains("plugins.toml:27:19: `call_timeout_ms = 5` is out of range"),
+        "{err}"
+    );
+    assert!(err.contains("no plugin directory is set"), "{err}");
+    let err = refused(
+        "isolation.toml",
+        &format!("{GOOD}\n[[plugin]]\nname = \"acme\"\nisolation = \"jail\"\n"),
+    );
+    assert!(err.contains("isolation.toml:18:13"), "{err}");
+}

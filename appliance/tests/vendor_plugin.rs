@@ -138,3 +138,104 @@ fn a_plugin_whose_bytes_changed_after_signing_is_refused_and_the_daemon_runs_on(
     );
     assert!(log.contains("concentratord running"), "{log}");
 }
+
+/// A vendor plugin that segfaults, configured to run in its own process: the daemon stays up, the
+/// other bus keeps reading, and the status names the culprit and why, on the driver and on its meter.
+#[test]
+fn an_isolated_plugin_that_segfaults_is_quarantined_and_named_while_the_daemon_runs_on() {
+    let dir = fixtures::scratch_dir("vendor-isolated");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let (private, public) = fixtures::key_pair(&dir, "acme", Algorithm::Ed25519);
+    fixtures::install(
+        "concentrator-fixture-crash-segv",
+        &plugins,
+        "libcrash_segv.so",
+        Some(&private),
+    );
+    // SAFETY: geteuid has no preconditions.
+    let owner_check = unsafe { libc::geteuid() } == 0;
+    let store = dir.join("store");
+    let config = format!(
+        r#"
+[gateway]
+id = "isolated-test"
+store = "{store}"
+plugin_dir = "{plugins}"
+trusted_keys = ["{key}"]
+plugin_owner_check = {owner_check}
+
+[[plugin]]
+name = "crash-segv"
+isolation = "process"
+crash_limit = 2
+call_timeout_ms = 500
+
+[[bus]]
+name = "good-bus"
+backend = "sim"
+baud = 2400
+poll_interval_s = 1
+
+[[meter]]
+bus = "good-bus"
+address = "000000000001"
+driver = "dlt645"
+dwelling = "A-101"
+
+[[bus]]
+name = "bad-bus"
+backend = "sim"
+baud = 9600
+poll_interval_s = 1
+
+[[meter]]
+bus = "bad-bus"
+address = "7"
+driver = "crash-segv"
+dwelling = "B-202"
+"#,
+        store = store.display(),
+        plugins = plugins.display(),
+        key = public.display(),
+    );
+    let log = run_daemon(&config, &dir, 5);
+    assert!(log.contains("in a child process"), "{log}");
+    assert!(
+        log.contains("bus good-bus meter 000000000001 (A-101): energy-import-total ="),
+        "{log}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(store.join("status.json")).unwrap()).unwrap();
+    let drivers = status["drivers"].to_string();
+    assert!(
+        drivers.contains("crash-segv 0.1.0 (process; quarantined: until")
+            && drivers.contains("crashed with signal 11 (SIGSEGV)"),
+        "{drivers}"
+    );
+    let meter = &status["buses"]["bad-bus"]["meters"][0];
+    assert_eq!(meter["state"], "failed", "{meter}");
+    assert!(
+        meter["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("driver plugin `crash-segv` quarantined: until"),
+        "{meter}"
+    );
+    let good = &status["buses"]["good-bus"]["meters"][0];
+    assert_eq!(good["state"], "online", "{good}");
+    // `concentrator status` names the culprit, on the driver and on its meter.
+    let out = Command::new(env!("CARGO_BIN_EXE_concentrator"))
+        .args(["status", "--file"])
+        .arg(store.join("status.json"))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("crash-segv 0.1.0 (process; quarantined: until")
+            && shown.contains(
+                "meter 7 (B-202) on bus bad-bus cannot be driven: driver plugin `crash-segv` quarantined"
+            ),
+        "{shown}"
+    );
+}

@@ -3,6 +3,8 @@
 //! `concentratord [--config FILE]` runs the daemon (with no file, on the embedded example configuration
 //! with simulated buses); `concentratord validate FILE` only checks a configuration (systemd's
 //! `ExecStartPre`) and exits 0 when it is usable, 1 with every mistake listed when it is not.
+//! `concentratord --plugin-child FILE` is the child process of a plugin configured with
+//! `isolation = "process"`; the daemon starts it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +48,13 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
 }
 
 fn main() -> ExitCode {
+    // An isolated plugin's child (docs/plugins.md §2.8): started by the daemon itself, never by hand.
+    let mut raw = std::env::args();
+    if raw.nth(1).as_deref() == Some("--plugin-child") {
+        let label = raw.next().unwrap_or_default();
+        let code = concentrator_plugin_host::child::serve_child(&label);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let args = Args::parse();
     match args.command {
         Some(Command::Validate { file }) => match Config::load(&file) {

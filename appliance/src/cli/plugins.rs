@@ -38,10 +38,18 @@ pub enum PluginsCommand {
         file: PathBuf,
     },
     /// Sign a plugin file with a vendor's private key (Ed25519 or ECDSA P-256, PEM); writes `<file>.sig`.
+    /// The signature binds the plugin's declared name and version, read from the file (give them with
+    /// `--name` and `--plugin-version` for a file built for another architecture).
     Sign {
         /// The vendor's private key (PEM).
         #[arg(long, value_name = "PRIVATE_KEY_PEM")]
         key: PathBuf,
+        /// The plugin's declared name, when the file cannot be loaded here.
+        #[arg(long, requires = "plugin_version")]
+        name: Option<String>,
+        /// The plugin's declared version, when the file cannot be loaded here.
+        #[arg(long, requires = "name")]
+        plugin_version: Option<String>,
         /// The plugin file.
         file: PathBuf,
     },
@@ -52,7 +60,12 @@ pub fn run(command: PluginsCommand, out: &mut dyn Write) -> Result<(), CliError>
     match command {
         PluginsCommand::List { dir, trusted } => list(&dir, &trusted, out),
         PluginsCommand::Verify { trusted, file } => verify(&file, &trusted, out),
-        PluginsCommand::Sign { key, file } => sign(&key, &file, out),
+        PluginsCommand::Sign {
+            key,
+            name,
+            plugin_version,
+            file,
+        } => sign(&key, &file, name.zip(plugin_version), out),
     }
 }
 
@@ -153,15 +166,28 @@ fn verify(file: &Path, trusted: &[PathBuf], out: &mut dyn Write) -> Result<(), C
     Ok(())
 }
 
-fn sign(key: &Path, file: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+fn sign(
+    key: &Path,
+    file: &Path,
+    declared: Option<(String, String)>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let key = SigningKey::from_pem_file(key).map_err(key_error)?;
-    let sig_path = key.sign_file(file).map_err(|e| match e {
+    let (name, version) = match declared {
+        Some(declared) => declared,
+        None => concentrator_plugin_host::read_declaration(file).map_err(|e| {
+            CliError::usage(format!(
+                "{e}; to sign a file built for another architecture, give --name and --plugin-version"
+            ))
+        })?,
+    };
+    let sig_path = key.sign_file(file, &name, &version).map_err(|e| match e {
         SignatureError::Io { .. } => CliError::usage(e.to_string()),
         other => CliError::Failed(anyhow::Error::new(other)),
     })?;
     writeln!(
         out,
-        "signed {} with key {}: wrote {}",
+        "signed {} (plugin `{name}` {version}) with key {}: wrote {}",
         file.display(),
         key.id(),
         sig_path.display()

@@ -122,13 +122,8 @@ pub fn run(command: ZigbeeCommand, out: &mut dyn Write) -> Result<(), CliError> 
             }
         }
         ZigbeeCommand::Remove { ieee, target } => {
-            let parsed: concentrator_driver_znp::IeeeAddress =
-                ieee.parse().map_err(CliError::usage)?;
-            ask(
-                &target,
-                "zigbee.remove",
-                json!({"ieee": parsed.to_string()}),
-            )?;
+            let parsed = crate::config::zigbee::normalise_ieee(&ieee).map_err(CliError::usage)?;
+            ask(&target, "zigbee.remove", json!({"ieee": parsed}))?;
             writeln!(
                 out,
                 "{parsed} was asked to leave; it is forgotten once the coordinator reports it gone"

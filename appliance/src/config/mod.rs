@@ -7,6 +7,7 @@ mod diagnostic;
 mod ledger;
 mod model;
 mod modem;
+mod plugins;
 mod uplink;
 mod uplink_keys;
 mod validate;
@@ -20,6 +21,7 @@ pub use model::{
     SimMeterConfig, UplinkConfig,
 };
 pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
+pub use plugins::{IsolationMode, PluginEntry};
 pub use uplink::{Broker, Contexts, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
 pub use zigbee::{ZigbeeBackend, ZigbeeConfig};
 

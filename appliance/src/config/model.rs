@@ -27,6 +27,9 @@ pub struct Config {
     pub ledger: Option<LedgerSection>,
     /// The 3G modem the uplink goes through, supervised by the daemon; absent: not the daemon's to watch.
     pub modem: Option<Spanned<super::modem::ModemSection>>,
+    /// Driver plugins' isolation and downgrade settings, `[[plugin]]` tables.
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<super::plugins::PluginEntry>,
 }
 
 /// Log verbosity.

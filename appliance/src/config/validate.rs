@@ -17,6 +17,7 @@ pub const BUILT_IN_MODBUS_MODELS: &[&str] = &["sdm120", "sdm630", "dds238"];
 pub fn check(config: &Config) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     check_gateway(config, &mut out);
+    super::plugins::check(config, &[BUILT_IN_DRIVERS, &["znp"]].concat(), &mut out);
     let mut names: HashMap<&str, &BusConfig> = HashMap::new();
     for bus in &config.buses {
         check_bus(bus, &mut out);

@@ -91,8 +91,12 @@ pub fn sim_meter_ieee(n: u32) -> u64 {
 
 /// Normalises an IEEE address as written (`00:12:4B:...`, `0x...`) to 16 lowercase hex digits.
 pub fn normalise_ieee(text: &str) -> Result<String, String> {
-    text.parse::<concentrator_driver_znp::IeeeAddress>()
-        .map(|a| a.to_string())
+    match text.parse::<concentrator_plugin_host::DeviceAddress>() {
+        Ok(a) if a.as_bytes().len() == 8 => Ok(a.to_string()),
+        _ => Err(format!(
+            "`{text}` is not an IEEE address: write 16 hex digits, most significant first (00124b0001a2b3c4)"
+        )),
+    }
 }
 
 fn is_set(value: &Spanned<String>) -> bool {
@@ -406,12 +410,12 @@ fn check_coordinator(config: &Config, z: &ZigbeeConfig, out: &mut Vec<Diagnostic
         }
     }
     let driver = z.driver.get_ref();
-    if driver == "znp" {
-        if let Err(e) = concentrator_driver_znp::ZnpConfig::parse(&z.driver_config()) {
+    if let Some(checked) = crate::drivers::check_built_in_stream_config(driver, &z.driver_config())
+    {
+        if let Err(e) = checked {
             let span = z.options.as_ref().map_or(z.name.span(), |o| o.span());
             out.push(
-                Diagnostic::at(span, e.to_string())
-                    .help("fix the key in `options` (docs/plugins.md §4.3)"),
+                Diagnostic::at(span, e).help("fix the key in `options` (docs/plugins.md §4.3)"),
             );
         }
     } else if config.gateway.plugin_dir.is_none() {

@@ -105,6 +105,7 @@ pub struct ScheduledMeter {
     next_due: Duration,
     skipped: u32,
     last_readings: Vec<Reading>,
+    plugin_fault: Option<String>,
 }
 
 impl ScheduledMeter {
@@ -129,6 +130,7 @@ impl ScheduledMeter {
             next_due: Duration::ZERO,
             skipped: 0,
             last_readings: Vec::new(),
+            plugin_fault: None,
         }
     }
 
@@ -159,8 +161,29 @@ impl ScheduledMeter {
     }
 
     /// Why the meter cannot be driven at all, if so (driver missing, config refused, quarantined).
-    pub fn failure(&self) -> Option<&str> {
-        self.session.as_ref().err().map(String::as_str)
+    pub fn failure(&self) -> Option<String> {
+        let session = match &self.session {
+            Err(reason) => return Some(reason.clone()),
+            Ok(session) => session,
+        };
+        let plugin = session.plugin();
+        if plugin.is_quarantined() {
+            return Some(format!(
+                "driver plugin `{}` {}",
+                plugin.name(),
+                plugin.status()
+            ));
+        }
+        // An offline meter whose last failure was its driver's is not a wiring problem.
+        match (self.online, &self.plugin_fault) {
+            (Some(false), Some(fault)) => Some(fault.clone()),
+            _ => None,
+        }
+    }
+
+    /// The plugin that drives it (none when it could not be opened).
+    pub fn plugin(&self) -> Option<&Arc<Plugin>> {
+        self.session.as_ref().ok().map(MeterSession::plugin)
     }
 }
 
@@ -480,13 +503,24 @@ impl BusScheduler {
                 }
             }
             match &result {
+                Err(e)
+                    if e.is_plugin_fault() || matches!(e, TaskError::ChildQuarantined { .. }) =>
+                {
+                    meter.plugin_fault = Some(e.to_string());
+                }
+                Ok(_) => meter.plugin_fault = None,
+                Err(_) => {}
+            }
+            match &result {
                 Ok(Ok(_)) => meter.stats.ok += 1,
                 Ok(Err(_)) => meter.stats.exceptions += 1,
                 Err(TaskError::Protocol { .. }) => meter.stats.bad_replies += 1,
                 Err(
                     TaskError::Panicked { .. }
                     | TaskError::Misbehaved { .. }
-                    | TaskError::Quarantined { .. },
+                    | TaskError::Quarantined { .. }
+                    | TaskError::ChildFailed { .. }
+                    | TaskError::ChildQuarantined { .. },
                 ) => {
                     meter.stats.driver_faults += 1;
                 }
@@ -512,8 +546,7 @@ impl BusScheduler {
                 entry: "open",
                 message: self.meters[index]
                     .failure()
-                    .unwrap_or("not opened")
-                    .to_string(),
+                    .unwrap_or_else(|| String::from("not opened")),
             }),
         }
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use concentrator_driver_znp::IeeeAddress;
+use concentrator_plugin_host::DeviceAddress;
 use serde_json::{json, Value};
 
 use crate::config::Config;
@@ -188,7 +188,7 @@ impl Zigbee {
                     .get("ieee")
                     .and_then(Value::as_str)
                     .ok_or("`ieee` (the device's IEEE address) is missing")?;
-                let ieee: IeeeAddress = text.parse()?;
+                let ieee: DeviceAddress = crate::config::zigbee::normalise_ieee(text)?.parse()?;
                 ask(&s, args, |reply| ToWorker::Remove { ieee, reply })
             }),
         );

@@ -1,34 +1,30 @@
-//! The ledger's relay decisions for Zigbee meters, as Prepayment-cluster (0x0705) commands.
+//! The ledger's relay jobs for meters behind a coordinator, as coordinator-API commands.
 //!
-//! The gateway's ledger is the authority for money; the meter's own credit register is left alone
-//! (no top-up codes are sent: the ledger's tokens are not the meter's codes, and two credit registers
-//! run by two tariffs would drift apart). What the ledger decides is the supply:
-//!
-//! - cut → `set_cut_off` (ChangePaymentMode) with the cut-off value [`CUT_OFF_DISCONNECT`]: any credit
-//!   is below it, so the meter disconnects;
-//! - reconnect (direct, or armed: a Zigbee meter has no arming) → `set_cut_off` with
-//!   [`CUT_OFF_RESTORE`]: no credit is below it, so the meter reconnects and never cuts by itself;
-//! - the read-back reads CreditRemaining and CutOffValue: the supply is open when the credit is below
-//!   the cut-off, as the meter itself decides.
+//! The gateway's ledger is the authority for money; what it decides is the supply. A relay job becomes
+//! a `relay` command and a read of the relay state a `read` of `relay-state`; how the coordinator's
+//! driver carries them out is its own (the ZNP driver: Prepayment-cluster cut-off values,
+//! `concentrator_driver_znp::coordinator`).
 //!
 //! The jobs arrive through the same `SchedulerHandle` the RS485 buses register, so the ledger's relay
 //! driver (`crate::prepay::relay`) and the head-end's commands need no Zigbee case.
 
 use std::sync::mpsc::Sender;
 
-use concentrator_driver_znp::zcl::prepayment;
-use concentrator_driver_znp::{CommandResult, ZclValue};
 use concentrator_plugin_host::{
-    DeviceException, Quantity, Reading, RelayCommand, RelayState, Task, Value as MeterValue,
+    CoordinatorCommand, DeviceAddress, DeviceException, Quantity, Reading, Task,
 };
 use serde_json::{json, Value};
 
 use crate::scheduler::JobOutcome;
 
-/// The cut-off value that disconnects: every credit is below it.
-pub const CUT_OFF_DISCONNECT: i32 = i32::MAX;
-/// The cut-off value that reconnects: no credit is below it (`i32::MIN` is ZCL's "invalid" value).
-pub const CUT_OFF_RESTORE: i32 = -i32::MAX;
+/// What a command that was carried out produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done {
+    /// Readings (a relay state read back).
+    pub readings: Vec<Reading>,
+    /// The driver's own account, when it gave one.
+    pub detail: Option<Value>,
+}
 
 /// Who waits for a command's notice.
 #[derive(Debug)]
@@ -54,36 +50,33 @@ pub enum Failure {
     Failed(String),
 }
 
-/// The driver command for a job on the meter at `address`, and how its answer is awaited.
+/// The coordinator command for a job on the meter at `address`, and how its answer is awaited.
 #[allow(clippy::type_complexity)]
 pub fn command_for(
     address: &str,
     task: &Task,
-) -> Result<(Value, fn(Sender<JobOutcome>) -> Waiting), String> {
-    let cut_off =
-        |value: i32| json!({"op": "set_cut_off", "device": address, "cut_off_value": value});
+) -> Result<(CoordinatorCommand, fn(Sender<JobOutcome>) -> Waiting), String> {
+    let device: DeviceAddress = address.parse()?;
     match task {
-        Task::Relay(RelayCommand::Trip) => Ok((cut_off(CUT_OFF_DISCONNECT), Waiting::RelayCommand)),
-        Task::Relay(RelayCommand::CloseDirect | RelayCommand::CloseAllowed) => {
-            Ok((cut_off(CUT_OFF_RESTORE), Waiting::RelayCommand))
-        }
+        Task::Relay(command) => Ok((
+            CoordinatorCommand::relay(device, *command),
+            Waiting::RelayCommand,
+        )),
         Task::Read(Quantity::RelayState) => Ok((
-            json!({
-                "op": "read",
-                "device": address,
-                "cluster": prepayment::CLUSTER,
-                "attributes": [prepayment::attr::CREDIT_REMAINING, prepayment::attr::CUT_OFF_VALUE],
-            }),
+            CoordinatorCommand::Read {
+                device,
+                quantities: vec![Quantity::RelayState.to_string()],
+            },
             Waiting::RelayRead,
         )),
         other => Err(format!(
-            "{other:?} has no Zigbee prepayment equivalent; a Zigbee meter reports its readings by itself and takes supply cut and restore only"
+            "{other} is not done on request behind a coordinator; its meters report their readings by themselves and take relay commands and relay-state reads"
         )),
     }
 }
 
 /// Hands a command's outcome to whoever waits for it.
-pub fn answer(coordinator: &str, waiting: Waiting, outcome: Result<CommandResult, Failure>) {
+pub fn answer(coordinator: &str, waiting: Waiting, outcome: Result<Done, Failure>) {
     let text = |f: &Failure| match f {
         Failure::Refused(status, name) => format!("the device refused it: {name} ({status:#04x})"),
         Failure::Failed(reason) => reason.clone(),
@@ -95,7 +88,7 @@ pub fn answer(coordinator: &str, waiting: Waiting, outcome: Result<CommandResult
     match waiting {
         Waiting::Control(reply) | Waiting::PermitJoin(reply, _) => {
             let _ = reply.send(match outcome {
-                Ok(result) => serde_json::to_value(result).map_err(|e| e.to_string()),
+                Ok(done) => Ok(done.detail.unwrap_or_else(|| json!({"kind": "accepted"}))),
                 Err(f) => Err(text(&f)),
             });
         }
@@ -108,13 +101,17 @@ pub fn answer(coordinator: &str, waiting: Waiting, outcome: Result<CommandResult
         }
         Waiting::RelayRead(reply) => {
             let _ = reply.send(match outcome {
-                Ok(CommandResult::Attributes { records }) => relay_state(&records).map(|state| {
-                    Ok(vec![Reading::new(
-                        Quantity::RelayState,
-                        MeterValue::Relay(state),
-                    )])
-                }),
-                Ok(other) => Err(format!("the meter answered the read with {other:?}")),
+                Ok(done)
+                    if done
+                        .readings
+                        .iter()
+                        .any(|r| r.quantity == Quantity::RelayState) =>
+                {
+                    Ok(Ok(done.readings))
+                }
+                Ok(_) => Err(String::from(
+                    "the coordinator's driver answered the relay-state read without a relay state",
+                )),
                 Err(Failure::Refused(s, n)) => Ok(Err(exception(s, n))),
                 Err(Failure::Failed(r)) => Err(r),
             });
@@ -126,69 +123,28 @@ pub fn answer(coordinator: &str, waiting: Waiting, outcome: Result<CommandResult
     }
 }
 
-fn signed(records: &[concentrator_driver_znp::zcl::ReadRecord], attribute: u16) -> Option<i64> {
-    records
-        .iter()
-        .find(|r| r.attribute == attribute && r.status == 0)
-        .and_then(|r| match &r.value {
-            Some(ZclValue::Signed(_, v)) => Some(*v),
-            Some(ZclValue::Unsigned(_, v)) => i64::try_from(*v).ok(),
-            _ => None,
-        })
-}
-
-/// The supply's state from CreditRemaining and CutOffValue: open when the credit is below the cut-off.
-pub fn relay_state(
-    records: &[concentrator_driver_znp::zcl::ReadRecord],
-) -> Result<RelayState, String> {
-    let credit = signed(records, prepayment::attr::CREDIT_REMAINING)
-        .ok_or("the meter did not return CreditRemaining (0x0705/0x0001)")?;
-    let cut_off = signed(records, prepayment::attr::CUT_OFF_VALUE)
-        .ok_or("the meter did not return CutOffValue (0x0705/0x0040)")?;
-    Ok(if credit < cut_off {
-        RelayState::Open
-    } else {
-        RelayState::Closed
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concentrator_driver_znp::zcl::ReadRecord;
-
-    fn record(attribute: u16, v: i64) -> ReadRecord {
-        ReadRecord {
-            attribute,
-            status: 0,
-            value: Some(ZclValue::Signed(0x2B, v)),
-        }
-    }
+    use concentrator_plugin_host::{CoordinatorRequest, RelayCommand};
 
     #[test]
-    fn supply_state_follows_credit_and_cut_off() {
-        let open = [
-            record(0x0001, 1000),
-            record(0x0040, i64::from(CUT_OFF_DISCONNECT)),
-        ];
-        assert_eq!(relay_state(&open), Ok(RelayState::Open));
-        let closed = [
-            record(0x0001, -5000),
-            record(0x0040, i64::from(CUT_OFF_RESTORE)),
-        ];
-        assert_eq!(relay_state(&closed), Ok(RelayState::Closed));
-        let e = relay_state(&closed[..1]).unwrap_err();
-        assert!(e.contains("CutOffValue"), "{e}");
-    }
-
-    #[test]
-    fn relay_tasks_become_cut_off_commands() {
+    fn relay_tasks_become_coordinator_commands() {
         let (cmd, _) = command_for("00124b0000000001", &Task::Relay(RelayCommand::Trip)).unwrap();
-        assert_eq!(cmd["op"], "set_cut_off");
-        assert_eq!(cmd["cut_off_value"], i64::from(i32::MAX));
-        let (cmd, _) =
-            command_for("00124b0000000001", &Task::Relay(RelayCommand::CloseAllowed)).unwrap();
-        assert_eq!(cmd["cut_off_value"], -i64::from(i32::MAX));
-        assert!(command_for("x", &Task::Relay(RelayCommand::Alarm)).is_err());
+        let text = CoordinatorRequest {
+            id: 1,
+            command: cmd,
+        }
+        .to_json();
+        assert_eq!(
+            text,
+            r#"{"id":1,"op":"relay","device":"00124b0000000001","relay":1}"#
+        );
+        let (cmd, _) = command_for("00124b0000000001", &Task::Read(Quantity::RelayState)).unwrap();
+        assert!(
+            matches!(cmd, CoordinatorCommand::Read { quantities, .. } if quantities == ["relay-state"])
+        );
+        assert!(command_for("00124b0000000001", &Task::Read(Quantity::EnergyImportTotal)).is_err());
+        assert!(command_for("x", &Task::Relay(RelayCommand::Trip)).is_err());
     }
 }

@@ -9,14 +9,16 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use concentrator_driver_znp::{CommandResult, DeviceTable, IeeeAddress, Notice};
 use concentrator_hal::{Clock, SystemClock};
-use concentrator_plugin_host::{Plugin, Reading, StreamEvent, StreamSession};
+use concentrator_plugin_host::{
+    CoordinatorCommand, CoordinatorEvent, CoordinatorRequest, DeviceAddress, Plugin, Reading,
+    StreamEvent, StreamSession,
+};
 use serde_json::{json, Value};
 
 use super::port::{OpenPort, PortSource};
 use super::relay::{self, Waiting};
-use super::store::DeviceStore;
+use super::store::{DeviceStore, DeviceTable};
 use crate::health::{Worker, WorkerState};
 use crate::prepay::unix_now;
 use crate::scheduler::{ReadingSink, SubmittedJob};
@@ -54,7 +56,7 @@ pub enum ToWorker {
     /// Ask a device to leave and forget it.
     Remove {
         /// The device.
-        ieee: IeeeAddress,
+        ieee: DeviceAddress,
         /// The answer.
         reply: Sender<Result<Value, String>>,
     },
@@ -129,7 +131,7 @@ pub struct ZigbeeWorker {
     meters: Vec<MappedMeter>,
     by_address: HashMap<String, usize>,
     table: DeviceTable,
-    seen: HashMap<IeeeAddress, u64>,
+    seen: HashMap<DeviceAddress, u64>,
     view: ZigbeeView,
     pending: HashMap<u64, Pending>,
     next_id: u64,
@@ -284,8 +286,13 @@ impl ZigbeeWorker {
         clock: &SystemClock,
     ) -> Step {
         let id = self.id();
-        let load = json!({"id": id, "op": "load_devices", "table": self.table});
-        match session.command(&load.to_string(), clock) {
+        let load = CoordinatorRequest {
+            id,
+            command: CoordinatorCommand::LoadDevices {
+                devices: self.table.values().cloned().collect(),
+            },
+        };
+        match session.command(&load.to_json(), clock) {
             Ok(()) => self.wait(id, Waiting::Internal("load the stored device table"), None),
             Err(e) => log::warn!(
                 "zigbee {}: the driver does not take the stored device table: {e}",
@@ -347,7 +354,7 @@ impl ZigbeeWorker {
         while let Some(event) = session.poll_event().map_err(|e| e.to_string())? {
             match event {
                 StreamEvent::Reading { address, reading } => {
-                    let Some(ieee) = IeeeAddress::try_from_bytes(&address) else {
+                    let Some(ieee) = DeviceAddress::new(&address) else {
                         log::debug!(
                             "zigbee {}: a reading from address {address:02x?}",
                             self.setup.name
@@ -364,7 +371,7 @@ impl ZigbeeWorker {
                     }
                 }
                 StreamEvent::DeviceSeen { address } => {
-                    if let Some(ieee) = IeeeAddress::try_from_bytes(&address) {
+                    if let Some(ieee) = DeviceAddress::new(&address) {
                         log::info!(
                             "zigbee {}: device {ieee} joined or announced itself",
                             self.setup.name
@@ -376,7 +383,7 @@ impl ZigbeeWorker {
                     }
                 }
                 StreamEvent::DeviceLost { address } => {
-                    if let Some(ieee) = IeeeAddress::try_from_bytes(&address) {
+                    if let Some(ieee) = DeviceAddress::new(&address) {
                         log::info!("zigbee {}: device {ieee} left the network", self.setup.name);
                         if let Some(&i) = self.by_address.get(&ieee.to_string()) {
                             self.meters[i].left = true;
@@ -432,54 +439,79 @@ impl ZigbeeWorker {
 
     fn drain_notices(&mut self, session: &mut StreamSession) -> Step {
         while let Some(text) = session.poll_notice().map_err(|e| e.to_string())? {
-            let notice: Notice = match serde_json::from_str(&text) {
-                Ok(n) => n,
+            let event = match CoordinatorEvent::from_json(&text) {
+                Ok(event) => event,
                 Err(_) => {
                     log::info!("zigbee {}: driver notice: {text}", self.setup.name);
                     continue;
                 }
             };
-            match notice {
-                Notice::DeviceUpdated { device } => {
-                    if let Err(e) = self.setup.store.put(&device) {
+            match event {
+                CoordinatorEvent::Joined { device } => {
+                    log::info!("zigbee {}: device {device} joined", self.setup.name);
+                    self.seen.entry(device).or_insert_with(unix_now);
+                }
+                CoordinatorEvent::Interviewed { device } => {
+                    log::info!("zigbee {}: device {device} interviewed", self.setup.name);
+                }
+                CoordinatorEvent::Updated { info } => {
+                    if let Err(e) = self.setup.store.put(&info) {
                         log::error!("zigbee {}: {e}", self.setup.name);
                         self.view.last_error = Some(e.to_string());
                     }
-                    self.seen.entry(device.ieee).or_insert_with(unix_now);
-                    self.table.insert(*device);
+                    self.seen.entry(info.device).or_insert_with(unix_now);
+                    self.table.insert(info.device, info);
                     self.view.devices = self.table.len();
                 }
-                Notice::DeviceRemoved { ieee } => {
-                    if let Err(e) = self.setup.store.remove(ieee) {
+                CoordinatorEvent::Left { device } => {
+                    if let Err(e) = self.setup.store.remove(device) {
                         log::error!("zigbee {}: {e}", self.setup.name);
                         self.view.last_error = Some(e.to_string());
                     }
-                    self.table.on_leave(ieee);
+                    self.table.remove(&device);
                     self.view.devices = self.table.len();
-                    if let Some(&i) = self.by_address.get(&ieee.to_string()) {
+                    if let Some(&i) = self.by_address.get(&device.to_string()) {
                         self.meters[i].left = true;
                     }
                 }
-                Notice::CoordinatorUp {
-                    ieee,
+                CoordinatorEvent::LinkUp {
+                    coordinator,
                     firmware,
-                    was_formed,
+                    restored,
                 } => {
                     log::info!(
-                        "zigbee {}: coordinator {ieee}, firmware {firmware}, network {}",
+                        "zigbee {}: coordinator {coordinator}, firmware {firmware}, network {}",
                         self.setup.name,
-                        if was_formed { "restored" } else { "formed now" }
+                        if restored { "restored" } else { "formed now" }
                     );
-                    self.view.coordinator_ieee = Some(ieee.to_string());
+                    self.view.coordinator_ieee = Some(coordinator.to_string());
                     self.view.firmware = Some(firmware);
                 }
-                Notice::CommandDone { id, result } => self.finish(id, Ok(result)),
-                Notice::CommandRefused {
+                CoordinatorEvent::CommandDone {
                     id,
-                    status,
-                    status_name,
-                } => self.finish(id, Err(relay::Failure::Refused(status, status_name))),
-                Notice::CommandFailed { id, reason } => {
+                    readings,
+                    detail,
+                } => {
+                    let readings: Result<Vec<Reading>, String> =
+                        readings.into_iter().map(|r| r.to_reading()).collect();
+                    match readings {
+                        Ok(readings) => self.finish(id, Ok(relay::Done { readings, detail })),
+                        Err(e) => self.finish(
+                            id,
+                            Err(relay::Failure::Failed(format!(
+                                "the driver returned an invalid reading: {e}"
+                            ))),
+                        ),
+                    }
+                }
+                CoordinatorEvent::CommandRefused { id, code, text } => self.finish(
+                    id,
+                    Err(relay::Failure::Refused(
+                        u8::try_from(code).unwrap_or(u8::MAX),
+                        text,
+                    )),
+                ),
+                CoordinatorEvent::CommandFailed { id, reason } => {
                     self.finish(id, Err(relay::Failure::Failed(reason)))
                 }
             }
@@ -487,7 +519,7 @@ impl ZigbeeWorker {
         Ok(())
     }
 
-    fn finish(&mut self, id: u64, outcome: Result<CommandResult, relay::Failure>) {
+    fn finish(&mut self, id: u64, outcome: Result<relay::Done, relay::Failure>) {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
@@ -561,11 +593,11 @@ impl ZigbeeWorker {
                     continue;
                 }
                 ToWorker::PermitJoin { seconds, reply } => (
-                    json!({"op": "permit_join", "seconds": seconds}),
+                    CoordinatorCommand::PermitJoin { seconds },
                     Waiting::PermitJoin(reply, seconds),
                 ),
                 ToWorker::Remove { ieee, reply } => {
-                    if self.table.get(ieee).is_none() {
+                    if !self.table.contains_key(&ieee) {
                         let _ = reply.send(Err(format!(
                             "device {ieee} is not in coordinator `{}`'s table; `concentrator zigbee devices` lists the devices",
                             self.setup.name
@@ -573,7 +605,7 @@ impl ZigbeeWorker {
                         continue;
                     }
                     (
-                        json!({"op": "leave", "device": ieee.to_string()}),
+                        CoordinatorCommand::Remove { device: ieee },
                         Waiting::Control(reply),
                     )
                 }
@@ -591,7 +623,7 @@ impl ZigbeeWorker {
             match relay::command_for(&address, &task) {
                 Ok((command, waiting)) => {
                     log::info!(
-                        "zigbee {}: meter {} ({}): {task:?} as {command}",
+                        "zigbee {}: meter {} ({}): {task} as {command:?}",
                         self.setup.name,
                         self.meters[meter].meter_id,
                         self.meters[meter].dwelling
@@ -610,13 +642,12 @@ impl ZigbeeWorker {
         &mut self,
         session: &mut StreamSession,
         clock: &dyn Clock,
-        mut command: Value,
+        command: CoordinatorCommand,
         waiting: Waiting,
         meter: Option<usize>,
     ) {
         let id = self.id();
-        command["id"] = id.into();
-        match session.command(&command.to_string(), clock) {
+        match session.command(&CoordinatorRequest { id, command }.to_json(), clock) {
             Ok(()) => self.wait(id, waiting, meter),
             Err(e) => {
                 if let Some(m) = meter.and_then(|i| self.meters.get_mut(i)) {
@@ -635,29 +666,22 @@ impl ZigbeeWorker {
     fn devices(&self) -> Value {
         let rows: Vec<Value> = self
             .table
-            .iter()
+            .values()
             .map(|d| {
                 let meter = self
                     .by_address
-                    .get(&d.ieee.to_string())
+                    .get(&d.device.to_string())
                     .map(|&i| &self.meters[i]);
-                let mut clusters: Vec<u16> = d
-                    .descriptors
-                    .iter()
-                    .flat_map(|s| s.in_clusters.iter().copied())
-                    .collect();
-                clusters.sort_unstable();
-                clusters.dedup();
                 json!({
                     "coordinator": self.setup.name,
-                    "ieee": d.ieee.to_string(),
-                    "nwk": format!("0x{:04x}", d.nwk),
-                    "endpoints": d.endpoints.clone().unwrap_or_default(),
-                    "clusters": clusters.iter().map(|c| format!("0x{c:04x}")).collect::<Vec<_>>(),
-                    "interviewed": d.is_interviewed(),
+                    "ieee": d.device.to_string(),
+                    "nwk": d.network_address.map(|n| format!("0x{n:04x}")),
+                    "endpoints": d.endpoints,
+                    "clusters": d.clusters.iter().map(|c| format!("0x{c:04x}")).collect::<Vec<_>>(),
+                    "interviewed": d.interviewed,
                     "meter_id": meter.map(|m| m.meter_id.clone()),
                     "dwelling": meter.map(|m| m.dwelling.clone()),
-                    "last_seen_unix": self.seen.get(&d.ieee),
+                    "last_seen_unix": self.seen.get(&d.device),
                 })
             })
             .collect();
@@ -671,9 +695,9 @@ impl ZigbeeWorker {
             .map(|m| {
                 let known = m
                     .address
-                    .parse::<IeeeAddress>()
+                    .parse::<DeviceAddress>()
                     .ok()
-                    .is_some_and(|a| self.table.get(a).is_some());
+                    .is_some_and(|a| self.table.contains_key(&a));
                 let (state, error) = if m.left {
                     ("offline", Some("it left the network; pair it again with `concentrator zigbee permit-join` (docs/install.md)".to_string()))
                 } else if !known {

@@ -57,6 +57,8 @@ pub mod quantity {
     pub const PREPAID_REMAINING_MONEY: u32 = 50;
     /// Prepaid credit left, as energy.
     pub const PREPAID_REMAINING_ENERGY: u32 = 51;
+    /// The device's own address, as [`super::value_kind::ADDRESS`] (API 1.2).
+    pub const DEVICE_ADDRESS: u32 = 60;
     /// Vendor-specific quantities: this bit set, the vendor's own number in the low 31 bits.
     pub const VENDOR_BIT: u32 = 0x8000_0000;
 }
@@ -93,6 +95,9 @@ pub mod value_kind {
     pub const TIMESTAMP: u32 = 2;
     /// A relay state: `mantissa` is a [`super::relay_state`] code.
     pub const RELAY: u32 = 3;
+    /// An address (API 1.2): `exponent` bytes (1–8) of `mantissa`, most significant first, the last
+    /// byte in the lowest bits.
+    pub const ADDRESS: u32 = 4;
 }
 
 /// Relay states (a reading's value).

@@ -23,7 +23,9 @@
 )]
 
 pub mod codes;
+pub mod coordinator;
 mod ffi;
+pub mod line;
 pub mod values;
 
 pub use ffi::{
@@ -42,9 +44,12 @@ pub const ABI_VERSION: u32 = 1;
 ///
 /// 1.1 appended `command` and `poll_notice` to [`StreamDriverVTable`] (commands from the host to a
 /// stream driver's devices, and the driver's notices back).
+/// 1.2 defined what a coordinator driver's commands and notices mean ([`coordinator`]: typed, one JSON
+/// encoding for every vendor) and that every meter driver's config carries the bus's `line`; a
+/// coordinator plugin built against 1.1 (which spoke its own notices) is refused.
 pub const API_VERSION: ApiVersion = ApiVersion {
     major: 1,
-    minor: 1,
+    minor: 2,
     patch: 0,
 };
 

@@ -30,6 +30,9 @@ pub enum RawValueError {
     /// A decimal exponent outside -20..=20.
     #[error("decimal exponent {0} is outside -20..=20")]
     Exponent(i32),
+    /// An address of another length than 1 to 8 bytes.
+    #[error("an address reading of {0} bytes; 1 to 8 are allowed")]
+    AddressLength(i32),
 }
 
 /// A phase of a three-phase supply, or the total over the phases.
@@ -81,6 +84,8 @@ pub enum Quantity {
     PrepaidRemainingMoney,
     /// Prepaid credit left, as energy.
     PrepaidRemainingEnergy,
+    /// The device's own address (a DL/T 645 meter's, found by `DiscoverAddress`), as `Value::Address`.
+    DeviceAddress,
     /// A vendor's own quantity (0 to 2^31 - 1).
     Vendor(u32),
 }
@@ -101,6 +106,7 @@ impl Quantity {
             Quantity::RelayState => quantity::RELAY_STATE,
             Quantity::PrepaidRemainingMoney => quantity::PREPAID_REMAINING_MONEY,
             Quantity::PrepaidRemainingEnergy => quantity::PREPAID_REMAINING_ENERGY,
+            Quantity::DeviceAddress => quantity::DEVICE_ADDRESS,
             Quantity::Vendor(n) => quantity::VENDOR_BIT | (n & !quantity::VENDOR_BIT),
         }
     }
@@ -128,6 +134,7 @@ impl Quantity {
             quantity::RELAY_STATE => Quantity::RelayState,
             quantity::PREPAID_REMAINING_MONEY => Quantity::PrepaidRemainingMoney,
             quantity::PREPAID_REMAINING_ENERGY => Quantity::PrepaidRemainingEnergy,
+            quantity::DEVICE_ADDRESS => Quantity::DeviceAddress,
             other => return Err(RawValueError::Quantity(other)),
         };
         Ok(q)
@@ -153,6 +160,7 @@ impl std::str::FromStr for Quantity {
             "relay-state" => Some(Quantity::RelayState),
             "prepaid-remaining-money" => Some(Quantity::PrepaidRemainingMoney),
             "prepaid-remaining-energy" => Some(Quantity::PrepaidRemainingEnergy),
+            "device-address" => Some(Quantity::DeviceAddress),
             _ => {
                 if let Some(t) = s.strip_prefix("energy-import-tariff-") {
                     t.parse::<u8>()
@@ -179,7 +187,7 @@ impl std::str::FromStr for Quantity {
             format!(
                 "`{s}` is not a quantity; use energy-import-total, energy-import-tariff-1..4, energy-export-total, \
                  voltage-a|b|c, current-a|b|c, active-power-a|b|c|total, meter-date-time, relay-state, \
-                 prepaid-remaining-money, prepaid-remaining-energy or vendor-N"
+                 prepaid-remaining-money, prepaid-remaining-energy, device-address or vendor-N"
             )
         })
     }
@@ -198,6 +206,7 @@ impl fmt::Display for Quantity {
             Quantity::RelayState => f.write_str("relay-state"),
             Quantity::PrepaidRemainingMoney => f.write_str("prepaid-remaining-money"),
             Quantity::PrepaidRemainingEnergy => f.write_str("prepaid-remaining-energy"),
+            Quantity::DeviceAddress => f.write_str("device-address"),
             Quantity::Vendor(n) => write!(f, "vendor-{n}"),
         }
     }
@@ -367,6 +376,8 @@ pub enum Value {
     Timestamp(i64),
     /// A relay state.
     Relay(RelayState),
+    /// An address of 1 to 8 bytes (API 1.2).
+    Address(crate::coordinator::DeviceAddress),
 }
 
 impl fmt::Display for Value {
@@ -375,6 +386,7 @@ impl fmt::Display for Value {
             Value::Decimal(d) => d.fmt(f),
             Value::Timestamp(t) => write!(f, "unix {t}"),
             Value::Relay(r) => write!(f, "{r:?}"),
+            Value::Address(a) => write!(f, "address {a}"),
         }
     }
 }
@@ -419,6 +431,18 @@ impl Reading {
                 exponent: 0,
                 unit: unit::NONE,
             },
+            Value::Address(a) => {
+                // Longer than 8 bytes does not fit a reading; such an address is cut to its last 8.
+                let bytes = a.as_bytes();
+                let bytes = &bytes[bytes.len().saturating_sub(8)..];
+                RawReading {
+                    quantity,
+                    value_kind: value_kind::ADDRESS,
+                    mantissa: bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)) as i64,
+                    exponent: bytes.len() as i32,
+                    unit: unit::NONE,
+                }
+            }
         }
     }
 
@@ -442,6 +466,16 @@ impl Reading {
                 let code =
                     u32::try_from(raw.mantissa).map_err(|_| RawValueError::Relay(u32::MAX))?;
                 Value::Relay(RelayState::try_from_raw(code)?)
+            }
+            value_kind::ADDRESS => {
+                let len = usize::try_from(raw.exponent)
+                    .ok()
+                    .filter(|n| (1..=8).contains(n))
+                    .ok_or(RawValueError::AddressLength(raw.exponent))?;
+                let bytes = (raw.mantissa as u64).to_be_bytes();
+                let address = crate::coordinator::DeviceAddress::new(&bytes[8 - len..])
+                    .ok_or(RawValueError::AddressLength(raw.exponent))?;
+                Value::Address(address)
             }
             other => return Err(RawValueError::ValueKind(other)),
         };

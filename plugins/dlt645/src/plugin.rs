@@ -14,9 +14,9 @@
 //! | `SetClock(unix)` | broadcast time sync (0x08) to `999999999999`; no meter replies |
 //! | `DiscoverAddress` | read address (0x13) to `AAAAAAAAAAAA`: the one meter on the line answers |
 //!
-//! The address the meter reports (read address, or `Read(Vendor(0x04000401))`) is returned as the
-//! reading [`ADDRESS_QUANTITY`]: a decimal with exponent 0 and no unit whose digits are the twelve
-//! address digits (`000000000001` → 1, `201800001234` → 201800001234).
+//! The address the meter reports (read address, `Read(DeviceAddress)` or `Read(Vendor(0x04000401))`) is
+//! returned as the reading [`ADDRESS_QUANTITY`] with an address value (API 1.2): the six BCD bytes most
+//! significant first, which print as the twelve digits of the meter's config (`201800001234`).
 //!
 //! Meter replies are checked against the request (address, function, data identifier); an abnormal
 //! reply is an [`Outcome::DeviceException`] carrying the error byte as its code; anything else that
@@ -42,9 +42,9 @@ use crate::{request, status, Dlt645Address, Dlt645Exception};
 /// The plugin's name: what a meter's `driver = "…"` names.
 pub const PLUGIN_NAME: &str = "dlt645";
 
-/// The quantity a meter's address is returned as: `Vendor` with the data identifier of the
-/// communication address, `04000401`.
-pub const ADDRESS_QUANTITY: Quantity = Quantity::Vendor(DataId::ADDRESS.0);
+/// The quantity a meter's address is returned as (read with the data identifier of the communication
+/// address, `04000401`).
+pub const ADDRESS_QUANTITY: Quantity = Quantity::DeviceAddress;
 
 /// Follow-up reads allowed for one data identifier (the host allows 32 exchanges per task).
 const MAX_FOLLOW_UPS: u8 = 24;
@@ -103,6 +103,7 @@ fn data_id_of(quantity: Quantity) -> Result<DataId, String> {
         Quantity::RelayState => DataId::RUNNING_STATUS_3,
         Quantity::PrepaidRemainingMoney => DataId::REMAINING_MONEY,
         Quantity::PrepaidRemainingEnergy => DataId::REMAINING_ENERGY,
+        Quantity::DeviceAddress => DataId::ADDRESS,
         Quantity::Vendor(n) => {
             let di = DataId(n);
             match di.format() {
@@ -144,13 +145,17 @@ pub fn to_decimal(reading: codec_value::Reading) -> Decimal {
 
 /// A meter address as the reading [`ADDRESS_QUANTITY`].
 pub fn address_reading(address: Dlt645Address) -> Result<Reading, String> {
-    let number = crate::bcd::decode_unsigned(&address.to_wire())
-        .map_err(|e| format!("the meter's address {address} is not twelve digits: {e}"))?;
-    let mantissa = i64::try_from(number).map_err(|_| format!("address {address} is too large"))?;
-    Ok(Reading::new(
-        ADDRESS_QUANTITY,
-        Value::Decimal(Decimal::new(mantissa, 0, Unit::None)),
-    ))
+    if crate::bcd::decode_unsigned(&address.to_wire()).is_err() {
+        return Err(format!(
+            "the meter's address {address} is not twelve digits"
+        ));
+    }
+    // On the wire least significant first; written (and in the config) most significant first.
+    let mut written = address.to_wire();
+    written.reverse();
+    let value = concentrator_plugin_sdk::api::coordinator::DeviceAddress::new(&written)
+        .ok_or_else(|| format!("the meter's address {address} is empty"))?;
+    Ok(Reading::new(ADDRESS_QUANTITY, Value::Address(value)))
 }
 
 /// The relay position from running status word 3: open with a "close" command is armed for closing

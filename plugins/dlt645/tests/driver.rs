@@ -26,6 +26,7 @@ fn policy() -> PluginPolicy {
     PluginPolicy {
         max_faults: 3,
         require_root_owned: false,
+        ..PluginPolicy::default()
     }
 }
 
@@ -174,7 +175,10 @@ fn reads_every_quantity_of_a_three_phase_prepaid_meter() {
         rig.read(Quantity::Vendor(0x0280_0002)),
         decimal(5000, -2, Unit::Hertz)
     );
-    assert_eq!(rig.read(ADDRESS_QUANTITY), decimal(1, 0, Unit::None));
+    assert_eq!(
+        rig.read(ADDRESS_QUANTITY).to_string(),
+        "address 000000000001"
+    );
 }
 
 #[test]
@@ -325,7 +329,7 @@ fn discover_address_reads_the_one_meter_on_the_line() {
         readings,
         vec![Reading::new(
             ADDRESS_QUANTITY,
-            decimal(201_800_001_234, 0, Unit::None)
+            Value::Address("201800001234".parse().unwrap())
         )]
     );
     // The address read back is the one the host packs from "201800001234".

@@ -244,11 +244,16 @@ impl MeterDriver for ExampleMeter {
                 ("reply_timeout_ms", toml::Value::Integer(ms @ 1..=5000)) => {
                     reply_timeout = Duration::from_millis(*ms as u64);
                 }
+                // API 1.2: the host passes the bus's line settings; this meter's timing needs none,
+                // but a setting that does not parse is the host's mistake worth naming.
+                ("line", toml::Value::String(line)) => {
+                    line.parse::<concentrator_plugin_sdk::api::line::Line>()?;
+                }
                 ("reply_timeout_ms", other) => {
                     return Err(format!("reply_timeout_ms = {other} is not a number of milliseconds from 1 to 5000").into())
                 }
                 (other, _) => {
-                    return Err(format!("unknown key `{other}` in the meter's config; known keys: model, reply_timeout_ms").into())
+                    return Err(format!("unknown key `{other}` in the meter's config; known keys: model, reply_timeout_ms, line").into())
                 }
             }
         }

@@ -1,6 +1,5 @@
 //! Running a meter driver's task over an RS485 bus: the host side of the sans-IO contract.
 
-use std::ffi::c_void;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -8,10 +7,11 @@ use concentrator_hal::{Clock, Preamble, ReplyEnd, Rs485Bus, Rs485Timing};
 use concentrator_plugin_api::codes::{outcome, reply as reply_kind};
 use concentrator_plugin_api::values::{DeviceException, Reading, Task};
 use concentrator_plugin_api::{
-    BytesRef, RawOutcome, RawReading, RawReply, RawRequest, RawTime, RawTiming, Status, StrRef,
+    BytesRef, RawOutcome, RawReading, RawReply, RawRequest, RawTime, RawTiming, Status,
 };
 
-use crate::declaration::{DriverKind, Entries, MeterEntries};
+use crate::child::{Handle, MeterCalls};
+use crate::declaration::{DriverKind, Entries};
 use crate::error::TaskError;
 use crate::plugin::{Message, Plugin};
 
@@ -53,9 +53,10 @@ fn hex_address(address: &[u8]) -> String {
 #[derive(Debug)]
 pub struct MeterSession {
     plugin: Arc<Plugin>,
-    entries: MeterEntries,
-    handle: *mut c_void,
+    calls: MeterCalls,
+    handle: Handle,
     address: Vec<u8>,
+    config: String,
     label: String,
     reply_timeout_cap: Option<Duration>,
     exchanges: Vec<Exchange>,
@@ -82,43 +83,41 @@ impl Plugin {
         address: &[u8],
         config: &str,
     ) -> Result<MeterSession, TaskError> {
-        let Entries::Meter(entries) = self.entries else {
-            return Err(TaskError::WrongKind {
-                plugin: self.name().to_owned(),
-                expected: DriverKind::Rs485Meter.name(),
-                found: self.info().kind.name(),
-            });
+        let calls = match &self.entries {
+            Entries::Meter(entries) => MeterCalls::Local(*entries),
+            Entries::Child(child) => MeterCalls::Child(Arc::clone(child)),
+            Entries::Stream(_) => {
+                return Err(TaskError::WrongKind {
+                    plugin: self.name().to_owned(),
+                    expected: DriverKind::Rs485Meter.name(),
+                    found: self.info().kind.name(),
+                })
+            }
         };
         self.ensure_active()?;
         let label = hex_address(address);
-        let mut handle: *mut c_void = std::ptr::null_mut();
         let mut message = Message::new();
-        // SAFETY: checked entry point; all pointers valid for the call.
-        let status = unsafe {
-            (entries.open)(
-                BytesRef::new(address),
-                StrRef::new(config),
-                &mut handle,
-                message.as_ptr(),
-            )
-        };
-        match status {
-            Status::OK if !handle.is_null() => Ok(MeterSession {
+        let (status, handle) = calls.open(self, address, config, &mut message)?;
+        match (status, handle) {
+            (Status::OK, Some(handle)) => Ok(MeterSession {
                 plugin: Arc::clone(self),
-                entries,
+                calls,
                 handle,
                 address: address.to_vec(),
+                config: config.to_owned(),
                 label,
                 reply_timeout_cap: None,
                 exchanges: Vec::new(),
             }),
-            Status::OK => Err(self.misbehaved("open", "returned OK without a meter handle")),
-            Status::CONFIG_REJECTED => Err(TaskError::ConfigRejected {
+            (Status::OK, None) => {
+                Err(self.misbehaved("open", "returned OK without a meter handle"))
+            }
+            (Status::CONFIG_REJECTED, _) => Err(TaskError::ConfigRejected {
                 plugin: self.name().to_owned(),
                 meter: label,
                 reason: message.text(self, "open")?,
             }),
-            other => Err(self.unexpected("open", other, &message)),
+            (other, _) => Err(self.unexpected("open", other, &message)),
         }
     }
 }
@@ -172,16 +171,17 @@ impl MeterSession {
             expects_reply: 0,
         };
         let mut message = Message::new();
-        // SAFETY: checked entry point; the handle is ours; every pointer is valid for the call.
-        let status = unsafe {
-            (self.entries.begin)(
-                self.handle,
-                &raw_task,
-                raw_time(clock),
-                &mut request,
-                message.as_ptr(),
-            )
-        };
+        self.calls
+            .refresh(&self.plugin, &mut self.handle, &self.address, &self.config)?;
+        let status = self.calls.begin(
+            &self.plugin,
+            self.handle,
+            &raw_task,
+            raw_time(clock),
+            &mut request,
+            &mut frame_buf,
+            &mut message,
+        )?;
         match status {
             Status::OK => {}
             Status::TASK_REJECTED => {
@@ -235,7 +235,7 @@ impl MeterSession {
         }
         let mut reply = Vec::new();
         let mut fault: Option<TaskError> = None;
-        let (plugin, is_complete, handle) = (&self.plugin, self.entries.is_complete, self.handle);
+        let (plugin, calls, handle) = (&self.plugin, &self.calls, self.handle);
         let info = bus.transact(
             &request.frame,
             &timing,
@@ -244,9 +244,13 @@ impl MeterSession {
                 if fault.is_some() {
                     return true;
                 }
-                let mut complete = 0u8;
-                // SAFETY: checked entry point; our handle; the slice and output are valid for the call.
-                let status = unsafe { is_complete(handle, BytesRef::new(bytes), &mut complete) };
+                let (status, complete) = match calls.is_complete(plugin, handle, bytes) {
+                    Ok(answer) => answer,
+                    Err(error) => {
+                        fault = Some(error);
+                        return true;
+                    }
+                };
                 match (status, complete) {
                     (Status::OK, 0) => false,
                     (Status::OK, 1) => true,
@@ -321,16 +325,17 @@ impl MeterSession {
             kind,
             bytes: BytesRef::new(reply),
         };
-        // SAFETY: checked entry point; our handle; every pointer is valid for the call.
-        let status = unsafe {
-            (self.entries.finish)(
-                self.handle,
-                raw_reply,
-                raw_time(clock),
-                &mut out,
-                message.as_ptr(),
-            )
-        };
+        let status = self.calls.finish(
+            &self.plugin,
+            self.handle,
+            raw_reply,
+            reply,
+            raw_time(clock),
+            &mut out,
+            &mut reading_buf,
+            &mut frame_buf,
+            &mut message,
+        )?;
         if status != Status::OK {
             return Err(self.plugin.unexpected("finish", status, &message));
         }
@@ -469,8 +474,7 @@ impl Drop for MeterSession {
     fn drop(&mut self) {
         // A quarantined plugin is not called again, not even to free its state.
         if !self.plugin.is_quarantined() {
-            // SAFETY: checked entry point; the handle came from `open` and is not used after this.
-            unsafe { (self.entries.close)(self.handle) };
+            self.calls.close(&self.plugin, self.handle);
         }
     }
 }

@@ -95,10 +95,12 @@ pub(crate) struct StreamEntries {
     pub poll_notice: Option<PollTransmitFn>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Entries {
     Meter(MeterEntries),
     Stream(StreamEntries),
+    /// A meter driver in a child process (the isolated mode).
+    Child(std::sync::Arc<crate::child::Supervisor>),
 }
 
 /// A declaration that passed every check.
@@ -208,6 +210,9 @@ pub(crate) unsafe fn check(
         driver_kind::MODEM => DriverKind::Modem,
         other => return Err(DeclarationError::Kind(other)),
     };
+    if kind == DriverKind::StreamCoordinator && api.minor < 2 {
+        return Err(DeclarationError::OldCoordinatorApi { found: api });
+    }
     let missing = |missing: String| DeclarationError::Entries {
         kind: kind.name(),
         missing,

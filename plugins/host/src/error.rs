@@ -96,6 +96,9 @@ pub enum SignatureError {
         /// The file's hash now.
         actual: String,
     },
+    /// A signature of format 1, which bound only the file's hash.
+    #[error("the signature is of format 1, which does not bind the plugin's name and version (an older signed build could be swapped back in); re-sign the plugin with this release's `concentrator plugins sign`")]
+    OldFormat,
     /// The signature does not verify.
     #[error("the signature does not verify against trusted key {key_id}: the file or its signature was altered")]
     BadSignature {
@@ -133,6 +136,12 @@ pub enum DeclarationError {
         found: ApiVersion,
         /// The host's.
         host: ApiVersion,
+    },
+    /// A coordinator driver built before the coordinator API (1.2), which spoke notices of its own.
+    #[error("it is a coordinator driver built against API {found}, before the typed coordinator API of 1.2 that this host speaks; rebuild it with this release's SDK (docs/plugins.md §2.4)")]
+    OldCoordinatorApi {
+        /// The plugin's.
+        found: ApiVersion,
     },
     /// Another target triple.
     #[error("it is built for target `{found}`, this host is `{expected}`; build it with `cargo build --release --target {expected}`")]
@@ -232,6 +241,38 @@ pub enum LoadError {
         /// The plugin's message (its panic message when it panicked).
         message: String,
     },
+    /// The file declares another name or version than its signature binds.
+    #[error("{path} is refused: it declares plugin `{declared}` but its signature is for `{signed}`; re-sign the plugin after building it")]
+    NotAsSigned {
+        /// The plugin file.
+        path: PathBuf,
+        /// `name version` as declared.
+        declared: String,
+        /// `name version` as signed.
+        signed: String,
+    },
+    /// An older version than one already run here.
+    #[error("{path} is refused: plugin `{name}` {version} is older than {highest}, which this appliance has run before (recorded in {store}); install {highest} or later, or set `allow_downgrade = true` in the plugin's `[[plugin]]` entry")]
+    Downgrade {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin's name.
+        name: String,
+        /// Its version.
+        version: String,
+        /// The highest version seen.
+        highest: String,
+        /// The state file.
+        store: String,
+    },
+    /// The isolated mode could not start the plugin's child, or the child refused the plugin.
+    #[error("{path} is refused in isolated mode: {reason}")]
+    Isolated {
+        /// The plugin file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A plugin with the same name is already loaded.
     #[error("{origin} is refused: a plugin named `{name}` is already loaded from {existing}; remove one of them from the plugin directory")]
     Duplicate {
@@ -249,7 +290,7 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     /// The plugin is quarantined; nothing in it is called any more.
-    #[error("plugin `{plugin}` is quarantined ({reason}); its meters are reported as failed until the appliance restarts with a fixed plugin")]
+    #[error("driver plugin `{plugin}` is quarantined ({reason}); its meters are reported as failed until the appliance restarts with a fixed plugin")]
     Quarantined {
         /// The plugin's name.
         plugin: String,
@@ -330,6 +371,27 @@ pub enum TaskError {
         /// The driver's message.
         message: String,
     },
+    /// An isolated plugin's child crashed, hung or broke the protocol in this call (or is waiting for
+    /// its restart); counts as a fault, and repeated crashes quarantine the plugin.
+    #[error("plugin `{plugin}` (isolated) failed in `{entry}`: {reason}")]
+    ChildFailed {
+        /// The plugin's name.
+        plugin: String,
+        /// The entry point.
+        entry: &'static str,
+        /// What happened to the child.
+        reason: String,
+    },
+    /// An isolated plugin is quarantined after repeated crashes, until the time named.
+    #[error("driver plugin `{plugin}` is quarantined until {until} ({reason}); its meters are reported as failed, other buses keep running")]
+    ChildQuarantined {
+        /// The plugin's name.
+        plugin: String,
+        /// When it is tried again (`HH:MM:SS UTC`).
+        until: String,
+        /// Why.
+        reason: String,
+    },
     /// The plugin is of another kind than the call needs.
     #[error("plugin `{plugin}` is a {found} driver, not a {expected} driver; check the driver named in the config")]
     WrongKind {
@@ -347,7 +409,9 @@ impl TaskError {
     pub fn is_plugin_fault(&self) -> bool {
         matches!(
             self,
-            TaskError::Panicked { .. } | TaskError::Misbehaved { .. }
+            TaskError::Panicked { .. }
+                | TaskError::Misbehaved { .. }
+                | TaskError::ChildFailed { .. }
         )
     }
 }

@@ -36,15 +36,23 @@
 )]
 
 mod bridge;
+pub mod child;
 mod declaration;
 mod error;
+mod identity;
 mod loader;
 mod plugin;
 mod signature;
 mod stream;
+mod versions;
 
 pub use bridge::{
     Exchange, MeterSession, TaskResult, MAX_EXCHANGES, MAX_FRAME, MAX_READINGS, MAX_TIMEOUT,
+};
+pub use child::{ChildOptions, Isolation};
+pub use concentrator_plugin_api::coordinator::{
+    CommandRequest as CoordinatorRequest, CoordinatorCommand, CoordinatorEvent, DeviceAddress,
+    DeviceInfo, WireReading,
 };
 pub use concentrator_plugin_api::values::{
     Decimal, DeviceException, Phase, Quantity, Reading, RelayCommand, RelayState, StreamEvent,
@@ -52,9 +60,10 @@ pub use concentrator_plugin_api::values::{
 };
 pub use declaration::DriverKind;
 pub use error::{DeclarationError, KeyError, LoadError, SignatureError, TaskError};
-pub use loader::{LoadReport, PluginLoader, PluginPolicy, StaticDriver};
+pub use loader::{read_declaration, LoadReport, PluginLoader, PluginPolicy, StaticDriver};
 pub use plugin::{Plugin, PluginInfo, PluginOrigin, PluginStatus};
 pub use signature::{
-    generate_key_pem, signature_path, Algorithm, Signature, SigningKey, TrustedKeys,
+    generate_key_pem, signature_path, Algorithm, Signature, SigningKey, TrustedKeys, Verified,
 };
 pub use stream::{StreamSession, MAX_STREAM_FRAME};
+pub use versions::{compare_versions, VersionStore};

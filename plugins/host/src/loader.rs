@@ -5,6 +5,7 @@
 //! swapped after the check) are copied into a sealed in-memory file and `dlopen`ed from there; the
 //! declaration is checked; only then is `init` called. A library is never unloaded.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,10 +15,12 @@ use concentrator_plugin_api::{
     DeclarationRef, HostServices, PluginDeclaration, Status, ABI_VERSION, DECLARATION_SYMBOL,
 };
 
+use crate::child::ChildOptions;
 use crate::declaration::{self, Checked};
 use crate::error::LoadError;
 use crate::plugin::{host_log, LogContext, Message, Plugin, PluginInfo, PluginOrigin};
 use crate::signature::TrustedKeys;
+use crate::versions::VersionStore;
 
 /// How plugins are loaded and kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,13 @@ pub struct PluginPolicy {
     /// Refuse plugin files and a plugin directory that are not owned by root or that group or others
     /// can write. Only tests turn this off.
     pub require_root_owned: bool,
+    /// Plugins (by name) that run in a child process of their own, with the child's options; every
+    /// other plugin runs in-process.
+    pub isolation: BTreeMap<String, ChildOptions>,
+    /// The state file of the highest version seen per plugin; `None`: downgrades are not checked.
+    pub versions: Option<VersionStore>,
+    /// Plugins (by name) that may load at a lower version than the highest seen.
+    pub allow_downgrade: BTreeSet<String>,
 }
 
 impl Default for PluginPolicy {
@@ -34,6 +44,9 @@ impl Default for PluginPolicy {
         PluginPolicy {
             max_faults: 3,
             require_root_owned: true,
+            isolation: BTreeMap::new(),
+            versions: None,
+            allow_downgrade: BTreeSet::new(),
         }
     }
 }
@@ -81,8 +94,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct PluginLoader {
     dir: PathBuf,
     trusted: TrustedKeys,
-    policy: PluginPolicy,
-    plugins: Vec<Arc<Plugin>>,
+    pub(crate) policy: PluginPolicy,
+    pub(crate) plugins: Vec<Arc<Plugin>>,
 }
 
 impl PluginLoader {
@@ -152,14 +165,22 @@ impl PluginLoader {
         if self.policy.require_root_owned {
             check_private(path)?;
         }
-        let (bytes, key_id) =
-            self.trusted
-                .verify_file(path)
-                .map_err(|source| LoadError::Signature {
-                    path: path.to_owned(),
-                    source,
-                })?;
-        let (library, memory_file) = open_verified(path, &bytes)?;
+        let verified = self
+            .trusted
+            .verify_file(path)
+            .map_err(|source| LoadError::Signature {
+                path: path.to_owned(),
+                source,
+            })?;
+        self.check_downgrade(path, &verified.plugin, &verified.version)?;
+        if let Some(options) = self.policy.isolation.get(&verified.plugin) {
+            let plugin = self.start_isolated(path, &verified, options.clone())?;
+            self.record_version(&verified.plugin, &verified.version);
+            return Ok(plugin);
+        }
+        let key_id = verified.key_id.clone();
+        let memory_file = sealed_copy(path, &verified.bytes)?;
+        let library = open_sealed(path, &memory_file)?;
         // SAFETY: the symbol's type is fixed by the ABI: its value is a `DeclarationRef`, so the symbol's
         // address is a `*const DeclarationRef`. We only read it after the checks below.
         let symbol = unsafe { library.get::<*const DeclarationRef>(DECLARATION_SYMBOL) };
@@ -183,7 +204,21 @@ impl PluginLoader {
             key_id,
         };
         // SAFETY: the declaration lives in a library that is never unloaded.
-        unsafe { self.register(declaration, origin) }
+        let plugin = unsafe { self.register(declaration, origin) }?;
+        let info = plugin.info();
+        if (info.name.as_str(), info.version.as_str())
+            != (verified.plugin.as_str(), verified.version.as_str())
+        {
+            let declared = format!("{} {}", info.name, info.version);
+            self.plugins.retain(|p| !Arc::ptr_eq(p, &plugin));
+            return Err(LoadError::NotAsSigned {
+                path: path.to_owned(),
+                declared,
+                signed: format!("{} {}", verified.plugin, verified.version),
+            });
+        }
+        self.record_version(&verified.plugin, &verified.version);
+        Ok(plugin)
     }
 
     /// Registers a driver linked into the appliance. The same declaration checks run; there is no file
@@ -249,8 +284,46 @@ impl PluginLoader {
     }
 }
 
+/// Reads the name and version a plugin file declares, without calling anything in it (for signing:
+/// `concentrator plugins sign` binds them into the signature). Runs the declaration checks.
+pub fn read_declaration(path: &Path) -> Result<(String, String), LoadError> {
+    let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+    // SAFETY: loading runs the library's initialisers; the signer builds and trusts this file.
+    let library =
+        unsafe { libloading::os::unix::Library::open(Some(path), flags) }.map_err(|e| {
+            LoadError::Dlopen {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+    // SAFETY: as in `load_file`.
+    let symbol =
+        unsafe { library.get::<*const DeclarationRef>(DECLARATION_SYMBOL) }.map_err(|e| {
+            LoadError::MissingSymbol {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+    // SAFETY: as in `load_file`; the library is never unloaded (forgotten below).
+    let declaration = unsafe {
+        if symbol.is_null() {
+            std::ptr::null()
+        } else {
+            symbol.read_unaligned().0 as *const PluginDeclaration
+        }
+    };
+    std::mem::forget(library);
+    // SAFETY: the declaration lives in a library that is never unloaded.
+    let checked =
+        unsafe { declaration::check(declaration) }.map_err(|source| LoadError::Declaration {
+            origin: path.display().to_string(),
+            source,
+        })?;
+    Ok((checked.name, checked.version))
+}
+
 /// Calls the plugin's `init` and builds the host's record of it.
-fn initialise(
+pub(crate) fn initialise(
     checked: Checked,
     origin: PluginOrigin,
     origin_text: &str,
@@ -322,13 +395,10 @@ fn check_private(path: &Path) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// `dlopen`s exactly the bytes that were verified: they are written to a sealed memory file, which is
-/// loaded through `/proc/self/fd`, so replacing the file after the check changes nothing. Returns the
-/// library and the memory file, which must stay open as long as the library is loaded (forever).
-fn open_verified(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(libloading::Library, std::fs::File), LoadError> {
+/// Copies exactly the bytes that were verified into a sealed memory file, which is loaded through
+/// `/proc/self/fd` (here, or in an isolated plugin's child), so replacing the file after the check
+/// changes nothing. The memory file must stay open as long as the library is loaded (forever).
+pub(crate) fn sealed_copy(path: &Path, bytes: &[u8]) -> Result<std::fs::File, LoadError> {
     use std::io::Write;
     use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -363,6 +433,15 @@ fn open_verified(
             )));
         }
     }
+    Ok(file)
+}
+
+/// `dlopen`s a sealed copy made by [`sealed_copy`].
+fn open_sealed(path: &Path, file: &std::fs::File) -> Result<libloading::Library, LoadError> {
+    let dlopen_error = |message: String| LoadError::Dlopen {
+        path: path.to_owned(),
+        message,
+    };
     let proc_path = {
         use std::os::fd::AsRawFd;
         format!("/proc/self/fd/{}", file.as_raw_fd())
@@ -377,5 +456,5 @@ fn open_verified(
                     .replace(&proc_path, &path.display().to_string()),
             )
         })?;
-    Ok((library.into(), file))
+    Ok(library.into())
 }

@@ -110,8 +110,38 @@ impl Plugin {
         &self.info.name
     }
 
+    /// Where it runs.
+    pub fn isolation(&self) -> crate::Isolation {
+        match self.entries {
+            Entries::Child(_) => crate::Isolation::Process,
+            _ => crate::Isolation::InProcess,
+        }
+    }
+
+    /// Its child process's supervisor, in the isolated mode.
+    pub fn child(&self) -> Option<&crate::child::Supervisor> {
+        match &self.entries {
+            Entries::Child(child) => Some(child),
+            _ => None,
+        }
+    }
+
+    /// What is wrong with it, for status: why it is quarantined, or (isolated) its child's last crash,
+    /// its watchdog kill, its memory limit or its log flood. `None` when all is well.
+    pub fn problem(&self) -> Option<String> {
+        if let PluginStatus::Quarantined { reason } = self.status() {
+            return Some(format!("quarantined: {reason}"));
+        }
+        self.child().and_then(|c| c.problem())
+    }
+
     /// Its current status.
     pub fn status(&self) -> PluginStatus {
+        if let Some((until, reason)) = self.child().and_then(|c| c.quarantined()) {
+            return PluginStatus::Quarantined {
+                reason: format!("until {}: {reason}", crate::child::utc_time(until)),
+            };
+        }
         let health = self.health();
         match &health.quarantined {
             Some(reason) => PluginStatus::Quarantined {
@@ -123,9 +153,10 @@ impl Plugin {
         }
     }
 
-    /// Whether it is quarantined.
+    /// Whether it is quarantined (for its faults, or, isolated, for its child's crashes).
     pub fn is_quarantined(&self) -> bool {
         self.health().quarantined.is_some()
+            || self.child().is_some_and(|c| c.quarantined().is_some())
     }
 
     fn health(&self) -> MutexGuard<'_, Health> {
@@ -137,6 +168,13 @@ impl Plugin {
 
     /// Fails fast when the plugin is quarantined.
     pub(crate) fn ensure_active(&self) -> Result<(), TaskError> {
+        if let Some((until, reason)) = self.child().and_then(|c| c.quarantined()) {
+            return Err(TaskError::ChildQuarantined {
+                plugin: self.info.name.clone(),
+                until: crate::child::utc_time(until),
+                reason,
+            });
+        }
         match &self.health().quarantined {
             Some(reason) => Err(TaskError::Quarantined {
                 plugin: self.info.name.clone(),
@@ -240,6 +278,20 @@ impl Message {
                 ),
             )),
         }
+    }
+
+    /// The length the plugin reported and the bytes within the buffer (the child sends both).
+    pub(crate) fn reported(&self) -> (usize, &[u8]) {
+        let len = self.raw.len;
+        (len, self.buf.get(..len).unwrap_or(&self.buf))
+    }
+
+    /// Fills the buffer as the plugin in a child did: its bytes and its reported length, which
+    /// [`Message::text`] checks as for an in-process plugin.
+    pub(crate) fn set_reported(&mut self, len: usize, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len());
+        self.buf[..n].copy_from_slice(&bytes[..n]);
+        self.raw.len = len;
     }
 
     /// The text without counting a fault (for load errors, where the plugin is refused anyway).

@@ -3,15 +3,20 @@
 //! A plugin `libfoo.so` is signed by `libfoo.so.sig`, a small text file:
 //!
 //! ```text
-//! concentrator-plugin-signature 1
+//! concentrator-plugin-signature 2
 //! algorithm ed25519
 //! key-id 3f2a9c0d11e4b7a8
+//! plugin acme-meter
+//! version 1.2.0
 //! file-sha256 <64 hex digits>
 //! signature <hex>
 //! ```
 //!
-//! The signed message is `concentrator-plugin-signature-v1\0` followed by the 32-byte SHA-256 of the
-//! file: Ed25519 signs it as is, ECDSA P-256 signs its SHA-256. The key id is the first 8 bytes of the
+//! The signed message is `concentrator-plugin-signature-v2\0`, the plugin's name, `\0`, its version,
+//! `\0`, then the 32-byte SHA-256 of the file: Ed25519 signs it as is, ECDSA P-256 signs its SHA-256.
+//! Binding the name and version lets the loader refuse a file that declares otherwise and an older
+//! signed build swapped back in (see `versions`). Format 1 (the hash alone) is refused with a message
+//! to re-sign. The key id is the first 8 bytes of the
 //! SHA-256 of the public key's DER (SubjectPublicKeyInfo), in hex. The `file-sha256` line lets a check
 //! say "the file changed after signing" instead of only "bad signature".
 
@@ -26,8 +31,9 @@ use openssl::sign::{Signer, Verifier};
 
 use crate::error::{KeyError, SignatureError};
 
-const MAGIC: &str = "concentrator-plugin-signature 1";
-const DOMAIN: &[u8] = b"concentrator-plugin-signature-v1\0";
+const MAGIC: &str = "concentrator-plugin-signature 2";
+const MAGIC_V1: &str = "concentrator-plugin-signature 1";
+const DOMAIN: &[u8] = b"concentrator-plugin-signature-v2\0";
 
 /// A signature algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +107,38 @@ fn sha256(bytes: &[u8]) -> Result<[u8; 32], SignatureError> {
     Ok(out)
 }
 
-fn message(file_sha256: &[u8; 32]) -> Vec<u8> {
+fn message(plugin: &str, version: &str, file_sha256: &[u8; 32]) -> Vec<u8> {
     let mut message = DOMAIN.to_vec();
+    message.extend_from_slice(plugin.as_bytes());
+    message.push(0);
+    message.extend_from_slice(version.as_bytes());
+    message.push(0);
     message.extend_from_slice(file_sha256);
     message
+}
+
+/// A name or version fit for a signature line: non-empty, at most 64 bytes, no whitespace or NUL.
+fn check_word(what: &str, value: &str) -> Result<(), SignatureError> {
+    if value.is_empty() || value.len() > 64 || value.chars().any(|c| c.is_whitespace() || c == '\0')
+    {
+        return Err(SignatureError::Malformed {
+            reason: format!("the {what} `{value}` is empty, longer than 64 bytes or has spaces"),
+        });
+    }
+    Ok(())
+}
+
+/// What a verified signature file vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The verified bytes of the file (load these, not the path).
+    pub bytes: Vec<u8>,
+    /// The id of the key that signed it.
+    pub key_id: String,
+    /// The plugin name the signature binds.
+    pub plugin: String,
+    /// The version the signature binds.
+    pub version: String,
 }
 
 /// The path of a plugin's signature file: the plugin's path with `.sig` appended.
@@ -121,6 +155,10 @@ pub struct Signature {
     pub algorithm: String,
     /// The signing key's id.
     pub key_id: String,
+    /// The plugin's declared name.
+    pub plugin: String,
+    /// The plugin's declared version.
+    pub version: String,
     /// The SHA-256 of the signed file.
     pub file_sha256: [u8; 32],
     /// The signature bytes.
@@ -132,10 +170,15 @@ impl Signature {
     pub fn parse(text: &str) -> Result<Self, SignatureError> {
         let malformed = |reason: String| SignatureError::Malformed { reason };
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-        if lines.next() != Some(MAGIC) {
+        let first = lines.next();
+        if first == Some(MAGIC_V1) {
+            return Err(SignatureError::OldFormat);
+        }
+        if first != Some(MAGIC) {
             return Err(malformed(format!("the first line is not `{MAGIC}`")));
         }
         let (mut algorithm, mut key_id, mut file_sha256, mut signature) = (None, None, None, None);
+        let (mut plugin, mut version) = (None, None);
         for line in lines {
             let (key, value) = line
                 .split_once(' ')
@@ -144,6 +187,8 @@ impl Signature {
             match key {
                 "algorithm" => algorithm = Some(value.to_owned()),
                 "key-id" => key_id = Some(value.to_owned()),
+                "plugin" => plugin = Some(value.to_owned()),
+                "version" => version = Some(value.to_owned()),
                 "file-sha256" => {
                     let bytes = hex::decode(value)
                         .map_err(|e| malformed(format!("file-sha256 is not hex: {e}")))?;
@@ -164,6 +209,8 @@ impl Signature {
         Ok(Signature {
             algorithm: algorithm.ok_or_else(|| malformed(String::from("no algorithm line")))?,
             key_id: key_id.ok_or_else(|| malformed(String::from("no key-id line")))?,
+            plugin: plugin.ok_or_else(|| malformed(String::from("no plugin line")))?,
+            version: version.ok_or_else(|| malformed(String::from("no version line")))?,
             file_sha256: file_sha256
                 .ok_or_else(|| malformed(String::from("no file-sha256 line")))?,
             signature: signature.ok_or_else(|| malformed(String::from("no signature line")))?,
@@ -176,6 +223,8 @@ impl fmt::Display for Signature {
         writeln!(f, "{MAGIC}")?;
         writeln!(f, "algorithm {}", self.algorithm)?;
         writeln!(f, "key-id {}", self.key_id)?;
+        writeln!(f, "plugin {}", self.plugin)?;
+        writeln!(f, "version {}", self.version)?;
         writeln!(f, "file-sha256 {}", hex::encode(self.file_sha256))?;
         writeln!(f, "signature {}", hex::encode(&self.signature))
     }
@@ -224,10 +273,17 @@ impl SigningKey {
         &self.id
     }
 
-    /// Signs a file's bytes.
-    pub fn sign(&self, file: &[u8]) -> Result<Signature, SignatureError> {
+    /// Signs a file's bytes as plugin `plugin` version `version` (what the file declares).
+    pub fn sign(
+        &self,
+        file: &[u8],
+        plugin: &str,
+        version: &str,
+    ) -> Result<Signature, SignatureError> {
+        check_word("plugin name", plugin)?;
+        check_word("version", version)?;
         let digest = sha256(file)?;
-        let message = message(&digest);
+        let message = message(plugin, version, &digest);
         let crypto = |source| SignatureError::Crypto {
             action: "signing",
             source,
@@ -246,18 +302,26 @@ impl SigningKey {
         Ok(Signature {
             algorithm: self.algorithm.name().to_owned(),
             key_id: self.id.clone(),
+            plugin: plugin.to_owned(),
+            version: version.to_owned(),
             file_sha256: digest,
             signature,
         })
     }
 
-    /// Signs the file at `path` and writes `path.sig`; returns the signature file's path.
-    pub fn sign_file(&self, path: &Path) -> Result<PathBuf, SignatureError> {
+    /// Signs the file at `path` as plugin `plugin` version `version` and writes `path.sig`; returns the
+    /// signature file's path.
+    pub fn sign_file(
+        &self,
+        path: &Path,
+        plugin: &str,
+        version: &str,
+    ) -> Result<PathBuf, SignatureError> {
         let bytes = std::fs::read(path).map_err(|source| SignatureError::Io {
             path: path.to_owned(),
             source,
         })?;
-        let signature = self.sign(&bytes)?;
+        let signature = self.sign(&bytes, plugin, version)?;
         let sig_path = signature_path(path);
         std::fs::write(&sig_path, signature.to_string()).map_err(|source| SignatureError::Io {
             path: sig_path.clone(),
@@ -375,7 +439,7 @@ impl TrustedKeys {
                 actual: hex::encode(actual),
             });
         }
-        let message = message(&actual);
+        let message = message(&signature.plugin, &signature.version, &actual);
         let crypto = |source| SignatureError::Crypto {
             action: "verifying",
             source,
@@ -404,8 +468,9 @@ impl TrustedKeys {
         }
     }
 
-    /// Reads `path` and `path.sig` and checks them; returns the verified bytes and the key id.
-    pub fn verify_file(&self, path: &Path) -> Result<(Vec<u8>, String), SignatureError> {
+    /// Reads `path` and `path.sig` and checks them; returns the verified bytes, the key id and the name
+    /// and version the signature binds.
+    pub fn verify_file(&self, path: &Path) -> Result<Verified, SignatureError> {
         let sig_path = signature_path(path);
         let text = match std::fs::read_to_string(&sig_path) {
             Ok(text) => text,
@@ -425,7 +490,12 @@ impl TrustedKeys {
             source,
         })?;
         let key_id = self.verify(&bytes, &signature)?;
-        Ok((bytes, key_id))
+        Ok(Verified {
+            bytes,
+            key_id,
+            plugin: signature.plugin,
+            version: signature.version,
+        })
     }
 }
 
@@ -467,8 +537,21 @@ mod tests {
         let signer = SigningKey::from_pem(&private, "test").unwrap();
         let trusted = TrustedKeys::from_pem(&public, "test").unwrap();
         let file = b"\x7fELF pretend plugin".to_vec();
-        let signature = Signature::parse(&signer.sign(&file).unwrap().to_string()).unwrap();
+        let signature =
+            Signature::parse(&signer.sign(&file, "acme", "1.2.0").unwrap().to_string()).unwrap();
         assert_eq!(trusted.verify(&file, &signature).unwrap(), signer.id());
+        assert_eq!(
+            (signature.plugin.as_str(), signature.version.as_str()),
+            ("acme", "1.2.0")
+        );
+
+        // The name and version are signed: an older version's signature moved onto the file fails.
+        let mut relabelled = signature.clone();
+        relabelled.version = String::from("1.1.0");
+        assert!(matches!(
+            trusted.verify(&file, &relabelled),
+            Err(SignatureError::BadSignature { .. })
+        ));
 
         let mut changed = file.clone();
         changed[5] ^= 1;
@@ -498,6 +581,17 @@ mod tests {
     #[test]
     fn ecdsa_p256_signatures_round_trip_and_catch_changes() {
         round_trip(Algorithm::EcdsaP256);
+    }
+
+    #[test]
+    fn format_1_signatures_are_refused_with_the_fix() {
+        let old = "concentrator-plugin-signature 1\nalgorithm ed25519\nkey-id 00\nfile-sha256 00\nsignature 00\n";
+        let err = Signature::parse(old).unwrap_err().to_string();
+        assert!(err.contains("format 1") && err.contains("re-sign"), "{err}");
+        let (private, _) = generate_key_pem(Algorithm::Ed25519).unwrap();
+        let signer = SigningKey::from_pem(&private, "test").unwrap();
+        assert!(signer.sign(b"x", "two words", "1").is_err());
+        assert!(signer.sign(b"x", "acme", "").is_err());
     }
 
     #[test]

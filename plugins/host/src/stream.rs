@@ -35,7 +35,7 @@ impl Plugin {
         config: &str,
         clock: &dyn Clock,
     ) -> Result<StreamSession, TaskError> {
-        let Entries::Stream(entries) = self.entries else {
+        let Entries::Stream(entries) = &self.entries else {
             return Err(TaskError::WrongKind {
                 plugin: self.name().to_owned(),
                 expected: "stream",
@@ -57,7 +57,7 @@ impl Plugin {
         match status {
             Status::OK if !handle.is_null() => Ok(StreamSession {
                 plugin: Arc::clone(self),
-                entries,
+                entries: *entries,
                 handle,
             }),
             Status::OK => Err(self.misbehaved("open", "returned OK without a stream handle")),

@@ -23,6 +23,7 @@ fn plugin() -> Arc<Plugin> {
     let policy = PluginPolicy {
         max_faults: 3,
         require_root_owned: false,
+        ..PluginPolicy::default()
     };
     PluginLoader::new("/nonexistent", TrustedKeys::none(), policy)
         .register_static(StaticDriver::new(

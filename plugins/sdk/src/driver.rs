@@ -198,16 +198,17 @@ pub trait StreamDriver: Sized + Send + 'static {
     /// The next event, if any.
     fn poll_event(&mut self) -> Option<StreamEvent>;
 
-    /// A command from the host for a device behind the stream (API 1.1), as text in the driver's own
-    /// documented command language. Accepting it means its result comes later as a notice. The default
+    /// A command from the host for a device behind the stream (API 1.1), as text. A coordinator
+    /// receives the coordinator API's JSON (`api::coordinator::CommandRequest`, API 1.2) and may accept
+    /// further commands of its own. Accepting it means its result comes later as a notice. The default
     /// refuses every command.
     fn on_command(&mut self, command: &str, now: Now) -> Result<(), Rejection> {
         let _ = (command, now);
         Err("this stream driver takes no commands".into())
     }
 
-    /// The next notice (API 1.1): text in the driver's documented form, such as a command's result or
-    /// a change to the driver's device table. The default has none.
+    /// The next notice (API 1.1): text. A coordinator writes `api::coordinator::CoordinatorEvent`s
+    /// as JSON (`to_json`, API 1.2): a command's outcome, a device joined, interviewed, updated or left. The default has none.
     fn poll_notice(&mut self) -> Option<String> {
         None
     }

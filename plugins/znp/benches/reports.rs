@@ -42,6 +42,7 @@ fn setup() -> (StreamSession, ZnpEmulator, SimClock, IeeeAddress) {
         PluginPolicy {
             max_faults: 3,
             require_root_owned: false,
+            ..PluginPolicy::default()
         },
     )
     .register_static(StaticDriver::new(

@@ -28,6 +28,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod coordinator;
 pub mod decode;
 pub mod devices;
 pub mod driver;

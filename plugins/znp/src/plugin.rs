@@ -1,15 +1,18 @@
 //! The `znp` stream driver plugin: the SDK's [`StreamDriver`] over [`ZnpDriver`]. Commands arrive as
-//! JSON ([`CommandRequest`]) and notices leave as JSON ([`Notice`]) through plugin API 1.1's
-//! `command` and `poll_notice`.
+//! the coordinator API's JSON (or one of the driver's own `op`s, [`crate::driver::CommandRequest`]) and
+//! notices leave as coordinator events, through `command` and `poll_notice` (plugin API 1.2), translated
+//! by [`Translator`].
 
 use concentrator_plugin_sdk::{Now, Rejection, StreamDriver, StreamEvent};
 
-use crate::driver::{CommandRejected, CommandRequest, ZnpConfig, ZnpDriver};
+use crate::coordinator::Translator;
+use crate::driver::{CommandRejected, ZnpConfig, ZnpDriver};
 
 /// The plugin's per-stream state.
 #[derive(Debug)]
 pub struct ZnpPlugin {
     driver: ZnpDriver,
+    translator: Translator,
 }
 
 impl ZnpPlugin {
@@ -24,6 +27,7 @@ impl StreamDriver for ZnpPlugin {
         let config = ZnpConfig::parse(config)?;
         Ok(ZnpPlugin {
             driver: ZnpDriver::new(config, now.monotonic, now.unix_millis),
+            translator: Translator::default(),
         })
     }
 
@@ -47,14 +51,23 @@ impl StreamDriver for ZnpPlugin {
 
     fn on_command(&mut self, command: &str, now: Now) -> Result<(), Rejection> {
         self.driver.on_tick(now.monotonic, now.unix_millis);
-        let request: CommandRequest =
-            serde_json::from_str(command).map_err(|e| CommandRejected::Parse(e.to_string()))?;
-        self.driver.command(request)?;
+        let request = self
+            .translator
+            .command(command)
+            .map_err(CommandRejected::Parse)?;
+        let id = request.id;
+        if let Err(e) = self.driver.command(request) {
+            self.translator.forget(id);
+            return Err(e.into());
+        }
         Ok(())
     }
 
     fn poll_notice(&mut self) -> Option<String> {
-        self.driver.poll_notice().map(|n| n.to_json())
+        while let Some(notice) = self.driver.poll_notice() {
+            self.translator.notice(notice);
+        }
+        self.translator.next_event().map(|event| event.to_json())
     }
 }
 

@@ -125,6 +125,7 @@ fn meter(slave: u8, config: &str) -> MeterSession {
     let policy = PluginPolicy {
         max_faults: 3,
         require_root_owned: false,
+        ..PluginPolicy::default()
     };
     PluginLoader::new("/nonexistent", TrustedKeys::none(), policy)
         .register_static(StaticDriver::new(

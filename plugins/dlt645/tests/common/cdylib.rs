@@ -25,6 +25,7 @@ pub fn load_signed(crate_name: &str, plugin_name: &str) -> Arc<Plugin> {
     let policy = PluginPolicy {
         max_faults: 3,
         require_root_owned: false,
+        ..PluginPolicy::default()
     };
     let plugin = PluginLoader::new(&plugins, trusted, policy)
         .load_file(&path)

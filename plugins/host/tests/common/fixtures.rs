@@ -113,9 +113,13 @@ pub fn install_file(library: &Path, dir: &Path, file_name: &str, key: Option<&Pa
     let path = dir.join(file_name);
     std::fs::copy(library, &path).expect("copy the plugin");
     if let Some(key) = key {
+        // The signature binds the declared name and version; a fixture whose declaration cannot be
+        // read (the point of it) is signed under a stand-in name, and refused before that matters.
+        let (name, version) = concentrator_plugin_host::read_declaration(library)
+            .unwrap_or_else(|_| (String::from("unreadable"), String::from("0.0.0")));
         SigningKey::from_pem_file(key)
             .expect("read the signing key")
-            .sign_file(&path)
+            .sign_file(&path, &name, &version)
             .expect("sign the plugin");
     }
     path

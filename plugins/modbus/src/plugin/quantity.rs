@@ -50,6 +50,8 @@ pub fn map_name(quantity: Quantity) -> Option<String> {
         Quantity::RelayState => Some(RELAY_STATE.into()),
         Quantity::PrepaidRemainingMoney => Some("prepaid_remaining_money".into()),
         Quantity::PrepaidRemainingEnergy => Some("prepaid_remaining_energy".into()),
+        // A Modbus slave id is configured, never read from the meter.
+        Quantity::DeviceAddress => None,
         Quantity::Vendor(n) => VENDOR_QUANTITIES
             .iter()
             .find(|(id, _)| *id == n)

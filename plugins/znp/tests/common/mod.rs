@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use concentrator_driver_znp::sim::{EmulatorThread, ZnpEmulator};
-use concentrator_driver_znp::{IeeeAddress, Notice};
+use concentrator_driver_znp::{DeviceEntry, IeeeAddress, Notice};
 use concentrator_hal::sim::SimStream;
 use concentrator_hal::{SerialStream, SystemClock};
+use concentrator_plugin_api::coordinator::CoordinatorEvent;
 use concentrator_plugin_host::{
     Plugin, PluginLoader, PluginPolicy, StaticDriver, StreamEvent, StreamSession, TrustedKeys,
 };
@@ -24,6 +25,7 @@ pub fn plugin() -> Arc<Plugin> {
         PluginPolicy {
             max_faults: 3,
             require_root_owned: false,
+            ..PluginPolicy::default()
         },
     )
     .register_static(StaticDriver::new(
@@ -43,6 +45,7 @@ pub struct Rig {
     pub clock: SystemClock,
     pub events: Vec<StreamEvent>,
     pub notices: Vec<Notice>,
+    pub coordinator_events: Vec<CoordinatorEvent>,
     next_id: u64,
 }
 
@@ -64,6 +67,7 @@ impl Rig {
             clock,
             events: Vec::new(),
             notices: Vec::new(),
+            coordinator_events: Vec::new(),
             next_id: 0,
         }
     }
@@ -86,7 +90,11 @@ impl Rig {
             self.events.push(event);
         }
         while let Some(text) = self.session.poll_notice().unwrap() {
-            self.notices.push(serde_json::from_str(&text).unwrap());
+            let event = CoordinatorEvent::from_json(&text).unwrap();
+            self.coordinator_events.push(event.clone());
+            if let Some(notice) = as_notice(event) {
+                self.notices.push(notice);
+            }
         }
     }
 
@@ -152,4 +160,39 @@ impl Rig {
             })
         });
     }
+}
+
+/// The driver's own notice behind a coordinator event, so that these tests can look at the driver's
+/// detail (`None` for the events that are the API's alone: joined, interviewed).
+pub fn as_notice(event: CoordinatorEvent) -> Option<Notice> {
+    let ieee =
+        |d: concentrator_plugin_api::coordinator::DeviceAddress| IeeeAddress(d.to_u64().unwrap());
+    Some(match event {
+        CoordinatorEvent::LinkUp {
+            coordinator,
+            firmware,
+            restored,
+        } => Notice::CoordinatorUp {
+            ieee: ieee(coordinator),
+            firmware,
+            was_formed: restored,
+        },
+        CoordinatorEvent::Updated { info } => Notice::DeviceUpdated {
+            device: Box::new(serde_json::from_value::<DeviceEntry>(info.record).unwrap()),
+        },
+        CoordinatorEvent::Left { device } => Notice::DeviceRemoved { ieee: ieee(device) },
+        CoordinatorEvent::CommandDone { id, detail, .. } => Notice::CommandDone {
+            id,
+            result: detail
+                .map(|d| serde_json::from_value(d).unwrap())
+                .unwrap_or(concentrator_driver_znp::CommandResult::Accepted),
+        },
+        CoordinatorEvent::CommandRefused { id, code, text } => Notice::CommandRefused {
+            id,
+            status: u8::try_from(code).unwrap(),
+            status_name: text,
+        },
+        CoordinatorEvent::CommandFailed { id, reason } => Notice::CommandFailed { id, reason },
+        CoordinatorEvent::Joined { .. } | CoordinatorEvent::Interviewed { .. } => return None,
+    })
 }

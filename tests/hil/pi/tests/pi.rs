@@ -72,6 +72,7 @@ fn policy() -> PluginPolicy {
     PluginPolicy {
         max_faults: 3,
         require_root_owned: false,
+        ..PluginPolicy::default()
     }
 }
 
