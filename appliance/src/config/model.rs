@@ -27,6 +27,8 @@ pub struct Config {
     pub ledger: Option<LedgerSection>,
     /// The 3G modem the uplink goes through, supervised by the daemon; absent: not the daemon's to watch.
     pub modem: Option<Spanned<super::modem::ModemSection>>,
+    /// The installer web UI (docs/install.md, *Commissioning with the web UI*); absent: no UI.
+    pub web: Option<super::web::WebSection>,
 }
 
 /// Log verbosity.
