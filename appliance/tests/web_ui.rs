@@ -290,3 +290,189 @@ fn installer_ui_in_a_real_browser() {
         }
     }
 }
+
+/// Issue #15: `accounts` with the daemon running failed with sled's raw lock error, `accounts --store`
+/// on the daemon's store directory (not its `ledger/`) created an empty database there, and last
+/// top-ups were shown as raw Unix times. `relay` orders go through the ledger with a read-back.
+#[test]
+fn accounts_and_relay_go_through_the_running_daemon() {
+    let dir = root().join("target/web-ui-cli-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = write_setup(&dir, free_port());
+    let token_file = dir.join("inbox-token");
+    cli(
+        &[
+            "demo",
+            "token",
+            "--pki",
+            &dir.join("pki").display().to_string(),
+            "--meter",
+            "MTR-102",
+            "--serial",
+            "1",
+            "--amount-minor",
+            "700",
+            "--out",
+            &token_file.display().to_string(),
+        ],
+        None,
+    );
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_concentratord"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_concentrator"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let store = dir.join("store");
+    // The daemon's store directory given by mistake: refused, nothing created.
+    let started = Instant::now();
+    while !store.join("ledger/db").exists() || !store.join("control.sock").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Wait for the accounts to open (first readings).
+    let relay = loop {
+        let out = run(&[
+            "relay",
+            "MTR-102",
+            "open",
+            "--by",
+            "carol",
+            "-c",
+            config.to_str().unwrap(),
+        ]);
+        if out.status.success() || started.elapsed() > Duration::from_secs(30) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let said = String::from_utf8_lossy(&relay.stdout);
+    assert!(
+        relay.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&relay.stderr)
+    );
+    assert!(
+        said.contains("relay ordered open by installer carol; read back from the meter: open"),
+        "{said}"
+    );
+    let out = run(&[
+        "accounts",
+        "--store",
+        store.join("ledger").to_str().unwrap(),
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("(from the running daemon)"), "{table}");
+    assert!(table.contains("held off by installer carol"), "{table}");
+    assert!(
+        table.contains("50.00 EUR") || table.contains("49."),
+        "{table}"
+    );
+    let status = run(&["status", "-c", config.to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("dwelling A-102 (meter MTR-102) is cut off"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("dwelling D-901 (meter 000000000901 on bus rs485-9) is not read"),
+        "{shown}"
+    );
+    let close = run(&[
+        "relay",
+        "MTR-102",
+        "close",
+        "--by",
+        "carol",
+        "-c",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        close.status.success(),
+        "{}",
+        String::from_utf8_lossy(&close.stderr)
+    );
+    drop(daemon);
+    let before: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let out = run(&["accounts", "--store", store.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("holds no ledger") && e.contains("write --store"),
+        "{e}"
+    );
+    let after: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "nothing created in {}",
+        store.display()
+    );
+    // With the daemon stopped, from the store itself: the top-up's time in local time, not Unix seconds.
+    let ledger = store.join("ledger");
+    let pki = |f: &str| dir.join("pki").join(f).display().to_string();
+    let (ca, cert, key) = (pki("ca.pem"), pki("gateway.pem"), pki("gateway.key"));
+    let topup = run(&[
+        "topup",
+        "--store",
+        ledger.to_str().unwrap(),
+        "--token",
+        token_file.to_str().unwrap(),
+        "--ca",
+        &ca,
+        "--gateway-cert",
+        &cert,
+        "--gateway-key",
+        &key,
+    ]);
+    assert!(
+        topup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&topup.stderr)
+    );
+    let out = run(&["accounts", "--store", ledger.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("MTR-102"))
+        .unwrap_or_default();
+    assert!(row.contains("#1 7.00 on 20"), "{table}");
+    assert!(
+        !row.split_whitespace()
+            .any(|w| w.len() >= 10 && w.chars().all(|c| c.is_ascii_digit())),
+        "a raw Unix time: {row}"
+    );
+}

@@ -31,12 +31,28 @@ pub struct StatusArgs {
     json: bool,
 }
 
-/// Runs `concentrator status`.
+/// A configured meter: bus, address, dwelling (a bus whose adapter is missing has none on the board).
+pub type Configured = (String, String, String);
+
+/// Runs `concentrator status`. Exits 1 (after printing them) when problems are listed, so that
+/// scripts and monitoring can tell.
 pub fn run(args: StatusArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let mut configured: Vec<Configured> = Vec::new();
     let path = match args.file {
         Some(path) => path,
         None => {
             let config = Config::load(&args.config).map_err(|e| CliError::usage(e.to_string()))?;
+            configured = config
+                .meters
+                .iter()
+                .map(|m| {
+                    (
+                        m.bus.get_ref().clone(),
+                        m.address.get_ref().clone(),
+                        m.dwelling.get_ref().clone(),
+                    )
+                })
+                .collect();
             config
                 .gateway
                 .status_file
@@ -57,11 +73,21 @@ pub fn run(args: StatusArgs, out: &mut dyn Write) -> Result<(), CliError> {
         writeln!(out).context("writing")?;
         return Ok(());
     }
-    render(&status, out).context("writing the status")?;
+    let problems = render(&status, &configured, out).context("writing the status")?;
+    if problems > 0 {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "{problems} problem(s), listed above"
+        )));
+    }
     Ok(())
 }
 
-fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+/// Prints the status; returns how many problems it listed.
+pub fn render(
+    status: &Status,
+    configured: &[Configured],
+    out: &mut dyn Write,
+) -> std::io::Result<usize> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -84,6 +110,34 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "\n{kind} {name}: {} ({})", bus.state, bus.detail)?;
         if bus.state != "running" {
             problems.push(format!("{kind} {name} is {}: {}", bus.state, bus.detail));
+            if bus.meters.is_empty() {
+                // Its meters are not on the board: name each dwelling left unread, from the
+                // configuration, else from the accounts.
+                let mut affected: Vec<(String, String)> = configured
+                    .iter()
+                    .filter(|(b, _, _)| b == name)
+                    .map(|(_, a, d)| (a.clone(), d.clone()))
+                    .collect();
+                if affected.is_empty() {
+                    affected = status
+                        .accounts
+                        .values()
+                        .filter(|a| &a.bus == name)
+                        .map(|a| (a.address.clone(), a.dwelling.clone()))
+                        .collect();
+                }
+                for (address, dwelling) in affected {
+                    writeln!(
+                        out,
+                        "  {address:<14} {dwelling:<10} not read: the {kind} is {}",
+                        bus.state
+                    )?;
+                    problems.push(format!(
+                        "dwelling {dwelling} (meter {address} on {kind} {name}) is not read while the {kind} is {}: plug its adapter back in or fix the device path",
+                        bus.state
+                    ));
+                }
+            }
         }
         if bus.meters.is_empty() {
             continue;
@@ -140,6 +194,21 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         }
     }
     render_accounts(status, out)?;
+    for (meter, a) in &status.accounts {
+        if let Some(by) = &a.held_by {
+            problems.push(format!(
+                "dwelling {} (meter {meter}) is cut off: its supply is held off by {by}; `concentrator relay {meter} close` when the work is done",
+                a.dwelling
+            ));
+        } else if a.state == "disconnected" || a.state == "exhausted" {
+            problems.push(format!(
+                "dwelling {} (meter {meter}) is cut off: no credit ({} {}); the customer must top up (`concentrator topup`)",
+                a.dwelling,
+                format_minor(a.balance_minor),
+                a.currency
+            ));
+        }
+    }
     if let Some(u) = &status.uplink {
         render_uplink(u, now, out)?;
         for a in &u.aka {
@@ -169,11 +238,11 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "\nall buses and meters are working")?;
     } else {
         writeln!(out, "\n{} problem(s):", problems.len())?;
-        for p in problems {
+        for p in &problems {
             writeln!(out, "- {p}")?;
         }
     }
-    Ok(())
+    Ok(problems.len())
 }
 
 fn render_uplink(
@@ -296,4 +365,90 @@ fn render_accounts(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{AccountStatus, BusStatus};
+
+    /// Issue #15: a bus whose adapter is missing made its meters vanish, a cut-off dwelling was
+    /// printed as "all buses and meters are working", and `status` exited 0 with problems listed.
+    #[test]
+    fn a_missing_adapter_lists_each_dwelling_and_a_cut_dwelling_is_a_problem() {
+        let mut status = Status {
+            gateway: "gw".into(),
+            ..Status::default()
+        };
+        status.buses.insert(
+            "rs485-9".into(),
+            BusStatus {
+                state: "retrying".into(),
+                detail: "/dev/x: no such file".into(),
+                meters: vec![],
+            },
+        );
+        status.accounts.insert(
+            "MTR-1".into(),
+            AccountStatus {
+                bus: "rs485-1".into(),
+                address: "1".into(),
+                dwelling: "A-1".into(),
+                state: "disconnected".into(),
+                currency: "EUR".into(),
+                held_by: Some("installer alice".into()),
+                ..AccountStatus::default()
+            },
+        );
+        let configured = vec![(
+            "rs485-9".to_string(),
+            "000000000901".to_string(),
+            "D-901".to_string(),
+        )];
+        let mut out = Vec::new();
+        let n = render(&status, &configured, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(n, 3, "{text}");
+        assert!(
+            text.contains("dwelling D-901 (meter 000000000901 on bus rs485-9) is not read"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "dwelling A-1 (meter MTR-1) is cut off: its supply is held off by installer alice"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("all buses and meters are working"), "{text}");
+
+        let dir = std::env::temp_dir().join(format!("status-exit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("status.json");
+        std::fs::write(&file, serde_json::to_vec(&status).unwrap()).unwrap();
+        let args = StatusArgs {
+            config: PathBuf::from("/nonexistent"),
+            file: Some(file.clone()),
+            json: false,
+        };
+        let e = run(args, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("2 problem(s)"), "{e}");
+        // All well: exit 0.
+        let fine = Status {
+            gateway: "gw".into(),
+            ..Status::default()
+        };
+        std::fs::write(&file, serde_json::to_vec(&fine).unwrap()).unwrap();
+        let args = StatusArgs {
+            config: PathBuf::from("/nonexistent"),
+            file: Some(file),
+            json: false,
+        };
+        let mut out = Vec::new();
+        run(args, &mut out).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("all buses and meters are working"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

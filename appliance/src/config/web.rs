@@ -279,3 +279,52 @@ fn users(path: &Spanned<PathBuf>, bytes: &[u8]) -> Result<Vec<WebUser>, Diagnost
     }
     Ok(parsed.user)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn base(web: &str) -> String {
+        format!("[gateway]\nid = \"gw\"\nstore = \"/tmp/x\"\n\n{web}")
+    }
+
+    #[test]
+    fn every_mistake_in_web_is_reported_at_once_at_its_key() {
+        let dir = std::env::temp_dir().join(format!("web-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let users = dir.join("users.toml");
+        std::fs::write(
+            &users,
+            "[[user]]\nname = \"alice\"\nrole = \"installer\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap();
+        let text = base(&format!(
+            "[web]\nlisten = [\"localhost:8443\"]\ncert = \"{0}/none.pem\"\nkey = \"{0}/none.key\"\nusers = \"{1}\"\nsession_minutes = 0\n",
+            dir.display(),
+            users.display()
+        ));
+        let e = Config::parse("gw.toml", &text).unwrap_err().to_string();
+        for wanted in [
+            "gw.toml:6:11",
+            "`localhost:8443` is not IP:PORT",
+            "cannot read the web UI's certificate",
+            "cannot read the web UI's private key",
+            "the password of `alice`",
+            "never the password itself",
+            "a session of 0 minutes",
+        ] {
+            assert!(e.contains(wanted), "{wanted:?} missing from:\n{e}");
+        }
+        // The users file's own syntax errors are named at their line.
+        std::fs::write(
+            &users,
+            "[[user]]\nname = \"alice\"\nrole = \"admin\"\npassword = \"x\"\n",
+        )
+        .unwrap();
+        let e = Config::parse("gw.toml", &text).unwrap_err().to_string();
+        assert!(e.contains(&format!("{}:3:8", users.display())), "{e}");
+        // Without [web] there is no UI and nothing to check.
+        assert!(Config::parse("gw.toml", &base("")).unwrap().web.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -301,3 +301,56 @@ pub(crate) async fn apply(
         json!({"ok": true, "written": path.display().to_string(), "restarting": true}),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# the block\n[gateway]\nid = \"gw\"\nstore = \"/tmp/s\"\n\n[[bus]]\nname = \"rs485-1\"\nbackend = \"sim\"\n\n# first floor\n[[meter]]\nbus = \"rs485-1\"\naddress = \"000000000001\"\ndriver = \"dlt645\"\ndwelling = \"old\"\n";
+
+    #[test]
+    fn mapping_edits_keep_comments_and_mistakes_come_back_at_their_field() {
+        let found = vec![
+            (
+                "000000000001".to_string(),
+                "dlt645".to_string(),
+                None,
+                "A-101".to_string(),
+            ),
+            (
+                "2".to_string(),
+                "modbus".to_string(),
+                Some("sdm630".to_string()),
+                "A-102".to_string(),
+            ),
+        ];
+        let new = edit(TEXT, "rs485-1", &found).unwrap();
+        assert!(
+            new.contains("# first floor") && new.contains("# the block"),
+            "{new}"
+        );
+        let config = Config::parse("c.toml", &new).unwrap();
+        let dwellings: Vec<_> = config
+            .meters
+            .iter()
+            .map(|m| m.dwelling.get_ref().as_str())
+            .collect();
+        assert_eq!(dwellings, ["A-101", "A-102"]);
+        // A DL/T 645 address of 5 digits: refused by the same validation, located at the meter's address.
+        let bad = vec![(
+            "12345".to_string(),
+            "dlt645".to_string(),
+            None,
+            "A-103".to_string(),
+        )];
+        let new = edit(TEXT, "rs485-1", &bad).unwrap();
+        let e = Config::parse("c.toml", &new).unwrap_err();
+        let errors = located(&new, &e);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["address"] == "12345" && e["field"] == "address"),
+            "{errors:?}"
+        );
+    }
+}
