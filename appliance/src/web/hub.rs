@@ -47,8 +47,13 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
+    // u64::from: the fields are 32 bits wide on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
     Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
+
+/// The store directory, and its size and free space when last measured.
+type StoreUse = (Option<std::path::PathBuf>, Option<(std::time::Instant, serde_json::Value)>);
 
 /// One event.
 #[derive(Debug, Clone, Serialize)]
@@ -69,10 +74,7 @@ pub struct Hub {
     /// The configured meters and buses (a bus whose adapter is missing has no meters on the board).
     book: Mutex<serde_json::Value>,
     /// The store directory, and its size and free space when last measured.
-    store: Mutex<(
-        Option<std::path::PathBuf>,
-        Option<(std::time::Instant, serde_json::Value)>,
-    )>,
+    store: Mutex<StoreUse>,
     tx: broadcast::Sender<(&'static str, serde_json::Value)>,
 }
 
