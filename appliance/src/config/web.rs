@@ -218,6 +218,35 @@ fn load(s: &WebSection) -> Result<WebSetup, Vec<Diagnostic>> {
     })
 }
 
+/// Checks the form of a stored hash (`scrypt$14$8$1$SALT$HASH`) without computing scrypt (16 MiB
+/// each time, which would stay in the daemon's resident memory).
+fn hash_format(stored: &str) -> Result<(), String> {
+    let parts: Vec<&str> = stored.split('$').collect();
+    let [tag, log2_n, r, p, salt, hash] = parts.as_slice() else {
+        return Err(format!(
+            "{} fields separated by `$`, expected 6",
+            parts.len()
+        ));
+    };
+    if *tag != "scrypt" {
+        return Err(format!("it starts with {tag:?}, not `scrypt`"));
+    }
+    for (what, v) in [("log2 N", log2_n), ("r", r), ("p", p)] {
+        v.parse::<u32>()
+            .map_err(|_| format!("its {what} {v:?} is not a number"))?;
+    }
+    let salt = hex::decode(salt).map_err(|_| "its salt is not hex".to_string())?;
+    let hash = hex::decode(hash).map_err(|_| "its hash is not hex".to_string())?;
+    if salt.is_empty() || hash.len() != concentrator_mpc::password::HASH_LEN {
+        return Err(format!(
+            "a hash of {} octets, expected {}",
+            hash.len(),
+            concentrator_mpc::password::HASH_LEN
+        ));
+    }
+    Ok(())
+}
+
 fn read(path: &Spanned<PathBuf>, what: &str) -> Result<Vec<u8>, Diagnostic> {
     std::fs::read(path.get_ref()).map_err(|e| {
         Diagnostic::at(
@@ -273,8 +302,8 @@ fn users(path: &Spanned<PathBuf>, bytes: &[u8]) -> Result<Vec<WebUser>, Diagnost
                 "keep one [[user]] table per name",
             ));
         }
-        if let Err(e) = concentrator_mpc::password::verify("", &u.password) {
-            return Err(at(format!("{file}: the password of `{}`: {e}", u.name), "write the hash that `concentrator web hash-password` prints, never the password itself"));
+        if let Err(e) = hash_format(&u.password) {
+            return Err(at(format!("{file}: the password of `{}` is not a stored hash: {e}", u.name), "write the hash that `concentrator web hash-password` prints, never the password itself"));
         }
     }
     Ok(parsed.user)
@@ -309,7 +338,7 @@ mod tests {
             "`localhost:8443` is not IP:PORT",
             "cannot read the web UI's certificate",
             "cannot read the web UI's private key",
-            "the password of `alice`",
+            "the password of `alice` is not a stored hash",
             "never the password itself",
             "a session of 0 minutes",
         ] {

@@ -53,7 +53,10 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
 }
 
 /// The store directory, and its size and free space when last measured.
-type StoreUse = (Option<std::path::PathBuf>, Option<(std::time::Instant, serde_json::Value)>);
+type StoreUse = (
+    Option<std::path::PathBuf>,
+    Option<(std::time::Instant, serde_json::Value)>,
+);
 
 /// One event.
 #[derive(Debug, Clone, Serialize)]
