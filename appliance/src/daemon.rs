@@ -151,13 +151,19 @@ impl Daemon {
             hub.sink(),
         );
         let web = match crate::config::WebSetup::load(config)? {
-            Some(setup) => match crate::web::WebServer::start(setup, routes.clone(), hub, config) {
-                Ok(server) => Some(server),
-                Err(e) => {
-                    log::error!("{e}; the web UI is off, the rest runs");
-                    None
+            Some(setup) => {
+                match crate::web::WebServer::start(setup, routes.clone(), Arc::clone(&hub), config)
+                {
+                    Ok(server) => {
+                        crate::logging::set_tap(Some(hub.log_tap()));
+                        Some(server)
+                    }
+                    Err(e) => {
+                        log::error!("{e}; the web UI is off, the rest runs");
+                        None
+                    }
                 }
-            },
+            }
             None => None,
         };
         let socket = crate::control::socket_path(&config.gateway.store);
@@ -242,6 +248,7 @@ impl Daemon {
     pub fn shutdown(self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(web) = self.web {
+            crate::logging::set_tap(None);
             web.stop();
         }
         for worker in self.workers {

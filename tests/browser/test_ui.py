@@ -102,6 +102,7 @@ def main():
 
         page.get_by_role("link", name="Events").click()
         expect(page.locator("#event-list")).to_contain_text("permitted joining")
+        expect(page.locator("#log-tail")).to_contain_text("energy-import-total")  # the live log tail
         shoot(page, "events")
 
         # A read-only user sees everything and can change nothing, in the page or around it.

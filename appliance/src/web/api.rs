@@ -59,6 +59,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/token", post(token))
         .route("/api/zigbee/permit", post(permit))
         .route("/api/zigbee/devices", get(devices))
+        .route("/api/zigbee/remove", post(remove))
         .route("/api/commission/scan", post(super::commission::scan))
         .route("/api/commission/apply", post(super::commission::apply))
         .layer(DefaultBodyLimit::max(256 * 1024))
@@ -336,4 +337,34 @@ async fn devices(State(shared): Shared_, headers: HeaderMap) -> Result<Json<Valu
     dispatch(&shared, "zigbee.devices", json!({}))
         .await
         .map(Json)
+}
+
+#[derive(Deserialize)]
+struct Remove {
+    ieee: String,
+    #[serde(default)]
+    coordinator: Option<String>,
+}
+
+async fn remove(
+    State(shared): Shared_,
+    headers: HeaderMap,
+    Json(r): Json<Remove>,
+) -> Result<Json<Value>, ApiError> {
+    let s = actor(&shared, &headers)?;
+    let mut args = json!({"ieee": r.ieee});
+    if let Some(c) = r.coordinator {
+        args["coordinator"] = json!(c);
+    }
+    let v = dispatch(&shared, "zigbee.remove", args).await?;
+    log::info!(
+        "web UI: installer {} removed Zigbee device {}",
+        s.user,
+        r.ieee
+    );
+    shared.hub.event(
+        "zigbee",
+        format!("installer {} removed device {}", s.user, r.ieee),
+    );
+    Ok(Json(v))
 }

@@ -74,6 +74,8 @@ pub struct UiEvent {
 pub struct Hub {
     status: Arc<StatusBoard>,
     recent: Mutex<VecDeque<UiEvent>>,
+    /// The log's last lines.
+    log: Mutex<VecDeque<String>>,
     /// The configured meters and buses (a bus whose adapter is missing has no meters on the board).
     book: Mutex<serde_json::Value>,
     /// The store directory, and its size and free space when last measured.
@@ -84,10 +86,11 @@ pub struct Hub {
 impl Hub {
     /// A hub over `status`.
     pub fn new(status: Arc<StatusBoard>) -> Arc<Hub> {
-        let (tx, _) = broadcast::channel(64);
+        let (tx, _) = broadcast::channel(256);
         Arc::new(Hub {
             status,
             recent: Mutex::new(VecDeque::new()),
+            log: Mutex::new(VecDeque::new()),
             book: Mutex::new(json!({})),
             store: Mutex::new((None, None)),
             tx,
@@ -151,6 +154,28 @@ impl Hub {
         let _ = self.tx.send((name, data));
     }
 
+    /// A log tap into this hub (the live log tail): each line kept and sent to every stream.
+    pub fn log_tap(self: &Arc<Self>) -> crate::logging::Tap {
+        let hub = Arc::downgrade(self);
+        Arc::new(move |r: &log::Record<'_>| {
+            let Some(hub) = hub.upgrade() else { return };
+            let line = format!(
+                "{} {:5} {}",
+                concentrator_mpc::human::local_time(crate::prepay::unix_now()),
+                r.level(),
+                r.args()
+            );
+            {
+                let mut l = hub.log.lock().unwrap_or_else(|p| p.into_inner());
+                if l.len() >= KEPT {
+                    l.pop_front();
+                }
+                l.push_back(line.clone());
+            }
+            let _ = hub.tx.send(("log", serde_json::Value::String(line)));
+        })
+    }
+
     /// An [`EventSink`] into this hub, for the control operations.
     pub fn sink(self: &Arc<Self>) -> EventSink {
         let hub = Arc::clone(self);
@@ -189,10 +214,23 @@ impl Hub {
             .iter()
             .cloned()
             .collect();
-        let first = vec![Event::default()
-            .event("events")
-            .json_data(&recent)
-            .unwrap_or_default()];
+        let lines: Vec<String> = hub
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let first = vec![
+            Event::default()
+                .event("logs")
+                .json_data(&lines)
+                .unwrap_or_default(),
+            Event::default()
+                .event("events")
+                .json_data(&recent)
+                .unwrap_or_default(),
+        ];
         let ticker = tokio::time::interval(LOOK_EVERY);
         futures_util::stream::unfold(
             (hub, rx, ticker, String::new(), first),

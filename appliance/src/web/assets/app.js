@@ -54,6 +54,15 @@ function connect() {
   stream.addEventListener("events", (m) => { $("#event-list").replaceChildren(); for (const e of JSON.parse(m.data)) addEvent(e); });
   stream.addEventListener("event", (m) => addEvent(JSON.parse(m.data)));
   stream.addEventListener("scan", (m) => scanProgress(JSON.parse(m.data)));
+  stream.addEventListener("logs", (m) => { $("#log-tail").textContent = ""; for (const l of JSON.parse(m.data)) addLog(l); });
+  stream.addEventListener("log", (m) => addLog(JSON.parse(m.data)));
+}
+
+function addLog(line) {
+  const t = $("#log-tail"), atEnd = t.scrollTop + t.clientHeight >= t.scrollHeight - 4;
+  t.append(line + "\n");
+  while (t.childNodes.length > 300) t.firstChild.remove();
+  if (atEnd) t.scrollTop = t.scrollHeight;
 }
 
 function addEvent(e) {
@@ -178,9 +187,18 @@ async function loadDevices() {
   try {
     const all = await api("GET", "/api/zigbee/devices");
     const rows = [];
-    for (const c of all) for (const d of (c.devices || [])) rows.push(el("tr", {}, el("td", { text: d.ieee }), el("td", { text: d.dwelling || d.meter || "-" }), el("td", { text: d.state || (d.interviewed ? "interviewed" : "joined") })));
+    for (const c of all) for (const d of (c.devices || [])) {
+      const remove = el("button", { type: "button", "aria-label": `Remove ${d.ieee}` }, "Remove");
+      remove.disabled = !me || me.role !== "installer";
+      remove.addEventListener("click", async () => {
+        if (!confirm(`Ask ${d.ieee} to leave the network?`)) return;
+        try { await api("POST", "/api/zigbee/remove", { ieee: d.ieee, coordinator: c.coordinator }); loadDevices(); }
+        catch (e) { $("#permit-countdown").textContent = e.message; }
+      });
+      rows.push(el("tr", {}, el("td", { text: d.ieee }), el("td", { text: d.dwelling || "-" }), el("td", { text: d.interviewed ? "interviewed" : "joined, being interviewed" }), el("td", {}, remove)));
+    }
     $("#device-table tbody").replaceChildren(...rows);
-  } catch (e) { $("#device-table tbody").replaceChildren(el("tr", {}, el("td", { colspan: "3", text: e.message }))); }
+  } catch (e) { $("#device-table tbody").replaceChildren(el("tr", {}, el("td", { colspan: "4", text: e.message }))); }
 }
 
 function result(box, ok, text, detail) {
