@@ -279,15 +279,21 @@ pub(crate) async fn apply(
         return Ok(Json(json!({"ok": false, "errors": located(&new, &e)})));
     }
     let tmp = path.with_extension("toml.new");
-    std::fs::write(&tmp, &new)
+    let written = std::fs::write(&tmp, &new)
         .and_then(|()| std::fs::copy(&path, path.with_extension("toml.bak")).map(|_| ()))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot write {}: {e}", path.display()),
-            )
-        })?;
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        log::warn!(
+            "web UI: the commissioned configuration is valid but cannot be written to {}: {e}",
+            path.display()
+        );
+        // The hardened unit keeps /etc/concentrator read-only to the daemon: hand the valid file over.
+        return Ok(Json(json!({"ok": false, "config": new, "errors": [{
+            "message": format!("the new configuration is valid, but the daemon cannot write {}: {e}", path.display()),
+            "help": "copy the file below to the gateway (sudo), then `sudo systemctl restart concentrator`",
+        }]})));
+    }
     log::info!(
         "web UI: installer {} commissioned {} meter(s) on bus {} into {}; restarting on it",
         s.user,

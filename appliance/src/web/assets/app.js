@@ -280,7 +280,8 @@ async function commission(ev) {
       const msg = e.message + (e.help ? ` — ${e.help}` : "");
       if (i >= 0) $(`#dw-err-${i}`).textContent = (e.field && e.field !== "dwelling" ? `${e.field}: ` : "") + msg; else general.push((e.line ? `line ${e.line}: ` : "") + msg);
     }
-    result("#map-result", false, "The configuration was not written: fix the fields marked.", general.join("\n") || null);
+    if (r.config) general.push("", r.config);
+    result("#map-result", false, r.config ? "The configuration is valid but was not written." : "The configuration was not written: fix the fields marked.", general.join("\n") || null);
   } catch (e) { result("#map-result", false, e.message); }
 }
 
