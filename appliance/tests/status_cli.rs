@@ -1,0 +1,95 @@
+//! `concentrator status` (issue #15): a bus whose adapter is missing made its meters vanish, a cut-off
+//! dwelling was printed as "all buses and meters are working", and `status` exited 0 with problems
+//! listed. These checks failed before the fix.
+
+use std::process::Command;
+
+use concentrator_appliance::status::{AccountStatus, BusStatus, Status};
+
+fn status_of(status: &Status, name: &str) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("status-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("status.json");
+    std::fs::write(&file, serde_json::to_vec(status).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_concentrator"))
+        .args(["status", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_missing_adapter_names_each_dwelling_a_cut_dwelling_is_a_problem_and_problems_exit_1() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut status = Status {
+        gateway: "gw".into(),
+        updated_unix: now,
+        ..Status::default()
+    };
+    status.buses.insert(
+        "rs485-9".into(),
+        BusStatus {
+            state: "retrying".into(),
+            detail: "/dev/x: no such file".into(),
+            meters: vec![],
+        },
+    );
+    status.accounts.insert(
+        "MTR-1".into(),
+        AccountStatus {
+            bus: "rs485-1".into(),
+            address: "1".into(),
+            dwelling: "A-1".into(),
+            state: "disconnected".into(),
+            currency: "EUR".into(),
+            held_by: Some("installer alice".into()),
+            ..AccountStatus::default()
+        },
+    );
+    status.accounts.insert(
+        "MTR-9".into(),
+        AccountStatus {
+            bus: "rs485-9".into(),
+            address: "000000000901".into(),
+            dwelling: "D-901".into(),
+            state: "in-credit".into(),
+            currency: "EUR".into(),
+            ..AccountStatus::default()
+        },
+    );
+    let (code, text) = status_of(&status, "bad");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("dwelling D-901 (meter 000000000901 on bus rs485-9) is not read"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "dwelling A-1 (meter MTR-1) is cut off: its supply is held off by installer alice"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("all buses and meters are working"), "{text}");
+    assert!(text.contains("3 problem(s), listed above"), "{text}");
+
+    let fine = Status {
+        gateway: "gw".into(),
+        updated_unix: now,
+        ..Status::default()
+    };
+    let (code, text) = status_of(&fine, "fine");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("all buses and meters are working"), "{text}");
+}
