@@ -247,7 +247,10 @@ async fn me(State(shared): Shared_, headers: HeaderMap) -> Result<Json<Value>, A
 
 async fn stream(State(shared): Shared_, headers: HeaderMap) -> Result<Response, ApiError> {
     viewer(&shared, &headers)?;
-    Ok(Sse::new(shared.hub.stream())
+    let token = cookie(&headers).unwrap_or_default();
+    let s = Arc::clone(&shared);
+    let open = move || s.auth.open(&token, Instant::now());
+    Ok(Sse::new(shared.hub.stream(open))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }

@@ -162,6 +162,15 @@ impl Auth {
         Ok((token, session))
     }
 
+    /// Whether the session of cookie value `token` is still open (not refreshed: an open stream alone
+    /// does not keep a session alive).
+    pub fn open(&self, token: &str, now: Instant) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions
+            .get(token)
+            .is_some_and(|s| now.duration_since(s.last_used) < self.lifetime)
+    }
+
     /// The session of cookie value `token`, refreshed, unless it expired.
     pub fn session(&self, token: &str, now: Instant) -> Option<Session> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -244,6 +253,9 @@ mod tests {
         assert!(csrf_ok(&s, Some(&s.csrf)));
         assert!(!csrf_ok(&s, Some("0")));
         assert!(!csrf_ok(&s, None));
+        assert!(a.open(&token, t1 + Duration::from_secs(30)));
+        // An open stream checks without refreshing: unused for a minute, the session ends.
+        assert!(!a.open(&token, t1 + Duration::from_secs(61)));
         assert!(a.session(&token, t1 + Duration::from_secs(59)).is_some());
         assert!(
             a.session(&token, t1 + Duration::from_secs(59 + 61))

@@ -203,8 +203,12 @@ impl Hub {
         v
     }
 
-    /// The live stream for one browser: the state and the recent events at once, then changes.
-    pub fn stream(self: &Arc<Self>) -> impl Stream<Item = Result<Event, Infallible>> {
+    /// The live stream for one browser: the state and the recent events at once, then changes; it
+    /// ends when `open` says its session ended (expired unused, or logged out).
+    pub fn stream(
+        self: &Arc<Self>,
+        open: impl Fn() -> bool + Send + 'static,
+    ) -> impl Stream<Item = Result<Event, Infallible>> {
         let hub = Arc::clone(self);
         let rx = hub.tx.subscribe();
         let recent: Vec<UiEvent> = hub
@@ -233,14 +237,17 @@ impl Hub {
         ];
         let ticker = tokio::time::interval(LOOK_EVERY);
         futures_util::stream::unfold(
-            (hub, rx, ticker, String::new(), first),
-            |(hub, mut rx, mut ticker, mut last, mut queued)| async move {
+            (hub, rx, ticker, String::new(), first, open),
+            |(hub, mut rx, mut ticker, mut last, mut queued, open)| async move {
                 loop {
                     if let Some(e) = queued.pop() {
-                        return Some((Ok(e), (hub, rx, ticker, last, queued)));
+                        return Some((Ok(e), (hub, rx, ticker, last, queued, open)));
                     }
                     tokio::select! {
                         _ = ticker.tick() => {
+                            if !open() {
+                                return None;
+                            }
                             let mut state = hub.state();
                             let now = state["now"].take();
                             let now_unix = state["now_unix"].take();
