@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use concentrator_appliance::status::{AccountStatus, BusStatus, Status};
+use concentrator_appliance::status::{AccountStatus, BusStatus, MeterStatus, Status, ZigbeeView};
 
 fn status_of(status: &Status, name: &str) -> (Option<i32>, String) {
     let dir = std::env::temp_dir().join(format!("status-cli-{name}-{}", std::process::id()));
@@ -92,4 +92,58 @@ fn a_missing_adapter_names_each_dwelling_a_cut_dwelling_is_a_problem_and_problem
     let (code, text) = status_of(&fine, "fine");
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("all buses and meters are working"), "{text}");
+}
+
+/// Issue #15: with the Zigbee stick missing, each Zigbee meter was told to "pair it with permit-join".
+#[test]
+fn a_missing_zigbee_stick_is_one_problem_naming_the_stick() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut status = Status {
+        gateway: "gw".into(),
+        updated_unix: now,
+        ..Status::default()
+    };
+    let meter = |ieee: &str, dwelling: &str| {
+        MeterStatus {
+        address: ieee.into(),
+        dwelling: dwelling.into(),
+        driver: "znp".into(),
+        state: "not-joined".into(),
+        error: Some("not in the coordinator's device table: pair it with `concentrator zigbee permit-join` (docs/install.md)".into()),
+        readings: vec![],
+        stats: Default::default(),
+    }
+    };
+    status.zigbee.insert(
+        "zb-1".into(),
+        ZigbeeView {
+            port: "/dev/ttyUSB7".into(),
+            link_up: false,
+            last_error: Some("/dev/ttyUSB7: No such file or directory".into()),
+            ..ZigbeeView::default()
+        },
+    );
+    status.buses.insert(
+        "zb-1".into(),
+        BusStatus {
+            state: "down".into(),
+            detail: "/dev/ttyUSB7".into(),
+            meters: vec![
+                meter("00124b0000000001", "C-301"),
+                meter("00124b0000000002", "C-302"),
+            ],
+        },
+    );
+    let (code, text) = status_of(&status, "zigbee");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("Zigbee coordinator zb-1 is not up (/dev/ttyUSB7: No such file or directory): plug the Zigbee stick in"), "{text}");
+    assert!(text.contains("not read meanwhile: C-301, C-302"), "{text}");
+    assert!(
+        !text.contains("- Zigbee meter"),
+        "no per-meter pairing advice: {text}"
+    );
+    assert!(text.contains("1 problem(s), listed above"), "{text}");
 }

@@ -108,7 +108,17 @@ pub(crate) fn render(
         let zigbee = status.zigbee.contains_key(name);
         let kind = if zigbee { "zigbee" } else { "bus" };
         writeln!(out, "\n{kind} {name}: {} ({})", bus.state, bus.detail)?;
-        if bus.state != "running" {
+        // A coordinator that is not up: one problem naming the stick, not "pair it" for each meter.
+        let stick_down = status.zigbee.get(name).filter(|z| !z.link_up);
+        if let Some(z) = stick_down {
+            let dwellings: Vec<&str> = bus.meters.iter().map(|m| m.dwelling.as_str()).collect();
+            problems.push(format!(
+                "Zigbee coordinator {name} is not up ({}): plug the Zigbee stick in or check its `path` (`ls /dev/serial/by-id`); not read meanwhile: {}",
+                z.last_error.as_deref().unwrap_or("no answer from the stick"),
+                if dwellings.is_empty() { "no meter".to_string() } else { dwellings.join(", ") }
+            ));
+        }
+        if bus.state != "running" && stick_down.is_none() {
             problems.push(format!("{kind} {name} is {}: {}", bus.state, bus.detail));
             if bus.meters.is_empty() {
                 // Its meters are not on the board: name each dwelling left unread, from the
@@ -173,6 +183,7 @@ pub(crate) fn render(
                 reading
             )?;
             match m.state.as_str() {
+                _ if stick_down.is_some() => {}
                 "offline" | "not-joined" if zigbee => problems.push(format!(
                     "Zigbee meter {} ({}) behind {name}: {}",
                     m.address,
