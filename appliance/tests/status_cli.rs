@@ -147,3 +147,44 @@ fn a_missing_zigbee_stick_is_one_problem_naming_the_stick() {
     );
     assert!(text.contains("1 problem(s), listed above"), "{text}");
 }
+
+/// Issue #15: the meter of a quarantined plugin was reported as "check its wiring".
+#[test]
+fn a_faulting_driver_is_a_software_fault_not_the_wiring() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut status = Status {
+        gateway: "gw".into(),
+        updated_unix: now,
+        ..Status::default()
+    };
+    let mut m = MeterStatus {
+        address: "7".into(),
+        dwelling: "B-7".into(),
+        driver: "acme".into(),
+        state: "offline".into(),
+        error: None,
+        readings: vec![],
+        stats: Default::default(),
+    };
+    m.stats.driver_faults = 3;
+    m.stats.requests = 3;
+    status.buses.insert(
+        "rs485-2".into(),
+        BusStatus {
+            state: "running".into(),
+            detail: "sim".into(),
+            meters: vec![m],
+        },
+    );
+    let (code, text) = status_of(&status, "faults");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("its driver `acme` failed 3 time(s)"),
+        "{text}"
+    );
+    assert!(text.contains("a software fault, not the wiring"), "{text}");
+    assert!(!text.contains("check its wiring"), "{text}");
+}

@@ -190,6 +190,12 @@ pub(crate) fn render(
                     m.dwelling,
                     m.error.clone().unwrap_or_default()
                 )),
+                // A driver that panics or breaks its rules (and is then quarantined) is a software
+                // fault: no one should go up a ladder to check the wiring for it.
+                "offline" if m.stats.driver_faults > 0 => problems.push(format!(
+                    "meter {} ({}) on bus {name} is not read because its driver `{}` failed {} time(s) (a panic or a broken rule; after `plugin_max_faults` the plugin is quarantined): a software fault, not the wiring: install a fixed driver plugin and restart the daemon",
+                    m.address, m.dwelling, m.driver, m.stats.driver_faults
+                )),
                 "offline" => problems.push(format!(
                     "meter {} ({}) on bus {name} does not answer: check its wiring, address and the bus's baud rate",
                     m.address, m.dwelling

@@ -86,7 +86,8 @@ function problems(s) {
     if (b.state === "running" && meters.length && meters.every((m) => m.state === "offline"))
       bad(`Bus ${name}: no meter answers.`, "Check the bus wiring (A/B swapped?), the termination and the line settings.");
     else for (const m of meters) {
-      if (m.state === "offline") bad(`Meter ${m.address} (${m.dwelling}) on ${name} is offline: ${m.stats.timeouts} timeouts.`, "Check its wiring and that its address matches the configuration.");
+      if (m.state === "offline" && m.stats.driver_faults > 0) bad(`Meter ${m.address} (${m.dwelling}) on ${name} is not read: its driver ${m.driver} failed ${m.stats.driver_faults} time(s) and may be quarantined.`, "A software fault, not the wiring: install a fixed driver plugin, then restart the daemon.");
+      else if (m.state === "offline") bad(`Meter ${m.address} (${m.dwelling}) on ${name} is offline: ${m.stats.timeouts} timeouts.`, "Check its wiring and that its address matches the configuration.");
       if (m.state === "failed") {
         const soft = /quarantin|driver|plugin/i.test(m.error || "");
         bad(`Meter ${m.address} (${m.dwelling}) on ${name} cannot be driven: ${m.error}.`, soft ? "A software fault, not the wiring: update or replace the driver plugin." : "Check the configuration of this meter.");
