@@ -6,6 +6,20 @@
 //! and stop cleanly on SIGTERM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set when the daemon should stop and start again on its (new) configuration (commissioning from the
+/// web UI); `concentratord` then re-executes itself after the clean stop.
+static RESTART: AtomicBool = AtomicBool::new(false);
+
+/// Asks the running daemon to stop cleanly and start again (see [`restart_requested`]).
+pub fn request_restart() {
+    RESTART.store(true, Ordering::SeqCst);
+}
+
+/// Whether a restart was asked for.
+pub fn restart_requested() -> bool {
+    RESTART.load(Ordering::SeqCst)
+}
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,6 +65,8 @@ pub struct Daemon {
     zigbee: crate::zigbee::Zigbee,
     /// The control socket `concentrator` commands talk to, when it could be created.
     control: Option<crate::control::ControlServer>,
+    /// With `[web]`: the installer web UI.
+    web: Option<crate::web::WebServer>,
 }
 
 impl Daemon {
@@ -127,6 +143,29 @@ impl Daemon {
         })?;
         let mut routes = crate::control::ControlRoutes::default();
         zigbee.add_routes(&mut routes);
+        let hub = crate::web::Hub::new(Arc::clone(&status));
+        crate::ops::add_routes(
+            &mut routes,
+            Arc::clone(&status),
+            prepay.as_ref().map(Prepay::sender),
+            hub.sink(),
+        );
+        let web = match crate::config::WebSetup::load(config)? {
+            Some(setup) => {
+                match crate::web::WebServer::start(setup, routes.clone(), Arc::clone(&hub), config)
+                {
+                    Ok(server) => {
+                        crate::logging::set_tap(Some(hub.log_tap()));
+                        Some(server)
+                    }
+                    Err(e) => {
+                        log::error!("{e}; the web UI is off, the rest runs");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let socket = crate::control::socket_path(&config.gateway.store);
         let control = match crate::control::ControlServer::start(&socket, routes) {
             Ok(server) => Some(server),
@@ -184,6 +223,7 @@ impl Daemon {
             modem,
             zigbee,
             control,
+            web,
         })
     }
 
@@ -207,6 +247,10 @@ impl Daemon {
     /// Asks every worker to stop and waits for them.
     pub fn shutdown(self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(web) = self.web {
+            crate::logging::set_tap(None);
+            web.stop();
+        }
         for worker in self.workers {
             if worker.join().is_err() {
                 log::error!("a bus worker panicked while stopping");
@@ -390,7 +434,7 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
     let mut last_write = Instant::now();
     let mut last_status = String::new();
     let mut status_error_logged = false;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) && !restart_requested() {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(every) = feed_every {
             if last_feed.elapsed() >= every {

@@ -18,10 +18,9 @@ pub enum LogSink {
 pub fn init(level: LevelFilter) -> LogSink {
     let sink = if systemd_journal_logger::connected_to_journal() {
         match systemd_journal_logger::JournalLog::new() {
-            Ok(journal) => match journal
-                .with_syslog_identifier("concentratord".to_string())
-                .install()
-            {
+            Ok(journal) => match log::set_boxed_logger(Box::new(Tapped(
+                journal.with_syslog_identifier("concentratord".to_string()),
+            ))) {
                 Ok(()) => LogSink::Journal,
                 Err(_) => return already_installed(level),
             },
@@ -47,8 +46,42 @@ fn already_installed(level: LevelFilter) -> LogSink {
 
 fn install_stderr() -> LogSink {
     // A second install (tests call init repeatedly) fails harmlessly.
-    let _ = log::set_boxed_logger(Box::new(StderrLog));
+    let _ = log::set_boxed_logger(Box::new(Tapped(StderrLog)));
     LogSink::Stderr
+}
+
+/// Something that sees every log record as well (the web UI's live log tail).
+pub type Tap = std::sync::Arc<dyn Fn(&Record<'_>) + Send + Sync>;
+
+static TAP: std::sync::Mutex<Option<Tap>> = std::sync::Mutex::new(None);
+
+/// Sets (or with `None` removes) the tap.
+pub fn set_tap(tap: Option<Tap>) {
+    *TAP.lock().unwrap_or_else(|p| p.into_inner()) = tap;
+}
+
+/// A logger that also hands each record it logs to the tap.
+#[derive(Debug)]
+struct Tapped<L>(L);
+
+impl<L: Log> Log for Tapped<L> {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        self.0.log(record);
+        if record.level() <= log::max_level() && !quieted(record.target()) {
+            let tap = TAP.lock().ok().and_then(|t| t.clone());
+            if let Some(tap) = tap {
+                tap(record);
+            }
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
 }
 
 /// Targets whose records the stderr log leaves out (see [`quiet`]).

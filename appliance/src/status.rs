@@ -227,6 +227,12 @@ pub struct AccountStatus {
     /// Who holds the supply off by a relay order ("head-end", "installer alice"), whatever the credit.
     #[serde(default)]
     pub held_by: Option<String>,
+    /// When the last top-up was applied, unix seconds (shown in local time).
+    #[serde(default)]
+    pub last_topup_unix: Option<u64>,
+    /// The amount of the last top-up, minor units.
+    #[serde(default)]
+    pub last_topup_minor: Option<i64>,
 }
 
 /// The status, updated by the bus workers and written by the main loop.

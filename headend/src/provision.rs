@@ -99,6 +99,59 @@ pub fn new_code() -> String {
     groups.join("-")
 }
 
+/// The installer web UI for a bundle: a `[web]` table on `listen` with the gateway's certificate, a
+/// users file (secret, in the bundle) with the scrypt hash of a generated password for `installer`, and
+/// the password beside the bundle (`BUNDLE.installer-password`), for the utility to hand to the installer.
+fn web_ui(
+    t: &mut String,
+    listen: &[String],
+    dir: &Path,
+    secret: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut raw = [0u8; 16];
+    openssl::rand::rand_bytes(&mut raw)
+        .map_err(HeadEndError::openssl("making the installer's password"))?;
+    let password: String = raw
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    let hash = concentrator_mpc::password::hash(&password).map_err(|e| HeadEndError::Pki {
+        what: "installer password",
+        path: dir.join("web-users.toml"),
+        reason: e.to_string(),
+    })?;
+    pki::write_file(
+        &dir.join("web-users.toml"),
+        "web UI users",
+        format!(
+            "[[user]]\nname = \"installer\"\nrole = \"installer\"\npassword = {}\n",
+            toml_str(&hash)
+        )
+        .as_bytes(),
+        true,
+    )?;
+    let name = dir
+        .file_name()
+        .map_or_else(|| "bundle".into(), |n| n.to_string_lossy().to_string());
+    pki::write_file(
+        &dir.with_file_name(format!("{name}.installer-password")),
+        "installer password",
+        format!("{password}\n").as_bytes(),
+        true,
+    )?;
+    let listen: Vec<String> = listen.iter().map(|a| toml_str(a)).collect();
+    let _ = writeln!(
+        t,
+        "\n[web]\nlisten = [{}]\ncert = {}\nkey = {}\nusers = {}",
+        listen.join(", "),
+        toml_str(&secret("gateway.pem")),
+        toml_str(&secret("gateway.key")),
+        toml_str(&secret("web-users.toml")),
+    );
+    Ok(())
+}
+
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -520,6 +573,9 @@ fn write_bundle(
         ledger_extra = toml::to_string(&ledger_extra).unwrap_or_default(),
         uplink_extra = toml::to_string(&uplink_extra).unwrap_or_default(),
     );
+    if let Some(listen) = &g.web_listen {
+        web_ui(&mut t, listen, dir, &secret)?;
+    }
     pki::write_file(
         &dir.join("concentrator.toml"),
         "bundle configuration",

@@ -8,6 +8,8 @@
 //! # ledger_file = "prepaid-ledger.toml"          # relative to this file
 //! ledger_options = { checkpoint_s = 900 }       # further keys of the bundle's [ledger]
 //! uplink_options = { account_every_s = 900 }    # further keys of the bundle's [uplink]
+//! web_listen = ["192.168.7.1:8443"]            # the installer web UI on these addresses (its password
+//!                                               # is written beside the bundle, never inside it)
 //! # [[gateway.zigbee]] tables go to the bundle's [[zigbee]] as they are; a Zigbee [[meter]] names
 //! # `zigbee` and `ieee` instead of `bus`, `address` and `driver`.
 //! [[gateway.bus]]                               # passed through to the bundle's [[bus]]
@@ -83,6 +85,10 @@ pub struct GatewaySpec {
     pub ledger_options: Option<toml::Table>,
     /// Further keys of the bundle's `[uplink]` table (e.g. `account_every_s`, `outbox_mib`).
     pub uplink_options: Option<toml::Table>,
+    /// The installer web UI's addresses (`IP:PORT` on the installer port): the bundle gets a `[web]`
+    /// table with the gateway's certificate and a users file with the hash of a generated installer
+    /// password; the password itself goes to `BUNDLE.installer-password` beside the bundle.
+    pub web_listen: Option<Vec<String>>,
 }
 
 /// One meter.

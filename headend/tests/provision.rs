@@ -160,3 +160,61 @@ fn mistakes_in_the_file_are_named() {
         .to_string();
     assert!(err.contains("already holds a pilot"), "{err}");
 }
+
+/// Issue #15: with `web_listen` the bundle turns the installer web UI on: a `[web]` table with the
+/// gateway's certificate, a users file holding only the hash, and the password beside the bundle.
+#[test]
+fn web_listen_gives_the_bundle_the_installer_ui_and_the_password_stays_outside() {
+    let p = Pilot::new("bundle-web");
+    let spec = SPEC.replacen(
+        "ledger_file = \"ledger.toml\"\n",
+        "ledger_file = \"ledger.toml\"\nweb_listen = [\"192.168.7.1:8443\"]\n",
+        1,
+    );
+    std::fs::write(p.dir.0.join("spec.toml"), spec).unwrap();
+    let store = Arc::new(Store::open(&p.config.path(&p.config.store.path)).unwrap());
+    p.provision(&store);
+    let dir = p.bundle("gw-1");
+    let conf: toml::Table = std::fs::read_to_string(dir.join("concentrator.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let web = conf["web"].as_table().unwrap();
+    assert_eq!(
+        web["listen"].as_array().unwrap()[0].as_str(),
+        Some("192.168.7.1:8443")
+    );
+    for (key, file) in [
+        ("cert", "gateway.pem"),
+        ("key", "gateway.key"),
+        ("users", "web-users.toml"),
+    ] {
+        assert!(web[key].as_str().unwrap().ends_with(file), "{key}: {web:?}");
+    }
+    let users: toml::Table = std::fs::read_to_string(dir.join("web-users.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let user = &users["user"].as_array().unwrap()[0];
+    assert_eq!(user["role"].as_str(), Some("installer"));
+    let password_file = dir.with_file_name("concentrator.installer-password");
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    assert!(concentrator_mpc::password::verify(
+        password.trim(),
+        user["password"].as_str().unwrap()
+    )
+    .unwrap());
+    assert!(
+        !std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(password.trim()))),
+        "the password is not in the bundle"
+    );
+    // gw-2 has no web_listen: no UI.
+    let conf2: toml::Table = std::fs::read_to_string(p.bundle("gw-2").join("concentrator.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!conf2.contains_key("web"));
+}

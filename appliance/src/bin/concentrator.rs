@@ -65,6 +65,16 @@ enum Command {
         #[command(subcommand)]
         command: cli::zigbee::ZigbeeCommand,
     },
+    /// Test a meter's relay: open or close it through the running daemon's ledger and show the read-back.
+    Relay {
+        #[command(flatten)]
+        args: cli::relay::RelayArgs,
+    },
+    /// The installer web UI: make password hashes for its users file.
+    Web {
+        #[command(subcommand)]
+        command: cli::web::WebCommand,
+    },
     /// The ledger's hash-chained audit log: verify it against the accounts, or export it as JSON lines.
     Audit {
         #[command(subcommand)]
@@ -87,6 +97,8 @@ fn main() -> ExitCode {
         Command::Audit { command } => cli::audit::run(command, &mut out),
         Command::Demo { command } => cli::demo::run(command, &mut out),
         Command::Zigbee { command } => cli::zigbee::run(command, &mut out),
+        Command::Relay { args } => cli::relay::run(args, &mut out),
+        Command::Web { command } => cli::web::run(command, &mut std::io::stdin().lock(), &mut out),
     };
     let _ = out.flush();
     match result {

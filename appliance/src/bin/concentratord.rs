@@ -98,6 +98,18 @@ fn main() -> ExitCode {
             }
             let notifier = notify::Notifier::from_env();
             match daemon::run(&config, &stop, &notifier) {
+                Ok(()) if daemon::restart_requested() => {
+                    // Commissioning wrote a new configuration: start again on it, same process id.
+                    use std::os::unix::process::CommandExt;
+                    log::info!("restarting on the new configuration");
+                    let exe =
+                        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+                    let e = std::process::Command::new(exe)
+                        .args(std::env::args_os().skip(1))
+                        .exec();
+                    log::error!("cannot restart: {e}; systemd restarts the daemon");
+                    ExitCode::FAILURE
+                }
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("not started: {e}");

@@ -9,9 +9,11 @@ pub mod crypto;
 pub mod decode;
 pub mod demo;
 pub mod plugins;
+pub mod relay;
 pub mod scan;
 pub mod status;
 pub mod topup;
+pub mod web;
 pub mod zigbee;
 
 /// An error from a subcommand, with the exit code the binary uses for it.

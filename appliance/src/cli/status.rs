@@ -31,12 +31,28 @@ pub struct StatusArgs {
     json: bool,
 }
 
-/// Runs `concentrator status`.
+/// A configured meter: bus, address, dwelling (a bus whose adapter is missing has none on the board).
+pub type Configured = (String, String, String);
+
+/// Runs `concentrator status`. Exits 1 (after printing them) when problems are listed, so that
+/// scripts and monitoring can tell.
 pub fn run(args: StatusArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let mut configured: Vec<Configured> = Vec::new();
     let path = match args.file {
         Some(path) => path,
         None => {
             let config = Config::load(&args.config).map_err(|e| CliError::usage(e.to_string()))?;
+            configured = config
+                .meters
+                .iter()
+                .map(|m| {
+                    (
+                        m.bus.get_ref().clone(),
+                        m.address.get_ref().clone(),
+                        m.dwelling.get_ref().clone(),
+                    )
+                })
+                .collect();
             config
                 .gateway
                 .status_file
@@ -57,11 +73,21 @@ pub fn run(args: StatusArgs, out: &mut dyn Write) -> Result<(), CliError> {
         writeln!(out).context("writing")?;
         return Ok(());
     }
-    render(&status, out).context("writing the status")?;
+    let problems = render(&status, &configured, out).context("writing the status")?;
+    if problems > 0 {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "{problems} problem(s), listed above"
+        )));
+    }
     Ok(())
 }
 
-fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+/// Prints the status; returns how many problems it listed.
+pub(crate) fn render(
+    status: &Status,
+    configured: &[Configured],
+    out: &mut dyn Write,
+) -> std::io::Result<usize> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -82,8 +108,46 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         let zigbee = status.zigbee.contains_key(name);
         let kind = if zigbee { "zigbee" } else { "bus" };
         writeln!(out, "\n{kind} {name}: {} ({})", bus.state, bus.detail)?;
-        if bus.state != "running" {
+        // A coordinator that is not up: one problem naming the stick, not "pair it" for each meter.
+        let stick_down = status.zigbee.get(name).filter(|z| !z.link_up);
+        if let Some(z) = stick_down {
+            let dwellings: Vec<&str> = bus.meters.iter().map(|m| m.dwelling.as_str()).collect();
+            problems.push(format!(
+                "Zigbee coordinator {name} is not up ({}): plug the Zigbee stick in or check its `path` (`ls /dev/serial/by-id`); not read meanwhile: {}",
+                z.last_error.as_deref().unwrap_or("no answer from the stick"),
+                if dwellings.is_empty() { "no meter".to_string() } else { dwellings.join(", ") }
+            ));
+        }
+        if bus.state != "running" && stick_down.is_none() {
             problems.push(format!("{kind} {name} is {}: {}", bus.state, bus.detail));
+            if bus.meters.is_empty() {
+                // Its meters are not on the board: name each dwelling left unread, from the
+                // configuration, else from the accounts.
+                let mut affected: Vec<(String, String)> = configured
+                    .iter()
+                    .filter(|(b, _, _)| b == name)
+                    .map(|(_, a, d)| (a.clone(), d.clone()))
+                    .collect();
+                if affected.is_empty() {
+                    affected = status
+                        .accounts
+                        .values()
+                        .filter(|a| &a.bus == name)
+                        .map(|a| (a.address.clone(), a.dwelling.clone()))
+                        .collect();
+                }
+                for (address, dwelling) in affected {
+                    writeln!(
+                        out,
+                        "  {address:<14} {dwelling:<10} not read: the {kind} is {}",
+                        bus.state
+                    )?;
+                    problems.push(format!(
+                        "dwelling {dwelling} (meter {address} on {kind} {name}) is not read while the {kind} is {}: plug its adapter back in or fix the device path",
+                        bus.state
+                    ));
+                }
+            }
         }
         if bus.meters.is_empty() {
             continue;
@@ -119,11 +183,18 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
                 reading
             )?;
             match m.state.as_str() {
+                _ if stick_down.is_some() => {}
                 "offline" | "not-joined" if zigbee => problems.push(format!(
                     "Zigbee meter {} ({}) behind {name}: {}",
                     m.address,
                     m.dwelling,
                     m.error.clone().unwrap_or_default()
+                )),
+                // A driver that panics or breaks its rules (and is then quarantined) is a software
+                // fault: no one should go up a ladder to check the wiring for it.
+                "offline" if m.stats.driver_faults > 0 => problems.push(format!(
+                    "meter {} ({}) on bus {name} is not read because its driver `{}` failed {} time(s) (a panic or a broken rule; after `plugin_max_faults` the plugin is quarantined): a software fault, not the wiring: install a fixed driver plugin and restart the daemon",
+                    m.address, m.dwelling, m.driver, m.stats.driver_faults
                 )),
                 "offline" => problems.push(format!(
                     "meter {} ({}) on bus {name} does not answer: check its wiring, address and the bus's baud rate",
@@ -140,6 +211,21 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         }
     }
     render_accounts(status, out)?;
+    for (meter, a) in &status.accounts {
+        if let Some(by) = &a.held_by {
+            problems.push(format!(
+                "dwelling {} (meter {meter}) is cut off: its supply is held off by {by}; `concentrator relay {meter} close` when the work is done",
+                a.dwelling
+            ));
+        } else if a.state == "disconnected" || a.state == "exhausted" {
+            problems.push(format!(
+                "dwelling {} (meter {meter}) is cut off: no credit ({} {}); the customer must top up (`concentrator topup`)",
+                a.dwelling,
+                format_minor(a.balance_minor),
+                a.currency
+            ));
+        }
+    }
     if let Some(u) = &status.uplink {
         render_uplink(u, now, out)?;
         for a in &u.aka {
@@ -169,11 +255,11 @@ fn render(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "\nall buses and meters are working")?;
     } else {
         writeln!(out, "\n{} problem(s):", problems.len())?;
-        for p in problems {
+        for p in &problems {
             writeln!(out, "- {p}")?;
         }
     }
-    Ok(())
+    Ok(problems.len())
 }
 
 fn render_uplink(

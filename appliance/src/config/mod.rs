@@ -11,9 +11,11 @@ mod plugins;
 mod uplink;
 mod uplink_keys;
 mod validate;
+pub mod web;
 pub mod zigbee;
 
 pub use aka::{AkaFile, Credentials, MeterCredentials};
+pub(crate) use diagnostic::line_col;
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use ledger::{LedgerSetup, LedgerSetupError};
 pub use model::{
@@ -23,6 +25,7 @@ pub use model::{
 pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
 pub use plugins::{IsolationMode, PluginEntry};
 pub use uplink::{Broker, Contexts, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
+pub use web::{Role, WebSection, WebSetup, WebUser};
 pub use zigbee::{ZigbeeBackend, ZigbeeConfig};
 
 use std::path::Path;
@@ -56,6 +59,7 @@ impl Config {
         })?;
         let mut diagnostics = zigbee::normalise(&mut config);
         diagnostics.extend(validate::check(&config));
+        diagnostics.extend(web::check(&config));
         diagnostics.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
         if diagnostics.is_empty() {
             Ok(config)

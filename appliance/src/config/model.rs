@@ -30,6 +30,8 @@ pub struct Config {
     /// Driver plugins' isolation and downgrade settings, `[[plugin]]` tables.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<super::plugins::PluginEntry>,
+    /// The installer web UI (docs/install.md, *Commissioning with the web UI*); absent: no UI.
+    pub web: Option<super::web::WebSection>,
 }
 
 /// Log verbosity.

@@ -634,6 +634,10 @@ impl Service {
                     }),
                     last_serial: a.and_then(|a| a.last_serial),
                     held_by: a.and_then(|a| a.hold.as_ref()).map(|h| h.by.clone()),
+                    last_topup_unix: a.and_then(|a| a.last_topup.as_ref()).map(|t| t.at),
+                    last_topup_minor: a
+                        .and_then(|a| a.last_topup.as_ref())
+                        .map(|t| t.amount_minor),
                 };
                 (m.meter_id.clone(), status)
             })

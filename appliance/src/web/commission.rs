@@ -1,0 +1,362 @@
+//! Commissioning from the UI: scan a bus with live progress (over the stream, as `scan` messages), map
+//! each meter found to a dwelling, and write the result into the configuration file through the same
+//! validation as `concentratord validate`; mistakes come back at the meter and field they concern.
+//! A valid file is written (the previous one kept as `FILE.bak`) and the daemon restarts itself
+//! cleanly on it ([`crate::daemon::request_restart`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use toml::Spanned;
+
+use super::api::{actor, ApiError};
+use super::Shared;
+use crate::config::{Config, ConfigError};
+use crate::scan::{modbus_candidates, scan_dlt645, scan_modbus, Found};
+
+/// Whether a scan runs (one at a time).
+static SCANNING: AtomicBool = AtomicBool::new(false);
+/// The reply window of each probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How often progress is sent at most.
+const PROGRESS_EVERY: Duration = Duration::from_millis(150);
+
+#[derive(Deserialize)]
+pub(crate) struct ScanRequest {
+    bus: String,
+}
+
+fn found_json(f: &Found) -> Value {
+    json!({"address": f.address, "driver": f.driver, "model": f.model, "line": f.line.to_string()})
+}
+
+/// `POST /api/commission/scan {bus}`: starts a scan; progress and the result arrive on the stream.
+pub(crate) async fn scan(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(r): Json<ScanRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let s = actor(&shared, &headers)?;
+    let config = shared.config.clone();
+    let Some(bus) = config
+        .buses
+        .iter()
+        .find(|b| b.name.get_ref() == &r.bus)
+        .cloned()
+    else {
+        let names: Vec<&str> = config
+            .buses
+            .iter()
+            .map(|b| b.name.get_ref().as_str())
+            .collect();
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "there is no bus `{}`; the buses: {}",
+                r.bus,
+                names.join(", ")
+            ),
+        ));
+    };
+    if SCANNING.swap(true, Ordering::SeqCst) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "a scan is already running; wait for it to end".into(),
+        ));
+    }
+    let mut open = match crate::buses::open_with(&config, &bus, false) {
+        Ok(o) => o,
+        Err(e) => {
+            SCANNING.store(false, Ordering::SeqCst);
+            return Err(ApiError(StatusCode::CONFLICT, format!("cannot open bus {} for a scan: {e}; the daemon's own worker holds a real port: stop the daemon and use `concentrator scan`, or commission a simulated bus", r.bus)));
+        }
+    };
+    log::info!("web UI: installer {} scans bus {}", s.user, r.bus);
+    shared.hub.event(
+        "scan",
+        format!("installer {} started a scan of bus {}", s.user, r.bus),
+    );
+    let hub = Arc::clone(&shared.hub);
+    let name = r.bus.clone();
+    std::thread::Builder::new()
+        .name("web-scan".into())
+        .spawn(move || {
+            let mut found: Vec<Found> = Vec::new();
+            let started = Instant::now();
+            let mut last = Instant::now() - PROGRESS_EVERY;
+            let send = |phase: &str, done: usize, total: usize, what: &str, found: &[Found], last: &mut Instant| {
+                if last.elapsed() < PROGRESS_EVERY && done < total {
+                    return;
+                }
+                *last = Instant::now();
+                let left = (done > 0 && done < total).then(|| started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64);
+                hub.broadcast("scan", json!({"bus": name, "phase": phase, "done": done, "total": total, "what": what,
+                    "seconds_left": left.map(|s| s.ceil() as u64), "found": found.iter().map(found_json).collect::<Vec<_>>(), "finished": false}));
+            };
+            let line = open.bus.settings();
+            let mut error = None;
+            match scan_dlt645(open.bus.as_mut(), PROBE_TIMEOUT, &mut |d, t, w| send("DL/T 645", d, t, w, &[], &mut last)) {
+                Ok(f) => found.extend(f),
+                Err(e) => error = Some(format!("the DL/T 645 scan stopped: {e}")),
+            }
+            let so_far = found.clone();
+            match scan_modbus(open.bus.as_mut(), &modbus_candidates(line), 1..=247, PROBE_TIMEOUT, &mut |d, t, w| send("Modbus", d, t, w, &so_far, &mut last)) {
+                Ok(f) => found.extend(f),
+                Err(e) => error = Some(format!("the Modbus scan stopped: {e}")),
+            }
+            hub.event("scan", format!("scan of bus {name}: {} meter(s) found{}", found.len(), error.as_deref().map(|e| format!("; {e}")).unwrap_or_default()));
+            hub.broadcast("scan", json!({"bus": name, "done": 1, "total": 1, "found": found.iter().map(found_json).collect::<Vec<_>>(), "finished": true, "error": error}));
+            SCANNING.store(false, Ordering::SeqCst);
+        })
+        .map_err(|e| {
+            SCANNING.store(false, Ordering::SeqCst);
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot start the scan: {e}"))
+        })?;
+    Ok(Json(json!({"started": r.bus})))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Mapped {
+    address: String,
+    driver: String,
+    #[serde(default)]
+    model: Option<String>,
+    dwelling: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ApplyRequest {
+    bus: String,
+    meters: Vec<Mapped>,
+}
+
+/// The places of each `[[meter]]`'s values, to say which field a diagnostic is about.
+#[derive(Deserialize)]
+struct Places {
+    #[serde(default)]
+    meter: Vec<MeterPlaces>,
+}
+
+#[derive(Deserialize)]
+struct MeterPlaces {
+    address: Option<Spanned<toml::Value>>,
+    bus: Option<Spanned<toml::Value>>,
+    driver: Option<Spanned<toml::Value>>,
+    model: Option<Spanned<toml::Value>>,
+    dwelling: Option<Spanned<toml::Value>>,
+}
+
+/// The configuration text with each mapped meter's dwelling set (an existing `[[meter]]` at the same
+/// bus and address) or a new `[[meter]]` table appended; comments are kept.
+pub fn edit(
+    text: &str,
+    bus: &str,
+    meters: &[(String, String, Option<String>, String)],
+) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| format!("the configuration file no longer parses: {e}"))?;
+    if doc.get("meter").is_none() {
+        doc.insert(
+            "meter",
+            toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()),
+        );
+    }
+    let tables = doc
+        .get_mut("meter")
+        .and_then(toml_edit::Item::as_array_of_tables_mut)
+        .ok_or("`meter` in the configuration is not a list of [[meter]] tables")?;
+    for (address, driver, model, dwelling) in meters {
+        let existing = tables.iter_mut().find(|t| {
+            t.get("bus").and_then(|v| v.as_str()) == Some(bus)
+                && t.get("address").and_then(|v| v.as_str()) == Some(address)
+        });
+        match existing {
+            Some(t) => t["dwelling"] = toml_edit::value(dwelling.as_str()),
+            None => {
+                let mut t = toml_edit::Table::new();
+                t["bus"] = toml_edit::value(bus);
+                t["address"] = toml_edit::value(address.as_str());
+                t["driver"] = toml_edit::value(driver.as_str());
+                if let Some(m) = model {
+                    t["model"] = toml_edit::value(m.as_str());
+                }
+                t["dwelling"] = toml_edit::value(dwelling.as_str());
+                tables.push(t);
+            }
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// Each diagnostic of `text` with the meter (address) and field it is at, when it is at one.
+pub fn located(text: &str, error: &ConfigError) -> Vec<Value> {
+    let ConfigError::Invalid { diagnostics, .. } = error else {
+        return vec![json!({"message": error.to_string()})];
+    };
+    let places: Option<Places> = toml::from_str(text).ok();
+    diagnostics
+        .iter()
+        .map(|d| {
+            let (line, col) = d
+                .span
+                .as_ref()
+                .map_or((0, 0), |s| crate::config::line_col(text, s.start));
+            let mut out =
+                json!({"message": d.message, "help": d.help, "line": line, "column": col});
+            if let (Some(span), Some(p)) = (&d.span, &places) {
+                for m in &p.meter {
+                    let fields = [
+                        ("address", &m.address),
+                        ("bus", &m.bus),
+                        ("driver", &m.driver),
+                        ("model", &m.model),
+                        ("dwelling", &m.dwelling),
+                    ];
+                    for (field, value) in fields {
+                        if value
+                            .as_ref()
+                            .is_some_and(|v| v.span().contains(&span.start))
+                        {
+                            out["address"] =
+                                json!(m.address.as_ref().and_then(|a| a.get_ref().as_str()));
+                            out["field"] = json!(field);
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// `POST /api/commission/apply {bus, meters: [{address, driver, model, dwelling}]}`.
+pub(crate) async fn apply(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(r): Json<ApplyRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let s = actor(&shared, &headers)?;
+    let Some(path) = shared.config_path.clone() else {
+        return Err(ApiError(StatusCode::CONFLICT, "the daemon runs on its built-in example configuration; start it with `--config FILE` to commission into a file".into()));
+    };
+    let mut missing = Vec::new();
+    for m in &r.meters {
+        if m.dwelling.trim().is_empty() {
+            missing.push(json!({"address": m.address, "field": "dwelling", "message": "no dwelling given", "help": "write the dwelling this meter supplies (as on the door, e.g. A-101)"}));
+        }
+    }
+    if !missing.is_empty() {
+        return Ok(Json(json!({"ok": false, "errors": missing})));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let wanted: Vec<_> = r
+        .meters
+        .iter()
+        .map(|m| {
+            (
+                m.address.clone(),
+                m.driver.clone(),
+                m.model.clone(),
+                m.dwelling.trim().to_string(),
+            )
+        })
+        .collect();
+    let new =
+        edit(&text, &r.bus, &wanted).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    if let Err(e) = Config::parse(&path.display().to_string(), &new) {
+        return Ok(Json(json!({"ok": false, "errors": located(&new, &e)})));
+    }
+    let tmp = path.with_extension("toml.new");
+    let written = std::fs::write(&tmp, &new)
+        .and_then(|()| std::fs::copy(&path, path.with_extension("toml.bak")).map(|_| ()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        log::warn!(
+            "web UI: the commissioned configuration is valid but cannot be written to {}: {e}",
+            path.display()
+        );
+        // The hardened unit keeps /etc/concentrator read-only to the daemon: hand the valid file over.
+        return Ok(Json(json!({"ok": false, "config": new, "errors": [{
+            "message": format!("the new configuration is valid, but the daemon cannot write {}: {e}", path.display()),
+            "help": "copy the file below to the gateway (sudo), then `sudo systemctl restart concentrator`",
+        }]})));
+    }
+    log::info!(
+        "web UI: installer {} commissioned {} meter(s) on bus {} into {}; restarting on it",
+        s.user,
+        r.meters.len(),
+        r.bus,
+        path.display()
+    );
+    shared.hub.event("config", format!("installer {} commissioned {} meter(s) on bus {}; the daemon restarts on the new configuration", s.user, r.meters.len(), r.bus));
+    crate::daemon::request_restart();
+    Ok(Json(
+        json!({"ok": true, "written": path.display().to_string(), "restarting": true}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# the block\n[gateway]\nid = \"gw\"\nstore = \"/tmp/s\"\n\n[[bus]]\nname = \"rs485-1\"\nbackend = \"sim\"\n\n# first floor\n[[meter]]\nbus = \"rs485-1\"\naddress = \"000000000001\"\ndriver = \"dlt645\"\ndwelling = \"old\"\n";
+
+    #[test]
+    fn mapping_edits_keep_comments_and_mistakes_come_back_at_their_field() {
+        let found = vec![
+            (
+                "000000000001".to_string(),
+                "dlt645".to_string(),
+                None,
+                "A-101".to_string(),
+            ),
+            (
+                "2".to_string(),
+                "modbus".to_string(),
+                Some("sdm630".to_string()),
+                "A-102".to_string(),
+            ),
+        ];
+        let new = edit(TEXT, "rs485-1", &found).unwrap();
+        assert!(
+            new.contains("# first floor") && new.contains("# the block"),
+            "{new}"
+        );
+        let config = Config::parse("c.toml", &new).unwrap();
+        let dwellings: Vec<_> = config
+            .meters
+            .iter()
+            .map(|m| m.dwelling.get_ref().as_str())
+            .collect();
+        assert_eq!(dwellings, ["A-101", "A-102"]);
+        // A DL/T 645 address of 5 digits: refused by the same validation, located at the meter's address.
+        let bad = vec![(
+            "12345".to_string(),
+            "dlt645".to_string(),
+            None,
+            "A-103".to_string(),
+        )];
+        let new = edit(TEXT, "rs485-1", &bad).unwrap();
+        let e = Config::parse("c.toml", &new).unwrap_err();
+        let errors = located(&new, &e);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["address"] == "12345" && e["field"] == "address"),
+            "{errors:?}"
+        );
+    }
+}
