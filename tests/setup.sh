@@ -66,6 +66,13 @@ case "$out" in
     *) echo "$out" ;;
 esac
 
+# The browser tests' Playwright (pinned, in target/browser-venv) and Debian's chromium.
+if ! out=$(bash "$root/tests/browser/setup.sh" 2>&1); then
+    echo "$out" >&2
+    say "Playwright or chromium could not be installed (above); the browser tests will fail" >&2
+    exit 1
+fi
+
 target="${CARGO_TARGET_DIR:-$root/target}"
 mkdir -p "$target"
 : >"$target/skipped-tests.txt"
