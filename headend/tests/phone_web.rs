@@ -32,6 +32,7 @@ enum Order {
     LowCredit(i64),
     Cut,
     RefuseNext(String),
+    TryLaterNext(String),
 }
 
 /// The head-end's web app on a loopback port, its gateway simulated on a thread.
@@ -105,6 +106,7 @@ fn simulate(
     let mut balance: i64 = 500;
     let mut relay = true;
     let mut refuse: Option<String> = None;
+    let mut try_later: Option<String> = None;
     let event = |g: &mut GatewaySide, code: u16, values: Vec<i64>| {
         g.seal(
             scope,
@@ -152,6 +154,7 @@ fn simulate(
                     feed(&mut e, &summary(&mut g, balance, relay));
                 }
                 Order::RefuseNext(r) => refuse = Some(r),
+                Order::TryLaterNext(r) => try_later = Some(r),
             }
         }
         let now = unix_now();
@@ -161,12 +164,16 @@ fn simulate(
             let Body::TopUp(t) = f.body else { continue };
             let doc = concentrator_security::token::SignedToken::decode(&t.token).unwrap();
             let tok = concentrator_security::token::CreditToken::decode(&doc.0.body).unwrap();
-            if let Some(reason) = refuse.take() {
+            let answer = refuse
+                .take()
+                .map(|r| (result_code::TOKEN_REFUSED, r))
+                .or_else(|| try_later.take().map(|r| (result_code::TRY_LATER, r)));
+            if let Some((code, reason)) = answer {
                 let r = g.seal(
                     scope,
                     Body::CommandResult(CommandResult {
                         command: f.header.id,
-                        code: result_code::TOKEN_REFUSED,
+                        code,
                         reason: Some(reason),
                     }),
                     None,
@@ -410,6 +417,39 @@ fn register_login_top_up_once_per_key_and_see_it_applied() {
         Some(&json!({"meter": "MTR-1"})),
     );
     assert_eq!((st, e["error"].as_str()), (400, Some("bad_request")));
+}
+
+#[test]
+fn a_temporary_refusal_shows_the_gateways_reason_while_the_token_waits() {
+    // Failed before the engine kept a temporary outcome's reason: the purchase said nothing.
+    let r = rig("web-later", WebConfig::default());
+    let (k, opc) = register(&r);
+    let (_, s) = login(&r, &k, &opc, &mut SqnWindow::default(), "correct horse");
+    let token = s["token"].as_str().unwrap();
+    r.orders
+        .send(Order::TryLaterNext(
+            "no account until its first reading".into(),
+        ))
+        .unwrap();
+    let (st, p) = request(
+        r.addr,
+        "POST",
+        "/api/topup",
+        Some(token),
+        Some(&json!({"meter": "MTR-1", "amount_minor": 500, "key": "aa".repeat(16)})),
+    );
+    assert_eq!(st, 200, "{p}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = request(r.addr, "GET", "/api/purchases", Some(token), None);
+        let p = &list[0];
+        if p["reason"] == "no account until its first reading" {
+            assert_eq!(p["state"], "delivered", "{p}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reason in 10 s: {p}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

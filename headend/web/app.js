@@ -136,9 +136,14 @@ function connectLive(backoff = 1000) {
 }
 
 function alertLine(text, good) {
-  const p = el('p', good ? 'good' : '', text);
+  const p = el('p', good ? 'good' : '');
+  const close = el('button', 'dismiss', '\u00d7');
+  close.type = 'button';
+  close.setAttribute('aria-label', 'Dismiss');
+  close.onclick = () => p.remove();
+  p.append(el('span', '', text), close);
   $('alerts').prepend(p);
-  while ($('alerts').children.length > 3) $('alerts').lastChild.remove();
+  while ($('alerts').children.length > 2) $('alerts').lastChild.remove();
 }
 
 function meterCurrency(meter) {
@@ -185,10 +190,11 @@ function renderAll() {
   $('tabs').hidden = !have && !state.session;
   if (!$('tabs').hidden) show(state.view);
   renderMeters(); renderTopupForm(); renderHistory(); renderTokens(); renderWho();
-  const offline = !state.session || !navigator.onLine;
-  $('offline').hidden = !(have && offline && state.savedAt);
+  const offline = !navigator.onLine || state.unreachable;
+  $('offline').hidden = !(have && state.savedAt && (offline || !state.session));
   if (state.savedAt) {
-    $('offline').textContent = `Offline: showing what this phone last saw, ${when(state.savedAt)}.`;
+    $('offline').textContent = (offline ? 'Offline' : 'Not logged in')
+      + `: showing what this phone last saw, ${when(state.savedAt)}.`;
     $('meters-age').textContent = `Last updated ${when(state.savedAt)}.`;
   }
 }
@@ -240,6 +246,14 @@ function historyText(h) {
     case 'supply_restored': return [`Power back on at meter ${h.meter}`, ''];
     default: return [h.what, ''];
   }
+}
+
+// Newest first; within one second, in the order things happen (bought, then applied or refused,
+// then the power back on).
+const RANK = { low_credit: 0, supply_cut: 1, purchased: 2, refused: 3, applied: 4, supply_restored: 5 };
+function sortHistory(list) {
+  return list.slice().sort((a, b) => b.at - a.at || (RANK[b.what] ?? 0) - (RANK[a.what] ?? 0)
+    || (b.serial ?? 0) - (a.serial ?? 0));
 }
 
 function renderHistory() {
@@ -363,6 +377,7 @@ async function watchPending() {
       if (p && state.pending === p0 && !p0.appliedAt) {
         progress(p.state, p.reason);
         if (p.state === 'refused') return;
+        if (p.reason) say('topup-msg', `The meter cannot take it yet: ${p.reason}. It is sent again by itself; you pay nothing more.`);
       }
     } catch (e) { /* offline for a moment: the next round tries again */ }
   }
@@ -375,10 +390,11 @@ async function refresh() {
     const [meters, purchases, history] = await Promise.all([api('/api/meters'), api('/api/purchases'), api('/api/history')]);
     state.meters = meters;
     mergePurchases(purchases);
-    state.history = history;
+    state.history = sortHistory(history);
+    state.unreachable = false;
     await saveLast();
   } catch (e) {
-    if (!(e instanceof ApiError)) say('topup-msg', networkText(e), true);
+    if (!(e instanceof ApiError)) state.unreachable = true;
   }
   renderAll();
 }
