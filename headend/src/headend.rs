@@ -46,9 +46,6 @@ pub struct StartOptions {
     pub phone_listener: Option<TcpListener>,
     /// Start the phone-facing server.
     pub serve_phones: bool,
-    /// Serve the web app: on this listener, or (`None`) on `[phone_web] listen` when `serve_phones` and
-    /// the configuration has that section.
-    pub web_listener: Option<TcpListener>,
 }
 
 /// A running head-end.
@@ -221,7 +218,11 @@ impl HeadEnd {
         } else {
             (None, None)
         };
-        let (web, web_addr) = self.start_web(opts.web_listener, opts.serve_phones, &stop)?;
+        let (web, web_addr) = if opts.serve_phones {
+            self.start_web(&stop)?
+        } else {
+            (None, None)
+        };
         let (tx, rx) = mpsc::channel();
         self.backend.set_nudge(Some(tx));
         let status = Arc::new(Mutex::new(LinkStatus::default()));
@@ -243,27 +244,25 @@ impl HeadEnd {
         })
     }
 
-    /// The web app (headend/src/web), with `[phone]`'s certificate.
+    /// The web app (headend/src/web) on `[phone_web] listen` (port 0: any free port, see
+    /// [`HeadEndHandle::web_addr`]), with `[phone]`'s certificate; none without that section.
     fn start_web(
         &self,
-        listener: Option<TcpListener>,
-        serve_phones: bool,
         stop: &Arc<AtomicBool>,
     ) -> Result<(Option<JoinHandle<()>>, Option<SocketAddr>)> {
         let bad = |message: String| HeadEndError::Config {
             path: self.config.base.join("headend.toml"),
             message,
         };
-        let listener = match (listener, &self.config.phone_web) {
-            (Some(l), _) => l,
-            (None, Some(w)) if serve_phones => TcpListener::bind(&w.listen).map_err(|e| {
-                bad(format!(
-                    "[phone_web] listen {:?}: cannot listen there ({e}); choose a free address:port",
-                    w.listen
-                ))
-            })?,
-            _ => return Ok((None, None)),
+        let Some(w) = &self.config.phone_web else {
+            return Ok((None, None));
         };
+        let listener = TcpListener::bind(&w.listen).map_err(|e| {
+            bad(format!(
+                "[phone_web] listen {:?}: cannot listen there ({e}); choose a free address:port",
+                w.listen
+            ))
+        })?;
         let addr = listener.local_addr().ok();
         let cert = self.config.path(&self.config.phone.cert);
         let key = self.config.path(&self.config.phone.key);

@@ -58,7 +58,7 @@ pub fn instructions(system: &System, out: &mut dyn Write) -> Result<()> {
         out,
         "\nThe system runs:\n\
          - broker: {}\n\
-         - head-end (payment server): {}, phones on {}\n\
+         - head-end (payment server): {}, phones on {}; the customers' web app: https://{}/ (as alice or bob)\n\
          - gateway {} on simulated RS485 and Zigbee meters: {}\n\
          - customers registered with their authorization codes: alice (MTR-0001, MTR-0002, ZB-0005), bob (MTR-0003, MTR-0004, ZB-0006)\n\
          \n\
@@ -75,6 +75,7 @@ pub fn instructions(system: &System, out: &mut dyn Write) -> Result<()> {
         system.broker.description,
         system.headend_config.display(),
         system.phone_addr,
+        system.headend.as_ref().and_then(|h| h.web_addr()).map_or("(not started)".into(), |a| a.to_string()),
         system.gateway_id,
         system.gateway_config.display(),
         alice.display(),

@@ -186,9 +186,7 @@ async fn connection(
     timeout: Duration,
 ) {
     let _ = tcp.set_nodelay(true);
-    let tls = Ssl::new(acceptor.context()).and_then(|ssl| {
-        tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| openssl::error::ErrorStack::from(e))
-    });
+    let tls = Ssl::new(acceptor.context()).and_then(|ssl| tokio_openssl::SslStream::new(ssl, tcp));
     let mut tls = match tls {
         Ok(t) => t,
         Err(e) => {
