@@ -79,10 +79,18 @@ function mergePurchases(fresh) {
 }
 
 // ---- log in: AKA on the phone, the server proves itself by AUTN, then RES and the password ----
-async function login(user, password) {
-  const profile = await store.get('profile:' + user);
-  if (!profile) throw new Error(`This phone is not registered for "${user}". Register it with the authorization code from the bank counter.`);
-  const keys = await store.unwrap(profile, password);
+// `imported`: K and OPc from an mpc profile file, kept (wrapped) only once the login succeeded.
+async function login(user, password, imported) {
+  let profile;
+  let keys;
+  if (imported) {
+    profile = { highest: 0 };
+    keys = { k: imported.k.slice(), opc: imported.opc.slice() };
+  } else {
+    profile = await store.get('profile:' + user);
+    if (!profile) throw new Error(`This phone is not registered for "${user}". Register it with the authorization code from the bank counter.`);
+    keys = await store.unwrap(profile, password);
+  }
   let ch = await api('/api/login', { identity: user });
   let res = new Uint8Array(8);
   if (keys) {
@@ -95,7 +103,7 @@ async function login(user, password) {
       }
       if (r.kind === 'ok') {
         profile.highest = r.sqn;
-        await store.put('profile:' + user, profile);
+        if (!imported) await store.put('profile:' + user, profile);
         res = r.res;
         break;
       }
@@ -105,6 +113,7 @@ async function login(user, password) {
   }
   // With a wrong password the keys do not open: the server still hears the attempt (and limits them).
   const s = await api('/api/login/finish', { challenge: ch.challenge, res: hex(res), password });
+  if (imported) await store.saveProfile(imported, password, profile.highest);
   state.session = { token: s.token, customer: s.customer, user: s.user, expiresAt: s.expires_at };
   state.user = s.user;
   await store.put('lastUser', s.user);
@@ -135,6 +144,16 @@ function connectLive(backoff = 1000) {
   };
 }
 
+const outcomes = new Map();
+
+function showOutcome() {
+  const p = state.pending;
+  const n = p && outcomes.get(p.meter + '#' + p.serial);
+  if (!n || p.appliedAt) return;
+  if (n.type === 'applied') progress('applied');
+  if (n.type === 'refused') progress('refused', n.reason);
+}
+
 function alertLine(text, good) {
   const p = el('p', good ? 'good' : '');
   const close = el('button', 'dismiss', '\u00d7');
@@ -157,10 +176,9 @@ function onNotice(n) {
   if (n.type === 'supply_restored') alertLine(`The power of meter ${n.meter} is back on.`, true);
   if (n.type === 'applied') alertLine(`${money(n.amount_minor, cur)} applied to meter ${n.meter}; the balance is now ${money(n.balance_after_minor, cur)}.`, true);
   if (n.type === 'refused') alertLine(`Meter ${n.meter} refused token ${n.serial}: ${n.reason}`);
-  if (state.pending && n.meter === state.pending.meter && n.serial === state.pending.serial) {
-    if (n.type === 'applied') progress('applied');
-    if (n.type === 'refused') progress('refused', n.reason);
-  }
+  // Kept by serial: the receipt can come before the top-up's own answer.
+  if (n.type === 'applied' || n.type === 'refused') outcomes.set(n.meter + '#' + n.serial, n);
+  showOutcome();
   refresh();
 }
 
@@ -359,6 +377,7 @@ async function pay() {
     renderTokens();
     progress(p.state === 'refused' ? 'refused' : p.state, p.reason);
     if (p.state !== 'applied' && p.state !== 'refused') say('topup-msg', `Paid ${money(p.amount_minor, p.currency)}. Waiting for the meter…`);
+    showOutcome();
     watchPending();
   } catch (e) {
     $('pay').disabled = false;
@@ -443,6 +462,39 @@ $('register-form').addEventListener('submit', async (e) => {
     await afterLogin();
   } catch (err) {
     say('reg-msg', networkText(err), true);
+  } finally { b.disabled = false; }
+});
+
+// The keys `mpc register` wrote (its profile file), for a customer who registered with the command-line
+// client: read here, used for one login, and kept on this phone only wrapped under the password.
+export function parseMpcProfile(text) {
+  const field = (name) => {
+    const m = new RegExp(`^\\s*${name}\\s*=\\s*"([^"]*)"`, 'm').exec(text);
+    if (!m) throw new Error(`The file has no ${name}: choose the profile file mpc register wrote (MPC_PROFILE).`);
+    return m[1];
+  };
+  const k = unhex(field('k')); const opc = unhex(field('opc'));
+  if (k.length !== 16 || opc.length !== 16) throw new Error('The profile\'s k and opc must be 16 octets each.');
+  return { user: field('user'), customer: field('customer'), imsi: field('imsi'), k, opc };
+}
+window.__parseMpcProfile = parseMpcProfile;
+
+$('import-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const file = $('import-file').files[0];
+  const pass = $('import-password').value;
+  if (!file || !pass) { say('import-msg', 'Choose the profile file and type your password.', true); return; }
+  const b = e.target.querySelector('button');
+  b.disabled = true;
+  say('import-msg', 'Checking…');
+  try {
+    const imported = parseMpcProfile(await file.text());
+    await login(imported.user, pass, imported);
+    say('import-msg', '');
+    $('register-box').open = false;
+    await afterLogin();
+  } catch (err) {
+    say('import-msg', err instanceof ApiError || err instanceof TypeError ? networkText(err) : err.message, true);
   } finally { b.disabled = false; }
 });
 

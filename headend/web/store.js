@@ -45,7 +45,7 @@ async function passwordKey(password, salt) {
 }
 
 // Keeps K and OPc wrapped under the password.
-export async function saveProfile(reg, password) {
+export async function saveProfile(reg, password, highest = 0) {
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const secret = new Uint8Array(32);
@@ -55,7 +55,7 @@ export async function saveProfile(reg, password) {
   const wrapped = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv }, key, secret));
   secret.fill(0);
   await put('profile:' + reg.user, {
-    user: reg.user, customer: reg.customer, imsi: reg.imsi, salt, iv, wrapped, highest: 0,
+    user: reg.user, customer: reg.customer, imsi: reg.imsi, salt, iv, wrapped, highest,
   });
   await put('lastUser', reg.user);
 }

@@ -157,6 +157,32 @@ def history(page):
     shot(page, "history.png")
 
 
+@step("a second phone logs in with the keys of an mpc profile file")
+def import_profile(page, browser, context_args):
+    keys = page.evaluate("""async (pw) => { const s = await import('/store.js'); const { hex } = await import('/milenage.js');
+        const p = await s.get('profile:ada'); const k = await s.unwrap(p, pw);
+        return {k: hex(k.k), opc: hex(k.opc), imsi: p.imsi, customer: p.customer}; }""", PASSWORD)
+    path = os.path.join(SHOTS, "mpc-profile.toml")
+    with open(path, "w") as f:  # the shape `mpc register` writes
+        f.write(f'server = "localhost:8443"\nca = "ca.pem"\ncustomer = "{keys["customer"]}"\nuser = "ada"\n'
+                f'imsi = "{keys["imsi"]}"\nk = "{keys["k"]}"\nopc = "{keys["opc"]}"\n\n[sqn]\nlimit = 268435456\n')
+    other = browser.new_context(**context_args)
+    try:
+        phone = other.new_page()
+        phone.goto(URL)
+        phone.wait_for_function("window.__app && window.__app.started === true")
+        phone.get_by_text("First time on this phone? Register").click()
+        phone.set_input_files("#import-file", path)
+        phone.fill("#import-password", PASSWORD)
+        phone.get_by_role("button", name="Use this profile").click()
+        expect(phone.locator("#who")).to_have_text("Logged in as ada", timeout=20000)
+        kept = phone.evaluate("async () => Object.keys(await (await import('/store.js')).get('profile:ada')).sort()")
+        assert "k" not in kept and "wrapped" in kept, kept
+    finally:
+        other.close()
+        os.remove(path)
+
+
 @step("offline: the last balance and the saved token as a QR code")
 def offline(page, context):
     page.wait_for_function("navigator.serviceWorker && navigator.serviceWorker.controller !== null", timeout=10000)
@@ -210,9 +236,10 @@ def main():
                   "--disable-component-update", "--no-first-run", "--disable-sync",
                   "--ignore-certificate-errors"],
         )
-        context = browser.new_context(
+        context_args = dict(
             viewport={"width": 360, "height": 740}, device_scale_factor=2, is_mobile=True, has_touch=True,
             ignore_https_errors=True, locale="de-DE", timezone_id=TZ, service_workers="allow")
+        context = browser.new_context(**context_args)
         page = context.new_page()
         page.on("console", lambda m: print(f"console.{m.type}: {m.text}", flush=True) if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: print(f"page error: {e}", flush=True))
@@ -223,6 +250,7 @@ def main():
             low_credit(page)
             top_up(page, metrics)
             history(page)
+            import_profile(page, browser, context_args)
             offline(page, context)
             rate_limited(page)
         except Exception:
@@ -233,7 +261,7 @@ def main():
         json.dump(metrics, f, indent=1)
     print("metrics:", json.dumps(metrics), flush=True)
     print(f"{len(passed)} passed, {len(failed)} failed", flush=True)
-    return 0 if not failed and len(passed) == 8 else 1
+    return 0 if not failed and len(passed) == 9 else 1
 
 
 if __name__ == "__main__":
