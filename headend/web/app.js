@@ -210,6 +210,8 @@ function renderAll() {
   renderMeters(); renderTopupForm(); renderHistory(); renderTokens(); renderWho();
   const offline = !navigator.onLine || state.unreachable;
   $('offline').hidden = !(have && state.savedAt && (offline || !state.session));
+  // Offline the login cannot work: the last data comes first, the form returns with the network.
+  $('auth').hidden = !!state.session || (!navigator.onLine && have);
   if (state.savedAt) {
     $('offline').textContent = (offline ? 'Offline' : 'Not logged in')
       + `: showing what this phone last saw, ${when(state.savedAt)}.`;

@@ -50,7 +50,10 @@ def step(name):
 
 
 def shot(page, name):
+    """A full-page screenshot at the phone's pixel density, and a small one at CSS pixels (docs/img)."""
     page.screenshot(path=os.path.join(SHOTS, name), full_page=True)
+    os.makedirs(os.path.join(SHOTS, "small"), exist_ok=True)
+    page.screenshot(path=os.path.join(SHOTS, "small", name), full_page=False, scale="css")
 
 
 @step("first load over loopback, transferred bytes")
@@ -184,7 +187,7 @@ def import_profile(page, browser, context_args):
 
 
 @step("offline: the last balance and the saved token as a QR code")
-def offline(page, context):
+def offline(page, context, metrics):
     page.wait_for_function("navigator.serviceWorker && navigator.serviceWorker.controller !== null", timeout=10000)
     context.set_offline(True)
     page.reload()
@@ -197,6 +200,9 @@ def offline(page, context):
     first.get_by_role("button", name="Show QR code and text").click()
     text = first.locator(".token-text").inner_text()
     assert re.fullmatch(r"[0-9a-f]{40,}", text), text[:60]
+    metrics["token_octets"] = len(text) // 2
+    metrics["token_qr_version"] = page.evaluate(
+        "async (t) => (await import('/qr.js')).encode(new TextEncoder().encode(t)).version", text)
     qr_path = os.path.join(SHOTS, "token-qr.png")
     first.locator("svg.qr").screenshot(path=qr_path)
     shot(page, "offline-token.png")
@@ -251,7 +257,7 @@ def main():
             top_up(page, metrics)
             history(page)
             import_profile(page, browser, context_args)
-            offline(page, context)
+            offline(page, context, metrics)
             rate_limited(page)
         except Exception:
             shot(page, "failure.png")
