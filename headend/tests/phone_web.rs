@@ -635,7 +635,8 @@ fn the_app_in_a_phone_sized_browser() {
         .arg(root.join("tests/browser-app/test_app.py"))
         .env("APP_URL", format!("https://localhost:{}/", r.addr.port()))
         .env("AUTH_CODE", &r.code)
-        .env("VECTORS", "/work/shared/vectors/3gpp.json")
+        // The copy of shared/vectors/3gpp.json kept with the security crate.
+        .env("VECTORS", root.join("security/tests/fixtures/3gpp.json"))
         .env("SCREENSHOTS", root.join("target/app-screenshots"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

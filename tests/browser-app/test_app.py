@@ -20,7 +20,7 @@ from playwright.sync_api import sync_playwright, expect
 URL = os.environ["APP_URL"]
 CODE = os.environ["AUTH_CODE"]
 SHOTS = os.environ["SCREENSHOTS"]
-VECTORS = os.environ.get("VECTORS", "/work/shared/vectors/3gpp.json")
+VECTORS = os.environ["VECTORS"]
 TZ = "Asia/Kolkata"
 PASSWORD = "correct horse battery"
 passed, failed = [], []
