@@ -14,6 +14,9 @@ targets=(
     "plugins/znp decode_zcl"
     "security envelope"
     "security token"
+    "headend web_json"
+    "headend web_live"
+    "headend mpc_frames"
 )
 for entry in "${targets[@]}"; do
     read -r dir target <<<"$entry"

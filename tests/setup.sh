@@ -66,8 +66,9 @@ case "$out" in
     *) echo "$out" ;;
 esac
 
-# The browser tests' Playwright (pinned, in target/browser-venv) and Debian's chromium.
-if ! out=$(bash "$root/tests/browser/setup.sh" 2>&1); then
+# The browser tests' Playwright (pinned, in target/browser-venv), Debian's chromium, and zbarimg (the
+# phone app's test decodes the token's QR code with it).
+if ! out=$( (bash "$root/tests/browser/setup.sh" && bash "$root/tests/browser-app/setup.sh") 2>&1); then
     echo "$out" >&2
     say "Playwright or chromium could not be installed (above); the browser tests will fail" >&2
     exit 1

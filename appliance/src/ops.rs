@@ -225,6 +225,15 @@ fn token(
                 receipt_json(&r)["amount"].as_str().unwrap_or("")
             ))
         }
+        TokenReply::AppliedBeforeRestore(why) => {
+            events(
+                "token",
+                format!("meter {meter}: token offered by {by} was applied before the store was restored: {why}"),
+            );
+            Err(format!(
+                "refused: {why}; the customer's credit for it is already in the balance the head-end restored"
+            ))
+        }
         TokenReply::Refused(why) => {
             events(
                 "token",

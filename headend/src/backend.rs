@@ -128,6 +128,21 @@ impl PaymentServer {
         *self.nudge.lock().unwrap_or_else(|p| p.into_inner()) = tx;
     }
 
+    /// When a token was first sent to its gateway and the reason it was refused, if it was (the web
+    /// app's `delivered` state and refusal text; the [`Backend`] has neither).
+    pub fn delivery_facts(
+        &self,
+        meter: &str,
+        serial: u64,
+    ) -> Result<(Option<u64>, Option<String>), BackendError> {
+        Ok(self
+            .store
+            .token(meter, serial)
+            .map_err(unavailable)?
+            .map(|t| (t.sent_at, t.reason))
+            .unwrap_or_default())
+    }
+
     fn customer_record(&self, id: &str) -> Result<CustomerRecord, BackendError> {
         self.store
             .customer(id)

@@ -34,6 +34,9 @@ pub struct Config {
     /// Reconciliation with the gateways.
     #[serde(default)]
     pub reconcile: Reconcile,
+    /// The customer's mobile web app over HTTPS (`[phone_web]`); absent: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_web: Option<PhoneWeb>,
     /// The directory relative paths are resolved against (the file's); not in the file.
     #[serde(skip)]
     pub base: PathBuf,
@@ -119,6 +122,14 @@ pub struct StoreSection {
 
 fn default_dedup() -> u64 {
     100_000
+}
+
+/// `[phone_web]`: the customer's mobile web app (headend/src/web), with `[phone]`'s certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneWeb {
+    /// Listener address, e.g. `127.0.0.1:8444`.
+    pub listen: String,
 }
 
 /// `[phone]`.

@@ -57,6 +57,8 @@ pub struct HeadEndHandle {
     worker: Option<JoinHandle<()>>,
     phone: Option<JoinHandle<()>>,
     phone_addr: Option<SocketAddr>,
+    web: Option<JoinHandle<()>>,
+    web_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for HeadEndHandle {
@@ -216,6 +218,11 @@ impl HeadEnd {
         } else {
             (None, None)
         };
+        let (web, web_addr) = if opts.serve_phones {
+            self.start_web(&stop)?
+        } else {
+            (None, None)
+        };
         let (tx, rx) = mpsc::channel();
         self.backend.set_nudge(Some(tx));
         let status = Arc::new(Mutex::new(LinkStatus::default()));
@@ -232,7 +239,48 @@ impl HeadEnd {
             worker: Some(worker),
             phone,
             phone_addr,
+            web,
+            web_addr,
         })
+    }
+
+    /// The web app (headend/src/web) on `[phone_web] listen` (port 0: any free port, see
+    /// [`HeadEndHandle::web_addr`]), with `[phone]`'s certificate; none without that section.
+    fn start_web(
+        &self,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<(Option<JoinHandle<()>>, Option<SocketAddr>)> {
+        let bad = |message: String| HeadEndError::Config {
+            path: self.config.base.join("headend.toml"),
+            message,
+        };
+        let Some(w) = &self.config.phone_web else {
+            return Ok((None, None));
+        };
+        let listener = TcpListener::bind(&w.listen).map_err(|e| {
+            bad(format!(
+                "[phone_web] listen {:?}: cannot listen there ({e}); choose a free address:port",
+                w.listen
+            ))
+        })?;
+        let addr = listener.local_addr().ok();
+        let cert = self.config.path(&self.config.phone.cert);
+        let key = self.config.path(&self.config.phone.key);
+        let acceptor =
+            concentrator_mpc::tls::acceptor(&cert, &key).map_err(|e| HeadEndError::Pki {
+                what: "phone server certificate",
+                path: cert.clone(),
+                reason: e.to_string(),
+            })?;
+        let h = crate::web::serve(
+            listener,
+            acceptor,
+            self.backend.clone(),
+            stop.clone(),
+            crate::web::WebConfig::default(),
+        )
+        .map_err(|e| bad(format!("cannot start the phone web app: {e}")))?;
+        Ok((Some(h), addr))
     }
 }
 
@@ -269,6 +317,11 @@ impl HeadEndHandle {
         self.phone_addr
     }
 
+    /// Where the web app listens (`https://ADDR/`).
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
+    }
+
     /// Whether the threads still run.
     pub fn is_running(&self) -> bool {
         self.worker.as_ref().is_some_and(|w| !w.is_finished())
@@ -287,6 +340,9 @@ impl HeadEndHandle {
         }
         if let Some(p) = self.phone.take() {
             let _ = p.join();
+        }
+        if let Some(w) = self.web.take() {
+            let _ = w.join();
         }
         self.store.flush()?;
         Ok(())

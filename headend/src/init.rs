@@ -38,6 +38,8 @@ pub struct InitOptions {
     pub broker_url: Option<String>,
     /// The phone listener.
     pub phone_listen: String,
+    /// The web app's listener (`[phone_web] listen`); `None`: no web app.
+    pub phone_web_listen: Option<String>,
     /// MCC and MNC of the pilot's IMSIs.
     pub mcc: String,
     /// See `mcc`.
@@ -59,6 +61,7 @@ impl Default for InitOptions {
             broker_port: 8883,
             broker_url: None,
             phone_listen: "0.0.0.0:8443".into(),
+            phone_web_listen: None,
             mcc: "001".into(),
             mnc: "01".into(),
             currency: "EUR".into(),
@@ -270,6 +273,10 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
         tokens: config::Tokens::default(),
         aka: config::Aka::default(),
         reconcile: config::Reconcile::default(),
+        phone_web: o
+            .phone_web_listen
+            .clone()
+            .map(|listen| config::PhoneWeb { listen }),
         base: dir.to_path_buf(),
     };
     conf.check().map_err(|message| HeadEndError::Config {

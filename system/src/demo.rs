@@ -60,7 +60,7 @@ pub fn instructions(system: &System, out: &mut dyn Write) -> Result<()> {
         out,
         "\nThe system runs:\n\
          - broker: {}\n\
-         - head-end (payment server): {}, phones on {}\n\
+         - head-end (payment server): {}, phones on {}; the customers' web app: https://{}/ (\"Use this profile\" with a profile below)\n\
          - gateway {} on simulated RS485 and Zigbee meters: {}\n\
          - customers registered with their authorization codes: alice (MTR-0001, MTR-0002, ZB-0005), bob (MTR-0003, MTR-0004, ZB-0006)\n\
          \n\
@@ -77,6 +77,7 @@ pub fn instructions(system: &System, out: &mut dyn Write) -> Result<()> {
         system.broker.description,
         system.headend_config.display(),
         system.phone_addr,
+        system.headend.web_addr().map_or("(not started)".into(), |a| a.to_string()),
         system.gateway_id,
         system.gateway_config.display(),
         alice.display(),

@@ -105,6 +105,14 @@ impl HeadEndProc {
         Ok(())
     }
 
+    /// Where the phone web app is served, when the head-end runs in this process and serves it.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        match &self.state {
+            State::InProcess(h) => h.web_addr(),
+            State::Child(_) | State::Stopped => None,
+        }
+    }
+
     fn wait_serving(&mut self, timeout: Duration) -> Result<()> {
         let until = Instant::now() + timeout;
         loop {

@@ -155,6 +155,7 @@ impl System {
                 broker_url: Some(url.clone()),
                 broker_port: port,
                 phone_listen: phone_addr.to_string(),
+                phone_web_listen: Some("127.0.0.1:0".into()),
                 ..init::InitOptions::default()
             },
         )

@@ -44,6 +44,9 @@ enum Command {
         /// Phone listener address.
         #[arg(long, default_value = "0.0.0.0:8443")]
         phone_listen: String,
+        /// The customer's web app listener (`[phone_web] listen`); `none`: no web app.
+        #[arg(long, default_value = "127.0.0.1:8444")]
+        phone_web_listen: String,
         /// Mobile country code of the pilot's IMSIs.
         #[arg(long, default_value = "001")]
         mcc: String,
@@ -159,6 +162,7 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             broker_port,
             broker,
             phone_listen,
+            phone_web_listen,
             mcc,
             mnc,
             currency,
@@ -176,6 +180,7 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
                     broker_port,
                     broker_url: broker,
                     phone_listen,
+                    phone_web_listen: (phone_web_listen != "none").then_some(phone_web_listen),
                     mcc,
                     mnc,
                     currency,
@@ -242,6 +247,9 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
                     .map(|a| format!("; phones on {a}"))
                     .unwrap_or_default()
             );
+            if let Some(a) = handle.web_addr() {
+                log::info!("the customers' web app: https://{a}/");
+            }
             while !stop.load(Ordering::SeqCst) && handle.is_running() {
                 std::thread::sleep(Duration::from_millis(100));
             }

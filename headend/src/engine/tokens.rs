@@ -258,6 +258,7 @@ impl Engine {
                     if code == result_code::DONE { "done" } else { "already done" },
                     self.s.result_timeout
                 );
+                t.reason = None;
                 let mut b = Batch::new();
                 b.put(token_key(&t.meter, t.serial), &t);
                 self.store.apply(b)?;
@@ -312,6 +313,8 @@ impl Engine {
                     r.reason.as_deref().unwrap_or("no reason"),
                     self.s.result_timeout
                 );
+                // Kept for the customer while the token waits (the web app shows why).
+                t.reason = r.reason.clone();
                 let mut b = Batch::new();
                 b.put(token_key(&t.meter, t.serial), &t);
                 self.store.apply(b)?;

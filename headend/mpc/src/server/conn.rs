@@ -10,22 +10,19 @@ use std::time::{Duration, Instant};
 use concentrator_security::aka::{self, AuthVector};
 use concentrator_security::envelope::{Sender, SenderKind};
 use concentrator_security::security_mode::negotiate;
-use concentrator_security::{
-    Channel, Direction, EnvelopeError, Milenage, SecurityContext, SecurityMode,
-};
+use concentrator_security::{Channel, Direction, EnvelopeError, SecurityContext, SecurityMode};
 use openssl::ssl::SslStream;
 
+use super::accounts::{self, check_user_name, is_imsi, ChallengeError};
 use super::Shared;
-use crate::backend::{BackendError, Customer, Notice};
+use crate::backend::{BackendError, Notice};
 use crate::message::{
     ErrorCode, HistoryWire, Inner, Message, MessageError, MeterWire, ModePair, NoticeWire, Plain,
     PurchaseWire, Sealed, UNSOLICITED,
 };
 use crate::wire::{Conn, WireError};
-use crate::{now_unix, password, SERVER_SENDER};
+use crate::{now_unix, SERVER_SENDER};
 
-/// AMF of the challenges (the separation bit set, as for the gateway's meters).
-const AMF: [u8; 2] = [0x80, 0x00];
 /// The server's algorithm pairs, preferred first.
 const OUR_MODES: [SecurityMode; 2] = [SecurityMode::AES, SecurityMode::KASUMI];
 /// Resynchronisations allowed in one login.
@@ -351,66 +348,16 @@ impl Connection<'_> {
         if let Err(why) = check_user_name(user) {
             return self.send_plain(id, Plain::error(ErrorCode::BadRequest, why));
         }
-        if pass.chars().count() < password::MIN_PASSWORD_CHARS
-            || pass.len() > password::MAX_PASSWORD_LEN
-        {
-            return self.send_plain(
-                id,
-                Plain::error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "the password must have at least {} characters and at most {} octets",
-                        password::MIN_PASSWORD_CHARS,
-                        password::MAX_PASSWORD_LEN
-                    ),
-                ),
-            );
+        if let Err(why) = accounts::check_password_rule(pass) {
+            return self.send_plain(id, Plain::error(ErrorCode::BadRequest, why));
         }
-        let backend = &self.shared.backend;
-        let result = {
-            let _accounts = self
-                .shared
-                .accounts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            (|| -> Result<Result<Customer, (ErrorCode, String)>, BackendError> {
-                let refused = || {
-                    Ok(Err((
-                        ErrorCode::CodeRefused,
-                        "the authorization code is unknown or already used; ask the bank counter for a new one".to_owned(),
-                    )))
-                };
-                let Some(mut c) = backend.customer_by_auth_code(code)? else {
-                    return refused();
-                };
-                if c.user.is_some() {
-                    return refused();
-                }
-                if let Some(other) = backend.customer_by_user(user)? {
-                    if other.id != c.id {
-                        return Ok(Err((
-                            ErrorCode::UserTaken,
-                            format!("the user name {user:?} is taken; choose another"),
-                        )));
-                    }
-                }
-                let hash =
-                    password::hash(pass).map_err(|e| BackendError::Unavailable(e.to_string()))?;
-                let mut k = [0u8; 16];
-                let mut opc = [0u8; 16];
-                openssl::rand::rand_bytes(&mut k)
-                    .and_then(|()| openssl::rand::rand_bytes(&mut opc))
-                    .map_err(|e| {
-                        BackendError::Unavailable(format!("random number generator: {e}"))
-                    })?;
-                c.user = Some(user.to_owned());
-                c.password_hash = Some(hash);
-                c.k = Some(k);
-                c.opc = Some(opc);
-                backend.save_customer(&c, Some(code))?;
-                Ok(Ok(c))
-            })()
-        };
+        let result = accounts::register(
+            self.shared.backend.as_ref(),
+            &self.shared.accounts,
+            code,
+            user,
+            pass,
+        );
         match result {
             Err(e) => self.backend_failed(id, &e),
             Ok(Err((code, message))) => self.refuse(id, code, message),
@@ -497,40 +444,18 @@ impl Connection<'_> {
         }
     }
 
-    /// Under the accounts lock: re-reads the customer, resynchronises on `auts` if given, takes the next
-    /// SQN and saves (flushed) before the vector is returned to be sent.
+    /// The next challenge for `imsi` ([`accounts::challenge`]).
     fn challenge(
         &self,
         imsi: &str,
         auts: Option<(&[u8; 16], &[u8; 14])>,
     ) -> Result<AuthVector, ChallengeError> {
-        let backend = &self.shared.backend;
-        let _accounts = self
-            .shared
-            .accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut c = backend.customer_by_imsi(imsi)?.ok_or_else(|| {
-            BackendError::NotFound(format!("customer with IMSI {imsi} vanished during login"))
-        })?;
-        let (Some(k), Some(opc)) = (c.k, c.opc) else {
-            return Err(BackendError::NotFound(format!(
-                "customer {} has no AKA credentials",
-                c.id
-            ))
-            .into());
-        };
-        let m = Milenage::with_opc(&k, &opc);
-        if let Some((rand, auts)) = auts {
-            aka::resynchronise(&m, &mut c.sqn, rand, auts).map_err(|_| ChallengeError::BadAuts)?;
-        }
-        let mut rand = [0u8; 16];
-        openssl::rand::rand_bytes(&mut rand)
-            .map_err(|e| BackendError::Unavailable(format!("random number generator: {e}")))?;
-        let vector = aka::generate_vector(&m, &mut c.sqn, rand, AMF)
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-        backend.save_customer(&c, None)?;
-        Ok(vector)
+        accounts::challenge(
+            self.shared.backend.as_ref(),
+            &self.shared.accounts,
+            imsi,
+            auts,
+        )
     }
 
     fn take_challenge(&mut self, rand: &[u8; 16]) -> Option<Challenge> {
@@ -564,12 +489,7 @@ impl Connection<'_> {
             Err(e) => return self.backend_failed(id, &e),
         };
         // Both checks always run, so the time does not tell which one failed.
-        let hash = stored.password_hash.clone().unwrap_or_else(password::dummy);
-        let pass_ok = pass.len() <= password::MAX_PASSWORD_LEN
-            && password::verify(pass, &hash).unwrap_or_else(|e| {
-                log::error!("customer {}: {e}", stored.id);
-                false
-            });
+        let pass_ok = accounts::password_ok(Some(&stored), pass);
         let mut limiter = self
             .shared
             .limiter
@@ -799,40 +719,6 @@ impl Connection<'_> {
         };
         answer.unwrap_or_else(|e| Sealed::backend_error(&e))
     }
-}
-
-enum ChallengeError {
-    Backend(BackendError),
-    BadAuts,
-}
-
-impl From<BackendError> for ChallengeError {
-    fn from(e: BackendError) -> Self {
-        ChallengeError::Backend(e)
-    }
-}
-
-fn is_imsi(identity: &str) -> bool {
-    (6..=15).contains(&identity.len()) && identity.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// User names: 1–64 of `A-Z a-z 0-9 . _ -` (they are the envelope's sender), not all digits (an
-/// all-digit login identity is an IMSI).
-pub(crate) fn check_user_name(user: &str) -> Result<(), String> {
-    let ok_chars = user
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if user.is_empty() || user.len() > 64 || !ok_chars {
-        return Err(format!(
-            "user name {user:?} is not valid: use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-'"
-        ));
-    }
-    if user.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "user name {user:?} is all digits, which is how IMSIs log in: add a letter"
-        ));
-    }
-    Ok(())
 }
 
 fn server_sender() -> Sender {

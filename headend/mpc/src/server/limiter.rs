@@ -12,14 +12,14 @@ struct Failures {
 }
 
 #[derive(Debug)]
-pub(crate) struct Limiter {
+pub struct Limiter {
     after: u32,
     max: Duration,
     by_customer: HashMap<String, Failures>,
 }
 
 impl Limiter {
-    pub(crate) fn new(after: u32, max: Duration) -> Self {
+    pub fn new(after: u32, max: Duration) -> Self {
         Limiter {
             after,
             max,
@@ -28,14 +28,14 @@ impl Limiter {
     }
 
     /// `Err(wait)` while the customer must wait.
-    pub(crate) fn check(&self, customer: &str, now: Instant) -> Result<(), Duration> {
+    pub fn check(&self, customer: &str, now: Instant) -> Result<(), Duration> {
         match self.by_customer.get(customer) {
             Some(f) if f.until > now => Err(f.until - now),
             _ => Ok(()),
         }
     }
 
-    pub(crate) fn failed(&mut self, customer: &str, now: Instant) {
+    pub fn failed(&mut self, customer: &str, now: Instant) {
         let f = self
             .by_customer
             .entry(customer.to_owned())
@@ -51,7 +51,7 @@ impl Limiter {
         }
     }
 
-    pub(crate) fn succeeded(&mut self, customer: &str) {
+    pub fn succeeded(&mut self, customer: &str) {
         self.by_customer.remove(customer);
     }
 }

@@ -18,8 +18,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod accounts;
 mod conn;
-mod limiter;
+pub mod limiter;
 
 use std::io;
 use std::net::TcpListener;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use openssl::ssl::SslAcceptor;
 
 use crate::backend::Backend;
-use limiter::Limiter;
+pub use limiter::Limiter;
 
 /// How the server behaves; [`ServerConfig::default`] is what [`serve`] uses.
 #[derive(Debug, Clone)]
