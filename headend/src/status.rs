@@ -65,10 +65,13 @@ pub fn report(store: &Store, currency: &str) -> Result<String, StoreError> {
         };
         let _ = writeln!(
             out,
-            "gateway {}: {} ({} meters){}{anchor}",
+            "gateway {}: {} ({}){}{anchor}",
             g.id,
             if g.online { "online" } else { "offline" },
-            g.meters.len(),
+            match g.meters.len() {
+                1 => "1 meter".to_string(),
+                n => format!("{n} meters"),
+            },
             g.birth
                 .map(|b| format!(", software {}, connection {}", b.software, b.session))
                 .unwrap_or_default()
