@@ -38,6 +38,9 @@ use serde::{Deserialize, Serialize};
 use super::channels::{COUNTS_TREE, RESERVE};
 use crate::config::{AkaFile, Credentials};
 
+/// Keys that expire within this many seconds no longer seal messages (they would arrive expired).
+const SEAL_MARGIN_S: u64 = 2;
+
 /// The tree of the subscribers' AKA state in the store's database.
 pub const AKA_TREE: &str = "uplink.aka";
 /// Longest wait for the next step of a run, seconds.
@@ -628,6 +631,14 @@ impl AkaChannels {
             }
         }
         let c = s.current.as_ref()?;
+        // Keys at the end of their lifetime seal nothing: the head-end would refuse the message as
+        // sealed with expired keys by the time it arrives. It waits in the outbox for the renewal.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if c.expires() <= now.saturating_add(SEAL_MARGIN_S) {
+            return None;
+        }
         let matches = s.is_gateway()
             || c.stored.tid.map(|t| Scope::Meter(Tid(t))) == Some(wire)
             || c.stored.handle.map(|t| Scope::Meter(Tid(t))) == Some(wire);
