@@ -33,6 +33,19 @@ def order(*words):
         raise RuntimeError(f"the simulated gateway did not take the order {words}: {answer!r}")
 
 
+
+def wait_until(page, expression, timeout=30000):
+    """Polls `expression` in the page until it is true. Not wait_for_function: that evaluates a string
+    in the page, which the app's Content-Security-Policy (no 'unsafe-eval') refuses whenever the
+    page has committed first."""
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        if page.evaluate(f"() => Boolean({expression})"):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} ms waiting for {expression}")
+        time.sleep(0.05)
+
 def step(name):
     def wrap(fn):
         def run(*a):
@@ -59,7 +72,7 @@ def shot(page, name):
 @step("first load over loopback, transferred bytes")
 def first_load(page, metrics):
     page.goto(URL)
-    page.wait_for_function("window.__app && window.__app.started === true")
+    wait_until(page, "window.__app && window.__app.started === true")
     nav = page.evaluate("""() => {
         const n = performance.getEntriesByType('navigation')[0];
         const r = performance.getEntriesByType('resource');
@@ -173,7 +186,7 @@ def import_profile(page, browser, context_args):
     try:
         phone = other.new_page()
         phone.goto(URL)
-        phone.wait_for_function("window.__app && window.__app.started === true")
+        wait_until(phone, "window.__app && window.__app.started === true")
         phone.get_by_text("First time on this phone? Register").click()
         phone.set_input_files("#import-file", path)
         phone.fill("#import-password", PASSWORD)
@@ -188,10 +201,10 @@ def import_profile(page, browser, context_args):
 
 @step("offline: the last balance and the saved token as a QR code")
 def offline(page, context, metrics):
-    page.wait_for_function("navigator.serviceWorker && navigator.serviceWorker.controller !== null", timeout=10000)
+    wait_until(page, "navigator.serviceWorker && navigator.serviceWorker.controller !== null", timeout=10000)
     context.set_offline(True)
     page.reload()
-    page.wait_for_function("window.__app && window.__app.started === true")
+    wait_until(page, "window.__app && window.__app.started === true")
     expect(page.locator("#offline")).to_contain_text("Offline")
     expect(page.locator("#meters")).to_contain_text("Power on")
     shot(page, "offline-meters.png")
@@ -217,7 +230,7 @@ def offline(page, context, metrics):
 @step("a wrong password is rate-limited")
 def rate_limited(page):
     page.reload()
-    page.wait_for_function("window.__app && window.__app.started === true")
+    wait_until(page, "window.__app && window.__app.started === true")
     for i in range(6):
         page.fill("#login-user", "ada")
         page.fill("#login-password", "not the password")
