@@ -14,13 +14,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{temp_dir, unix_now, write_setup, Daemon, TestMeter};
+use common::{temp_dir, unix_now, uplink_section, write_setup, Daemon, TestMeter};
 use concentrator_appliance::status::Status;
 use concentrator_protocol::*;
 use concentrator_uplink::mqtt::{Limits, Outbox, SledOutbox};
 use concentrator_uplink::testkit::broker::{skip_without_mosquitto, Broker};
 use concentrator_uplink::testkit::headend::HeadEnd;
-use concentrator_uplink::testkit::{keys, tid};
+use concentrator_uplink::testkit::tid;
 
 const GW: &str = "gw-test";
 
@@ -64,39 +64,6 @@ fn wait(secs: u64, what: &str, daemon: &Daemon, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// The [uplink] table with the broker's TLS files and a keys file for meters 1..=n (TIDs `tid(i)`),
-/// keys from the testkit (what the fake head-end uses).
-fn uplink_section(dir: &Path, broker: &Broker, meters: &[&str]) -> String {
-    let issued = broker.pki.client(GW);
-    let d = dir.join("uplink");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("ca.pem"), broker.pki.ca_pem()).unwrap();
-    std::fs::write(d.join("cert.pem"), &issued.cert_pem).unwrap();
-    std::fs::write(d.join("key.pem"), &issued.key_pem).unwrap();
-    let (ck, ik) = keys(Scope::Gateway);
-    let mut k = format!(
-        "mode = \"aes\"\n[gateway]\nck = \"{}\"\nik = \"{}\"\n",
-        hex::encode(ck),
-        hex::encode(ik)
-    );
-    for (i, m) in meters.iter().enumerate() {
-        let t = tid(u8::try_from(i + 1).unwrap());
-        let (ck, ik) = keys(Scope::Meter(t));
-        k.push_str(&format!(
-            "[[meter]]\nmeter = \"{m}\"\ntid = \"{}\"\nck = \"{}\"\nik = \"{}\"\n",
-            hex::encode(t.0),
-            hex::encode(ck),
-            hex::encode(ik)
-        ));
-    }
-    std::fs::write(d.join("keys.toml"), k).unwrap();
-    let p = d.display();
-    format!(
-        "\n[uplink]\nbroker = \"mqtts://localhost:{}\"\nca = \"{p}/ca.pem\"\ncert = \"{p}/cert.pem\"\nkey = \"{p}/key.pem\"\nkeys = \"{p}/keys.toml\"\n",
-        broker.port
-    )
-}
-
 /// Two simulated DL/T 645 meters on bus `a`, polled every second, no ledger.
 fn metering_config(dir: &Path, broker: &Broker) -> PathBuf {
     let d = dir.display();
@@ -111,6 +78,7 @@ fn metering_config(dir: &Path, broker: &Broker) -> PathBuf {
     text.push_str(&uplink_section(
         dir,
         broker,
+        GW,
         &["000000000101", "000000000102"],
     ));
     let path = dir.join("concentrator.toml");
@@ -237,7 +205,7 @@ fn a_top_up_command_is_applied_once_and_its_receipt_comes_back() {
     }];
     let (path, pki) = write_setup(&dir, &meters, 25_000, 3600, None);
     let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&uplink_section(&dir, &broker, &["M-1"]));
+    text.push_str(&uplink_section(&dir, &broker, GW, &["M-1"]));
     std::fs::write(&path, text).unwrap();
 
     let mut daemon = Daemon::start(&path);
@@ -331,7 +299,7 @@ fn relay_commands_go_through_the_ledger_and_a_resent_token_brings_its_receipt_ag
     }];
     let (path, pki) = write_setup(&dir, &meters, 25_000, 3600, None);
     let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&uplink_section(&dir, &broker, &["M-1"]));
+    text.push_str(&uplink_section(&dir, &broker, GW, &["M-1"]));
     std::fs::write(&path, text).unwrap();
     let mut daemon = Daemon::start(&path);
     wait(20, "the account and the uplink", &daemon, || {

@@ -41,21 +41,14 @@ fn browser() -> Result<PathBuf, String> {
     }
 }
 
+/// Fails with the install command, or skips (and counts the skip) with CONCENTRATOR_ALLOW_SKIP=1.
+#[track_caller]
 fn skip_or_fail(why: &str) {
-    let fix =
-        "run `bash tests/browser/setup.sh` (as root it also runs `apt-get install -y chromium`)";
-    if std::env::var("CONCENTRATOR_ALLOW_SKIP").as_deref() == Ok("1") {
-        println!("SKIPPED web_ui: {why}; {fix}");
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root().join("target/skipped-tests.txt"))
-        {
-            let _ = writeln!(f, "appliance/tests/web_ui.rs: {why}");
-        }
-        return;
-    }
-    panic!("the browser tests cannot run: {why}; {fix}");
+    use concentrator_uplink::testkit::prerequisite::{skip, Missing};
+    skip(Some(Missing::new(
+        why,
+        "run `bash tests/browser/setup.sh` (as root it also runs `apt-get install -y chromium`)",
+    )));
 }
 
 fn cli(args: &[&str], stdin: Option<&str>) -> String {

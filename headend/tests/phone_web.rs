@@ -596,26 +596,19 @@ fn browser_or_skip() -> Option<PathBuf> {
     }
     let how = "apt-get install -y chromium zbar-tools && python3 -m venv target/browser-venv && target/browser-venv/bin/pip install playwright==1.64.1";
     let what = format!(
-        "the browser test needs /usr/bin/chromium ({}) and Playwright in {} ({}); install with: {how}",
-        if chromium.exists() { "found" } else { "missing" },
+        "the browser test needs /usr/bin/chromium ({}) and Playwright in {} ({})",
+        if chromium.exists() {
+            "found"
+        } else {
+            "missing"
+        },
         python.display(),
         if has_playwright { "found" } else { "missing" }
     );
-    if std::env::var("CONCENTRATOR_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: {what}");
-        let _ = std::fs::create_dir_all(root.join("target"));
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("target/skipped-tests.txt"))
-            .unwrap();
-        let _ = writeln!(
-            f,
-            "headend phone_web the_app_in_a_phone_sized_browser: {what}"
-        );
-        return None;
-    }
-    panic!("{what}");
+    concentrator_uplink::testkit::prerequisite::skip(Some(
+        concentrator_uplink::testkit::prerequisite::Missing::new(what, how),
+    ));
+    None
 }
 
 #[test]

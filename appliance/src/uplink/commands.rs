@@ -75,31 +75,43 @@ impl Commands {
         }
     }
 
-    fn top_up(&self, scope: Scope, token: &[u8]) -> Handled {
-        let route = match self.route(scope) {
-            Ok(r) => r,
-            Err(o) => return Handled::Now(o),
-        };
+    /// Sends the ledger thread a request about the meter of `scope` (built by `make` from the meter
+    /// number and the reply channel): the meter number and where its answer comes, or the outcome when
+    /// there is no such meter, no ledger, or the ledger has stopped.
+    fn ask_ledger<T>(
+        &self,
+        scope: Scope,
+        make: impl FnOnce(String, Sender<T>) -> ToLedger,
+    ) -> Result<(String, Receiver<T>), Outcome> {
+        let route = self.route(scope)?;
         let Some(ledger) = &self.ledger else {
-            return Handled::Now(Outcome::failed(
+            return Err(Outcome::failed(
                 result_code::UNSUPPORTED,
-                "this gateway keeps no credit ([ledger] is not configured)",
+                "this gateway keeps no credit or accounts ([ledger] is not configured)",
             ));
         };
         let (reply, answer) = channel();
-        let request = ToLedger::Token(TokenRequest {
-            meter: route.meter.clone(),
-            token: token.to_vec(),
-            reply,
-        });
-        if ledger.send(request).is_err() {
-            return Handled::Now(Outcome::failed(
+        if ledger.send(make(route.meter.clone(), reply)).is_err() {
+            return Err(Outcome::failed(
                 result_code::TRY_LATER,
-                "the gateway's ledger has stopped; send the token again after the gateway restarts",
+                "the gateway's ledger has stopped; send it again after the gateway restarts",
             ));
         }
+        Ok((route.meter.clone(), answer))
+    }
+
+    fn top_up(&self, scope: Scope, token: &[u8]) -> Handled {
+        let (meter, answer) = match self.ask_ledger(scope, |meter, reply| {
+            ToLedger::Token(TokenRequest {
+                meter,
+                token: token.to_vec(),
+                reply,
+            })
+        }) {
+            Ok(asked) => asked,
+            Err(o) => return Handled::Now(o),
+        };
         let outbox = self.outbox.clone();
-        let meter = route.meter.clone();
         ticket(
             answer,
             TOKEN_WAIT,
@@ -263,29 +275,12 @@ fn state_name(s: RelayState) -> &'static str {
 
 impl Commands {
     fn account(&self, scope: Scope) -> Handled {
-        let route = match self.route(scope) {
-            Ok(r) => r,
-            Err(o) => return Handled::Now(o),
-        };
-        let Some(ledger) = &self.ledger else {
-            return Handled::Now(Outcome::failed(
-                result_code::UNSUPPORTED,
-                "this gateway keeps no accounts ([ledger] is not configured)",
-            ));
-        };
-        let (reply, answer) = channel();
-        let request = ToLedger::Account {
-            meter: route.meter.clone(),
-            reply,
-        };
-        if ledger.send(request).is_err() {
-            return Handled::Now(Outcome::failed(
-                result_code::TRY_LATER,
-                "the gateway's ledger has stopped",
-            ));
-        }
+        let (meter, answer) =
+            match self.ask_ledger(scope, |meter, reply| ToLedger::Account { meter, reply }) {
+                Ok(asked) => asked,
+                Err(o) => return Handled::Now(o),
+            };
         let outbox = self.outbox.clone();
-        let meter = route.meter.clone();
         ticket(
             answer,
             TOKEN_WAIT,
@@ -312,29 +307,14 @@ impl Commands {
     /// thread, answered once the account is flushed. A statement that does not verify is refused for
     /// good; a busy or failing ledger is temporary.
     fn restore(&self, scope: Scope, statement: &[u8]) -> Handled {
-        let route = match self.route(scope) {
-            Ok(r) => r,
-            Err(o) => return Handled::Now(o),
-        };
-        let Some(ledger) = &self.ledger else {
-            return Handled::Now(Outcome::failed(
-                result_code::UNSUPPORTED,
-                "this gateway keeps no accounts ([ledger] is not configured)",
-            ));
-        };
-        let (reply, answer) = channel();
-        let request = ToLedger::Restore {
-            meter: route.meter.clone(),
+        let (meter, answer) = match self.ask_ledger(scope, |meter, reply| ToLedger::Restore {
+            meter,
             statement: statement.to_vec(),
             reply,
+        }) {
+            Ok(asked) => asked,
+            Err(o) => return Handled::Now(o),
         };
-        if ledger.send(request).is_err() {
-            return Handled::Now(Outcome::failed(
-                result_code::TRY_LATER,
-                "the ledger has stopped",
-            ));
-        }
-        let meter = route.meter.clone();
         ticket(
             answer,
             TOKEN_WAIT,

@@ -332,8 +332,12 @@ impl Engine {
         r: ReceiptBody,
         now: u64,
     ) -> Result<(), Fault> {
-        let doc = SignedDocument::decode(&r.signed)
-            .map_err(|e| Fault::Reject(format!("receipt does not decode: {e:?}")))?;
+        let doc = SignedDocument::decode(&r.signed).map_err(|e| {
+            Fault::Reject(format!(
+                "receipt does not decode: bad or truncated {} at offset {}",
+                e.what, e.offset
+            ))
+        })?;
         let receipt = self
             .s
             .receipts

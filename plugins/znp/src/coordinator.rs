@@ -265,7 +265,16 @@ impl Translator {
                 },
                 other => CoordinatorEvent::CommandFailed {
                     id,
-                    reason: format!("the meter answered the read with {other:?}"),
+                    reason: format!(
+                        "the meter answered the read with {} instead of the relay attribute",
+                        match other {
+                            CommandResult::Accepted => "an acceptance",
+                            CommandResult::Acknowledged => "a default response",
+                            CommandResult::Attributes { .. } => "attributes",
+                            CommandResult::Reporting { .. } => "a reporting configuration",
+                            CommandResult::Prepayment { .. } => "a prepayment response",
+                        }
+                    ),
                 },
             },
             Expect::Done => CoordinatorEvent::CommandDone {
