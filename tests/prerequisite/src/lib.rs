@@ -140,7 +140,13 @@ pub fn decide(test: &str, missing: &Missing, allowed: bool, file: &Path) -> Resu
 
 /// `$CARGO_TARGET_DIR/skipped-tests.txt`, else `<repository>/target/skipped-tests.txt`.
 pub fn skipped_file() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+    target_dir().join(SKIPPED_FILE)
+}
+
+/// The build's target directory, where tests leave reports and artifacts: `$CARGO_TARGET_DIR` (relative
+/// to the repository when relative), else `<repository>/target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || repository_root().join("target"),
         |dir| {
             let dir = PathBuf::from(dir);
@@ -150,8 +156,7 @@ pub fn skipped_file() -> PathBuf {
                 repository_root().join(dir)
             }
         },
-    );
-    target.join(SKIPPED_FILE)
+    )
 }
 
 /// The repository's root (where `rust-toolchain.toml` is), found from this crate's own directory.
