@@ -7,8 +7,9 @@ use thiserror::Error;
 use crate::milenage::Milenage;
 use crate::sqn::{Sqn, SqnError, SqnGenError, SqnGenerator, SqnWindow};
 
-/// An authentication vector: what the server side sends (RAND, AUTN) and keeps (XRES, CK, IK).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An authentication vector: what the server side sends (RAND, AUTN) and keeps (XRES, CK, IK). XRES, CK
+/// and IK are wiped when it is dropped and never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthVector {
     /// The challenge.
     pub rand: [u8; 16],
@@ -24,8 +25,9 @@ pub struct AuthVector {
     pub sqn: Sqn,
 }
 
-/// The meter side's answer to a challenge whose MAC-A verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The meter side's answer to a challenge whose MAC-A verified. RES, CK and IK are wiped when it is
+/// dropped and never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub enum AkaResponse {
     /// SQN was fresh: send RES, use CK and IK.
     Authenticated {
@@ -43,6 +45,49 @@ pub enum AkaResponse {
         /// The resynchronisation token.
         auts: [u8; 14],
     },
+}
+
+impl std::fmt::Debug for AuthVector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthVector")
+            .field("rand", &self.rand)
+            .field("autn", &self.autn)
+            .field("sqn", &self.sqn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AuthVector {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.xres.zeroize();
+        self.ck.zeroize();
+        self.ik.zeroize();
+    }
+}
+
+impl std::fmt::Debug for AkaResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AkaResponse::Authenticated { .. } => f.write_str("Authenticated(..)"),
+            AkaResponse::SyncFailure { reason, auts } => f
+                .debug_struct("SyncFailure")
+                .field("reason", reason)
+                .field("auts", auts)
+                .finish(),
+        }
+    }
+}
+
+impl Drop for AkaResponse {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        if let AkaResponse::Authenticated { res, ck, ik } = self {
+            res.zeroize();
+            ck.zeroize();
+            ik.zeroize();
+        }
+    }
 }
 
 /// An AKA failure.

@@ -64,12 +64,27 @@ impl Eea2 {
     }
 }
 
-/// 128-EIA2 keyed with a 128-bit key, with the CMAC subkeys K1 and K2 derived once.
-#[derive(Debug, Clone)]
+/// 128-EIA2 keyed with a 128-bit key, with the CMAC subkeys K1 and K2 derived once. The subkeys are
+/// wiped when it is dropped (the AES schedule by `aes` itself) and never shown by `Debug`.
+#[derive(Clone)]
 pub struct Eia2 {
     key: Aes128Key,
     k1: Block,
     k2: Block,
+}
+
+impl std::fmt::Debug for Eia2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Eia2(..)")
+    }
+}
+
+impl Drop for Eia2 {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.k1.zeroize();
+        self.k2.zeroize();
+    }
 }
 
 /// Doubling in GF(2^128) as CMAC's subkey generation (NIST SP 800-38B) does.

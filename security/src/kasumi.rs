@@ -136,6 +136,20 @@ impl std::fmt::Debug for Kasumi {
     }
 }
 
+/// The expanded schedule is the key: wiped when the cipher is dropped.
+impl Drop for Kasumi {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for round in &mut self.rounds {
+            round.kl1.zeroize();
+            round.kl2.zeroize();
+            round.ko.zeroize();
+            round.ko64.zeroize();
+            round.ki.zeroize();
+        }
+    }
+}
+
 const C: [u16; 8] = [
     0x0123, 0x4567, 0x89ab, 0xcdef, 0xfedc, 0xba98, 0x7654, 0x3210,
 ];

@@ -13,8 +13,9 @@ const C_LAST: [u8; 5] = [0x00, 0x01, 0x02, 0x04, 0x08];
 /// The rotations r1..r5, in octets (64, 0, 32, 64, 96 bits).
 const R_BYTES: [usize; 5] = [8, 0, 4, 8, 12];
 
-/// Everything Milenage computes for one RAND, SQN and AMF.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything Milenage computes for one RAND, SQN and AMF. Its keys are wiped when it is dropped and
+/// never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MilenageOutput {
     /// f1: the network authentication code MAC-A.
     pub mac_a: [u8; 8],
@@ -30,6 +31,24 @@ pub struct MilenageOutput {
     pub ak: [u8; 6],
     /// f5*: the resynchronisation anonymity key AK*.
     pub ak_star: [u8; 6],
+}
+
+impl std::fmt::Debug for MilenageOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MilenageOutput(..)")
+    }
+}
+
+impl Drop for MilenageOutput {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.res.zeroize();
+        self.ck.zeroize();
+        self.ik.zeroize();
+        self.ak.zeroize();
+        self.mac_a.zeroize();
+        self.mac_s.zeroize();
+    }
 }
 
 impl MilenageOutput {
@@ -55,6 +74,13 @@ pub struct Milenage {
 impl std::fmt::Debug for Milenage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Milenage(..)")
+    }
+}
+
+/// K's schedule is wiped by `aes` itself (its `zeroize` feature); OPc here.
+impl Drop for Milenage {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.opc);
     }
 }
 

@@ -65,7 +65,7 @@ impl Sqn {
 }
 
 /// Why the meter side refused an SQN; either way the answer is a synchronisation failure with AUTS.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum SqnError {
     /// SEQ is not above the last one accepted with the same IND: a replay or a vector used out of order.
     #[error("SQN replayed or out of order: SEQ {seq} is not above {last} already accepted for IND {ind}; resynchronise with AUTS")]

@@ -85,8 +85,9 @@ pub enum SuciError {
     Openssl(#[from] openssl::error::ErrorStack),
 }
 
-/// The intermediate values of one concealment, for test data and diagnostics.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The intermediate values of one concealment, for test data. The secrets (Z and the derived keys) are
+/// wiped when it is dropped and never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EciesKeys {
     /// The ephemeral public key as sent.
     pub eph_public: Vec<u8>,
@@ -98,6 +99,24 @@ pub struct EciesKeys {
     pub icb: [u8; 16],
     /// The HMAC-SHA-256 key.
     pub mac_key: [u8; 32],
+}
+
+impl std::fmt::Debug for EciesKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EciesKeys")
+            .field("eph_public", &self.eph_public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EciesKeys {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.shared.zeroize();
+        self.enc_key.zeroize();
+        self.icb.zeroize();
+        self.mac_key.zeroize();
+    }
 }
 
 fn bad_key(
