@@ -7,6 +7,7 @@ use concentrator_security::signed::DocumentSigner;
 use concentrator_security::TokenVerifier;
 
 use crate::account::{account_key, Account, AccountState, RelayTarget};
+use crate::account_record;
 use crate::audit::{AuditEvent, AuditHead, RelayAction};
 use crate::calendar::Calendar;
 use crate::config::LedgerConfig;
@@ -173,7 +174,7 @@ pub fn load_accounts<S: Store + ?Sized>(
 ) -> Result<BTreeMap<String, Account>, LedgerError> {
     let mut accounts = BTreeMap::new();
     for_each(store, Keyspace::Accounts, |k, v| {
-        let account: Account = serde_json::from_slice(v).map_err(|e| LedgerError::Corrupt {
+        let account: Account = account_record::decode(v).map_err(|e| LedgerError::Corrupt {
             keyspace: Keyspace::Accounts.name(),
             key: String::from_utf8_lossy(k).into_owned(),
             reason: e.to_string(),
@@ -339,9 +340,11 @@ impl<S: Store> Ledger<S> {
     pub(crate) fn finish(&mut self, mut txn: Txn, durable: bool) -> Result<(), LedgerError> {
         if !txn.is_empty() {
             for (meter, account) in &txn.touched {
-                let json =
-                    serde_json::to_vec(account).map_err(|e| LedgerError::Output(e.to_string()))?;
-                txn.batch.put(Keyspace::Accounts, account_key(meter), json);
+                txn.batch.put(
+                    Keyspace::Accounts,
+                    account_key(meter),
+                    account_record::encode(account),
+                );
             }
             if txn.outbox_touched {
                 txn.batch.put(

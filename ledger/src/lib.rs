@@ -46,6 +46,7 @@
 )]
 
 pub mod account;
+pub mod account_record;
 pub mod anchor;
 pub mod audit;
 pub mod calendar;

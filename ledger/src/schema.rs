@@ -10,8 +10,9 @@
 use crate::store::{Batch, Keyspace, Store};
 use crate::LedgerError;
 
-/// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this build writes. Version 2: account records in the compact binary form
+/// ([`crate::account_record`]) instead of JSON.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Meta key of the schema version.
 pub const SCHEMA_KEY: &[u8] = b"schema";
@@ -22,7 +23,27 @@ pub const CONFIG_KEY: &[u8] = b"config";
 pub type Migration = fn(&dyn Store) -> Result<Batch, LedgerError>;
 
 /// The migrations of this build, by the version they start from. Version 1 is the first schema.
-pub const MIGRATIONS: &[(u32, Migration)] = &[];
+pub const MIGRATIONS: &[(u32, Migration)] = &[(1, accounts_to_binary)];
+
+/// 1 → 2: every account record re-encoded from JSON to the binary record, in the same transaction as the
+/// new version (a record that does not decode stops the migration, naming it, and nothing is written).
+fn accounts_to_binary(store: &dyn Store) -> Result<Batch, LedgerError> {
+    let mut batch = Batch::new();
+    crate::store::for_each(store, Keyspace::Accounts, |key, value| {
+        let account = crate::account_record::decode(value).map_err(|e| LedgerError::Corrupt {
+            keyspace: Keyspace::Accounts.name(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })?;
+        batch.put(
+            Keyspace::Accounts,
+            key.to_vec(),
+            crate::account_record::encode(&account),
+        );
+        Ok(())
+    })?;
+    Ok(batch)
+}
 
 /// The version stored, if any.
 pub fn stored_version<S: Store + ?Sized>(store: &S) -> Result<Option<u32>, LedgerError> {
