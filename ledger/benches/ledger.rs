@@ -2,7 +2,9 @@
 //! second with and without group commit, charge checkpoints per second for 1,024 meters, and the store
 //! size after a simulated year of 15-minute readings for 1,024 meters (measured over `BENCH_DAYS`
 //! simulated days, default 3, and extrapolated linearly: the store holds one audit entry per checkpoint
-//! plus one account record per meter, so it grows linearly with readings).
+//! plus one account record per meter, so it grows linearly with readings), and the same with the audit
+//! log archived daily below the previous day's anchor (`BENCH_ARCHIVE_DAYS` simulated days, default 14:
+//! the store's size each day and its growth once it settles).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -189,6 +191,71 @@ fn store_size(pki: &TestPki) {
     let _ = std::fs::remove_dir_all(&p);
 }
 
+fn store_growth_archived(pki: &TestPki) {
+    use concentrator_ledger::anchor::AuditAnchor;
+    use concentrator_ledger::archive::ArchivePolicy;
+    let days: u64 = std::env::var("BENCH_ARCHIVE_DAYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(14)
+        .max(4);
+    let p = dir("archived");
+    let mut l = ledger(&p, pki, METERS);
+    let policy = ArchivePolicy {
+        dir: None,
+        ..ArchivePolicy::default()
+    };
+    let mut acknowledged: Option<AuditAnchor> = None;
+    let mut sizes = Vec::new();
+    let start = Instant::now();
+    let mut archived = 0u64;
+    for day in 1..=days {
+        for q in 1..=96 {
+            let slot = (day - 1) * 96 + q;
+            l.on_readings(&readings(slot)).unwrap();
+        }
+        l.tick(T0 + day * 96 * 900).unwrap();
+        l.flush().unwrap();
+        // The head-end acknowledged yesterday's summary, with yesterday's anchor: archive below it.
+        if let Some(anchor) = acknowledged {
+            loop {
+                let r = l
+                    .archive_through(&anchor, &policy, T0 + day * 86_400)
+                    .unwrap();
+                archived += r.entries;
+                if r.entries == 0 {
+                    break;
+                }
+            }
+        }
+        acknowledged = Some(AuditAnchor::of(&l.audit_head()));
+        sizes.push(du(&p));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(l);
+    let mib = |b: u64| b as f64 / 1_048_576.0;
+    println!(
+        "archived daily below the previous day's anchor, {days} days x 96 readings x 1,024 meters in {elapsed:.1} s ({archived} entries archived)"
+    );
+    let line: Vec<String> = sizes.iter().map(|b| format!("{:.1}", mib(*b))).collect();
+    println!(
+        "  store on disk at the end of each day, MiB: {}",
+        line.join(" ")
+    );
+    // Growth once settled: over the second half of the run.
+    let half = sizes.len() / 2;
+    let (from, to) = (sizes[half - 1], sizes[sizes.len() - 1]);
+    let per_day = (to as f64 - from as f64) / (sizes.len() - half) as f64;
+    println!(
+        "  growth over days {}-{days}: {:.2} MiB/day, extrapolated {:.0} MiB a year (store {:.1} MiB at the end)",
+        half + 1,
+        per_day / 1_048_576.0,
+        per_day * 365.0 / 1_048_576.0,
+        mib(to)
+    );
+    let _ = std::fs::remove_dir_all(&p);
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -197,4 +264,5 @@ fn main() {
     topups(&pki);
     checkpoints(&pki);
     store_size(&pki);
+    store_growth_archived(&pki);
 }

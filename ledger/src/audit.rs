@@ -183,6 +183,18 @@ pub enum AuditEvent {
         /// When the head-end made the statement, unix seconds.
         statement_at: u64,
     },
+    /// The entries below `base_len` were archived out of the store (`crate::archive`); `digest` is the
+    /// SHA-256 of the stored base (the anchor's hash and every meter recomputed up to it), which binds
+    /// the base to the chain.
+    Archived {
+        /// Entries archived so far (the first entry still stored).
+        base_len: u64,
+        /// The stored base's digest.
+        #[serde(serialize_with = "hex_digest")]
+        digest: [u8; 32],
+        /// Entries this step took out of the store.
+        entries: u64,
+    },
     /// An account was closed (change of tenancy).
     AccountClosed {
         /// Tenancy number.
@@ -194,6 +206,10 @@ pub enum AuditEvent {
         /// Arrears at closing.
         debt_minor: i64,
     },
+}
+
+fn hex_digest<S: serde::Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex_string(d))
 }
 
 /// One audit entry.
@@ -329,6 +345,13 @@ impl AuditEntry {
                     .u8(action_code(*action))
                     .str(by)
                     .u8(u8::from(*held));
+            }
+            AuditEvent::Archived {
+                base_len,
+                digest,
+                entries,
+            } => {
+                w.u8(21).u64(*base_len).bytes(digest).u64(*entries);
             }
             AuditEvent::AccountClosed {
                 account_no,
@@ -472,6 +495,14 @@ impl AuditEntry {
                 by: r.string("by")?,
                 held: r.u8("held")? != 0,
             },
+            21 => AuditEvent::Archived {
+                base_len: r.u64("base_len")?,
+                digest: r.bytes("digest")?.try_into().map_err(|_| DecodeError {
+                    field: "digest",
+                    offset: 0,
+                })?,
+                entries: r.u64("entries")?,
+            },
             11 => AuditEvent::AccountClosed {
                 account_no: u32_of(r.u64("account_no")?, "account_no")?,
                 final_wh: r.u64("final_wh")?,
@@ -540,10 +571,15 @@ fn chain_hash(prev: &[u8; 32], seq: u64, body: &[u8]) -> [u8; 32] {
 }
 
 impl AuditHead {
-    /// Reads the head from the last stored entry.
+    /// Reads the head from the last stored entry (or the archive base, with no entry after it).
     pub fn load<S: Store + ?Sized>(store: &S) -> Result<AuditHead, LedgerError> {
         let Some((key, value)) = store.last(Keyspace::Audit)? else {
-            return Ok(AuditHead::default());
+            return Ok(crate::archive::AuditBase::load(store)?
+                .map(|b| AuditHead {
+                    next_seq: b.len,
+                    hash: b.hash,
+                })
+                .unwrap_or_default());
         };
         let seq = seq_of(&key)?;
         let (_, hash) = split_value(seq, &value)?;
@@ -638,6 +674,20 @@ pub enum AuditError {
         /// The entry.
         seq: u64,
     },
+    /// An anchor names entries the chain does not have (yet, or no longer durable).
+    #[error("the anchor names {anchor_len} entries but the chain has {entries} on disk; archive only up to an anchor the gateway sent")]
+    BeyondHead {
+        /// The anchor's length.
+        anchor_len: u64,
+        /// Entries on disk.
+        entries: u64,
+    },
+    /// The stored archive base is not the one the chain's `Archived` entry recorded.
+    #[error("the audit log's archive base at entry {len} does not match the digest the chain recorded for it (or the chain has no record of it): the base was altered; restore the store from a backup and report it")]
+    BaseMismatch {
+        /// The base's length.
+        len: u64,
+    },
     /// An entry does not decode.
     #[error("audit entry {seq} does not decode: {reason}")]
     Undecodable {
@@ -648,13 +698,17 @@ pub enum AuditError {
     },
 }
 
-/// Walks every entry in order, checking the chain, and hands each decoded entry to `visit`.
+/// Walks every stored entry in order from the archive base (`crate::archive`; the start of the chain
+/// when nothing was archived), checking the chain and the base's seal, and hands each decoded entry to
+/// `visit`. The report counts the whole chain, archived entries included.
 pub fn walk<S: Store + ?Sized>(
     store: &S,
     mut visit: impl FnMut(&AuditEntry) -> Result<(), LedgerError>,
 ) -> Result<VerifyReport, LedgerError> {
-    let mut prev = [0u8; 32];
-    let mut expected = 0u64;
+    let base = crate::archive::AuditBase::load(store)?;
+    let (mut prev, mut expected) = base.as_ref().map_or(([0u8; 32], 0), |b| (b.hash, b.len));
+    let seal = base.as_ref().map(|b| (b.len, b.digest()));
+    let mut sealed = seal.is_none();
     for_each(store, Keyspace::Audit, |key, value| {
         let seq = seq_of(key)?;
         if seq != expected {
@@ -672,11 +726,29 @@ pub fn walk<S: Store + ?Sized>(
             seq,
             reason: e.to_string(),
         })?;
+        if let (
+            AuditEvent::Archived {
+                base_len, digest, ..
+            },
+            Some((len, want)),
+        ) = (&entry.event, seal)
+        {
+            if *base_len == len {
+                if *digest != want {
+                    return Err(AuditError::BaseMismatch { len }.into());
+                }
+                sealed = true;
+            }
+        }
         visit(&entry)?;
         prev = hash;
         expected += 1;
         Ok(())
     })?;
+    if !sealed {
+        let len = seal.map_or(0, |(len, _)| len);
+        return Err(AuditError::BaseMismatch { len }.into());
+    }
     Ok(VerifyReport {
         entries: expected,
         head_hash: hex_string(&prev),
@@ -751,6 +823,11 @@ mod tests {
                 meter_serial: "SN-2".into(),
             },
             AuditEvent::EmergencySelected { automatic: true },
+            AuditEvent::Archived {
+                base_len: 123_456,
+                digest: [0xa5; 32],
+                entries: 100_000,
+            },
             AuditEvent::RelayCommand {
                 action: RelayAction::Arm,
                 attempt: 2,
@@ -801,13 +878,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, events());
-        assert_eq!(report.entries, 12);
-        assert_eq!(AuditHead::load(&store).unwrap().next_seq, 12);
+        let n = events().len() as u64;
+        assert_eq!(report.entries, n);
+        assert_eq!(AuditHead::load(&store).unwrap().next_seq, n);
         let mut out = Vec::new();
         export(&store, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text.lines().count(), 12);
+        assert_eq!(text.lines().count() as u64, n);
         assert!(text.contains("\"event\":\"token_applied\""), "{text}");
+        assert!(text.contains(&format!("\"digest\":\"{}\"", "a5".repeat(32))), "{text}");
     }
 
     #[test]

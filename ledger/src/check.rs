@@ -79,12 +79,33 @@ fn fail(place: impl Into<String>, problem: impl Into<String>) -> LedgerError {
     )
 }
 
-/// Rebuilds every meter from the audit log (verifying the chain on the way).
+/// Rebuilds every meter from the audit log (verifying the chain on the way), from the archive base's
+/// meters when part of the log was archived.
 pub fn recompute<S: Store + ?Sized>(
     store: &S,
 ) -> Result<(audit::VerifyReport, BTreeMap<String, Recomputed>), LedgerError> {
-    let mut meters: BTreeMap<String, Recomputed> = BTreeMap::new();
+    replay(store, u64::MAX)
+}
+
+/// Every meter as the log had it after entry `end - 1` (the chain is still verified whole).
+pub fn recompute_until<S: Store + ?Sized>(
+    store: &S,
+    end: u64,
+) -> Result<BTreeMap<String, Recomputed>, LedgerError> {
+    replay(store, end).map(|(_, meters)| meters)
+}
+
+fn replay<S: Store + ?Sized>(
+    store: &S,
+    end: u64,
+) -> Result<(audit::VerifyReport, BTreeMap<String, Recomputed>), LedgerError> {
+    let mut meters: BTreeMap<String, Recomputed> = crate::archive::AuditBase::load(store)?
+        .map(|b| b.meters)
+        .unwrap_or_default();
     let report = audit::walk(store, |e| {
+        if e.seq >= end || matches!(e.event, AuditEvent::Archived { .. }) {
+            return Ok(());
+        }
         let place = || format!("audit entry {} (meter {})", e.seq, e.meter);
         if let AuditEvent::AccountOpened {
             account_no,
@@ -235,7 +256,8 @@ pub fn recompute<S: Store + ?Sized>(
             | AuditEvent::EmergencySelected { .. }
             | AuditEvent::RelayCommand { .. }
             | AuditEvent::RelayResult { .. }
-            | AuditEvent::RelayOrdered { .. } => {}
+            | AuditEvent::RelayOrdered { .. }
+            | AuditEvent::Archived { .. } => {}
         }
         Ok(())
     })?;

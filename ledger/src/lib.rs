@@ -48,6 +48,7 @@
 pub mod account;
 pub mod account_record;
 pub mod anchor;
+pub mod archive;
 pub mod audit;
 pub mod calendar;
 mod charging;
