@@ -42,7 +42,7 @@ enum Command {
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
     match path {
-        Some(path) => Config::load(path),
+        Some(path) => Config::load_checked(path),
         None => Config::embedded_sim(),
     }
 }
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     match args.command {
-        Some(Command::Validate { file }) => match Config::load(&file) {
+        Some(Command::Validate { file }) => match Config::load_checked(&file) {
             Ok(config) => {
                 println!(
                     "{}: ok ({} buses, {} meters)",

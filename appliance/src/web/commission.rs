@@ -275,7 +275,7 @@ pub(crate) async fn apply(
         .collect();
     let new =
         edit(&text, &r.bus, &wanted).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    if let Err(e) = Config::parse(&path.display().to_string(), &new) {
+    if let Err(e) = Config::parse_checked(&path.display().to_string(), &new) {
         return Ok(Json(json!({"ok": false, "errors": located(&new, &e)})));
     }
     let tmp = path.with_extension("toml.new");
