@@ -139,6 +139,10 @@ def main():
         expect(page.locator("#scan-text")).to_contain_text("finished: 2 meter(s) found", timeout=120_000)
         texts = page.evaluate("window.scanTexts")
         assert any("addresses tried" in t for t in texts), texts
+        # Meters are shown as they are found (not only at the end), and the time left from the start.
+        assert any("addresses tried" in t and "2 found so far" in t for t in texts), texts
+        assert all(" left." in t for t in texts if "addresses tried" in t), texts
+        expect(page.locator("#scan-live li")).to_have_count(2)
         page.get_by_label("Dwelling of 000000000102").fill("")
         page.get_by_role("button", name="Write the configuration and restart").click()
         expect(page.locator("#found-table")).to_contain_text("no dwelling given")

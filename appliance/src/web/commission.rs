@@ -18,7 +18,11 @@ use toml::Spanned;
 use super::api::{actor, ApiError};
 use super::Shared;
 use crate::config::{Config, ConfigError};
-use crate::scan::{modbus_candidates, scan_dlt645, scan_modbus, Found};
+use crate::scan::{
+    human_duration, modbus_candidates, modbus_worst_case, probe_time, scan_dlt645, scan_modbus,
+    Found, Step, TimeLeft,
+};
+use concentrator_hal::Rs485Bus;
 
 /// Whether a scan runs (one at a time).
 static SCANNING: AtomicBool = AtomicBool::new(false);
@@ -87,38 +91,79 @@ pub(crate) async fn scan(
     std::thread::Builder::new()
         .name("web-scan".into())
         .spawn(move || {
-            let mut found: Vec<Found> = Vec::new();
-            let started = Instant::now();
-            let mut last = Instant::now() - PROGRESS_EVERY;
-            let send = |phase: &str, done: usize, total: usize, what: &str, found: &[Found], last: &mut Instant| {
-                if last.elapsed() < PROGRESS_EVERY && done < total {
-                    return;
-                }
-                *last = Instant::now();
-                let left = (done > 0 && done < total).then(|| started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64);
-                hub.broadcast("scan", json!({"bus": name, "phase": phase, "done": done, "total": total, "what": what,
-                    "seconds_left": left.map(|s| s.ceil() as u64), "found": found.iter().map(found_json).collect::<Vec<_>>(), "finished": false}));
-            };
-            let line = open.bus.settings();
-            let mut error = None;
-            match scan_dlt645(open.bus.as_mut(), PROBE_TIMEOUT, &mut |d, t, w| send("DL/T 645", d, t, w, &[], &mut last)) {
-                Ok(f) => found.extend(f),
-                Err(e) => error = Some(format!("the DL/T 645 scan stopped: {e}")),
-            }
-            let so_far = found.clone();
-            match scan_modbus(open.bus.as_mut(), &modbus_candidates(line), 1..=247, PROBE_TIMEOUT, &mut |d, t, w| send("Modbus", d, t, w, &so_far, &mut last)) {
-                Ok(f) => found.extend(f),
-                Err(e) => error = Some(format!("the Modbus scan stopped: {e}")),
-            }
-            hub.event("scan", format!("scan of bus {name}: {} meter(s) found{}", found.len(), error.as_deref().map(|e| format!("; {e}")).unwrap_or_default()));
-            hub.broadcast("scan", json!({"bus": name, "done": 1, "total": 1, "found": found.iter().map(found_json).collect::<Vec<_>>(), "finished": true, "error": error}));
+            run_scan(&hub, &name, open.bus.as_mut());
             SCANNING.store(false, Ordering::SeqCst);
         })
         .map_err(|e| {
             SCANNING.store(false, Ordering::SeqCst);
-            ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot start the scan: {e}"))
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot start the scan: {e}"),
+            )
         })?;
     Ok(Json(json!({"started": r.bus})))
+}
+
+/// Scans `bus` for DL/T 645 meters, then Modbus devices, broadcasting progress on the stream: probes
+/// done, each meter as it is found, and the time left (the worst case until the pace is measured, so an
+/// empty bus gets an estimate too). A scan that stops on an error keeps and shows what it found.
+fn run_scan(hub: &super::hub::Hub, name: &str, bus: &mut dyn Rs485Bus) {
+    let line = bus.settings();
+    let lines = modbus_candidates(line);
+    let ids = 1..=247u8;
+    let modbus_total = modbus_worst_case(&lines, &ids, PROBE_TIMEOUT);
+    let mut found: Vec<Found> = Vec::new();
+    let mut last: Option<Instant> = None;
+    let mut shown = 0;
+    let mut send = |phase: &str, eta: &TimeLeft, s: &Step<'_>| {
+        let new_meter = s.found.len() != shown;
+        if !new_meter && s.done < s.total && last.is_some_and(|l| l.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        shown = s.found.len();
+        last = Some(Instant::now());
+        let left = eta.left(s.done, s.total);
+        hub.broadcast(
+            "scan",
+            json!({"bus": name, "phase": phase, "done": s.done, "total": s.total, "what": s.what,
+            "seconds_left": left.as_secs(), "left": human_duration(left),
+            "found": s.found.iter().map(found_json).collect::<Vec<_>>(), "finished": false}),
+        );
+    };
+    let mut error = None;
+    let eta = TimeLeft::new(probe_time(line, PROBE_TIMEOUT, 16, 0), modbus_total);
+    if let Err(e) = scan_dlt645(bus, PROBE_TIMEOUT, &mut found, &mut |s| {
+        send("DL/T 645", &eta, s)
+    }) {
+        error = Some(format!("the DL/T 645 scan stopped: {e}"));
+    }
+    if error.is_none() {
+        let per_probe = modbus_total / (lines.len() * ids.clone().count()).max(1) as u32;
+        let eta = TimeLeft::new(per_probe, Duration::ZERO);
+        if let Err(e) = scan_modbus(bus, &lines, ids, PROBE_TIMEOUT, &mut found, &mut |s| {
+            send("Modbus", &eta, s)
+        }) {
+            error = Some(format!("the Modbus scan stopped: {e}"));
+        }
+    }
+    let error = error.map(|e| {
+        format!(
+            "{e}; the {} meter(s) found before it stopped are listed; check the adapter and its cable, then scan again for the rest",
+            found.len()
+        )
+    });
+    hub.event(
+        "scan",
+        format!(
+            "scan of bus {name}: {} meter(s) found{}",
+            found.len(),
+            error
+                .as_deref()
+                .map(|e| format!("; {e}"))
+                .unwrap_or_default()
+        ),
+    );
+    hub.broadcast("scan", json!({"bus": name, "done": 1, "total": 1, "seconds_left": 0, "found": found.iter().map(found_json).collect::<Vec<_>>(), "finished": true, "error": error}));
 }
 
 #[derive(Deserialize)]

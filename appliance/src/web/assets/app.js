@@ -246,11 +246,16 @@ function scanProgress(p) {
   const pct = p.total ? Math.floor(100 * p.done / p.total) : 0;
   $("#scan-bar").value = p.finished ? 100 : pct;
   const found = p.found || [];
+  $("#scan-live").replaceChildren(...found.map((f) => el("li", { text: `${f.address} (${f.driver}${f.model ? ", " + f.model : ""}) at ${f.line}` })));
   if (p.finished) {
-    $("#scan-text").textContent = `Scan of ${p.bus} finished: ${found.length} meter(s) found.${p.error ? " " + p.error : ""}`;
+    $("#scan-text").textContent = p.error
+      ? `Scan of ${p.bus} stopped: ${found.length} meter(s) found before. ${p.error}`
+      : `Scan of ${p.bus} finished: ${found.length} meter(s) found.`;
+    $("#scan-text").classList.toggle("bad", !!p.error);
     scanFound = found; showFound(p.bus);
   } else {
-    $("#scan-text").textContent = `${p.phase}: ${p.done} of ${p.total} addresses tried (${p.what}), ${found.length} found so far${p.seconds_left != null ? `, about ${p.seconds_left} s left` : ""}.`;
+    $("#scan-text").classList.remove("bad");
+    $("#scan-text").textContent = `${p.phase}: ${p.done} of ${p.total} addresses tried (${p.what}), ${found.length} found so far, about ${p.left || p.seconds_left + " s"} left.`;
   }
 }
 
