@@ -1,7 +1,7 @@
 //! The checks the daemon makes when it starts on a configuration, made before it starts: each meter's
 //! settings as its built-in driver reads them (a DL/T 645 password of 7 digits, an unknown key in
-//! `options`), the vendor keys, and the plugin files the meters' drivers come from. What the daemon
-//! would only log at start (and then run the meter as failed) is a mistake here, with its place.
+//! `options`) and the vendor keys are mistakes, with their place; a plugin file the loader will
+//! refuse, leaving a meter without its driver, is a warning (the daemon runs on without it).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,7 @@ use super::model::{Config, MeterConfig};
 /// already in `found` at its bus, address or driver is left to that one.
 pub(super) fn check(config: &Config, found: &[Diagnostic]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let keys_usable = check_keys(config, &mut out);
+    check_keys(config, &mut out);
     let rs485: Vec<&MeterConfig> = config
         .meters
         .iter()
@@ -38,8 +38,22 @@ pub(super) fn check(config: &Config, found: &[Diagnostic]) -> Vec<Diagnostic> {
             );
         }
     }
+    out
+}
+
+/// What the plugin loader will refuse at start that leaves a configured meter without its driver:
+/// the daemon starts regardless (the other meters run; this one is reported as failed), so these are
+/// warnings, not mistakes: a plugin file is the vendor's, not the configuration's.
+pub(super) fn plugin_warnings(config: &Config) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let keys_usable = check_keys(config, &mut Vec::new());
     if keys_usable {
-        check_plugin_drivers(config, &rs485, &mut out);
+        let meters: Vec<&MeterConfig> = config
+            .meters
+            .iter()
+            .filter(|m| !super::zigbee::is_zigbee(m))
+            .collect();
+        check_plugin_drivers(config, &meters, &mut out);
     }
     out
 }
@@ -67,6 +81,18 @@ fn check_keys(config: &Config, out: &mut Vec<Diagnostic>) -> bool {
         if !key.get_ref().is_absolute() {
             usable = false;
             continue; // reported by validate
+        }
+        // As for plugin files: a key the daemon's user could replace would let it trust its own
+        // plugins (the daemon may rewrite its configuration when commissioning).
+        if config.gateway.plugin_owner_check {
+            if let Some(why) = not_root_owned(key.get_ref()) {
+                out.push(
+                    Diagnostic::at(key.span(), format!("vendor key {} {why}", key.get_ref().display()))
+                        .help("keep vendor keys root-owned and not writable by others: `sudo chown root: FILE && sudo chmod 644 FILE`"),
+                );
+                usable = false;
+                continue;
+            }
         }
         if let Err(e) = concentrator_plugin_host::TrustedKeys::from_pem_files(&[key.get_ref()]) {
             out.push(
@@ -134,4 +160,21 @@ fn check_plugin_drivers(config: &Config, meters: &[&MeterConfig], out: &mut Vec<
             .help(help),
         );
     }
+}
+
+/// Why `path` is not a root-owned file that only root can write, if it is not (and it exists: a
+/// missing file is reported by the key check itself).
+fn not_root_owned(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.uid() != 0 {
+        return Some(format!("is owned by uid {}, not root", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "has mode {:o}: group or others can write it",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
 }

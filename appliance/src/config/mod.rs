@@ -18,7 +18,7 @@ pub mod zigbee;
 
 pub use aka::{AkaFile, Credentials, MeterCredentials};
 pub(crate) use diagnostic::line_col;
-pub use diagnostic::{ConfigError, Diagnostic};
+pub use diagnostic::{render_warnings, ConfigError, Diagnostic};
 pub use ledger::{LedgerSetup, LedgerSetupError};
 pub use model::{
     Backend, BusConfig, Config, DirectionMode, GatewayConfig, LedgerSection, LogLevel, MeterConfig,
@@ -57,8 +57,7 @@ impl Config {
     }
 
     /// [`Config::parse`], and the checks the daemon makes when it starts: each meter's settings as
-    /// its built-in driver reads them, the vendor keys, and the plugin files the meters' drivers come
-    /// from (without loading them). What `concentratord validate`, the daemon and the web UI's
+    /// its built-in driver reads them, and the vendor keys (see also [`Config::plugin_warnings`]). What `concentratord validate`, the daemon and the web UI's
     /// commissioning use.
     pub fn parse_checked(origin: &str, text: &str) -> Result<Config, ConfigError> {
         Self::parse_with(origin, text, true)
@@ -87,6 +86,14 @@ impl Config {
         } else {
             Err(invalid(diagnostics))
         }
+    }
+
+    /// What the daemon will not be able to do at start on this configuration without it being a
+    /// mistake in it: a meter whose driver plugin file the loader will refuse (unsigned, changed,
+    /// not root-owned, a downgrade) or that is not installed. The daemon starts, the meter is reported
+    /// as failed. `concentratord validate` and the web UI show these as warnings.
+    pub fn plugin_warnings(&self) -> Vec<Diagnostic> {
+        driver_checks::plugin_warnings(self)
     }
 
     /// [`Config::load`] with [`Config::parse_checked`]'s checks.
