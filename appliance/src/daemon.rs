@@ -302,6 +302,9 @@ impl BusJob {
             if self.stopping() {
                 return false;
             }
+            if crate::scheduler::loan::pending(self.bus.name.get_ref()) {
+                break;
+            } // a scan's exchange waits
             self.worker.beat();
             clock.sleep(TICK.min(until - clock.monotonic()));
         }

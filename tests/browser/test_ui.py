@@ -131,6 +131,29 @@ def main():
 
         # Commissioning: a scan with live progress, a mistake shown at its field, then a valid file.
         page.get_by_role("link", name="Commissioning").click()
+        # A bus on a real port, held by the daemon: the scan borrows it between the polls, and the
+        # meter configured there (B-301) keeps being read meanwhile.
+        def polls_of_b301():
+            return page.evaluate("""() => { const b = state && state.buses && state.buses['rs485-2'];
+                const m = b && (b.meters || []).find((m) => m.dwelling === 'B-301');
+                return m ? {state: m.state, requests: m.stats.requests} : null; }""")
+        before = polls_of_b301()
+        assert before is not None, "no meter B-301 on rs485-2 in the state"
+        page.get_by_label("Bus to scan").select_option("rs485-2")
+        page.get_by_label("Meters to look for").select_option("dlt645")
+        page.get_by_role("button", name="Scan").click()
+        expect(page.locator("#scan-text")).to_contain_text("Scan of rs485-2 finished: 2 meter(s) found", timeout=120_000)
+        expect(page.locator("#scan-live")).to_contain_text("000000000301")
+        expect(page.locator("#scan-live")).to_contain_text("000000000302")
+        deadline = time.monotonic() + 30
+        while True:
+            after = polls_of_b301()
+            if after and after["state"] == "online" and after["requests"] > before["requests"]:
+                break
+            assert time.monotonic() < deadline, f"B-301 was not read after the scan: {before} then {after}"
+            time.sleep(0.5)
+        shoot(page, "commission-scan-real-port")
+        page.get_by_label("Meters to look for").select_option("all")
         page.get_by_label("Bus to scan").select_option("rs485-1")
         page.evaluate("""() => { window.scanTexts = [];
             new MutationObserver(() => window.scanTexts.push(document.querySelector('#scan-text').textContent))

@@ -83,14 +83,14 @@ function problems(s) {
       continue;
     }
     const meters = b.meters || [];
-    if (b.state === "running" && meters.length && meters.every((m) => m.state === "offline"))
+    if (b.state === "running" && meters.length && meters.every((m) => m.state === "offline" && !(m.stats.driver_faults > 0)))
       bad(`Bus ${name}: no meter answers.`, "Check the bus wiring (A/B swapped?), the termination and the line settings.");
     else for (const m of meters) {
       if (m.state === "offline" && m.stats.driver_faults > 0) bad(`Meter ${m.address} (${m.dwelling}) on ${name} is not read: its driver ${m.driver} failed ${m.stats.driver_faults} time(s) and may be quarantined.`, "A software fault, not the wiring: install a fixed driver plugin, then restart the daemon.");
       else if (m.state === "offline") bad(`Meter ${m.address} (${m.dwelling}) on ${name} is offline: ${m.stats.timeouts} timeouts.`, "Check its wiring and that its address matches the configuration.");
       if (m.state === "failed") {
         const soft = /quarantin|driver|plugin/i.test(m.error || "");
-        bad(`Meter ${m.address} (${m.dwelling}) on ${name} cannot be driven: ${m.error}.`, soft ? "A software fault, not the wiring: update or replace the driver plugin." : "Check the configuration of this meter.");
+        bad(`Meter ${m.address} (${m.dwelling}) on ${name} cannot be driven: ${m.error}.`, soft ? "A software fault, not the wiring: install a fixed version of the driver plugin (with its signature), then restart the daemon." : "Check the configuration of this meter.");
       }
     }
   }
@@ -152,12 +152,13 @@ function renderBuses(s) {
 }
 
 function renderAccounts(s) {
+  // data-label: the column's name, shown beside each value when the table becomes cards (phone width).
   const rows = Object.entries(s.accounts || {}).map(([meter, a]) => el("tr", {},
-    el("td", { text: a.dwelling }), el("td", { text: meter }),
-    el("td", { class: "num", text: money(a.balance_minor, a.currency) }),
-    el("td", { class: "state-" + a.state, text: a.state + (a.held_by ? ` (held off by ${a.held_by})` : "") }),
-    el("td", { text: a.relay_read_back || "-" }),
-    el("td", { text: a.last_topup_unix ? `${money(a.last_topup_minor || 0, a.currency)} on ${localTime(a.last_topup_unix)}` : "none yet" })));
+    el("td", { "data-label": "Dwelling", text: a.dwelling }), el("td", { "data-label": "Meter", text: meter }),
+    el("td", { class: "num", "data-label": "Balance", text: money(a.balance_minor, a.currency) }),
+    el("td", { class: "state-" + a.state, "data-label": "State", text: a.state + (a.held_by ? ` (held off by ${a.held_by})` : "") }),
+    el("td", { "data-label": "Relay", text: a.relay_read_back || "-" }),
+    el("td", { "data-label": "Last top-up", text: a.last_topup_unix ? `${money(a.last_topup_minor || 0, a.currency)} on ${localTime(a.last_topup_unix)}` : "none yet" })));
   $("#account-table tbody").replaceChildren(...rows);
   const sel = $("#relay-meter"), cur = sel.value, metersNow = Object.keys(s.accounts || {});
   if (sel.options.length !== metersNow.length) {
@@ -237,7 +238,7 @@ async function scan(ev) {
   ev.preventDefault();
   $("#map-form").hidden = true; $("#map-result").replaceChildren();
   $("#scan-progress").hidden = false; $("#scan-text").textContent = "Starting the scan…";
-  try { await api("POST", "/api/commission/scan", { bus: $("#scan-bus").value }); }
+  try { await api("POST", "/api/commission/scan", { bus: $("#scan-bus").value, protocol: $("#scan-protocol").value }); }
   catch (e) { $("#scan-text").textContent = e.message; }
 }
 
