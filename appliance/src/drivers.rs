@@ -106,11 +106,14 @@ fn plugin_policy(config: &Config) -> PluginPolicy {
     }
 }
 
+/// A plugin file as the loader would take it: its plugin's name and version, or why it is refused.
+pub type PluginFileCheck = Result<(String, String), String>;
+
 /// The plugins the daemon would load from `plugin_dir` under `config`, checked as it checks them
 /// (directory and file ownership, signature, downgrade) without loading or recording anything: each
 /// file's plugin name and version, or why it would be refused. `Err`: the directory or the trusted
 /// keys cannot be used at all.
-pub fn check_plugins(config: &Config) -> Result<Vec<Result<(String, String), String>>, String> {
+pub fn check_plugins(config: &Config) -> Result<Vec<PluginFileCheck>, String> {
     let Some(dir) = &config.gateway.plugin_dir else {
         return Ok(Vec::new());
     };
