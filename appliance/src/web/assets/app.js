@@ -134,14 +134,15 @@ function render() {
 function renderBuses(s) {
   const out = [];
   for (const [name, b] of Object.entries(s.buses || {})) {
-    const rows = (b.meters || []).map((m) => el("tr", {},
+    const heads = ["Address", "Dwelling", "Driver", "State", "Last reading", "Response", "Timeouts / requests"];
+    const rows = (b.meters || []).map((m) => el("tr", {}, ...[
       el("td", { text: m.address }), el("td", { text: m.dwelling }), el("td", { text: m.driver }),
       el("td", { class: "state-" + m.state, text: m.state + (m.error ? ": " + m.error : "") }),
       el("td", { text: (m.readings || []).join(", ") }),
       el("td", { class: "num", text: m.stats.last_latency_ms == null ? "-" : m.stats.last_latency_ms.toFixed(0) + " ms" }),
-      el("td", { class: "num", text: `${m.stats.timeouts} / ${m.stats.requests}` })));
-    const table = el("table", {}, el("caption", { text: `Meters on ${name}` }),
-      el("thead", {}, el("tr", {}, ...["Address", "Dwelling", "Driver", "State", "Last reading", "Response", "Timeouts / requests"].map((h) => el("th", { scope: "col", text: h })))),
+      el("td", { class: "num", text: `${m.stats.timeouts} / ${m.stats.requests}` })].map((td, i) => { td.setAttribute("data-label", heads[i]); return td; })));
+    const table = el("table", { class: "cards" }, el("caption", { text: `Meters on ${name}` }),
+      el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, ...rows));
     out.push(el("div", { class: "bus" }, el("h3", {}, `${name} `, el("span", { class: "state-" + b.state, text: b.state })), el("p", { text: b.detail }), el("div", { class: "scroll" }, table)));
   }
