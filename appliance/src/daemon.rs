@@ -302,6 +302,10 @@ impl BusJob {
             if self.stopping() {
                 return false;
             }
+            // A scan's exchange waits for this bus (scheduler::loan): run it now.
+            if crate::scheduler::loan::pending(self.bus.name.get_ref()) {
+                break;
+            }
             self.worker.beat();
             clock.sleep(TICK.min(until - clock.monotonic()));
         }

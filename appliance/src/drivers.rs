@@ -23,32 +23,8 @@ impl Drivers {
     /// logged with its reason and the others load; only a broken trusted key stops the start.
     pub fn load(config: &Config) -> Result<Drivers, String> {
         let gateway = &config.gateway;
-        let trusted = if gateway.trusted_keys.is_empty() {
-            TrustedKeys::none()
-        } else {
-            let paths: Vec<_> = gateway
-                .trusted_keys
-                .iter()
-                .map(|k| k.get_ref().clone())
-                .collect();
-            TrustedKeys::from_pem_files(&paths).map_err(|e| e.to_string())?
-        };
-        let policy = PluginPolicy {
-            max_faults: gateway.plugin_max_faults,
-            require_root_owned: gateway.plugin_owner_check,
-            isolation: config
-                .plugins
-                .iter()
-                .filter_map(|p| Some((p.name.get_ref().clone(), p.child_options()?)))
-                .collect(),
-            versions: Some(VersionStore::new(gateway.store.join("plugin-versions"))),
-            allow_downgrade: config
-                .plugins
-                .iter()
-                .filter(|p| p.allow_downgrade)
-                .map(|p| p.name.get_ref().clone())
-                .collect(),
-        };
+        let trusted = trusted_keys(config)?;
+        let policy = plugin_policy(config);
         let dir = gateway
             .plugin_dir
             .as_ref()
@@ -97,6 +73,83 @@ impl Drivers {
     pub fn all(&self) -> &[Arc<Plugin>] {
         self.loader.plugins()
     }
+}
+
+/// The vendor keys plugins must be signed with, as `[gateway] trusted_keys` names them.
+fn trusted_keys(config: &Config) -> Result<TrustedKeys, String> {
+    let keys = &config.gateway.trusted_keys;
+    if keys.is_empty() {
+        return Ok(TrustedKeys::none());
+    }
+    let paths: Vec<_> = keys.iter().map(|k| k.get_ref().clone()).collect();
+    TrustedKeys::from_pem_files(&paths).map_err(|e| e.to_string())
+}
+
+/// How the daemon loads plugins under `config`.
+fn plugin_policy(config: &Config) -> PluginPolicy {
+    let gateway = &config.gateway;
+    PluginPolicy {
+        max_faults: gateway.plugin_max_faults,
+        require_root_owned: gateway.plugin_owner_check,
+        isolation: config
+            .plugins
+            .iter()
+            .filter_map(|p| Some((p.name.get_ref().clone(), p.child_options()?)))
+            .collect(),
+        versions: Some(VersionStore::new(gateway.store.join("plugin-versions"))),
+        allow_downgrade: config
+            .plugins
+            .iter()
+            .filter(|p| p.allow_downgrade)
+            .map(|p| p.name.get_ref().clone())
+            .collect(),
+    }
+}
+
+/// A plugin file as the loader would take it: its plugin's name and version, or why it is refused.
+pub type PluginFileCheck = Result<(String, String), String>;
+
+/// The plugins the daemon would load from `plugin_dir` under `config`, checked as it checks them
+/// (directory and file ownership, signature, downgrade) without loading or recording anything: each
+/// file's plugin name and version, or why it would be refused. `Err`: the directory or the trusted
+/// keys cannot be used at all.
+pub fn check_plugins(config: &Config) -> Result<Vec<PluginFileCheck>, String> {
+    let Some(dir) = &config.gateway.plugin_dir else {
+        return Ok(Vec::new());
+    };
+    let loader = PluginLoader::new(dir.get_ref(), trusted_keys(config)?, plugin_policy(config));
+    loader.check_dir().map_err(|e| e.to_string())?;
+    let files = loader.candidate_files().map_err(|e| e.to_string())?;
+    Ok(files
+        .iter()
+        .map(|f| loader.check_file(f).map_err(|e| e.to_string()))
+        .collect())
+}
+
+/// Opens `meter` with its built-in driver as the daemon will at start, without a bus (sans-IO: a
+/// session is opened and dropped, nothing is sent): `None` when its driver is not built in, else the
+/// driver's reason for refusing the meter's address or settings.
+pub fn check_built_in_meter_config(
+    meter: &MeterConfig,
+    line: Option<LineSettings>,
+) -> Option<Result<(), String>> {
+    let mut loader =
+        PluginLoader::new("/nonexistent", TrustedKeys::none(), PluginPolicy::default());
+    let plugin = built_in()
+        .into_iter()
+        .filter_map(|d| loader.register_static(d).ok())
+        .find(|p| p.name() == meter.driver.get_ref())?;
+    let address = match pack_address(meter.address.get_ref()) {
+        Ok(address) => address,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(
+        match plugin.open_meter(&address, &driver_config(meter, line, &plugin)) {
+            Err(TaskError::ConfigRejected { reason, .. }) => Err(reason),
+            // Anything else (a quarantined driver in a running daemon) says nothing of the settings.
+            Ok(_) | Err(_) => Ok(()),
+        },
+    )
 }
 
 /// The drivers linked into the daemon. The only place the daemon names them: everything else reaches

@@ -31,8 +31,90 @@ pub struct Found {
     pub model: Option<&'static str>,
 }
 
-/// Progress reports: `(done, total, what is being probed)`.
-pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, &str);
+/// Where a scan is: probes done of the phase's total, what is probed now, and every meter found so
+/// far (a meter is reported at the probe that finds it, not at the end).
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    /// Probes done in this phase.
+    pub done: usize,
+    /// Probes in this phase (for DL/T 645: in the address range being searched).
+    pub total: usize,
+    /// What is probed now (an address pattern, a slave id and line setting).
+    pub what: &'a str,
+    /// Every meter found so far, in all phases.
+    pub found: &'a [Found],
+}
+
+/// Progress reports, one per probe.
+pub type Progress<'a> = &'a mut dyn FnMut(&Step<'_>);
+
+/// Longest a probe can take: the request on the wire, the reply window, and a reply of `reply_bytes`.
+pub fn probe_time(
+    line: LineSettings,
+    timeout: Duration,
+    request_bytes: usize,
+    reply_bytes: usize,
+) -> Duration {
+    line.wire_time(request_bytes) + timeout + line.wire_time(reply_bytes)
+}
+
+/// The most a Modbus scan of `ids` at each of `lines` takes: on an empty bus every probe waits out its
+/// reply window (two probes per id: holding, then input registers). With devices present it is
+/// shorter, and [`TimeLeft`] narrows it from the probes' measured pace.
+pub fn modbus_worst_case(
+    lines: &[LineSettings],
+    ids: &std::ops::RangeInclusive<u8>,
+    timeout: Duration,
+) -> Duration {
+    let per_line = ids.clone().count() as u32 * 2;
+    lines
+        .iter()
+        .map(|&line| probe_time(line, timeout, 8, 0) * per_line)
+        .sum()
+}
+
+/// An estimate of the time a scan phase has left: the worst case per probe until a few probes have
+/// run, then their measured pace (never more than the worst case), plus any phases still to come.
+#[derive(Debug, Clone)]
+pub struct TimeLeft {
+    started: std::time::Instant,
+    worst_per_probe: Duration,
+    later: Duration,
+}
+
+impl TimeLeft {
+    /// A phase whose probes take at most `worst_per_probe`, followed by phases taking at most `later`.
+    pub fn new(worst_per_probe: Duration, later: Duration) -> Self {
+        TimeLeft {
+            started: std::time::Instant::now(),
+            worst_per_probe,
+            later,
+        }
+    }
+
+    /// The time left when `done` of `total` probes have run.
+    pub fn left(&self, done: usize, total: usize) -> Duration {
+        let remaining = total.saturating_sub(done) as u32;
+        let worst = self.worst_per_probe * remaining;
+        let this = if done >= 5 {
+            let pace = self.started.elapsed() / done as u32;
+            (pace * remaining).min(worst)
+        } else {
+            worst
+        };
+        this + self.later
+    }
+}
+
+/// A duration as people read it: `45 s`, `3 min 20 s`, `1 h 5 min`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}
 
 /// What one probe heard.
 enum Heard {
@@ -71,31 +153,44 @@ fn probe_dlt645(
     Ok(heard.map_or(Heard::Garbled, Heard::Clean))
 }
 
-/// Finds every DL/T 645 meter on the bus at its current line settings. `timeout` is the reply window
-/// for each probe (the standard allows 500 ms; meters usually answer within 100 ms).
+/// Finds every DL/T 645 meter on the bus at its current line settings and adds each to `found` as it
+/// is found, so that what was found stays there when a probe fails (an unplugged adapter) and the scan
+/// stops with the error. `timeout` is the reply window for each probe (the standard allows 500 ms;
+/// meters usually answer within 100 ms).
 pub fn scan_dlt645(
     bus: &mut dyn Rs485Bus,
     timeout: Duration,
+    found: &mut Vec<Found>,
     progress: Progress<'_>,
-) -> Result<Vec<Found>, HalError> {
+) -> Result<(), HalError> {
     let line = bus.settings();
-    let mut found = Vec::new();
-    progress(0, 1, "AAAAAAAAAAAA");
+    progress(&Step {
+        done: 0,
+        total: 1,
+        what: "AAAAAAAAAAAA",
+        found,
+    });
     match probe_dlt645(bus, Dlt645Address::WILDCARD, timeout)? {
         Heard::Nothing => {}
-        Heard::Clean(address) => found.push(address),
-        Heard::Garbled => search(bus, [0xAA; 6], 0, timeout, &mut found, progress)?,
+        Heard::Clean(address) => push_dlt645(found, address, line),
+        Heard::Garbled => search(bus, [0xAA; 6], 0, timeout, line, found, progress)?,
     }
-    progress(1, 1, "done");
-    Ok(found
-        .into_iter()
-        .map(|a| Found {
-            address: a.to_string(),
-            driver: "dlt645",
-            line,
-            model: None,
-        })
-        .collect())
+    progress(&Step {
+        done: 1,
+        total: 1,
+        what: "done",
+        found,
+    });
+    Ok(())
+}
+
+fn push_dlt645(found: &mut Vec<Found>, address: Dlt645Address, line: LineSettings) {
+    found.push(Found {
+        address: address.to_string(),
+        driver: "dlt645",
+        line,
+        model: None,
+    });
 }
 
 /// Narrows the wire byte `level` (0: the two lowest digits) of `pattern` over its 100 BCD values.
@@ -104,24 +199,33 @@ fn search(
     pattern: [u8; 6],
     level: usize,
     timeout: Duration,
-    found: &mut Vec<Dlt645Address>,
+    line: LineSettings,
+    found: &mut Vec<Found>,
     progress: Progress<'_>,
 ) -> Result<(), HalError> {
     for value in 0..100u8 {
         let mut probe = pattern;
         probe[level] = ((value / 10) << 4) | (value % 10);
         let address = Dlt645Address(probe);
-        progress(usize::from(value), 100, &address.to_string());
+        let what = address.to_string();
+        progress(&Step {
+            done: usize::from(value),
+            total: 100,
+            what: &what,
+            found,
+        });
         match probe_dlt645(bus, address, timeout)? {
             Heard::Nothing => {}
-            Heard::Clean(address) => found.push(address),
-            Heard::Garbled if level < 5 => search(bus, probe, level + 1, timeout, found, progress)?,
+            Heard::Clean(address) => push_dlt645(found, address, line),
+            Heard::Garbled if level < 5 => {
+                search(bus, probe, level + 1, timeout, line, found, progress)?
+            }
             // Two meters with the same address: report it once; the installer must re-address one.
             Heard::Garbled => {
                 log::warn!(
                     "more than one meter answers as {address}: two meters share this address"
                 );
-                found.push(address);
+                push_dlt645(found, address, line);
             }
         }
     }
@@ -179,24 +283,49 @@ fn guess_model(
     Ok(None)
 }
 
-/// Finds Modbus devices with ids in `ids` at each of `lines` (the bus is left at its original settings).
+/// Finds Modbus devices with ids in `ids` at each of `lines` and adds each to `found` as it is found
+/// (kept there when a probe fails and the scan stops with the error). The bus is left at its original
+/// settings, on an error too when it can be.
 pub fn scan_modbus(
     bus: &mut dyn Rs485Bus,
     lines: &[LineSettings],
     ids: std::ops::RangeInclusive<u8>,
     timeout: Duration,
+    found: &mut Vec<Found>,
     progress: Progress<'_>,
-) -> Result<Vec<Found>, HalError> {
+) -> Result<(), HalError> {
     let original = bus.settings();
+    let result = modbus_lines(bus, lines, ids, timeout, found, progress);
+    let restored = bus.set_settings(original);
+    result.and(restored)
+}
+
+fn modbus_lines(
+    bus: &mut dyn Rs485Bus,
+    lines: &[LineSettings],
+    ids: std::ops::RangeInclusive<u8>,
+    timeout: Duration,
+    found: &mut Vec<Found>,
+    progress: Progress<'_>,
+) -> Result<(), HalError> {
     let total = lines.len() * ids.clone().count();
     let mut done = 0;
-    let mut found: Vec<Found> = Vec::new();
     for &line in lines {
         bus.set_settings(line)?;
         for slave in ids.clone() {
-            progress(done, total, &format!("id {slave} at {line}"));
+            let what = format!("id {slave} at {line}");
+            progress(&Step {
+                done,
+                total,
+                what: &what,
+                found,
+            });
             done += 1;
-            if found.iter().any(|f| f.address == slave.to_string()) {
+            let address = slave.to_string();
+            if found
+                .iter()
+                .any(|f| f.driver == "modbus" && f.address == address)
+            {
                 continue;
             }
             let heard = probe_modbus(bus, slave, RegisterKind::Holding, 0, 1, timeout)?.or(
@@ -205,7 +334,7 @@ pub fn scan_modbus(
             if heard.is_some() {
                 let model = guess_model(bus, slave, timeout)?;
                 found.push(Found {
-                    address: slave.to_string(),
+                    address,
                     driver: "modbus",
                     line,
                     model,
@@ -213,9 +342,13 @@ pub fn scan_modbus(
             }
         }
     }
-    bus.set_settings(original)?;
-    progress(total, total, "done");
-    Ok(found)
+    progress(&Step {
+        done: total,
+        total,
+        what: "done",
+        found,
+    });
+    Ok(())
 }
 
 /// The `[[meter]]` tables for what was found on bus `bus` (at `bus_line`), ready to paste into the

@@ -285,3 +285,126 @@ fn plugin_isolation_keys_are_checked_with_their_place() {
     );
     assert!(err.contains("isolation.toml:18:13"), "{err}");
 }
+
+#[test]
+fn typos_in_several_sections_and_the_drivers_own_checks_are_reported_together() {
+    // Line numbers: GOOD is lines 1–14; the second meter starts on line 16.
+    let text = GOOD
+        .replace(
+            "store = \"/tmp/concentrator-store\"",
+            "store = \"/tmp/concentrator-store\"\nlog_levl = \"info\"",
+        )
+        .replace("baud = 2400", "baud = 2400\nformt = \"8E1\"");
+    let text = format!(
+        "{text}\n[[meter]]\nbus = \"rs485-1\"\naddress = \"000000000002\"\ndriver = \"dlt645\"\ndwelling = \"A-102\"\npassword = \"0200000\"\n\n[[meter]]\nbus = \"rs485-1\"\naddress = \"12\"\ndriver = \"dlt645\"\ndwelling = \"A-103\"\n"
+    );
+    let err = refused("several.toml", &text);
+    // Two unknown keys, in different sections, each with its fix.
+    assert!(
+        err.contains("several.toml:4:1: unknown field `log_levl`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("write `log_level` instead of `log_levl`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("several.toml:10:1: unknown field `formt`"),
+        "{err}"
+    );
+    // The checks across the configuration still ran on the rest.
+    assert!(
+        err.contains("several.toml:27:11: `12` is not a DL/T 645 address"),
+        "{err}"
+    );
+    // And the DL/T 645 driver's own check of the 7-digit password, at its field.
+    assert!(
+        err.contains(
+            "several.toml:23:12: the `dlt645` driver refuses this meter (dwelling `A-102`)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("`password = \"0200000\"`"), "{err}");
+    assert!(err.contains("8 hex digits"), "{err}");
+    assert!(err.contains("4 mistakes in"), "{err}");
+}
+
+#[test]
+fn a_wrong_type_does_not_hide_the_mistakes_in_other_sections() {
+    let text = GOOD
+        .replace("baud = 2400", "baud = \"fast\"")
+        .replace(
+            "dwelling = \"A-101\"",
+            "dwelling = \"A-101\"\nadress = \"1\"",
+        )
+        .replace("id = \"gw-1\"", "id = \"gw-1\"\nstoer = \"x\"");
+    let err = refused("types.toml", &text);
+    assert!(
+        err.contains("types.toml:3:1: unknown field `stoer`"),
+        "{err}"
+    );
+    assert!(err.contains("types.toml:9:8: invalid type"), "{err}");
+    assert!(
+        err.contains("types.toml:16:1: unknown field `adress`"),
+        "{err}"
+    );
+    // The rest of the bus table after the wrong type is read too.
+    let err = refused(
+        "types2.toml",
+        &text.replace("baud = \"fast\"", "baud = \"fast\"\nformt = \"8E1\""),
+    );
+    assert!(
+        err.contains("types2.toml:10:1: unknown field `formt`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unusable_vendor_key_is_a_mistake_and_a_plugin_that_will_not_load_a_warning() {
+    let dir = std::env::temp_dir().join(format!("concentrator-config-plug-{}", std::process::id()));
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    // A file the loader refuses: not signed.
+    std::fs::write(plugins.join("acme.so"), b"not a library").unwrap();
+    let key = dir.join("vendor.pub.pem");
+    let (_, public) =
+        concentrator_plugin_host::generate_key_pem(concentrator_plugin_host::Algorithm::Ed25519)
+            .unwrap();
+    std::fs::write(&key, public).unwrap();
+    let text = GOOD
+        .replace(
+            "store = \"/tmp/concentrator-store\"",
+            &format!(
+                "store = \"/tmp/concentrator-store\"\nplugin_dir = \"{}\"\ntrusted_keys = [\"{}\", \"{}/missing.pem\"]\nplugin_owner_check = false",
+                plugins.display(),
+                key.display(),
+                dir.display()
+            ),
+        )
+        .replace("driver = \"dlt645\"", "driver = \"acme\"");
+    let err = refused("plugin-driver.toml", &text);
+    assert!(err.contains("missing.pem cannot be used"), "{err}");
+    // With the keys usable, the meter's plugin is looked for as the daemon would: a file it will
+    // refuse is a warning (the daemon starts and runs the other meters), not a mistake.
+    let text = text.replace(&format!(", \"{}/missing.pem\"", dir.display()), "");
+    let path = write("plugin-driver2.toml", &text);
+    let out = Command::new(DAEMON)
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("plugin-driver2.toml:16:10: warning: no plugin named `acme` would load from"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("acme.so is refused"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 warning(s) above"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

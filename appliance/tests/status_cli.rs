@@ -188,3 +188,58 @@ fn a_faulting_driver_is_a_software_fault_not_the_wiring() {
     assert!(text.contains("a software fault, not the wiring"), "{text}");
     assert!(!text.contains("check its wiring"), "{text}");
 }
+
+/// Issue #15: a quarantined plugin's meters said "cannot be driven" with no advice, and nothing said
+/// the driver itself was out of service.
+#[test]
+fn a_quarantined_plugin_is_not_active_and_its_meters_are_a_software_fault() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut status = Status {
+        gateway: "gw".into(),
+        updated_unix: now,
+        drivers: vec![
+            "dlt645 1.0.0 (in-process; active)".into(),
+            "acme 1.2.0 (in-process; quarantined: 3 faults, the last: panicked in read: index out of bounds)".into(),
+        ],
+        ..Status::default()
+    };
+    status.buses.insert(
+        "rs485-2".into(),
+        BusStatus {
+            state: "running".into(),
+            detail: "sim".into(),
+            meters: vec![MeterStatus {
+                address: "7".into(),
+                dwelling: "B-7".into(),
+                driver: "acme".into(),
+                state: "failed".into(),
+                error: Some("driver plugin `acme` quarantined: 3 faults, the last: panicked in read: index out of bounds".into()),
+                readings: vec![],
+                stats: Default::default(),
+            }],
+        },
+    );
+    let (code, text) = status_of(&status, "quarantined");
+    assert_eq!(code, Some(1), "{text}");
+    let acme = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("acme 1.2.0"))
+        .unwrap_or_else(|| panic!("no drivers line for acme: {text}"));
+    assert!(!acme.contains("active"), "{acme}");
+    assert!(acme.contains("quarantined"), "{acme}");
+    assert!(
+        text.contains(
+            "driver plugin `acme` is quarantined, out of service until the daemon restarts"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("meter 7 (B-7) on bus rs485-2 is not read because its driver plugin `acme` is quarantined (3 faults, the last: panicked in read: index out of bounds): a software fault, not the wiring: install a fixed version"),
+        "{text}"
+    );
+    assert!(!text.contains("wiring, address"), "{text}");
+    assert!(text.contains("2 problem(s)"), "{text}");
+}

@@ -234,7 +234,7 @@ dwelling = "B-202"
     assert!(
         shown.contains("crash-segv 0.1.0 (process; quarantined: until")
             && shown.contains(
-                "meter 7 (B-202) on bus bad-bus cannot be driven: driver plugin `crash-segv` quarantined"
+                "meter 7 (B-202) on bus bad-bus is not read because its driver plugin `crash-segv` is quarantined (until"
             ),
         "{shown}"
     );

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use concentrator_driver_dlt645::sim::{Dlt645Meter, MeterConfig};
+use concentrator_hal::sim::{PtyServer, SimBus, SimClock};
+use concentrator_hal::LineSettings;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -95,7 +99,7 @@ fn free_port() -> u16 {
 
 /// Writes the PKI, the users, and a configuration with a sim bus of two prepaid meters, a bus whose
 /// adapter is missing, a Zigbee coordinator whose meter joins at permit-join, and `[web]`.
-fn write_setup(dir: &Path, port: u16) -> PathBuf {
+fn write_setup(dir: &Path, port: u16, pty: Option<&Path>) -> PathBuf {
     let d = dir.display();
     cli(&["demo", "init", &format!("{d}/pki")], None);
     let alice = cli(&["web", "hash-password"], Some("alice-password-1\n"));
@@ -182,6 +186,32 @@ sim = {{ load_w = 450, start_kwh = 1520.25 }}
 "#,
         ledger = ledger.display()
     );
+    // A real port (a pseudo-terminal with emulated meters behind it), held by the daemon: the UI's
+    // scan must borrow it from the daemon's scheduler, not open it a second time.
+    let config = match pty {
+        None => config,
+        Some(pty) => format!(
+            r#"{config}
+[[bus]]
+name = "rs485-2"
+backend = "linux"
+path = "{}"
+baud = 2400
+format = "8E1"
+poll_interval_s = 2
+
+[[meter]]
+bus = "rs485-2"
+address = "000000000301"
+meter_id = "MTR-301"
+driver = "dlt645"
+dwelling = "B-301"
+password = "02123456"
+opening_balance_minor = 5000
+"#,
+            pty.display()
+        ),
+    };
     let path = dir.join("concentrator.toml");
     std::fs::write(&path, config).unwrap();
     path
@@ -197,7 +227,24 @@ fn installer_ui_in_a_real_browser() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let config = write_setup(&dir, port);
+    // Two DL/T 645 meters on a real (pty) port: B-301 configured, the other one new.
+    let mut wire = SimBus::new(
+        "rs485-2",
+        LineSettings::dlt645_default(),
+        SimClock::new_virtual(),
+    );
+    for a in ["000000000301", "000000000302"] {
+        wire.attach(Dlt645Meter::new(MeterConfig::new(a.parse().unwrap())));
+    }
+    let pty = PtyServer::start(wire.handle(), LineSettings::dlt645_default()).unwrap();
+    let written = write_setup(&dir, port, Some(pty.path()));
+    // As on the appliance: the file is in the store's writable config directory and the usual path
+    // links to it (image/files/firstboot); commissioning writes the real file, beside it.
+    let real = dir.join("store-config/concentrator.toml");
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    std::fs::rename(&written, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &written).unwrap();
+    let config = written;
     let token_file = dir.join("MTR-101-1.token");
     cli(
         &[
@@ -252,6 +299,7 @@ fn installer_ui_in_a_real_browser() {
         .output()
         .unwrap();
     drop(daemon);
+    drop(pty);
     assert!(
         out.status.success(),
         "the browser test failed:\n{}\n{}\n--- daemon log (tail) ---\n{}",
@@ -268,7 +316,20 @@ fn installer_ui_in_a_real_browser() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    assert!(
+        std::fs::symlink_metadata(&config)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "commissioning replaced the link {} instead of writing the file it links to",
+        config.display()
+    );
+    assert!(std::fs::read_to_string(&real)
+        .unwrap()
+        .contains("dwelling = \"A-102 (ground floor)\""));
+    assert!(dir.join("store-config/concentrator.toml.bak").exists());
     for page in [
+        "commission-scan-real-port",
         "overview",
         "token-applied",
         "relay-open",
@@ -292,7 +353,7 @@ fn accounts_and_relay_go_through_the_running_daemon() {
     let dir = root().join("target/web-ui-cli-test");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let config = write_setup(&dir, free_port());
+    let config = write_setup(&dir, free_port(), None);
     let token_file = dir.join("inbox-token");
     cli(
         &[

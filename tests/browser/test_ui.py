@@ -131,6 +131,29 @@ def main():
 
         # Commissioning: a scan with live progress, a mistake shown at its field, then a valid file.
         page.get_by_role("link", name="Commissioning").click()
+        # A bus on a real port, held by the daemon: the scan borrows it between the polls, and the
+        # meter configured there (B-301) keeps being read meanwhile.
+        def polls_of_b301():
+            return page.evaluate("""() => { const b = state && state.buses && state.buses['rs485-2'];
+                const m = b && (b.meters || []).find((m) => m.dwelling === 'B-301');
+                return m ? {state: m.state, requests: m.stats.requests} : null; }""")
+        before = polls_of_b301()
+        assert before is not None, "no meter B-301 on rs485-2 in the state"
+        page.get_by_label("Bus to scan").select_option("rs485-2")
+        page.get_by_label("Meters to look for").select_option("dlt645")
+        page.get_by_role("button", name="Scan").click()
+        expect(page.locator("#scan-text")).to_contain_text("Scan of rs485-2 finished: 2 meter(s) found", timeout=120_000)
+        expect(page.locator("#scan-live")).to_contain_text("000000000301")
+        expect(page.locator("#scan-live")).to_contain_text("000000000302")
+        deadline = time.monotonic() + 30
+        while True:
+            after = polls_of_b301()
+            if after and after["state"] == "online" and after["requests"] > before["requests"]:
+                break
+            assert time.monotonic() < deadline, f"B-301 was not read after the scan: {before} then {after}"
+            time.sleep(0.5)
+        shoot(page, "commission-scan-real-port")
+        page.get_by_label("Meters to look for").select_option("all")
         page.get_by_label("Bus to scan").select_option("rs485-1")
         page.evaluate("""() => { window.scanTexts = [];
             new MutationObserver(() => window.scanTexts.push(document.querySelector('#scan-text').textContent))
@@ -139,6 +162,10 @@ def main():
         expect(page.locator("#scan-text")).to_contain_text("finished: 2 meter(s) found", timeout=120_000)
         texts = page.evaluate("window.scanTexts")
         assert any("addresses tried" in t for t in texts), texts
+        # Meters are shown as they are found (not only at the end), and the time left from the start.
+        assert any("addresses tried" in t and "2 found so far" in t for t in texts), texts
+        assert all(" left." in t for t in texts if "addresses tried" in t), texts
+        expect(page.locator("#scan-live li")).to_have_count(2)
         page.get_by_label("Dwelling of 000000000102").fill("")
         page.get_by_role("button", name="Write the configuration and restart").click()
         expect(page.locator("#found-table")).to_contain_text("no dwelling given")
@@ -152,17 +179,19 @@ def main():
         done = subprocess.run([os.environ["UI_CONCENTRATORD"], "validate", config], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
 
-        # The daemon came back on the new file: log in again and see the new dwelling.
+        # The daemon came back on the new file, and the session with it (kept in the store): the page
+        # is still logged in after a reload, with no password asked again.
         deadline = time.monotonic() + 60
         while True:
             try:
-                login(page, os.environ["UI_INSTALLER"], os.environ["UI_INSTALLER_PASSWORD"])
+                page.goto(URL + "/")
                 expect(page.locator("#user")).to_contain_text("(installer)", timeout=5_000)
                 break
             except Exception:
                 if time.monotonic() > deadline:
-                    raise
+                    raise AssertionError("the session did not survive the daemon's restart: the page asks to log in again")
                 time.sleep(1)
+        assert page.get_by_label("Password").is_hidden()
         page.get_by_role("link", name="Buses & meters").click()
         expect(page.locator("#bus-list")).to_contain_text("A-102 (ground floor)")
         browser.close()

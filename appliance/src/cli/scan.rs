@@ -9,7 +9,10 @@ use anyhow::Context;
 use super::CliError;
 use crate::buses;
 use crate::config::Config;
-use crate::scan::{config_snippet, modbus_candidates, scan_dlt645, scan_modbus, Found};
+use crate::scan::{
+    config_snippet, human_duration, modbus_candidates, modbus_worst_case, probe_time, scan_dlt645,
+    scan_modbus, Found, Step, TimeLeft,
+};
 
 /// Which protocols to look for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -87,55 +90,67 @@ pub fn run(args: ScanArgs, out: &mut dyn Write) -> Result<(), CliError> {
     })?;
     let bus_line = open.bus.settings();
     let timeout = Duration::from_millis(args.timeout_ms);
-    let tty = std::io::stderr().is_terminal();
-    let mut last_percent = usize::MAX;
-    let mut show = |phase: &str, done: usize, total: usize, what: &str| {
-        let percent = (done * 100).checked_div(total).unwrap_or(100);
-        if tty {
-            let filled = percent / 5;
-            eprint!(
-                "\r{phase} [{}{}] {percent:3}% {what:<32}",
-                "#".repeat(filled),
-                " ".repeat(20 - filled)
-            );
-        } else if percent / 10 != last_percent / 10 {
-            eprintln!("{phase}: {percent}% ({what})");
-        }
-        last_percent = percent;
+    let lines = if args.only_bus_settings {
+        vec![bus_line]
+    } else {
+        modbus_candidates(bus_line)
     };
+    let dlt645 = matches!(args.protocol, Protocol::Dlt645 | Protocol::All);
+    let modbus = matches!(args.protocol, Protocol::Modbus | Protocol::All);
+    let modbus_left = if modbus {
+        modbus_worst_case(&lines, &ids, timeout)
+    } else {
+        Duration::ZERO
+    };
+    let tty = std::io::stderr().is_terminal();
     let mut found: Vec<Found> = Vec::new();
-    if matches!(args.protocol, Protocol::Dlt645 | Protocol::All) {
-        let mut progress = |d: usize, t: usize, w: &str| show("DL/T 645", d, t, w);
-        found.extend(
-            scan_dlt645(open.bus.as_mut(), timeout, &mut progress)
-                .context("scanning for DL/T 645 meters")?,
-        );
-        if tty {
-            eprintln!();
+    let mut error = None;
+    if dlt645 {
+        let eta = TimeLeft::new(probe_time(bus_line, timeout, 16, 0), modbus_left);
+        let mut show = Shower::new("DL/T 645", tty, eta);
+        if let Err(e) = scan_dlt645(open.bus.as_mut(), timeout, &mut found, &mut |s| {
+            show.step(s)
+        }) {
+            error = Some(format!(
+                "the DL/T 645 scan of bus {} stopped: {e}",
+                args.bus
+            ));
         }
+        show.end();
     }
-    if matches!(args.protocol, Protocol::Modbus | Protocol::All) {
-        let lines = if args.only_bus_settings {
-            vec![bus_line]
-        } else {
-            modbus_candidates(bus_line)
-        };
-        let mut progress = |d: usize, t: usize, w: &str| show("Modbus", d, t, w);
-        found.extend(
-            scan_modbus(open.bus.as_mut(), &lines, ids, timeout, &mut progress)
-                .context("scanning for Modbus devices")?,
+    if modbus && error.is_none() {
+        let eta = TimeLeft::new(
+            modbus_worst_case(&lines, &ids, timeout)
+                / (lines.len() * ids.clone().count()).max(1) as u32,
+            Duration::ZERO,
         );
-        if tty {
-            eprintln!();
+        let mut show = Shower::new("Modbus", tty, eta);
+        show.seen = found.len();
+        if let Err(e) = scan_modbus(
+            open.bus.as_mut(),
+            &lines,
+            ids,
+            timeout,
+            &mut found,
+            &mut |s| show.step(s),
+        ) {
+            error = Some(format!("the Modbus scan of bus {} stopped: {e}", args.bus));
         }
+        show.end();
     }
-    writeln!(
-        out,
-        "# {} meter(s) found on bus {} ({bus_line}) by `concentrator scan`",
-        found.len(),
-        args.bus
-    )
-    .context("writing")?;
+    let heading = match &error {
+        None => format!(
+            "# {} meter(s) found on bus {} ({bus_line}) by `concentrator scan`",
+            found.len(),
+            args.bus
+        ),
+        Some(_) => format!(
+            "# {} meter(s) found on bus {} ({bus_line}) by `concentrator scan` before it stopped (see the error below); scan again for the rest",
+            found.len(),
+            args.bus
+        ),
+    };
+    writeln!(out, "{heading}").context("writing")?;
     for meter in &found {
         writeln!(
             out,
@@ -149,5 +164,77 @@ pub fn run(args: ScanArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     writeln!(out).context("writing")?;
     write!(out, "{}", config_snippet(&args.bus, bus_line, &found)).context("writing")?;
-    Ok(())
+    match error {
+        None => Ok(()),
+        Some(e) => Err(CliError::from(anyhow::anyhow!(
+            "{e}; the {} meter(s) found before are printed above (check the adapter and its cable, then scan again)",
+            found.len()
+        ))),
+    }
+}
+
+/// Shows a scan phase's progress on stderr: a bar with the time left on a terminal, a line every 10 %
+/// otherwise, and each meter on a line of its own as it is found.
+struct Shower {
+    phase: &'static str,
+    tty: bool,
+    eta: TimeLeft,
+    last_percent: usize,
+    seen: usize,
+}
+
+impl Shower {
+    fn new(phase: &'static str, tty: bool, eta: TimeLeft) -> Self {
+        Shower {
+            phase,
+            tty,
+            eta,
+            last_percent: usize::MAX,
+            seen: 0,
+        }
+    }
+
+    fn step(&mut self, s: &Step<'_>) {
+        for meter in &s.found[self.seen.min(s.found.len())..] {
+            if self.tty {
+                eprint!("\r{:78}\r", "");
+            }
+            eprintln!(
+                "{}: found {} ({}{}) at {}",
+                self.phase,
+                meter.address,
+                meter.driver,
+                meter.model.map(|m| format!(", {m}")).unwrap_or_default(),
+                meter.line
+            );
+        }
+        self.seen = s.found.len();
+        let percent = (s.done * 100).checked_div(s.total).unwrap_or(100);
+        let left = human_duration(self.eta.left(s.done, s.total));
+        if self.tty {
+            let filled = percent / 5;
+            eprint!(
+                "\r{} [{}{}] {percent:3}% {:<24} {} found, about {left} left",
+                self.phase,
+                "#".repeat(filled),
+                " ".repeat(20 - filled),
+                s.what,
+                s.found.len()
+            );
+        } else if percent / 10 != self.last_percent / 10 {
+            eprintln!(
+                "{}: {percent}% ({}), {} found, about {left} left",
+                self.phase,
+                s.what,
+                s.found.len()
+            );
+        }
+        self.last_percent = percent;
+    }
+
+    fn end(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
 }

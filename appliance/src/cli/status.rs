@@ -200,6 +200,21 @@ pub(crate) fn render(
                     "meter {} ({}) on bus {name} does not answer: check its wiring, address and the bus's baud rate",
                     m.address, m.dwelling
                 )),
+                // Its driver plugin is quarantined: the same software fault, said as one.
+                "failed"
+                    if m
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("quarantined")) =>
+                {
+                    problems.push(format!(
+                        "meter {} ({}) on bus {name} is not read because its driver plugin `{}` is quarantined ({}): a software fault, not the wiring: install a fixed version of the plugin (with its signature) in the plugin directory and restart the daemon (`sudo systemctl restart concentrator`)",
+                        m.address,
+                        m.dwelling,
+                        m.driver,
+                        m.error.as_deref().and_then(|e| e.split_once("quarantined: ")).map_or("see the drivers line", |(_, why)| why)
+                    ))
+                }
                 "failed" => problems.push(format!(
                     "meter {} ({}) on bus {name} cannot be driven: {}",
                     m.address,
@@ -249,7 +264,16 @@ pub(crate) fn render(
         }
     }
     if !status.drivers.is_empty() {
-        writeln!(out, "\ndrivers: {}", status.drivers.join("; "))?;
+        writeln!(out, "\ndrivers:")?;
+        for line in &status.drivers {
+            writeln!(out, "  {line}")?;
+            if line.contains("quarantined") {
+                let name = line.split(' ').next().unwrap_or_default();
+                problems.push(format!(
+                    "driver plugin `{name}` is quarantined, out of service until the daemon restarts: {line}; its meters are not read: install a fixed version (with its signature) and restart the daemon"
+                ));
+            }
+        }
     }
     if problems.is_empty() {
         writeln!(out, "\nall buses and meters are working")?;

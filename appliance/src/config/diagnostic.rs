@@ -176,6 +176,22 @@ fn render(origin: &str, text: &str, diagnostics: &[Diagnostic]) -> String {
     out
 }
 
+/// Warnings about `text` (named `origin`), each with its place and fix, as `validate` prints them.
+pub fn render_warnings(origin: &str, text: &str, warnings: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in warnings {
+        let place = d.span.as_ref().map_or(String::new(), |s| {
+            let (line, col) = line_col(text, s.start);
+            format!(":{line}:{col}")
+        });
+        out.push_str(&format!("{origin}{place}: warning: {}\n", d.message));
+        if let Some(help) = &d.help {
+            out.push_str(&format!("  help: {help}\n"));
+        }
+    }
+    out
+}
+
 struct DiagnosticView<'a> {
     origin: &'a str,
     text: &'a str,

@@ -3,6 +3,7 @@
 //! timeout to its measured latency, marks silent meters offline without slowing the others beyond their
 //! timeout, and keeps per-meter statistics.
 
+pub mod loan;
 mod stats;
 
 use std::cmp::Reverse;
@@ -246,6 +247,7 @@ pub struct BusScheduler {
     inbox: Receiver<(String, Task, Priority, Sender<JobOutcome>)>,
     handle: SchedulerHandle,
     sink: Option<ReadingSink>,
+    loans: loan::LoanDesk,
 }
 
 impl std::fmt::Debug for BusScheduler {
@@ -268,6 +270,7 @@ impl BusScheduler {
     ) -> Self {
         let (tx, inbox) = channel();
         let name = bus.name().to_string();
+        let loans = loan::LoanDesk::open(&name);
         BusScheduler {
             name,
             bus,
@@ -280,6 +283,7 @@ impl BusScheduler {
             inbox,
             handle: SchedulerHandle { tx },
             sink: None,
+            loans,
         }
     }
 
@@ -336,7 +340,8 @@ impl BusScheduler {
         });
     }
 
-    /// Runs every queued command and top-up job, most urgent first.
+    /// Runs every queued command and top-up job, most urgent first, then a slice of the exchanges lent
+    /// to a scan ([`loan`]).
     pub fn run_urgent(&mut self) {
         self.take_inbox();
         while let Some(job) = self.queue.pop() {
@@ -346,6 +351,7 @@ impl BusScheduler {
             }
             self.take_inbox();
         }
+        self.loans.serve(self.bus.as_mut());
     }
 
     /// One pass: urgent jobs, then every meter that is due. Returns how long until the next is due.

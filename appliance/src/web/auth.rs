@@ -1,10 +1,18 @@
 //! Who may use the UI: users from the users file (scrypt hashes), sessions that expire when unused,
 //! a CSRF token per session, and a login rate limit per address with growing waits.
+//!
+//! Sessions survive a restart of the daemon (commissioning restarts it): they are kept in
+//! `web-sessions.json` in the store (mode 0600), each under the SHA-256 of its cookie value, so the
+//! file alone does not let anyone in. A session whose user is no longer in the users file, or whose
+//! role changed, is dropped when the file is read.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Role, WebUser};
 
@@ -29,6 +37,48 @@ pub struct Session {
     /// The token every state-changing request must carry in `X-CSRF-Token`.
     pub csrf: String,
     last_used: Instant,
+    /// When it was last written to the sessions file (Unix seconds), to write a refresh only now and then.
+    saved_unix: u64,
+}
+
+/// A session as the sessions file keeps it.
+#[derive(Serialize, Deserialize)]
+struct SavedSession {
+    user: String,
+    role: String,
+    csrf: String,
+    last_used_unix: u64,
+}
+
+/// How often a session's refresh is written to the file at most (a restart may then end a session
+/// this much early).
+const SAVE_REFRESH_EVERY: u64 = 60;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The Unix time of `at`, an instant of this process.
+fn unix_of(at: Instant) -> u64 {
+    let now = Instant::now();
+    match at.checked_duration_since(now) {
+        Some(ahead) => unix_now() + ahead.as_secs(),
+        None => unix_now().saturating_sub(now.duration_since(at).as_secs()),
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Installer => "installer",
+        Role::ReadOnly => "read-only",
+    }
+}
+
+/// The key a session is kept under: the SHA-256 of its cookie value.
+fn key_of(token: &str) -> String {
+    hex::encode(openssl::sha::sha256(token.as_bytes()))
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +95,8 @@ pub struct Auth {
     lifetime: Duration,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// The sessions file, when sessions are kept across restarts.
+    file: Option<PathBuf>,
 }
 
 /// Why a login did not succeed.
@@ -84,6 +136,91 @@ impl Auth {
             lifetime,
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            file: None,
+        }
+    }
+
+    /// Keeps the sessions in `file` across restarts, and takes up the ones it holds that are still
+    /// open (for users still in the users file with the same role).
+    pub fn keep_sessions_in(mut self, file: PathBuf) -> Self {
+        let saved: HashMap<String, SavedSession> = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let (now, now_unix) = (Instant::now(), unix_now());
+        let mut sessions = HashMap::new();
+        for (key, s) in saved {
+            let age = Duration::from_secs(now_unix.saturating_sub(s.last_used_unix));
+            let Some(user) = self.users.iter().find(|u| u.name == s.user) else {
+                continue;
+            };
+            if age >= self.lifetime || role_name(user.role) != s.role {
+                continue;
+            }
+            let Some(last_used) = now.checked_sub(age) else {
+                continue;
+            };
+            sessions.insert(
+                key,
+                Session {
+                    user: s.user,
+                    role: user.role,
+                    csrf: s.csrf,
+                    last_used,
+                    saved_unix: s.last_used_unix,
+                },
+            );
+        }
+        if !sessions.is_empty() {
+            log::info!(
+                "web UI: {} session(s) kept from before the restart",
+                sessions.len()
+            );
+        }
+        self.sessions = Mutex::new(sessions);
+        self.file = Some(file);
+        self
+    }
+
+    /// Writes the sessions to the file (a new file renamed over the old; mode 0600).
+    fn save(&self, sessions: &mut HashMap<String, Session>) {
+        let Some(file) = &self.file else { return };
+        let saved: HashMap<&String, SavedSession> = sessions
+            .iter_mut()
+            .map(|(k, s)| {
+                s.saved_unix = unix_of(s.last_used);
+                (
+                    k,
+                    SavedSession {
+                        user: s.user.clone(),
+                        role: role_name(s.role).to_string(),
+                        csrf: s.csrf.clone(),
+                        last_used_unix: s.saved_unix,
+                    },
+                )
+            })
+            .collect();
+        let tmp = file.with_extension("json.new");
+        let written = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = written {
+            log::warn!(
+                "web UI: cannot keep the sessions in {}: {e}; a restart will end them",
+                file.display()
+            );
         }
     }
 
@@ -145,10 +282,11 @@ impl Auth {
             role: user.role,
             csrf: random_token(),
             last_used: now,
+            saved_unix: 0,
         };
         let token = random_token();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|_, s| now.duration_since(s.last_used) < self.lifetime);
+        sessions.retain(|_, s| now.saturating_duration_since(s.last_used) < self.lifetime);
         if sessions.len() >= MAX_SESSIONS {
             if let Some(oldest) = sessions
                 .iter()
@@ -158,7 +296,8 @@ impl Auth {
                 sessions.remove(&oldest);
             }
         }
-        sessions.insert(token.clone(), session.clone());
+        sessions.insert(key_of(&token), session.clone());
+        self.save(&mut sessions);
         Ok((token, session))
     }
 
@@ -167,28 +306,33 @@ impl Auth {
     pub fn open(&self, token: &str, now: Instant) -> bool {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions
-            .get(token)
-            .is_some_and(|s| now.duration_since(s.last_used) < self.lifetime)
+            .get(&key_of(token))
+            .is_some_and(|s| now.saturating_duration_since(s.last_used) < self.lifetime)
     }
 
     /// The session of cookie value `token`, refreshed, unless it expired.
     pub fn session(&self, token: &str, now: Instant) -> Option<Session> {
+        let key = key_of(token);
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let s = sessions.get_mut(token)?;
-        if now.duration_since(s.last_used) >= self.lifetime {
-            sessions.remove(token);
+        let s = sessions.get_mut(&key)?;
+        if now.saturating_duration_since(s.last_used) >= self.lifetime {
+            sessions.remove(&key);
+            self.save(&mut sessions);
             return None;
         }
         s.last_used = now;
-        Some(s.clone())
+        let session = s.clone();
+        if unix_of(now).saturating_sub(session.saved_unix) >= SAVE_REFRESH_EVERY {
+            self.save(&mut sessions);
+        }
+        Some(session)
     }
 
     /// Ends a session.
     pub fn logout(&self, token: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(token);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.remove(&key_of(token));
+        self.save(&mut sessions);
     }
 }
 
@@ -266,5 +410,48 @@ mod tests {
         let t2 = t1 + Duration::from_secs(11);
         assert!(a.login(ip, "alice", "right-horse", t2).is_ok());
         assert_eq!(a.wait(ip, t2), None);
+    }
+
+    #[test]
+    fn sessions_survive_a_restart_but_not_a_logout_or_a_changed_role() {
+        let dir = std::env::temp_dir().join(format!("web-sessions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("web-sessions.json");
+        let _ = std::fs::remove_file(&file);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let a = auth().keep_sessions_in(file.clone());
+        let now = Instant::now();
+        let (alice, s) = a.login(ip, "alice", "right-horse", now).unwrap();
+        let (bob, _) = a.login(ip, "bob", "right-horse", now).unwrap();
+        let (gone, _) = a.login(ip, "alice", "right-horse", now).unwrap();
+        a.logout(&gone);
+        // The file holds no cookie value, and only its owner may read it.
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains(&alice) && !text.contains(&bob), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(a);
+        // The daemon starts again: the sessions are still open, with the same CSRF token.
+        let b = auth().keep_sessions_in(file.clone());
+        let again = b
+            .session(&alice, Instant::now())
+            .expect("alice's session was lost");
+        assert_eq!(again.user, "alice");
+        assert_eq!(again.csrf, s.csrf);
+        assert!(b.session(&bob, Instant::now()).is_some());
+        assert!(
+            b.session(&gone, Instant::now()).is_none(),
+            "a logged-out session came back"
+        );
+        // bob is made an installer in the users file: his read-only session does not carry over.
+        let mut users = auth().users;
+        users[1].role = Role::Installer;
+        let c = Auth::new(users, Duration::from_secs(60)).keep_sessions_in(file.clone());
+        assert!(c.session(&bob, Instant::now()).is_none());
+        assert!(c.session(&alice, Instant::now()).is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,8 +17,13 @@ use toml::Spanned;
 
 use super::api::{actor, ApiError};
 use super::Shared;
-use crate::config::{Config, ConfigError};
-use crate::scan::{modbus_candidates, scan_dlt645, scan_modbus, Found};
+use crate::config::{Backend, Config, ConfigError};
+use crate::scan::{
+    human_duration, modbus_candidates, modbus_worst_case, probe_time, scan_dlt645, scan_modbus,
+    Found, Step, TimeLeft,
+};
+use crate::scheduler::loan::LentBus;
+use concentrator_hal::Rs485Bus;
 
 /// Whether a scan runs (one at a time).
 static SCANNING: AtomicBool = AtomicBool::new(false);
@@ -30,6 +35,24 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(150);
 #[derive(Deserialize)]
 pub(crate) struct ScanRequest {
     bus: String,
+    /// What to look for; default both.
+    #[serde(default)]
+    protocol: Option<ScanProtocol>,
+}
+
+/// What a scan looks for.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ScanProtocol {
+    Dlt645,
+    Modbus,
+    All,
+}
+
+/// The bus a scan runs on: an instance of its own (a simulated bus), or the daemon's, lent.
+enum ScanBus {
+    Own(crate::buses::OpenBus),
+    Lent(LentBus),
 }
 
 fn found_json(f: &Found) -> Value {
@@ -70,11 +93,19 @@ pub(crate) async fn scan(
             "a scan is already running; wait for it to end".into(),
         ));
     }
-    let mut open = match crate::buses::open_with(&config, &bus, false) {
-        Ok(o) => o,
+    let protocol = r.protocol.unwrap_or(ScanProtocol::All);
+    // A real port is the daemon's: the scan borrows it from the bus's scheduler, exchange by
+    // exchange between the polls. A simulated bus gets an instance of its own, on virtual time.
+    let source = if *bus.backend.get_ref() == Backend::Sim {
+        crate::buses::open_with(&config, &bus, false).map(ScanBus::Own)
+    } else {
+        LentBus::borrow(&r.bus).map(ScanBus::Lent)
+    };
+    let mut source = match source {
+        Ok(source) => source,
         Err(e) => {
             SCANNING.store(false, Ordering::SeqCst);
-            return Err(ApiError(StatusCode::CONFLICT, format!("cannot open bus {} for a scan: {e}; the daemon's own worker holds a real port: stop the daemon and use `concentrator scan`, or commission a simulated bus", r.bus)));
+            return Err(ApiError(StatusCode::CONFLICT, format!("cannot scan bus {}: {e}; plug its adapter in (the overview says what is wrong with it), or stop the daemon and use `concentrator scan`", r.bus)));
         }
     };
     log::info!("web UI: installer {} scans bus {}", s.user, r.bus);
@@ -87,38 +118,93 @@ pub(crate) async fn scan(
     std::thread::Builder::new()
         .name("web-scan".into())
         .spawn(move || {
-            let mut found: Vec<Found> = Vec::new();
-            let started = Instant::now();
-            let mut last = Instant::now() - PROGRESS_EVERY;
-            let send = |phase: &str, done: usize, total: usize, what: &str, found: &[Found], last: &mut Instant| {
-                if last.elapsed() < PROGRESS_EVERY && done < total {
-                    return;
-                }
-                *last = Instant::now();
-                let left = (done > 0 && done < total).then(|| started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64);
-                hub.broadcast("scan", json!({"bus": name, "phase": phase, "done": done, "total": total, "what": what,
-                    "seconds_left": left.map(|s| s.ceil() as u64), "found": found.iter().map(found_json).collect::<Vec<_>>(), "finished": false}));
+            let bus: &mut dyn Rs485Bus = match &mut source {
+                ScanBus::Own(open) => open.bus.as_mut(),
+                ScanBus::Lent(lent) => lent,
             };
-            let line = open.bus.settings();
-            let mut error = None;
-            match scan_dlt645(open.bus.as_mut(), PROBE_TIMEOUT, &mut |d, t, w| send("DL/T 645", d, t, w, &[], &mut last)) {
-                Ok(f) => found.extend(f),
-                Err(e) => error = Some(format!("the DL/T 645 scan stopped: {e}")),
-            }
-            let so_far = found.clone();
-            match scan_modbus(open.bus.as_mut(), &modbus_candidates(line), 1..=247, PROBE_TIMEOUT, &mut |d, t, w| send("Modbus", d, t, w, &so_far, &mut last)) {
-                Ok(f) => found.extend(f),
-                Err(e) => error = Some(format!("the Modbus scan stopped: {e}")),
-            }
-            hub.event("scan", format!("scan of bus {name}: {} meter(s) found{}", found.len(), error.as_deref().map(|e| format!("; {e}")).unwrap_or_default()));
-            hub.broadcast("scan", json!({"bus": name, "done": 1, "total": 1, "found": found.iter().map(found_json).collect::<Vec<_>>(), "finished": true, "error": error}));
+            run_scan(&hub, &name, bus, protocol);
             SCANNING.store(false, Ordering::SeqCst);
         })
         .map_err(|e| {
             SCANNING.store(false, Ordering::SeqCst);
-            ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot start the scan: {e}"))
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot start the scan: {e}"),
+            )
         })?;
     Ok(Json(json!({"started": r.bus})))
+}
+
+/// Scans `bus` for DL/T 645 meters, then Modbus devices, broadcasting progress on the stream: probes
+/// done, each meter as it is found, and the time left (the worst case until the pace is measured, so an
+/// empty bus gets an estimate too). A scan that stops on an error keeps and shows what it found.
+fn run_scan(hub: &super::hub::Hub, name: &str, bus: &mut dyn Rs485Bus, protocol: ScanProtocol) {
+    let line = bus.settings();
+    let lines = modbus_candidates(line);
+    let ids = 1..=247u8;
+    let (dlt645, modbus) = (
+        protocol != ScanProtocol::Modbus,
+        protocol != ScanProtocol::Dlt645,
+    );
+    let modbus_total = if modbus {
+        modbus_worst_case(&lines, &ids, PROBE_TIMEOUT)
+    } else {
+        Duration::ZERO
+    };
+    let mut found: Vec<Found> = Vec::new();
+    let mut last: Option<Instant> = None;
+    let mut shown = 0;
+    let mut send = |phase: &str, eta: &TimeLeft, s: &Step<'_>| {
+        let new_meter = s.found.len() != shown;
+        if !new_meter && s.done < s.total && last.is_some_and(|l| l.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        shown = s.found.len();
+        last = Some(Instant::now());
+        let left = eta.left(s.done, s.total);
+        hub.broadcast(
+            "scan",
+            json!({"bus": name, "phase": phase, "done": s.done, "total": s.total, "what": s.what,
+            "seconds_left": left.as_secs(), "left": human_duration(left),
+            "found": s.found.iter().map(found_json).collect::<Vec<_>>(), "finished": false}),
+        );
+    };
+    let mut error = None;
+    let eta = TimeLeft::new(probe_time(line, PROBE_TIMEOUT, 16, 0), modbus_total);
+    if dlt645 {
+        if let Err(e) = scan_dlt645(bus, PROBE_TIMEOUT, &mut found, &mut |s| {
+            send("DL/T 645", &eta, s)
+        }) {
+            error = Some(format!("the DL/T 645 scan stopped: {e}"));
+        }
+    }
+    if modbus && error.is_none() {
+        let per_probe = modbus_total / (lines.len() * ids.clone().count()).max(1) as u32;
+        let eta = TimeLeft::new(per_probe, Duration::ZERO);
+        if let Err(e) = scan_modbus(bus, &lines, ids, PROBE_TIMEOUT, &mut found, &mut |s| {
+            send("Modbus", &eta, s)
+        }) {
+            error = Some(format!("the Modbus scan stopped: {e}"));
+        }
+    }
+    let error = error.map(|e| {
+        format!(
+            "{e}; the {} meter(s) found before it stopped are listed; check the adapter and its cable, then scan again for the rest",
+            found.len()
+        )
+    });
+    hub.event(
+        "scan",
+        format!(
+            "scan of bus {name}: {} meter(s) found{}",
+            found.len(),
+            error
+                .as_deref()
+                .map(|e| format!("; {e}"))
+                .unwrap_or_default()
+        ),
+    );
+    hub.broadcast("scan", json!({"bus": name, "done": 1, "total": 1, "seconds_left": 0, "found": found.iter().map(found_json).collect::<Vec<_>>(), "finished": true, "error": error}));
 }
 
 #[derive(Deserialize)]
@@ -275,11 +361,19 @@ pub(crate) async fn apply(
         .collect();
     let new =
         edit(&text, &r.bus, &wanted).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    if let Err(e) = Config::parse(&path.display().to_string(), &new) {
+    if let Err(e) = Config::parse_checked(&path.display().to_string(), &new) {
         return Ok(Json(json!({"ok": false, "errors": located(&new, &e)})));
     }
+    // On the appliance /etc/concentrator/concentrator.toml links to the file in the store's
+    // writable config directory (docs/install.md §6, *Where commissioning writes the configuration*): write there, beside the real file.
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
     let tmp = path.with_extension("toml.new");
     let written = std::fs::write(&tmp, &new)
+        .and_then(|()| {
+            // The new file keeps the old one's permissions (the unit's umask would make it 0600).
+            let permissions = std::fs::metadata(&path)?.permissions();
+            std::fs::set_permissions(&tmp, permissions)
+        })
         .and_then(|()| std::fs::copy(&path, path.with_extension("toml.bak")).map(|_| ()))
         .and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = written {
@@ -288,7 +382,8 @@ pub(crate) async fn apply(
             "web UI: the commissioned configuration is valid but cannot be written to {}: {e}",
             path.display()
         );
-        // The hardened unit keeps /etc/concentrator read-only to the daemon: hand the valid file over.
+        // Not in the writable config directory (an unprovisioned .deb install keeps the file in the
+        // read-only /etc/concentrator): hand the valid file over.
         return Ok(Json(json!({"ok": false, "config": new, "errors": [{
             "message": format!("the new configuration is valid, but the daemon cannot write {}: {e}", path.display()),
             "help": "copy the file below to the gateway (sudo), then `sudo systemctl restart concentrator`",

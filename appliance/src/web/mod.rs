@@ -103,7 +103,8 @@ impl WebServer {
             .filter_map(|l| l.local_addr().ok())
             .collect::<Vec<_>>();
         let shared = Arc::new(Shared {
-            auth: auth::Auth::new(setup.users, setup.session),
+            auth: auth::Auth::new(setup.users, setup.session)
+                .keep_sessions_in(config.gateway.store.join("web-sessions.json")),
             routes,
             hub,
             config: config.clone(),

@@ -221,6 +221,32 @@ impl PluginLoader {
         Ok(plugin)
     }
 
+    /// The checks [`Self::load_file`] makes before it loads anything (ownership, signature, downgrade),
+    /// without loading, starting or recording anything: for checking a configuration before the daemon
+    /// starts on it. Returns the plugin name and version the signature binds.
+    pub fn check_file(&self, path: &Path) -> Result<(String, String), LoadError> {
+        if self.policy.require_root_owned {
+            check_private(path)?;
+        }
+        let verified = self
+            .trusted
+            .verify_file(path)
+            .map_err(|source| LoadError::Signature {
+                path: path.to_owned(),
+                source,
+            })?;
+        self.check_downgrade(path, &verified.plugin, &verified.version)?;
+        Ok((verified.plugin, verified.version))
+    }
+
+    /// [`Self::load_all`]'s check of the plugin directory itself.
+    pub fn check_dir(&self) -> Result<(), LoadError> {
+        if self.policy.require_root_owned {
+            check_private(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Registers a driver linked into the appliance. The same declaration checks run; there is no file
     /// and no signature, and the driver logs through the appliance's own logger.
     pub fn register_static(&mut self, driver: StaticDriver) -> Result<Arc<Plugin>, LoadError> {

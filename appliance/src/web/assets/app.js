@@ -83,14 +83,14 @@ function problems(s) {
       continue;
     }
     const meters = b.meters || [];
-    if (b.state === "running" && meters.length && meters.every((m) => m.state === "offline"))
+    if (b.state === "running" && meters.length && meters.every((m) => m.state === "offline" && !(m.stats.driver_faults > 0)))
       bad(`Bus ${name}: no meter answers.`, "Check the bus wiring (A/B swapped?), the termination and the line settings.");
     else for (const m of meters) {
       if (m.state === "offline" && m.stats.driver_faults > 0) bad(`Meter ${m.address} (${m.dwelling}) on ${name} is not read: its driver ${m.driver} failed ${m.stats.driver_faults} time(s) and may be quarantined.`, "A software fault, not the wiring: install a fixed driver plugin, then restart the daemon.");
       else if (m.state === "offline") bad(`Meter ${m.address} (${m.dwelling}) on ${name} is offline: ${m.stats.timeouts} timeouts.`, "Check its wiring and that its address matches the configuration.");
       if (m.state === "failed") {
         const soft = /quarantin|driver|plugin/i.test(m.error || "");
-        bad(`Meter ${m.address} (${m.dwelling}) on ${name} cannot be driven: ${m.error}.`, soft ? "A software fault, not the wiring: update or replace the driver plugin." : "Check the configuration of this meter.");
+        bad(`Meter ${m.address} (${m.dwelling}) on ${name} cannot be driven: ${m.error}.`, soft ? "A software fault, not the wiring: install a fixed version of the driver plugin (with its signature), then restart the daemon." : "Check the configuration of this meter.");
       }
     }
   }
@@ -134,14 +134,15 @@ function render() {
 function renderBuses(s) {
   const out = [];
   for (const [name, b] of Object.entries(s.buses || {})) {
-    const rows = (b.meters || []).map((m) => el("tr", {},
+    const heads = ["Address", "Dwelling", "Driver", "State", "Last reading", "Response", "Timeouts / requests"];
+    const rows = (b.meters || []).map((m) => el("tr", {}, ...[
       el("td", { text: m.address }), el("td", { text: m.dwelling }), el("td", { text: m.driver }),
       el("td", { class: "state-" + m.state, text: m.state + (m.error ? ": " + m.error : "") }),
       el("td", { text: (m.readings || []).join(", ") }),
       el("td", { class: "num", text: m.stats.last_latency_ms == null ? "-" : m.stats.last_latency_ms.toFixed(0) + " ms" }),
-      el("td", { class: "num", text: `${m.stats.timeouts} / ${m.stats.requests}` })));
-    const table = el("table", {}, el("caption", { text: `Meters on ${name}` }),
-      el("thead", {}, el("tr", {}, ...["Address", "Dwelling", "Driver", "State", "Last reading", "Response", "Timeouts / requests"].map((h) => el("th", { scope: "col", text: h })))),
+      el("td", { class: "num", text: `${m.stats.timeouts} / ${m.stats.requests}` })].map((td, i) => { td.setAttribute("data-label", heads[i]); return td; })));
+    const table = el("table", { class: "cards" }, el("caption", { text: `Meters on ${name}` }),
+      el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, ...rows));
     out.push(el("div", { class: "bus" }, el("h3", {}, `${name} `, el("span", { class: "state-" + b.state, text: b.state })), el("p", { text: b.detail }), el("div", { class: "scroll" }, table)));
   }
@@ -152,12 +153,13 @@ function renderBuses(s) {
 }
 
 function renderAccounts(s) {
+  // data-label: the column's name, shown beside each value when the table becomes cards (phone width).
   const rows = Object.entries(s.accounts || {}).map(([meter, a]) => el("tr", {},
-    el("td", { text: a.dwelling }), el("td", { text: meter }),
-    el("td", { class: "num", text: money(a.balance_minor, a.currency) }),
-    el("td", { class: "state-" + a.state, text: a.state + (a.held_by ? ` (held off by ${a.held_by})` : "") }),
-    el("td", { text: a.relay_read_back || "-" }),
-    el("td", { text: a.last_topup_unix ? `${money(a.last_topup_minor || 0, a.currency)} on ${localTime(a.last_topup_unix)}` : "none yet" })));
+    el("td", { "data-label": "Dwelling", text: a.dwelling }), el("td", { "data-label": "Meter", text: meter }),
+    el("td", { class: "num", "data-label": "Balance", text: money(a.balance_minor, a.currency) }),
+    el("td", { class: "state-" + a.state, "data-label": "State", text: a.state + (a.held_by ? ` (held off by ${a.held_by})` : "") }),
+    el("td", { "data-label": "Relay", text: a.relay_read_back || "-" }),
+    el("td", { "data-label": "Last top-up", text: a.last_topup_unix ? `${money(a.last_topup_minor || 0, a.currency)} on ${localTime(a.last_topup_unix)}` : "none yet" })));
   $("#account-table tbody").replaceChildren(...rows);
   const sel = $("#relay-meter"), cur = sel.value, metersNow = Object.keys(s.accounts || {});
   if (sel.options.length !== metersNow.length) {
@@ -237,7 +239,7 @@ async function scan(ev) {
   ev.preventDefault();
   $("#map-form").hidden = true; $("#map-result").replaceChildren();
   $("#scan-progress").hidden = false; $("#scan-text").textContent = "Starting the scan…";
-  try { await api("POST", "/api/commission/scan", { bus: $("#scan-bus").value }); }
+  try { await api("POST", "/api/commission/scan", { bus: $("#scan-bus").value, protocol: $("#scan-protocol").value }); }
   catch (e) { $("#scan-text").textContent = e.message; }
 }
 
@@ -246,11 +248,16 @@ function scanProgress(p) {
   const pct = p.total ? Math.floor(100 * p.done / p.total) : 0;
   $("#scan-bar").value = p.finished ? 100 : pct;
   const found = p.found || [];
+  $("#scan-live").replaceChildren(...found.map((f) => el("li", { text: `${f.address} (${f.driver}${f.model ? ", " + f.model : ""}) at ${f.line}` })));
   if (p.finished) {
-    $("#scan-text").textContent = `Scan of ${p.bus} finished: ${found.length} meter(s) found.${p.error ? " " + p.error : ""}`;
+    $("#scan-text").textContent = p.error
+      ? `Scan of ${p.bus} stopped: ${found.length} meter(s) found before. ${p.error}`
+      : `Scan of ${p.bus} finished: ${found.length} meter(s) found.`;
+    $("#scan-text").classList.toggle("bad", !!p.error);
     scanFound = found; showFound(p.bus);
   } else {
-    $("#scan-text").textContent = `${p.phase}: ${p.done} of ${p.total} addresses tried (${p.what}), ${found.length} found so far${p.seconds_left != null ? `, about ${p.seconds_left} s left` : ""}.`;
+    $("#scan-text").classList.remove("bad");
+    $("#scan-text").textContent = `${p.phase}: ${p.done} of ${p.total} addresses tried (${p.what}), ${found.length} found so far, about ${p.left || p.seconds_left + " s"} left.`;
   }
 }
 
