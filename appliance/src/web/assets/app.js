@@ -121,7 +121,7 @@ function render() {
   const list = problems(s);
   const v = $("#verdict");
   v.className = list.some((p) => !p.warn) ? "bad" : list.length ? "bad" : "ok";
-  v.textContent = list.length ? `${list.length} thing(s) need attention` : "All is well: every bus, meter and link works.";
+  v.textContent = list.length ? (list.length === 1 ? "1 thing needs attention" : `${list.length} things need attention`) : "All is well: every bus, meter and link works.";
   $("#problems").replaceChildren(...list.map((p) => el("li", { class: p.warn ? "warn" : "" }, el("span", { class: "what", text: p.what }), el("span", { class: "fix", text: p.fix }))));
   const facts = [["Gateway time", s.now], ["Drivers", (s.drivers || []).join("; ")]];
   if (s.uplink) facts.push(["Uplink", `${s.uplink.connected ? "connected" : "not connected"} to ${s.uplink.broker}; outbox ${s.uplink.outbox}; last acknowledgement ${localTime(s.uplink.last_ack_unix)}`]);
