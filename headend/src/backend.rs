@@ -3,8 +3,7 @@
 use std::sync::{mpsc, Arc, Mutex};
 
 use concentrator_mpc::backend::{
-    Backend, BackendError, Customer, Delivery, HistoryEntry, HistoryKind, MeterView, Notice,
-    Purchase,
+    Backend, BackendError, Customer, Delivery, HistoryEntry, HistoryKind, MeterView, Purchase,
 };
 use concentrator_protocol::event_code;
 use concentrator_security::token::{CreditToken, TokenSigner};
@@ -112,6 +111,8 @@ impl PaymentServer {
         signer: TokenSigner,
         rules: TopUpRules,
     ) -> PaymentServer {
+        // Tells buyers when their token reaches the gateway, and why a gateway cannot apply it yet.
+        crate::notify::spawn_scanner(&notifier, &store);
         PaymentServer {
             store,
             payments,
@@ -403,6 +404,7 @@ impl Backend for PaymentServer {
                 },
             )
             .map_err(unavailable)?;
+        self.notifier.track(customer_id, meter, serial);
         log::info!(
             "top-up {meter}#{serial}: {} bought by {customer_id}",
             crate::money::money_u(amount_minor, &self.rules.currency)
@@ -512,7 +514,7 @@ impl Backend for PaymentServer {
         Ok(ts.iter().take(limit).map(to_purchase).collect())
     }
 
-    fn subscribe(&self, customer_id: &str) -> mpsc::Receiver<Notice> {
+    fn subscribe(&self, customer_id: &str) -> concentrator_mpc::feed::NoticeFeed {
         self.notifier.subscribe(customer_id)
     }
 }

@@ -39,6 +39,9 @@ enum Order {
 struct Rig {
     _pilot: Pilot,
     addr: SocketAddr,
+    /// The framed server `mpc` speaks, in the same process and on the same payment server.
+    mpc: SocketAddr,
+    ca: PathBuf,
     code: String,
     orders: Sender<Order>,
     stop: Arc<AtomicBool>,
@@ -72,6 +75,16 @@ fn rig(tag: &str, config: WebConfig) -> Rig {
     let acceptor =
         concentrator_mpc::tls::acceptor(&c.path(&c.phone.cert), &c.path(&c.phone.key)).unwrap();
     let server = web::serve(listener, acceptor, he.backend(), stop.clone(), config).unwrap();
+    let mpc_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mpc = mpc_listener.local_addr().unwrap();
+    let mpc_server = concentrator_mpc::server::serve(
+        mpc_listener,
+        concentrator_mpc::tls::acceptor(&c.path(&c.phone.cert), &c.path(&c.phone.key)).unwrap(),
+        he.backend(),
+        stop.clone(),
+    )
+    .unwrap();
+    let ca = c.path(&c.pki.ca_cert);
     let (orders, rx) = channel();
     let mut g = p.gateway("gw-1", vec![SecurityMode::AES]);
     let signer = gateway_signer(&p);
@@ -86,10 +99,12 @@ fn rig(tag: &str, config: WebConfig) -> Rig {
     Rig {
         _pilot: p,
         addr,
+        mpc,
+        ca,
         code,
         orders,
         stop,
-        threads: vec![server, sim],
+        threads: vec![server, mpc_server, sim],
     }
 }
 
@@ -450,6 +465,108 @@ fn a_temporary_refusal_shows_the_gateways_reason_while_the_token_waits() {
         assert!(Instant::now() < deadline, "no reason in 10 s: {p}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A WebSocket on the live stream, authenticated with `token`, after its `hello`.
+fn live(r: &Rig, token: &str) -> openssl::ssl::SslStream<TcpStream> {
+    let mut ws = tls(r.addr);
+    write!(ws, "GET /api/live HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    ws_send(&mut ws, &json!({"auth": token}).to_string());
+    assert_eq!(ws_recv(&mut ws)["type"], "hello");
+    ws
+}
+
+#[test]
+fn the_app_hears_each_step_of_a_top_up_and_the_gateways_reason() {
+    // Failed before the steps were pushed: the live stream said nothing until applied or refused.
+    let r = rig("web-steps", WebConfig::default());
+    let (k, opc) = register(&r);
+    let (_, s) = login(&r, &k, &opc, &mut SqnWindow::default(), "correct horse");
+    let token = s["token"].as_str().unwrap();
+    let mut ws = live(&r, token);
+    r.orders
+        .send(Order::TryLaterNext(
+            "meter MTR-1 has no account until its first reading".into(),
+        ))
+        .unwrap();
+    let (st, p) = request(
+        r.addr,
+        "POST",
+        "/api/topup",
+        Some(token),
+        Some(&json!({"meter": "MTR-1", "amount_minor": 500, "key": "ab".repeat(16)})),
+    );
+    assert_eq!(st, 200, "{p}");
+    let delivered = ws_recv(&mut ws);
+    assert_eq!(
+        (delivered["type"].as_str(), &delivered["serial"]),
+        (Some("delivered"), &p["serial"]),
+        "{delivered}"
+    );
+    let delayed = ws_recv(&mut ws);
+    assert_eq!(delayed["type"], "delayed", "{delayed}");
+    assert_eq!(
+        delayed["reason"], "meter MTR-1 has no account until its first reading",
+        "{delayed}"
+    );
+    let advice = delayed["advice"].as_str().unwrap();
+    assert!(advice.contains("opens at its first reading"), "{advice}");
+    // The purchase list says the same (for an app whose live stream was down).
+    let (_, list) = request(r.addr, "GET", "/api/purchases", Some(token), None);
+    assert_eq!(list[0]["advice"].as_str(), Some(advice), "{list}");
+}
+
+#[test]
+fn mpc_hears_each_step_of_a_top_up_and_the_gateways_reason() {
+    // Failed before: the framed protocol had no notice for "sent" or "not yet", so `mpc topup` waited
+    // in silence and never passed the reason on.
+    use concentrator_mpc::backend::Notice;
+    use concentrator_mpc::client::{Client, Step};
+    let r = rig("mpc-steps", WebConfig::default());
+    let mut phone = Client::connect(&format!("localhost:{}", r.mpc.port()), &r.ca).unwrap();
+    let mut keys = phone.register(&r.code, "ada", "correct horse").unwrap();
+    phone
+        .login(&mut keys, "correct horse", &mut |_| Ok(()))
+        .unwrap();
+    phone.watch().unwrap();
+    r.orders
+        .send(Order::TryLaterNext(
+            "meter MTR-1 has no account until its first reading".into(),
+        ))
+        .unwrap();
+    let p = phone.top_up("MTR-1", 500).unwrap();
+    let mut steps = Vec::new();
+    let mut beats = 0;
+    let outcome = phone
+        .follow_purchase(
+            "MTR-1",
+            p.serial,
+            Duration::from_secs(3),
+            Duration::from_millis(500),
+            |s| match s {
+                Step::Notice(n) => steps.push(n.clone()),
+                Step::StillWaiting(_) => beats += 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(outcome, None, "the gateway resends only after minutes");
+    assert!(
+        matches!(&steps[..], [Notice::Delivered { serial: a, .. }, Notice::Delayed { serial: b, reason, .. }]
+            if *a == p.serial && *b == p.serial && reason == "meter MTR-1 has no account until its first reading"),
+        "{steps:?}"
+    );
+    assert!(beats >= 2, "silence is broken every heartbeat: {beats}");
 }
 
 #[test]

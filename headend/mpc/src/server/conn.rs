@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
 use concentrator_security::aka::{self, AuthVector};
@@ -15,10 +15,11 @@ use openssl::ssl::SslStream;
 
 use super::accounts::{self, check_user_name, is_imsi, ChallengeError};
 use super::Shared;
-use crate::backend::{BackendError, Notice};
+use crate::backend::BackendError;
+use crate::feed::NoticeFeed;
 use crate::message::{
     ErrorCode, HistoryWire, Inner, Message, MessageError, MeterWire, ModePair, NoticeWire, Plain,
-    PurchaseWire, Sealed, UNSOLICITED,
+    PurchaseWire, Sealed, FIRST_NOTICE_KINDS, NEWEST_NOTICE_KIND, UNSOLICITED,
 };
 use crate::wire::{Conn, WireError};
 use crate::{now_unix, SERVER_SENDER};
@@ -78,7 +79,9 @@ struct Session {
     customer_id: String,
     user: String,
     channel: Channel,
-    watch: Option<Receiver<Notice>>,
+    watch: Option<NoticeFeed>,
+    /// The newest notice kind the phone reads (what it said in `Watch`).
+    newest_kind: u8,
 }
 
 /// After handling a message: keep serving or close.
@@ -246,9 +249,11 @@ impl Connection<'_> {
                     return Flow::Continue;
                 }
             };
-            let body = Sealed::Notice {
-                notice: NoticeWire::from(&notice),
-            };
+            let notice = NoticeWire::from(&notice);
+            if notice.kind() > s.newest_kind {
+                continue;
+            }
+            let body = Sealed::Notice { notice };
             if self.send_sealed(UNSOLICITED, body) == Flow::Close {
                 return Flow::Close;
             }
@@ -532,6 +537,7 @@ impl Connection<'_> {
             user: user.clone(),
             channel: Channel::new(ctx, Direction::Downlink, cfg.window_s),
             watch: None,
+            newest_kind: FIRST_NOTICE_KINDS,
         });
         log::info!("phone {}: customer {} logged in", self.peer, ch.customer_id);
         self.send_plain(
@@ -696,10 +702,12 @@ impl Connection<'_> {
                 .map(|ps| Sealed::PurchaseList {
                     purchases: ps.iter().map(PurchaseWire::from).collect(),
                 }),
-            Sealed::Watch {} => {
-                if s.watch.is_none() {
-                    s.watch = Some(backend.subscribe(customer));
-                }
+            Sealed::Watch { newest_kind } => {
+                s.newest_kind = newest_kind
+                    .unwrap_or(FIRST_NOTICE_KINDS)
+                    .min(NEWEST_NOTICE_KIND);
+                let feed = s.watch.get_or_insert_with(|| backend.subscribe(customer));
+                feed.set_progress(s.newest_kind >= NEWEST_NOTICE_KIND);
                 Ok(Sealed::Done {})
             }
             Sealed::Unwatch {} => {
