@@ -5,6 +5,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use concentrator_mpc::backend::{
     Backend, BackendError, Customer, Delivery, HistoryEntry, HistoryKind, MeterView, Purchase,
 };
+use concentrator_mpc::server::{Gate, GateConfig};
 use concentrator_protocol::event_code;
 use concentrator_security::token::{CreditToken, TokenSigner};
 use openssl::hash::{hash, MessageDigest};
@@ -38,6 +39,8 @@ pub struct PaymentServer {
     rules: TopUpRules,
     nudge: Mutex<Option<mpsc::Sender<String>>>,
     topup: Mutex<()>,
+    /// Shared by the phone-facing front ends (the `mpc` server and the web app).
+    gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for PaymentServer {
@@ -121,6 +124,7 @@ impl PaymentServer {
             rules,
             nudge: Mutex::new(None),
             topup: Mutex::new(()),
+            gate: Arc::new(Gate::new(GateConfig::default())),
         }
     }
 
@@ -516,5 +520,9 @@ impl Backend for PaymentServer {
 
     fn subscribe(&self, customer_id: &str) -> concentrator_mpc::feed::NoticeFeed {
         self.notifier.subscribe(customer_id)
+    }
+
+    fn gate(&self) -> Option<Arc<Gate>> {
+        Some(self.gate.clone())
     }
 }

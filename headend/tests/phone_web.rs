@@ -613,6 +613,8 @@ fn wrong_passwords_are_limited_and_unknown_users_look_the_same() {
     );
     assert_eq!(st, 200, "{ch}");
     assert_eq!(ch["rand"].as_str().unwrap().len(), 32);
+    // Made with Milenage like a real one (random octets would not carry AMF 8000 in AUTN).
+    assert_eq!(&ch["autn"].as_str().unwrap()[12..16], "8000", "{ch}");
     let (st, e) = request(
         r.addr,
         "POST",
@@ -621,6 +623,58 @@ fn wrong_passwords_are_limited_and_unknown_users_look_the_same() {
         Some(&json!({"challenge": ch["challenge"], "res": "00".repeat(8), "password": "whatever"})),
     );
     assert_eq!((st, e["error"].as_str()), (401, Some("login_failed")));
+}
+
+#[test]
+fn the_web_app_and_mpc_share_one_count_of_failed_logins() {
+    // Failed before: each front end had its own limiter, so an attacker had 5 guesses on each.
+    use concentrator_mpc::client::Client;
+    use concentrator_mpc::message::ErrorCode;
+    let cfg = WebConfig {
+        failure_delay: Duration::from_millis(10),
+        ..WebConfig::default()
+    };
+    let r = rig("shared-gate", cfg);
+    let (k, opc) = register(&r);
+    let mut window = SqnWindow::default();
+    for _ in 0..3 {
+        let (st, e) = login(&r, &k, &opc, &mut window, "wrong password");
+        assert_eq!(st, 401, "{e}");
+    }
+    let mpc_addr = format!("localhost:{}", r.mpc.port());
+    let mut keys = concentrator_mpc::client::Keys {
+        customer: "C-1".into(),
+        user: "ada".into(),
+        imsi: String::new(),
+        k,
+        opc,
+        sqn: window.clone(),
+    };
+    for _ in 0..2 {
+        let mut phone = Client::connect(&mpc_addr, &r.ca).unwrap();
+        let e = phone
+            .login(&mut keys, "wrong password", &mut |_| Ok(()))
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::LoginFailed), "{e}");
+    }
+    // Five failures across the two: both make the next attempt wait, the right password too.
+    let mut phone = Client::connect(&mpc_addr, &r.ca).unwrap();
+    let e = phone
+        .login(&mut keys, "correct horse", &mut |_| Ok(()))
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TooManyAttempts), "{e}");
+    let (st, e) = request(
+        r.addr,
+        "POST",
+        "/api/login",
+        None,
+        Some(&json!({"identity": "ada"})),
+    );
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (429, Some("too_many_attempts")),
+        "{e}"
+    );
 }
 
 #[test]

@@ -232,4 +232,10 @@ pub trait Backend: Send + Sync {
     /// Notices for the customer's meters from now on, until the feed is dropped; bounded
     /// ([`crate::feed`]).
     fn subscribe(&self, customer_id: &str) -> crate::feed::NoticeFeed;
+    /// The login gate every phone-facing front end of this payment server shares (one count of
+    /// failed logins and registrations, one SQN lock; [`crate::server::gate`]). `None`: each server
+    /// makes its own from its configuration.
+    fn gate(&self) -> Option<std::sync::Arc<crate::server::gate::Gate>> {
+        None
+    }
 }
