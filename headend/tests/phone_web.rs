@@ -814,6 +814,7 @@ fn the_app_in_a_phone_sized_browser() {
             ["ORDER", "low_credit", b] => Some(Order::LowCredit(b.parse().unwrap())),
             ["ORDER", "cut"] => Some(Order::Cut),
             ["ORDER", "refuse_next", rest @ ..] => Some(Order::RefuseNext(rest.join(" "))),
+            ["ORDER", "try_later_next", rest @ ..] => Some(Order::TryLaterNext(rest.join(" "))),
             _ => None,
         };
         match order {
@@ -829,5 +830,46 @@ fn the_app_in_a_phone_sized_browser() {
     assert!(
         status.success(),
         "the browser test failed: {status} (its output is above)"
+    );
+}
+
+/// The `mpc` side of the browser test's "Pay" to "applied" figure, measured alike: the same rig (the
+/// head-end in this process, the gateway simulated on a thread), `mpc`'s client over the framed
+/// server, from sending the top-up to the pushed "applied"; 20 top-ups, the median and the spread.
+/// `cargo test -p concentrator-headend --test phone_web -- --ignored --nocapture mpc_pay_to_applied`
+#[test]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+fn mpc_pay_to_applied_on_the_browser_tests_rig() {
+    use concentrator_mpc::client::Client;
+    let r = rig("mpc-latency", WebConfig::default());
+    let mut phone = Client::connect(&format!("localhost:{}", r.mpc.port()), &r.ca).unwrap();
+    let mut keys = phone.register(&r.code, "ada", "correct horse").unwrap();
+    phone
+        .login(&mut keys, "correct horse", &mut |_| Ok(()))
+        .unwrap();
+    phone.watch().unwrap();
+    let mut ms = Vec::new();
+    for _ in 0..20 {
+        let t0 = Instant::now();
+        let p = phone.top_up("MTR-1", 100).unwrap();
+        let outcome = phone
+            .wait_applied("MTR-1", p.serial, Duration::from_secs(10))
+            .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Some(concentrator_mpc::backend::Notice::Applied { .. })
+            ),
+            "{outcome:?}"
+        );
+        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "mpc pay to applied over {} top-ups: median {:.1} ms, min {:.1} ms, max {:.1} ms",
+        ms.len(),
+        ms[ms.len() / 2],
+        ms[0],
+        ms[ms.len() - 1]
     );
 }

@@ -281,10 +281,13 @@ function historyText(h) {
 
 // Newest first; within one second, in the order things happen (bought, then applied or refused,
 // then the power back on).
+// Within one second (the times' resolution): power back on above the purchases that brought it back,
+// then each token's steps together (newest token first, its outcome above its purchase), then alerts.
+const GROUP = { supply_restored: 2, purchased: 1, refused: 1, applied: 1, low_credit: 0, supply_cut: 0 };
 const RANK = { low_credit: 0, supply_cut: 1, purchased: 2, refused: 3, applied: 4, supply_restored: 5 };
 function sortHistory(list) {
-  return list.slice().sort((a, b) => b.at - a.at || (RANK[b.what] ?? 0) - (RANK[a.what] ?? 0)
-    || (b.serial ?? 0) - (a.serial ?? 0));
+  return list.slice().sort((a, b) => b.at - a.at || (GROUP[b.what] ?? 0) - (GROUP[a.what] ?? 0)
+    || (b.serial ?? 0) - (a.serial ?? 0) || (RANK[b.what] ?? 0) - (RANK[a.what] ?? 0));
 }
 
 function renderHistory() {
