@@ -228,3 +228,47 @@ pub fn spawn_scanner(notifier: &Arc<Notifier>, store: &Arc<Store>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_that_stops_reading_keeps_at_most_its_capacity_and_learns_what_it_missed() {
+        let n = Notifier::with_capacity(8);
+        let feed = n.subscribe("C-1");
+        feed.set_progress(true);
+        for i in 0..100 {
+            n.customer(
+                "C-1",
+                &Notice::LowCredit {
+                    meter: "M1".into(),
+                    balance_minor: i,
+                    at: 1,
+                },
+            );
+        }
+        assert_eq!(feed.len(), 8);
+        assert!(
+            matches!(feed.try_recv(), Ok(Notice::Missed { count: 93, .. })),
+            "the count of what was dropped comes first"
+        );
+        assert!(matches!(
+            feed.try_recv(),
+            Ok(Notice::LowCredit {
+                balance_minor: 93,
+                ..
+            })
+        ));
+        // A feed whose reader left is forgotten at the next notice.
+        drop(feed);
+        n.customer(
+            "C-1",
+            &Notice::SupplyCut {
+                meter: "M1".into(),
+                at: 2,
+            },
+        );
+        assert!(lock(&n.subs).is_empty());
+    }
+}

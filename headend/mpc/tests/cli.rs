@@ -116,7 +116,7 @@ fn register_meters_topup_history_and_tokens() {
     assert_eq!(applier.join().unwrap(), 2500);
     assert!(out.contains("paid: 20.00 EUR for MTR-1 (token 1"), "{out}");
     assert!(
-        out.contains("token 1 applied (20.00), balance now 25.00"),
+        out.contains("token 1 applied (20.00 EUR), balance now 25.00 EUR"),
         "{out}"
     );
 

@@ -460,7 +460,8 @@ fn notice_json(n: &Notice) -> Value {
     }
 }
 
-fn notice_text(n: &Notice) -> String {
+/// A notice for people; `currency` is the meter's (the notices carry amounts in minor units only).
+fn notice_text(n: &Notice, currency: &str) -> String {
     match n {
         Notice::Applied {
             meter,
@@ -470,8 +471,8 @@ fn notice_text(n: &Notice) -> String {
             ..
         } => format!(
             "{meter}: token {serial} applied ({}), balance now {}",
-            money_u(*amount_minor, "").trim_end(),
-            money(*balance_after_minor, "").trim_end()
+            money_u(*amount_minor, currency).trim_end(),
+            money(*balance_after_minor, currency).trim_end()
         ),
         Notice::Refused {
             meter,
@@ -488,7 +489,7 @@ fn notice_text(n: &Notice) -> String {
             ..
         } => format!(
             "{meter}: LOW CREDIT, balance {}; top up soon",
-            money(*balance_minor, "").trim_end()
+            money(*balance_minor, currency).trim_end()
         ),
         Notice::SupplyCut { meter, .. } => format!("{meter}: SUPPLY CUT"),
         Notice::SupplyRestored { meter, .. } => format!("{meter}: supply restored"),
@@ -552,7 +553,7 @@ fn topup(cli: &Cli, path: &Path, meter: &str, amount_minor: u64, wait: u64) -> R
                         if json {
                             steps.push(notice_json(n));
                         } else {
-                            println!("{}", notice_text(n));
+                            println!("{}", notice_text(n, &p.currency));
                             if matches!(n, Notice::Delayed { .. }) {
                                 println!("  meanwhile, at the gateway: {local}");
                             }
@@ -579,7 +580,7 @@ fn topup(cli: &Cli, path: &Path, meter: &str, amount_minor: u64, wait: u64) -> R
         );
     } else {
         match &outcome {
-            Some(n) => println!("{}", notice_text(n)),
+            Some(n) => println!("{}", notice_text(n, &p.currency)),
             None if wait == 0 => println!(
                 "not waiting for the gateway; `mpc history {}` shows when it is applied. If the uplink is down, apply it at the gateway: {local}",
                 p.meter
@@ -599,6 +600,13 @@ fn topup(cli: &Cli, path: &Path, meter: &str, amount_minor: u64, wait: u64) -> R
 
 fn watch(cli: &Cli, path: &Path) -> Result<()> {
     let mut s = Session::open(cli, path)?;
+    // Each meter's currency, for the amounts in the notices.
+    let currencies: HashMap<String, String> = s
+        .client
+        .meters()?
+        .into_iter()
+        .map(|m| (m.meter, m.currency))
+        .collect();
     s.client.watch()?;
     if !cli.json {
         println!("watching {}'s meters (Ctrl-C to stop)", s.keys.user);
@@ -609,7 +617,8 @@ fn watch(cli: &Cli, path: &Path) -> Result<()> {
                 if cli.json {
                     println!("{}", notice_json(&n));
                 } else {
-                    println!("{}", notice_text(&n));
+                    let currency = currencies.get(n.meter()).map_or("", String::as_str);
+                    println!("{}", notice_text(&n, currency));
                 }
                 let _ = std::io::stdout().flush();
             }
