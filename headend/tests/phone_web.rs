@@ -678,6 +678,43 @@ fn the_web_app_and_mpc_share_one_count_of_failed_logins() {
 }
 
 #[test]
+fn wrong_authorization_codes_are_limited_across_requests() {
+    // Failed before: every request was a new connection with a fresh count, so guessing was only slowed.
+    let cfg = WebConfig {
+        failure_delay: Duration::from_millis(10),
+        ..WebConfig::default()
+    };
+    let r = rig("web-codes", cfg);
+    let try_code = |code: &str| {
+        request(
+            r.addr,
+            "POST",
+            "/api/register",
+            None,
+            Some(&json!({"code": code, "user": "eve", "password": "correct horse"})),
+        )
+    };
+    for i in 0..5 {
+        let (st, e) = try_code(&format!("0000-{i}"));
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (403, Some("code_refused")),
+            "{e}"
+        );
+    }
+    let (st, e) = try_code(&r.code);
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (429, Some("too_many_attempts")),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("try again in"),
+        "{e}"
+    );
+}
+
+#[test]
 fn the_live_stream_pushes_a_low_credit_alert() {
     let r = rig("web-live", WebConfig::default());
     let (k, opc) = register(&r);

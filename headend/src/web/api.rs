@@ -51,6 +51,9 @@ impl IntoResponse for ApiError {
         let (status, code, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Refused(ErrorCode::UserTaken, m) => (StatusCode::CONFLICT, "user_taken", m),
+            ApiError::Refused(ErrorCode::TooManyAttempts, m) => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", m)
+            }
             ApiError::Refused(_, m) => (StatusCode::FORBIDDEN, "code_refused", m),
             ApiError::LoginFailed => (
                 StatusCode::UNAUTHORIZED,

@@ -84,7 +84,9 @@ pub fn serve(
         })
 }
 
-/// The routes (also for tests that drive them without TLS).
+/// The routes (also for tests that drive them without TLS). Each request must carry the peer's
+/// `ConnectInfo<SocketAddr>` in its extensions, as [`serve`] puts it there: the login gate counts
+/// failures per source address.
 pub fn router(app: Arc<auth::App>) -> Router {
     Router::new()
         .route("/", get(assets::index))
