@@ -3,9 +3,9 @@
 use std::sync::{mpsc, Arc, Mutex};
 
 use concentrator_mpc::backend::{
-    Backend, BackendError, Customer, Delivery, HistoryEntry, HistoryKind, MeterView, Notice,
-    Purchase,
+    Backend, BackendError, Customer, Delivery, HistoryEntry, HistoryKind, MeterView, Purchase,
 };
+use concentrator_mpc::server::{Gate, GateConfig};
 use concentrator_protocol::event_code;
 use concentrator_security::token::{CreditToken, TokenSigner};
 use openssl::hash::{hash, MessageDigest};
@@ -39,6 +39,8 @@ pub struct PaymentServer {
     rules: TopUpRules,
     nudge: Mutex<Option<mpsc::Sender<String>>>,
     topup: Mutex<()>,
+    /// Shared by the phone-facing front ends (the `mpc` server and the web app).
+    gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for PaymentServer {
@@ -112,6 +114,8 @@ impl PaymentServer {
         signer: TokenSigner,
         rules: TopUpRules,
     ) -> PaymentServer {
+        // Tells buyers when their token reaches the gateway, and why a gateway cannot apply it yet.
+        crate::notify::spawn_scanner(&notifier, &store);
         PaymentServer {
             store,
             payments,
@@ -120,6 +124,7 @@ impl PaymentServer {
             rules,
             nudge: Mutex::new(None),
             topup: Mutex::new(()),
+            gate: Arc::new(Gate::new(GateConfig::default())),
         }
     }
 
@@ -403,6 +408,7 @@ impl Backend for PaymentServer {
                 },
             )
             .map_err(unavailable)?;
+        self.notifier.track(customer_id, meter, serial);
         log::info!(
             "top-up {meter}#{serial}: {} bought by {customer_id}",
             crate::money::money_u(amount_minor, &self.rules.currency)
@@ -512,7 +518,11 @@ impl Backend for PaymentServer {
         Ok(ts.iter().take(limit).map(to_purchase).collect())
     }
 
-    fn subscribe(&self, customer_id: &str) -> mpsc::Receiver<Notice> {
+    fn subscribe(&self, customer_id: &str) -> concentrator_mpc::feed::NoticeFeed {
         self.notifier.subscribe(customer_id)
+    }
+
+    fn gate(&self) -> Option<Arc<Gate>> {
+        Some(self.gate.clone())
     }
 }

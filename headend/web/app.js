@@ -136,7 +136,7 @@ function connectLive(backoff = 1000) {
     try { n = JSON.parse(e.data); } catch (err) { return; }
     if (n.type === 'hello') { state.liveReady = true; return; }
     if (n.type === 'expired') { expired(); return; }
-    if (['low_credit', 'supply_cut', 'supply_restored', 'applied', 'refused'].includes(n.type)) onNotice(n);
+    if (['low_credit', 'supply_cut', 'supply_restored', 'applied', 'refused', 'delivered', 'delayed', 'missed'].includes(n.type)) onNotice(n);
   };
   ws.onclose = () => {
     state.liveReady = false;
@@ -151,7 +151,16 @@ function showOutcome() {
   const n = p && outcomes.get(p.meter + '#' + p.serial);
   if (!n || p.appliedAt) return;
   if (n.type === 'applied') progress('applied');
-  if (n.type === 'refused') progress('refused', n.reason);
+  if (n.type === 'refused') progress('refused', n.reason, n.advice);
+}
+
+// The steps on the way, pushed: sent to the gateway, and the gateway's "not yet" with its reason.
+function showStep(n) {
+  const p = state.pending;
+  if (!p || p.appliedAt || p.meter !== n.meter || p.serial !== n.serial || outcomes.has(n.meter + '#' + n.serial)) return;
+  progress('delivered');
+  if (n.type === 'delayed') say('topup-msg', `The meter cannot take it yet: ${n.reason}. ${n.advice || ''}`);
+  else say('topup-msg', 'Sent to the meter. Waiting for it to apply the credit…');
 }
 
 function alertLine(text, good) {
@@ -176,6 +185,8 @@ function onNotice(n) {
   if (n.type === 'supply_restored') alertLine(`The power of meter ${n.meter} is back on.`, true);
   if (n.type === 'applied') alertLine(`${money(n.amount_minor, cur)} applied to meter ${n.meter}; the balance is now ${money(n.balance_after_minor, cur)}.`, true);
   if (n.type === 'refused') alertLine(`Meter ${n.meter} refused token ${n.serial}: ${n.reason}`);
+  if (n.type === 'missed') alertLine(n.advice || `${n.count} alerts were missed; reloading.`);
+  if (n.type === 'delivered' || n.type === 'delayed') { showStep(n); return; }
   // Kept by serial: the receipt can come before the top-up's own answer.
   if (n.type === 'applied' || n.type === 'refused') outcomes.set(n.meter + '#' + n.serial, n);
   showOutcome();
@@ -270,10 +281,13 @@ function historyText(h) {
 
 // Newest first; within one second, in the order things happen (bought, then applied or refused,
 // then the power back on).
+// Within one second (the times' resolution): power back on above the purchases that brought it back,
+// then each token's steps together (newest token first, its outcome above its purchase), then alerts.
+const GROUP = { supply_restored: 2, purchased: 1, refused: 1, applied: 1, low_credit: 0, supply_cut: 0 };
 const RANK = { low_credit: 0, supply_cut: 1, purchased: 2, refused: 3, applied: 4, supply_restored: 5 };
 function sortHistory(list) {
-  return list.slice().sort((a, b) => b.at - a.at || (RANK[b.what] ?? 0) - (RANK[a.what] ?? 0)
-    || (b.serial ?? 0) - (a.serial ?? 0));
+  return list.slice().sort((a, b) => b.at - a.at || (GROUP[b.what] ?? 0) - (GROUP[a.what] ?? 0)
+    || (b.serial ?? 0) - (a.serial ?? 0) || (RANK[b.what] ?? 0) - (RANK[a.what] ?? 0));
 }
 
 function renderHistory() {
@@ -329,7 +343,7 @@ function parseAmount(text, currency) {
   return Number(whole) * 10 ** d + Number((frac + '0'.repeat(d)).slice(0, d) || 0);
 }
 
-function progress(step, reason) {
+function progress(step, reason, advice) {
   const order = ['paid', 'delivered', 'applied'];
   $('progress').hidden = false;
   for (const li of $('progress').children) {
@@ -343,7 +357,7 @@ function progress(step, reason) {
     window.__payToAppliedMs = state.pending.appliedAt - state.pending.startedAt;
     say('topup-msg', 'Applied: the meter has the credit.');
   }
-  if (step === 'refused') say('topup-msg', `The meter refused the token: ${reason}. Your money is safe: the token is kept on this phone (Tokens) and in your history.`, true);
+  if (step === 'refused') say('topup-msg', `The meter refused the token: ${reason}. ${advice || 'Your payment stays in the utility\'s payment record: call the utility to have it refunded.'} The token is kept on this phone (Tokens) and in your history.`, true);
 }
 
 function startTopup(e) {
@@ -377,7 +391,7 @@ async function pay() {
     mergePurchases([p]);
     await saveLast();
     renderTokens();
-    progress(p.state === 'refused' ? 'refused' : p.state, p.reason);
+    progress(p.state === 'refused' ? 'refused' : p.state, p.reason, p.advice);
     if (p.state !== 'applied' && p.state !== 'refused') say('topup-msg', `Paid ${money(p.amount_minor, p.currency)}. Waiting for the meter…`);
     showOutcome();
     watchPending();
@@ -387,18 +401,20 @@ async function pay() {
   }
 }
 
-// Until the receipt comes (pushed), the purchase's state is read now and then (delivered is not pushed).
+// Every step is pushed on the live stream; while that stream is down (a bad connection), the
+// purchase's state is read now and then instead.
 async function watchPending() {
   const p0 = state.pending;
   for (let i = 0; i < 120 && state.pending === p0 && !p0.appliedAt; i++) {
     await new Promise((r) => setTimeout(r, 1000));
+    if (state.liveReady) continue;
     try {
       const list = await api('/api/purchases');
       const p = list.find((x) => x.meter === p0.meter && x.serial === p0.serial);
       if (p && state.pending === p0 && !p0.appliedAt) {
-        progress(p.state, p.reason);
+        progress(p.state, p.reason, p.advice);
         if (p.state === 'refused') return;
-        if (p.reason) say('topup-msg', `The meter cannot take it yet: ${p.reason}. It is sent again by itself; you pay nothing more.`);
+        if (p.reason) say('topup-msg', `The meter cannot take it yet: ${p.reason}. ${p.advice || ''}`);
       }
     } catch (e) { /* offline for a moment: the next round tries again */ }
   }

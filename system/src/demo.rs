@@ -71,6 +71,7 @@ pub fn instructions(system: &System, out: &mut dyn Write) -> Result<()> {
          \x20 mpc topup MTR-0002 5.00      # MTR-0002 runs out of credit within a minute and is cut off; this brings it back\n\
          \x20 mpc watch                    # low-credit alerts and receipts, pushed as the gateway reports them\n\
          \x20 mpc history\n\
+         Or in a browser on this machine, the customers' web app: {} (accept the pilot's certificate once; \"Use this profile\" with Alice's profile file above and her password)\n\
          As Bob: MPC_PROFILE={} MPC_PASSWORD={}\n\
          The gateway: cargo run -q --bin concentrator -- status --store {}\n\
          Everything is under {}; Ctrl-C stops it.\n",
@@ -82,6 +83,10 @@ pub fn instructions(system: &System, out: &mut dyn Write) -> Result<()> {
         system.gateway_config.display(),
         alice.display(),
         system.passwords.get("alice").map_or("", String::as_str),
+        system
+            .headend
+            .web_addr()
+            .map_or("(not started)".into(), |a| format!("https://{a}/")),
         bob.display(),
         system.passwords.get("bob").map_or("", String::as_str),
         system.gateway_store.display(),

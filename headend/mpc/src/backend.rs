@@ -130,6 +130,60 @@ pub enum Notice {
         meter: String,
         at: u64,
     },
+    /// A bought token was sent to the meter's gateway (it may be sent again; this comes once).
+    Delivered {
+        meter: String,
+        serial: u64,
+        at: u64,
+    },
+    /// The gateway cannot apply a token yet, for a reason that may pass (no account until the meter's
+    /// first reading, the meter is offline, the store is busy): the head-end sends it again by itself.
+    Delayed {
+        meter: String,
+        serial: u64,
+        reason: String,
+        at: u64,
+    },
+    /// This many notices were dropped because the phone did not read them in time (its queue is
+    /// bounded, [`crate::feed`]): what it shows may be incomplete; reload the history.
+    Missed {
+        count: u64,
+        at: u64,
+    },
+}
+
+impl Notice {
+    /// The meter the notice is about (empty for [`Notice::Missed`]).
+    pub fn meter(&self) -> &str {
+        match self {
+            Notice::Applied { meter, .. }
+            | Notice::Refused { meter, .. }
+            | Notice::LowCredit { meter, .. }
+            | Notice::SupplyCut { meter, .. }
+            | Notice::SupplyRestored { meter, .. }
+            | Notice::Delivered { meter, .. }
+            | Notice::Delayed { meter, .. } => meter,
+            Notice::Missed { .. } => "",
+        }
+    }
+
+    /// The token the notice is about, for the steps of a purchase (delivered, delayed, applied,
+    /// refused).
+    pub fn serial(&self) -> Option<u64> {
+        match self {
+            Notice::Applied { serial, .. }
+            | Notice::Refused { serial, .. }
+            | Notice::Delivered { serial, .. }
+            | Notice::Delayed { serial, .. } => Some(*serial),
+            _ => None,
+        }
+    }
+
+    /// Whether it says where a purchase is on its way (delivered, delayed), which a phone sees only
+    /// when it asked for it ([`crate::message::Sealed::Watch`]'s `progress`).
+    pub fn is_progress(&self) -> bool {
+        matches!(self, Notice::Delivered { .. } | Notice::Delayed { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +229,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<HistoryEntry>, BackendError>;
     /// The customer's purchases, newest first (with tokens, for a phone that lost its copies).
     fn purchases(&self, customer_id: &str, limit: usize) -> Result<Vec<Purchase>, BackendError>;
-    /// Notices for the customer's meters from now on, until the receiver is dropped.
-    fn subscribe(&self, customer_id: &str) -> std::sync::mpsc::Receiver<Notice>;
+    /// Notices for the customer's meters from now on, until the feed is dropped; bounded
+    /// ([`crate::feed`]).
+    fn subscribe(&self, customer_id: &str) -> crate::feed::NoticeFeed;
+    /// The login gate every phone-facing front end of this payment server shares (one count of
+    /// failed logins and registrations, one SQN lock; [`crate::server::gate`]). `None`: each server
+    /// makes its own from its configuration.
+    fn gate(&self) -> Option<std::sync::Arc<crate::server::gate::Gate>> {
+        None
+    }
 }

@@ -32,7 +32,8 @@ use thiserror::Error;
 
 use crate::backend::{Delivery, HistoryEntry, HistoryKind, MeterView, Notice, Purchase};
 use crate::message::{
-    ErrorCode, Inner, Message, MessageError, ModePair, Plain, Sealed, UNSOLICITED,
+    ErrorCode, Inner, Message, MessageError, ModePair, Plain, Sealed, NEWEST_NOTICE_KIND,
+    UNSOLICITED,
 };
 use crate::tls::TlsSetupError;
 use crate::wire::{frame, Conn, WireError};
@@ -333,10 +334,18 @@ impl Client {
                 let inner = self.open(&envelope)?;
                 match inner.body {
                     Sealed::Notice { notice } => {
+                        let notice = match Notice::try_from(notice) {
+                            Ok(n) => n,
+                            Err(e @ MessageError::UnknownNotice(_)) => {
+                                log::info!("{e}");
+                                return Ok(());
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
                         if self.notices.len() >= MAX_QUEUED_NOTICES {
                             self.notices.pop_front();
                         }
-                        self.notices.push_back(Notice::try_from(notice)?);
+                        self.notices.push_back(notice);
                         Ok(())
                     }
                     Sealed::Error { code, message } => Err(self.server_error(code, message)),
@@ -677,7 +686,9 @@ impl Client {
 
     /// Asks the server to push notices on this connection from now on.
     pub fn watch(&mut self) -> Result<(), ClientError> {
-        match self.call(Sealed::Watch {})? {
+        match self.call(Sealed::Watch {
+            newest_kind: Some(NEWEST_NOTICE_KIND),
+        })? {
             Sealed::Done {} => {
                 self.watching = true;
                 Ok(())
@@ -737,22 +748,57 @@ impl Client {
         serial: u64,
         timeout: Duration,
     ) -> Result<Option<Notice>, ClientError> {
-        let deadline = Instant::now() + timeout;
+        self.follow_purchase(meter, serial, timeout, Duration::MAX, |_| {})
+    }
+
+    /// [`Client::wait_applied`], telling `step` what happens on the way: the token's
+    /// [`Notice::Delivered`] and [`Notice::Delayed`] (with the gateway's reason) as they are pushed, and,
+    /// every `heartbeat` without news, a [`Step::StillWaiting`], so that a person is never left
+    /// waiting in silence.
+    pub fn follow_purchase(
+        &mut self,
+        meter: &str,
+        serial: u64,
+        timeout: Duration,
+        heartbeat: Duration,
+        mut step: impl FnMut(Step<'_>),
+    ) -> Result<Option<Notice>, ClientError> {
+        let start = Instant::now();
+        let deadline = start
+            .checked_add(timeout)
+            .unwrap_or(start + Duration::from_secs(86_400));
         if !self.watching {
             self.watch()?;
         }
-        if let Some(n) = self.take_outcome(meter, serial) {
+        let heard = std::cell::Cell::new(false);
+        let mut report = |s: Step<'_>| {
+            heard.set(true);
+            step(s);
+        };
+        if let Some(n) = self.take_outcome(meter, serial, &mut report) {
             return Ok(Some(n));
         }
         if let Some(n) = self.delivered(meter, serial)? {
             return Ok(Some(n));
         }
+        let mut news = Instant::now();
         loop {
-            if let Some(n) = self.take_outcome(meter, serial) {
+            if let Some(n) = self.take_outcome(meter, serial, &mut report) {
                 return Ok(Some(n));
             }
-            let Some(msg) = self.next_message(Some(deadline))? else {
-                return Ok(None);
+            if heard.replace(false) {
+                news = Instant::now();
+            }
+            let beat = news
+                .checked_add(heartbeat)
+                .unwrap_or(deadline)
+                .min(deadline);
+            let Some(msg) = self.next_message(Some(beat))? else {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                report(Step::StillWaiting(start.elapsed()));
+                continue;
             };
             if msg.id == UNSOLICITED {
                 self.unsolicited(msg)?;
@@ -760,21 +806,30 @@ impl Client {
         }
     }
 
-    fn take_outcome(&mut self, meter: &str, serial: u64) -> Option<Notice> {
-        let at = self.notices.iter().position(|n| match n {
-            Notice::Applied {
-                meter: m,
-                serial: s,
-                ..
+    /// The outcome of the token if it came; its steps so far are handed to `step` and taken from the
+    /// queue (other notices stay for [`Client::next_notice`]).
+    fn take_outcome(
+        &mut self,
+        meter: &str,
+        serial: u64,
+        step: &mut impl FnMut(Step<'_>),
+    ) -> Option<Notice> {
+        let mut i = 0;
+        while i < self.notices.len() {
+            let n = &self.notices[i];
+            let ours = n.meter() == meter && n.serial() == Some(serial);
+            if ours && n.is_progress() {
+                if let Some(n) = self.notices.remove(i) {
+                    step(Step::Notice(&n));
+                }
+                continue;
             }
-            | Notice::Refused {
-                meter: m,
-                serial: s,
-                ..
-            } => m == meter && *s == serial,
-            _ => false,
-        })?;
-        self.notices.remove(at)
+            if ours {
+                return self.notices.remove(i);
+            }
+            i += 1;
+        }
+        None
     }
 
     /// The outcome from the stored state, for a token whose notice came before the subscription.
@@ -813,6 +868,15 @@ impl Client {
             _ => None,
         })
     }
+}
+
+/// What [`Client::follow_purchase`] reports while it waits.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// A step of the purchase: [`Notice::Delivered`] or [`Notice::Delayed`].
+    Notice(&'a Notice),
+    /// Nothing new for a heartbeat; this long since the wait began.
+    StillWaiting(Duration),
 }
 
 /// Iterator over pushed notices ([`Client::notices`]).

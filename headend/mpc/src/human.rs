@@ -1,4 +1,7 @@
-//! Times as people read them: in the local time zone of the machine (or `TZ`), never as Unix seconds.
+//! For people: times in the local time zone of the machine (or `TZ`), never as Unix seconds; and what
+//! a customer can do about a token that is late or refused, the same words in `mpc` and the web app.
+
+use crate::backend::Notice;
 
 /// `unix` seconds as a local date and time, e.g. `2026-12-06 14:05 CET`; `-` for 0 (never).
 pub fn local_time(unix: u64) -> String {
@@ -44,6 +47,60 @@ pub fn from_now(now: u64, later: u64) -> String {
     }
 }
 
+/// What the customer can do about `n`, for the notices that call for it: a token the gateway cannot
+/// apply yet ([`Notice::Delayed`]), a refused one ([`Notice::Refused`]), notices dropped unread
+/// ([`Notice::Missed`]). `None` for the others, which need nothing.
+pub fn advice(n: &Notice) -> Option<String> {
+    let resent =
+        "You need do nothing: the payment server sends the token again by itself until the \
+                  gateway applies it, and you pay nothing more.";
+    match n {
+        Notice::Delayed { reason, .. } => {
+            let why = reason.to_ascii_lowercase();
+            let first = if why.contains("first reading") {
+                "The meter's account opens at its first reading, normally within minutes of the \
+                 gateway starting to read it."
+            } else if why.contains("restor") {
+                "The gateway is recovering the meter's account from the payment server; this takes \
+                 minutes."
+            } else if why.contains("meter") && (why.contains("answer") || why.contains("offline")) {
+                "The gateway could not reach the meter; check that the meter has power."
+            } else {
+                "The gateway is busy or its store is unavailable for a moment."
+            };
+            Some(format!(
+                "{first} {resent} If the gateway's link to the utility is down, the token kept on \
+                 this phone can be applied at the gateway (its installer screen or its command line)."
+            ))
+        }
+        Notice::Refused {
+            meter,
+            serial,
+            reason,
+            ..
+        } => {
+            let why = reason.to_ascii_lowercase();
+            let first = if why.contains("expired") {
+                "The token expired before it reached the meter."
+            } else if why.contains("already") || why.contains("replay") {
+                "The meter has already taken this token once; it is not applied twice."
+            } else {
+                "The gateway will not take this token, and sending it again will not change that."
+            };
+            Some(format!(
+                "{first} Your payment stays in the utility's payment record: call the utility with \
+                 meter {meter} and token {serial} to have it refunded or a new token issued."
+            ))
+        }
+        Notice::Missed { count, .. } => Some(format!(
+            "{count} alert{} could not be shown because the connection fell behind; reload the \
+             history to see everything.",
+            if *count == 1 { "" } else { "s" }
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +120,34 @@ mod tests {
         assert_eq!(from_now(100, 100 + 30 * 86_400), "in 30 days");
         assert_eq!(from_now(100, 50), "expired");
         assert_eq!(from_now(0, 90), "in 90 s");
+    }
+
+    #[test]
+    fn late_and_refused_tokens_say_what_to_do() {
+        let later = advice(&Notice::Delayed {
+            meter: "M1".into(),
+            serial: 3,
+            reason: "meter M1 has no account until its first reading".into(),
+            at: 1,
+        })
+        .unwrap();
+        assert!(later.contains("opens at its first reading"), "{later}");
+        assert!(later.contains("pay nothing more"), "{later}");
+        let refused = advice(&Notice::Refused {
+            meter: "M1".into(),
+            serial: 3,
+            reason: "token expired".into(),
+            at: 1,
+        })
+        .unwrap();
+        assert!(
+            refused.contains("expired") && refused.contains("token 3"),
+            "{refused}"
+        );
+        assert!(advice(&Notice::SupplyCut {
+            meter: "M1".into(),
+            at: 1
+        })
+        .is_none());
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod feed;
 pub mod human;
 pub mod message;
 pub mod password;

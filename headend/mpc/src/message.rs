@@ -19,6 +19,10 @@ use crate::backend::{
 
 /// The message version this crate writes and reads.
 pub const VERSION: u8 = 1;
+/// The newest [`NoticeWire`] kind this crate reads and writes (see [`Sealed::Watch`]).
+pub const NEWEST_NOTICE_KIND: u8 = 8;
+/// What a client that does not say reads: the kinds of the first version.
+pub const FIRST_NOTICE_KINDS: u8 = 5;
 /// The request id of messages that answer no request (pushed notices, errors about the connection).
 pub const UNSOLICITED: u64 = 0;
 
@@ -46,6 +50,10 @@ pub enum MessageError {
         /// Why.
         reason: String,
     },
+    /// A notice of a kind this end does not know (a newer server's): skipped, not an error of the
+    /// connection.
+    #[error("notice kind {0} is not one this client knows (1 to 8); it is skipped: upgrade mpc to see it")]
+    UnknownNotice(u8),
     /// The encoder failed (only on a bug: writing to a Vec does not fail).
     #[error("cannot encode {0}")]
     Encode(&'static str),
@@ -353,7 +361,13 @@ pub enum Sealed {
     },
     /// Client: push notices on this connection from now on.
     #[n(10)]
-    Watch {},
+    Watch {
+        /// The newest notice kind the client reads ([`NEWEST_NOTICE_KIND`]): with 8, also the steps
+        /// of a purchase on its way (6 delivered, 7 delayed) and 8 missed. Absent (what clients before
+        /// those kinds send): only kinds 1–5.
+        #[n(0)]
+        newest_kind: Option<u8>,
+    },
     /// Client: stop pushing notices.
     #[n(11)]
     Unwatch {},
@@ -665,7 +679,10 @@ impl TryFrom<HistoryWire> for HistoryEntry {
     }
 }
 
-/// [`Notice`] on the wire; `kind`: 1 applied, 2 refused, 3 low credit, 4 supply cut, 5 supply restored.
+/// [`Notice`] on the wire; `kind`: 1 applied, 2 refused, 3 low credit, 4 supply cut, 5 supply restored,
+/// 6 delivered (sent to the gateway), 7 delayed (the gateway cannot apply it yet; `reason` says why),
+/// 8 missed (`amount_minor` notices were dropped unread: reload). Kinds 6 to 8 are sent only to a connection that asked for them ([`Sealed::Watch`]'s `progress`);
+/// a reader skips a kind it does not know ([`MessageError::UnknownNotice`]).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct NoticeWire {
@@ -683,6 +700,13 @@ pub struct NoticeWire {
     balance_minor: Option<i64>,
     #[n(6)]
     reason: Option<String>,
+}
+
+impl NoticeWire {
+    /// The kind number.
+    pub fn kind(&self) -> u8 {
+        self.kind
+    }
 }
 
 impl From<&Notice> for NoticeWire {
@@ -729,6 +753,24 @@ impl From<&Notice> for NoticeWire {
             },
             Notice::SupplyCut { meter, at } => blank(4, meter, *at),
             Notice::SupplyRestored { meter, at } => blank(5, meter, *at),
+            Notice::Delivered { meter, serial, at } => NoticeWire {
+                serial: Some(*serial),
+                ..blank(6, meter, *at)
+            },
+            Notice::Delayed {
+                meter,
+                serial,
+                reason,
+                at,
+            } => NoticeWire {
+                serial: Some(*serial),
+                reason: Some(reason.clone()),
+                ..blank(7, meter, *at)
+            },
+            Notice::Missed { count, at } => NoticeWire {
+                amount_minor: Some(*count),
+                ..blank(8, "", *at)
+            },
         }
     }
 }
@@ -765,12 +807,22 @@ impl TryFrom<NoticeWire> for Notice {
             },
             4 => Notice::SupplyCut { meter, at },
             5 => Notice::SupplyRestored { meter, at },
-            other => {
-                return Err(MessageError::Invalid {
-                    field: "notice kind",
-                    reason: format!("{other} is not one of 1..=5"),
-                })
-            }
+            6 => Notice::Delivered {
+                meter,
+                serial: need(n.serial, "notice serial (key 3)")?,
+                at,
+            },
+            7 => Notice::Delayed {
+                meter,
+                serial: need(n.serial, "notice serial (key 3)")?,
+                reason: need(n.reason, "notice reason (key 6)")?,
+                at,
+            },
+            8 => Notice::Missed {
+                count: need(n.amount_minor, "notice count (key 4)")?,
+                at,
+            },
+            other => return Err(MessageError::UnknownNotice(other)),
         })
     }
 }
@@ -883,6 +935,36 @@ mod tests {
     }
 
     #[test]
+    fn watch_and_notices_stay_readable_across_versions() {
+        // A client from before notice kinds 6-8 sends `[10, {}]`: it asks for nothing new.
+        let old = minicbor::to_vec(Inner {
+            id: 3,
+            body: Sealed::Watch { newest_kind: None },
+        })
+        .unwrap();
+        assert_eq!(hex::encode(&old), "a2000301820aa0");
+        let new = Inner {
+            id: 3,
+            body: Sealed::Watch {
+                newest_kind: Some(NEWEST_NOTICE_KIND),
+            },
+        };
+        assert_eq!(Inner::decode(&new.encode().unwrap()).unwrap(), new);
+        // A kind from a newer server is reported as such, so the client skips it.
+        let future = NoticeWire {
+            kind: 99,
+            ..NoticeWire::from(&Notice::SupplyCut {
+                meter: "M1".into(),
+                at: 1,
+            })
+        };
+        assert_eq!(
+            Notice::try_from(future),
+            Err(MessageError::UnknownNotice(99))
+        );
+    }
+
+    #[test]
     fn notices_round_trip_through_the_wire_form() {
         let all = [
             Notice::Applied {
@@ -911,6 +993,18 @@ mod tests {
                 meter: "M1".into(),
                 at: 14,
             },
+            Notice::Delivered {
+                meter: "M1".into(),
+                serial: 5,
+                at: 15,
+            },
+            Notice::Delayed {
+                meter: "M1".into(),
+                serial: 5,
+                reason: "meter M1 has no account until its first reading".into(),
+                at: 16,
+            },
+            Notice::Missed { count: 9, at: 17 },
         ];
         for n in all {
             let wire = NoticeWire::from(&n);

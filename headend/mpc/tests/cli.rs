@@ -114,9 +114,9 @@ fn register_meters_topup_history_and_tokens() {
     });
     let out = phone.ok(&["topup", "MTR-1", "20.00", "--wait", "10"]);
     assert_eq!(applier.join().unwrap(), 2500);
-    assert!(out.contains("bought 20.00 EUR for MTR-1 (token 1"), "{out}");
+    assert!(out.contains("paid: 20.00 EUR for MTR-1 (token 1"), "{out}");
     assert!(
-        out.contains("token 1 applied (20.00), balance now 25.00"),
+        out.contains("token 1 applied (20.00 EUR), balance now 25.00 EUR"),
         "{out}"
     );
 
@@ -230,6 +230,66 @@ fn watch_prints_alerts_as_they_come() {
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["notice"], "low credit");
     assert_eq!(v["balance_minor"], 75);
+}
+
+#[test]
+fn topup_passes_on_the_gateways_reason_and_never_waits_in_silence() {
+    // Failed before: `mpc topup` printed the purchase, then nothing until the wait ran out.
+    let server = TestServer::start();
+    let phone = Phone::new("cli-delay");
+    phone.register(&server);
+    let backend = server.backend.clone();
+    let gateway = std::thread::spawn(move || {
+        for _ in 0..200 {
+            if backend.purchase_count() == 1 {
+                backend.notify(
+                    "MTR-1",
+                    Notice::Delivered {
+                        meter: "MTR-1".into(),
+                        serial: 1,
+                        at: 1_767_230_000,
+                    },
+                );
+                backend.notify(
+                    "MTR-1",
+                    Notice::Delayed {
+                        meter: "MTR-1".into(),
+                        serial: 1,
+                        reason: "meter MTR-1 has no account until its first reading".into(),
+                        at: 1_767_230_001,
+                    },
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("no purchase came");
+    });
+    let out = phone.ok(&["topup", "MTR-1", "5.00", "--wait", "11"]);
+    gateway.join().unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{out}"))
+    };
+    let (paid, delivered, delayed, still, end) = (
+        at("paid: 5.00 EUR for MTR-1 (token 1"),
+        at("token 1 delivered to the gateway at"),
+        at("the gateway cannot apply token 1 yet: meter MTR-1 has no account until its first reading"),
+        at("still waiting for the gateway ("),
+        at("no receipt from the gateway yet (see the reason above)"),
+    );
+    assert!(
+        paid < delivered && delivered < delayed && delayed < still && still < end,
+        "{out}"
+    );
+    // What the customer can do: nothing but wait, or apply the saved token at the gateway.
+    assert!(out.contains("opens at its first reading"), "{out}");
+    assert!(out.contains("you pay nothing more"), "{out}");
+    assert!(out.contains("concentrator topup --token"), "{out}");
+    assert!(!out.contains("1767230000"), "no Unix seconds: {out}");
 }
 
 #[test]

@@ -147,13 +147,6 @@ fn wrong_password_is_refused_and_repeated_failures_lock_the_user_out() {
             .contains("the user name, the password or the phone's key is wrong"),
         "{e}"
     );
-    // An unknown user gets the same answer.
-    let mut ghost = keys.clone();
-    ghost.user = "mallory".into();
-    assert_eq!(
-        code_of(c.login(&mut ghost, PASSWORD, &mut |_| Ok(()))),
-        ErrorCode::LoginFailed
-    );
     for _ in 0..2 {
         assert_eq!(
             code_of(c.login(&mut keys, "wrong", &mut |_| Ok(()))),
@@ -166,6 +159,163 @@ fn wrong_password_is_refused_and_repeated_failures_lock_the_user_out() {
     assert!(e.to_string().contains("try again in"), "{e}");
     std::thread::sleep(Duration::from_millis(1100));
     c.login(&mut keys, PASSWORD, &mut |_| Ok(())).unwrap();
+}
+
+/// The first login step on a raw connection: `Ok((RAND, AUTN))` or the error's code.
+fn raw_login(raw: &mut RawConn, identity: &str) -> Result<([u8; 16], [u8; 16]), u16> {
+    let modes = vec![SecurityMode::AES.into()];
+    let m = Message::new(
+        1,
+        Plain::Login {
+            identity: identity.into(),
+            modes,
+        },
+    );
+    raw.send(&m.encode().unwrap()).unwrap();
+    let octets = raw.receive().unwrap().expect("an answer within 5 s");
+    match Message::decode(&octets).unwrap().body {
+        Plain::Challenge { rand, autn } => Ok((rand, autn)),
+        Plain::Error { code, .. } => Err(code),
+        other => panic!("expected a challenge, got {other:?}"),
+    }
+}
+
+/// An answer to a challenge with a RES the sender made up; the error code.
+fn raw_response(raw: &mut RawConn, rand: [u8; 16], pass: &str) -> u16 {
+    let m = Message::new(
+        2,
+        Plain::Response {
+            rand,
+            res: vec![0; 8],
+            password: pass.into(),
+        },
+    );
+    raw.send(&m.encode().unwrap()).unwrap();
+    read_error(raw).0
+}
+
+#[test]
+fn an_unknown_user_gets_a_challenge_like_a_known_one_and_the_same_refusal() {
+    // Failed before: an unknown user name was refused at once, without a challenge.
+    let server = TestServer::start();
+    let _keys = registered(&server);
+    let mut raw = raw_conn(&server);
+    let (rand_a, autn_a) = raw_login(&mut raw, "alice").expect("a challenge for alice");
+    let (rand_g, autn_g) = raw_login(&mut raw, "mallory").expect("a challenge for nobody");
+    assert_ne!(rand_g, rand_a);
+    assert_eq!(autn_a[6..8], autn_g[6..8], "the same AMF in both AUTNs");
+    let (rand_g2, autn_g2) = raw_login(&mut raw, "mallory").unwrap();
+    assert_ne!(
+        (rand_g2, autn_g2),
+        (rand_g, autn_g),
+        "a fresh RAND each time, as for a real user"
+    );
+    assert_eq!(
+        raw_response(&mut raw, rand_g2, PASSWORD),
+        ErrorCode::LoginFailed as u16
+    );
+    let (rand_a, _) = raw_login(&mut raw, "alice").unwrap();
+    assert_eq!(
+        raw_response(&mut raw, rand_a, PASSWORD),
+        ErrorCode::LoginFailed as u16,
+        "a wrong RES gets the same answer"
+    );
+    // The phone of someone the server does not know cannot verify the decoy: nothing is sent.
+    let mut ghost = registered_keys_for("mallory");
+    let e = server
+        .client()
+        .login(&mut ghost, PASSWORD, &mut |_| Ok(()))
+        .unwrap_err();
+    assert!(matches!(e, ClientError::NotTheUtility), "{e}");
+}
+
+/// Keys a phone would hold for `user` if the server had registered it (it has not).
+fn registered_keys_for(user: &str) -> Keys {
+    Keys {
+        customer: "C-9999".into(),
+        user: user.into(),
+        imsi: "001019999999999".into(),
+        k: [7; 16],
+        opc: [9; 16],
+        sqn: Default::default(),
+    }
+}
+
+#[test]
+fn failed_logins_count_across_connections_and_by_source_address() {
+    // Failed before: the count was per customer only for known users, and unknown names were never
+    // counted; a new connection gave fresh per-connection guesses.
+    let server = TestServer::start_with(ServerConfig {
+        lockout_after: 2,
+        source_lockout_after: 4,
+        max_failures_per_connection: 100,
+        ..test_config()
+    });
+    let _keys = registered(&server);
+    for _ in 0..2 {
+        let mut raw = raw_conn(&server);
+        let (rand, _) = raw_login(&mut raw, "nobody-1").unwrap();
+        assert_eq!(
+            raw_response(&mut raw, rand, "x"),
+            ErrorCode::LoginFailed as u16
+        );
+    }
+    // A third connection for the same unknown name: it must wait, as a known user would.
+    let mut raw = raw_conn(&server);
+    assert_eq!(
+        raw_login(&mut raw, "nobody-1"),
+        Err(ErrorCode::TooManyAttempts as u16)
+    );
+    // Other names from the same address: two more failures reach the address's limit.
+    for name in ["nobody-2", "nobody-3"] {
+        let mut raw = raw_conn(&server);
+        let (rand, _) = raw_login(&mut raw, name).unwrap();
+        assert_eq!(
+            raw_response(&mut raw, rand, "x"),
+            ErrorCode::LoginFailed as u16
+        );
+    }
+    let mut raw = raw_conn(&server);
+    assert_eq!(
+        raw_login(&mut raw, "alice"),
+        Err(ErrorCode::TooManyAttempts as u16),
+        "the address waits, whatever name it tries next"
+    );
+}
+
+#[test]
+fn authorization_code_guesses_are_limited_across_connections() {
+    // Failed before: only a connection's own count (5, then closed) limited code guesses.
+    let server = TestServer::start_with(ServerConfig {
+        lockout_after: 2,
+        source_lockout_after: 3,
+        ..test_config()
+    });
+    for guess in ["000-001", "000-002"] {
+        let mut c = server.client();
+        assert_eq!(
+            code_of(c.register(guess, "eve", PASSWORD)),
+            ErrorCode::CodeRefused
+        );
+    }
+    // The same user name on a new connection: wait.
+    let e = server
+        .client()
+        .register("000-003", "eve", PASSWORD)
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TooManyAttempts), "{e}");
+    assert!(e.to_string().contains("try again in"), "{e}");
+    // Another name from the same address: its third failure, then the address waits, even with the
+    // right code.
+    assert_eq!(
+        code_of(server.client().register("000-004", "mallet", PASSWORD)),
+        ErrorCode::CodeRefused
+    );
+    let e = server
+        .client()
+        .register(CODE_1, "alice", PASSWORD)
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TooManyAttempts), "{e}");
 }
 
 #[test]

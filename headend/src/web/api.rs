@@ -2,11 +2,12 @@
 //! store) off the async threads, and answers JSON; errors are `{"error": code, "message": text}` with
 //! the text written for the customer.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -50,6 +51,9 @@ impl IntoResponse for ApiError {
         let (status, code, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Refused(ErrorCode::UserTaken, m) => (StatusCode::CONFLICT, "user_taken", m),
+            ApiError::Refused(ErrorCode::TooManyAttempts, m) => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", m)
+            }
             ApiError::Refused(_, m) => (StatusCode::FORBIDDEN, "code_refused", m),
             ApiError::LoginFailed => (
                 StatusCode::UNAUTHORIZED,
@@ -115,9 +119,12 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-pub async fn register(State(app): State<Arc<App>>, body: Bytes) -> Answer {
+/// The phone's address, for the gate's counts per source (set by the server on every request).
+type Peer = ConnectInfo<SocketAddr>;
+
+pub async fn register(State(app): State<Arc<App>>, ConnectInfo(peer): Peer, body: Bytes) -> Answer {
     let r: wire::RegisterRequest = wire::decode("registration", &body)?;
-    let c = blocking(move || app.register(&r.code, &r.user, &r.password)).await?;
+    let c = blocking(move || app.register(&r.code, &r.user, &r.password, peer.ip())).await?;
     let (Some(k), Some(opc)) = (c.k, c.opc) else {
         return Err(BackendError::Unavailable("registration stored no key".into()).into());
     };
@@ -130,11 +137,11 @@ pub async fn register(State(app): State<Arc<App>>, body: Bytes) -> Answer {
     })
 }
 
-pub async fn login(State(app): State<Arc<App>>, body: Bytes) -> Answer {
+pub async fn login(State(app): State<Arc<App>>, ConnectInfo(peer): Peer, body: Bytes) -> Answer {
     let r: wire::LoginRequest = wire::decode("login", &body)?;
     let start = Instant::now();
     let floor = app.config.failure_delay;
-    let out = blocking(move || app.login(&r.identity)).await;
+    let out = blocking(move || app.login(&r.identity, peer.ip())).await;
     // Every first step takes at least this long, known user or not (the known one writes its SQN).
     if let Some(rest) = floor.checked_sub(start.elapsed()) {
         tokio::time::sleep(rest).await;
@@ -147,11 +154,11 @@ pub async fn login(State(app): State<Arc<App>>, body: Bytes) -> Answer {
     })
 }
 
-pub async fn sync(State(app): State<Arc<App>>, body: Bytes) -> Answer {
+pub async fn sync(State(app): State<Arc<App>>, ConnectInfo(peer): Peer, body: Bytes) -> Answer {
     let r: wire::SyncRequest = wire::decode("resynchronisation", &body)?;
     let auts: [u8; 14] = wire::hex_bytes("auts", &r.auts)?;
     let challenge = r.challenge.clone();
-    let (rand, autn) = blocking(move || app.sync(&r.challenge, &auts)).await?;
+    let (rand, autn) = blocking(move || app.sync(&r.challenge, &auts, peer.ip())).await?;
     ok(wire::ChallengeAnswer {
         challenge,
         rand: hex::encode(rand),
@@ -159,10 +166,11 @@ pub async fn sync(State(app): State<Arc<App>>, body: Bytes) -> Answer {
     })
 }
 
-pub async fn finish(State(app): State<Arc<App>>, body: Bytes) -> Answer {
+pub async fn finish(State(app): State<Arc<App>>, ConnectInfo(peer): Peer, body: Bytes) -> Answer {
     let r: wire::FinishRequest = wire::decode("login", &body)?;
     let res = hex::decode(&r.res).map_err(|_| ApiError::BadRequest("res is not hex".into()))?;
-    let (token, s) = blocking(move || app.finish(&r.challenge, &res, &r.password)).await?;
+    let (token, s) =
+        blocking(move || app.finish(&r.challenge, &res, &r.password, peer.ip())).await?;
     let expires_at = unix_now() + App::remaining(&s);
     ok(wire::LoggedIn {
         token,

@@ -1,16 +1,18 @@
-//! Who is asking: the login steps (the AKA challenge, resynchronisation, RES with the password), the
-//! failed-login limiter (the `mpc` server's, keyed by the identity typed so an unknown name is limited
-//! like a known one), and bearer tokens with an expiry.
+//! Who is asking: the login steps (the AKA challenge, resynchronisation, RES with the password) and
+//! registration through the payment server's login gate ([`Gate`], shared with the `mpc` server in the
+//! same process: one count of failures per customer, identity, code and source address, one SQN lock,
+//! decoy challenges for unknown identities), and bearer tokens with an expiry.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::http::HeaderMap;
 use concentrator_mpc::backend::{Backend, BackendError, Customer};
-use concentrator_mpc::server::accounts::{self, ChallengeError};
-use concentrator_mpc::server::Limiter;
-use concentrator_security::aka::{self, AuthVector};
+use concentrator_mpc::server::accounts;
+use concentrator_mpc::server::gate::{GateConfig, Login, Started};
+use concentrator_mpc::server::Gate;
 
 use super::api::ApiError;
 use super::WebConfig;
@@ -18,15 +20,10 @@ use crate::backend::PaymentServer;
 
 /// Open logins and sessions kept at most (the oldest are dropped past this).
 const MAX_OPEN: usize = 10_000;
-const MAX_RESYNCS: u32 = 2;
 
-/// An open login: the vector the phone must answer, or none (a decoy for an unknown identity, which
-/// looks the same to the phone and can only fail).
+/// An open login: the challenge the phone must answer (perhaps a decoy, which can only fail).
 struct Pending {
-    limiter_key: String,
-    customer: Option<(String, String)>,
-    vector: Option<AuthVector>,
-    resyncs: u32,
+    login: Login,
     created: Instant,
 }
 
@@ -42,8 +39,7 @@ pub struct Session {
 pub struct App {
     pub backend: Arc<PaymentServer>,
     pub config: WebConfig,
-    accounts: Mutex<()>,
-    limiter: Mutex<Limiter>,
+    gate: Arc<Gate>,
     pending: Mutex<HashMap<String, Pending>>,
     sessions: Mutex<HashMap<String, Session>>,
 }
@@ -70,21 +66,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl App {
     pub fn new(backend: Arc<PaymentServer>, config: WebConfig) -> App {
+        let gate = backend
+            .gate()
+            .unwrap_or_else(|| Arc::new(Gate::new(GateConfig::default())));
         App {
             backend,
-            limiter: Mutex::new(Limiter::new(config.lockout_after, config.lockout_max)),
             config,
-            accounts: Mutex::new(()),
+            gate,
             pending: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Registration ([`accounts::register`]).
-    pub fn register(&self, code: &str, user: &str, pass: &str) -> Result<Customer, ApiError> {
+    /// Registration ([`Gate::register`]).
+    pub fn register(
+        &self,
+        code: &str,
+        user: &str,
+        pass: &str,
+        source: IpAddr,
+    ) -> Result<Customer, ApiError> {
         accounts::check_user_name(user).map_err(ApiError::BadRequest)?;
         accounts::check_password_rule(pass).map_err(ApiError::BadRequest)?;
-        match accounts::register(self.backend.as_ref(), &self.accounts, code, user, pass)? {
+        match self
+            .gate
+            .register(self.backend.as_ref(), code, user, pass, source)?
+        {
             Ok(c) => Ok(c),
             Err((code, message)) => {
                 std::thread::sleep(self.config.failure_delay);
@@ -93,43 +100,24 @@ impl App {
         }
     }
 
-    /// The first step of a login: `(challenge id, RAND, AUTN)`.
-    pub fn login(&self, identity: &str) -> Result<(String, [u8; 16], [u8; 16]), ApiError> {
-        let limiter_key = identity.trim().to_ascii_lowercase();
-        if let Err(wait) = lock(&self.limiter).check(&limiter_key, Instant::now()) {
-            std::thread::sleep(self.config.failure_delay);
-            return Err(ApiError::TooMany(wait));
-        }
-        let found = if accounts::is_imsi(identity) {
-            self.backend.customer_by_imsi(identity)?
-        } else {
-            self.backend.customer_by_user(identity)?
-        };
-        let customer = found.filter(|c| c.k.is_some() && c.opc.is_some() && c.user.is_some());
-        let (customer, vector) = match customer {
-            Some(c) => {
-                let v = accounts::challenge(self.backend.as_ref(), &self.accounts, &c.imsi, None)
-                    .map_err(|e| match e {
-                    ChallengeError::Backend(e) => ApiError::Backend(e),
-                    ChallengeError::BadAuts => ApiError::LoginFailed,
-                })?;
-                (Some((c.id, c.imsi)), Some(v))
+    /// The first step of a login: `(challenge id, RAND, AUTN)`; an identity that names nobody gets a
+    /// decoy of the same shape.
+    pub fn login(
+        &self,
+        identity: &str,
+        source: IpAddr,
+    ) -> Result<(String, [u8; 16], [u8; 16]), ApiError> {
+        let login = match self
+            .gate
+            .start_login(self.backend.as_ref(), identity, source)?
+        {
+            Started::Wait(wait) => {
+                std::thread::sleep(self.config.failure_delay);
+                return Err(ApiError::TooMany(wait));
             }
-            None => (None, None),
+            Started::Challenge(login) => login,
         };
-        let (rand, autn) = match &vector {
-            Some(v) => (v.rand, v.autn),
-            None => {
-                let mut r = [0u8; 32];
-                openssl::rand::rand_bytes(&mut r)
-                    .map_err(|e| ApiError::Backend(BackendError::Unavailable(e.to_string())))?;
-                let (a, b) = r.split_at(16);
-                (
-                    a.try_into().unwrap_or_default(),
-                    b.try_into().unwrap_or_default(),
-                )
-            }
-        };
+        let (rand, autn) = (login.vector.rand, login.vector.autn);
         let id = random_hex(16)?;
         let mut pending = lock(&self.pending);
         let ttl = self.config.challenge_lifetime;
@@ -142,10 +130,7 @@ impl App {
         pending.insert(
             id.clone(),
             Pending {
-                limiter_key,
-                customer,
-                vector,
-                resyncs: 0,
+                login,
                 created: Instant::now(),
             },
         );
@@ -157,42 +142,31 @@ impl App {
         (p.created.elapsed() < self.config.challenge_lifetime).then_some(p)
     }
 
-    fn failed(&self, limiter_key: &str) -> ApiError {
-        lock(&self.limiter).failed(limiter_key, Instant::now());
+    fn failed(&self) -> ApiError {
         std::thread::sleep(self.config.failure_delay);
         ApiError::LoginFailed
     }
 
     /// The phone found SQN stale: resynchronise on AUTS, a new challenge under the same id.
-    pub fn sync(&self, challenge: &str, auts: &[u8; 14]) -> Result<([u8; 16], [u8; 16]), ApiError> {
+    pub fn sync(
+        &self,
+        challenge: &str,
+        auts: &[u8; 14],
+        source: IpAddr,
+    ) -> Result<([u8; 16], [u8; 16]), ApiError> {
         let Some(mut p) = self.take(challenge) else {
-            std::thread::sleep(self.config.failure_delay);
-            return Err(ApiError::LoginFailed);
+            return Err(self.failed());
         };
-        let (Some((_, imsi)), Some(v)) = (&p.customer, &p.vector) else {
-            return Err(self.failed(&p.limiter_key));
-        };
-        if p.resyncs >= MAX_RESYNCS {
-            return Err(self.failed(&p.limiter_key));
+        if !self
+            .gate
+            .resync(self.backend.as_ref(), &mut p.login, auts, source)?
+        {
+            return Err(self.failed());
         }
-        let rand = v.rand;
-        match accounts::challenge(
-            self.backend.as_ref(),
-            &self.accounts,
-            imsi,
-            Some((&rand, auts)),
-        ) {
-            Ok(v) => {
-                let out = (v.rand, v.autn);
-                p.vector = Some(v);
-                p.resyncs += 1;
-                p.created = Instant::now();
-                lock(&self.pending).insert(challenge.to_string(), p);
-                Ok(out)
-            }
-            Err(ChallengeError::BadAuts) => Err(self.failed(&p.limiter_key)),
-            Err(ChallengeError::Backend(e)) => Err(e.into()),
-        }
+        let out = (p.login.vector.rand, p.login.vector.autn);
+        p.created = Instant::now();
+        lock(&self.pending).insert(challenge.to_string(), p);
+        Ok(out)
     }
 
     /// RES and the password: a bearer token and its session.
@@ -201,26 +175,18 @@ impl App {
         challenge: &str,
         res: &[u8],
         pass: &str,
+        source: IpAddr,
     ) -> Result<(String, Session), ApiError> {
         let Some(p) = self.take(challenge) else {
-            std::thread::sleep(self.config.failure_delay);
-            return Err(ApiError::LoginFailed);
+            return Err(self.failed());
         };
-        let res_ok = p
-            .vector
-            .as_ref()
-            .is_some_and(|v| aka::check_res(v, res).is_ok());
-        let stored = match &p.customer {
-            Some((_, imsi)) => self.backend.customer_by_imsi(imsi)?,
-            None => None,
+        let Some(c) = self
+            .gate
+            .finish_login(self.backend.as_ref(), &p.login, res, pass, source)?
+        else {
+            log::info!("phone web app: failed login ({})", p.login.key);
+            return Err(self.failed());
         };
-        // Both checks always run, so the time does not tell which one failed or whether the user exists.
-        let pass_ok = accounts::password_ok(stored.as_ref(), pass);
-        let Some(c) = stored.filter(|_| res_ok & pass_ok) else {
-            log::info!("phone web app: failed login for {:?}", p.limiter_key);
-            return Err(self.failed(&p.limiter_key));
-        };
-        lock(&self.limiter).succeeded(&p.limiter_key);
         let token = random_hex(32)?;
         let session = Session {
             customer: c.id.clone(),
@@ -281,12 +247,4 @@ impl App {
     }
 }
 
-/// A wait for people: at least one second.
-pub fn wait_text(d: Duration) -> String {
-    let s = d.as_secs().max(1);
-    if s < 120 {
-        format!("{s} s")
-    } else {
-        format!("{} min", s.div_ceil(60))
-    }
-}
+pub use concentrator_mpc::server::gate::wait_text;

@@ -61,6 +61,8 @@ async fn live(app: Arc<App>, mut ws: WebSocket) {
         return;
     };
     let notices = app.backend.subscribe(&session.customer);
+    // The app reads every kind: the steps of a purchase and "missed" too.
+    notices.set_progress(true);
     if !say(
         &mut ws,
         json!({"type": "hello", "customer": session.customer}),

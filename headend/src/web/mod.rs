@@ -31,6 +31,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use openssl::ssl::{Ssl, SslAcceptor};
+use tower::ServiceExt;
 
 use crate::backend::PaymentServer;
 
@@ -45,10 +46,6 @@ pub struct WebConfig {
     pub session_lifetime: Duration,
     /// Time to answer a login challenge.
     pub challenge_lifetime: Duration,
-    /// Failed logins in a row for one identity before it must wait (as the `mpc` server).
-    pub lockout_after: u32,
-    /// The longest wait.
-    pub lockout_max: Duration,
     /// Pause before answering a failed login or registration.
     pub failure_delay: Duration,
 }
@@ -60,8 +57,6 @@ impl Default for WebConfig {
             handshake_timeout: Duration::from_secs(10),
             session_lifetime: Duration::from_secs(1800),
             challenge_lifetime: Duration::from_secs(120),
-            lockout_after: 5,
-            lockout_max: Duration::from_secs(900),
             failure_delay: Duration::from_millis(250),
         }
     }
@@ -89,7 +84,9 @@ pub fn serve(
         })
 }
 
-/// The routes (also for tests that drive them without TLS).
+/// The routes (also for tests that drive them without TLS). Each request must carry the peer's
+/// `ConnectInfo<SocketAddr>` in its extensions, as [`serve`] puts it there: the login gate counts
+/// failures per source address.
 pub fn router(app: Arc<auth::App>) -> Router {
     Router::new()
         .route("/", get(assets::index))
@@ -211,7 +208,16 @@ async fn connection(
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(routes))
+        .serve_connection(
+            TokioIo::new(tls),
+            // The peer's address for the login gate's counts per source.
+            TowerToHyperService::new(routes.map_request(
+                move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                    r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    r
+                },
+            )),
+        )
         .with_upgrades()
         .await;
     if let Err(e) = served {

@@ -150,7 +150,10 @@ pub struct PurchaseJson {
     pub expires_at: u64,
     pub token: String,
     pub state: &'static str,
+    /// The gateway's reason: for `refused`, why; for `delivered`, why it cannot apply it yet.
     pub reason: Option<String>,
+    /// What the customer can do about that reason (the words `mpc` prints).
+    pub advice: Option<String>,
 }
 
 impl PurchaseJson {
@@ -161,6 +164,24 @@ impl PurchaseJson {
             Delivery::Pending if delivered => "delivered",
             Delivery::Pending => "paid",
         };
+        let advice = reason.as_ref().and_then(|reason| {
+            let (meter, serial, reason, at) = (p.meter.clone(), p.serial, reason.clone(), 0);
+            concentrator_mpc::human::advice(&match p.delivery {
+                Delivery::Refused => Notice::Refused {
+                    meter,
+                    serial,
+                    reason,
+                    at,
+                },
+                Delivery::Pending => Notice::Delayed {
+                    meter,
+                    serial,
+                    reason,
+                    at,
+                },
+                Delivery::Applied => return None,
+            })
+        });
         PurchaseJson {
             record: p.record,
             meter: p.meter.clone(),
@@ -172,6 +193,7 @@ impl PurchaseJson {
             token: hex::encode(&p.token),
             state,
             reason,
+            advice,
         }
     }
 }
@@ -213,9 +235,11 @@ impl From<HistoryEntry> for HistoryJson {
 }
 
 /// A notice as the live stream sends it: `{"type": "applied" | "refused" | "low_credit" |
-/// "supply_cut" | "supply_restored", ...}`.
+/// "supply_cut" | "supply_restored" | "delivered" | "delayed" | "missed", ...}`; `refused`, `delayed`
+/// and `missed` carry `advice`, what the customer can do (the words `mpc` prints).
 pub fn notice_json(n: &Notice) -> serde_json::Value {
     use serde_json::json;
+    let advice = concentrator_mpc::human::advice(n);
     match n {
         Notice::Applied {
             meter,
@@ -230,9 +254,8 @@ pub fn notice_json(n: &Notice) -> serde_json::Value {
             serial,
             reason,
             at,
-        } => {
-            json!({"type": "refused", "meter": meter, "serial": serial, "reason": reason, "at": at})
-        }
+        } => json!({"type": "refused", "meter": meter, "serial": serial, "reason": reason,
+            "advice": advice, "at": at}),
         Notice::LowCredit {
             meter,
             balance_minor,
@@ -243,6 +266,19 @@ pub fn notice_json(n: &Notice) -> serde_json::Value {
         Notice::SupplyCut { meter, at } => json!({"type": "supply_cut", "meter": meter, "at": at}),
         Notice::SupplyRestored { meter, at } => {
             json!({"type": "supply_restored", "meter": meter, "at": at})
+        }
+        Notice::Delivered { meter, serial, at } => {
+            json!({"type": "delivered", "meter": meter, "serial": serial, "at": at})
+        }
+        Notice::Delayed {
+            meter,
+            serial,
+            reason,
+            at,
+        } => json!({"type": "delayed", "meter": meter, "serial": serial, "reason": reason,
+            "advice": advice, "at": at}),
+        Notice::Missed { count, at } => {
+            json!({"type": "missed", "count": count, "advice": advice, "at": at})
         }
     }
 }

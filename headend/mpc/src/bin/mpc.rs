@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use concentrator_mpc::backend::{HistoryEntry, HistoryKind, MeterView, Notice, Purchase};
-use concentrator_mpc::client::{Client, ClientError, Keys};
-use concentrator_mpc::human::{from_now, local_time};
+use concentrator_mpc::client::{Client, ClientError, Keys, Step};
+use concentrator_mpc::human::{self, from_now, local_time};
 use concentrator_mpc::profile::{self, Profile};
 use serde_json::{json, Value};
 
@@ -442,10 +442,26 @@ fn notice_json(n: &Notice) -> Value {
         Notice::SupplyRestored { meter, at } => {
             json!({"notice": "supply restored", "meter": meter, "at": at})
         }
+        Notice::Delivered { meter, serial, at } => {
+            json!({"notice": "delivered", "meter": meter, "serial": serial, "at": at})
+        }
+        Notice::Delayed {
+            meter,
+            serial,
+            reason,
+            at,
+        } => {
+            json!({"notice": "delayed", "meter": meter, "serial": serial, "reason": reason, "at": at,
+                "advice": human::advice(n)})
+        }
+        Notice::Missed { count, at } => {
+            json!({"notice": "missed", "count": count, "at": at, "advice": human::advice(n)})
+        }
     }
 }
 
-fn notice_text(n: &Notice) -> String {
+/// A notice for people; `currency` is the meter's (the notices carry amounts in minor units only).
+fn notice_text(n: &Notice, currency: &str) -> String {
     match n {
         Notice::Applied {
             meter,
@@ -455,27 +471,47 @@ fn notice_text(n: &Notice) -> String {
             ..
         } => format!(
             "{meter}: token {serial} applied ({}), balance now {}",
-            money_u(*amount_minor, "").trim_end(),
-            money(*balance_after_minor, "").trim_end()
+            money_u(*amount_minor, currency).trim_end(),
+            money(*balance_after_minor, currency).trim_end()
         ),
         Notice::Refused {
             meter,
             serial,
             reason,
             ..
-        } => format!("{meter}: token {serial} REFUSED by the gateway: {reason}"),
+        } => format!(
+            "{meter}: token {serial} REFUSED by the gateway: {reason}. {}",
+            human::advice(n).unwrap_or_default()
+        ),
         Notice::LowCredit {
             meter,
             balance_minor,
             ..
         } => format!(
             "{meter}: LOW CREDIT, balance {}; top up soon",
-            money(*balance_minor, "").trim_end()
+            money(*balance_minor, currency).trim_end()
         ),
         Notice::SupplyCut { meter, .. } => format!("{meter}: SUPPLY CUT"),
         Notice::SupplyRestored { meter, .. } => format!("{meter}: supply restored"),
+        Notice::Delivered { meter, serial, at } => format!(
+            "{meter}: token {serial} delivered to the gateway at {}; waiting for the meter to apply it",
+            local_time(*at)
+        ),
+        Notice::Delayed {
+            meter,
+            serial,
+            reason,
+            ..
+        } => format!(
+            "{meter}: the gateway cannot apply token {serial} yet: {reason}. {}",
+            human::advice(n).unwrap_or_default()
+        ),
+        Notice::Missed { .. } => human::advice(n).unwrap_or_default(),
     }
 }
+
+/// How often `mpc topup` says it is still waiting when nothing else happens.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 
 fn topup(cli: &Cli, path: &Path, meter: &str, amount_minor: u64, wait: u64) -> Result<()> {
     let mut s = Session::open(cli, path)?;
@@ -484,9 +520,10 @@ fn topup(cli: &Cli, path: &Path, meter: &str, amount_minor: u64, wait: u64) -> R
     }
     let p: Purchase = s.client.top_up(meter, amount_minor)?;
     let saved = profile::save_token(path, &p.meter, p.serial, &p.token)?;
+    let local = format!("concentrator topup --token {}", saved.display());
     if !cli.json {
         println!(
-            "bought {} for {} (token {}, valid until {}); token saved as {}",
+            "paid: {} for {} (token {}, valid until {}); token saved as {}",
             money_u(p.amount_minor, &p.currency),
             p.meter,
             p.serial,
@@ -495,29 +532,63 @@ fn topup(cli: &Cli, path: &Path, meter: &str, amount_minor: u64, wait: u64) -> R
         );
         if wait > 0 {
             println!(
-                "waiting up to {wait} s for the gateway's receipt (Ctrl-C stops waiting; the token stays saved)..."
+                "waiting up to {wait} s for the gateway to apply it (Ctrl-C stops waiting; the token stays saved)..."
             );
         }
+        let _ = std::io::stdout().flush();
     }
+    let mut steps: Vec<Value> = Vec::new();
+    let mut delayed = false;
     let outcome = if wait > 0 {
-        s.client
-            .wait_applied(&p.meter, p.serial, Duration::from_secs(wait))?
+        let json = cli.json;
+        s.client.follow_purchase(
+            &p.meter,
+            p.serial,
+            Duration::from_secs(wait),
+            HEARTBEAT,
+            |step| {
+                match step {
+                    Step::Notice(n) => {
+                        delayed |= matches!(n, Notice::Delayed { .. });
+                        if json {
+                            steps.push(notice_json(n));
+                        } else {
+                            println!("{}", notice_text(n, &p.currency));
+                            if matches!(n, Notice::Delayed { .. }) {
+                                println!("  meanwhile, at the gateway: {local}");
+                            }
+                        }
+                    }
+                    Step::StillWaiting(d) if !json => println!(
+                        "still waiting for the gateway ({} s of {wait} s)...",
+                        d.as_secs()
+                    ),
+                    Step::StillWaiting(_) => {}
+                }
+                let _ = std::io::stdout().flush();
+            },
+        )?
     } else {
         None
     };
-    let local = format!("concentrator topup --token {}", saved.display());
     if cli.json {
         let o = outcome.as_ref().map(notice_json);
         println!(
             "{}",
             json!({"meter": p.meter, "serial": p.serial, "amount_minor": p.amount_minor, "currency": p.currency,
-                "token_file": saved, "outcome": o, "apply_locally": outcome.is_none().then_some(local)})
+                "token_file": saved, "steps": steps, "outcome": o, "apply_locally": outcome.is_none().then_some(local)})
         );
     } else {
         match &outcome {
-            Some(n) => println!("{}", notice_text(n)),
+            Some(n) => println!("{}", notice_text(n, &p.currency)),
+            None if wait == 0 => println!(
+                "not waiting for the gateway; `mpc history {}` shows when it is applied. If the uplink is down, apply it at the gateway: {local}",
+                p.meter
+            ),
             None => println!(
-                "no receipt from the gateway yet; the token is saved. If the uplink is down, apply it at the gateway: {local}"
+                "no receipt from the gateway yet{}; the token is saved and the payment server keeps sending it, so you pay nothing more. `mpc history {}` shows when it is applied. If the gateway's uplink is down, apply it at the gateway: {local}",
+                if delayed { " (see the reason above)" } else { "" },
+                p.meter
             ),
         }
     }
@@ -529,6 +600,13 @@ fn topup(cli: &Cli, path: &Path, meter: &str, amount_minor: u64, wait: u64) -> R
 
 fn watch(cli: &Cli, path: &Path) -> Result<()> {
     let mut s = Session::open(cli, path)?;
+    // Each meter's currency, for the amounts in the notices.
+    let currencies: HashMap<String, String> = s
+        .client
+        .meters()?
+        .into_iter()
+        .map(|m| (m.meter, m.currency))
+        .collect();
     s.client.watch()?;
     if !cli.json {
         println!("watching {}'s meters (Ctrl-C to stop)", s.keys.user);
@@ -539,7 +617,8 @@ fn watch(cli: &Cli, path: &Path) -> Result<()> {
                 if cli.json {
                     println!("{}", notice_json(&n));
                 } else {
-                    println!("{}", notice_text(&n));
+                    let currency = currencies.get(n.meter()).map_or("", String::as_str);
+                    println!("{}", notice_text(&n, currency));
                 }
                 let _ = std::io::stdout().flush();
             }

@@ -4,29 +4,28 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
-use concentrator_security::aka::{self, AuthVector};
 use concentrator_security::envelope::{Sender, SenderKind};
 use concentrator_security::security_mode::negotiate;
 use concentrator_security::{Channel, Direction, EnvelopeError, SecurityContext, SecurityMode};
 use openssl::ssl::SslStream;
 
-use super::accounts::{self, check_user_name, is_imsi, ChallengeError};
+use super::accounts::{self, check_user_name};
+use super::gate::{wait_text, Login, Started};
 use super::Shared;
-use crate::backend::{BackendError, Notice};
+use crate::backend::BackendError;
+use crate::feed::NoticeFeed;
 use crate::message::{
     ErrorCode, HistoryWire, Inner, Message, MessageError, MeterWire, ModePair, NoticeWire, Plain,
-    PurchaseWire, Sealed, UNSOLICITED,
+    PurchaseWire, Sealed, FIRST_NOTICE_KINDS, NEWEST_NOTICE_KIND, UNSOLICITED,
 };
 use crate::wire::{Conn, WireError};
 use crate::{now_unix, SERVER_SENDER};
 
 /// The server's algorithm pairs, preferred first.
 const OUR_MODES: [SecurityMode; 2] = [SecurityMode::AES, SecurityMode::KASUMI];
-/// Resynchronisations allowed in one login.
-const MAX_RESYNCS: u32 = 2;
 /// Longest history and purchase lists returned.
 const MAX_HISTORY: u32 = 1000;
 const MAX_PURCHASES: u32 = 100;
@@ -67,18 +66,17 @@ enum State {
 }
 
 struct Challenge {
-    customer_id: String,
-    imsi: String,
-    vector: AuthVector,
+    login: Login,
     mode: SecurityMode,
-    resyncs: u32,
 }
 
 struct Session {
     customer_id: String,
     user: String,
     channel: Channel,
-    watch: Option<Receiver<Notice>>,
+    watch: Option<NoticeFeed>,
+    /// The newest notice kind the phone reads (what it said in `Watch`).
+    newest_kind: u8,
 }
 
 /// After handling a message: keep serving or close.
@@ -246,9 +244,11 @@ impl Connection<'_> {
                     return Flow::Continue;
                 }
             };
-            let body = Sealed::Notice {
-                notice: NoticeWire::from(&notice),
-            };
+            let notice = NoticeWire::from(&notice);
+            if notice.kind() > s.newest_kind {
+                continue;
+            }
+            let body = Sealed::Notice { notice };
             if self.send_sealed(UNSOLICITED, body) == Flow::Close {
                 return Flow::Close;
             }
@@ -284,10 +284,10 @@ impl Connection<'_> {
             Plain::SyncFailure { rand, auts } => self.sync_failure(id, rand, &auts),
             Plain::MacFailure { rand } => {
                 if let State::Challenged(ch) = &self.state {
-                    if ch.vector.rand == rand {
+                    if ch.login.vector.rand == rand && ch.login.customer.is_some() {
                         log::warn!(
-                            "phone {}: customer {}'s client refused the server's AUTN: its K/OPc differ from the server's, or the challenge was altered on the way",
-                            self.peer, ch.customer_id
+                            "phone {}: {}'s client refused the server's AUTN: its K/OPc differ from the server's, or the challenge was altered on the way",
+                            self.peer, ch.login.key
                         );
                     }
                 }
@@ -351,12 +351,12 @@ impl Connection<'_> {
         if let Err(why) = accounts::check_password_rule(pass) {
             return self.send_plain(id, Plain::error(ErrorCode::BadRequest, why));
         }
-        let result = accounts::register(
+        let result = self.shared.gate.register(
             self.shared.backend.as_ref(),
-            &self.shared.accounts,
             code,
             user,
             pass,
+            self.peer.ip(),
         );
         match result {
             Err(e) => self.backend_failed(id, &e),
@@ -391,6 +391,8 @@ impl Connection<'_> {
         )
     }
 
+    /// The first step: a challenge (a decoy for an identity that names nobody, which the phone cannot
+    /// tell from a real one), or a wait.
     fn login(&mut self, id: u64, identity: &str, modes: &[ModePair]) -> Flow {
         self.state = State::Idle;
         let theirs: Vec<SecurityMode> = modes.iter().filter_map(|p| p.mode()).collect();
@@ -400,67 +402,31 @@ impl Connection<'_> {
                 return self.send_plain(id, Plain::error(ErrorCode::BadRequest, e.to_string()))
             }
         };
-        let backend = &self.shared.backend;
-        let found = if is_imsi(identity) {
-            backend.customer_by_imsi(identity)
-        } else {
-            backend.customer_by_user(identity)
-        };
-        let c = match found {
-            Err(e) => return self.backend_failed(id, &e),
-            Ok(Some(c)) if c.k.is_some() && c.opc.is_some() && c.user.is_some() => c,
-            Ok(_) => return self.login_failed(id),
-        };
-        let limited = self
-            .shared
-            .limiter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check(&c.id, Instant::now());
-        if let Err(wait) = limited {
-            return self.refuse(
+        let started =
+            self.shared
+                .gate
+                .start_login(self.shared.backend.as_ref(), identity, self.peer.ip());
+        match started {
+            Err(e) => self.backend_failed(id, &e),
+            Ok(Started::Wait(wait)) => self.refuse(
                 id,
                 ErrorCode::TooManyAttempts,
                 format!(
-                    "too many failed logins for this user; try again in {} s",
-                    wait.as_secs().max(1)
+                    "too many failed logins for this user or from this address; try again in {}",
+                    wait_text(wait)
                 ),
-            );
-        }
-        match self.challenge(&c.imsi, None) {
-            Ok(vector) => {
-                let (rand, autn) = (vector.rand, vector.autn);
-                self.state = State::Challenged(Challenge {
-                    customer_id: c.id,
-                    imsi: c.imsi,
-                    vector,
-                    mode,
-                    resyncs: 0,
-                });
+            ),
+            Ok(Started::Challenge(login)) => {
+                let (rand, autn) = (login.vector.rand, login.vector.autn);
+                self.state = State::Challenged(Challenge { login, mode });
                 self.send_plain(id, Plain::Challenge { rand, autn })
             }
-            Err(ChallengeError::Backend(e)) => self.backend_failed(id, &e),
-            Err(ChallengeError::BadAuts) => self.login_failed(id),
         }
-    }
-
-    /// The next challenge for `imsi` ([`accounts::challenge`]).
-    fn challenge(
-        &self,
-        imsi: &str,
-        auts: Option<(&[u8; 16], &[u8; 14])>,
-    ) -> Result<AuthVector, ChallengeError> {
-        accounts::challenge(
-            self.shared.backend.as_ref(),
-            &self.shared.accounts,
-            imsi,
-            auts,
-        )
     }
 
     fn take_challenge(&mut self, rand: &[u8; 16]) -> Option<Challenge> {
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Challenged(ch) if ch.vector.rand == *rand => Some(ch),
+            State::Challenged(ch) if ch.login.vector.rand == *rand => Some(ch),
             other => {
                 self.state = other;
                 None
@@ -482,31 +448,21 @@ impl Connection<'_> {
         let Some(ch) = self.take_challenge(&rand) else {
             return self.no_challenge(id);
         };
-        let res_ok = aka::check_res(&ch.vector, res).is_ok();
-        let stored = match self.shared.backend.customer_by_imsi(&ch.imsi) {
-            Ok(Some(c)) => c,
-            Ok(None) => return self.login_failed(id),
+        let finished = self.shared.gate.finish_login(
+            self.shared.backend.as_ref(),
+            &ch.login,
+            res,
+            pass,
+            self.peer.ip(),
+        );
+        let stored = match finished {
             Err(e) => return self.backend_failed(id, &e),
+            Ok(None) => {
+                log::info!("phone {}: failed login ({})", self.peer, ch.login.key);
+                return self.login_failed(id);
+            }
+            Ok(Some(c)) => c,
         };
-        // Both checks always run, so the time does not tell which one failed.
-        let pass_ok = accounts::password_ok(Some(&stored), pass);
-        let mut limiter = self
-            .shared
-            .limiter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if !(res_ok & pass_ok) {
-            limiter.failed(&ch.customer_id, Instant::now());
-            drop(limiter);
-            log::info!(
-                "phone {}: failed login for customer {}",
-                self.peer,
-                ch.customer_id
-            );
-            return self.login_failed(id);
-        }
-        limiter.succeeded(&ch.customer_id);
-        drop(limiter);
         let Some(user) = stored.user.clone() else {
             return self.login_failed(id);
         };
@@ -519,25 +475,27 @@ impl Connection<'_> {
             );
         }
         let fresh = u32::from_be_bytes(fresh);
+        let vector = &ch.login.vector;
         let ctx = SecurityContext::new(
             ch.mode,
-            &ch.vector.ck,
-            &ch.vector.ik,
+            &vector.ck,
+            &vector.ik,
             fresh,
             now_unix(),
             cfg.session_lifetime_s,
         );
         self.state = State::Session(Session {
-            customer_id: ch.customer_id.clone(),
+            customer_id: stored.id.clone(),
             user: user.clone(),
             channel: Channel::new(ctx, Direction::Downlink, cfg.window_s),
             watch: None,
+            newest_kind: FIRST_NOTICE_KINDS,
         });
-        log::info!("phone {}: customer {} logged in", self.peer, ch.customer_id);
+        log::info!("phone {}: customer {} logged in", self.peer, stored.id);
         self.send_plain(
             id,
             Plain::LoggedIn {
-                customer: ch.customer_id,
+                customer: stored.id,
                 user,
                 mode: ModePair::from(ch.mode),
                 fresh,
@@ -551,31 +509,21 @@ impl Connection<'_> {
         let Some(mut ch) = self.take_challenge(&rand) else {
             return self.no_challenge(id);
         };
-        if ch.resyncs >= MAX_RESYNCS {
-            return self.login_failed(id);
-        }
-        match self.challenge(&ch.imsi, Some((&rand, auts))) {
-            Ok(vector) => {
-                log::info!(
-                    "phone {}: customer {}: SQN resynchronised",
-                    self.peer,
-                    ch.customer_id
-                );
-                let (rand, autn) = (vector.rand, vector.autn);
-                ch.vector = vector;
-                ch.resyncs += 1;
+        let resynced = self.shared.gate.resync(
+            self.shared.backend.as_ref(),
+            &mut ch.login,
+            auts,
+            self.peer.ip(),
+        );
+        match resynced {
+            Ok(true) => {
+                log::info!("phone {}: {}: SQN resynchronised", self.peer, ch.login.key);
+                let (rand, autn) = (ch.login.vector.rand, ch.login.vector.autn);
                 self.state = State::Challenged(ch);
                 self.send_plain(id, Plain::Challenge { rand, autn })
             }
-            Err(ChallengeError::BadAuts) => {
-                self.shared
-                    .limiter
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .failed(&ch.customer_id, Instant::now());
-                self.login_failed(id)
-            }
-            Err(ChallengeError::Backend(e)) => self.backend_failed(id, &e),
+            Ok(false) => self.login_failed(id),
+            Err(e) => self.backend_failed(id, &e),
         }
     }
 
@@ -696,10 +644,12 @@ impl Connection<'_> {
                 .map(|ps| Sealed::PurchaseList {
                     purchases: ps.iter().map(PurchaseWire::from).collect(),
                 }),
-            Sealed::Watch {} => {
-                if s.watch.is_none() {
-                    s.watch = Some(backend.subscribe(customer));
-                }
+            Sealed::Watch { newest_kind } => {
+                s.newest_kind = newest_kind
+                    .unwrap_or(FIRST_NOTICE_KINDS)
+                    .min(NEWEST_NOTICE_KIND);
+                let feed = s.watch.get_or_insert_with(|| backend.subscribe(customer));
+                feed.set_progress(s.newest_kind >= NEWEST_NOTICE_KIND);
                 Ok(Sealed::Done {})
             }
             Sealed::Unwatch {} => {

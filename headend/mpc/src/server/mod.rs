@@ -20,18 +20,20 @@
 
 pub mod accounts;
 mod conn;
+pub mod gate;
 pub mod limiter;
 
 use std::io;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use openssl::ssl::SslAcceptor;
 
 use crate::backend::Backend;
+pub use gate::{Gate, GateConfig};
 pub use limiter::Limiter;
 
 /// How the server behaves; [`ServerConfig::default`] is what [`serve`] uses.
@@ -51,10 +53,13 @@ pub struct ServerConfig {
     pub session_lifetime_s: u64,
     /// Envelope timestamps must be within this many seconds of the server's clock.
     pub window_s: u64,
-    /// Failed logins in a row for one customer before the server makes them wait.
+    /// Failed logins in a row for one customer before the server makes them wait (used only when the
+    /// backend has no [`Backend::gate`] shared with other front ends; then the gate's apply).
     pub lockout_after: u32,
-    /// The longest wait imposed after repeated failures.
+    /// The longest wait imposed after repeated failures (likewise).
     pub lockout_max: Duration,
+    /// Failed logins and registrations from one source address before it must wait (likewise).
+    pub source_lockout_after: u32,
     /// Pause before answering a failed login or registration (slows guessing on one connection).
     pub failure_delay: Duration,
     /// Failed logins and registrations on one connection before it is closed.
@@ -73,6 +78,7 @@ impl Default for ServerConfig {
             window_s: 300,
             lockout_after: 5,
             lockout_max: Duration::from_secs(900),
+            source_lockout_after: 20,
             failure_delay: Duration::from_millis(250),
             max_failures_per_connection: 5,
         }
@@ -85,10 +91,10 @@ struct Shared {
     acceptor: SslAcceptor,
     config: ServerConfig,
     stop: Arc<AtomicBool>,
-    /// Serialises read-modify-write of customer records (SQN state, registration), which the backend
-    /// offers only as whole-record reads and writes.
-    accounts: Mutex<()>,
-    limiter: Mutex<Limiter>,
+    /// Failure counts and the lock for read-modify-write of customer records (SQN state,
+    /// registration), which the backend offers only as whole-record reads and writes; shared with the
+    /// payment server's other front ends when the backend has a gate.
+    gate: Arc<Gate>,
     connections: AtomicUsize,
 }
 
@@ -112,13 +118,19 @@ pub fn serve_with(
     config: ServerConfig,
 ) -> io::Result<JoinHandle<()>> {
     listener.set_nonblocking(true)?;
+    let gate = backend.gate().unwrap_or_else(|| {
+        Arc::new(Gate::new(GateConfig {
+            lockout_after: config.lockout_after,
+            lockout_max: config.lockout_max,
+            source_after: config.source_lockout_after,
+        }))
+    });
     let shared = Arc::new(Shared {
         backend,
         acceptor,
-        limiter: Mutex::new(Limiter::new(config.lockout_after, config.lockout_max)),
+        gate,
         config,
         stop,
-        accounts: Mutex::new(()),
         connections: AtomicUsize::new(0),
     });
     std::thread::Builder::new()

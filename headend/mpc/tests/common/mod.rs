@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use concentrator_mpc::backend::*;
 use concentrator_mpc::client::Client;
+use concentrator_mpc::feed::{feed, NoticeFeed, NoticeSender, DEFAULT_CAPACITY};
 use concentrator_mpc::server::{serve_with, ServerConfig};
 use concentrator_mpc::tls;
 use concentrator_security::signed::DocumentSigner;
@@ -150,7 +150,7 @@ struct State {
     bought: Vec<Bought>,
     history: Vec<(String, HistoryEntry)>,
     serials: HashMap<String, u64>,
-    subscribers: Vec<(String, Sender<Notice>)>,
+    subscribers: Vec<(String, NoticeSender)>,
     saves: usize,
 }
 
@@ -441,8 +441,8 @@ impl Backend for MemBackend {
             .collect())
     }
 
-    fn subscribe(&self, customer_id: &str) -> std::sync::mpsc::Receiver<Notice> {
-        let (tx, rx) = channel();
+    fn subscribe(&self, customer_id: &str) -> NoticeFeed {
+        let (tx, rx) = feed(DEFAULT_CAPACITY);
         self.state
             .lock()
             .unwrap()
