@@ -17,6 +17,7 @@ mod ledger_outbox;
 mod outbox;
 mod session;
 mod sled_outbox;
+mod state;
 mod tls;
 mod uplink;
 
