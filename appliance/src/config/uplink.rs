@@ -9,8 +9,6 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use concentrator_protocol::Tid;
-use concentrator_security::SecurityMode;
 use concentrator_uplink::mqtt::{Limits, TlsIdentity};
 use openssl::pkey::PKey;
 use openssl::x509::X509;
@@ -30,44 +28,7 @@ pub struct Broker {
     pub tls: bool,
 }
 
-/// CK and IK of one security context.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ScopeKey {
-    /// Ciphering key.
-    pub ck: [u8; 16],
-    /// Integrity key.
-    pub ik: [u8; 16],
-}
-
-impl std::fmt::Debug for ScopeKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ScopeKey(<secret>)")
-    }
-}
-
-/// One meter's provisioned context.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeterKey {
-    /// The meter number (`meter_id`, else the address as written).
-    pub meter: String,
-    /// Its temporary identity at the head-end (topics and envelopes use it).
-    pub tid: Tid,
-    /// Its keys.
-    pub key: ScopeKey,
-}
-
-/// The provisioned security contexts (the `keys` file).
-#[derive(Debug, Clone)]
-pub struct KeyFile {
-    /// The algorithms, 128-EIA2/EEA2 (`aes`, default) or UIA1/UEA1 (`kasumi`).
-    pub mode: SecurityMode,
-    /// When the contexts stop being valid, unix seconds; `None`: ten years from the daemon's start.
-    pub valid_until: Option<u64>,
-    /// The gateway's own context.
-    pub gateway: ScopeKey,
-    /// The meters' contexts.
-    pub meters: Vec<MeterKey>,
-}
+pub use concentrator_uplink::contexts::{KeyFile, MeterKey, ScopeKey};
 
 /// Where the security contexts come from: provisioned (`keys`) or AKA with the head-end (`aka`).
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@
 //! power cut loses at most that much of a routine reading stream); every other message is flushed before
 //! `append` returns.
 
-use concentrator_ledger::DurableSync;
+use concentrator_durable::DurableSync;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,7 +41,7 @@ struct State {
 pub struct SledOutbox {
     db: sled::Db,
     tree: sled::Tree,
-    /// fsync after every flush (`concentrator_ledger::DurableSync`: sled's flush alone does not survive
+    /// fsync after every flush (`concentrator_durable::DurableSync`: sled's flush alone does not survive
     /// a power cut).
     durable: Option<DurableSync>,
     source: [u8; 8],

@@ -116,8 +116,8 @@ pub type Inventory = dyn FnMut() -> (ModemReport, Vec<InventoryMeter>) + Send;
 pub struct UplinkParts {
     /// The uplink's own outbox (readings, events); command results and events of the uplink go here too.
     pub outbox: Arc<SledOutbox>,
-    /// Other outboxes drained after the uplink's within each priority (the ledger's, through
-    /// [`super::LedgerOutbox`]).
+    /// Other outboxes drained after the uplink's within each priority (the ledger's, adapted by the
+    /// daemon).
     pub others: Vec<Arc<dyn Outbox>>,
     /// Executed downlink ids.
     pub executed: Arc<Executed>,
