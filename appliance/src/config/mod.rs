@@ -5,6 +5,7 @@
 mod aka;
 mod diagnostic;
 mod ledger;
+mod meter;
 mod model;
 mod modem;
 mod plugins;
@@ -57,7 +58,7 @@ impl Config {
                 diagnostics: vec![diagnostic],
             }
         })?;
-        let mut diagnostics = zigbee::normalise(&mut config);
+        let mut diagnostics = config.normalise_zigbee();
         diagnostics.extend(validate::check(&config));
         diagnostics.extend(web::check(&config));
         diagnostics.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));

@@ -6,7 +6,6 @@
 //! will establish. Until the head-end issue builds AKA, the contexts (TID, CK, IK per meter, and the
 //! gateway's CK, IK) are provisioned in a TOML file that the head-end holds too; no key is built in.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 
 use concentrator_uplink::mqtt::{Limits, TlsIdentity};
@@ -262,27 +261,6 @@ fn tls_identity(s: &UplinkConfig, out: &mut Vec<Diagnostic>) -> Option<TlsIdenti
         }
     }
     ok.then_some(identity)
-}
-
-/// Checks that the TIDs of a key file are unique and its meters configured.
-pub(super) fn check_meters(config: &Config, meters: &[MeterKey]) -> Result<(), String> {
-    let mut tids = HashSet::new();
-    let mut names = HashSet::new();
-    for m in meters {
-        if !config.meters.iter().any(|c| c.ledger_id() == m.meter) {
-            return Err(format!("meter `{}` is not configured (name meters by their `meter_id`, else their address as written)", m.meter));
-        }
-        if !tids.insert(m.tid) {
-            return Err(format!(
-                "TID {} is given to two meters",
-                hex::encode(m.tid.0)
-            ));
-        }
-        if !names.insert(m.meter.as_str()) {
-            return Err(format!("meter `{}` is listed twice", m.meter));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

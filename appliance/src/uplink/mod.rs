@@ -32,8 +32,9 @@ pub use concentrator_uplink::contexts::{
 use concentrator_uplink::contexts::{ContextStore, SledContexts};
 pub use ledger_outbox::{LedgerMapping, LedgerOutbox};
 
+use crate::clock::unix_now;
 use crate::config::{Config, Contexts, UplinkSetup};
-use crate::prepay::{unix_now, LedgerReports, Place, SchedulerHandles, ToLedger};
+use crate::prepay::{LedgerReports, Place, SchedulerHandles, ToLedger};
 use crate::scheduler::ReadingSink;
 use crate::status::{AkaScopeView, StatusBoard, UplinkView};
 
@@ -269,7 +270,7 @@ impl UplinkQueue {
             let modem = snapshot
                 .modem
                 .as_ref()
-                .map_or_else(ModemReport::default, crate::modem::report);
+                .map_or_else(ModemReport::default, convert::modem_report);
             (modem, meters)
         };
         let mut uc = UplinkConfig::new(

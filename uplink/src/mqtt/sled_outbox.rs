@@ -11,8 +11,8 @@
 //! `append` returns.
 
 use concentrator_durable::DurableSync;
+use concentrator_protocol::unix_now;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use concentrator_protocol::{event_code, Body, Event, Frame, MessageId, Priority, Scope, Severity};
 
@@ -62,12 +62,6 @@ fn key(priority: Priority, seq: u64) -> [u8; 9] {
     k[0] = priority as u8;
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl SledOutbox {
