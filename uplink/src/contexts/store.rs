@@ -94,10 +94,13 @@ impl ContextStore for SledContexts {
     }
 }
 
+/// The entries of [`MemContexts`], by tree and key.
+type Entries = HashMap<(Tree, Vec<u8>), Vec<u8>>;
+
 /// The trees in memory: for tests, and a store that may fail on demand.
 #[derive(Debug, Default)]
 pub struct MemContexts {
-    map: Mutex<HashMap<(Tree, Vec<u8>), Vec<u8>>>,
+    map: Mutex<Entries>,
     failing: std::sync::atomic::AtomicBool,
 }
 

@@ -285,7 +285,9 @@ impl<D> Machine<D> {
             }
             Event::NotQueued(id) => {
                 // rumqttc's request queue is full: it is listed and sent again on a later turn.
-                self.in_flight.remove(&id);
+                if self.in_flight.remove(&id).is_some() {
+                    self.counters.sent = self.counters.sent.saturating_sub(1);
+                }
                 self.counters.in_flight = self.in_flight.len();
                 self.freed = true;
             }
