@@ -145,6 +145,14 @@ impl Resends {
         self.by_id.remove(id);
     }
 
+    /// The connection ended: what waits out a backoff goes again at once on the next connection, in
+    /// queue order (it may never have reached the head-end; the counts, and so the next waits, stay).
+    fn reconnected(&mut self, now: Instant) {
+        for (_, at) in self.by_id.values_mut() {
+            *at = (*at).min(now);
+        }
+    }
+
     /// Messages sent at least three times without an acknowledgement.
     fn stuck(&self) -> usize {
         self.by_id.values().filter(|(n, _)| *n >= 3).count()
@@ -293,6 +301,7 @@ impl<D> Machine<D> {
             }
             Event::Lost { up } => {
                 self.ended();
+                self.resends.reconnected(now.mono);
                 self.backoff.connection_ended(up.unwrap_or_default());
                 out.push(Action::ReconnectAfter(self.backoff.next_delay()));
             }
@@ -1265,5 +1274,23 @@ mod tests {
         assert_eq!(r.m.counters().in_flight, 0);
         r.on(Event::Connected { number: 2 });
         assert_eq!(r.tick(), vec![id], "sent again on the new connection");
+    }
+
+    #[test]
+    fn after_a_lost_connection_messages_in_backoff_go_first_in_queue_order() {
+        let mut r = Rig::new(4);
+        let old = r.reading(1);
+        assert_eq!(r.tick(), vec![old]);
+        // The link is dead but not noticed yet: the message expires and waits out its backoff.
+        r.later(RESEND);
+        assert!(r.tick().is_empty());
+        r.on(Event::Lost { up: Some(RESEND) });
+        let new = r.reading(2);
+        r.on(Event::Connected { number: 2 });
+        assert_eq!(
+            r.tick(),
+            vec![old, new],
+            "the older reading keeps its place"
+        );
     }
 }
