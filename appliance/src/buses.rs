@@ -5,7 +5,7 @@ use std::time::Duration;
 use concentrator_hal::sim::{SimBus, SimClock};
 use concentrator_hal::{Clock, HalError, LineSettings, Rs485Bus, SystemClock};
 
-use crate::config::{Backend, BusConfig, Config, DirectionMode};
+use crate::config::{Backend, BusConfig, Config, DirectionMode, MeterConfig};
 
 /// An opened bus with the clock its timing runs on.
 pub struct OpenBus {
@@ -25,13 +25,7 @@ impl std::fmt::Debug for OpenBus {
 
 /// The line settings a validated bus config names.
 pub fn line_settings(bus: &BusConfig) -> Result<LineSettings, HalError> {
-    LineSettings::with_format(*bus.baud.get_ref(), bus.format.get_ref()).map_err(|e| {
-        HalError::new(
-            concentrator_hal::ErrorKind::InvalidSettings,
-            bus.name.get_ref().clone(),
-            e.to_string(),
-        )
-    })
+    bus.line_settings()
 }
 
 /// Opens one bus. A sim bus gets emulated meters for the config's meters on it, and a paced clock (it
@@ -43,6 +37,11 @@ pub fn open(config: &Config, bus: &BusConfig) -> Result<OpenBus, HalError> {
 /// Opens one bus; a sim bus's clock is paced to the wire only when `paced` (a scan of simulated meters
 /// need not wait for real time).
 pub fn open_with(config: &Config, bus: &BusConfig, paced: bool) -> Result<OpenBus, HalError> {
+    open_on(bus, &config.meters, paced)
+}
+
+/// [`open_with`] given only the meters (those of other buses are skipped).
+pub fn open_on(bus: &BusConfig, meters: &[MeterConfig], paced: bool) -> Result<OpenBus, HalError> {
     let settings = line_settings(bus)?;
     let name = bus.name.get_ref().clone();
     match bus.backend.get_ref() {
@@ -53,7 +52,7 @@ pub fn open_with(config: &Config, bus: &BusConfig, paced: bool) -> Result<OpenBu
                 SimClock::new_virtual()
             };
             let mut sim = SimBus::new(name.clone(), settings, clock.clone());
-            let emulated = crate::sim_meters::attach(config, bus, &mut sim);
+            let emulated = crate::sim_meters::attach(meters, bus, &mut sim);
             Ok(OpenBus {
                 bus: Box::new(sim),
                 clock: Box::new(clock),

@@ -1,4 +1,5 @@
-//! The daemon's life: open the buses, run one worker thread per bus, run the prepayment ledger on its
+//! The daemon's life, as wiring: open the buses and run one worker thread per bus (see
+//! [`crate::bus_worker`]), run the prepayment ledger on its
 //! own thread when `[ledger]` is configured (see [`crate::prepay`]), the uplink to the head-end when
 //! `[uplink]` is (see [`crate::uplink`]), the modem supervisor when `[modem]` is (see
 //! [`crate::modem`]), a worker per Zigbee coordinator when `[[zigbee]]` is (see [`crate::zigbee`]),
@@ -24,31 +25,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use concentrator_plugin_host::Quantity;
-
-use crate::buses::{self, OpenBus};
-use crate::config::{BusConfig, Config, LedgerSetup, ModemSetup, UplinkSetup};
-use crate::drivers::{driver_config, pack_address, Drivers};
-use crate::health::{Health, Worker, WorkerState};
+use crate::config::{Config, LedgerSetup, ModemSetup, UplinkSetup};
+use crate::drivers::Drivers;
+use crate::health::Health;
 use crate::notify::Notifier;
 use crate::prepay::{Prepay, SchedulerHandles};
-use crate::scheduler::{BusScheduler, ReadingSink, ScheduledMeter, SchedulerPolicy};
 use crate::status::StatusBoard;
 use crate::uplink::{UplinkHandle, UplinkQueue};
 
 /// How long a worker may go without a heartbeat before it counts as hung.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
-/// The longest a worker sleeps before it checks for a stop request and beats.
-const TICK: Duration = Duration::from_millis(200);
 /// How often the status file is rewritten.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
-/// Retry delays for a bus whose device cannot be opened (USB adapter unplugged, port busy).
-const REOPEN_BACKOFF: [Duration; 4] = [
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-    Duration::from_secs(15),
-    Duration::from_secs(60),
-];
 
 /// A running daemon.
 #[derive(Debug)]
@@ -91,7 +79,7 @@ impl Daemon {
         let ledger_store = ledger_setup.as_ref().map(Prepay::open_store).transpose()?;
         let ledger_db = ledger_store.as_ref().map(|s| s.db().clone());
         let uplink_setup = UplinkSetup::load(config).map_err(|e| e.to_string())?;
-        let modem_setup = ModemSetup::load(config).map_err(|e| e.to_string())?;
+        let modem_setup = ModemSetup::load(config.modem.as_ref()).map_err(|e| e.to_string())?;
         let queue = uplink_setup
             .as_ref()
             .map(|s| UplinkQueue::open(config, s, ledger_store.as_ref()))
@@ -174,45 +162,16 @@ impl Daemon {
                 None
             }
         };
-        let mut workers = Vec::new();
-        for bus in &config.buses {
-            let worker = health.register(&format!("bus {}", bus.name.get_ref()));
-            let opened = match buses::open(config, bus) {
-                Ok(opened) => {
-                    log::info!("opened bus {}", opened.description);
-                    status.bus_state(bus.name.get_ref(), "running", Some(&opened.description));
-                    worker.set_state(WorkerState::Running);
-                    Some(opened)
-                }
-                Err(e) => {
-                    log::error!(
-                        "cannot open bus {}: {e}; retrying in the background, the other buses run",
-                        bus.name.get_ref()
-                    );
-                    status.bus_failed(bus.name.get_ref(), &e.to_string());
-                    worker.set_state(WorkerState::Retrying);
-                    None
-                }
-            };
-            let job = BusJob {
-                config: config.clone(),
-                bus: bus.clone(),
-                drivers: Arc::clone(&drivers),
-                status: Arc::clone(&status),
-                worker,
-                stop: Arc::clone(&stop),
-                prepay: prepay.as_ref().map(|p| p.link(bus.name.get_ref())),
-                uplink: queue.clone(),
-                handles: handles.clone(),
-            };
-            match std::thread::Builder::new()
-                .name(format!("bus {}", bus.name.get_ref()))
-                .spawn(move || job.run(opened))
-            {
-                Ok(handle) => workers.push(handle),
-                Err(e) => log::error!("cannot start the worker of bus {}: {e}", bus.name.get_ref()),
-            }
-        }
+        let workers = crate::bus_worker::start_all(&crate::bus_worker::BusContext {
+            config,
+            drivers: &drivers,
+            status: &status,
+            health: &health,
+            stop: &stop,
+            prepay: prepay.as_ref(),
+            queue: queue.as_ref(),
+            handles: &handles,
+        });
         Ok(Daemon {
             health,
             status,
@@ -272,149 +231,6 @@ impl Daemon {
         if let Some(prepay) = self.prepay {
             prepay.join();
         }
-    }
-}
-
-struct BusJob {
-    config: Config,
-    bus: BusConfig,
-    drivers: Arc<Drivers>,
-    status: Arc<StatusBoard>,
-    worker: Arc<Worker>,
-    stop: Arc<AtomicBool>,
-    /// With a ledger: the link that takes the bus's readings to the ledger.
-    prepay: Option<crate::prepay::PrepayLink>,
-    /// With an uplink: its outbox, where the bus's readings are queued.
-    uplink: Option<UplinkQueue>,
-    /// Where the scheduler's handle is registered (relay commands from the ledger and the head-end).
-    handles: SchedulerHandles,
-}
-
-impl BusJob {
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Sleeps `duration` on `clock` in ticks, beating; returns false when asked to stop.
-    fn wait(&self, clock: &dyn concentrator_hal::Clock, duration: Duration) -> bool {
-        let until = clock.monotonic() + duration;
-        while clock.monotonic() < until {
-            if self.stopping() {
-                return false;
-            }
-            // A scan's exchange waits for this bus (scheduler::loan): run it now.
-            if crate::scheduler::loan::pending(self.bus.name.get_ref()) {
-                break;
-            }
-            self.worker.beat();
-            clock.sleep(TICK.min(until - clock.monotonic()));
-        }
-        !self.stopping()
-    }
-
-    /// The scheduler for an opened bus, with a session for every meter on it; its readings go to the
-    /// ledger and the uplink's outbox (when configured), and its handle is registered for relay commands.
-    fn scheduler(&self, open: OpenBus) -> BusScheduler {
-        let mut scheduler = self.new_scheduler(open);
-        let mut sinks: Vec<ReadingSink> = Vec::new();
-        if let Some(link) = &self.prepay {
-            sinks.push(link.sink());
-        }
-        if let Some(queue) = &self.uplink {
-            sinks.push(queue.sink(self.bus.name.get_ref()));
-        }
-        if !sinks.is_empty() {
-            scheduler.set_reading_sink(Box::new(move |address: &str, readings: &[_]| {
-                for sink in &mut sinks {
-                    sink(address, readings);
-                }
-            }));
-        }
-        self.handles
-            .register(self.bus.name.get_ref(), scheduler.handle());
-        scheduler
-    }
-
-    fn new_scheduler(&self, open: OpenBus) -> BusScheduler {
-        let name = self.bus.name.get_ref();
-        let line = buses::line_settings(&self.bus).ok();
-        let meters = self
-            .config
-            .meters
-            .iter()
-            .filter(|m| m.bus.get_ref() == name)
-            .map(|meter| {
-                let driver = meter.driver.get_ref();
-                let session = match self.drivers.get(driver) {
-                    None => Err(format!(
-                        "no driver named `{driver}` is loaded (loaded: {}); check the meter's `driver` and the plugin log above",
-                        self.drivers.all().iter().map(|p| p.name().to_string()).collect::<Vec<_>>().join(", ")
-                    )),
-                    Some(plugin) => pack_address(meter.address.get_ref())
-                        .and_then(|address| ScheduledMeter::open(&plugin, &address, &driver_config(meter, line, &plugin))),
-                };
-                if let Err(why) = &session {
-                    log::error!("bus {name} meter {} ({}) cannot be driven: {why}", meter.address.get_ref(), meter.dwelling.get_ref());
-                }
-                let reads = match &meter.read {
-                    Some(names) => names.iter().filter_map(|n| n.get_ref().parse().ok()).collect(),
-                    None => vec![Quantity::EnergyImportTotal],
-                };
-                ScheduledMeter::new(meter.address.get_ref(), meter.dwelling.get_ref(), driver, reads, session)
-            })
-            .collect();
-        let interval = Duration::from_secs(u64::from(*self.bus.poll_interval_s.get_ref()));
-        BusScheduler::new(
-            open.bus,
-            open.clock,
-            meters,
-            interval,
-            SchedulerPolicy::default(),
-        )
-    }
-
-    fn run(self, mut opened: Option<OpenBus>) {
-        let name = self.bus.name.get_ref().clone();
-        let mut attempt = 0usize;
-        let wall = concentrator_hal::SystemClock::new();
-        let mut scheduler = None;
-        while !self.stopping() {
-            if let Some(open) = opened.take() {
-                scheduler = Some(self.scheduler(open));
-            }
-            let Some(sched) = scheduler.as_mut() else {
-                let delay = REOPEN_BACKOFF[attempt.min(REOPEN_BACKOFF.len() - 1)];
-                attempt += 1;
-                if !self.wait(&wall, delay) {
-                    break;
-                }
-                match buses::open(&self.config, &self.bus) {
-                    Ok(open) => {
-                        log::info!("opened bus {} (attempt {})", open.description, attempt + 1);
-                        self.status
-                            .bus_state(&name, "running", Some(&open.description));
-                        self.worker.set_state(WorkerState::Running);
-                        opened = Some(open);
-                    }
-                    Err(e) => {
-                        log::warn!("bus {name} still cannot be opened: {e}");
-                        self.status.bus_failed(&name, &e.to_string());
-                    }
-                }
-                continue;
-            };
-            attempt = 0;
-            self.worker.beat();
-            let wait = sched.step();
-            self.status.update(sched);
-            self.worker.beat();
-            if !self.wait(sched.clock(), wait) {
-                break;
-            }
-        }
-        self.worker.set_state(WorkerState::Stopped);
-        self.status.bus_state(&name, "stopped", None);
-        log::info!("bus {name} stopped");
     }
 }
 

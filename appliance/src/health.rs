@@ -5,8 +5,17 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The name prefix of Zigbee coordinators' workers (`zigbee zb-1`), counted apart from buses.
-pub const ZIGBEE_PREFIX: &str = "zigbee ";
+/// What a worker serves: the summary counts buses and coordinators apart, and names each worker by
+/// its kind and device (`bus rs485-1`, `zigbee zb-1`, `modem`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerKind {
+    /// An RS485 bus's poll worker.
+    Bus,
+    /// A Zigbee coordinator's worker.
+    Coordinator,
+    /// The cellular modem's supervisor.
+    Modem,
+}
 
 /// What a worker is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +34,7 @@ pub enum WorkerState {
 /// One worker's heartbeat and state.
 #[derive(Debug)]
 pub struct Worker {
+    kind: WorkerKind,
     name: String,
     beat_ms: AtomicU64,
     state: AtomicU8,
@@ -54,9 +64,14 @@ impl Worker {
         }
     }
 
-    /// The worker's name.
+    /// The worker's name: its kind and device (`bus rs485-1`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What it serves.
+    pub fn kind(&self) -> WorkerKind {
+        self.kind
     }
 
     fn silent_for(&self) -> Duration {
@@ -84,10 +99,17 @@ impl Health {
         }
     }
 
-    /// Registers a worker.
-    pub fn register(&self, name: &str) -> Arc<Worker> {
+    /// Registers the worker of `kind` serving `device` (the bus's or the coordinator's name; unused for
+    /// the modem, of which there is one).
+    pub fn register(&self, kind: WorkerKind, device: &str) -> Arc<Worker> {
+        let name = match kind {
+            WorkerKind::Bus => format!("bus {device}"),
+            WorkerKind::Coordinator => format!("zigbee {device}"),
+            WorkerKind::Modem => "modem".to_string(),
+        };
         let worker = Arc::new(Worker {
-            name: name.to_string(),
+            kind,
+            name,
             beat_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
             state: AtomicU8::new(WorkerState::Starting as u8),
             epoch: self.epoch,
@@ -115,15 +137,11 @@ impl Health {
         let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         let running = workers
             .iter()
-            .filter(|w| {
-                w.state() == WorkerState::Running
-                    && w.name() != crate::modem::MODEM_WORKER
-                    && !w.name().starts_with(ZIGBEE_PREFIX)
-            })
+            .filter(|w| w.state() == WorkerState::Running && w.kind == WorkerKind::Bus)
             .count();
         let coordinators = workers
             .iter()
-            .filter(|w| w.state() == WorkerState::Running && w.name().starts_with(ZIGBEE_PREFIX))
+            .filter(|w| w.state() == WorkerState::Running && w.kind == WorkerKind::Coordinator)
             .count();
         let running = if coordinators > 0 {
             format!("{running} buses running, {coordinators} Zigbee coordinators running")
@@ -150,16 +168,36 @@ mod tests {
     #[test]
     fn a_silent_worker_is_hung_a_stopped_one_is_not() {
         let health = Health::new(Duration::from_millis(30));
-        let a = health.register("a");
-        let b = health.register("b");
+        let a = health.register(WorkerKind::Bus, "a");
+        let b = health.register(WorkerKind::Bus, "b");
         a.set_state(WorkerState::Running);
         b.set_state(WorkerState::Running);
         std::thread::sleep(Duration::from_millis(50));
         a.beat();
-        assert_eq!(health.hung(), vec!["b".to_string()]);
+        assert_eq!(health.hung(), vec!["bus b".to_string()]);
         b.set_state(WorkerState::Stopped);
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(health.hung(), vec!["a".to_string()]);
+        assert_eq!(health.hung(), vec!["bus a".to_string()]);
         assert_eq!(health.summary(), "1 buses running");
+    }
+
+    #[test]
+    fn the_summary_counts_workers_by_kind() {
+        let health = Health::new(Duration::from_secs(30));
+        for (kind, name) in [
+            (WorkerKind::Bus, "rs485-1"),
+            (WorkerKind::Bus, "rs485-2"),
+            (WorkerKind::Coordinator, "zb-1"),
+            (WorkerKind::Modem, ""),
+        ] {
+            health.register(kind, name).set_state(WorkerState::Running);
+        }
+        health
+            .register(WorkerKind::Bus, "rs485-3")
+            .set_state(WorkerState::Retrying);
+        assert_eq!(
+            health.summary(),
+            "2 buses running, 1 Zigbee coordinators running; retrying bus rs485-3"
+        );
     }
 }

@@ -16,23 +16,18 @@ use std::time::Duration;
 use concentrator_hal::gpio::OutputLine;
 use concentrator_hal::sim::{SimPin, SimStream};
 use concentrator_hal::{Clock, ErrorKind, HalError, LineSettings, SerialStream, SystemClock};
-use concentrator_protocol::{event_code, Event, ModemReport, Severity};
+use concentrator_protocol::{event_code, Event, Severity};
 use concentrator_uplink::link::{Pppd, PppdConfig};
 use concentrator_uplink::modem::sim::SimModem;
 use concentrator_uplink::modem::{
     AtPort, DataLink, ModemStatus, NoDataLink, Stage, Supervisor, SupervisorEvent,
 };
 
+use crate::clock::unix_now;
 use crate::config::{ModemDevice, ModemSetup};
-use crate::health::{Health, Worker, WorkerState};
-use crate::prepay::unix_now;
+use crate::health::{Health, Worker, WorkerKind, WorkerState};
 use crate::status::{ModemView, StatusBoard};
 use crate::uplink::UplinkQueue;
-
-/// The modem worker's name in the health registry.
-pub const MODEM_WORKER: &str = "modem";
-/// The longest the worker sleeps between heartbeats.
-const TICK: Duration = Duration::from_millis(200);
 
 type Opener = Box<dyn FnMut() -> Result<Box<dyn SerialStream>, HalError> + Send>;
 
@@ -133,17 +128,6 @@ pub fn view(port: &str, s: &ModemStatus) -> ModemView {
     }
 }
 
-/// The birth message's modem report from the status board's view.
-pub fn report(view: &ModemView) -> ModemReport {
-    ModemReport {
-        rssi_dbm: view.rssi_dbm,
-        operator: view.operator.clone(),
-        technology: view.technology.clone(),
-        iccid: view.iccid.clone(),
-        recoveries: view.recoveries,
-    }
-}
-
 /// Starts the modem worker. Opening the port, the power key and pppd happens on the worker's thread,
 /// so a missing modem never stops the daemon from starting; the worker retries at every check.
 pub fn start(
@@ -153,9 +137,9 @@ pub fn start(
     stop: Arc<AtomicBool>,
     uplink: Option<UplinkQueue>,
 ) -> Result<JoinHandle<()>, String> {
-    let worker = health.register(MODEM_WORKER);
+    let worker = health.register(WorkerKind::Modem, "");
     std::thread::Builder::new()
-        .name(MODEM_WORKER.into())
+        .name(worker.name().into())
         .spawn(move || run(setup, &status, &worker, &stop, uplink.as_ref()))
         .map_err(|e| format!("cannot start the modem worker thread: {e}"))
 }
@@ -299,15 +283,7 @@ fn announce(event: &SupervisorEvent, view: &ModemView, uplink: Option<&UplinkQue
     }
 }
 
-/// Sleeps `duration` in ticks, beating; false when asked to stop.
+/// Sleeps `duration`, beating; false when asked to stop.
 fn wait(clock: &dyn Clock, worker: &Worker, stop: &AtomicBool, duration: Duration) -> bool {
-    let until = clock.monotonic() + duration;
-    while clock.monotonic() < until {
-        if stop.load(Ordering::SeqCst) {
-            return false;
-        }
-        worker.beat();
-        clock.sleep(TICK.min(until.saturating_sub(clock.monotonic())));
-    }
-    !stop.load(Ordering::SeqCst)
+    crate::clock::worker_sleep(clock, worker, stop, duration)
 }

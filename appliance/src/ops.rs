@@ -156,7 +156,7 @@ fn token(
 ) -> Result<Value, String> {
     let by = text(args, "by", "who applies it (\"installer NAME\")")?.to_string();
     let octets =
-        crate::cli::topup::token_octets(text(args, "token", "the token (hex text)")?.as_bytes());
+        crate::prepay::inbox::token_octets(text(args, "token", "the token (hex text)")?.as_bytes());
     let signed = concentrator_security::token::SignedToken::decode(&octets).map_err(|e| {
         format!(
             "this is not a credit token: {e}; paste the whole token as the customer received it"

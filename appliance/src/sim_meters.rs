@@ -10,17 +10,15 @@ use concentrator_driver_modbus::model::ModelRegistry;
 use concentrator_driver_modbus::sim::{ModbusMeter, ModbusMeterConfig};
 use concentrator_hal::sim::SimBus;
 
-use crate::buses::line_settings;
-use crate::config::{BusConfig, Config, MeterConfig};
+use crate::config::{BusConfig, MeterConfig};
 
-/// Attaches an emulator for every meter of `config` on `bus`; returns how many.
-pub fn attach(config: &Config, bus: &BusConfig, sim: &mut SimBus) -> usize {
-    let Ok(line) = line_settings(bus) else {
+/// Attaches an emulator for every meter of `meters` that is on `bus`; returns how many.
+pub fn attach(meters: &[MeterConfig], bus: &BusConfig, sim: &mut SimBus) -> usize {
+    let Ok(line) = bus.line_settings() else {
         return 0;
     };
     let mut attached = 0;
-    for meter in config
-        .meters
+    for meter in meters
         .iter()
         .filter(|m| m.bus.get_ref() == bus.name.get_ref())
     {
@@ -28,7 +26,9 @@ pub fn attach(config: &Config, bus: &BusConfig, sim: &mut SimBus) -> usize {
             (s.load_w, s.start_kwh, s.running_since_unix)
         });
         let start_centi_kwh = (start_kwh.max(0.0) * 100.0).round() as u64
-            + since.map_or(0, |since| consumed_centi_kwh(load_w, since, unix_now()));
+            + since.map_or(0, |since| {
+                consumed_centi_kwh(load_w, since, concentrator_protocol::unix_now())
+            });
         let result = match meter.driver.get_ref().as_str() {
             "dlt645" => dlt645(meter, line, load_w, start_centi_kwh).map(|m| {
                 sim.attach(m);
@@ -56,12 +56,6 @@ pub fn attach(config: &Config, bus: &BusConfig, sim: &mut SimBus) -> usize {
 /// Energy drawn at `load_w` from `since` to `now` (unix seconds), in 0.01 kWh, rounded down.
 pub fn consumed_centi_kwh(load_w: u32, since: u64, now: u64) -> u64 {
     (u128::from(load_w) * u128::from(now.saturating_sub(since)) / 36_000) as u64
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn dlt645(

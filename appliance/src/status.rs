@@ -353,9 +353,7 @@ impl StatusBoard {
     /// Writes the status to `path` atomically (a temporary file, then a rename).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let mut status = self.snapshot();
-        status.updated_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        status.updated_unix = concentrator_protocol::unix_now();
         let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

@@ -174,12 +174,7 @@ impl PaymentRecord {
     }
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use concentrator_protocol::unix_now as now;
 
 /// Appends `len hexhash unix_time` to the anchor file and fsyncs it.
 fn write_anchor(path: &Path, len: u64, hash: &str, at: u64) -> std::io::Result<()> {

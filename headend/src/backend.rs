@@ -62,12 +62,7 @@ pub fn code_hash(code: &str) -> String {
         .unwrap_or_default()
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use concentrator_protocol::unix_now as now;
 
 fn to_customer(r: CustomerRecord) -> Customer {
     Customer {

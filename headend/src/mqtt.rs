@@ -91,12 +91,7 @@ pub struct LinkStatus {
     pub last_error: Option<String>,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use concentrator_protocol::unix_now;
 
 fn jitter(failures: u32, (base, cap, floor): (Duration, Duration, Duration)) -> Duration {
     let ceiling = base

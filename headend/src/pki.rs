@@ -80,9 +80,7 @@ fn name(cn: &str, ou: Option<&str>) -> Result<openssl::x509::X509Name> {
 
 /// notBefore of a certificate made now: [`clock::CERTIFICATE_BACKDATE_S`] ago.
 fn not_before() -> std::result::Result<Asn1Time, openssl::error::ErrorStack> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = concentrator_protocol::unix_now();
     Asn1Time::from_str(&clock::not_before(now).asn1())
 }
 
@@ -256,12 +254,7 @@ mod tests {
     use concentrator_security::clock::CERTIFICATE_BACKDATE_S;
     use concentrator_security::pki::{Role, TrustStore};
 
-    fn unix_now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
+    use concentrator_protocol::unix_now;
 
     /// A gateway whose clock is behind still accepts what provisioning just issued. Failed before:
     /// "certificate is not yet valid" at now - 120 s.

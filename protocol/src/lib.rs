@@ -1,8 +1,9 @@
 //! The wire protocol between a concentrator gateway and the utility's head-end.
 //!
 //! Used by the gateway's uplink (`concentrator-uplink`) and by any head-end, including the reference one.
-//! It holds no state and does no I/O. The specification, with field tables and example octets, is
-//! `docs/protocol.md`; this crate is its reference implementation.
+//! It holds no state and does no I/O; it reads the wall clock ([`unix_now`], the one such reading of every
+//! crate). The specification, with field tables and example octets, is `docs/protocol.md`; this crate is
+//! its reference implementation.
 //!
 //! Layers, outside in:
 //!
@@ -40,6 +41,7 @@
 )]
 
 pub mod body;
+mod clock;
 mod error;
 mod frame;
 mod ids;
@@ -48,6 +50,7 @@ pub mod protect;
 mod topic;
 
 pub use body::*;
+pub use clock::unix_now;
 pub use error::ProtocolError;
 pub use frame::{Body, Frame, Header, FRAME_VERSION, MAX_FRAME_LEN};
 pub use ids::{GatewayId, MessageId, Tid, MAX_GATEWAY_ID_LEN, MESSAGE_ID_LEN, TID_LEN};

@@ -392,9 +392,5 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf> {
     )
 }
 
-/// Now, unix seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Now, unix seconds (the workspace's one wall clock).
+pub use concentrator_protocol::unix_now;

@@ -1,12 +1,10 @@
 //! The durable outboxes without a broker: drain order, acknowledgement by id, the full-outbox policy,
-//! restarts, the executed-command set, and the ledger adapter.
+//! restarts, and the executed-command set (the daemon tests its ledger adapter).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use concentrator_ledger::store::{Batch, Keyspace};
-use concentrator_ledger::{MemStore, OutboxKind, Store as _};
 use concentrator_protocol::*;
 use concentrator_uplink::mqtt::*;
 use support::broker::TempDir;
@@ -214,62 +212,4 @@ fn executed_set_is_durable_and_bounded() {
     ex.record(&id(2000), 0).unwrap();
     assert_eq!(ex.len(), 100);
     assert_eq!(ex.result_of(&id(150)).unwrap(), None);
-}
-
-#[test]
-fn ledger_outbox_drains_through_the_same_trait() {
-    let store = MemStore::new();
-    let mut b = Batch::new();
-    for (seq, kind, payload) in [
-        (3u64, OutboxKind::Receipt, b"r3".to_vec()),
-        (4, OutboxKind::Reconciliation, b"{}".to_vec()),
-        (7, OutboxKind::Receipt, b"r7".to_vec()),
-    ] {
-        let code = match kind {
-            OutboxKind::Receipt => 1u8,
-            OutboxKind::Settlement => 2,
-            OutboxKind::Reconciliation => 3,
-        };
-        let mut v = vec![code];
-        v.extend_from_slice(&payload);
-        b.put(Keyspace::Outbox, seq.to_be_bytes().to_vec(), v);
-    }
-    store.commit(&b).unwrap();
-    let source = *b"ledger01";
-    let ob = LedgerOutbox::new(
-        &store,
-        source,
-        Box::new(|e: &concentrator_ledger::OutboxEntry| {
-            (e.kind == OutboxKind::Receipt).then(|| {
-                (
-                    Scope::Meter(tid(1)),
-                    100 + e.seq,
-                    Body::Receipt(ReceiptBody {
-                        signed: e.payload.clone(),
-                    }),
-                )
-            })
-        }),
-    );
-    let list = ob.list(10).unwrap();
-    let ids: Vec<_> = list.iter().map(Pending::id).collect();
-    assert_eq!(ids, [MessageId::new(source, 3), MessageId::new(source, 7)]);
-    assert!(list.iter().all(|p| p.priority == Priority::Urgent));
-    // Stable across listings (resends keep their ids and frames).
-    assert_eq!(ob.list(10).unwrap(), list);
-    assert_eq!(ob.len().unwrap(), 3);
-    assert_eq!(ob.ack(&[MessageId::new(source, 3)]).unwrap(), 1);
-    assert_eq!(ob.ack(&[MessageId::new(*b"uplink00", 7)]).unwrap(), 0);
-    assert_eq!(ob.list(10).unwrap().len(), 1);
-
-    // Merged with the uplink's outbox: receipts (urgent) before readings, after nothing.
-    let dir = TempDir::new("merge");
-    let s = Store::open(dir.path(), Limits::default());
-    s.outbox
-        .append(Scope::Meter(tid(1)), 1, reading(1))
-        .unwrap();
-    let all = merged(&[&*s.outbox, &ob], 10);
-    assert_eq!(all.len(), 2);
-    assert_eq!(all[0].id(), MessageId::new(source, 7));
-    assert_eq!(all[1].frame.kind(), Kind::Readings);
 }

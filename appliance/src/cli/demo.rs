@@ -46,11 +46,7 @@ pub enum DemoCommand {
     },
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use concentrator_protocol::unix_now;
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), CliError> {

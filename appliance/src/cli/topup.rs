@@ -72,17 +72,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
         .map_err(|e| CliError::usage(format!("cannot read the {what} {}: {e}", path.display())))
 }
 
-/// The token's octets: hex if the file is hex text, else the raw bytes.
-pub fn token_octets(content: &[u8]) -> Vec<u8> {
-    let text: String = String::from_utf8_lossy(content)
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    match hex::decode(&text) {
-        Ok(bytes) if !text.is_empty() => bytes,
-        _ => content.to_vec(),
-    }
-}
+pub use crate::prepay::inbox::token_octets;
 
 /// Runs `topup`.
 pub fn run(args: TopupArgs, out: &mut dyn Write) -> Result<(), CliError> {

@@ -32,48 +32,7 @@ use toml::Spanned;
 use super::diagnostic::{line_col, Diagnostic};
 use super::model::Config;
 
-/// One subscriber's credentials: the USIM side of AKA.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The IMSI, 6–15 digits (concealed whole in the attach request).
-    pub imsi: String,
-    /// The subscriber key K.
-    pub k: [u8; 16],
-    /// OPc (the operator variant key, already derived with K).
-    pub opc: [u8; 16],
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}, <secret>)", self.imsi)
-    }
-}
-
-/// A meter's credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeterCredentials {
-    /// The meter number (`meter_id`, else the address as written).
-    pub meter: String,
-    /// Its subscriber credentials.
-    pub credentials: Credentials,
-}
-
-/// The `aka` file, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AkaFile {
-    /// The home network's public key id, sent in every attach request.
-    pub key_id: u8,
-    /// The SUCI concealment profile.
-    pub profile: Profile,
-    /// The home network's public key (32 octets for profile A, 33 compressed for B).
-    pub home_network_public_key: Vec<u8>,
-    /// The algorithm pairs offered, preferred first.
-    pub modes: Vec<SecurityMode>,
-    /// The gateway's own subscriber.
-    pub gateway: Credentials,
-    /// The meters'.
-    pub meters: Vec<MeterCredentials>,
-}
+pub use concentrator_uplink::contexts::{AkaFile, Credentials, MeterCredentials};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,7 @@ mod aka;
 mod diagnostic;
 mod driver_checks;
 mod ledger;
+mod meter;
 mod model;
 mod modem;
 mod plugins;
@@ -74,7 +75,7 @@ impl Config {
         let Some(mut config) = read.config else {
             return Err(invalid(diagnostics));
         };
-        diagnostics.extend(zigbee::normalise(&mut config));
+        diagnostics.extend(config.normalise_zigbee());
         diagnostics.extend(validate::check(&config));
         diagnostics.extend(web::check(&config));
         if drivers {

@@ -3,8 +3,11 @@
 
 use std::path::PathBuf;
 
+use concentrator_hal::{HalError, LineSettings};
 use serde::Deserialize;
 use toml::Spanned;
+
+pub use super::meter::{MeterConfig, SimMeterConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +52,28 @@ pub enum LogLevel {
     Debug,
     /// Every byte.
     Trace,
+}
+
+impl Config {
+    /// Rewrites the Zigbee meters (`config::zigbee` holds the rules and reads only its tables).
+    pub(super) fn normalise_zigbee(&mut self) -> Vec<super::diagnostic::Diagnostic> {
+        super::zigbee::normalise(&self.zigbee, &mut self.meters)
+    }
+
+    /// The mistakes in the `[[zigbee]]` tables and the Zigbee meters.
+    pub(super) fn check_zigbee(&self) -> Vec<super::diagnostic::Diagnostic> {
+        let buses: Vec<&str> = self
+            .buses
+            .iter()
+            .map(|b| b.name.get_ref().as_str())
+            .collect();
+        super::zigbee::check(
+            &self.zigbee,
+            &self.meters,
+            &buses,
+            self.gateway.plugin_dir.is_some(),
+        )
+    }
 }
 
 impl From<LogLevel> for log::LevelFilter {
@@ -150,6 +175,19 @@ pub struct BusConfig {
     pub poll_interval_s: Spanned<u32>,
 }
 
+impl BusConfig {
+    /// The line settings it names (validated configs always have usable ones).
+    pub fn line_settings(&self) -> Result<LineSettings, HalError> {
+        LineSettings::with_format(*self.baud.get_ref(), self.format.get_ref()).map_err(|e| {
+            HalError::new(
+                concentrator_hal::ErrorKind::InvalidSettings,
+                self.name.get_ref().clone(),
+                e.to_string(),
+            )
+        })
+    }
+}
+
 fn default_baud() -> Spanned<u32> {
     Spanned::new(0..0, 2400)
 }
@@ -162,92 +200,12 @@ fn default_poll_interval() -> Spanned<u32> {
     Spanned::new(0..0, 60)
 }
 
-/// `[[meter]]`: one meter, where it is and whose it is.
-///
-/// An RS485 meter has `bus`, `address` and `driver`; a Zigbee meter has `zigbee` and `ieee` instead,
-/// and after loading its `bus` is the coordinator's name, its `address` the IEEE address and its
-/// `driver` the coordinator's (see [`super::zigbee`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MeterConfig {
-    /// The bus it is on.
-    #[serde(default = "unset")]
-    pub bus: Spanned<String>,
-    /// Its address on the bus: 12 decimal digits for DL/T 645, a slave id 1–247 for Modbus.
-    #[serde(default = "unset")]
-    pub address: Spanned<String>,
-    /// The driver that speaks its protocol (`dlt645`, `modbus`, or a plugin's name).
-    #[serde(default = "unset")]
-    pub driver: Spanned<String>,
-    /// The Zigbee coordinator it is behind (instead of `bus`).
-    pub zigbee: Option<Spanned<String>>,
-    /// Its IEEE address, 16 hex digits (instead of `address`).
-    pub ieee: Option<Spanned<String>>,
-    /// The meter model, for drivers that need one (Modbus register maps: `sdm120`, `sdm630`, `dds238`).
-    pub model: Option<Spanned<String>>,
-    /// The dwelling it supplies (shown to installers and the head-end).
-    pub dwelling: Spanned<String>,
-    /// The relay-control password, for drivers that need one (DL/T 645: 8 hex digits, level first).
-    pub password: Option<Spanned<String>>,
-    /// What to read at every poll (quantity names such as `energy-import-total`, `voltage-a`,
-    /// `relay-state`); default: the imported energy.
-    pub read: Option<Vec<Spanned<String>>>,
-    /// Further settings passed to the driver as they are (vendor plugins document theirs).
-    pub options: Option<toml::Table>,
-    /// On a `sim` bus: how the emulated meter behaves.
-    pub sim: Option<SimMeterConfig>,
-    /// The utility's meter number, which credit tokens name (1 to 32 printable ASCII characters);
-    /// default: the address as written. Only used with `[ledger]`.
-    pub meter_id: Option<Spanned<String>>,
-    /// The balance the account opens with, minor units (cents), when the ledger has no account for
-    /// the meter yet; ignored afterwards. Only used with `[ledger]`.
-    #[serde(default)]
-    pub opening_balance_minor: i64,
-    /// A protected dwelling (friendly credit at all hours: never cut off, the debt grows instead).
-    /// Only used with `[ledger]`; a change is applied at the next start.
-    #[serde(default)]
-    pub protected: bool,
-}
-
-impl MeterConfig {
-    /// The meter number the ledger keeps the account under: `meter_id`, else the address as written.
-    pub fn ledger_id(&self) -> &str {
-        self.meter_id
-            .as_ref()
-            .map_or(self.address.get_ref().as_str(), |m| m.get_ref().as_str())
-    }
-}
-
-/// `[meter.sim]`: the emulated meter on a sim bus.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimMeterConfig {
-    /// Constant consumption in watts.
-    #[serde(default = "default_load")]
-    pub load_w: u32,
-    /// The energy register at start, in kWh.
-    #[serde(default)]
-    pub start_kwh: f64,
-    /// Unix time at which the register read `start_kwh`: the emulator then starts from the value a real
-    /// meter drawing `load_w` since then would show, so the register survives restarts of the daemon
-    /// (as a real meter's does; the kill -9 test relies on it). Absent: `start_kwh` at every start.
-    pub running_since_unix: Option<u64>,
-}
-
-fn unset() -> Spanned<String> {
-    Spanned::new(0..0, String::new())
-}
-
 fn default_max_faults() -> u32 {
     3
 }
 
 fn default_true() -> bool {
     true
-}
-
-fn default_load() -> u32 {
-    800
 }
 
 /// `[uplink]`: MQTT to the head-end (docs/uplink.md, *In the daemon*).

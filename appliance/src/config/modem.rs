@@ -12,7 +12,6 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diagnostic::Diagnostic;
-use super::model::Config;
 
 /// Where the modem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -157,8 +156,10 @@ pub struct ModemSetupError {
 
 impl ModemSetup {
     /// Loads the `[modem]` table of a (validated) configuration; `Ok(None)` without one.
-    pub fn load(config: &Config) -> Result<Option<ModemSetup>, ModemSetupError> {
-        let Some(section) = &config.modem else {
+    pub fn load(
+        section: Option<&Spanned<ModemSection>>,
+    ) -> Result<Option<ModemSetup>, ModemSetupError> {
+        let Some(section) = section else {
             return Ok(None);
         };
         load_section(section)
@@ -170,8 +171,8 @@ impl ModemSetup {
 }
 
 /// The diagnostics of the `[modem]` table (empty when it is usable or absent).
-pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
-    match &config.modem {
+pub(super) fn check(section: Option<&Spanned<ModemSection>>) -> Vec<Diagnostic> {
+    match section {
         Some(section) => load_section(section).err().unwrap_or_default(),
         None => Vec::new(),
     }

@@ -6,11 +6,8 @@
 //! will establish. Until the head-end issue builds AKA, the contexts (TID, CK, IK per meter, and the
 //! gateway's CK, IK) are provisioned in a TOML file that the head-end holds too; no key is built in.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 
-use concentrator_protocol::Tid;
-use concentrator_security::SecurityMode;
 use concentrator_uplink::mqtt::{Limits, TlsIdentity};
 use openssl::pkey::PKey;
 use openssl::x509::X509;
@@ -30,44 +27,7 @@ pub struct Broker {
     pub tls: bool,
 }
 
-/// CK and IK of one security context.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ScopeKey {
-    /// Ciphering key.
-    pub ck: [u8; 16],
-    /// Integrity key.
-    pub ik: [u8; 16],
-}
-
-impl std::fmt::Debug for ScopeKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ScopeKey(<secret>)")
-    }
-}
-
-/// One meter's provisioned context.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeterKey {
-    /// The meter number (`meter_id`, else the address as written).
-    pub meter: String,
-    /// Its temporary identity at the head-end (topics and envelopes use it).
-    pub tid: Tid,
-    /// Its keys.
-    pub key: ScopeKey,
-}
-
-/// The provisioned security contexts (the `keys` file).
-#[derive(Debug, Clone)]
-pub struct KeyFile {
-    /// The algorithms, 128-EIA2/EEA2 (`aes`, default) or UIA1/UEA1 (`kasumi`).
-    pub mode: SecurityMode,
-    /// When the contexts stop being valid, unix seconds; `None`: ten years from the daemon's start.
-    pub valid_until: Option<u64>,
-    /// The gateway's own context.
-    pub gateway: ScopeKey,
-    /// The meters' contexts.
-    pub meters: Vec<MeterKey>,
-}
+pub use concentrator_uplink::contexts::{KeyFile, MeterKey, ScopeKey};
 
 /// Where the security contexts come from: provisioned (`keys`) or AKA with the head-end (`aka`).
 #[derive(Debug, Clone)]
@@ -301,27 +261,6 @@ fn tls_identity(s: &UplinkConfig, out: &mut Vec<Diagnostic>) -> Option<TlsIdenti
         }
     }
     ok.then_some(identity)
-}
-
-/// Checks that the TIDs of a key file are unique and its meters configured.
-pub(super) fn check_meters(config: &Config, meters: &[MeterKey]) -> Result<(), String> {
-    let mut tids = HashSet::new();
-    let mut names = HashSet::new();
-    for m in meters {
-        if !config.meters.iter().any(|c| c.ledger_id() == m.meter) {
-            return Err(format!("meter `{}` is not configured (name meters by their `meter_id`, else their address as written)", m.meter));
-        }
-        if !tids.insert(m.tid) {
-            return Err(format!(
-                "TID {} is given to two meters",
-                hex::encode(m.tid.0)
-            ));
-        }
-        if !names.insert(m.meter.as_str()) {
-            return Err(format!("meter `{}` is listed twice", m.meter));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! ik = "32 hex digits"
 //! ```
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use concentrator_protocol::Tid;
@@ -23,7 +24,7 @@ use toml::Spanned;
 
 use super::diagnostic::Diagnostic;
 use super::model::Config;
-use super::uplink::{check_meters, KeyFile, MeterKey, ScopeKey};
+use concentrator_uplink::contexts::{KeyFile, MeterKey, ScopeKey};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +129,27 @@ pub(super) fn load(config: &Config, path: &Spanned<PathBuf>) -> Result<KeyFile, 
         }
     }
     Ok(keys)
+}
+
+/// Checks that the TIDs of a key file are unique and its meters configured.
+fn check_meters(config: &Config, meters: &[MeterKey]) -> Result<(), String> {
+    let mut tids = HashSet::new();
+    let mut names = HashSet::new();
+    for m in meters {
+        if !config.meters.iter().any(|c| c.ledger_id() == m.meter) {
+            return Err(format!("meter `{}` is not configured (name meters by their `meter_id`, else their address as written)", m.meter));
+        }
+        if !tids.insert(m.tid) {
+            return Err(format!(
+                "TID {} is given to two meters",
+                hex::encode(m.tid.0)
+            ));
+        }
+        if !names.insert(m.meter.as_str()) {
+            return Err(format!("meter `{}` is listed twice", m.meter));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diagnostic::{closest, Diagnostic};
-use super::model::{Config, MeterConfig};
+use super::meter::MeterConfig;
 
 /// The stream drivers built into the daemon.
 pub const BUILT_IN_STREAM_DRIVERS: &[&str] = &["znp"];
@@ -105,14 +105,13 @@ fn is_set(value: &Spanned<String>) -> bool {
 
 /// Rewrites Zigbee meters as described in the module docs, and reports meters that are neither on a
 /// bus nor behind a coordinator, or mix the two. Runs before the other checks.
-pub(super) fn normalise(config: &mut Config) -> Vec<Diagnostic> {
+pub(super) fn normalise(zigbee: &[ZigbeeConfig], meters: &mut [MeterConfig]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let drivers: HashMap<String, String> = config
-        .zigbee
+    let drivers: HashMap<String, String> = zigbee
         .iter()
         .map(|z| (z.name.get_ref().clone(), z.driver.get_ref().clone()))
         .collect();
-    for meter in &mut config.meters {
+    for meter in meters.iter_mut() {
         let dwelling = meter.dwelling.span();
         match (&meter.zigbee, &meter.ieee) {
             (Some(zigbee), ieee) => {
@@ -205,12 +204,18 @@ pub fn is_zigbee(meter: &MeterConfig) -> bool {
     meter.zigbee.is_some()
 }
 
-/// Every mistake in the `[[zigbee]]` tables and the Zigbee meters.
-pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
+/// Every mistake in the `[[zigbee]]` tables and the Zigbee meters; `buses` are the bus names,
+/// `plugin_dir` whether `[gateway] plugin_dir` is set.
+pub(super) fn check(
+    zigbee: &[ZigbeeConfig],
+    meters: &[MeterConfig],
+    buses: &[&str],
+    plugin_dir: bool,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut names: HashMap<&str, &ZigbeeConfig> = HashMap::new();
-    for z in &config.zigbee {
-        check_coordinator(config, z, &mut out);
+    for z in zigbee {
+        check_coordinator(plugin_dir, z, &mut out);
         if let Some(first) = names.insert(z.name.get_ref(), z) {
             out.push(
                 Diagnostic::at(
@@ -226,11 +231,7 @@ pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
                 )),
             );
         }
-        if config
-            .buses
-            .iter()
-            .any(|b| b.name.get_ref() == z.name.get_ref())
-        {
+        if buses.contains(&z.name.get_ref().as_str()) {
             out.push(
                 Diagnostic::at(z.name.span(), format!("`{}` is the name of a bus already", z.name.get_ref()))
                     .help("a coordinator and a bus need different names (meters refer to either by name); write e.g. `name = \"zb-1\"`"),
@@ -238,7 +239,7 @@ pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
         }
     }
     let mut seen: HashMap<(&str, &str), &MeterConfig> = HashMap::new();
-    for meter in config.meters.iter().filter(|m| is_zigbee(m)) {
+    for meter in meters.iter().filter(|m| is_zigbee(m)) {
         let Some(zigbee) = &meter.zigbee else {
             continue;
         };
@@ -339,7 +340,7 @@ pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
     out
 }
 
-fn check_coordinator(config: &Config, z: &ZigbeeConfig, out: &mut Vec<Diagnostic>) {
+fn check_coordinator(plugin_dir: bool, z: &ZigbeeConfig, out: &mut Vec<Diagnostic>) {
     let name = z.name.get_ref();
     if name.is_empty()
         || !name
@@ -418,7 +419,7 @@ fn check_coordinator(config: &Config, z: &ZigbeeConfig, out: &mut Vec<Diagnostic
                 Diagnostic::at(span, e).help("fix the key in `options` (docs/plugins.md §4.3)"),
             );
         }
-    } else if config.gateway.plugin_dir.is_none() {
+    } else if !plugin_dir {
         let help = match closest(driver, BUILT_IN_STREAM_DRIVERS) {
             Some(near) => format!("write `driver = \"{near}\"`"),
             None => format!("use the built-in `znp`, or set [gateway] plugin_dir to load `{driver}` as a plugin"),

@@ -17,6 +17,19 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// A token file's octets: hex if the file is hex text, else the raw bytes (the inbox, `concentrator
+/// topup` and the control socket read tokens alike).
+pub fn token_octets(content: &[u8]) -> Vec<u8> {
+    let text: String = String::from_utf8_lossy(content)
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    match hex::decode(&text) {
+        Ok(bytes) if !text.is_empty() => bytes,
+        _ => content.to_vec(),
+    }
+}
+
 /// The most tokens applied in one group commit (one flush).
 pub const MAX_GROUP: usize = 64;
 

@@ -28,7 +28,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use concentrator_ledger::{Ledger, LedgerEvent, RelayOrder, RelayState, SledStore, TopUpReceipt};
 use concentrator_plugin_host::{Quantity, Reading, Unit, Value};
@@ -216,24 +215,8 @@ impl PrepayLink {
     }
 }
 
-/// Unix seconds now: the ledger's clock (token checks, readings, charges, the uplink's records).
-///
-/// Test-only hook: `CONCENTRATOR_CLOCK_OFFSET_S` (signed seconds, read once) shifts this clock, so
-/// the whole-system money test (system/tests/money.rs) can run a gateway whose clock is ahead or behind,
-/// as a Pi without RTC is before NTP. Unset in production.
-pub fn unix_now() -> u64 {
-    static OFFSET_S: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let offset = *OFFSET_S.get_or_init(|| {
-        std::env::var("CONCENTRATOR_CLOCK_OFFSET_S")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    });
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        .saturating_add_signed(offset)
-}
+/// The daemon's wall clock (moved to [`crate::clock::unix_now`]; kept here for its callers).
+pub use crate::clock::unix_now;
 
 /// The imported energy register of a poll, in Wh (rounded down), if it was read.
 pub fn register_wh(readings: &[Reading]) -> Option<u64> {

@@ -528,7 +528,7 @@ impl Service {
         let mut tokens: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for file in files {
             match std::fs::read(&file) {
-                Ok(bytes) => tokens.push((file, crate::cli::topup::token_octets(&bytes))),
+                Ok(bytes) => tokens.push((file, super::inbox::token_octets(&bytes))),
                 Err(e) => log::warn!("cannot read the token {}: {e}", file.display()),
             }
         }

@@ -27,9 +27,10 @@ use concentrator_uplink::mqtt::{AppendOutbox, Downlink, Handled, Outcome, SledOu
 
 use concentrator_ledger::{RelayOrder, RelayState};
 
+use crate::clock::unix_now;
 use crate::prepay::{
-    unix_now, Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, ToLedger,
-    TokenReply, TokenRequest,
+    Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, ToLedger, TokenReply,
+    TokenRequest,
 };
 use crate::scheduler::Priority;
 

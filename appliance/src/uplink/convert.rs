@@ -1,10 +1,22 @@
-//! From the daemon's values to wire bodies: a poll's readings, the ledger's events, relay read-backs.
+//! From the daemon's values to wire bodies: a poll's readings, the ledger's events, relay read-backs,
+//! the modem's report.
 
 use concentrator_ledger::{AccountState, LedgerEvent, RelayState};
 use concentrator_plugin_host::{Phase, Quantity, Reading, Unit, Value};
 use concentrator_protocol::{
-    event_code, Event, Quantity as Wire, Reading as WireReading, Severity,
+    event_code, Event, ModemReport, Quantity as Wire, Reading as WireReading, Severity,
 };
+
+/// The birth message's modem report from the status board's view.
+pub fn modem_report(view: &crate::status::ModemView) -> ModemReport {
+    ModemReport {
+        rssi_dbm: view.rssi_dbm,
+        operator: view.operator.clone(),
+        technology: view.technology.clone(),
+        iccid: view.iccid.clone(),
+        recoveries: view.recoveries,
+    }
+}
 
 /// The wire quantity of a driver quantity, with the unit it must come in. Quantities the protocol has no
 /// code for (other phases, tariff registers, the meter's clock, the relay state) are not sent.

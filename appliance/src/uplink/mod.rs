@@ -5,10 +5,9 @@
 //! Nothing here lets a bus wait on the network: a poll's readings are one local outbox write (not
 //! flushed; sled flushes every 500 ms), and the uplink thread does all network I/O.
 
-mod aka;
-mod channels;
 mod commands;
 mod convert;
+mod ledger_outbox;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,16 +21,20 @@ use concentrator_protocol::{
     Tid,
 };
 use concentrator_uplink::mqtt::{
-    AppendOutbox, Executed, LedgerOutbox, Outbox, SledOutbox, Uplink, UplinkConfig, UplinkParts,
-    DEFAULT_CAPACITY,
+    AppendOutbox, Executed, Outbox, SledOutbox, Uplink, UplinkConfig, UplinkParts, DEFAULT_CAPACITY,
 };
 
-pub use aka::{local_scopes, AkaChannels, AkaState, AKA_TREE, MAX_METER_RUNS, STEP_TIMEOUT_S};
-pub use channels::{StaticChannels, COUNTS_TREE, RESERVE};
 pub use commands::{Commands, Route, RELAY_WAIT, TOKEN_WAIT};
+pub use concentrator_uplink::contexts::{
+    local_scopes, AkaChannels, AkaState, StaticChannels, AKA_TREE, COUNTS_TREE, MAX_METER_RUNS,
+    RESERVE, STEP_TIMEOUT_S,
+};
+use concentrator_uplink::contexts::{ContextStore, SledContexts};
+pub use ledger_outbox::{LedgerMapping, LedgerOutbox};
 
+use crate::clock::unix_now;
 use crate::config::{Config, Contexts, UplinkSetup};
-use crate::prepay::{unix_now, LedgerReports, Place, SchedulerHandles, ToLedger};
+use crate::prepay::{LedgerReports, Place, SchedulerHandles, ToLedger};
 use crate::scheduler::ReadingSink;
 use crate::status::{AkaScopeView, StatusBoard, UplinkView};
 
@@ -91,7 +94,7 @@ impl UplinkQueue {
                 .iter()
                 .map(|m| (m.meter.clone(), m.tid))
                 .collect(),
-            Contexts::Aka(aka) => local_scopes(&db, aka)?,
+            Contexts::Aka(aka) => local_scopes(&SledContexts::open(&db)?, aka)?,
         };
         let mut places = HashMap::new();
         for m in &config.meters {
@@ -177,20 +180,20 @@ impl UplinkQueue {
                 .with_durable(self.durable.clone()),
         );
         let mut aka_states = None;
+        let store: Arc<dyn ContextStore> =
+            Arc::new(SledContexts::open(&self.db)?.with_durable(self.durable.clone()));
         let channels: Box<dyn concentrator_uplink::mqtt::Channels> = match &setup.contexts {
-            Contexts::Keys(keys) => Box::new(
-                StaticChannels::open(&self.db, keys, gateway.as_str(), now)?
-                    .with_durable(self.durable.clone()),
-            ),
+            Contexts::Keys(keys) => {
+                Box::new(StaticChannels::open(store, keys, gateway.as_str(), now)?)
+            }
             Contexts::Aka(aka) => {
                 let c = AkaChannels::open(
-                    &self.db,
+                    store,
                     aka,
-                    Arc::clone(&self.outbox),
+                    Arc::clone(&self.outbox) as Arc<dyn AppendOutbox>,
                     gateway.as_str(),
                     now,
-                )?
-                .with_durable(self.durable.clone());
+                )?;
                 aka_states = Some(c.states());
                 Box::new(c)
             }
@@ -267,7 +270,7 @@ impl UplinkQueue {
             let modem = snapshot
                 .modem
                 .as_ref()
-                .map_or_else(ModemReport::default, crate::modem::report);
+                .map_or_else(ModemReport::default, convert::modem_report);
             (modem, meters)
         };
         let mut uc = UplinkConfig::new(

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::control::ControlRoutes;
 use crate::drivers::Drivers;
-use crate::health::Health;
+use crate::health::{Health, WorkerKind};
 use crate::prepay::{Prepay, SchedulerHandles};
 use crate::scheduler::{ReadingSink, SchedulerHandle};
 use crate::status::StatusBoard;
@@ -130,7 +130,7 @@ impl Zigbee {
                 jobs,
                 control,
                 status: Arc::clone(cx.status),
-                health: cx.health.register(&format!("zigbee {name}")),
+                health: cx.health.register(WorkerKind::Coordinator, &name),
                 stop: Arc::clone(cx.stop),
                 offline_after: Duration::from_secs(3 * report_max_s.max(1) as u64 + 10),
             };

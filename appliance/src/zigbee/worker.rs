@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use super::port::{OpenPort, PortSource};
 use super::relay::{self, Waiting};
 use super::store::{DeviceStore, DeviceTable};
+use crate::clock::unix_now;
 use crate::health::{Worker, WorkerState};
-use crate::prepay::unix_now;
 use crate::scheduler::{ReadingSink, SubmittedJob};
 use crate::status::{BusStatus, MeterStatsView, MeterStatus, StatusBoard, ZigbeeView};
 
@@ -211,16 +211,17 @@ impl ZigbeeWorker {
 
     /// Sleeps `d` in short steps, beating and answering control requests; false when asked to stop.
     fn pause(&mut self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        while Instant::now() < until {
-            if self.stopping() {
-                return false;
-            }
-            self.setup.health.beat();
-            self.refuse_while_down();
-            std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
-        }
-        !self.stopping()
+        let stop = Arc::clone(&self.setup.stop);
+        crate::clock::sleep_unless_stopped(
+            &SystemClock::new(),
+            &stop,
+            d,
+            Duration::from_millis(100),
+            || {
+                self.setup.health.beat();
+                self.refuse_while_down();
+            },
+        )
     }
 
     /// Runs until the stop flag is set.

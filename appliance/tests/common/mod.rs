@@ -103,13 +103,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+pub use concentrator_protocol::unix_now;
 
 /// `concentratord` as a child process with `--config`, its stderr lines collected as they come, each
 /// with when it was read.

@@ -93,11 +93,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use concentrator_protocol::unix_now;
 
 type Answer = Result<Response, ApiError>;
 

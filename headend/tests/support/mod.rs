@@ -24,12 +24,7 @@ use concentrator_security::sqn::SqnWindow;
 use concentrator_security::suci::{self, Profile};
 use concentrator_security::{Direction, SecurityContext, SecurityMode};
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+pub use concentrator_protocol::unix_now;
 
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);

@@ -1,56 +1,13 @@
 //! The production store: sled 0.34, one tree per [`Keyspace`], commits as multi-tree transactions.
 
-use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+pub use concentrator_durable::DurableSync;
+
 use super::{Batch, Entries, Entry, Keyspace, Store, StoreError, Write};
-
-/// Makes a sled database durable against a power cut, not only against a crash of the process.
-///
-/// sled 0.34's `flush()` ends its log writes with `sync_file_range(2)` on Linux, which writes the data
-/// pages but neither the file's metadata (its size, newly allocated extents) nor the drive's cache; only
-/// sled's background flusher calls `fsync`, every `flush_every_ms`. A process killed with SIGKILL loses
-/// nothing (the page cache survives it), but a power cut in between loses writes that `flush()` had
-/// reported done: the QEMU hard power-off test lost an acknowledged top-up this way. `fsync` applies to
-/// the file, whatever descriptor it is called on, so this holds its own descriptor of sled's log file
-/// and calls `sync_all` on it after every `flush()`. The directory is synced once at open, so a newly
-/// created log file's name survives too.
-#[derive(Debug, Clone)]
-pub struct DurableSync {
-    log: Arc<File>,
-}
-
-impl DurableSync {
-    /// For the sled database in directory `dir` (opened already, so its files exist).
-    pub fn open(dir: &Path) -> std::io::Result<DurableSync> {
-        let log = File::open(dir.join("db"))?;
-        // sled writes its `conf` at creation without an fsync: after a power cut in the first seconds
-        // it finds it empty and writes it again ("empty/corrupt configuration file found").
-        if let Ok(conf) = File::open(dir.join("conf")) {
-            conf.sync_all()?;
-        }
-        File::open(dir)?.sync_all()?;
-        log.sync_all()?;
-        Ok(DurableSync { log: Arc::new(log) })
-    }
-
-    /// `db.flush()`, then `fsync` of its log file.
-    pub fn flush(&self, db: &sled::Db) -> Result<(), String> {
-        db.flush().map_err(|e| e.to_string())?;
-        self.sync_log()
-    }
-
-    /// `fsync` of the log file, after a `flush()` of the database or of one of its trees.
-    pub fn sync_log(&self) -> Result<(), String> {
-        self.log
-            .sync_all()
-            .map_err(|e| format!("fsync of the store's log file: {e}"))
-    }
-}
 
 /// A sled database with the ledger's trees.
 #[derive(Debug, Clone)]

@@ -153,6 +153,7 @@ impl Outcome {
 /// every turn and answers once it completes, while acknowledgements, refills and other messages go on.
 pub struct Ticket {
     poll: Box<dyn FnMut() -> Option<Outcome> + Send>,
+    wait: Duration,
     deadline: Instant,
     timeout: Outcome,
 }
@@ -176,16 +177,27 @@ impl Ticket {
     ) -> Self {
         Ticket {
             poll: Box::new(poll),
+            wait,
             deadline: Instant::now() + wait,
             timeout,
         }
     }
 
+    /// Counts the wait from `now` (when the uplink took the ticket, by its clock).
+    pub(crate) fn started(&mut self, now: Instant) {
+        self.deadline = now + self.wait;
+    }
+
     /// The outcome, once there is one (or the deadline has passed).
     pub fn poll(&mut self) -> Option<Outcome> {
+        self.poll_at(Instant::now())
+    }
+
+    /// [`Ticket::poll`] with the clock read by the caller.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Outcome> {
         match (self.poll)() {
             Some(o) => Some(o),
-            None if Instant::now() >= self.deadline => Some(self.timeout.clone()),
+            None if now >= self.deadline => Some(self.timeout.clone()),
             None => None,
         }
     }

@@ -30,7 +30,7 @@ fn err(op: &'static str) -> impl Fn(sled::Error) -> OutboxError {
 #[derive(Debug)]
 pub struct Executed {
     tree: sled::Tree,
-    durable: Option<concentrator_ledger::DurableSync>,
+    durable: Option<concentrator_durable::DurableSync>,
     capacity: u64,
     /// Next order number and how many are held.
     state: Mutex<(u64, u64)>,
@@ -38,8 +38,8 @@ pub struct Executed {
 
 impl Executed {
     /// Makes every record an `fsync` of the database's log file too
-    /// (`concentrator_ledger::DurableSync`).
-    pub fn with_durable(mut self, durable: concentrator_ledger::DurableSync) -> Self {
+    /// (`concentrator_durable::DurableSync`).
+    pub fn with_durable(mut self, durable: concentrator_durable::DurableSync) -> Self {
         self.durable = Some(durable);
         self
     }

@@ -2,7 +2,7 @@
 //!
 //! The daemon opens a [`SledOutbox`] (and an [`Executed`] set) in the ledger's sled database, queues
 //! readings and events into it with [`AppendOutbox::append`] (a local write that never waits for the
-//! network), wraps the ledger's outbox in a [`LedgerOutbox`], and starts an [`Uplink`] with its security
+//! network), hands over other [`Outbox`]es to drain (the daemon adapts the ledger's), and starts an [`Uplink`] with its security
 //! contexts ([`Channels`]) and its command handler ([`Downlink`]). The uplink connects with TLS and the
 //! gateway's client certificate, keeps an MQTT persistent session (clean session off, QoS 1), publishes a
 //! retained birth message and leaves a retained death message as its will, reconnects with capped
@@ -13,10 +13,10 @@ mod backoff;
 mod downlink;
 mod error;
 mod executed;
-mod ledger_outbox;
 mod outbox;
 mod session;
 mod sled_outbox;
+mod state;
 mod tls;
 mod uplink;
 
@@ -26,7 +26,6 @@ pub use downlink::{
 };
 pub use error::{OutboxError, UplinkError};
 pub use executed::{Executed, DEFAULT_CAPACITY, EXECUTED_TREE};
-pub use ledger_outbox::{LedgerMapping, LedgerOutbox};
 pub use outbox::{merged, merged_where, AppendOutbox, Appended, Limits, Outbox, Pending};
 pub use sled_outbox::{SledOutbox, DROP_REPORT_INTERVAL_S, OUTBOX_TREE};
 pub use tls::TlsIdentity;

@@ -2,7 +2,7 @@
 //!
 //! Two outboxes feed one uplink: the uplink's own ([`crate::mqtt::SledOutbox`]: readings, events, command
 //! results, account summaries) and the ledger's (signed receipts, written in the same transaction as the
-//! money change; [`crate::mqtt::LedgerOutbox`] adapts it). Each lists its entries in drain order: priority
+//! money change; the daemon adapts it). Each lists its entries in drain order: priority
 //! first (urgent, normal, routine), then sequence, so that within one meter messages of one priority keep
 //! the order they were queued in. An entry leaves its outbox only through [`Outbox::ack`], called when
 //! the head-end's acknowledgement (kind 0x89) names its message id.

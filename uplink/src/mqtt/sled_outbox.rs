@@ -10,9 +10,9 @@
 //! power cut loses at most that much of a routine reading stream); every other message is flushed before
 //! `append` returns.
 
-use concentrator_ledger::DurableSync;
+use concentrator_durable::DurableSync;
+use concentrator_protocol::unix_now;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use concentrator_protocol::{event_code, Body, Event, Frame, MessageId, Priority, Scope, Severity};
 
@@ -41,7 +41,7 @@ struct State {
 pub struct SledOutbox {
     db: sled::Db,
     tree: sled::Tree,
-    /// fsync after every flush (`concentrator_ledger::DurableSync`: sled's flush alone does not survive
+    /// fsync after every flush (`concentrator_durable::DurableSync`: sled's flush alone does not survive
     /// a power cut).
     durable: Option<DurableSync>,
     source: [u8; 8],
@@ -62,12 +62,6 @@ fn key(priority: Priority, seq: u64) -> [u8; 9] {
     k[0] = priority as u8;
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl SledOutbox {

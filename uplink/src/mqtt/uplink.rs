@@ -1,6 +1,7 @@
 //! The uplink thread: its settings, what the daemon hands it, and its handle (start, status, stop).
 //!
-//! One thread per gateway runs connections one after another ([`super::session`]); each connection is a
+//! One thread per gateway runs connections one after another ([`super::session`], around the state
+//! machine of [`super::state`]); each connection is a
 //! fresh rumqttc sync `Client`/`Connection` pair (a small tokio runtime of rumqttc's own, on a reader
 //! thread that only forwards events). A new client per connection lets every connection carry its own
 //! last will (the death message names the connection number of its birth) and leaves nothing from a dead
@@ -9,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concentrator_protocol::{GatewayId, InventoryMeter, ModemReport};
 
@@ -115,8 +116,8 @@ pub type Inventory = dyn FnMut() -> (ModemReport, Vec<InventoryMeter>) + Send;
 pub struct UplinkParts {
     /// The uplink's own outbox (readings, events); command results and events of the uplink go here too.
     pub outbox: Arc<SledOutbox>,
-    /// Other outboxes drained after the uplink's within each priority (the ledger's, through
-    /// [`super::LedgerOutbox`]).
+    /// Other outboxes drained after the uplink's within each priority (the ledger's, adapted by the
+    /// daemon).
     pub others: Vec<Arc<dyn Outbox>>,
     /// Executed downlink ids.
     pub executed: Arc<Executed>,
@@ -181,6 +182,18 @@ impl Shared {
 
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Waits `wait`, or less when the uplink is stopped meanwhile.
+    pub(crate) fn sleep(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(super::state::TICK.min(left));
+        }
     }
 }
 

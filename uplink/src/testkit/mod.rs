@@ -13,7 +13,7 @@ pub mod pki;
 pub use concentrator_test_prerequisite as prerequisite;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::mqtt::*;
 use concentrator_protocol::*;
@@ -22,12 +22,7 @@ use concentrator_security::{Direction, SecurityContext, SecurityMode};
 
 use broker::Broker;
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+pub use concentrator_protocol::unix_now;
 
 /// The test keys (CK, IK) of a scope (both ends derive them alike; a real pair comes from AKA).
 pub fn keys(scope: Scope) -> ([u8; 16], [u8; 16]) {

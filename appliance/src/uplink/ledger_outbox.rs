@@ -13,8 +13,7 @@ use std::fmt;
 use concentrator_ledger::{Outbox as LedgerEntries, OutboxEntry, OutboxKind, Store, TopUpReceipt};
 use concentrator_protocol::{Body, Frame, MessageId, ReceiptBody, Scope, Tid};
 
-use super::error::OutboxError;
-use super::outbox::{Outbox, Pending};
+use concentrator_uplink::mqtt::{Outbox, OutboxError, Pending};
 
 const NAME: &str = "ledger";
 
@@ -38,7 +37,7 @@ impl<S> fmt::Debug for LedgerOutbox<S> {
 
 impl<S: Store + Send + Sync> LedgerOutbox<S> {
     /// The outbox of `store` (a clone of the ledger's `SledStore` shares its database), with message ids
-    /// from `source` (use [`crate::mqtt::SledOutbox::ledger_source`]: stable, and never the uplink
+    /// from `source` (use `SledOutbox::ledger_source`: stable, and never the uplink
     /// outbox's own source) and the daemon's `map`.
     pub fn new(store: S, source: [u8; 8], map: Box<LedgerMapping>) -> Self {
         LedgerOutbox { store, source, map }
@@ -152,5 +151,76 @@ impl<S: Store + Send + Sync> Outbox for LedgerOutbox<S> {
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use concentrator_ledger::store::{Batch, Keyspace};
+    use concentrator_ledger::MemStore;
+    use concentrator_protocol::{Kind, Priority, Readings};
+    use concentrator_uplink::mqtt::{merged, AppendOutbox, Limits, SledOutbox};
+
+    use super::*;
+
+    fn tid(n: u8) -> Tid {
+        Tid([0x3c, 0x91, 0, 0, 0, 0, 0, n])
+    }
+
+    #[test]
+    fn ledger_outbox_drains_through_the_same_trait() {
+        let store = MemStore::new();
+        let mut b = Batch::new();
+        for (seq, kind, payload) in [
+            (3u64, OutboxKind::Receipt, b"r3".to_vec()),
+            (4, OutboxKind::Reconciliation, b"{}".to_vec()),
+            (7, OutboxKind::Receipt, b"r7".to_vec()),
+        ] {
+            let code = match kind {
+                OutboxKind::Receipt => 1u8,
+                OutboxKind::Settlement => 2,
+                OutboxKind::Reconciliation => 3,
+            };
+            let mut v = vec![code];
+            v.extend_from_slice(&payload);
+            b.put(Keyspace::Outbox, seq.to_be_bytes().to_vec(), v);
+        }
+        store.commit(&b).unwrap();
+        let source = *b"ledger01";
+        let ob = LedgerOutbox::new(
+            &store,
+            source,
+            Box::new(|e: &OutboxEntry| {
+                (e.kind == OutboxKind::Receipt).then(|| {
+                    (
+                        Scope::Meter(tid(1)),
+                        100 + e.seq,
+                        Body::Receipt(ReceiptBody {
+                            signed: e.payload.clone(),
+                        }),
+                    )
+                })
+            }),
+        );
+        let list = ob.list(10).unwrap();
+        let ids: Vec<_> = list.iter().map(Pending::id).collect();
+        assert_eq!(ids, [MessageId::new(source, 3), MessageId::new(source, 7)]);
+        assert!(list.iter().all(|p| p.priority == Priority::Urgent));
+        // Stable across listings (resends keep their ids and frames).
+        assert_eq!(ob.list(10).unwrap(), list);
+        assert_eq!(ob.len().unwrap(), 3);
+        assert_eq!(ob.ack(&[MessageId::new(source, 3)]).unwrap(), 1);
+        assert_eq!(ob.ack(&[MessageId::new(*b"uplink00", 7)]).unwrap(), 0);
+        assert_eq!(ob.list(10).unwrap().len(), 1);
+
+        // Merged with the uplink's outbox: receipts (urgent) before readings, after nothing.
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let uplink = SledOutbox::open(&db, Limits::default()).unwrap();
+        let readings = Body::Readings(Readings { readings: vec![] });
+        uplink.append(Scope::Meter(tid(1)), 1, readings).unwrap();
+        let all = merged(&[&uplink, &ob], 10);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].id(), MessageId::new(source, 7));
+        assert_eq!(all[1].frame.kind(), Kind::Readings);
     }
 }

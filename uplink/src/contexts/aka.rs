@@ -20,6 +20,7 @@
 //! COUNTs are reserved in blocks in `uplink.counts` per context, as for provisioned contexts.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use concentrator_protocol::{
     event_code, AkaResponse as AkaResponseBody, AkaResult, Attach, Body, Event, Frame, Kind,
@@ -31,18 +32,17 @@ use concentrator_security::security_mode::{negotiate, CipherAlg, IntegrityAlg};
 use concentrator_security::sqn::SqnWindow;
 use concentrator_security::suci::{self, Profile};
 use concentrator_security::{Direction, Milenage, SecurityContext, SecurityMode};
-use concentrator_uplink::mqtt::{AppendOutbox, Channels, Outbox, SledOutbox};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::channels::{COUNTS_TREE, RESERVE};
-use crate::config::{AkaFile, Credentials};
+use super::provisioned::RESERVE;
+use super::store::{ContextStore, Tree, AKA_TREE};
+use super::{AkaFile, Credentials};
+use crate::mqtt::{AppendOutbox, Channels};
 
 /// Keys that expire within this many seconds no longer seal messages (they would arrive expired).
-const SEAL_MARGIN_S: u64 = 2;
+pub const SEAL_MARGIN_S: u64 = 2;
 
-/// The tree of the subscribers' AKA state in the store's database.
-pub const AKA_TREE: &str = "uplink.aka";
 /// Longest wait for the next step of a run, seconds.
 pub const STEP_TIMEOUT_S: u64 = 60;
 /// Most meter runs in progress at once.
@@ -101,7 +101,7 @@ fn mode_of(integrity: u8, ciphering: u8) -> Option<SecurityMode> {
 }
 
 impl Ctx {
-    fn restore(stored: StoredCtx, counts: &sled::Tree) -> Option<Ctx> {
+    fn restore(stored: StoredCtx, counts: &dyn ContextStore) -> Option<Ctx> {
         let mode = mode_of(stored.integrity, stored.ciphering)?;
         let ctx = SecurityContext::new(
             mode,
@@ -131,8 +131,8 @@ fn count_key(prefix: u8, id: &[u8; 8]) -> Vec<u8> {
     k
 }
 
-fn stored_count(tree: &sled::Tree, prefix: u8, id: &[u8; 8]) -> Option<u32> {
-    let v = tree.get(count_key(prefix, id)).ok()??;
+fn stored_count(store: &dyn ContextStore, prefix: u8, id: &[u8; 8]) -> Option<u32> {
+    let v = store.get(Tree::Counts, &count_key(prefix, id)).ok()??;
     <[u8; 4]>::try_from(v.as_ref()).ok().map(u32::from_be_bytes)
 }
 
@@ -277,13 +277,13 @@ pub struct AkaChannels {
     locals: HashMap<Tid, usize>,
     /// Wire TIDs and attach handles → subscriber.
     wires: HashMap<Tid, usize>,
-    tree: sled::Tree,
-    counts: sled::Tree,
-    /// fsync after the flushes that matter (SQN windows, contexts, COUNT reservations: a COUNT reused
-    /// after a power cut would reuse a keystream); sled's flush alone does not survive one.
-    durable: Option<concentrator_ledger::DurableSync>,
-    outbox: std::sync::Arc<SledOutbox>,
-    states: std::sync::Arc<std::sync::Mutex<Vec<AkaState>>>,
+    /// SQN windows, contexts and COUNT reservations (flushed durably where it matters: a COUNT reused
+    /// after a power cut would reuse a keystream).
+    store: Arc<dyn ContextStore>,
+    outbox: Arc<dyn AppendOutbox>,
+    /// The time of the last call that brought one (the uplink ticks about every 50 ms while connected).
+    now: u64,
+    states: Arc<Mutex<Vec<AkaState>>>,
     published_at: u64,
     connected: bool,
 }
@@ -303,8 +303,11 @@ fn subscriber_key(meter: Option<&str>) -> Vec<u8> {
     }
 }
 
-fn load_record(tree: &sled::Tree, key: &[u8]) -> Result<Option<Record>, String> {
-    match tree.get(key).map_err(|e| format!("cannot read the AKA state: {e}"))? {
+fn load_record(store: &dyn ContextStore, key: &[u8]) -> Result<Option<Record>, String> {
+    match store
+        .get(Tree::Aka, key)
+        .map_err(|e| format!("cannot read the AKA state: {e}"))?
+    {
         None => Ok(None),
         Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
             format!(
@@ -316,16 +319,16 @@ fn load_record(tree: &sled::Tree, key: &[u8]) -> Result<Option<Record>, String> 
 }
 
 /// The local scope of every meter with credentials, chosen at random the first time and stored (and
-/// flushed) in `db`; the daemon queues each meter's messages under it.
-pub fn local_scopes(db: &sled::Db, aka: &AkaFile) -> Result<HashMap<String, Tid>, String> {
-    let tree = db
-        .open_tree(AKA_TREE)
-        .map_err(|e| format!("cannot open the AKA state in the store: {e}"))?;
+/// flushed) in `store`; the daemon queues each meter's messages under it.
+pub fn local_scopes(
+    store: &dyn ContextStore,
+    aka: &AkaFile,
+) -> Result<HashMap<String, Tid>, String> {
     let mut out = HashMap::new();
     let mut wrote = false;
     for m in &aka.meters {
         let key = subscriber_key(Some(&m.meter));
-        let local = match load_record(&tree, &key)? {
+        let local = match load_record(store, &key)? {
             Some(Record { local: Some(l), .. }) => Tid(l),
             existing => {
                 let local = Tid(rand::random());
@@ -336,7 +339,8 @@ pub fn local_scopes(db: &sled::Db, aka: &AkaFile) -> Result<HashMap<String, Tid>
                     previous: None,
                 };
                 let v = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-                tree.insert(key, v)
+                store
+                    .put(Tree::Aka, &key, &v)
                     .map_err(|e| format!("cannot store a local scope: {e}"))?;
                 wrote = true;
                 local
@@ -345,7 +349,8 @@ pub fn local_scopes(db: &sled::Db, aka: &AkaFile) -> Result<HashMap<String, Tid>
         out.insert(m.meter.clone(), local);
     }
     if wrote {
-        tree.flush()
+        store
+            .flush(Tree::Aka)
             .map_err(|e| format!("cannot flush the AKA state: {e}"))?;
     }
     Ok(out)
@@ -359,21 +364,15 @@ fn pair(m: SecurityMode) -> ModePair {
 }
 
 impl AkaChannels {
-    /// The subscribers of `aka` (the gateway as device `gateway_id`), resumed from `db`; AKA messages are
-    /// queued in `outbox`. Call [`local_scopes`] first.
+    /// The subscribers of `aka` (the gateway as device `gateway_id`), resumed from `store`; AKA messages
+    /// are queued in `outbox`. Call [`local_scopes`] first.
     pub fn open(
-        db: &sled::Db,
+        store: Arc<dyn ContextStore>,
         aka: &AkaFile,
-        outbox: std::sync::Arc<SledOutbox>,
+        outbox: Arc<dyn AppendOutbox>,
         gateway_id: &str,
         now: u64,
     ) -> Result<Self, String> {
-        let tree = db
-            .open_tree(AKA_TREE)
-            .map_err(|e| format!("cannot open the AKA state in the store: {e}"))?;
-        let counts = db
-            .open_tree(COUNTS_TREE)
-            .map_err(|e| format!("cannot open the uplink counters in the store: {e}"))?;
         let mut list: Vec<(Option<&str>, &Credentials)> = vec![(None, &aka.gateway)];
         list.extend(
             aka.meters
@@ -383,7 +382,7 @@ impl AkaChannels {
         let mut subs = Vec::new();
         for (meter, c) in list {
             let key = subscriber_key(meter);
-            let record = load_record(&tree, &key)?;
+            let record = load_record(&*store, &key)?;
             let local = match (meter, record.as_ref().and_then(|r| r.local)) {
                 (None, _) => None,
                 (Some(_), Some(l)) => Some(Tid(l)),
@@ -395,7 +394,7 @@ impl AkaChannels {
             };
             let imsi_bcd = suci::msin_to_bcd(&c.imsi).map_err(|e| e.to_string())?;
             let restore = |s: Option<StoredCtx>| {
-                s.and_then(|s| Ctx::restore(s, &counts))
+                s.and_then(|s| Ctx::restore(s, &*store))
                     .filter(|c| c.expires() > now)
             };
             let (window, current, previous) = match record {
@@ -427,10 +426,9 @@ impl AkaChannels {
             subs,
             locals: HashMap::new(),
             wires: HashMap::new(),
-            tree,
-            counts,
-            durable: None,
+            store,
             outbox,
+            now,
             states: Default::default(),
             published_at: 0,
             connected: false,
@@ -446,8 +444,8 @@ impl AkaChannels {
     }
 
     /// The AKA state of every subscriber, refreshed about once a second while the uplink runs.
-    pub fn states(&self) -> std::sync::Arc<std::sync::Mutex<Vec<AkaState>>> {
-        std::sync::Arc::clone(&self.states)
+    pub fn states(&self) -> Arc<Mutex<Vec<AkaState>>> {
+        Arc::clone(&self.states)
     }
 
     /// The current TID of each meter (by meter number), for the birth inventory.
@@ -489,12 +487,9 @@ impl AkaChannels {
     fn persist(&self, i: usize) -> Result<(), String> {
         let s = &self.subs[i];
         let v = serde_json::to_vec(&s.record()).map_err(|e| e.to_string())?;
-        self.tree
-            .insert(&s.key, v)
-            .and_then(|_| self.tree.flush())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-            .and_then(|()| Self::sync(&self.durable))
+        self.store
+            .put(Tree::Aka, &s.key, &v)
+            .and_then(|()| self.store.flush(Tree::Aka))
             .map_err(|e| format!("cannot store the AKA state of {}: {e}", s.name))
     }
 
@@ -633,10 +628,7 @@ impl AkaChannels {
         let c = s.current.as_ref()?;
         // Keys at the end of their lifetime seal nothing: the head-end would refuse the message as
         // sealed with expired keys by the time it arrives. It waits in the outbox for the renewal.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if c.expires() <= now.saturating_add(SEAL_MARGIN_S) {
+        if c.expires() <= self.now.saturating_add(SEAL_MARGIN_S) {
             return None;
         }
         let matches = s.is_gateway()
@@ -645,32 +637,19 @@ impl AkaChannels {
         matches.then_some((i, false))
     }
 
-    /// Makes every flush of the AKA state and every COUNT reservation an `fsync` of the store too.
-    pub fn with_durable(mut self, durable: concentrator_ledger::DurableSync) -> Self {
-        self.durable = Some(durable);
-        self
-    }
-
-    fn sync(durable: &Option<concentrator_ledger::DurableSync>) -> Result<(), String> {
-        durable.as_ref().map_or(Ok(()), |d| d.sync_log())
-    }
-
-    fn reserve(
-        counts: &sled::Tree,
-        durable: &Option<concentrator_ledger::DurableSync>,
-        ctx: &mut Ctx,
-        name: &str,
-    ) -> bool {
+    fn reserve(store: &dyn ContextStore, ctx: &mut Ctx, name: &str) -> bool {
         let Some(next) = ctx.channel.next_count() else {
             return false;
         };
         if next >= ctx.reserved {
             let end = next.saturating_add(RESERVE);
-            let written = counts
-                .insert(count_key(b's', &ctx.stored.id), &end.to_be_bytes())
-                .and_then(|_| counts.flush())
-                .map_err(|e| e.to_string())
-                .and_then(|_| Self::sync(durable));
+            let written = store
+                .put(
+                    Tree::Counts,
+                    &count_key(b's', &ctx.stored.id),
+                    &end.to_be_bytes(),
+                )
+                .and_then(|()| store.flush(Tree::Counts));
             if let Err(e) = written {
                 log::error!(
                     "uplink: cannot reserve envelope counters for {name}: {e}; its messages wait"
@@ -906,7 +885,7 @@ impl Channels for AkaChannels {
         } else {
             s.current.as_mut()?
         };
-        if !Self::reserve(&self.counts, &self.durable, ctx, &s.name) {
+        if !Self::reserve(&*self.store, ctx, &s.name) {
             return None;
         }
         Some((&mut ctx.channel, sender))
@@ -917,10 +896,11 @@ impl Channels for AkaChannels {
         let s = &self.subs[i];
         for c in [&s.current, &s.previous].into_iter().flatten() {
             if let Some(last) = c.channel.last_received() {
-                if let Err(e) = self
-                    .counts
-                    .insert(count_key(b'r', &c.stored.id), &last.to_be_bytes())
-                {
+                if let Err(e) = self.store.put(
+                    Tree::Counts,
+                    &count_key(b'r', &c.stored.id),
+                    &last.to_be_bytes(),
+                ) {
                     log::error!(
                         "uplink: cannot store the last received COUNT of {}: {e}",
                         s.name
@@ -957,6 +937,7 @@ impl Channels for AkaChannels {
     }
 
     fn open(&mut self, topic: &Topic, payload: &[u8], now: u64) -> Result<Frame, ProtocolError> {
+        self.now = now;
         let (wire, kind) = match topic {
             Topic::Data { scope, kind, .. } => (*scope, *kind),
             Topic::Status { .. } => {
@@ -1017,6 +998,7 @@ impl Channels for AkaChannels {
     }
 
     fn aka(&mut self, wire: Scope, frame: &Frame, now: u64) -> bool {
+        self.now = now;
         let Some(i) = self.by_wire(wire) else {
             log::warn!(
                 "uplink: {:?} on {wire:?} ignored: no AKA run uses this scope",
@@ -1050,6 +1032,7 @@ impl Channels for AkaChannels {
     }
 
     fn tick(&mut self, now: u64) {
+        self.now = now;
         self.connected = true;
         let mut meter_runs = 0;
         for i in 0..self.subs.len() {
@@ -1093,7 +1076,7 @@ impl Channels for AkaChannels {
                 Run::Idle => {}
                 Run::Refused { .. } => {
                     let why = self.subs[i].problem.clone();
-                    self.abandon(i, crate::prepay::unix_now(), why);
+                    self.abandon(i, self.now, why);
                 }
                 _ => {
                     // Not the head-end's fault: start again as soon as the connection is back.
@@ -1101,5 +1084,407 @@ impl Channels for AkaChannels {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Whole runs against the network side of `concentrator-security`, in memory: no broker, no sled
+    //! for the contexts, the time given by hand.
+
+    use concentrator_protocol::{AkaChallenge, Frame, GatewayId, MessageId, Protection};
+    use concentrator_security::aka::AuthVector;
+    use concentrator_security::sqn::SqnGenerator;
+
+    use super::*;
+    use crate::contexts::{MemContexts, MeterCredentials};
+    use crate::mqtt::{Limits, Outbox, SledOutbox};
+
+    const T0: u64 = 1_800_000_000;
+    const LIFETIME: u64 = 1_000;
+    const K: [u8; 16] = [0x46; 16];
+    const OPC: [u8; 16] = [0x3c; 16];
+
+    fn file(k: [u8; 16]) -> AkaFile {
+        let hn = openssl::pkey::PKey::generate_x25519().unwrap();
+        AkaFile {
+            key_id: 1,
+            profile: Profile::A,
+            home_network_public_key: hn.raw_public_key().unwrap(),
+            modes: vec![SecurityMode::AES],
+            gateway: Credentials {
+                imsi: "001010000000001".into(),
+                k,
+                opc: OPC,
+            },
+            meters: vec![MeterCredentials {
+                meter: "MTR-1".into(),
+                credentials: Credentials {
+                    imsi: "001010000000002".into(),
+                    k,
+                    opc: OPC,
+                },
+            }],
+        }
+    }
+
+    /// The head-end's side of one subscriber.
+    struct Network {
+        milenage: Milenage,
+        sqns: SqnGenerator,
+        ids: u64,
+    }
+
+    impl Network {
+        fn new() -> Self {
+            Network {
+                milenage: Milenage::with_opc(&K, &OPC),
+                sqns: SqnGenerator::new(),
+                ids: 0,
+            }
+        }
+
+        fn vector(&mut self) -> AuthVector {
+            aka::generate_vector(&self.milenage, &mut self.sqns, rand::random(), [0x80, 0]).unwrap()
+        }
+
+        fn frame(&mut self, tid: Option<Tid>, body: Body, now: u64) -> Frame {
+            self.ids += 1;
+            Frame::new(MessageId::new(*b"headend0", self.ids), tid, now, body)
+        }
+
+        fn challenge(&mut self, v: &AuthVector, now: u64) -> Frame {
+            let body = Body::AkaChallenge(AkaChallenge {
+                rand: v.rand,
+                autn: v.autn,
+            });
+            self.frame(None, body, now)
+        }
+    }
+
+    fn head_end() -> Sender {
+        Sender {
+            kind: SenderKind::Device,
+            id: b"head-end".to_vec(),
+        }
+    }
+
+    struct Rig {
+        aka: AkaChannels,
+        store: Arc<MemContexts>,
+        outbox: Arc<SledOutbox>,
+        net: Network,
+        gw: GatewayId,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let store = Arc::new(MemContexts::new());
+            let db = sled::Config::new().temporary(true).open().unwrap();
+            let outbox = Arc::new(SledOutbox::open(&db, Limits::default()).unwrap());
+            let aka = Rig::open(&store, &outbox, T0);
+            Rig {
+                aka,
+                store,
+                outbox,
+                net: Network::new(),
+                gw: GatewayId::new("gw-1").unwrap(),
+            }
+        }
+
+        fn open(store: &Arc<MemContexts>, outbox: &Arc<SledOutbox>, now: u64) -> AkaChannels {
+            let f = file(K);
+            local_scopes(&**store, &f).unwrap();
+            let s: Arc<dyn ContextStore> = store.clone();
+            let o: Arc<dyn AppendOutbox> = outbox.clone();
+            AkaChannels::open(s, &f, o, "gw-1", now).unwrap()
+        }
+
+        /// What is queued in the gateway's own scope (its AKA messages, events), oldest first.
+        fn queued(&self) -> Vec<Body> {
+            self.outbox
+                .list(100)
+                .unwrap()
+                .into_iter()
+                .filter(|p| p.scope() == Scope::Gateway)
+                .map(|p| p.frame.body)
+                .collect()
+        }
+
+        fn last_response(&self) -> AkaResult {
+            self.last_response_on(Scope::Gateway)
+        }
+
+        fn last_response_on(&self, scope: Scope) -> AkaResult {
+            self.outbox
+                .list(100)
+                .unwrap()
+                .into_iter()
+                .filter(|p| p.scope() == scope)
+                .map(|p| p.frame.body)
+                .rev()
+                .find_map(|b| match b {
+                    Body::AkaResponse(r) => Some(r.result),
+                    _ => None,
+                })
+                .expect("an AKA response is queued")
+        }
+
+        /// A whole run of the gateway's own subscriber from `now`; the head-end's new downlink channel.
+        fn run_gateway(&mut self, now: u64) -> Channel {
+            self.aka.tick(now);
+            assert!(
+                self.queued().iter().any(|b| matches!(b, Body::Attach(_))),
+                "the run starts with an attach"
+            );
+            let v = self.net.vector();
+            let challenge = self.net.challenge(&v, now);
+            assert!(!self.aka.aka(Scope::Gateway, &challenge, now));
+            match self.last_response() {
+                AkaResult::Res(res) => aka::check_res(&v, &res).unwrap(),
+                other => panic!("not a RES: {other:?}"),
+            }
+            self.security_mode(&v, now)
+        }
+
+        /// The security mode command sealed with the run's keys, and the acknowledgement sealed with
+        /// the new context that completes the gateway's run.
+        fn security_mode(&mut self, v: &AuthVector, now: u64) -> Channel {
+            let cmd = Body::SecurityModeCommand(concentrator_protocol::SecurityModeCommand {
+                allowed: vec![pair(SecurityMode::AES)],
+                fresh: 7,
+                lifetime_s: LIFETIME,
+            });
+            let frame = self.net.frame(None, cmd, now);
+            let ctx = SecurityContext::new(SecurityMode::AES, &v.ck, &v.ik, 0, now, 600);
+            let mut first = Channel::new(ctx, Direction::Downlink, 300);
+            let topic = Topic::for_message(&self.gw, Scope::Gateway, Kind::SecurityModeCommand);
+            let payload =
+                concentrator_protocol::protect::payload(Some(&mut first), &head_end(), now, &frame)
+                    .unwrap();
+            let opened = self.aka.open(&topic, &payload, now).unwrap();
+            self.aka.aka(Scope::Gateway, &opened, now);
+            assert!(
+                self.queued()
+                    .iter()
+                    .any(|b| matches!(b, Body::SecurityModeComplete(_))),
+                "the complete is queued"
+            );
+            let ctx = SecurityContext::new(SecurityMode::AES, &v.ck, &v.ik, 7, now, LIFETIME);
+            let mut down = Channel::resume(ctx, Direction::Downlink, 300, 1, None);
+            let ack = self.net.frame(
+                None,
+                Body::AckDown(concentrator_protocol::Ack { ids: vec![] }),
+                now,
+            );
+            let topic = Topic::for_message(&self.gw, Scope::Gateway, Kind::AckDown);
+            let payload =
+                concentrator_protocol::protect::payload(Some(&mut down), &head_end(), now, &ack)
+                    .unwrap();
+            self.aka.open(&topic, &payload, now).unwrap();
+            down
+        }
+
+        fn can_seal(&mut self) -> bool {
+            self.aka
+                .seal_channel(Scope::Gateway, Kind::Readings)
+                .is_some()
+        }
+    }
+
+    #[test]
+    fn a_gateway_run_makes_a_context_that_seals_until_its_margin_and_is_renewed_in_its_last_tenth()
+    {
+        let mut r = Rig::new();
+        assert!(!r.can_seal(), "no context before AKA");
+        assert!(!r.aka.sendable(Scope::Gateway, Kind::Readings));
+        assert!(
+            r.aka.sendable(Scope::Gateway, Kind::Birth),
+            "plain kinds always go"
+        );
+        r.run_gateway(T0);
+        assert!(r.can_seal());
+        assert_eq!(
+            r.queued().len(),
+            0,
+            "the run's messages are deleted once it completes"
+        );
+        assert_eq!(r.aka.states().lock().unwrap()[0].state, "established");
+
+        // Renewed only in the last tenth of the lifetime.
+        r.aka.tick(T0 + LIFETIME - LIFETIME / 10);
+        assert!(r.queued().is_empty(), "{:?}", r.queued());
+        r.aka.tick(T0 + LIFETIME - LIFETIME / 10 + 1);
+        assert!(
+            matches!(r.queued()[..], [Body::Attach(_)]),
+            "a new run starts"
+        );
+        // The old keys seal until SEAL_MARGIN_S before they expire, then nothing.
+        r.aka.tick(T0 + LIFETIME - SEAL_MARGIN_S - 1);
+        assert!(r.can_seal());
+        r.aka.tick(T0 + LIFETIME - SEAL_MARGIN_S);
+        assert!(!r.can_seal(), "keys about to expire seal nothing");
+        assert!(!r.aka.sendable(Scope::Gateway, Kind::Readings));
+    }
+
+    #[test]
+    fn a_replayed_challenge_is_answered_with_auts_and_the_resynchronised_one_is_taken() {
+        let mut r = Rig::new();
+        r.aka.tick(T0);
+        let v = r.net.vector();
+        let challenge = r.net.challenge(&v, T0);
+        r.aka.aka(Scope::Gateway, &challenge, T0);
+        assert!(matches!(r.last_response(), AkaResult::Res(_)));
+        // The same challenge again (a replay, or a stale vector): refused by SQN, answered with AUTS.
+        r.aka.aka(Scope::Gateway, &challenge, T0 + 1);
+        let auts = match r.last_response() {
+            AkaResult::SyncFailure(auts) => <[u8; 14]>::try_from(auts.as_slice()).unwrap(),
+            other => panic!("not AUTS: {other:?}"),
+        };
+        // The head-end resynchronises from AUTS; its next vector is accepted.
+        aka::resynchronise(&r.net.milenage, &mut r.net.sqns, &v.rand, &auts).unwrap();
+        let fresh = r.net.vector();
+        let challenge = r.net.challenge(&fresh, T0 + 2);
+        r.aka.aka(Scope::Gateway, &challenge, T0 + 2);
+        match r.last_response() {
+            AkaResult::Res(res) => aka::check_res(&fresh, &res).unwrap(),
+            other => panic!("not a RES: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_sqn_window_and_the_context_survive_a_restart() {
+        let mut r = Rig::new();
+        r.aka.tick(T0);
+        let v = r.net.vector();
+        let challenge = r.net.challenge(&v, T0);
+        r.aka.aka(Scope::Gateway, &challenge, T0);
+        r.security_mode(&v, T0);
+        let (ch, _) = r.aka.seal_channel(Scope::Gateway, Kind::Readings).unwrap();
+        ch.seal(
+            &Sender {
+                kind: SenderKind::Device,
+                id: b"gw-1".to_vec(),
+            },
+            0,
+            T0,
+            b"x",
+        )
+        .unwrap();
+
+        let mut again = Rig::open(&r.store, &r.outbox, T0 + 10);
+        let (ch, _) = again
+            .seal_channel(Scope::Gateway, Kind::Readings)
+            .expect("the context is restored");
+        assert!(
+            ch.next_count().unwrap() >= RESERVE,
+            "a restart never repeats a COUNT"
+        );
+        // A replay of the challenge that made it is refused by the restored window.
+        again.tick(T0 + 10 + LIFETIME);
+        again.aka(Scope::Gateway, &challenge, T0 + 10 + LIFETIME);
+        let last = r
+            .outbox
+            .list(100)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find_map(|p| match p.frame.body {
+                Body::AkaResponse(a) => Some(a.result),
+                _ => None,
+            });
+        assert!(matches!(last, Some(AkaResult::SyncFailure(_))), "{last:?}");
+    }
+
+    #[test]
+    fn a_forged_challenge_is_refused_reported_and_retried_after_a_delay() {
+        let mut r = Rig::new();
+        r.net.milenage = Milenage::with_opc(&[0x99; 16], &OPC);
+        r.aka.tick(T0);
+        let v = r.net.vector();
+        let challenge = r.net.challenge(&v, T0);
+        r.aka.aka(Scope::Gateway, &challenge, T0);
+        assert_eq!(r.last_response(), AkaResult::MacFailure);
+        assert!(
+            r.queued().iter().any(|b| matches!(
+                b,
+                Body::Event(e) if e.code == event_code::VERIFICATION_FAILED
+            )),
+            "event 40 reports it"
+        );
+        r.aka.tick(T0 + 1);
+        let problem = r.aka.states().lock().unwrap()[0].problem.clone().unwrap();
+        assert!(problem.contains("MAC failure"), "{problem}");
+        // Abandoned after the step timeout; the next attempt waits RETRY_MIN_S..=2 × RETRY_MIN_S.
+        r.aka.tick(T0 + STEP_TIMEOUT_S);
+        let attaches = |r: &Rig| {
+            r.queued()
+                .iter()
+                .filter(|b| matches!(b, Body::Attach(_)))
+                .count()
+        };
+        assert_eq!(attaches(&r), 0);
+        r.aka.tick(T0 + STEP_TIMEOUT_S + 2 * RETRY_MIN_S + 1);
+        assert_eq!(attaches(&r), 1, "tried again");
+    }
+
+    #[test]
+    fn a_meter_is_queued_under_its_local_scope_and_sent_under_the_tid_it_is_assigned() {
+        let mut r = Rig::new();
+        let local = Scope::Meter(local_scopes(&*r.store, &file(K)).unwrap()["MTR-1"]);
+        assert_eq!(r.aka.wire_scope(local), None, "no TID before its run");
+        r.run_gateway(T0);
+        r.aka.tick(T0 + 1);
+        let handle = r
+            .outbox
+            .list(100)
+            .unwrap()
+            .into_iter()
+            .find(|p| matches!(p.frame.body, Body::Attach(_)))
+            .map(|p| p.scope())
+            .expect("the meter's attach");
+        assert_ne!(
+            handle, local,
+            "the attach handle is fresh, not the local scope"
+        );
+        let v = r.net.vector();
+        let challenge = r.net.challenge(&v, T0 + 1);
+        r.aka.aka(handle, &challenge, T0 + 1);
+        assert!(matches!(r.last_response_on(handle), AkaResult::Res(_)));
+        // Security mode on the handle.
+        let cmd = Body::SecurityModeCommand(concentrator_protocol::SecurityModeCommand {
+            allowed: vec![pair(SecurityMode::AES)],
+            fresh: 1,
+            lifetime_s: LIFETIME,
+        });
+        let frame = r.net.frame(handle.tid(), cmd, T0 + 1);
+        let ctx = SecurityContext::new(SecurityMode::AES, &v.ck, &v.ik, 0, T0 + 1, 600);
+        let mut first = Channel::new(ctx, Direction::Downlink, 300);
+        let topic = Topic::for_message(&r.gw, handle, Kind::SecurityModeCommand);
+        let payload =
+            concentrator_protocol::protect::payload(Some(&mut first), &head_end(), T0 + 1, &frame)
+                .unwrap();
+        let opened = r.aka.open(&topic, &payload, T0 + 1).unwrap();
+        r.aka.aka(handle, &opened, T0 + 1);
+        assert_eq!(r.aka.wire_scope(local), None, "still no TID");
+        // The TID assignment completes it: acknowledged, and the meter's messages go under the TID.
+        let tid = Tid([0x5a; 8]);
+        let assign = Body::TidAssignment(concentrator_protocol::TidAssignment {
+            tid,
+            expires_at: T0 + LIFETIME,
+        });
+        let frame = r.net.frame(handle.tid(), assign, T0 + 2);
+        assert!(
+            r.aka.aka(handle, &frame, T0 + 2),
+            "the assignment is acknowledged"
+        );
+        assert_eq!(r.aka.wire_scope(local), Some(Scope::Meter(tid)));
+        assert_eq!(r.aka.local_scope(Scope::Meter(tid)), local);
+        assert_eq!(r.aka.tids(), vec![("MTR-1".to_string(), tid)]);
+        assert!(r
+            .aka
+            .seal_channel(Scope::Meter(tid), Kind::Readings)
+            .is_some());
+        assert_eq!(Kind::TidAssignment.protection(), Protection::Sealed);
     }
 }

@@ -14,12 +14,11 @@ use std::collections::HashMap;
 use concentrator_protocol::Scope;
 use concentrator_security::envelope::{Channel, Sender, SenderKind};
 use concentrator_security::{Direction, SecurityContext};
-use concentrator_uplink::mqtt::Channels;
+use std::sync::Arc;
 
-use crate::config::{KeyFile, ScopeKey};
-
-/// The tree of the counters in the store's database.
-pub const COUNTS_TREE: &str = "uplink.counts";
+use super::store::{ContextStore, Tree};
+use super::{KeyFile, ScopeKey};
+use crate::mqtt::Channels;
 /// Counts reserved per store write.
 pub const RESERVE: u32 = 1024;
 /// Accepted distance between an envelope's timestamp and our clock, seconds.
@@ -36,9 +35,9 @@ struct Entry {
 
 /// Every provisioned context, keyed by scope.
 pub struct StaticChannels {
-    tree: sled::Tree,
-    /// fsync after a reservation (a COUNT reused after a power cut would reuse a keystream).
-    durable: Option<concentrator_ledger::DurableSync>,
+    /// The counters (a reservation is flushed durably: a COUNT reused after a power cut would reuse a
+    /// keystream).
+    store: Arc<dyn ContextStore>,
     map: HashMap<Scope, Entry>,
 }
 
@@ -59,8 +58,8 @@ fn scope_key(prefix: u8, scope: Scope) -> Vec<u8> {
     k
 }
 
-fn stored(tree: &sled::Tree, key: &[u8]) -> Result<Option<u32>, String> {
-    match tree.get(key).map_err(|e| e.to_string())? {
+fn stored(store: &dyn ContextStore, key: &[u8]) -> Result<Option<u32>, String> {
+    match store.get(Tree::Counts, key)? {
         Some(v) => <[u8; 4]>::try_from(v.as_ref())
             .map(|b| Some(u32::from_be_bytes(b)))
             .map_err(|_| format!("counter {} is not 4 octets", hex::encode(key))),
@@ -70,11 +69,13 @@ fn stored(tree: &sled::Tree, key: &[u8]) -> Result<Option<u32>, String> {
 
 impl StaticChannels {
     /// The channels of every scope of `keys` (the gateway's as device `gateway`), resumed from the
-    /// counters stored in `db`.
-    pub fn open(db: &sled::Db, keys: &KeyFile, gateway: &str, now: u64) -> Result<Self, String> {
-        let tree = db
-            .open_tree(COUNTS_TREE)
-            .map_err(|e| format!("cannot open the uplink counters in the store: {e}"))?;
+    /// counters in `store`.
+    pub fn open(
+        store: Arc<dyn ContextStore>,
+        keys: &KeyFile,
+        gateway: &str,
+        now: u64,
+    ) -> Result<Self, String> {
         let lifetime = keys
             .valid_until
             .map_or(DEFAULT_LIFETIME_S, |until| until.saturating_sub(now));
@@ -99,8 +100,8 @@ impl StaticChannels {
         let mut map = HashMap::new();
         for (scope, key, sender) in scopes {
             let ctx = SecurityContext::new(keys.mode, &key.ck, &key.ik, 0, now, lifetime);
-            let next = stored(&tree, &scope_key(b's', scope))?.unwrap_or(0);
-            let last = stored(&tree, &scope_key(b'r', scope))?;
+            let next = stored(&*store, &scope_key(b's', scope))?.unwrap_or(0);
+            let last = stored(&*store, &scope_key(b'r', scope))?;
             let channel = Channel::resume(ctx, Direction::Uplink, WINDOW_S, next, last);
             map.insert(
                 scope,
@@ -111,17 +112,7 @@ impl StaticChannels {
                 },
             );
         }
-        Ok(StaticChannels {
-            tree,
-            durable: None,
-            map,
-        })
-    }
-
-    /// Makes every reservation an `fsync` of the store's log file too.
-    pub fn with_durable(mut self, durable: concentrator_ledger::DurableSync) -> Self {
-        self.durable = Some(durable);
-        self
+        Ok(StaticChannels { store, map })
     }
 }
 
@@ -132,11 +123,9 @@ impl Channels for StaticChannels {
         if next >= e.reserved {
             let end = next.saturating_add(RESERVE);
             let written = self
-                .tree
-                .insert(scope_key(b's', scope), &end.to_be_bytes())
-                .and_then(|_| self.tree.flush())
-                .map_err(|e| e.to_string())
-                .and_then(|_| self.durable.as_ref().map_or(Ok(()), |d| d.sync_log()));
+                .store
+                .put(Tree::Counts, &scope_key(b's', scope), &end.to_be_bytes())
+                .and_then(|()| self.store.flush(Tree::Counts));
             if let Err(err) = written {
                 // Sealing without a durable reservation could repeat a COUNT after a restart.
                 log::error!("uplink: cannot reserve envelope counters for {scope:?}: {err}; its messages wait");
@@ -152,8 +141,8 @@ impl Channels for StaticChannels {
             return;
         };
         if let Err(e) = self
-            .tree
-            .insert(scope_key(b'r', scope), &last.to_be_bytes())
+            .store
+            .put(Tree::Counts, &scope_key(b'r', scope), &last.to_be_bytes())
         {
             log::error!("uplink: cannot store the last received COUNT of {scope:?}: {e}");
         }
@@ -163,7 +152,7 @@ impl Channels for StaticChannels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MeterKey, ScopeKey};
+    use crate::contexts::{MemContexts, MeterKey, ScopeKey};
     use concentrator_protocol::Tid;
 
     fn keys() -> KeyFile {
@@ -185,8 +174,8 @@ mod tests {
 
     #[test]
     fn a_restart_never_repeats_a_count_or_accepts_an_old_one() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let mut chs = StaticChannels::open(&db, &keys(), "gw-1", 1_000).unwrap();
+        let store: Arc<dyn ContextStore> = Arc::new(MemContexts::new());
+        let mut chs = StaticChannels::open(store.clone(), &keys(), "gw-1", 1_000).unwrap();
         let scope = Scope::Meter(Tid([7; 8]));
         for _ in 0..3 {
             let (ch, sender) = chs.channel(scope).unwrap();
@@ -194,7 +183,7 @@ mod tests {
         }
         assert_eq!(chs.map[&scope].channel.next_count(), Some(3));
         assert!(chs.channel(Scope::Meter(Tid([8; 8]))).is_none());
-        let mut again = StaticChannels::open(&db, &keys(), "gw-1", 1_001).unwrap();
+        let mut again = StaticChannels::open(store, &keys(), "gw-1", 1_001).unwrap();
         let (ch, _) = again.channel(scope).unwrap();
         assert_eq!(ch.next_count(), Some(RESERVE));
         // The gateway's scope was never used: it starts at 0.
