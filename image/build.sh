@@ -43,8 +43,9 @@ bash image/setup.sh
 
 # The base: everything but our package. Minimal: systemd, udev, the kernel and initramfs-tools,
 # the Pi's firmware, networkd+resolved (DHCP and DNS on a read-only root), timesyncd (the Pi has no
-# RTC, and TLS needs the time). No ca-certificates: the uplink trusts only the provisioned utility CA.
-packages="systemd-sysv,udev,kmod,linux-image-arm64,raspi-firmware,initramfs-tools,systemd-resolved,systemd-timesyncd,zstd"
+# RTC, and TLS needs the time), ppp (the 3G data link: concentrator-ppp@.service). No ca-certificates:
+# the uplink trusts only the provisioned utility CA.
+packages="systemd-sysv,udev,kmod,linux-image-arm64,raspi-firmware,initramfs-tools,systemd-resolved,systemd-timesyncd,zstd,ppp"
 [ -z "${EXTRA_PACKAGES:-}" ] || packages="$packages,${EXTRA_PACKAGES// /,}"
 recipe_version=3 # bump when the hooks below change what the base contains
 key=$(printf '%s|%s|%s|%s|%s' "$suite" "$mirror" "$packages" "$recipe_version" "$(sha256sum image/rootfs/initramfs-modules | cut -c1-16)" | sha256sum | cut -c1-16)
