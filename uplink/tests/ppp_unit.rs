@@ -19,8 +19,9 @@ struct Rig {
 }
 
 impl Rig {
-    /// A directory with a fake pppd: it records its arguments, makes the interface, and on SIGTERM
-    /// removes it and exits 5 (as pppd does); with `hangup` it exits 16 by itself after 0.3 s.
+    /// A directory with a fake pppd: it records its arguments, makes the interface (a directory with
+    /// the kernel's `flags` file: first down, then up after IPCP), and on SIGTERM removes it and exits 5
+    /// (as pppd does); with `hangup` it exits 16 by itself after 0.3 s.
     fn new(name: &str, hangup: bool) -> Rig {
         let dir =
             std::env::temp_dir().join(format!("uplink-ppp-unit-{name}-{}", std::process::id()));
@@ -30,12 +31,13 @@ impl Rig {
         let iface = dir.join("ppp0");
         let body = if hangup {
             format!(
-                "touch {i}; sleep 0.3; rm -f {i}; exit 16",
+                "mkdir -p {i}; echo 0x1090 > {i}/flags; sleep 0.3; rm -rf {i}; exit 16",
                 i = iface.display()
             )
         } else {
             format!(
-                "touch {i}\ntrap 'rm -f {i}; exit 5' TERM\nwhile :; do sleep 0.05; done",
+                "mkdir -p {i}; echo 0x1090 > {i}/flags\ntrap 'rm -rf {i}; exit 5' TERM\n\
+                 sleep 1.5; echo 0x1091 > {i}/flags\nwhile :; do sleep 0.05; done",
                 i = iface.display()
             )
         };
@@ -120,6 +122,12 @@ fn request_dial_redial_and_hang_up() {
         "requested: dialling until the helper says otherwise"
     );
     let mut helper = rig.helper();
+    wait_for("the interface", || rig.cfg.interface.exists());
+    assert!(
+        !link.is_up(),
+        "the interface exists but is not up yet (IPCP)"
+    );
+    assert!(link.connecting());
     wait_for("the link to come up", || link.is_up());
     let first = rig.state().seq;
     assert_eq!(first, link.seq());
