@@ -204,7 +204,7 @@ mosquitto_sub -h "$broker_ip" -p "$port" --cafile "$pki/ca.pem" --cert "$out/obs
 boot() { # boot LOG: starts the VM, console to LOG
     qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -display none -no-reboot \
         -kernel "$repo/target/image/vmlinuz" -initrd "$repo/target/image/initrd.img" \
-        -append "root=LABEL=root console=ttyAMA0 net.ifnames=0 rootwait systemd.journald.forward_to_console=1 systemd.show_status=1" \
+        -append "root=LABEL=root-a console=ttyAMA0 net.ifnames=0 rootwait systemd.journald.forward_to_console=1 systemd.show_status=1" \
         -drive file="$out/disk.img",format=raw,if=none,id=disk -device virtio-blk-pci,drive=disk \
         -netdev user,id=net,restrict=on -device virtio-net-pci,netdev=net,romfile= \
         -chardev serial,id=rs485,path="$out/uart-guest" -device pci-serial,chardev=rs485 \
