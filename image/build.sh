@@ -7,11 +7,12 @@
 # No loop devices and no mounts of the image: mmdebstrap builds the root in a directory (arm64
 # maintainer scripts run under qemu-user through binfmt_misc), each filesystem is made from a directory
 # (mkfs.ext4 -d, mkfs.vfat + mcopy), and the partition table is written into a plain file with sfdisk.
-# Layout (MBR, as the Pi's boot ROM wants):
+# Layout (MBR, as the Pi's boot ROM wants; two root slots for A/B updates, docs/ARCHITECTURE.md):
 #   p1  FAT32  RASPIFIRM  256 MiB  /boot/firmware: firmware, kernel, initrd, DTBs, config.txt,
 #                                  cmdline.txt, and the installer's provisioning bundle
-#   p2  ext4   root       ~600 MiB /, mounted read-only
-#   p3  ext4   store      256 MiB  /var/lib/concentrator: ledger, outbox, secrets (read-write)
+#   p2  ext4   root-a     ~800 MiB /, mounted read-only: the slot the image boots
+#   p3  ext4   root-b     the same  the other slot, empty until an update writes it
+#   p4  ext4   store      256 MiB  /var/lib/concentrator: ledger, outbox, secrets (read-write)
 # Cache (image/cache/, git-ignored): the downloaded .debs and the base root filesystem, keyed by the
 # package list and this script's base recipe; a second build on the same machine skips mmdebstrap.
 # Environment: SKIP_DEB=1 packs the .deb already in target/deb; STORE_MB, BOOT_MB; SUITE (bookworm);
@@ -43,8 +44,9 @@ bash image/setup.sh
 
 # The base: everything but our package. Minimal: systemd, udev, the kernel and initramfs-tools,
 # the Pi's firmware, networkd+resolved (DHCP and DNS on a read-only root), timesyncd (the Pi has no
-# RTC, and TLS needs the time). No ca-certificates: the uplink trusts only the provisioned utility CA.
-packages="systemd-sysv,udev,kmod,linux-image-arm64,raspi-firmware,initramfs-tools,systemd-resolved,systemd-timesyncd,zstd"
+# RTC, and TLS needs the time), ppp (the 3G data link: concentrator-ppp@.service). No ca-certificates:
+# the uplink trusts only the provisioned utility CA.
+packages="systemd-sysv,udev,kmod,linux-image-arm64,raspi-firmware,initramfs-tools,systemd-resolved,systemd-timesyncd,zstd,ppp"
 [ -z "${EXTRA_PACKAGES:-}" ] || packages="$packages,${EXTRA_PACKAGES// /,}"
 recipe_version=3 # bump when the hooks below change what the base contains
 key=$(printf '%s|%s|%s|%s|%s' "$suite" "$mirror" "$packages" "$recipe_version" "$(sha256sum image/rootfs/initramfs-modules | cut -c1-16)" | sha256sum | cut -c1-16)
@@ -104,6 +106,11 @@ rm -f "$root/tmp/concentrator.deb"
 
 step "configure the appliance (read-only root, store partition, network, first boot)"
 cp -a image/rootfs/etc/. "$root/etc/"
+# Slot A names itself: the kernel's root= (cmdline.txt, and raspi-firmware's setting for the next kernel
+# it installs) and fstab say root-a; an update writing slot B writes root-b into that slot's copies.
+sed -i 's/^ROOTPART=.*/ROOTPART=LABEL=root-a/' "$root/etc/default/raspi-firmware"
+sed -i 's/root=LABEL=root\b/root=LABEL=root-a/' "$root/boot/firmware/cmdline.txt"
+grep -q 'root=LABEL=root-a' "$root/boot/firmware/cmdline.txt" || die "cmdline.txt does not name root-a: $(cat "$root/boot/firmware/cmdline.txt")"
 echo concentrator >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tconcentrator\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 # An empty machine-id: systemd makes one per boot on the read-only root (and per device, not per image).
@@ -136,25 +143,31 @@ rm -f "$work"/*.part
 mkfs.vfat -C -F 32 -n RASPIFIRM "$work/boot.part" $((boot_mb * 1024)) >/dev/null
 mcopy -s -i "$work/boot.part" "$work/boot/"* ::/
 truncate -s "${root_mb}M" "$work/root.part"
-mkfs.ext4 -q -F -L root -O ^has_journal -E root_owner=0:0 -d "$root" "$work/root.part"
+mkfs.ext4 -q -F -L root-a -O ^has_journal -E root_owner=0:0 -d "$root" "$work/root.part"
+# Slot B: an empty filesystem of the same size (sparse in the image), for the first update.
+mkdir -p "$work/empty"
+truncate -s "${root_mb}M" "$work/root-b.part"
+mkfs.ext4 -q -F -L root-b -O ^has_journal -E root_owner=0:0 -d "$work/empty" "$work/root-b.part"
 truncate -s "${store_mb}M" "$work/store.part"
 mkfs.ext4 -q -F -L store -d "$work/store" "$work/store.part"
-echo "boot ${boot_mb} MiB, root ${root_mb} MiB (${root_kib} KiB used), store ${store_mb} MiB"
+echo "boot ${boot_mb} MiB, root-a and root-b ${root_mb} MiB each (${root_kib} KiB used in A), store ${store_mb} MiB"
 
 step "partition table into a plain file (sfdisk)"
 img=$out/concentrator-arm64.img
 rm -f "$img"
-total_mb=$((1 + boot_mb + root_mb + store_mb))
+total_mb=$((1 + boot_mb + 2 * root_mb + store_mb))
 truncate -s "${total_mb}M" "$img"
 sfdisk --quiet "$img" <<SFDISK
 label: dos
 start=1MiB, size=${boot_mb}MiB, type=c, bootable
 size=${root_mb}MiB, type=83
+size=${root_mb}MiB, type=83
 size=${store_mb}MiB, type=83
 SFDISK
 dd if="$work/boot.part" of="$img" bs=1M seek=1 conv=notrunc,sparse status=none
 dd if="$work/root.part" of="$img" bs=1M seek=$((1 + boot_mb)) conv=notrunc,sparse status=none
-dd if="$work/store.part" of="$img" bs=1M seek=$((1 + boot_mb + root_mb)) conv=notrunc,sparse status=none
+dd if="$work/root-b.part" of="$img" bs=1M seek=$((1 + boot_mb + root_mb)) conv=notrunc,sparse status=none
+dd if="$work/store.part" of="$img" bs=1M seek=$((1 + boot_mb + 2 * root_mb)) conv=notrunc,sparse status=none
 sfdisk --list "$img" | sed -n '/Device/,$p'
 
 step "done"

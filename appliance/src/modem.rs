@@ -16,8 +16,8 @@ use std::time::Duration;
 use concentrator_hal::gpio::OutputLine;
 use concentrator_hal::sim::{SimPin, SimStream};
 use concentrator_hal::{Clock, ErrorKind, HalError, LineSettings, SerialStream, SystemClock};
-use concentrator_protocol::{event_code, Event, Severity};
-use concentrator_uplink::link::{Pppd, PppdConfig};
+use concentrator_protocol::{event_code, Event, ModemReport, Severity};
+use concentrator_uplink::modem::ppp_unit::{PppUnit, PppUnitConfig};
 use concentrator_uplink::modem::sim::SimModem;
 use concentrator_uplink::modem::{
     AtPort, DataLink, ModemStatus, NoDataLink, Stage, Supervisor, SupervisorEvent,
@@ -200,11 +200,12 @@ fn run(
     };
     let link: Box<dyn DataLink> = match &setup.ppp_port {
         Some(ppp) => {
-            let mut cfg = PppdConfig::new(ppp.clone(), setup.supervisor.apn.clone());
+            // pppd runs in concentrator-ppp.service (root); the daemon only asks (uplink's ppp_unit).
+            let mut cfg = PppUnitConfig::new(ppp.clone(), setup.supervisor.apn.clone());
             if let ModemDevice::Port { baud, .. } = &setup.device {
                 cfg.baud = *baud;
             }
-            Box::new(Pppd::new(cfg))
+            Box::new(PppUnit::new(cfg))
         }
         None => Box::new(NoDataLink),
     };
@@ -257,30 +258,73 @@ fn announce(event: &SupervisorEvent, view: &ModemView, uplink: Option<&UplinkQue
     match event {
         SupervisorEvent::Recovery { stage, problem } => {
             log::warn!("modem recovery: {} ({problem})", stage_name(*stage));
+            let step = match stage {
+                Stage::Reconnect => 1,
+                Stage::Reset => 2,
+                _ => 3,
+            };
+            queue_event(
+                uplink,
+                event_code::MODEM_RECOVERY,
+                Severity::Warning,
+                Some(problem),
+                vec![step],
+            );
         }
         SupervisorEvent::NeedsAttention { problem } => {
             log::error!("modem recovery: needs attention, staged recovery failed ({problem}); check the modem's power, antenna and SIM on site");
-            if let Some(queue) = uplink {
-                let mut detail = problem.clone();
-                detail.truncate(detail.floor_char_boundary(256));
-                queue.gateway_event(Event {
-                    at: unix_now(),
-                    code: event_code::MODEM_NEEDS_ATTENTION,
-                    severity: Severity::Alarm,
-                    detail: Some(detail),
-                    values: Vec::new(),
-                });
-            }
+            queue_event(
+                uplink,
+                event_code::MODEM_NEEDS_ATTENTION,
+                Severity::Alarm,
+                Some(problem),
+                Vec::new(),
+            );
         }
-        SupervisorEvent::Recovered => log::info!(
-            "modem recovered: registered on {}, {} dBm",
-            view.operator.as_deref().unwrap_or("?"),
-            view.rssi_dbm.map_or("?".into(), |d| d.to_string())
-        ),
+        SupervisorEvent::Recovered => {
+            log::info!(
+                "modem recovered: registered on {}, {} dBm",
+                view.operator.as_deref().unwrap_or("?"),
+                view.rssi_dbm.map_or("?".into(), |d| d.to_string())
+            );
+            let steps = i64::from(view.recoveries);
+            queue_event(
+                uplink,
+                event_code::MODEM_RECOVERED,
+                Severity::Info,
+                None,
+                vec![steps],
+            );
+        }
         SupervisorEvent::WeakSignal { dbm } => {
             log::warn!("modem: weak signal, {dbm} dBm; check the antenna and its cable")
         }
     }
+}
+
+/// Queues a gateway event for the head-end (with `[uplink]`), the detail cut to the protocol's 256.
+fn queue_event(
+    uplink: Option<&UplinkQueue>,
+    code: u16,
+    severity: Severity,
+    detail: Option<&String>,
+    values: Vec<i64>,
+) {
+    let Some(queue) = uplink else {
+        return;
+    };
+    let detail = detail.map(|d| {
+        let mut d = d.clone();
+        d.truncate(d.floor_char_boundary(256));
+        d
+    });
+    queue.gateway_event(Event {
+        at: unix_now(),
+        code,
+        severity,
+        detail,
+        values,
+    });
 }
 
 /// Sleeps `duration`, beating; false when asked to stop.

@@ -45,6 +45,7 @@ pub mod gpio;
 #[cfg(feature = "linux")]
 mod half_duplex;
 mod line;
+pub mod power_fail;
 mod stream;
 
 pub mod sim;

@@ -34,7 +34,7 @@ stage=$out/stage-$debarch
 rm -rf "$stage"
 mkdir -p "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/concentrator/plugins" "$stage/usr/libexec/concentrator" \
     "$stage/lib/systemd/system" "$stage/usr/lib/sysusers.d" "$stage/usr/lib/tmpfiles.d" "$stage/lib/udev/rules.d" \
-    "$stage/etc/concentrator" "$stage/usr/share/doc/concentrator"
+    "$stage/etc/concentrator" "$stage/usr/share/doc/concentrator" "$stage/etc/ppp/ip-up.d"
 
 strip=$triple-strip
 for bin in concentratord concentrator; do
@@ -51,11 +51,15 @@ for p in "${plugins[@]}"; do
 done
 f=image/files
 install -m 0644 "$f/concentrator.toml" "$stage/etc/concentrator/concentrator.toml"
-install -m 0644 "$f/concentrator.service" "$f/concentrator-firstboot.service" "$stage/lib/systemd/system/"
+install -m 0644 "$f/concentrator.service" "$f/concentrator-firstboot.service" "$f/concentrator-ppp.service" \
+    "$f/concentrator-ppp.path" "$stage/lib/systemd/system/"
 install -m 0644 "$f/concentrator.sysusers" "$stage/usr/lib/sysusers.d/concentrator.conf"
 install -m 0644 "$f/concentrator.tmpfiles" "$stage/usr/lib/tmpfiles.d/concentrator.conf"
 install -m 0644 "$f/60-concentrator.rules" "$stage/lib/udev/rules.d/60-concentrator.rules"
 install -m 0755 "$f/firstboot" "$stage/usr/libexec/concentrator/firstboot"
+install -m 0755 "$f/ppp-link" "$stage/usr/libexec/concentrator/ppp-link"
+install -m 0644 "$f/ppp.chat" "$stage/usr/lib/concentrator/ppp.chat"
+install -m 0755 "$f/ppp-ip-up" "$stage/etc/ppp/ip-up.d/concentrator"
 install -m 0644 image/README.md "$stage/usr/share/doc/concentrator/README.md"
 cat >"$stage/usr/share/doc/concentrator/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -67,7 +71,7 @@ License: Apache-2.0
  OpenSSL is linked statically (Apache-2.0).
 COPYRIGHT
 
-echo /etc/concentrator/concentrator.toml >"$stage/DEBIAN/conffiles"
+printf '%s\n' /etc/concentrator/concentrator.toml /etc/ppp/ip-up.d/concentrator >"$stage/DEBIAN/conffiles"
 installed_kib=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat >"$stage/DEBIAN/control" <<CONTROL
 Package: concentrator
@@ -77,15 +81,16 @@ Maintainer: concentrator developers <concentrator@example.invalid>
 Section: misc
 Priority: optional
 Installed-Size: $installed_kib
-Depends: libc6 (>= 2.34), libgcc-s1, systemd (>= 247), udev
+Depends: libc6 (>= 2.34), libgcc-s1, systemd (>= 247), udev, ppp
 Recommends: systemd-timesyncd
 Homepage: https://example.invalid/concentrator
 Description: prepayment meter concentrator for the Raspberry Pi
  concentratord reads electricity, water and gas meters on RS485 buses (DL/T 645-2007, Modbus RTU)
  and through a Zigbee coordinator, keeps each dwelling's prepaid credit, switches relays, and talks
  to the utility's head-end over MQTT with TLS. The package ships the daemon, the concentrator tool,
- the first-party driver plugins, a hardened systemd unit, udev rules for stable device names and
- first-boot provisioning from the boot partition.
+ the first-party driver plugins, a hardened systemd unit, udev rules for stable device names,
+ first-boot provisioning from the boot partition, and the 3G data link (pppd in a unit of its own that
+ the unprivileged daemon asks for through a request file).
 CONTROL
 cat >"$stage/DEBIAN/postinst" <<'POSTINST'
 #!/bin/sh
@@ -95,8 +100,8 @@ if [ "$1" = configure ]; then
     systemd-tmpfiles --create concentrator.conf || true
     if [ -d /run/udev ]; then udevadm control --reload-rules || true; udevadm trigger --subsystem-match=tty --subsystem-match=gpio || true; fi
     # Enabled as installed; started only on a running system (not in a chroot building an image).
-    deb-systemd-helper enable concentrator.service concentrator-firstboot.service >/dev/null 2>&1 || \
-        systemctl enable concentrator.service concentrator-firstboot.service >/dev/null 2>&1 || true
+    deb-systemd-helper enable concentrator.service concentrator-firstboot.service concentrator-ppp.path >/dev/null 2>&1 || \
+        systemctl enable concentrator.service concentrator-firstboot.service concentrator-ppp.path >/dev/null 2>&1 || true
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
         systemctl try-restart concentrator.service || true
@@ -107,17 +112,17 @@ cat >"$stage/DEBIAN/prerm" <<'PRERM'
 #!/bin/sh
 set -e
 if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
-    systemctl stop concentrator.service || true
+    systemctl stop concentrator.service concentrator-ppp.path concentrator-ppp.service || true
 fi
 PRERM
 cat >"$stage/DEBIAN/postrm" <<'POSTRM'
 #!/bin/sh
 set -e
 if [ "$1" = remove ] || [ "$1" = purge ]; then
-    deb-systemd-helper disable concentrator.service concentrator-firstboot.service >/dev/null 2>&1 || true
+    deb-systemd-helper disable concentrator.service concentrator-firstboot.service concentrator-ppp.path >/dev/null 2>&1 || true
 fi
 if [ "$1" = purge ]; then
-    deb-systemd-helper purge concentrator.service concentrator-firstboot.service >/dev/null 2>&1 || true
+    deb-systemd-helper purge concentrator.service concentrator-firstboot.service concentrator-ppp.path >/dev/null 2>&1 || true
     # The store (credit ledger, outbox, secrets) is the utility's data: purge leaves it in place.
 fi
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi

@@ -242,13 +242,120 @@ impl DataLink for FakeLink {
 }
 
 #[test]
-fn link_down_is_restarted() {
+fn link_is_started_once_and_restarted_when_down() {
     let link = FakeLink::default();
     let mut r = rig(config(), Box::new(link.clone()));
-    assert_eq!(stages(&r.sup.check().unwrap()), vec![Stage::Reconnect]);
+    // The first healthy check starts the link: not a recovery.
+    assert_eq!(r.sup.check().unwrap(), vec![]);
     assert_eq!(link.0.lock().unwrap().1, 1);
+    assert!(r.sup.status().link_up);
+    assert_eq!(r.sup.status().recoveries, 0);
+    link.0.lock().unwrap().0 = false; // the link drops
+    assert_eq!(stages(&r.sup.check().unwrap()), vec![Stage::Reconnect]);
+    assert_eq!(link.0.lock().unwrap().1, 2);
     assert_eq!(r.sup.check().unwrap(), vec![SupervisorEvent::Recovered]);
     assert!(r.sup.status().link_up);
+}
+
+/// A link that dials for `dials` checks before it is up, and reports why it is down.
+#[derive(Debug, Clone, Default)]
+struct SlowLink(Arc<Mutex<(u32, u32, u32)>>); // (checks left while dialling, restarts, stops)
+
+impl DataLink for SlowLink {
+    fn is_up(&mut self) -> bool {
+        let mut s = self.0.lock().unwrap();
+        if s.0 > 0 {
+            s.0 -= 1;
+            return false;
+        }
+        s.1 > 0
+    }
+    fn connecting(&mut self) -> bool {
+        true
+    }
+    fn restart(&mut self) -> Result<(), String> {
+        let mut s = self.0.lock().unwrap();
+        s.0 = 2;
+        s.1 += 1;
+        Ok(())
+    }
+    fn stop(&mut self) {
+        self.0.lock().unwrap().2 += 1;
+    }
+}
+
+#[test]
+fn a_dialling_link_is_given_time_and_restarted_after_a_power_cycle() {
+    let link = SlowLink::default();
+    let mut r = rig(config(), Box::new(link.clone()));
+    for _ in 0..2 {
+        assert_eq!(
+            r.sup.check().unwrap(),
+            vec![],
+            "dialling: neither pass nor fail"
+        );
+        assert_eq!(r.sup.status().stage, Stage::Healthy);
+        assert!(!r.sup.status().link_up);
+    }
+    assert_eq!(r.sup.check().unwrap(), vec![]);
+    assert!(r.sup.status().link_up);
+    assert_eq!(link.0.lock().unwrap().1, 1, "started once");
+    // The modem crashes: reconnect, reset, power cycle; each reset stops the link.
+    r.modem.set_fault(ModemFault::Silent, Cure::PowerCycle);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.extend(stages(&r.sup.check().unwrap()));
+    }
+    assert_eq!(
+        seen,
+        vec![Stage::Reconnect, Stage::Reset, Stage::PowerCycle]
+    );
+    assert!(
+        link.0.lock().unwrap().2 >= 2,
+        "stopped before reset and power cycle"
+    );
+    let restarts = link.0.lock().unwrap().1;
+    // The modem is back: the link is started again without another stage, dials, and is up.
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.extend(r.sup.check().unwrap());
+    }
+    assert_eq!(events, vec![SupervisorEvent::Recovered]);
+    assert_eq!(link.0.lock().unwrap().1, restarts + 1);
+    assert!(r.sup.status().link_up);
+}
+
+#[test]
+fn the_ladder_starts_again_after_needs_attention() {
+    let mut r = rig(config(), Box::new(NoDataLink));
+    r.modem.set_fault(ModemFault::Silent, Cure::Never);
+    let mut seen = Vec::new();
+    let mut attention = 0;
+    for _ in 0..9 {
+        for e in r.sup.check().unwrap() {
+            match e {
+                SupervisorEvent::Recovery { stage, .. } => seen.push(stage),
+                SupervisorEvent::NeedsAttention { .. } => attention += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(attention, 1, "reported once");
+    assert_eq!(
+        seen,
+        vec![
+            Stage::Reconnect,
+            Stage::Reset,
+            Stage::PowerCycle,
+            Stage::Reconnect,
+            Stage::Reset
+        ]
+    );
+    assert_eq!(
+        r.sup.status().stage,
+        Stage::NeedsAttention,
+        "until a check passes"
+    );
 }
 
 #[test]

@@ -165,6 +165,12 @@ pub mod event_code {
     pub const MODEM_NEEDS_ATTENTION: u16 = 50;
     /// The outbox dropped routine readings because it was full; values: [dropped count].
     pub const READINGS_DROPPED: u16 = 51;
+    /// The modem supervisor took a recovery step; values: [stage: 1 re-dial, 2 modem reset by AT,
+    /// 3 power cycle through the power-key line]; detail: what the check found.
+    pub const MODEM_RECOVERY: u16 = 52;
+    /// The modem and its data link are healthy again after recovery; values: [recovery steps since the
+    /// daemon started].
+    pub const MODEM_RECOVERED: u16 = 53;
 }
 
 /// The signed receipt of an applied token.

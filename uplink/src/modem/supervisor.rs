@@ -4,10 +4,16 @@
 //! 1. **reconnect**: re-register (`AT+COPS=0`) and restart the data link;
 //! 2. **reset**: `AT+CFUN=1,1` (the modem reboots), then initialise again;
 //! 3. **power cycle**: a pulse on the power-key GPIO (modems that no longer answer AT need this);
-//! 4. **needs attention**: reported once (event and status); checks go on, and a later success clears it.
+//! 4. **needs attention**: reported once (event and status); checks go on, a later success clears it,
+//!    and after `ATTENTION_ROUNDS` stages' worth of failed checks the ladder starts again from the
+//!    reconnect (a gateway in a basement must not give up for good on a modem that crashed twice).
 //!
 //! A wrong or missing SIM PIN goes straight to *needs attention*: a refused PIN is never sent twice,
 //! since three wrong tries block the SIM.
+//!
+//! The data link is started (without counting as a recovery) the first time the modem is healthy and
+//! again after a reset or a power cycle; while it dials ([`DataLink::connecting`]) a check neither
+//! passes nor fails.
 
 use std::time::Duration;
 
@@ -26,6 +32,14 @@ pub trait DataLink: Send + std::fmt::Debug {
     fn restart(&mut self) -> Result<(), String>;
     /// Stops the link (before a modem reset).
     fn stop(&mut self);
+    /// Whether the link is being brought up (dialling, negotiating) and should be given time.
+    fn connecting(&mut self) -> bool {
+        false
+    }
+    /// Why the link is down, for the status and the log, when the link knows.
+    fn problem(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// A data link that is always up: for modems whose data path is not ours to manage, and for tests.
@@ -155,6 +169,23 @@ pub struct Supervisor<S: SerialStream> {
     failures: u32,
     initialised: bool,
     pin_refused: bool,
+    /// Whether the modem answered `AT` in this check.
+    answered: bool,
+    /// Whether the data link was started since the modem last (re)booted.
+    link_started: bool,
+}
+
+/// Stages' worth of failed checks spent in *needs attention* before the ladder starts again.
+const ATTENTION_ROUNDS: u32 = 4;
+
+/// What one probe found.
+enum Outcome {
+    /// All good.
+    Healthy,
+    /// The modem is fine and the link is coming up: neither a pass nor a failure.
+    Pending,
+    /// Something is wrong.
+    Problem(Problem),
 }
 
 enum Problem {
@@ -193,6 +224,8 @@ impl<S: SerialStream> Supervisor<S> {
             failures: 0,
             initialised: false,
             pin_refused: false,
+            answered: false,
+            link_started: false,
         }
     }
 
@@ -205,7 +238,8 @@ impl<S: SerialStream> Supervisor<S> {
     pub fn check(&mut self) -> Result<Vec<SupervisorEvent>, ModemError> {
         let mut events = Vec::new();
         match self.probe(&mut events)? {
-            None => {
+            Outcome::Pending => {}
+            Outcome::Healthy => {
                 if self.status.stage != Stage::Healthy {
                     events.push(SupervisorEvent::Recovered);
                 }
@@ -213,11 +247,16 @@ impl<S: SerialStream> Supervisor<S> {
                 self.status.last_problem = None;
                 self.failures = 0;
             }
-            Some(Problem::Attention(p)) => self.attention(p, &mut events),
-            Some(Problem::Recoverable(p)) => {
+            Outcome::Problem(Problem::Attention(p)) => self.attention(p, &mut events),
+            Outcome::Problem(Problem::Recoverable(p)) => {
                 log::warn!("modem: {p}");
                 self.failures += 1;
                 let per = self.config.failures_per_stage.max(1);
+                if self.failures > (3 + ATTENTION_ROUNDS) * per {
+                    // Long enough in "needs attention": climb the ladder again (the status keeps
+                    // saying "needs attention" until a check passes).
+                    self.failures = 1;
+                }
                 let stage = match (self.failures - 1) / per {
                     0 => Stage::Reconnect,
                     1 => Stage::Reset,
@@ -227,7 +266,9 @@ impl<S: SerialStream> Supervisor<S> {
                 if stage == Stage::NeedsAttention {
                     self.attention(p, &mut events);
                 } else {
-                    self.status.stage = stage;
+                    if self.status.stage != Stage::NeedsAttention {
+                        self.status.stage = stage;
+                    }
                     self.status.last_problem = Some(p.clone());
                     self.status.recoveries += 1;
                     self.recover(stage)?;
@@ -257,20 +298,26 @@ impl<S: SerialStream> Supervisor<S> {
     fn recover(&mut self, stage: Stage) -> Result<(), ModemError> {
         match stage {
             Stage::Reconnect => {
-                let t = self.config.register_timeout;
-                let _ = self.port.command("AT+COPS=0", t)?;
+                // A network search on a modem that does not answer would only wait out its timeout.
+                if self.answered {
+                    let t = self.config.register_timeout;
+                    let _ = self.port.command("AT+COPS=0", t)?;
+                }
+                self.link_started = true;
                 if let Err(e) = self.link.restart() {
                     log::warn!("modem: restarting the data link: {e}");
                 }
             }
             Stage::Reset => {
                 self.link.stop();
+                self.link_started = false;
                 let _ = self.cmd("AT+CFUN=1,1")?;
                 self.initialised = false;
                 self.port.reset(self.config.boot_time)?;
             }
             Stage::PowerCycle => {
                 self.link.stop();
+                self.link_started = false;
                 if let Some(key) = self.power_key.as_mut() {
                     key.set_high()?;
                     self.port.clock().sleep(self.config.power_pulse);
@@ -284,13 +331,53 @@ impl<S: SerialStream> Supervisor<S> {
         Ok(())
     }
 
-    /// Checks everything; `None` when healthy.
-    fn probe(&mut self, events: &mut Vec<SupervisorEvent>) -> Result<Option<Problem>, ModemError> {
+    /// Checks everything.
+    fn probe(&mut self, events: &mut Vec<SupervisorEvent>) -> Result<Outcome, ModemError> {
+        Ok(match self.probe_modem(events)? {
+            Some(problem) => Outcome::Problem(problem),
+            None => self.probe_link(),
+        })
+    }
+
+    /// The data link, once the modem is healthy: started if it was not, given time while it dials.
+    fn probe_link(&mut self) -> Outcome {
+        if !self.link_started {
+            self.link_started = true;
+            log::info!("modem ready: starting the data link");
+            if let Err(e) = self.link.restart() {
+                self.status.link_up = false;
+                return Outcome::Problem(Problem::Recoverable(format!(
+                    "the data link could not be started: {e}"
+                )));
+            }
+        }
+        self.status.link_up = self.link.is_up();
+        if self.status.link_up {
+            Outcome::Healthy
+        } else if self.link.connecting() {
+            Outcome::Pending
+        } else {
+            let why = self
+                .link
+                .problem()
+                .map_or_else(String::new, |p| format!(": {p}"));
+            Outcome::Problem(Problem::Recoverable(format!("the data link is down{why}")))
+        }
+    }
+
+    /// The modem itself; `None` when healthy.
+    fn probe_modem(
+        &mut self,
+        events: &mut Vec<SupervisorEvent>,
+    ) -> Result<Option<Problem>, ModemError> {
+        self.answered = false;
         if let Err(f) = self.cmd("AT")? {
             return Ok(Some(Problem::Recoverable(format!(
-                "the modem does not answer AT ({f:?})"
+                "the modem does not answer AT ({})",
+                describe(&f)
             ))));
         }
+        self.answered = true;
         if !self.initialised {
             let _ = self.cmd("ATE0")?;
             let _ = self.cmd("AT+CMEE=2")?;
@@ -306,7 +393,8 @@ impl<S: SerialStream> Supervisor<S> {
             }
             Err(f) => {
                 return Ok(Some(Problem::Recoverable(format!(
-                    "AT+CPIN? failed: {f:?}"
+                    "AT+CPIN? failed: {}",
+                    describe(&f)
                 ))))
             }
         };
@@ -352,7 +440,8 @@ impl<S: SerialStream> Supervisor<S> {
             let apn = format!("AT+CGDCONT=1,\"IP\",\"{}\"", self.config.apn);
             if let Err(f) = self.cmd(&apn)? {
                 return Ok(Some(Problem::Recoverable(format!(
-                    "the modem refused the APN ({f:?}); check modem.apn"
+                    "the modem refused the APN ({}); check modem.apn",
+                    describe(&f)
                 ))));
             }
             self.initialised = true;
@@ -390,8 +479,15 @@ impl<S: SerialStream> Supervisor<S> {
             }
             other => {
                 return Ok(Some(Problem::Recoverable(format!(
-                    "not registered ({other:?}); signal {:?} dBm",
-                    self.status.rssi_dbm
+                    "not registered ({}); signal {}",
+                    match other {
+                        Some(Registration::Searching) => "searching",
+                        Some(Registration::Idle) => "not searching",
+                        _ => "no registration state",
+                    },
+                    self.status
+                        .rssi_dbm
+                        .map_or_else(|| "unknown".to_string(), |d| format!("{d} dBm"))
                 ))))
             }
         }
@@ -401,10 +497,16 @@ impl<S: SerialStream> Supervisor<S> {
                 self.status.technology = act;
             }
         }
-        self.status.link_up = self.link.is_up();
-        if !self.status.link_up {
-            return Ok(Some(Problem::Recoverable("the data link is down".into())));
-        }
         Ok(None)
+    }
+}
+
+/// An AT failure in words, for the status and the log.
+fn describe(f: &AtFailure) -> String {
+    match f {
+        AtFailure::Error => "it answered ERROR".into(),
+        AtFailure::Cme(text) => format!("it answered +CME ERROR: {text}"),
+        AtFailure::Timeout => "no answer within the command timeout".into(),
+        AtFailure::Call(text) => format!("it answered {text}"),
     }
 }
