@@ -70,11 +70,10 @@ impl std::fmt::Debug for HeadEndHandle {
 }
 
 impl HeadEnd {
-    /// Opens the store (`[store] path`) and loads the token signer; the payment record is anchored
-    /// in the anchor file ([`Config::anchor_path`]).
+    /// Opens the store (`[store]`: sled at `path`, or PostgreSQL at `url`) and loads the token
+    /// signer; the payment record is anchored in the anchor file ([`Config::anchor_path`]).
     pub fn open(config: Config) -> Result<HeadEnd> {
-        let path = config.path(&config.store.path);
-        let store = Arc::new(Store::open(&path)?);
+        let store = Arc::new(Store::open_configured(&config)?);
         let anchor = config.anchor_path();
         Self::assemble(config, store, Some(anchor))
     }

@@ -261,7 +261,11 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
             public_key: "pki/home-network.pub".into(),
         },
         store: config::StoreSection {
+            backend: config::StoreBackend::Sled,
             path: "store".into(),
+            url: None,
+            ca: None,
+            pool: 8,
             dedup_per_gateway: 100_000,
             anchor: None,
         },

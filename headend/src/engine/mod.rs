@@ -225,19 +225,30 @@ impl Engine {
                 return vec![];
             }
         }
-        let result = match &t {
-            Topic::Status { .. } => self.status(&t, payload, now),
-            Topic::Data { scope, kind, .. } => match kind {
-                Kind::Attach | Kind::AkaResponse => match protect::open(&t, payload, None, now) {
-                    Ok(frame) => self.aka_plain(&gw, *scope, frame, now),
-                    Err(e) => Err(format!("refused: {e}")),
+        // Everything a message changes is changed in one scope on its gateway: on PostgreSQL one
+        // transaction that no other worker's work on the same gateway overlaps.
+        let store = self.store.clone();
+        let gw_key = crate::store::gateway_key(&gw);
+        let result = store.scope(&[gw_key.as_bytes()], || {
+            // Counters cached from an earlier message may be stale when other workers share the store.
+            self.dedup_next.clear();
+            match &t {
+                Topic::Status { .. } => self.status(&t, payload, now),
+                Topic::Data { scope, kind, .. } => match kind {
+                    Kind::Attach | Kind::AkaResponse => {
+                        match protect::open(&t, payload, None, now) {
+                            Ok(frame) => self.aka_plain(&gw, *scope, frame, now),
+                            Err(e) => Err(format!("refused: {e}")),
+                        }
+                    }
+                    Kind::SecurityModeComplete => {
+                        self.security_mode_complete(&t, &gw, *scope, payload, now)
+                    }
+                    _ => self.sealed(&t, &gw, *scope, payload, now),
                 },
-                Kind::SecurityModeComplete => {
-                    self.security_mode_complete(&t, &gw, *scope, payload, now)
-                }
-                _ => self.sealed(&t, &gw, *scope, payload, now),
-            },
-        };
+            }
+        });
+        let result = result.map_err(|e| e.to_string()).and_then(|r| r);
         match result {
             Ok(out) => out,
             Err(e) => {

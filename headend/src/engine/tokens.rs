@@ -185,7 +185,7 @@ impl Engine {
                 )),
             };
             self.payments
-                .append(&self.store, vec![draft], |_| b)
+                .append(&self.store, vec![draft], |_| b.clone())
                 .map_err(e)?;
         } else {
             self.store.commit(b).map_err(e)?;
@@ -288,7 +288,8 @@ impl Engine {
                 let mut b = Batch::new();
                 b.put(token_key(&t.meter, t.serial), &t);
                 b.remove(pending_key(&t.meter, t.serial));
-                self.payments.append(&self.store, vec![draft], |_| b)?;
+                self.payments
+                    .append(&self.store, vec![draft], |_| b.clone())?;
                 self.notifier.meter(
                     &self.store,
                     &t.meter,
@@ -439,7 +440,7 @@ impl Engine {
         };
         self.store.update_meter(&m, b, update, |b| {
             self.payments
-                .append(&self.store, vec![draft], |_| b)
+                .append(&self.store, vec![draft], |_| b.clone())
                 .map(|_| ())
         })?;
         log::info!(
