@@ -20,7 +20,7 @@ fn aka(p: &Pilot, gw: &str) -> toml::Table {
 #[test]
 fn bundle_holds_what_the_gateway_needs_and_reprovisioning_is_idempotent() {
     let p = Pilot::new("bundle");
-    let store = Arc::new(Store::open(&p.config.path(&p.config.store.path)).unwrap());
+    let store = Arc::new(Store::open_configured(&p.config).unwrap());
     let r = p.provision(&store);
     assert_eq!(r.enrolled, 5, "two gateways, two meters, one customer");
     assert_eq!(r.codes.len(), 1);
@@ -172,7 +172,7 @@ fn web_listen_gives_the_bundle_the_installer_ui_and_the_password_stays_outside()
         1,
     );
     std::fs::write(p.dir.0.join("spec.toml"), spec).unwrap();
-    let store = Arc::new(Store::open(&p.config.path(&p.config.store.path)).unwrap());
+    let store = Arc::new(Store::open_configured(&p.config).unwrap());
     p.provision(&store);
     let dir = p.bundle("gw-1");
     let conf: toml::Table = std::fs::read_to_string(dir.join("concentrator.toml"))
