@@ -60,9 +60,14 @@ pub struct Pilot {
 pub struct Mqtt {
     /// `mqtts://HOST[:PORT]` (port 8883 by default), or `mqtt://127.0.0.1:PORT` (plain, loopback only).
     pub broker: String,
-    /// MQTT client id (persistent session).
+    /// MQTT client id (persistent session). Several workers: each adds its `run --worker NAME`.
     #[serde(default = "default_client_id")]
     pub client_id: String,
+    /// Several workers: the MQTT shared-subscription group (`$share/GROUP/...`, Mosquitto 2.0 and
+    /// every MQTT 5 broker), so that each gateway message reaches one worker. Needs `[store] backend
+    /// = "postgres"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_group: Option<String>,
     /// CA certificate(s) the broker's certificate chains to (PEM).
     pub ca: PathBuf,
     /// The head-end's client certificate (CN `head-end`, the ACL's user name).

@@ -240,6 +240,7 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
         mqtt: config::Mqtt {
             broker,
             client_id: "head-end".into(),
+            shared_group: None,
             ca: "pki/ca.pem".into(),
             cert: "pki/headend-mqtt.pem".into(),
             key: "pki/headend-mqtt.key".into(),

@@ -86,6 +86,13 @@ enum Command {
         /// Do not serve phones.
         #[arg(long)]
         no_phone: bool,
+        /// This worker's name when several run on one PostgreSQL store with `[mqtt] shared_group`
+        /// (its MQTT client id is `[mqtt] client_id`-NAME; restart a worker under the same name).
+        #[arg(long)]
+        worker: Option<String>,
+        /// Serve phones on this address instead of `[phone] listen` (several workers on one machine).
+        #[arg(long)]
+        phone_listen: Option<String>,
     },
     /// Brings a PostgreSQL store's schema up to this version (each migration in its own transaction);
     /// with the sled store there is nothing to do.
@@ -244,14 +251,26 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
                 out.join("customers.txt").display()
             );
         }
-        Command::Run { config, no_phone } => {
-            let cfg = Config::load(&config)?;
+        Command::Run {
+            config,
+            no_phone,
+            worker,
+            phone_listen,
+        } => {
+            let mut cfg = Config::load(&config)?;
+            if let Some(addr) = phone_listen {
+                cfg.phone.listen = addr;
+            }
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(sig, stop.clone())
                     .context("installing the signal handler")?;
             }
             let he = HeadEnd::open(cfg)?;
+            let he = match &worker {
+                Some(w) => he.worker(w),
+                None => he,
+            };
             let handle = he.start(StartOptions {
                 serve_phones: !no_phone,
                 ..Default::default()

@@ -76,48 +76,75 @@ impl Engine {
                 return vec![];
             }
         };
-        let timeout = self.s.result_timeout;
         let mut out = Vec::new();
         for r in pending {
-            if let Some(at) = self.awaiting_account.get(&r.meter) {
-                if now < at.saturating_add(timeout) {
+            // The token is read afresh and sent in a scope on its meter's gateway, so that two
+            // workers never send it at once and a receipt booked meanwhile is seen.
+            let gw = match self.store.meter(&r.meter) {
+                Ok(Some(m)) => m.gateway,
+                Ok(None) => continue,
+                Err(e) => {
+                    log::error!("top-up delivery: {e}");
                     continue;
                 }
-            }
-            let Ok(Some(t)) = self.store.token(&r.meter, r.serial) else {
+            };
+            if self.in_gateway.as_deref().is_some_and(|g| g != gw) {
+                // Another gateway's token while in this gateway's scope (a birth): the next tick
+                // sends it, in that gateway's own scope (scopes on two gateways could deadlock).
                 continue;
-            };
-            let due = match (t.sent_at, t.result) {
-                (None, _) => true,
-                (Some(at), None) => now >= at.saturating_add(timeout),
-                (Some(at), Some(code)) => {
-                    // A receipt that does not follow a "done" is asked for again less and less often
-                    // (up to 64 timeouts apart), so a gateway that cannot send it does not fill the log.
-                    let wait = if carried_out(code) {
-                        timeout.saturating_mul(1 << t.sends.saturating_sub(1).min(6))
-                    } else {
-                        timeout
-                    };
-                    now >= t.result_at.unwrap_or(at).saturating_add(wait)
-                }
-            };
-            if due {
-                let fresh = t.result.is_some_and(carried_out);
-                if fresh {
-                    log::warn!(
-                        "top-up {}#{}: the gateway carried it out but its receipt has not come: sent again as a new command, for the receipt",
-                        t.meter,
-                        t.serial
-                    );
-                }
-                match self.send_token(t, now, fresh) {
-                    Ok(Some(o)) => out.push(o),
-                    Ok(None) => {}
-                    Err(e) => log::warn!("top-up {}#{}: {e}", r.meter, r.serial),
-                }
+            }
+            match self.on_gateway(&gw, now, |this| this.deliver_one(&r, now)) {
+                Ok(Some(o)) => out.push(o),
+                Ok(None) => {}
+                Err(e) => log::error!("top-up {}#{}: {e}", r.meter, r.serial),
             }
         }
         out
+    }
+
+    /// One pending token of [`Engine::deliver`]: sent if due.
+    fn deliver_one(&mut self, r: &TokenRef, now: u64) -> Option<Outgoing> {
+        let timeout = self.s.result_timeout;
+        if let Some(at) = self.awaiting_account.get(&r.meter) {
+            if now < at.saturating_add(timeout) {
+                return None;
+            }
+        }
+        let Ok(Some(t)) = self.store.token(&r.meter, r.serial) else {
+            return None;
+        };
+        if t.state != TokenState::Pending {
+            return None;
+        }
+        let due = match (t.sent_at, t.result) {
+            (None, _) => true,
+            (Some(at), None) => now >= at.saturating_add(timeout),
+            (Some(at), Some(code)) => {
+                // A receipt that does not follow a "done" is asked for again less and less often
+                // (up to 64 timeouts apart), so a gateway that cannot send it does not fill the log.
+                let wait = if carried_out(code) {
+                    timeout.saturating_mul(1 << t.sends.saturating_sub(1).min(6))
+                } else {
+                    timeout
+                };
+                now >= t.result_at.unwrap_or(at).saturating_add(wait)
+            }
+        };
+        if due {
+            let fresh = t.result.is_some_and(carried_out);
+            if fresh {
+                log::warn!(
+                    "top-up {}#{}: the gateway carried it out but its receipt has not come: sent again as a new command, for the receipt",
+                    t.meter,
+                    t.serial
+                );
+            }
+            match self.send_token(t, now, fresh) {
+                Ok(o) => return o,
+                Err(e) => log::warn!("top-up {}#{}: {e}", r.meter, r.serial),
+            }
+        }
+        None
     }
 
     /// Seals and records one top-up command; `None` while the meter cannot be reached. `fresh`: as a

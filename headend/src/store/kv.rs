@@ -40,6 +40,12 @@ pub trait Kv: Send + Sync {
     fn begin(&self, _locks: &[Vec<u8>]) -> Result<Option<Box<dyn KvTxn>>, StoreError> {
         Ok(None)
     }
+
+    /// Whether other processes (head-end workers) may write this store at the same time, so that
+    /// nothing read from it may be kept in memory beyond a scope.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// One database transaction: every read sees what it wrote, nothing is visible to others before

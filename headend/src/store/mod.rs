@@ -300,6 +300,11 @@ impl Store {
         }
     }
 
+    /// Whether several processes (head-end workers) share this store (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        self.kv.shared()
+    }
+
     /// Runs `f` once what this thread wrote is committed: at the end of the outermost scope on
     /// PostgreSQL, at once otherwise (writes there are applied as they are made).
     pub fn after_commit(&self, f: impl FnOnce() + 'static) {

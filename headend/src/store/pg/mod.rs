@@ -397,6 +397,10 @@ impl Kv for PgKv {
         self.run(|c| c.cas(key, old, &new))
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn begin(&self, locks: &[Vec<u8>]) -> Result<Option<Box<dyn KvTxn>>, StoreError> {
         let mut c = self.shared.checkout()?;
         if let Err(e) = c.client.batch_execute("BEGIN").and_then(|()| c.lock(locks)) {
