@@ -274,7 +274,12 @@ fn session(
         {
             settle(engine, client, &mut unacked, status);
         }
+        // Each meter once, however many purchases announced it since the last turn.
+        let mut nudged = std::collections::BTreeSet::new();
         while let Ok(meter) = nudges.try_recv() {
+            nudged.insert(meter);
+        }
+        for meter in nudged {
             let out = engine.deliver(Some(&meter), now);
             publish(client, out, status);
         }

@@ -12,7 +12,6 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use concentrator_headend::audit::{self, EntryKind};
@@ -25,82 +24,13 @@ use concentrator_security::receipt::Receipt;
 use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{SignedToken, TokenVerifier};
 use concentrator_security::SecurityMode;
-use concentrator_uplink::mqtt::TlsIdentity;
 use concentrator_uplink::testkit::broker::{self, Broker};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::QoS;
+use support::wire::Wire;
 use support::*;
 
 const PURCHASES: u8 = 24;
 const READINGS: u64 = 120;
-
-struct Wire {
-    client: Client,
-    rx: mpsc::Receiver<(String, Vec<u8>)>,
-}
-
-impl Wire {
-    fn connect(b: &Broker, id: &str) -> Wire {
-        let issued = b.pki.client(id);
-        let tls = TlsIdentity {
-            ca_pem: b.pki.ca_pem(),
-            cert_pem: issued.cert_pem,
-            key_pem: issued.key_pem,
-        };
-        let mut o = MqttOptions::new(id, "localhost", b.port);
-        o.set_clean_session(false)
-            .set_keep_alive(Duration::from_secs(30))
-            .set_transport(Transport::tls_with_config(
-                TlsConfiguration::NativeConnector(tls.connector().unwrap()),
-            ));
-        let (client, mut conn) = Client::new(o, 1024);
-        let (tx, rx) = mpsc::channel();
-        let sub = client.clone();
-        let topic = format!("c/v1/{id}/down/#");
-        std::thread::spawn(move || {
-            for ev in conn.iter() {
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = sub.try_subscribe(topic.clone(), QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
-        });
-        Wire { client, rx }
-    }
-
-    fn send(&self, msg: (String, Vec<u8>)) {
-        self.client
-            .publish(msg.0, QoS::AtLeastOnce, false, msg.1)
-            .unwrap();
-    }
-
-    /// The next message whose topic ends with `suffix`; on a timeout, `resend` is sent again (the
-    /// step may have reached a worker that was busy or dropped it as out of order).
-    fn expect(&self, suffix: &str, resend: Option<&(String, Vec<u8>)>) -> Outgoing {
-        let until = Instant::now() + Duration::from_secs(40);
-        loop {
-            assert!(Instant::now() < until, "timed out waiting for …{suffix}");
-            match self.rx.recv_timeout(Duration::from_secs(3)) {
-                Ok((topic, payload)) if topic.ends_with(suffix) => {
-                    return Outgoing { topic, payload }
-                }
-                Ok((topic, _)) => eprintln!("(skipped {topic} while waiting for …{suffix})"),
-                Err(_) => {
-                    if let Some(m) = resend {
-                        self.send(m.clone());
-                    }
-                }
-            }
-        }
-    }
-}
 
 fn worker(conf: &Path, name: &str, logs: &Path) -> Child {
     let log = std::fs::OpenOptions::new()

@@ -77,16 +77,29 @@ impl Engine {
             }
         };
         let mut out = Vec::new();
+        let mut gateways: std::collections::HashMap<String, String> = Default::default();
         for r in pending {
+            // Not due (sent, waiting for its result): no scope needed to pass it by.
+            if self.shared
+                && matches!(self.store.token(&r.meter, r.serial), Ok(Some(t)) if !self.due(&t, now))
+            {
+                continue;
+            }
             // The token is read afresh and sent in a scope on its meter's gateway, so that two
             // workers never send it at once and a receipt booked meanwhile is seen.
-            let gw = match self.store.meter(&r.meter) {
-                Ok(Some(m)) => m.gateway,
-                Ok(None) => continue,
-                Err(e) => {
-                    log::error!("top-up delivery: {e}");
-                    continue;
-                }
+            let gw = match gateways.get(&r.meter) {
+                Some(g) => g.clone(),
+                None => match self.store.meter(&r.meter) {
+                    Ok(Some(m)) => {
+                        gateways.insert(r.meter.clone(), m.gateway.clone());
+                        m.gateway
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::error!("top-up delivery: {e}");
+                        continue;
+                    }
+                },
             };
             if self.in_gateway.as_deref().is_some_and(|g| g != gw) {
                 // Another gateway's token while in this gateway's scope (a birth): the next tick
@@ -113,10 +126,28 @@ impl Engine {
         let Ok(Some(t)) = self.store.token(&r.meter, r.serial) else {
             return None;
         };
-        if t.state != TokenState::Pending {
+        if t.state != TokenState::Pending || !self.due(&t, now) {
             return None;
         }
-        let due = match (t.sent_at, t.result) {
+        let fresh = t.result.is_some_and(carried_out);
+        if fresh {
+            log::warn!(
+                "top-up {}#{}: the gateway carried it out but its receipt has not come: sent again as a new command, for the receipt",
+                t.meter,
+                t.serial
+            );
+        }
+        match self.send_token(t, now, fresh) {
+            Ok(o) => return o,
+            Err(e) => log::warn!("top-up {}#{}: {e}", r.meter, r.serial),
+        }
+        None
+    }
+
+    /// Whether a pending token's command is due (see [`Engine::deliver`]).
+    fn due(&self, t: &TokenRecord, now: u64) -> bool {
+        let timeout = self.s.result_timeout;
+        match (t.sent_at, t.result) {
             (None, _) => true,
             (Some(at), None) => now >= at.saturating_add(timeout),
             (Some(at), Some(code)) => {
@@ -129,22 +160,7 @@ impl Engine {
                 };
                 now >= t.result_at.unwrap_or(at).saturating_add(wait)
             }
-        };
-        if due {
-            let fresh = t.result.is_some_and(carried_out);
-            if fresh {
-                log::warn!(
-                    "top-up {}#{}: the gateway carried it out but its receipt has not come: sent again as a new command, for the receipt",
-                    t.meter,
-                    t.serial
-                );
-            }
-            match self.send_token(t, now, fresh) {
-                Ok(o) => return o,
-                Err(e) => log::warn!("top-up {}#{}: {e}", r.meter, r.serial),
-            }
         }
-        None
     }
 
     /// Seals and records one top-up command; `None` while the meter cannot be reached. `fresh`: as a

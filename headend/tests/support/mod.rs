@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod pg;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
