@@ -7,7 +7,8 @@
 # - Debian packages: a C toolchain, pkg-config and libssl-dev (the build: openssl-sys), Mosquitto (the
 #   uplink, AKA, head-end and end-to-end tests start their own broker from /usr/sbin/mosquitto),
 #   python3 with venv (the third-party peers), iproute2 (`ip`: the link-cut test's network namespaces),
-#   util-linux (`flock`). Installed with apt-get, through sudo when not root.
+#   util-linux (`flock`), postgresql (the head-end's PostgreSQL tests run their own server from its
+#   binaries; the cluster Debian creates is not used). Installed with apt-get, through sudo when not root.
 # - The peers' pinned Python packages in target/peer-venv (tests/peers/setup.sh; needs PyPI once).
 # - target/skipped-tests.txt emptied: a test whose prerequisite is missing fails with the install
 #   command, or, with CONCENTRATOR_ALLOW_SKIP=1, skips and appends a line there, which
@@ -32,6 +33,11 @@ need=()
 for pkg in "${!packages[@]}"; do
     [ -e "${packages[$pkg]}" ] || [ -e "/bin/${packages[$pkg]##*/}" ] || need+=("$pkg")
 done
+# PostgreSQL (the head-end's production store): its tests start their own server from
+# /usr/lib/postgresql/N/bin (initdb into a temporary directory, a Unix socket there), whatever N is.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    need+=(postgresql)
+fi
 # Debian's python3 has the venv module but not ensurepip, without which `python3 -m venv` fails.
 if ! { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1; }; then
     need+=(python3-venv)

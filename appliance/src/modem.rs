@@ -16,7 +16,7 @@ use std::time::Duration;
 use concentrator_hal::gpio::OutputLine;
 use concentrator_hal::sim::{SimPin, SimStream};
 use concentrator_hal::{Clock, ErrorKind, HalError, LineSettings, SerialStream, SystemClock};
-use concentrator_protocol::{event_code, Event, ModemReport, Severity};
+use concentrator_protocol::{event_code, Event, Severity};
 use concentrator_uplink::modem::ppp_unit::{PppUnit, PppUnitConfig};
 use concentrator_uplink::modem::sim::SimModem;
 use concentrator_uplink::modem::{

@@ -11,13 +11,11 @@
 //! cutting entries off the end, or rewriting the chain with fresh hashes, is found by
 //! [`verify_anchored`] although the chain itself is consistent.
 
+use openssl::hash::{hash, MessageDigest};
+use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-use openssl::hash::{hash, MessageDigest};
-use serde::{Deserialize, Serialize};
 
 use crate::store::{Batch, Store, StoreError};
 
@@ -105,10 +103,10 @@ fn sha256_hex(b: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// The chain's writer: one append at a time.
+/// The chain's writer: one append at a time (a store scope on `paymeta`, so also across workers on
+/// PostgreSQL).
 #[derive(Debug, Default)]
 pub struct PaymentRecord {
-    lock: Mutex<()>,
     anchor: Option<PathBuf>,
 }
 
@@ -121,54 +119,61 @@ impl PaymentRecord {
     /// A writer that anchors the chain's head in `anchor` after every append.
     pub fn anchored(anchor: PathBuf) -> Self {
         PaymentRecord {
-            lock: Mutex::new(()),
             anchor: Some(anchor),
         }
     }
 
     /// Appends `drafts` in order; `with` gets their sequence numbers and returns the rest of the
     /// transaction (records that name them). Everything is applied in one batch and flushed before
-    /// this returns.
+    /// this returns (inside a PostgreSQL scope: committed with it). The entries are inserted, never
+    /// overwritten: a second writer of the same sequence number is refused by the store. `with` may
+    /// run again if the database aborted a first attempt.
     pub fn append(
         &self,
         store: &Store,
         drafts: Vec<Draft>,
-        with: impl FnOnce(&[u64]) -> Batch,
+        mut with: impl FnMut(&[u64]) -> Batch,
     ) -> Result<Vec<u64>, StoreError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut meta: Meta = store.get("paymeta")?.unwrap_or_default();
-        let mut batch = Batch::new();
-        let mut seqs = Vec::with_capacity(drafts.len());
-        for d in drafts {
-            let e = PaymentEntry {
-                seq: meta.next,
-                prev: meta.last_hash.clone().unwrap_or_else(|| GENESIS.into()),
-                at: d.at,
-                what: d.what,
-                customer: d.customer,
-                meter: d.meter,
-                serial: d.serial,
-                amount_minor: d.amount_minor,
-                currency: d.currency,
-                detail: d.detail,
-            };
-            let octets = serde_json::to_vec(&e).unwrap_or_default();
-            meta.last_hash = Some(sha256_hex(&octets));
-            batch.put_raw(entry_key(e.seq), octets);
-            seqs.push(e.seq);
-            meta.next += 1;
-        }
-        batch.put("paymeta", &meta);
-        batch.extend(with(&seqs));
-        store.commit(batch)?;
-        if let (Some(path), Some(hash)) = (&self.anchor, &meta.last_hash) {
-            if let Err(e) = write_anchor(path, meta.next, hash, now()) {
-                // The entries are durable; the next append writes a newer anchor.
-                log::error!(
-                    "payment record: cannot append its anchor to {}: {e}; check the disk and the file's permissions",
-                    path.display()
-                );
+        let (seqs, meta) = store.scope(&[b"paymeta"], || -> Result<_, StoreError> {
+            let mut meta: Meta = store.get("paymeta")?.unwrap_or_default();
+            let mut batch = Batch::new();
+            let mut seqs = Vec::with_capacity(drafts.len());
+            for d in drafts.iter().cloned() {
+                let e = PaymentEntry {
+                    seq: meta.next,
+                    prev: meta.last_hash.clone().unwrap_or_else(|| GENESIS.into()),
+                    at: d.at,
+                    what: d.what,
+                    customer: d.customer,
+                    meter: d.meter,
+                    serial: d.serial,
+                    amount_minor: d.amount_minor,
+                    currency: d.currency,
+                    detail: d.detail,
+                };
+                let octets = serde_json::to_vec(&e).unwrap_or_default();
+                meta.last_hash = Some(sha256_hex(&octets));
+                batch.insert_raw(entry_key(e.seq), octets);
+                seqs.push(e.seq);
+                meta.next += 1;
             }
+            batch.put("paymeta", &meta);
+            batch.extend(with(&seqs));
+            store.commit(batch)?;
+            Ok((seqs, meta))
+        })??;
+        if let (Some(path), Some(hash)) = (self.anchor.clone(), meta.last_hash) {
+            // Anchored once the entries are committed (after the outermost scope, on PostgreSQL), so
+            // the anchor never names a head that was rolled back.
+            store.after_commit(move || {
+                if let Err(e) = write_anchor(&path, meta.next, &hash, now()) {
+                    // The entries are durable; the next append writes a newer anchor.
+                    log::error!(
+                        "payment record: cannot append its anchor to {}: {e}; check the disk and the file's permissions",
+                        path.display()
+                    );
+                }
+            });
         }
         Ok(seqs)
     }
@@ -283,7 +288,14 @@ pub fn entries(store: &Store) -> Result<Vec<PaymentEntry>, StoreError> {
 
 /// Walks the chain. `Ok(n)`: n entries, all linked; `Err(Broken)`: the first entry that was altered,
 /// removed or inserted.
+///
+/// Runs in a scope on the record's head, so that on PostgreSQL no worker appends while the chain is
+/// walked (appends wait for it).
 pub fn verify(store: &Store) -> Result<Result<u64, Broken>, StoreError> {
+    store.scope(&[b"paymeta"], || verify_now(store))?
+}
+
+fn verify_now(store: &Store) -> Result<Result<u64, Broken>, StoreError> {
     let meta: Meta = store.get("paymeta")?.unwrap_or_default();
     let mut prev_hash = GENESIS.to_string();
     let mut expected = 0u64;

@@ -13,8 +13,8 @@ use openssl::hash::{hash, MessageDigest};
 use crate::audit::{Draft, EntryKind, PaymentRecord};
 use crate::notify::Notifier;
 use crate::store::{
-    customer_key, key2, pending_key, token_key, Batch, CustomerRecord, Store, StoreError,
-    TokenRecord, TokenRef, TokenState,
+    customer_key, key2, meter_key, pending_key, token_key, Batch, CustomerRecord, Store,
+    StoreError, TokenRecord, TokenRef, TokenState,
 };
 
 /// Money settings of top-ups.
@@ -294,129 +294,13 @@ impl Backend for PaymentServer {
                 "meter {meter} is not linked to customer {customer_id}"
             )));
         }
-        let _guard = self.topup.lock().unwrap_or_else(|p| p.into_inner());
-        let req_key = key2("req/", customer_id, hex::encode(request_id).as_bytes());
-        if let Some(r) = self.store.get::<TokenRef>(&req_key).map_err(unavailable)? {
-            if let Some(t) = self.store.token(&r.meter, r.serial).map_err(unavailable)? {
-                return Ok(to_purchase(&t));
-            }
-        }
-        if amount_minor < self.rules.min_minor || amount_minor > self.rules.max_minor {
-            return Err(BackendError::Refused(format!(
-                "amount {} is outside the allowed {} to {}",
-                crate::money::money_u(amount_minor, &self.rules.currency),
-                crate::money::money_u(self.rules.min_minor, &self.rules.currency),
-                crate::money::money_u(self.rules.max_minor, &self.rules.currency)
-            )));
-        }
-        if self.store.meter(meter).map_err(unavailable)?.is_none() {
-            return Err(BackendError::NotFound(format!(
-                "meter {meter} is not enrolled"
-            )));
-        }
-        let currency: [u8; 3] = self.rules.currency.as_bytes().try_into().map_err(|_| {
-            BackendError::Unavailable("the configured currency is not 3 letters".into())
-        })?;
-        let issued_at = now();
-        // Its own counter, never the meter record (which the MQTT worker rewrites concurrently).
-        let serial = self.store.next_serial(meter).map_err(unavailable)?;
-        if self
-            .store
-            .token(meter, serial)
+        // One purchase of a meter at a time, across workers on PostgreSQL (a scope on the meter).
+        let key = meter_key(meter);
+        self.store
+            .scope(&[key.as_bytes()], || {
+                self.top_up_in_scope(customer_id, meter, amount_minor, request_id)
+            })
             .map_err(unavailable)?
-            .is_some()
-        {
-            return Err(BackendError::Unavailable(format!(
-                "token serial {serial} of meter {meter} is already taken: the store's serial counter ser/{meter} was altered; restore the store from a backup"
-            )));
-        }
-        let token = CreditToken {
-            meter_id: meter.to_string(),
-            serial,
-            amount_minor,
-            currency,
-            issued_at,
-            expires_at: issued_at + self.rules.lifetime_s,
-            key_id: self.signer.key_id(),
-        };
-        let signed = self
-            .signer
-            .sign(&token)
-            .and_then(|s| s.encode())
-            .map_err(|e| BackendError::Unavailable(format!("signing the token failed: {e}")))?;
-        let draft = |what| Draft {
-            at: issued_at,
-            what,
-            customer: Some(customer_id.to_string()),
-            meter: meter.to_string(),
-            serial,
-            amount_minor,
-            currency: self.rules.currency.clone(),
-            detail: None,
-        };
-        let mut rec = TokenRecord {
-            meter: meter.to_string(),
-            serial,
-            amount_minor,
-            currency: self.rules.currency.clone(),
-            issued_at,
-            expires_at: token.expires_at,
-            token: hex::encode(&signed),
-            customer: customer_id.to_string(),
-            record: 0,
-            state: TokenState::Pending,
-            command: None,
-            sent_at: None,
-            sends: 0,
-            result: None,
-            result_at: None,
-            reason: None,
-            receipt: None,
-            balance_after_minor: None,
-            applied_at: None,
-        };
-        let mut out = None;
-        self.payments
-            .append(
-                &self.store,
-                vec![draft(EntryKind::Purchase), draft(EntryKind::TokenIssued)],
-                |seqs| {
-                    rec.record = seqs.first().copied().unwrap_or(0);
-                    let mut b = Batch::new();
-                    b.put(token_key(meter, serial), &rec);
-                    b.put(
-                        pending_key(meter, serial),
-                        &TokenRef {
-                            meter: meter.to_string(),
-                            serial,
-                        },
-                    );
-                    b.put(
-                        req_key.clone(),
-                        &TokenRef {
-                            meter: meter.to_string(),
-                            serial,
-                        },
-                    );
-                    out = Some(to_purchase(&rec));
-                    b
-                },
-            )
-            .map_err(unavailable)?;
-        self.notifier.track(customer_id, meter, serial);
-        log::info!(
-            "top-up {meter}#{serial}: {} bought by {customer_id}",
-            crate::money::money_u(amount_minor, &self.rules.currency)
-        );
-        if let Some(tx) = self
-            .nudge
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            let _ = tx.send(meter.to_string());
-        }
-        out.ok_or_else(|| BackendError::Unavailable("purchase not recorded".into()))
     }
 
     fn history(
@@ -519,5 +403,139 @@ impl Backend for PaymentServer {
 
     fn gate(&self) -> Option<Arc<Gate>> {
         Some(self.gate.clone())
+    }
+}
+
+impl PaymentServer {
+    /// [`Backend::top_up`] inside the meter's scope.
+    fn top_up_in_scope(
+        &self,
+        customer_id: &str,
+        meter: &str,
+        amount_minor: u64,
+        request_id: [u8; 16],
+    ) -> Result<Purchase, BackendError> {
+        let req_key = key2("req/", customer_id, hex::encode(request_id).as_bytes());
+        if let Some(r) = self.store.get::<TokenRef>(&req_key).map_err(unavailable)? {
+            if let Some(t) = self.store.token(&r.meter, r.serial).map_err(unavailable)? {
+                return Ok(to_purchase(&t));
+            }
+        }
+        if amount_minor < self.rules.min_minor || amount_minor > self.rules.max_minor {
+            return Err(BackendError::Refused(format!(
+                "amount {} is outside the allowed {} to {}",
+                crate::money::money_u(amount_minor, &self.rules.currency),
+                crate::money::money_u(self.rules.min_minor, &self.rules.currency),
+                crate::money::money_u(self.rules.max_minor, &self.rules.currency)
+            )));
+        }
+        if self.store.meter(meter).map_err(unavailable)?.is_none() {
+            return Err(BackendError::NotFound(format!(
+                "meter {meter} is not enrolled"
+            )));
+        }
+        let currency: [u8; 3] = self.rules.currency.as_bytes().try_into().map_err(|_| {
+            BackendError::Unavailable("the configured currency is not 3 letters".into())
+        })?;
+        let issued_at = now();
+        // Its own counter, never the meter record (which the MQTT worker rewrites concurrently).
+        let serial = self.store.next_serial(meter).map_err(unavailable)?;
+        if self
+            .store
+            .token(meter, serial)
+            .map_err(unavailable)?
+            .is_some()
+        {
+            return Err(BackendError::Unavailable(format!(
+                "token serial {serial} of meter {meter} is already taken: the store's serial counter ser/{meter} was altered; restore the store from a backup"
+            )));
+        }
+        let token = CreditToken {
+            meter_id: meter.to_string(),
+            serial,
+            amount_minor,
+            currency,
+            issued_at,
+            expires_at: issued_at + self.rules.lifetime_s,
+            key_id: self.signer.key_id(),
+        };
+        let signed = self
+            .signer
+            .sign(&token)
+            .and_then(|s| s.encode())
+            .map_err(|e| BackendError::Unavailable(format!("signing the token failed: {e}")))?;
+        let draft = |what| Draft {
+            at: issued_at,
+            what,
+            customer: Some(customer_id.to_string()),
+            meter: meter.to_string(),
+            serial,
+            amount_minor,
+            currency: self.rules.currency.clone(),
+            detail: None,
+        };
+        let mut rec = TokenRecord {
+            meter: meter.to_string(),
+            serial,
+            amount_minor,
+            currency: self.rules.currency.clone(),
+            issued_at,
+            expires_at: token.expires_at,
+            token: hex::encode(&signed),
+            customer: customer_id.to_string(),
+            record: 0,
+            state: TokenState::Pending,
+            command: None,
+            sent_at: None,
+            sends: 0,
+            result: None,
+            result_at: None,
+            reason: None,
+            receipt: None,
+            balance_after_minor: None,
+            applied_at: None,
+        };
+        let mut out = None;
+        self.payments
+            .append(
+                &self.store,
+                vec![draft(EntryKind::Purchase), draft(EntryKind::TokenIssued)],
+                |seqs| {
+                    rec.record = seqs.first().copied().unwrap_or(0);
+                    let mut b = Batch::new();
+                    b.insert(token_key(meter, serial), &rec);
+                    b.put(
+                        pending_key(meter, serial),
+                        &TokenRef {
+                            meter: meter.to_string(),
+                            serial,
+                        },
+                    );
+                    b.insert(
+                        req_key.clone(),
+                        &TokenRef {
+                            meter: meter.to_string(),
+                            serial,
+                        },
+                    );
+                    out = Some(to_purchase(&rec));
+                    b
+                },
+            )
+            .map_err(unavailable)?;
+        self.notifier.track(customer_id, meter, serial);
+        log::info!(
+            "top-up {meter}#{serial}: {} bought by {customer_id}",
+            crate::money::money_u(amount_minor, &self.rules.currency)
+        );
+        if let Some(tx) = self
+            .nudge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(meter.to_string());
+        }
+        out.ok_or_else(|| BackendError::Unavailable("purchase not recorded".into()))
     }
 }

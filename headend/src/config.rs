@@ -60,9 +60,14 @@ pub struct Pilot {
 pub struct Mqtt {
     /// `mqtts://HOST[:PORT]` (port 8883 by default), or `mqtt://127.0.0.1:PORT` (plain, loopback only).
     pub broker: String,
-    /// MQTT client id (persistent session).
+    /// MQTT client id (persistent session). Several workers: each adds its `run --worker NAME`.
     #[serde(default = "default_client_id")]
     pub client_id: String,
+    /// Several workers: the MQTT shared-subscription group (`$share/GROUP/...`, Mosquitto 2.0 and
+    /// every MQTT 5 broker), so that each gateway message reaches one worker. Needs `[store] backend
+    /// = "postgres"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_group: Option<String>,
     /// CA certificate(s) the broker's certificate chains to (PEM).
     pub ca: PathBuf,
     /// The head-end's client certificate (CN `head-end`, the ACL's user name).
@@ -109,8 +114,24 @@ pub struct HomeNetwork {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// The sled database directory.
+    /// Which database: `sled` (the default: embedded, one head-end process) or `postgres` (many
+    /// workers; `url` says where).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// The sled database directory (with `postgres`, only the default anchor file's name uses it).
     pub path: PathBuf,
+    /// PostgreSQL: `postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require&...]`, or
+    /// the key-value form (`host=/run/postgresql dbname=headend user=headend`). A password is better
+    /// kept in `~/.pgpass` or `PGPASSWORD` than here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// PostgreSQL: CA certificate(s) (PEM) the server's certificate chains to, when TLS is used and
+    /// the system's trust store does not know the server's CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// PostgreSQL: connections kept open by each worker.
+    #[serde(default = "default_pool")]
+    pub pool: usize,
     /// Uplink message ids remembered per gateway for deduplication.
     #[serde(default = "default_dedup")]
     pub dedup_per_gateway: u64,
@@ -122,6 +143,21 @@ pub struct StoreSection {
 
 fn default_dedup() -> u64 {
     100_000
+}
+
+fn default_pool() -> usize {
+    8
+}
+
+/// `[store] backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// sled in `[store] path`: nothing to install, one head-end process.
+    #[default]
+    Sled,
+    /// PostgreSQL at `[store] url`: several workers, `status` and `audit` while they run.
+    Postgres,
 }
 
 /// `[phone_web]`: the customer's mobile web app (headend/src/web), with `[phone]`'s certificate.

@@ -25,6 +25,7 @@ use crate::store::Store;
 /// A head-end with its store open and its keys loaded, not yet connected.
 pub struct HeadEnd {
     config: Config,
+    worker: Option<String>,
     store: Arc<Store>,
     payments: Arc<PaymentRecord>,
     notifier: Arc<Notifier>,
@@ -70,11 +71,10 @@ impl std::fmt::Debug for HeadEndHandle {
 }
 
 impl HeadEnd {
-    /// Opens the store (`[store] path`) and loads the token signer; the payment record is anchored
-    /// in the anchor file ([`Config::anchor_path`]).
+    /// Opens the store (`[store]`: sled at `path`, or PostgreSQL at `url`) and loads the token
+    /// signer; the payment record is anchored in the anchor file ([`Config::anchor_path`]).
     pub fn open(config: Config) -> Result<HeadEnd> {
-        let path = config.path(&config.store.path);
-        let store = Arc::new(Store::open(&path)?);
+        let store = Arc::new(Store::open_configured(&config)?);
         let anchor = config.anchor_path();
         Self::assemble(config, store, Some(anchor))
     }
@@ -118,11 +118,19 @@ impl HeadEnd {
         ));
         Ok(HeadEnd {
             config,
+            worker: None,
             store,
             payments,
             notifier,
             backend,
         })
+    }
+
+    /// Names this worker among several on one PostgreSQL store (`run --worker`): its MQTT client id
+    /// is `[mqtt] client_id`-`name`, so each has its own session.
+    pub fn worker(mut self, name: &str) -> HeadEnd {
+        self.worker = Some(name.to_string());
+        self
     }
 
     /// The configuration.
@@ -176,13 +184,23 @@ impl HeadEnd {
     /// Connects to the broker and (if asked) serves phones. Returns at once; the work runs on threads.
     pub fn start(self, opts: StartOptions) -> Result<HeadEndHandle> {
         let broker = self.config.broker()?;
+        if self.config.mqtt.shared_group.is_some() && !self.store.shared() {
+            return Err(HeadEndError::Config {
+                path: self.config.base.join("headend.toml"),
+                message: "[mqtt] shared_group (several workers) needs a store they can share: set [store] backend = \"postgres\" and url".into(),
+            });
+        }
         let tls = mqtt::tls_for(&self.config)?;
         let engine = self.engine()?;
         let settings = MqttSettings {
             host: broker.host,
             port: broker.port,
             tls,
-            client_id: self.config.mqtt.client_id.clone(),
+            client_id: match &self.worker {
+                Some(w) => format!("{}-{w}", self.config.mqtt.client_id),
+                None => self.config.mqtt.client_id.clone(),
+            },
+            shared_group: self.config.mqtt.shared_group.clone(),
             keep_alive: Duration::from_secs(30),
             backoff: (
                 Duration::from_millis(500),

@@ -240,6 +240,7 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
         mqtt: config::Mqtt {
             broker,
             client_id: "head-end".into(),
+            shared_group: None,
             ca: "pki/ca.pem".into(),
             cert: "pki/headend-mqtt.pem".into(),
             key: "pki/headend-mqtt.key".into(),
@@ -261,7 +262,11 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
             public_key: "pki/home-network.pub".into(),
         },
         store: config::StoreSection {
+            backend: config::StoreBackend::Sled,
             path: "store".into(),
+            url: None,
+            ca: None,
+            pool: 8,
             dedup_per_gateway: 100_000,
             anchor: None,
         },

@@ -33,6 +33,8 @@ pub struct MqttSettings {
     pub tls: Option<TlsConnector>,
     /// Client id.
     pub client_id: String,
+    /// The shared-subscription group of several workers, if any.
+    pub shared_group: Option<String>,
     /// Keep-alive.
     pub keep_alive: Duration,
     /// Backoff: first ceiling, largest ceiling, shortest wait.
@@ -219,7 +221,12 @@ fn session(
         }
     }
     for t in Topic::HEAD_END_SUBSCRIPTIONS {
-        if let Err(e) = client.try_subscribe(t, QoS::AtLeastOnce) {
+        // Several workers: each message of the group's subscription goes to one of them.
+        let t = match &settings.shared_group {
+            Some(g) => format!("$share/{g}/{t}"),
+            None => t.to_string(),
+        };
+        if let Err(e) = client.try_subscribe(&t, QoS::AtLeastOnce) {
             return Some(format!("subscribe {t}: {e}"));
         }
     }
@@ -262,7 +269,12 @@ fn session(
         {
             settle(engine, client, &mut unacked, status);
         }
+        // Each meter once, however many purchases announced it since the last turn.
+        let mut nudged = std::collections::BTreeSet::new();
         while let Ok(meter) = nudges.try_recv() {
+            nudged.insert(meter);
+        }
+        for meter in nudged {
             let out = engine.deliver(Some(&meter), now);
             publish(client, out, status);
         }

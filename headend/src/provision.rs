@@ -156,7 +156,8 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// Enrols `spec` and writes the bundles.
+/// Writes the bundles of `spec`, then enrols it, all or nothing: the store changes in one batch after
+/// every file was written.
 pub fn run(
     cfg: &Config,
     store: &Store,
@@ -382,7 +383,6 @@ pub fn run(
         );
         b.put(customer_key(&rec.id), &rec);
     }
-    store.commit(b)?;
 
     for (g, rec, dir) in &gateways {
         let gw_meters: Vec<&MeterRecord> = rec
@@ -406,6 +406,10 @@ pub fn run(
         lines.as_bytes(),
         true,
     )?;
+    // Enrolled only once every bundle and customers.txt are written, in one batch (one transaction
+    // on PostgreSQL): a run that fails half-way enrols nothing, and running it again issues
+    // everything afresh.
+    store.commit(b)?;
     Ok(report)
 }
 

@@ -373,7 +373,7 @@ fn the_head_ends_own_record_is_anchored_beside_its_store_and_a_cut_is_found() {
     let anchor = p.config.anchor_path();
     assert!(!anchor.starts_with(p.config.path(&p.config.store.path)));
     assert_eq!(audit::last_anchor(&anchor).unwrap().unwrap().len, 4);
-    let store = Store::open(&p.config.path(&p.config.store.path)).unwrap();
+    let store = Store::open_configured(&p.config).unwrap();
     assert_eq!(audit::verify_anchored(&store, &anchor).unwrap(), Ok(4));
 
     // The last entry cut off and the chain's head re-linked: the chain alone still verifies.

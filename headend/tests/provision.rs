@@ -20,7 +20,7 @@ fn aka(p: &Pilot, gw: &str) -> toml::Table {
 #[test]
 fn bundle_holds_what_the_gateway_needs_and_reprovisioning_is_idempotent() {
     let p = Pilot::new("bundle");
-    let store = Arc::new(Store::open(&p.config.path(&p.config.store.path)).unwrap());
+    let store = Arc::new(Store::open_configured(&p.config).unwrap());
     let r = p.provision(&store);
     assert_eq!(r.enrolled, 5, "two gateways, two meters, one customer");
     assert_eq!(r.codes.len(), 1);
@@ -172,7 +172,7 @@ fn web_listen_gives_the_bundle_the_installer_ui_and_the_password_stays_outside()
         1,
     );
     std::fs::write(p.dir.0.join("spec.toml"), spec).unwrap();
-    let store = Arc::new(Store::open(&p.config.path(&p.config.store.path)).unwrap());
+    let store = Arc::new(Store::open_configured(&p.config).unwrap());
     p.provision(&store);
     let dir = p.bundle("gw-1");
     let conf: toml::Table = std::fs::read_to_string(dir.join("concentrator.toml"))
@@ -217,4 +217,45 @@ fn web_listen_gives_the_bundle_the_installer_ui_and_the_password_stays_outside()
         .parse()
         .unwrap();
     assert!(!conf2.contains_key("web"));
+}
+
+#[test]
+fn a_run_that_fails_half_way_enrols_nothing_and_the_next_run_completes() {
+    let p = Pilot::new("halfway");
+    // The second gateway's ledger rules are missing: its bundle cannot be written.
+    let broken = SPEC.replacen(
+        "id = \"gw-2\"\nledger = { currency = \"EUR\" }",
+        "id = \"gw-2\"\nledger_file = \"missing-ledger.toml\"",
+        1,
+    );
+    assert_ne!(broken, SPEC);
+    std::fs::write(p.dir.0.join("spec.toml"), &broken).unwrap();
+    let store = Arc::new(Store::open_configured(&p.config).unwrap());
+    let err = provision::run(
+        &p.config,
+        &store,
+        &p.spec(),
+        &ProvisionOptions {
+            out: p.out.clone(),
+            rekey: false,
+            paths: BundlePaths::Local,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("missing-ledger.toml"), "{err}");
+    assert!(store.gateways().unwrap().is_empty(), "no gateway enrolled");
+    assert!(store.meters().unwrap().is_empty(), "no meter enrolled");
+    assert!(
+        store.customers().unwrap().is_empty(),
+        "no customer enrolled"
+    );
+
+    // Fixed, the next run enrols everything and its bundles match the store.
+    std::fs::write(p.dir.0.join("spec.toml"), SPEC).unwrap();
+    let r = p.provision(&store);
+    assert_eq!(r.enrolled, 5);
+    let a = aka(&p, "gw-1");
+    let rec = store.gateway("gw-1").unwrap().unwrap();
+    assert_eq!(a["gateway"]["imsi"].as_str(), Some(rec.imsi.as_str()));
 }

@@ -886,7 +886,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count() as u64, n);
         assert!(text.contains("\"event\":\"token_applied\""), "{text}");
-        assert!(text.contains(&format!("\"digest\":\"{}\"", "a5".repeat(32))), "{text}");
+        assert!(
+            text.contains(&format!("\"digest\":\"{}\"", "a5".repeat(32))),
+            "{text}"
+        );
     }
 
     #[test]

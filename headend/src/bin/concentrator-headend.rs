@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use concentrator_headend::config::Config;
+use concentrator_headend::config::{Config, StoreBackend};
+use concentrator_headend::store::pg::{migrations, PgKv, PgSettings};
 use concentrator_headend::store::Store;
 use concentrator_headend::{audit, init, provision, spec, status, HeadEnd, StartOptions};
 use concentrator_security::suci::Profile;
@@ -85,8 +86,23 @@ enum Command {
         /// Do not serve phones.
         #[arg(long)]
         no_phone: bool,
+        /// This worker's name when several run on one PostgreSQL store with `[mqtt] shared_group`
+        /// (its MQTT client id is `[mqtt] client_id`-NAME; restart a worker under the same name).
+        #[arg(long)]
+        worker: Option<String>,
+        /// Serve phones on this address instead of `[phone] listen` (several workers on one machine).
+        #[arg(long)]
+        phone_listen: Option<String>,
     },
-    /// Gateways, meters and pending tokens (the head-end must be stopped: the store is locked while it runs).
+    /// Brings a PostgreSQL store's schema up to this version (each migration in its own transaction);
+    /// with the sled store there is nothing to do.
+    Migrate {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Gateways, meters and pending tokens (on sled the head-end must be stopped: the store is locked
+    /// while it runs; on PostgreSQL it works while workers run).
     Status {
         /// headend.toml.
         #[arg(long)]
@@ -132,13 +148,20 @@ impl log::Log for StderrLog {
 }
 
 fn open_store(cfg: &Config) -> Result<Store> {
-    let path = cfg.path(&cfg.store.path);
-    Store::open(&path).with_context(|| {
-        format!(
-            "opening the store {} (is `concentrator-headend run` using it? stop it first)",
-            path.display()
-        )
-    })
+    match cfg.store.backend {
+        StoreBackend::Sled => {
+            let path = cfg.path(&cfg.store.path);
+            Store::open(&path).with_context(|| {
+                format!(
+                    "opening the store {} (is `concentrator-headend run` using it? stop it first)",
+                    path.display()
+                )
+            })
+        }
+        StoreBackend::Postgres => {
+            Store::open_configured(cfg).context("opening the PostgreSQL store ([store] url)")
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -228,14 +251,26 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
                 out.join("customers.txt").display()
             );
         }
-        Command::Run { config, no_phone } => {
-            let cfg = Config::load(&config)?;
+        Command::Run {
+            config,
+            no_phone,
+            worker,
+            phone_listen,
+        } => {
+            let mut cfg = Config::load(&config)?;
+            if let Some(addr) = phone_listen {
+                cfg.phone.listen = addr;
+            }
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(sig, stop.clone())
                     .context("installing the signal handler")?;
             }
             let he = HeadEnd::open(cfg)?;
+            let he = match &worker {
+                Some(w) => he.worker(w),
+                None => he,
+            };
             let handle = he.start(StartOptions {
                 serve_phones: !no_phone,
                 ..Default::default()
@@ -255,6 +290,27 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             }
             log::info!("stopping");
             handle.stop()?;
+        }
+        Command::Migrate { config } => {
+            let cfg = Config::load(&config)?;
+            match cfg.store.backend {
+                StoreBackend::Sled => println!(
+                    "the store is sled ([store] backend), which needs no migrations; nothing done"
+                ),
+                StoreBackend::Postgres => {
+                    let settings = PgSettings::from_config(&cfg)?;
+                    let applied = PgKv::migrate(&settings)?;
+                    if applied.is_empty() {
+                        println!(
+                            "the schema is current (version {}); nothing done",
+                            migrations::latest()
+                        );
+                    }
+                    for (v, name) in applied {
+                        println!("applied migration {v} ({name})");
+                    }
+                }
+            }
         }
         Command::Status { config } => {
             let cfg = Config::load(&config)?;

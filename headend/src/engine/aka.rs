@@ -21,7 +21,7 @@ pub const AMF: [u8; 2] = [0x80, 0x00];
 pub const RUN_TIMEOUT: u64 = 120;
 
 /// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     /// Challenge sent.
     AwaitResponse,
@@ -391,7 +391,9 @@ impl Engine {
             fresh: run.fresh,
             established: run.established,
             lifetime: self.s.key_lifetime,
-            down_reserved: RESERVE,
+            // Shared store: the next unit of work resumes at exactly the next COUNT (the security
+            // mode command used 0).
+            down_reserved: if self.shared { 1 } else { RESERVE },
             up_last: channel.last_received(),
             confirmed: matches!(sub, SubscriberRef::Gateway(_)),
         };
@@ -441,7 +443,7 @@ impl Engine {
             (sub.key(), rand.clone()),
             super::Live {
                 channel,
-                reserved_until: RESERVE,
+                reserved_until: if self.shared { 1 } else { RESERVE },
             },
         );
         log::info!(

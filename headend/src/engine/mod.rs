@@ -11,6 +11,7 @@ mod aka;
 mod anchor;
 mod ingest;
 pub mod restore;
+mod shared;
 mod tokens;
 
 use std::collections::HashMap;
@@ -126,6 +127,12 @@ pub struct Engine {
     awaiting_account: HashMap<String, u64>,
     /// Makes account restore statements (see [`restore::StatementFn`]).
     statement: Option<restore::StatementFn>,
+    /// Other workers share the store: nothing about a gateway is kept in memory between scopes.
+    shared: bool,
+    /// The gateway whose scope the engine is in (shared store).
+    in_gateway: Option<String>,
+    /// When the poll of every pending token runs next (shared store).
+    next_delivery: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -168,6 +175,9 @@ impl Engine {
         notifier: Arc<Notifier>,
     ) -> Engine {
         Engine {
+            shared: store.shared(),
+            in_gateway: None,
+            next_delivery: 0,
             store,
             s: settings,
             payments,
@@ -225,19 +235,28 @@ impl Engine {
                 return vec![];
             }
         }
-        let result = match &t {
-            Topic::Status { .. } => self.status(&t, payload, now),
-            Topic::Data { scope, kind, .. } => match kind {
-                Kind::Attach | Kind::AkaResponse => match protect::open(&t, payload, None, now) {
-                    Ok(frame) => self.aka_plain(&gw, *scope, frame, now),
-                    Err(e) => Err(format!("refused: {e}")),
+        // Everything a message changes is changed in one scope on its gateway: on PostgreSQL one
+        // transaction that no other worker's work on the same gateway overlaps.
+        let result = self.on_gateway(&gw, now, |this| {
+            // Counters cached from an earlier message may be stale when other workers share the store.
+            this.dedup_next.clear();
+            match &t {
+                Topic::Status { .. } => this.status(&t, payload, now),
+                Topic::Data { scope, kind, .. } => match kind {
+                    Kind::Attach | Kind::AkaResponse => {
+                        match protect::open(&t, payload, None, now) {
+                            Ok(frame) => this.aka_plain(&gw, *scope, frame, now),
+                            Err(e) => Err(format!("refused: {e}")),
+                        }
+                    }
+                    Kind::SecurityModeComplete => {
+                        this.security_mode_complete(&t, &gw, *scope, payload, now)
+                    }
+                    _ => this.sealed(&t, &gw, *scope, payload, now),
                 },
-                Kind::SecurityModeComplete => {
-                    self.security_mode_complete(&t, &gw, *scope, payload, now)
-                }
-                _ => self.sealed(&t, &gw, *scope, payload, now),
-            },
-        };
+            }
+        });
+        let result = result.map_err(|e| e.to_string()).and_then(|r| r);
         match result {
             Ok(out) => out,
             Err(e) => {
@@ -534,7 +553,14 @@ impl Engine {
         let mut out = Vec::new();
         for b in std::mem::take(&mut self.acks) {
             let n = b.ids.len();
-            match self.seal(&b.gateway, b.scope, &b.sub, &b.rand, Body::AckDown(concentrator_protocol::Ack { ids: b.ids }), None, now) {
+            let ack = Body::AckDown(concentrator_protocol::Ack { ids: b.ids.clone() });
+            let sealed = self
+                .on_gateway(b.gateway.as_str(), now, |this| {
+                    this.seal(&b.gateway, b.scope, &b.sub, &b.rand, ack.clone(), None, now)
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            match sealed {
                 Ok(o) => out.push(o),
                 Err(e) => log::warn!(
                     "cannot acknowledge {n} messages of gateway {} scope {}: {e}; the gateway sends them again",
@@ -565,12 +591,15 @@ impl Engine {
             .find(|c| c.rand == rand)
             .ok_or_else(|| format!("the security context of {} is gone", sub.key()))?;
         let window_store = self.store.clone();
+        let step = if self.shared { 1 } else { RESERVE };
         let live = self.live(sub, &c)?;
         let next = live.channel.next_count().ok_or_else(|| {
             "every COUNT of this context is used: the gateway must run AKA again".to_string()
         })?;
         if next >= live.reserved_until {
-            let end = next.saturating_add(RESERVE);
+            // Shared: the channel is rebuilt from the store for every unit of work, so a reservation
+            // beyond this message would only be skipped.
+            let end = next.saturating_add(step);
             let mut set = window_store.contexts(sub).map_err(|e| e.to_string())?;
             if let Some(r) = [set.current.as_mut(), set.previous.as_mut()]
                 .into_iter()
@@ -638,13 +667,22 @@ impl Engine {
             match self.store.gateways() {
                 Ok(gws) => {
                     for g in gws.into_iter().filter(|g| g.online) {
-                        out.extend(self.reconcile(&g.id, now));
+                        match self.on_gateway(&g.id, now, |this| this.reconcile(&g.id, now)) {
+                            Ok(o) => out.extend(o),
+                            Err(e) => log::error!("reconciliation of gateway {}: {e}", g.id),
+                        }
                     }
                 }
                 Err(e) => log::error!("reconciliation: {e}"),
             }
         }
-        out.extend(self.deliver(None, now));
+        // Shared store: every worker polls, and new purchases reach their gateway at once through the
+        // worker that sold them, so the poll (of every pending token) runs a tenth as often as the
+        // result timeout, not every second.
+        if !self.shared || now >= self.next_delivery {
+            self.next_delivery = now + (self.s.result_timeout / 10).max(1);
+            out.extend(self.deliver(None, now));
+        }
         out
     }
 

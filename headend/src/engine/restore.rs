@@ -203,7 +203,8 @@ impl Engine {
         };
         let mut b = crate::store::Batch::new();
         self.anchor_restarting(&mut b, gw, now)?;
-        self.payments.append(&self.store, vec![draft], |_| b)?;
+        self.payments
+            .append(&self.store, vec![draft], |_| b.clone())?;
         log::info!("account of meter {m} {detail}");
         Ok(vec![out])
     }

@@ -76,48 +76,91 @@ impl Engine {
                 return vec![];
             }
         };
-        let timeout = self.s.result_timeout;
         let mut out = Vec::new();
+        let mut gateways: std::collections::HashMap<String, String> = Default::default();
         for r in pending {
-            if let Some(at) = self.awaiting_account.get(&r.meter) {
-                if now < at.saturating_add(timeout) {
-                    continue;
-                }
-            }
-            let Ok(Some(t)) = self.store.token(&r.meter, r.serial) else {
+            // Not due (sent, waiting for its result): no scope needed to pass it by.
+            if self.shared
+                && matches!(self.store.token(&r.meter, r.serial), Ok(Some(t)) if !self.due(&t, now))
+            {
                 continue;
+            }
+            // The token is read afresh and sent in a scope on its meter's gateway, so that two
+            // workers never send it at once and a receipt booked meanwhile is seen.
+            let gw = match gateways.get(&r.meter) {
+                Some(g) => g.clone(),
+                None => match self.store.meter(&r.meter) {
+                    Ok(Some(m)) => {
+                        gateways.insert(r.meter.clone(), m.gateway.clone());
+                        m.gateway
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::error!("top-up delivery: {e}");
+                        continue;
+                    }
+                },
             };
-            let due = match (t.sent_at, t.result) {
-                (None, _) => true,
-                (Some(at), None) => now >= at.saturating_add(timeout),
-                (Some(at), Some(code)) => {
-                    // A receipt that does not follow a "done" is asked for again less and less often
-                    // (up to 64 timeouts apart), so a gateway that cannot send it does not fill the log.
-                    let wait = if carried_out(code) {
-                        timeout.saturating_mul(1 << t.sends.saturating_sub(1).min(6))
-                    } else {
-                        timeout
-                    };
-                    now >= t.result_at.unwrap_or(at).saturating_add(wait)
-                }
-            };
-            if due {
-                let fresh = t.result.is_some_and(carried_out);
-                if fresh {
-                    log::warn!(
-                        "top-up {}#{}: the gateway carried it out but its receipt has not come: sent again as a new command, for the receipt",
-                        t.meter,
-                        t.serial
-                    );
-                }
-                match self.send_token(t, now, fresh) {
-                    Ok(Some(o)) => out.push(o),
-                    Ok(None) => {}
-                    Err(e) => log::warn!("top-up {}#{}: {e}", r.meter, r.serial),
-                }
+            if self.in_gateway.as_deref().is_some_and(|g| g != gw) {
+                // Another gateway's token while in this gateway's scope (a birth): the next tick
+                // sends it, in that gateway's own scope (scopes on two gateways could deadlock).
+                continue;
+            }
+            match self.on_gateway(&gw, now, |this| this.deliver_one(&r, now)) {
+                Ok(Some(o)) => out.push(o),
+                Ok(None) => {}
+                Err(e) => log::error!("top-up {}#{}: {e}", r.meter, r.serial),
             }
         }
         out
+    }
+
+    /// One pending token of [`Engine::deliver`]: sent if due.
+    fn deliver_one(&mut self, r: &TokenRef, now: u64) -> Option<Outgoing> {
+        let timeout = self.s.result_timeout;
+        if let Some(at) = self.awaiting_account.get(&r.meter) {
+            if now < at.saturating_add(timeout) {
+                return None;
+            }
+        }
+        let Ok(Some(t)) = self.store.token(&r.meter, r.serial) else {
+            return None;
+        };
+        if t.state != TokenState::Pending || !self.due(&t, now) {
+            return None;
+        }
+        let fresh = t.result.is_some_and(carried_out);
+        if fresh {
+            log::warn!(
+                "top-up {}#{}: the gateway carried it out but its receipt has not come: sent again as a new command, for the receipt",
+                t.meter,
+                t.serial
+            );
+        }
+        match self.send_token(t, now, fresh) {
+            Ok(o) => return o,
+            Err(e) => log::warn!("top-up {}#{}: {e}", r.meter, r.serial),
+        }
+        None
+    }
+
+    /// Whether a pending token's command is due (see [`Engine::deliver`]).
+    fn due(&self, t: &TokenRecord, now: u64) -> bool {
+        let timeout = self.s.result_timeout;
+        match (t.sent_at, t.result) {
+            (None, _) => true,
+            (Some(at), None) => now >= at.saturating_add(timeout),
+            (Some(at), Some(code)) => {
+                // A receipt that does not follow a "done" is asked for again less and less often
+                // (up to 64 timeouts apart), so a gateway that cannot send it does not fill the log.
+                let wait = if carried_out(code) {
+                    timeout.saturating_mul(1 << t.sends.saturating_sub(1).min(6))
+                } else {
+                    timeout
+                };
+                now >= t.result_at.unwrap_or(at).saturating_add(wait)
+            }
+        }
     }
 
     /// Seals and records one top-up command; `None` while the meter cannot be reached. `fresh`: as a
@@ -185,7 +228,7 @@ impl Engine {
                 )),
             };
             self.payments
-                .append(&self.store, vec![draft], |_| b)
+                .append(&self.store, vec![draft], |_| b.clone())
                 .map_err(e)?;
         } else {
             self.store.commit(b).map_err(e)?;
@@ -288,7 +331,8 @@ impl Engine {
                 let mut b = Batch::new();
                 b.put(token_key(&t.meter, t.serial), &t);
                 b.remove(pending_key(&t.meter, t.serial));
-                self.payments.append(&self.store, vec![draft], |_| b)?;
+                self.payments
+                    .append(&self.store, vec![draft], |_| b.clone())?;
                 self.notifier.meter(
                     &self.store,
                     &t.meter,
@@ -439,7 +483,7 @@ impl Engine {
         };
         self.store.update_meter(&m, b, update, |b| {
             self.payments
-                .append(&self.store, vec![draft], |_| b)
+                .append(&self.store, vec![draft], |_| b.clone())
                 .map(|_| ())
         })?;
         log::info!(

@@ -2,9 +2,7 @@
 //! it), the token serial counter (compare-and-swap on its own key), rejected uplink messages and the
 //! gateways' audit anchors.
 
-use std::hash::{Hash, Hasher};
-
-use super::{key2, meter_key, Batch, MeterRecord, Rejected, Store, StoreError, METER_LOCKS};
+use super::{key2, meter_key, Batch, MeterRecord, Rejected, Store, StoreError};
 
 /// Key of a meter's serial counter.
 pub fn serial_key(meter: &str) -> String {
@@ -24,16 +22,7 @@ pub fn anchor_key(gateway: &str) -> String {
 }
 
 impl Store {
-    fn meter_lock(&self, meter: &str) -> std::sync::MutexGuard<'_, ()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        meter.hash(&mut h);
-        let i = (h.finish() % METER_LOCKS as u64) as usize;
-        self.meter_locks[i]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The one way a meter record changes while the head-end runs. Under the meter's lock the record
+    /// The one way a meter record changes while the head-end runs. In a scope on the meter's key the record
     /// is read afresh, `f` changes it and it joins `batch`; `write` applies the batch (with whatever
     /// else belongs to the same transaction, e.g. through the payment record) before the lock is
     /// released. Without the meter, `f` is not called and `batch` is written as it is. Returns `f`'s
@@ -45,17 +34,27 @@ impl Store {
         f: impl FnOnce(&mut MeterRecord) -> R,
         write: impl FnOnce(Batch) -> Result<(), StoreError>,
     ) -> Result<Option<R>, StoreError> {
-        let _guard = self.meter_lock(meter);
-        let out = match self.meter(meter)? {
-            Some(mut rec) => {
-                let r = f(&mut rec);
-                batch.put(meter_key(meter), &rec);
-                Some(r)
-            }
-            None => None,
-        };
-        write(batch)?;
-        Ok(out)
+        let key = meter_key(meter);
+        let (mut f, mut write) = (Some(f), Some(write));
+        self.scope(&[key.as_bytes()], || {
+            let (Some(f), Some(write)) = (f.take(), write.take()) else {
+                return Err(StoreError::Db {
+                    path: "the store".into(),
+                    reason: format!("the update of meter {meter} ran twice after an aborted transaction and cannot run again; it was not written"),
+                });
+            };
+            let mut batch = std::mem::take(&mut batch);
+            let out = match self.meter(meter)? {
+                Some(mut rec) => {
+                    let r = f(&mut rec);
+                    batch.put(meter_key(meter), &rec);
+                    Some(r)
+                }
+                None => None,
+            };
+            write(batch)?;
+            Ok(out)
+        })?
     }
 
     /// [`Store::update_meter`], the batch applied (not flushed).
@@ -87,10 +86,7 @@ impl Store {
             }
             .max(1);
             let new = serde_json::to_vec(&next.saturating_add(1)).unwrap_or_default();
-            if self
-                .kv
-                .compare_and_swap(key.as_bytes(), old.as_deref(), new)?
-            {
+            if self.kv_cas(key.as_bytes(), old.as_deref(), new)? {
                 return Ok(next);
             }
         }

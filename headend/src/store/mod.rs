@@ -1,7 +1,8 @@
-//! The subscriber store: one ordered key space behind the small [`Kv`] trait (sled in production, a
-//! `BTreeMap` in unit tests), records as JSON. Writes go in atomic batches; nothing that depends on a
-//! write (a challenge after an SQN step, a token command, an acknowledgement) leaves before
-//! [`Store::flush`] returned.
+//! The subscriber store: one ordered key space behind the small [`Kv`] trait (sled, the embedded
+//! default; PostgreSQL for many workers; a `BTreeMap` in unit tests), records as JSON. Writes go in
+//! atomic batches; nothing that depends on a write (a challenge after an SQN step, a token command, an
+//! acknowledgement) leaves before [`Store::flush`] returned, or, on PostgreSQL, before the
+//! [`Store::scope`] that made it committed.
 //!
 //! Key prefixes (one concept each; `\0` separates a name from what follows it):
 //!
@@ -26,18 +27,22 @@
 //! | `rej/<gateway>\0<at BE><message id>` | [`Rejected`] (uplink messages refused for good, acknowledged) |
 //! | `anc/<gateway>` | [`AnchorRecord`] (the gateway's audit chain head, from its account summaries) |
 //!
-//! While the head-end runs, a meter record changes only through [`Store::update_meter`] (one lock per
-//! meter, the record read afresh under it), and token serials come only from [`Store::next_serial`]
-//! (compare-and-swap on their own key): a stale copy of a record can never roll a serial back.
+//! While the head-end runs, a meter record changes only through [`Store::update_meter`] (a scope on
+//! the meter's key, the record read afresh under it), and token serials come only from
+//! [`Store::next_serial`] (compare-and-swap on their own key): a stale copy of a record can never roll
+//! a serial back. Records written once (tokens, payment record entries, request ids, uplink message
+//! ids) are written with [`Batch::insert`], so the database itself refuses a second writer.
 
+mod kv;
 mod meters;
+pub mod pg;
 mod records;
+mod scope;
 
-use concentrator_ledger::DurableSync;
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use kv::{Entries, Kv, KvTxn, MemKv, SledKv};
 pub use meters::{anchor_key, rejected_key, serial_key};
 pub use records::*;
 use serde::de::DeserializeOwned;
@@ -46,14 +51,14 @@ use serde::Serialize;
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed (disk full, corruption, locked by another process).
+    /// The database failed (disk full, corruption, locked by another process, server gone).
     #[error(
         "database at {path}: {reason}; check the disk and that no other head-end uses the store"
     )]
     Db {
         /// Where.
         path: String,
-        /// sled's error.
+        /// The database's error.
         reason: String,
     },
     /// A record does not decode: the store was written by an incompatible version or was altered.
@@ -64,15 +69,52 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A record that may be written only once exists already (a token serial, a payment record
+    /// entry, a request id): nothing of the batch was written.
+    #[error("record {key:?} exists already; nothing was written (another worker wrote it first: try again)")]
+    Conflict {
+        /// Its key.
+        key: String,
+    },
+    /// The database's schema is older or newer than this program's.
+    #[error(
+        "the database at {url} has schema version {found}, this program needs {wanted}: {fix}"
+    )]
+    Schema {
+        /// Where (without a password).
+        url: String,
+        /// What it has.
+        found: i32,
+        /// What this program needs.
+        wanted: i32,
+        /// What to do.
+        fix: String,
+    },
 }
 
-/// Raw entries: (key, value).
-pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+impl StoreError {
+    fn conflict(key: &[u8]) -> StoreError {
+        StoreError::Conflict {
+            key: String::from_utf8_lossy(key).into_owned(),
+        }
+    }
+}
 
-/// One atomic write: keys to set (`Some`) or remove (`None`).
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// Set.
+    Put(Vec<u8>),
+    /// Set, failing the batch if the key exists.
+    Insert(Vec<u8>),
+    /// Remove.
+    Remove,
+}
+
+/// One atomic write: keys to set, insert or remove.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
-    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<(Vec<u8>, Op)>,
 }
 
 impl Batch {
@@ -85,17 +127,29 @@ impl Batch {
     pub fn put<T: Serialize>(&mut self, key: impl Into<Vec<u8>>, value: &T) {
         // Serialising our own record types to JSON cannot fail (no maps with non-string keys).
         let v = serde_json::to_vec(value).unwrap_or_default();
-        self.ops.push((key.into(), Some(v)));
+        self.ops.push((key.into(), Op::Put(v)));
+    }
+
+    /// Sets `key` to a record that must not exist yet: if it does, the whole batch fails with
+    /// [`StoreError::Conflict`] and nothing is written (a unique key in the database).
+    pub fn insert<T: Serialize>(&mut self, key: impl Into<Vec<u8>>, value: &T) {
+        let v = serde_json::to_vec(value).unwrap_or_default();
+        self.ops.push((key.into(), Op::Insert(v)));
     }
 
     /// Sets `key` to raw octets.
     pub fn put_raw(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
-        self.ops.push((key.into(), Some(value)));
+        self.ops.push((key.into(), Op::Put(value)));
+    }
+
+    /// [`Batch::insert`] of raw octets.
+    pub fn insert_raw(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        self.ops.push((key.into(), Op::Insert(value)));
     }
 
     /// Removes `key`.
     pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
-        self.ops.push((key.into(), None));
+        self.ops.push((key.into(), Op::Remove));
     }
 
     /// Whether nothing is to be written.
@@ -107,187 +161,30 @@ impl Batch {
     pub fn extend(&mut self, other: Batch) {
         self.ops.extend(other.ops);
     }
-}
 
-/// The key-value space the store needs.
-pub trait Kv: Send + Sync {
-    /// One value.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Applies a batch atomically (not yet durable).
-    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
-    /// Every entry whose key starts with `prefix`, in key order.
-    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
-    /// Makes every applied batch durable.
-    fn flush(&self) -> Result<(), StoreError>;
-    /// Sets `key` to `new` only if it holds `old` now (`None`: absent); `Ok(false)` if it did not.
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        old: Option<&[u8]>,
-        new: Vec<u8>,
-    ) -> Result<bool, StoreError>;
-}
-
-/// sled, one tree.
-#[derive(Debug)]
-pub struct SledKv {
-    db: sled::Db,
-    tree: sled::Tree,
-    path: String,
-    /// sled's `flush` alone does not survive a power cut (see `DurableSync`): token serials must.
-    sync: DurableSync,
-}
-
-impl SledKv {
-    /// Opens (creates) the database at `path`.
-    pub fn open(path: &Path) -> Result<SledKv, StoreError> {
-        let p = path.display().to_string();
-        let db_err = |e: sled::Error| StoreError::Db {
-            path: p.clone(),
-            reason: e.to_string(),
-        };
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(db_err)?;
-        let tree = db.open_tree("headend").map_err(db_err)?;
-        let sync = DurableSync::open(path).map_err(|e| StoreError::Db {
-            path: p.clone(),
-            reason: format!("cannot open its log file for fsync: {e}"),
-        })?;
-        Ok(SledKv {
-            db,
-            tree,
-            path: p,
-            sync,
-        })
+    /// Whether some write is an insert.
+    pub(crate) fn has_inserts(&self) -> bool {
+        self.ops.iter().any(|(_, op)| matches!(op, Op::Insert(_)))
     }
 
-    fn err(&self, e: sled::Error) -> StoreError {
-        StoreError::Db {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        }
+    /// The writes.
+    pub(crate) fn into_ops(self) -> Vec<(Vec<u8>, Op)> {
+        self.ops
     }
 }
 
-impl Kv for SledKv {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree
-            .get(key)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.to_vec()))
-    }
+/// Tries of a scope whose transaction hit a deadlock or a serialisation failure.
+const SCOPE_TRIES: u32 = 5;
 
-    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        for (k, v) in batch.ops {
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
-            }
-        }
-        self.tree.apply_batch(b).map_err(|e| self.err(e))
-    }
-
-    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        self.tree
-            .scan_prefix(prefix)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.err(e))
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.sync.flush(&self.db).map_err(|reason| StoreError::Db {
-            path: self.path.clone(),
-            reason,
-        })
-    }
-
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        old: Option<&[u8]>,
-        new: Vec<u8>,
-    ) -> Result<bool, StoreError> {
-        Ok(self
-            .tree
-            .compare_and_swap(key, old, Some(new))
-            .map_err(|e| self.err(e))?
-            .is_ok())
-    }
-}
-
-/// In memory, for tests; counts flushes.
-#[derive(Debug, Default)]
-pub struct MemKv {
-    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-    /// How often `flush` was called.
-    pub flushes: std::sync::atomic::AtomicU64,
-}
-
-impl MemKv {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Kv for MemKv {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().get(key).cloned())
-    }
-
-    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut m = self.lock();
-        for (k, v) in batch.ops {
-            match v {
-                Some(v) => m.insert(k, v),
-                None => m.remove(&k),
-            };
-        }
-        Ok(())
-    }
-
-    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
-        Ok(self
-            .lock()
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.flushes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        old: Option<&[u8]>,
-        new: Vec<u8>,
-    ) -> Result<bool, StoreError> {
-        let mut m = self.lock();
-        if m.get(key).map(Vec::as_slice) != old {
-            return Ok(false);
-        }
-        m.insert(key.to_vec(), new);
-        Ok(true)
-    }
-}
-
-/// Meter-record locks: a meter's record is guarded by the stripe its name hashes to.
-const METER_LOCKS: usize = 16;
+static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
 
 /// Typed access to the key space.
 pub struct Store {
     kv: Box<dyn Kv>,
-    meter_locks: [Mutex<()>; METER_LOCKS],
+    /// Identifies this store's scopes on a thread.
+    id: u64,
+    /// In-process locks of a store that one process owns.
+    locks: scope::LockTable,
 }
 
 impl std::fmt::Debug for Store {
@@ -318,7 +215,8 @@ impl Store {
     pub fn new(kv: Box<dyn Kv>) -> Store {
         Store {
             kv,
-            meter_locks: Default::default(),
+            id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
+            locks: scope::LockTable::default(),
         }
     }
 
@@ -332,10 +230,108 @@ impl Store {
         Store::new(Box::new(MemKv::default()))
     }
 
+    /// The store the configuration names: sled at `[store] path` (the default), or PostgreSQL at
+    /// `[store] url` (its schema must be current: `concentrator-headend migrate`).
+    pub fn open_configured(config: &crate::config::Config) -> Result<Store, StoreError> {
+        match config.store.backend {
+            crate::config::StoreBackend::Sled => Store::open(&config.path(&config.store.path)),
+            crate::config::StoreBackend::Postgres => Ok(Store::new(Box::new(pg::PgKv::open(
+                &pg::PgSettings::from_config(config)?,
+            )?))),
+        }
+    }
+
+    /// Runs `f` holding the locks named by `locks` (record keys; see the order in [`scope`]'s
+    /// documentation). Every store call `f` makes on this thread belongs to the scope: on PostgreSQL
+    /// one transaction, committed (durable) when `f` returns, whatever `f` returns, and run again
+    /// from the start if the database broke a deadlock or a serialisation conflict by aborting it;
+    /// on a store one process owns, calls are applied as they are made. Inside another scope, `f`
+    /// joins it and its locks are added.
+    pub fn scope<R>(&self, locks: &[&[u8]], mut f: impl FnMut() -> R) -> Result<R, StoreError> {
+        let keys: Vec<Vec<u8>> = locks.iter().map(|k| k.to_vec()).collect();
+        if scope::active(self.id) {
+            let joined = scope::with_txn(self.id, |t| t.lock(&keys));
+            return match joined {
+                Some(r) => {
+                    r?;
+                    Ok(f())
+                }
+                None => {
+                    self.locks.acquire(&keys);
+                    let r = f();
+                    self.locks.release(&keys);
+                    Ok(r)
+                }
+            };
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let txn = self.kv.begin(&keys)?;
+            let in_process = if txn.is_none() {
+                self.locks.acquire(&keys);
+                keys.clone()
+            } else {
+                Vec::new()
+            };
+            scope::enter(self.id, txn);
+            let leave = scope::Leave {
+                id: self.id,
+                table: &self.locks,
+                keys: in_process,
+                done: false,
+            };
+            let r = f();
+            match leave.finish() {
+                (None, after) => {
+                    after.into_iter().for_each(|a| a());
+                    return Ok(r);
+                }
+                (Some(t), _) if t.retryable() && tries < SCOPE_TRIES => {
+                    log::info!("store: a transaction was aborted to break a deadlock or a conflict; running it again (try {})", tries + 1);
+                    drop(t);
+                }
+                (Some(t), after) => {
+                    t.commit()?;
+                    after.into_iter().for_each(|a| a());
+                    return Ok(r);
+                }
+            }
+        }
+    }
+
+    /// Whether several processes (head-end workers) share this store (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        self.kv.shared()
+    }
+
+    /// Runs `f` once what this thread wrote is committed: at the end of the outermost scope on
+    /// PostgreSQL, at once otherwise (writes there are applied as they are made).
+    pub fn after_commit(&self, f: impl FnOnce() + 'static) {
+        if let Err(f) = scope::defer(self.id, Box::new(f)) {
+            f();
+        }
+    }
+
+    fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        scope::with_txn(self.id, |t| t.get(key)).unwrap_or_else(|| self.kv.get(key))
+    }
+
+    fn kv_scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        scope::with_txn(self.id, |t| t.scan(prefix)).unwrap_or_else(|| self.kv.scan(prefix))
+    }
+
+    fn kv_cas(&self, key: &[u8], old: Option<&[u8]>, new: Vec<u8>) -> Result<bool, StoreError> {
+        match scope::with_txn(self.id, |t| t.compare_and_swap(key, old, new.clone())) {
+            Some(r) => r,
+            None => self.kv.compare_and_swap(key, old, new),
+        }
+    }
+
     /// A record.
     pub fn get<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, StoreError> {
         let key = key.as_ref();
-        match self.kv.get(key)? {
+        match self.kv_get(key)? {
             Some(v) => Ok(Some(decode(key, &v)?)),
             None => Ok(None),
         }
@@ -343,7 +339,7 @@ impl Store {
 
     /// Raw octets.
     pub fn get_raw(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
-        self.kv.get(key.as_ref())
+        self.kv_get(key.as_ref())
     }
 
     /// Every record under a prefix, in key order.
@@ -351,8 +347,7 @@ impl Store {
         &self,
         prefix: impl AsRef<[u8]>,
     ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
-        self.kv
-            .scan(prefix.as_ref())?
+        self.kv_scan(prefix.as_ref())?
             .into_iter()
             .map(|(k, v)| {
                 let t = decode(&k, &v)?;
@@ -363,19 +358,27 @@ impl Store {
 
     /// Raw entries under a prefix.
     pub fn scan_raw(&self, prefix: impl AsRef<[u8]>) -> Result<Entries, StoreError> {
-        self.kv.scan(prefix.as_ref())
+        self.kv_scan(prefix.as_ref())
     }
 
-    /// Applies a batch (atomic, not yet durable).
+    /// Applies a batch (atomic, not yet durable; inside a scope on PostgreSQL, part of its
+    /// transaction).
     pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.kv.apply(batch)
+        let mut batch = Some(batch);
+        match scope::with_txn(self.id, |t| t.apply(batch.take().unwrap_or_default())) {
+            Some(r) => r,
+            None => self.kv.apply(batch.take().unwrap_or_default()),
+        }
     }
 
-    /// Makes everything applied durable.
+    /// Makes everything applied durable (inside a scope on PostgreSQL: its commit does).
     pub fn flush(&self) -> Result<(), StoreError> {
+        if scope::with_txn(self.id, |_| ()).is_some() {
+            return Ok(());
+        }
         self.kv.flush()
     }
 
@@ -468,7 +471,7 @@ impl Store {
 
     /// Whether `(gateway, id)` was seen.
     pub fn seen(&self, gateway: &str, id: &[u8; 16]) -> Result<bool, StoreError> {
-        Ok(self.kv.get(&key2("dd/", gateway, id))?.is_some())
+        Ok(self.kv_get(&key2("dd/", gateway, id))?.is_some())
     }
 
     /// Records `(gateway, id)` in `batch`, forgetting the oldest beyond `capacity`.
@@ -484,12 +487,12 @@ impl Store {
             Some(n) => *n,
             None => self.get::<u64>(key2("ddn/", gateway, &[]))?.unwrap_or(0),
         };
-        batch.put_raw(key2("dd/", gateway, id), next.to_be_bytes().to_vec());
+        batch.insert_raw(key2("dd/", gateway, id), next.to_be_bytes().to_vec());
         batch.put_raw(key2("ddq/", gateway, &next.to_be_bytes()), id.to_vec());
         if next >= capacity {
             let old = next - capacity;
             let qk = key2("ddq/", gateway, &old.to_be_bytes());
-            if let Some(old_id) = self.kv.get(&qk)? {
+            if let Some(old_id) = self.kv_get(&qk)? {
                 batch.remove(key2("dd/", gateway, &old_id));
             }
             batch.remove(qk);

@@ -3,6 +3,9 @@
 //! calls, from the bundle's aka.toml, as the gateway engineer's code does it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod pg;
+pub mod wire;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,6 +102,17 @@ impl Pilot {
     }
 
     pub fn with_broker(tag: &str, broker: Option<String>) -> Pilot {
+        Self::make(tag, broker, pg::selected())
+    }
+
+    /// A pilot on PostgreSQL whatever the suite's store (`None` when PostgreSQL is missing and
+    /// skipping is allowed).
+    pub fn on_postgres(tag: &str, broker: Option<String>) -> Option<Pilot> {
+        pg::PgServer::get()?;
+        Some(Self::make(tag, broker, true))
+    }
+
+    fn make(tag: &str, broker: Option<String>, postgres: bool) -> Pilot {
         let dir = TempDir::new(tag);
         let conf = init::run(
             &dir.0.join("pilot"),
@@ -109,7 +123,17 @@ impl Pilot {
             },
         )
         .unwrap();
-        let config = Config::load(&conf).unwrap();
+        let mut config = Config::load(&conf).unwrap();
+        if postgres {
+            // The suite on PostgreSQL (CONCENTRATOR_HEADEND_STORE=postgres): a fresh database per
+            // pilot, written into headend.toml so that the binary and HeadEnd::open use it too.
+            if let Some(server) = pg::PgServer::get() {
+                config.store.backend = concentrator_headend::config::StoreBackend::Postgres;
+                config.store.url = Some(server.fresh_database());
+                std::fs::write(&conf, toml::to_string(&config).unwrap()).unwrap();
+                config = Config::load(&conf).unwrap();
+            }
+        }
         std::fs::write(dir.0.join("ledger.toml"), "currency = \"EUR\"\n").unwrap();
         std::fs::write(dir.0.join("spec.toml"), SPEC).unwrap();
         let out = dir.0.join("out");
@@ -134,9 +158,17 @@ impl Pilot {
         .unwrap()
     }
 
-    /// A head-end over an in-memory store, provisioned.
+    /// The pilot's own store: its sled, or its PostgreSQL database when the suite runs there.
+    pub fn store(&self) -> Store {
+        Store::open_configured(&self.config).unwrap()
+    }
+
+    /// A head-end over an in-memory store (its PostgreSQL database when the suite runs there),
+    /// provisioned.
     pub fn head_end(&self) -> HeadEnd {
-        let store = Arc::new(Store::memory());
+        let on_pg =
+            self.config.store.backend == concentrator_headend::config::StoreBackend::Postgres;
+        let store = Arc::new(if on_pg { self.store() } else { Store::memory() });
         self.provision(&store);
         HeadEnd::with_store(self.config.clone(), store).unwrap()
     }
@@ -379,6 +411,22 @@ impl GatewaySide {
     /// Opens a sealed downlink message in the context of its scope.
     pub fn open(&mut self, out: &Outgoing) -> (Scope, Frame) {
         self.open_at(out, unix_now())
+    }
+
+    /// [`GatewaySide::open`] that reports what a gateway would drop (a replayed or out-of-order
+    /// COUNT, an unknown scope) instead of failing the test.
+    pub fn try_open(&mut self, out: &Outgoing) -> Result<(Scope, Frame), String> {
+        let t = Topic::parse(&out.topic).map_err(|e| e.to_string())?;
+        let Topic::Data { scope, .. } = t else {
+            return Err(format!("{} is not a data topic", out.topic));
+        };
+        let ctx = self
+            .ctx
+            .get_mut(&scope)
+            .ok_or_else(|| format!("no context for {}", out.topic))?;
+        let frame = protect::open(&t, &out.payload, Some(&mut ctx.channel), unix_now())
+            .map_err(|e| e.to_string())?;
+        Ok((scope, frame))
     }
 
     /// [`GatewaySide::open`] at a given time.

@@ -1,0 +1,613 @@
+//! The head-end's load generator: many gateways simulated at the wire level (MQTT over TLS to a real
+//! Mosquitto, AKA per meter, sealed readings, top-up commands applied and answered with signed receipts,
+//! acknowledgements), against 1 and 3 workers on the tests' own PostgreSQL. No daemon runs: each
+//! gateway is the tests' scripted gateway side (tests/support) on a thread of its own.
+//!
+//! ```sh
+//! cargo bench -p concentrator-headend --bench load                       # 100 gateways x 10 meters, 1 and 3 workers
+//! cargo bench -p concentrator-headend --bench load -- --gateways 200 --meters 20 --seconds 20 --workers 3
+//! ```
+//!
+//! Printed per run: meters attached (AKA) per second; sealed readings acknowledged per second (each one
+//! opened, checked, stored and acknowledged after its commit); top-ups per second end to end with p50
+//! and p99 (a purchase through the payment server to the gateway's receipt booked and acknowledged);
+//! the store's rows and bytes per reading; and the CPU seconds each part used (PostgreSQL, Mosquitto,
+//! the worker processes, this process: the gateways and worker 1), which shows the bottleneck.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use concentrator_headend::engine::Outgoing;
+use concentrator_headend::{HeadEnd, StartOptions};
+use concentrator_mpc::backend::Backend;
+use concentrator_protocol::*;
+use concentrator_security::receipt::Receipt;
+use concentrator_security::signed::DocumentSigner;
+use concentrator_security::token::{SignedToken, TokenVerifier};
+use concentrator_security::SecurityMode;
+use concentrator_uplink::testkit::broker::Broker;
+use rumqttc::QoS;
+use support::wire::Wire;
+use support::{handle, unix_now, GatewaySide, Pilot};
+
+const AKA: u8 = 0;
+const READINGS: u8 = 1;
+const TOPUPS: u8 = 2;
+const STOP: u8 = 3;
+
+struct Shared {
+    phase: AtomicU8,
+    attached: AtomicU64,
+    readings_acked: AtomicU64,
+    /// (meter, serial) → when the purchase started / when its receipt was acknowledged.
+    bought: Mutex<HashMap<(String, u64), Instant>>,
+    booked: Mutex<HashMap<(String, u64), Instant>>,
+    failed: AtomicBool,
+    /// Downlink messages the gateways dropped (a COUNT out of order) and top-up commands they got.
+    dropped: AtomicU64,
+    commands: AtomicU64,
+}
+
+fn spec(gateways: usize, meters: usize) -> String {
+    let mut s = String::new();
+    for g in 0..gateways {
+        s.push_str(&format!(
+            "[[gateway]]\nid = \"gw-{g}\"\nledger = {{ currency = \"EUR\" }}\n[[gateway.bus]]\nname = \"sim-1\"\nbackend = \"sim\"\n\n"
+        ));
+    }
+    for g in 0..gateways {
+        for m in 0..meters {
+            s.push_str(&format!(
+                "[[meter]]\nmeter = \"M{g}-{m}\"\ngateway = \"gw-{g}\"\ndwelling = \"D{g}-{m}\"\nbus = \"sim-1\"\naddress = \"{:012}\"\ndriver = \"dlt645\"\n\n",
+                m + 1
+            ));
+        }
+        let list: Vec<String> = (0..meters).map(|m| format!("\"M{g}-{m}\"")).collect();
+        s.push_str(&format!(
+            "[[customer]]\nid = \"C{g}\"\nname = \"Customer {g}\"\nmsisdn = \"4917{g:08}\"\nmeters = [{}]\n\n",
+            list.join(", ")
+        ));
+    }
+    s
+}
+
+/// An uplink message waiting for its acknowledgement: its scope and body (sent again as they are),
+/// when last sent, and the token whose receipt it is.
+type InFlight = (Scope, Body, Instant, Option<(String, u64)>);
+
+/// One simulated gateway, until the phase is STOP.
+fn gateway(
+    mut g: GatewaySide,
+    wire: Wire,
+    meters: Vec<String>,
+    (signer, verifier): (DocumentSigner, TokenVerifier),
+    s: Arc<Shared>,
+) {
+    let birth = Frame::new(
+        g.next_id(),
+        None,
+        unix_now(),
+        Body::Birth(Birth {
+            software: "load".into(),
+            started_at: unix_now(),
+            session: 1,
+            modem: ModemReport::default(),
+            meters: vec![],
+            outbox_len: 0,
+        }),
+    );
+    wire.client
+        .publish(
+            Topic::status(&g.id),
+            QoS::AtLeastOnce,
+            false,
+            birth.encode().unwrap(),
+        )
+        .unwrap();
+    // AKA for every meter at once, each on its own attach handle.
+    let mut attach_at = Instant::now();
+    for (i, m) in meters.iter().enumerate() {
+        wire.send(g.attach(m, handle(i as u8 + 1)));
+    }
+    let mut scope_meter: HashMap<Scope, String> = HashMap::new();
+    let mut unacked: HashMap<MessageId, InFlight> = HashMap::new();
+    let mut per_meter: HashMap<String, u32> = HashMap::new();
+    let mut applied: HashMap<(String, u64), Vec<u8>> = HashMap::new();
+    let mut balance = 0i64;
+    let mut value = 0i64;
+    let mut next = 0usize;
+    loop {
+        let phase = s.phase.load(Ordering::Relaxed);
+        if phase == STOP {
+            return;
+        }
+        if let Ok((topic, payload)) = wire.rx.recv_timeout(Duration::from_millis(2)) {
+            let out = Outgoing { topic, payload };
+            if out.topic.ends_with("/aka-challenge") {
+                wire.send(g.answer(&out));
+            } else if out.topic.ends_with("/security-mode") {
+                wire.send(g.complete(&out).0);
+            } else if out.topic.ends_with("/tid") {
+                wire.send(g.take_tid(&out));
+                if g.tids.len() == meters.len() && scope_meter.is_empty() {
+                    for m in &meters {
+                        scope_meter.insert(g.meter_scope(m), m.clone());
+                    }
+                    s.attached.fetch_add(meters.len() as u64, Ordering::Relaxed);
+                }
+            } else if let Ok((scope, f)) = g.try_open(&out).map_err(|e| {
+                if s.dropped.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("dropped {}: {e}", out.topic);
+                }
+            }) {
+                match f.body {
+                    Body::AckDown(a) => {
+                        for id in a.ids {
+                            if let Some((_, body, _, booked)) = unacked.remove(&id) {
+                                if let Some(m) = scope_meter.get(&scope) {
+                                    if let Some(n) = per_meter.get_mut(m) {
+                                        *n = n.saturating_sub(1);
+                                    }
+                                }
+                                if matches!(body, Body::Readings(_)) {
+                                    s.readings_acked.fetch_add(1, Ordering::Relaxed);
+                                }
+                                if let Some(k) = booked {
+                                    s.booked
+                                        .lock()
+                                        .unwrap()
+                                        .entry(k)
+                                        .or_insert_with(Instant::now);
+                                }
+                            }
+                        }
+                    }
+                    Body::TopUp(t) => {
+                        s.commands.fetch_add(1, Ordering::Relaxed);
+                        let Some(m) = scope_meter.get(&scope).cloned() else {
+                            continue;
+                        };
+                        let Ok(token) = SignedToken::decode(&t.token)
+                            .map_err(|e| e.to_string())
+                            .and_then(|st| {
+                                verifier
+                                    .verify(&st, &m, unix_now())
+                                    .map_err(|e| e.to_string())
+                            })
+                        else {
+                            s.failed.store(true, Ordering::Relaxed);
+                            continue;
+                        };
+                        let key = (m.clone(), token.serial);
+                        let (code, receipt) = match applied.get(&key) {
+                            Some(r) => (result_code::ALREADY_DONE, r.clone()),
+                            None => {
+                                balance += token.amount_minor as i64;
+                                let r = Receipt {
+                                    meter_id: m.clone(),
+                                    serial: token.serial,
+                                    amount_minor: token.amount_minor,
+                                    currency: *b"EUR",
+                                    applied_at: unix_now(),
+                                    balance_after_minor: balance,
+                                    gateway_id: g.id.as_str().to_string(),
+                                }
+                                .sign(&signer)
+                                .unwrap()
+                                .encode()
+                                .unwrap();
+                                applied.insert(key.clone(), r.clone());
+                                (result_code::DONE, r)
+                            }
+                        };
+                        let result = Body::CommandResult(CommandResult {
+                            command: f.header.id,
+                            code,
+                            reason: None,
+                        });
+                        let id = g.next_id();
+                        wire.send(g.seal(scope, result.clone(), Some(id)));
+                        unacked.insert(id, (scope, result, Instant::now(), None));
+                        let body = Body::Receipt(ReceiptBody { signed: receipt });
+                        let id = g.next_id();
+                        wire.send(g.seal(scope, body.clone(), Some(id)));
+                        unacked.insert(id, (scope, body, Instant::now(), Some(key)));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if phase == AKA && scope_meter.is_empty() && attach_at.elapsed() > Duration::from_secs(15) {
+            // Lost steps (a step refused as out of order): attach again the meters still without a TID.
+            attach_at = Instant::now();
+            for (i, m) in meters.iter().enumerate() {
+                if !g.tids.contains_key(m) {
+                    wire.send(g.attach(m, handle(i as u8 + 1)));
+                }
+            }
+        }
+        if phase == READINGS && !scope_meter.is_empty() {
+            // Up to 4 readings in flight per meter, meters in turn.
+            for _ in 0..meters.len() {
+                next = (next + 1) % meters.len();
+                let m = &meters[next];
+                let n = per_meter.entry(m.clone()).or_insert(0);
+                if *n >= 4 {
+                    continue;
+                }
+                *n += 1;
+                value += 1;
+                let scope = g.meter_scope(m);
+                let body = Body::Readings(Readings {
+                    readings: vec![Reading {
+                        at: unix_now(),
+                        quantity: Quantity::EnergyImportWh,
+                        value,
+                        exponent: 0,
+                    }],
+                });
+                let id = g.next_id();
+                wire.send(g.seal(scope, body.clone(), Some(id)));
+                unacked.insert(id, (scope, body, Instant::now(), None));
+                break;
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<MessageId> = unacked
+            .iter()
+            .filter(|(_, (_, _, at, _))| now.duration_since(*at) > Duration::from_secs(3))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let (scope, body, _, k) = unacked.remove(&id).unwrap();
+            wire.send(g.seal(scope, body.clone(), Some(id)));
+            unacked.insert(id, (scope, body, now, k));
+        }
+    }
+}
+
+/// CPU seconds (user + system) of this process's descendants by program name, and of itself.
+fn cpu_by_program() -> HashMap<String, f64> {
+    let tick = 100.0; // USER_HZ on Linux
+    let me = std::process::id();
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    let mut times: HashMap<u32, (String, f64)> = HashMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ppid: u32 = f[1].parse().unwrap_or(0);
+        let cpu =
+            (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / tick;
+        parent.insert(pid, ppid);
+        times.insert(pid, (comm, cpu));
+    }
+    let mut out: HashMap<String, f64> = HashMap::new();
+    for (pid, (comm, cpu)) in &times {
+        let mut p = *pid;
+        let mut ours = false;
+        while p > 1 {
+            if p == me {
+                ours = true;
+                break;
+            }
+            p = parent.get(&p).copied().unwrap_or(0);
+        }
+        if ours {
+            let name = if *pid == me {
+                "this process (gateways, worker 1)".to_string()
+            } else if comm.starts_with("postgres") {
+                "postgres".into()
+            } else {
+                comm.clone()
+            };
+            *out.entry(name).or_insert(0.0) += cpu;
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn run(gateways: usize, meters: usize, workers: usize, seconds: u64) {
+    let b = Broker::start();
+    let p = Pilot::on_postgres("load", Some(format!("mqtts://localhost:{}", b.port)))
+        .expect("PostgreSQL for the load generator (sudo apt-get install -y postgresql)");
+    std::fs::write(p.dir.0.join("spec.toml"), spec(gateways, meters)).unwrap();
+    let mqtt = p.dir.0.join("mqtt");
+    std::fs::create_dir_all(&mqtt).unwrap();
+    let he_cert = b.pki.client("head-end");
+    std::fs::write(mqtt.join("ca.pem"), b.pki.ca_pem()).unwrap();
+    std::fs::write(mqtt.join("he.pem"), he_cert.cert_pem).unwrap();
+    std::fs::write(mqtt.join("he.key"), he_cert.key_pem).unwrap();
+    let mut config = p.config.clone();
+    config.mqtt.ca = mqtt.join("ca.pem");
+    config.mqtt.cert = mqtt.join("he.pem");
+    config.mqtt.key = mqtt.join("he.key");
+    config.mqtt.shared_group = Some("headend".into());
+    config.store.pool = 16;
+    config.tokens.max_minor = 10_000_000;
+    let conf = config.base.join("headend.toml");
+    std::fs::write(&conf, toml::to_string(&config).unwrap()).unwrap();
+
+    let t = Instant::now();
+    let he = HeadEnd::open(config.clone()).unwrap().worker("w1");
+    p.provision(&he.store());
+    let provision_s = t.elapsed().as_secs_f64();
+    let store = he.store();
+    let handle = he.start(StartOptions::default()).unwrap();
+    let backend = handle.backend();
+    let logs = p.dir.0.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut children: Vec<Child> = (2..=workers)
+        .map(|n| {
+            Command::new(env!("CARGO_BIN_EXE_concentrator-headend"))
+                .args(["--log-level", "warn", "run", "--no-phone", "--worker"])
+                .arg(format!("w{n}"))
+                .arg("--config")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(logs.join(format!("w{n}.log"))).unwrap())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let shared = Arc::new(Shared {
+        phase: AtomicU8::new(AKA),
+        attached: AtomicU64::new(0),
+        readings_acked: AtomicU64::new(0),
+        bought: Mutex::new(HashMap::new()),
+        booked: Mutex::new(HashMap::new()),
+        failed: AtomicBool::new(false),
+        dropped: AtomicU64::new(0),
+        commands: AtomicU64::new(0),
+    });
+    let threads: Vec<_> = (0..gateways)
+        .map(|gi| {
+            let id = format!("gw-{gi}");
+            let g = p.gateway(&id, vec![SecurityMode::AES]);
+            let wire = Wire::connect(&b, &id);
+            let dir = p.bundle(&id);
+            let signer = DocumentSigner::new(
+                openssl::pkey::PKey::private_key_from_pem(
+                    &std::fs::read(dir.join("gateway.key")).unwrap(),
+                )
+                .unwrap(),
+                &[
+                    openssl::x509::X509::from_pem(&std::fs::read(dir.join("gateway.pem")).unwrap())
+                        .unwrap(),
+                ],
+            )
+            .unwrap();
+            let ca =
+                openssl::x509::X509::from_pem(&std::fs::read(dir.join("utility-ca.pem")).unwrap())
+                    .unwrap();
+            let verifier = TokenVerifier::new(vec![ca]);
+            let ms: Vec<String> = (0..meters).map(|m| format!("M{gi}-{m}")).collect();
+            let s = shared.clone();
+            std::thread::spawn(move || gateway(g, wire, ms, (signer, verifier), s))
+        })
+        .collect();
+
+    // AKA of every meter.
+    let total = (gateways * meters) as u64;
+    let t = Instant::now();
+    while shared.attached.load(Ordering::Relaxed) < total {
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "AKA not done in 600 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let aka_s = t.elapsed().as_secs_f64();
+
+    // Readings: a warm-up second, then the measured window.
+    let rows = |what: &str| -> (i64, i64) {
+        let url = config.store.url.clone().unwrap();
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let r = c
+            .query_one(
+                "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0)::bigint FROM kv WHERE key >= $1::bytea AND key < $2::bytea",
+                &[&what.as_bytes(), &format!("{}\u{7f}", what).as_bytes()],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let size = || -> i64 {
+        let url = config.store.url.clone().unwrap();
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.query_one("SELECT pg_total_relation_size('kv')", &[])
+            .unwrap()
+            .get(0)
+    };
+    shared.phase.store(READINGS, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    let (size0, cpu0) = (size(), cpu_by_program());
+    let r0 = shared.readings_acked.load(Ordering::Relaxed);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let readings = shared.readings_acked.load(Ordering::Relaxed) - r0;
+    let readings_s = t.elapsed().as_secs_f64();
+    let cpu1 = cpu_by_program();
+    shared.phase.store(TOPUPS, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(3)); // the readings in flight settle
+    let (size1, (in_rows, in_bytes)) = (size(), rows("in/readings/"));
+
+    // Top-ups from 8 buyers for the measured window.
+    let stop_buying = Arc::new(AtomicBool::new(false));
+    let t = Instant::now();
+    let buyers: Vec<_> = (0..8u64)
+        .map(|n| {
+            let (backend, shared, stop) = (backend.clone(), shared.clone(), stop_buying.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let gi = ((n * 7919 + i * 104_729) % gateways as u64) as usize;
+                    let mi = ((n + i * 31) % meters as u64) as usize;
+                    let meter = format!("M{gi}-{mi}");
+                    let mut rid = [0u8; 16];
+                    rid[..8].copy_from_slice(&n.to_be_bytes());
+                    rid[8..].copy_from_slice(&i.to_be_bytes());
+                    let start = Instant::now();
+                    match backend.top_up(&format!("C{gi}"), &meter, 100, rid) {
+                        Ok(pu) => {
+                            shared
+                                .bought
+                                .lock()
+                                .unwrap()
+                                .insert((meter, pu.serial), start);
+                        }
+                        Err(e) => {
+                            eprintln!("purchase refused: {e}");
+                            shared.failed.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop_buying.store(true, Ordering::Relaxed);
+    for b in buyers {
+        b.join().unwrap();
+    }
+    let buy_s = t.elapsed().as_secs_f64();
+    // Wait for the receipts (up to 30 s).
+    let bought_n = shared.bought.lock().unwrap().len();
+    let until = Instant::now() + Duration::from_secs(30);
+    while shared.booked.lock().unwrap().len() < bought_n && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu2 = cpu_by_program();
+    let mut lat: Vec<Duration> = {
+        let bought = shared.bought.lock().unwrap();
+        let booked = shared.booked.lock().unwrap();
+        bought
+            .iter()
+            .filter_map(|(k, start)| {
+                booked
+                    .get(k)
+                    .map(|end| end.saturating_duration_since(*start))
+            })
+            .collect()
+    };
+    lat.sort();
+    let done = lat.len();
+    let last_booked = shared.booked.lock().unwrap().values().max().copied();
+    let pending = store.pending(None).unwrap();
+    let tokens_pending = pending.len();
+    if let Some(r) = pending.first() {
+        if let Ok(Some(t)) = store.token(&r.meter, r.serial) {
+            eprintln!(
+                "a pending token: {}#{} sends {} result {:?} reason {:?}",
+                t.meter, t.serial, t.sends, t.result, t.reason
+            );
+        }
+    }
+    shared.phase.store(STOP, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    handle.stop().unwrap();
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    println!("\n== {gateways} gateways x {meters} meters, {workers} worker(s), PostgreSQL, Mosquitto (TLS), loopback");
+    println!(
+        "provisioning: {provision_s:.1} s; AKA: {total} meters in {aka_s:.1} s ({:.0} meters/s)",
+        total as f64 / aka_s
+    );
+    println!(
+        "readings: {readings} sealed readings acknowledged in {readings_s:.1} s = {:.0} readings/s",
+        readings as f64 / readings_s
+    );
+    let per_reading = if in_rows > 0 {
+        (size1 - size0) as f64 / readings.max(1) as f64
+    } else {
+        0.0
+    };
+    println!(
+        "store: {in_rows} ingested reading rows, {:.0} bytes of key+value each; the table and its index grew {:.0} bytes per acknowledged reading",
+        in_bytes as f64 / in_rows.max(1) as f64,
+        per_reading
+    );
+    println!(
+        "top-ups: {bought_n} bought in {buy_s:.1} s ({:.0}/s), {done} booked from their receipts ({:.0}/s to the last receipt), {tokens_pending} still pending; \
+         purchase to receipt acknowledged: p50 {} ms, p99 {} ms, max {} ms",
+        bought_n as f64 / buy_s,
+        done as f64 / last_booked.map_or(buy_s, |l| l.saturating_duration_since(t).as_secs_f64()),
+        percentile(&lat, 0.5).as_millis(),
+        percentile(&lat, 0.99).as_millis(),
+        lat.last().copied().unwrap_or_default().as_millis()
+    );
+    println!(
+        "gateways: {} top-up commands received, {} downlink messages dropped (COUNT out of order)",
+        shared.commands.load(Ordering::Relaxed),
+        shared.dropped.load(Ordering::Relaxed)
+    );
+    let mut names: Vec<&String> = cpu2.keys().collect();
+    names.sort();
+    for n in names {
+        let r = cpu1.get(n).unwrap_or(&0.0) - cpu0.get(n).unwrap_or(&0.0);
+        let tp = cpu2.get(n).unwrap_or(&0.0) - cpu1.get(n).unwrap_or(&0.0);
+        println!("cpu {n}: {r:.1} s during readings, {tp:.1} s during top-ups");
+    }
+    assert!(
+        !shared.failed.load(Ordering::Relaxed),
+        "a purchase was refused"
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: &str| -> String {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let gateways: usize = arg("--gateways", "100").parse().unwrap();
+    let meters: usize = arg("--meters", "10").parse().unwrap();
+    let seconds: u64 = arg("--seconds", "10").parse().unwrap();
+    let workers: Vec<usize> = arg("--workers", "1,3")
+        .split(',')
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert!(
+        meters <= 250,
+        "at most 250 meters per gateway (attach handles)"
+    );
+    for w in workers {
+        run(gateways, meters, w, seconds);
+    }
+}

@@ -1,0 +1,549 @@
+//! The store on PostgreSQL, for several head-end workers (docs/ARCHITECTURE.md, *The head-end's
+//! store*).
+//!
+//! The records are the embedded store's, under the same keys, in one table `kv (key bytea primary
+//! key, value bytea)` ([`migrations`]). What makes it safe for many workers:
+//!
+//! - every [`super::Store::scope`] is one transaction that first takes a transaction-level advisory
+//!   lock per named record key (`pg_advisory_xact_lock` on 63 bits of the key's SHA-256), so two
+//!   workers never change a gateway's, a meter's or the payment record's state at once, and each
+//!   reads the other's committed writes after it has the lock (READ COMMITTED);
+//! - records written once (tokens, payment record entries, request ids, uplink message ids) are plain
+//!   `INSERT`s, so the primary key refuses a second writer even if a lock were forgotten, and the
+//!   whole transaction is rolled back;
+//! - a deadlock or serialisation failure aborts the transaction, and the scope runs again.
+//!
+//! Commits are durable when they return (`synchronous_commit` on, PostgreSQL's default), so
+//! [`Kv::flush`] has nothing to do.
+
+pub mod migrations;
+
+use std::sync::{Arc, Mutex};
+
+use postgres::error::SqlState;
+use postgres::{Client, Statement};
+use postgres_native_tls::MakeTlsConnector;
+
+use super::kv::{Entries, Kv, KvTxn};
+use super::{Batch, Op, StoreError};
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// A libpq connection string or URL.
+    pub url: String,
+    /// Extra CA certificates (PEM) for the server's certificate.
+    pub ca: Option<std::path::PathBuf>,
+    /// Idle connections kept.
+    pub pool: usize,
+}
+
+impl PgSettings {
+    /// From `[store]`.
+    pub fn from_config(config: &crate::config::Config) -> Result<PgSettings, StoreError> {
+        let url = config.store.url.clone().ok_or_else(|| StoreError::Db {
+            path: config.base.join("headend.toml").display().to_string(),
+            reason: "[store] backend = \"postgres\" needs a url".into(),
+        })?;
+        Ok(PgSettings {
+            url,
+            ca: config.store.ca.as_ref().map(|p| config.path(p)),
+            pool: config.store.pool.max(1),
+        })
+    }
+}
+
+/// A connection with its prepared statements.
+struct Conn {
+    client: Client,
+    get: Statement,
+    scan_range: Statement,
+    scan_from: Statement,
+    put: Statement,
+    insert: Statement,
+    remove: Statement,
+    cas_new: Statement,
+    cas_update: Statement,
+    lock: Statement,
+}
+
+struct Shared {
+    config: postgres::Config,
+    tls: MakeTlsConnector,
+    idle: Mutex<Vec<Conn>>,
+    max_idle: usize,
+    /// Where, for people (no password).
+    place: String,
+}
+
+/// PostgreSQL as the head-end's key space.
+pub struct PgKv {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PgKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgKv")
+            .field("place", &self.shared.place)
+            .finish()
+    }
+}
+
+/// The lock id of a record key: 63 bits of its SHA-256 (the same in every worker).
+fn lock_id(key: &[u8]) -> i64 {
+    let h = openssl::sha::sha256(key);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    (u64::from_be_bytes(b) >> 1) as i64
+}
+
+/// The first key after every key that starts with `prefix`; `None` if there is none.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn place_of(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(h) => h.clone(),
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgresql://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+impl Shared {
+    fn err(&self, e: postgres::Error) -> StoreError {
+        StoreError::Db {
+            path: self.place.clone(),
+            reason: e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string()),
+        }
+    }
+
+    fn connect(&self) -> Result<Conn, StoreError> {
+        let mut client = self.config.connect(self.tls.clone()).map_err(|e| StoreError::Db {
+            path: self.place.clone(),
+            reason: format!(
+                "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
+            ),
+        })?;
+        let mut prep = |sql: &str| client.prepare(sql).map_err(|e| self.err(e));
+        let get = prep("SELECT value FROM kv WHERE key = $1")?;
+        let scan_range =
+            prep("SELECT key, value FROM kv WHERE key >= $1 AND key < $2 ORDER BY key")?;
+        let scan_from = prep("SELECT key, value FROM kv WHERE key >= $1 ORDER BY key")?;
+        let put = prep(
+            "INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        )?;
+        let insert = prep("INSERT INTO kv (key, value) VALUES ($1, $2)")?;
+        let remove = prep("DELETE FROM kv WHERE key = $1")?;
+        let cas_new =
+            prep("INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")?;
+        let cas_update = prep("UPDATE kv SET value = $3 WHERE key = $1 AND value = $2")?;
+        let lock = prep("SELECT pg_advisory_xact_lock($1)")?;
+        Ok(Conn {
+            client,
+            get,
+            scan_range,
+            scan_from,
+            put,
+            insert,
+            remove,
+            cas_new,
+            cas_update,
+            lock,
+        })
+    }
+
+    fn checkout(&self) -> Result<Conn, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(c) if !c.client.is_closed() => Ok(c),
+            _ => self.connect(),
+        }
+    }
+
+    fn checkin(&self, conn: Conn) {
+        if conn.client.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+}
+
+/// A statement's failure: the store error, and whether trying the transaction again may succeed.
+fn failure(shared: &Shared, e: postgres::Error, key: Option<&[u8]>) -> (StoreError, bool) {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => match key {
+            Some(k) => (StoreError::conflict(k), false),
+            None => (shared.err(e), false),
+        },
+        Some(c)
+            if *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
+        {
+            (shared.err(e), true)
+        }
+        _ => (shared.err(e), false),
+    }
+}
+
+impl Conn {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, postgres::Error> {
+        Ok(self
+            .client
+            .query_opt(&self.get, &[&key])?
+            .map(|r| r.get::<_, Vec<u8>>(0)))
+    }
+
+    fn scan(&mut self, prefix: &[u8]) -> Result<Entries, postgres::Error> {
+        let rows = match prefix_end(prefix) {
+            Some(end) => self.client.query(&self.scan_range, &[&prefix, &end])?,
+            None => self.client.query(&self.scan_from, &[&prefix])?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
+            .collect())
+    }
+
+    /// The writes of a batch, inside a transaction the caller began.
+    fn write(&mut self, batch: Batch) -> Result<(), (postgres::Error, Option<Vec<u8>>)> {
+        for (k, op) in batch.into_ops() {
+            let r = match &op {
+                Op::Put(v) => self.client.execute(&self.put, &[&k, v]),
+                Op::Insert(v) => self.client.execute(&self.insert, &[&k, v]),
+                Op::Remove => self.client.execute(&self.remove, &[&k]),
+            };
+            if let Err(e) = r {
+                return Err((e, Some(k)));
+            }
+        }
+        Ok(())
+    }
+
+    fn cas(&mut self, key: &[u8], old: Option<&[u8]>, new: &[u8]) -> Result<bool, postgres::Error> {
+        let n = match old {
+            None => self.client.execute(&self.cas_new, &[&key, &new])?,
+            Some(old) => self.client.execute(&self.cas_update, &[&key, &old, &new])?,
+        };
+        Ok(n == 1)
+    }
+
+    fn lock(&mut self, keys: &[Vec<u8>]) -> Result<(), postgres::Error> {
+        let mut ids: Vec<i64> = keys.iter().map(|k| lock_id(k)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            self.client.query_one(&self.lock, &[&id])?;
+        }
+        Ok(())
+    }
+}
+
+impl PgKv {
+    /// Connects and checks that the schema is current (else: run `concentrator-headend migrate`).
+    pub fn open(settings: &PgSettings) -> Result<PgKv, StoreError> {
+        let shared = Arc::new(Shared::new(settings)?);
+        {
+            let mut client = shared.config.connect(shared.tls.clone()).map_err(|e| StoreError::Db {
+                path: shared.place.clone(),
+                reason: format!(
+                    "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
+                ),
+            })?;
+            let found = migrations::version(&mut client).map_err(|e| shared.err(e))?;
+            let wanted = migrations::latest();
+            if found != wanted {
+                return Err(StoreError::Schema {
+                    url: shared.place.clone(),
+                    found,
+                    wanted,
+                    fix: if found < wanted {
+                        "run `concentrator-headend migrate` (with the same configuration) first"
+                            .into()
+                    } else {
+                        "this program is older than the database: run the newer version".into()
+                    },
+                });
+            }
+        }
+        let first = shared.connect()?;
+        shared.checkin(first);
+        Ok(PgKv { shared })
+    }
+
+    /// Applies every migration the database lacks, each in its own transaction; returns those applied
+    /// (version, name).
+    pub fn migrate(settings: &PgSettings) -> Result<Vec<(i32, &'static str)>, StoreError> {
+        let shared = Shared::new(settings)?;
+        let mut client = shared.config.connect(shared.tls.clone()).map_err(|e| StoreError::Db {
+            path: shared.place.clone(),
+            reason: format!(
+                "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
+            ),
+        })?;
+        migrations::apply(&mut client).map_err(|e| shared.err(e))
+    }
+
+    /// Where, for people.
+    pub fn place(&self) -> &str {
+        &self.shared.place
+    }
+
+    fn run<R>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<R, postgres::Error>,
+    ) -> Result<R, StoreError> {
+        let mut c = self.shared.checkout()?;
+        let r = f(&mut c).map_err(|e| self.shared.err(e));
+        self.shared.checkin(c);
+        r
+    }
+}
+
+impl Shared {
+    fn new(settings: &PgSettings) -> Result<Shared, StoreError> {
+        let config: postgres::Config = settings.url.parse().map_err(|e| StoreError::Db {
+            path: "[store] url".into(),
+            reason: format!(
+                "is not a PostgreSQL connection string ({e}); write postgresql://USER@HOST/DATABASE"
+            ),
+        })?;
+        let place = place_of(&config);
+        let mut tls = native_tls::TlsConnector::builder();
+        if let Some(ca) = &settings.ca {
+            let pem = std::fs::read(ca).map_err(|e| StoreError::Db {
+                path: place.clone(),
+                reason: format!("cannot read [store] ca {}: {e}", ca.display()),
+            })?;
+            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| StoreError::Db {
+                path: place.clone(),
+                reason: format!("[store] ca {} is not a PEM certificate: {e}", ca.display()),
+            })?;
+            tls.add_root_certificate(cert);
+        }
+        let tls = tls.build().map_err(|e| StoreError::Db {
+            path: place.clone(),
+            reason: format!("cannot set up TLS: {e}"),
+        })?;
+        Ok(Shared {
+            config,
+            tls: MakeTlsConnector::new(tls),
+            idle: Mutex::new(Vec::new()),
+            max_idle: settings.pool.max(1),
+            place,
+        })
+    }
+}
+
+impl Kv for PgKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(|c| c.get(key))
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut c = self.shared.checkout()?;
+        let r = (|| {
+            c.client
+                .batch_execute("BEGIN")
+                .map_err(|e| failure(&self.shared, e, None).0)?;
+            if let Err((e, key)) = c.write(batch) {
+                let _ = c.client.batch_execute("ROLLBACK");
+                return Err(failure(&self.shared, e, key.as_deref()).0);
+            }
+            c.client
+                .batch_execute("COMMIT")
+                .map_err(|e| failure(&self.shared, e, None).0)
+        })();
+        self.shared.checkin(c);
+        r
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.run(|c| c.scan(prefix))
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.run(|c| c.cas(key, old, &new))
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn begin(&self, locks: &[Vec<u8>]) -> Result<Option<Box<dyn KvTxn>>, StoreError> {
+        let mut c = self.shared.checkout()?;
+        if let Err(e) = c.client.batch_execute("BEGIN").and_then(|()| c.lock(locks)) {
+            let _ = c.client.batch_execute("ROLLBACK");
+            self.shared.checkin(c);
+            return Err(self.shared.err(e));
+        }
+        Ok(Some(Box::new(PgTxn {
+            shared: self.shared.clone(),
+            conn: Some(c),
+            failed: None,
+        })))
+    }
+}
+
+/// A scope's transaction.
+struct PgTxn {
+    shared: Arc<Shared>,
+    conn: Option<Conn>,
+    /// The first failure and whether trying again may succeed: every later statement would fail,
+    /// and the commit is refused.
+    failed: Option<(String, bool)>,
+}
+
+impl PgTxn {
+    fn step<R>(
+        &mut self,
+        key: Option<&[u8]>,
+        f: impl FnOnce(&mut Conn) -> Result<R, (postgres::Error, Option<Vec<u8>>)>,
+    ) -> Result<R, StoreError> {
+        if let Some((reason, _)) = &self.failed {
+            return Err(StoreError::Db {
+                path: self.shared.place.clone(),
+                reason: format!(
+                    "the transaction failed earlier ({reason}) and is being rolled back"
+                ),
+            });
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Db {
+                path: self.shared.place.clone(),
+                reason: "the transaction has ended".into(),
+            });
+        };
+        f(conn).map_err(|(e, k)| {
+            let (err, retry) = failure(&self.shared, e, k.as_deref().or(key));
+            self.failed = Some((err.to_string(), retry));
+            err
+        })
+    }
+}
+
+fn plain<R>(r: Result<R, postgres::Error>) -> Result<R, (postgres::Error, Option<Vec<u8>>)> {
+    r.map_err(|e| (e, None))
+}
+
+impl KvTxn for PgTxn {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.step(None, |c| plain(c.get(key)))
+    }
+
+    fn apply(&mut self, batch: Batch) -> Result<(), StoreError> {
+        if !batch.has_inserts() {
+            return self.step(None, |c| c.write(batch));
+        }
+        // A record that exists already is an answer, not a broken transaction: the batch alone is
+        // undone (a savepoint) and the caller told.
+        self.step(None, |c| plain(c.client.batch_execute("SAVEPOINT batch")))?;
+        let r = self.step(None, |c| match c.write(batch) {
+            Err((e, Some(k))) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                c.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT batch")
+                    .map_err(|e| (e, None))?;
+                Ok(Err(StoreError::conflict(&k)))
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(Ok(())),
+        })?;
+        r
+    }
+
+    fn scan(&mut self, prefix: &[u8]) -> Result<Entries, StoreError> {
+        self.step(None, |c| plain(c.scan(prefix)))
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.step(None, |c| plain(c.cas(key, old, &new)))
+    }
+
+    fn lock(&mut self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
+        self.step(None, |c| plain(c.lock(keys)))
+    }
+
+    fn retryable(&self) -> bool {
+        self.failed.as_ref().is_some_and(|(_, retry)| *retry)
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        if let Some((reason, _)) = self.failed.take() {
+            let _ = conn.client.batch_execute("ROLLBACK");
+            self.shared.checkin(conn);
+            return Err(StoreError::Db {
+                path: self.shared.place.clone(),
+                reason: format!("nothing of the transaction was written: {reason}"),
+            });
+        }
+        let r = conn
+            .client
+            .batch_execute("COMMIT")
+            .map_err(|e| failure(&self.shared, e, None).0);
+        self.shared.checkin(conn);
+        r
+    }
+}
+
+impl Drop for PgTxn {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = conn.client.batch_execute("ROLLBACK");
+            self.shared.checkin(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends_and_lock_ids() {
+        assert_eq!(prefix_end(b"m/"), Some(b"m0".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+        assert!(lock_id(b"g/GW-1") >= 0);
+        assert_ne!(lock_id(b"g/GW-1"), lock_id(b"g/GW-2"));
+    }
+}
