@@ -155,11 +155,7 @@ pub fn check_built_in_meter_config(
 /// The drivers linked into the daemon. The only place the daemon names them: everything else reaches
 /// a driver through the plugin host by its name.
 fn built_in() -> [StaticDriver; 3] {
-    [
-        StaticDriver::new(concentrator_driver_dlt645::plugin_declaration()),
-        StaticDriver::new(concentrator_driver_modbus::plugin_declaration()),
-        StaticDriver::new(concentrator_driver_znp::plugin_declaration()),
-    ]
+    concentrator_builtin_drivers::drivers()
 }
 
 /// Checks a built-in stream driver's configuration the way the driver will see it, by opening a

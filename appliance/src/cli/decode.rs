@@ -91,7 +91,7 @@ pub fn run(command: DecodeCommand, out: &mut dyn Write) -> Result<(), CliError> 
             )?
         }
         DecodeCommand::Znp { hex } => {
-            concentrator_driver_znp::decode_to_json(&parse_hex(&hex.join(" "))?)
+            concentrator_builtin_drivers::decode_znp(&parse_hex(&hex.join(" "))?)
                 .map_err(|e| CliError::usage(format!("not a valid MT frame: {e}")))?
         }
     };

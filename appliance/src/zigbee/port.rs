@@ -1,10 +1,8 @@
 //! The coordinator's byte stream: a serial port (`backend = "linux"`), or our coordinator emulator with
 //! its emulated meters in the daemon (`backend = "sim"`), on an in-process stream.
 
-use concentrator_driver_znp::sim::{EmulatedMeter, EmulatorThread, ZnpEmulator};
-use concentrator_driver_znp::IeeeAddress;
+use concentrator_builtin_drivers::zigbee_sim::{SimCoordinator, SimMeter};
 use concentrator_hal::linux::SerialStreamPort;
-use concentrator_hal::sim::SimStream;
 use concentrator_hal::{LineSettings, SerialStream};
 
 use crate::config::zigbee::sim_meter_ieee;
@@ -31,34 +29,31 @@ impl std::fmt::Debug for OpenPort {
 
 /// The emulator of a sim coordinator, built once per daemon run (its network and meters outlive a
 /// reopened stream, like a real stick's NV memory).
-pub fn emulator(config: &Config, z: &ZigbeeConfig) -> ZnpEmulator {
-    let mut emulator = ZnpEmulator::new(z.sim_formed);
-    emulator.announce_on_register = z.sim_paired;
+pub fn emulator(config: &Config, z: &ZigbeeConfig) -> SimCoordinator {
     let count = z.sim_meters.as_ref().map_or(0, |n| *n.get_ref());
-    for n in 1..=count {
-        let ieee = IeeeAddress(sim_meter_ieee(n));
-        let mut meter = EmulatedMeter::new(ieee, 0x1000 + n as u16);
-        meter.load_w = DEFAULT_SIM_LOAD_W;
-        let configured = config.meters.iter().find(|m| {
-            m.zigbee
-                .as_ref()
-                .is_some_and(|c| c.get_ref() == z.name.get_ref())
-                && *m.address.get_ref() == ieee.to_string()
-        });
-        if let Some(sim) = configured.and_then(|m| m.sim.as_ref()) {
-            meter.load_w = sim.load_w;
-            if sim.start_kwh > 0.0 {
+    let meters: Vec<SimMeter> = (1..=count)
+        .map(|n| {
+            let ieee = sim_meter_ieee(n);
+            let address = format!("{ieee:016x}");
+            let configured = config.meters.iter().find(|m| {
+                m.zigbee
+                    .as_ref()
+                    .is_some_and(|c| c.get_ref() == z.name.get_ref())
+                    && *m.address.get_ref() == address
+            });
+            let sim = configured.and_then(|m| m.sim.as_ref());
+            SimMeter {
+                ieee,
+                nwk: 0x1000 + n as u16,
+                load_w: sim.map_or(DEFAULT_SIM_LOAD_W, |s| s.load_w),
                 // The emulated register counts Wh (divisor 1000 kWh).
-                meter.summation = (sim.start_kwh * 1000.0).round() as u64;
+                start_wh: sim
+                    .filter(|s| s.start_kwh > 0.0)
+                    .map_or(0, |s| (s.start_kwh * 1000.0).round() as u64),
             }
-        }
-        if z.sim_paired {
-            emulator.add_paired_meter(meter);
-        } else {
-            emulator.add_meter(meter);
-        }
-    }
-    emulator
+        })
+        .collect();
+    SimCoordinator::new(z.sim_formed, z.sim_paired, &meters)
 }
 
 /// Where a coordinator's stream comes from.
@@ -70,8 +65,8 @@ pub enum PortSource {
         /// Baud rate (8N1).
         baud: u32,
     },
-    /// The emulator, running on its own thread; taken by the first open.
-    Sim(Box<(Option<ZnpEmulator>, Option<EmulatorThread>)>),
+    /// The emulator, running on its own thread from the first open.
+    Sim(Box<SimCoordinator>),
 }
 
 impl std::fmt::Debug for PortSource {
@@ -92,7 +87,7 @@ impl PortSource {
                 baud: *z.baud.get_ref(),
             },
             // Validation requires a path for linux; without one the emulator stands in.
-            _ => PortSource::Sim(Box::new((Some(emulator(config, z)), None))),
+            _ => PortSource::Sim(Box::new(emulator(config, z))),
         }
     }
 
@@ -109,21 +104,10 @@ impl PortSource {
                     description: format!("{path} at {baud} baud"),
                 })
             }
-            PortSource::Sim(sim) => {
-                let (fresh, running) = &mut **sim;
-                let (host, peer) = SimStream::pair(name);
-                let emulator = match (fresh.take(), running.take()) {
-                    (Some(e), _) => e,
-                    // Reopened: move the emulator (and its network) onto the new stream.
-                    (None, Some(thread)) => thread.into_inner(),
-                    (None, None) => return Err("the emulator is gone".into()),
-                };
-                *running = Some(EmulatorThread::spawn(emulator, peer));
-                Ok(OpenPort {
-                    stream: Box::new(host),
-                    description: "sim (coordinator emulator in the daemon)".into(),
-                })
-            }
+            PortSource::Sim(sim) => Ok(OpenPort {
+                stream: sim.open(name)?,
+                description: "sim (coordinator emulator in the daemon)".into(),
+            }),
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! The gateway's ledger is the authority for money; what it decides is the supply. A relay job becomes
 //! a `relay` command and a read of the relay state a `read` of `relay-state`; how the coordinator's
-//! driver carries them out is its own (the ZNP driver: Prepayment-cluster cut-off values,
-//! `concentrator_driver_znp::coordinator`).
+//! driver carries them out is its own (the ZNP driver: Prepayment-cluster cut-off values, in its
+//! `coordinator` module).
 //!
 //! The jobs arrive through the same `SchedulerHandle` the RS485 buses register, so the ledger's relay
 //! driver (`crate::prepay::relay`) and the head-end's commands need no Zigbee case.
