@@ -33,7 +33,6 @@ use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{SignedToken, TokenVerifier};
 use concentrator_security::SecurityMode;
 use concentrator_uplink::testkit::broker::Broker;
-use rumqttc::QoS;
 use support::wire::Wire;
 use support::{handle, unix_now, GatewaySide, Pilot};
 
@@ -90,27 +89,7 @@ fn gateway(
     (signer, verifier): (DocumentSigner, TokenVerifier),
     s: Arc<Shared>,
 ) {
-    let birth = Frame::new(
-        g.next_id(),
-        None,
-        unix_now(),
-        Body::Birth(Birth {
-            software: "load".into(),
-            started_at: unix_now(),
-            session: 1,
-            modem: ModemReport::default(),
-            meters: vec![],
-            outbox_len: 0,
-        }),
-    );
-    wire.client
-        .publish(
-            Topic::status(&g.id),
-            QoS::AtLeastOnce,
-            false,
-            birth.encode().unwrap(),
-        )
-        .unwrap();
+    wire.birth(&mut g, "load", false);
     // AKA for every meter at once, each on its own attach handle.
     let mut attach_at = Instant::now();
     for (i, m) in meters.iter().enumerate() {

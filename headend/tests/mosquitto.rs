@@ -5,10 +5,8 @@
 
 mod support;
 
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use concentrator_headend::engine::Outgoing;
 use concentrator_headend::store::TokenState;
 use concentrator_headend::{HeadEnd, StartOptions};
 use concentrator_mpc::backend::{Backend, Notice};
@@ -17,74 +15,9 @@ use concentrator_security::receipt::Receipt;
 use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{SignedToken, TokenVerifier};
 use concentrator_security::SecurityMode;
-use concentrator_uplink::mqtt::TlsIdentity;
 use concentrator_uplink::testkit::broker::{self, Broker};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use support::wire::Wire;
 use support::*;
-
-struct Wire {
-    client: Client,
-    rx: mpsc::Receiver<(String, Vec<u8>)>,
-}
-
-impl Wire {
-    fn connect(b: &Broker, id: &str) -> Wire {
-        let issued = b.pki.client(id);
-        let tls = TlsIdentity {
-            ca_pem: b.pki.ca_pem(),
-            cert_pem: issued.cert_pem,
-            key_pem: issued.key_pem,
-        };
-        let mut o = MqttOptions::new(id, "localhost", b.port);
-        o.set_clean_session(false)
-            .set_keep_alive(Duration::from_secs(30))
-            .set_transport(Transport::tls_with_config(
-                TlsConfiguration::NativeConnector(tls.connector().unwrap()),
-            ));
-        let (client, mut conn) = Client::new(o, 256);
-        let (tx, rx) = mpsc::channel();
-        let sub = client.clone();
-        let topic = format!("c/v1/{id}/down/#");
-        std::thread::spawn(move || {
-            for ev in conn.iter() {
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = sub.try_subscribe(topic.clone(), QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
-        });
-        Wire { client, rx }
-    }
-
-    fn send(&self, msg: (String, Vec<u8>)) {
-        self.client
-            .publish(msg.0, QoS::AtLeastOnce, false, msg.1)
-            .unwrap();
-    }
-
-    fn expect(&self, suffix: &str) -> Outgoing {
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let (topic, payload) = self
-                .rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("timed out waiting for …{suffix}"));
-            if topic.ends_with(suffix) {
-                return Outgoing { topic, payload };
-            }
-            eprintln!("(skipped {topic} while waiting for …{suffix})");
-        }
-    }
-}
 
 #[test]
 fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
@@ -155,46 +88,26 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let f = Frame::new(
-        g.next_id(),
-        None,
-        unix_now(),
-        Body::Birth(Birth {
-            software: "t".into(),
-            started_at: unix_now(),
-            session: 1,
-            modem: ModemReport::default(),
-            meters: vec![],
-            outbox_len: 0,
-        }),
-    );
-    wire.client
-        .publish(
-            Topic::status(&g.id),
-            QoS::AtLeastOnce,
-            true,
-            f.encode().unwrap(),
-        )
-        .unwrap();
+    wire.birth(&mut g, "t", true);
 
     // The gateway's own scope.
     wire.send(g.attach("gw", Scope::Gateway));
-    let challenge = wire.expect("/down/gw/aka-challenge");
+    let challenge = wire.expect("/down/gw/aka-challenge", None);
     wire.send(g.answer(&challenge));
-    let smc = wire.expect("/down/gw/security-mode");
+    let smc = wire.expect("/down/gw/security-mode", None);
     let (complete, _) = g.complete(&smc);
     wire.send(complete);
-    let (_, ack) = g.open(&wire.expect("/down/gw/ack"));
+    let (_, ack) = g.open(&wire.expect("/down/gw/ack", None));
     assert!(matches!(ack.body, Body::AckDown(_)));
 
     // The meter, on an attach handle.
     let h = handle_scope();
     wire.send(g.attach("MTR-1", h));
-    let challenge = wire.expect("/aka-challenge");
+    let challenge = wire.expect("/aka-challenge", None);
     wire.send(g.answer(&challenge));
-    let (complete, _) = g.complete(&wire.expect("/security-mode"));
+    let (complete, _) = g.complete(&wire.expect("/security-mode", None));
     wire.send(complete);
-    let tid_msg = wire.expect("/tid");
+    let tid_msg = wire.expect("/tid", None);
     wire.send(g.take_tid(&tid_msg));
     let scope = g.meter_scope("MTR-1");
     let tid = scope.tid().unwrap();
@@ -213,7 +126,7 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
         }),
         Some(id),
     ));
-    let ack = wire.expect(&format!("/down/{}/ack", tid.to_hex()));
+    let ack = wire.expect(&format!("/down/{}/ack", tid.to_hex()), None);
     let (_, f) = g.open(&ack);
     assert_eq!(f.body, Body::AckDown(Ack { ids: vec![id] }));
     assert_eq!(
@@ -229,7 +142,7 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
 
     // A top-up bought on the phone reaches the gateway at once.
     let purchase = phone.top_up("MTR-1", 2_000).unwrap();
-    let cmd = wire.expect(&format!("/down/{}/top-up", tid.to_hex()));
+    let cmd = wire.expect(&format!("/down/{}/top-up", tid.to_hex()), None);
     let (_, f) = g.open(&cmd);
     let Body::TopUp(t) = &f.body else {
         panic!("not a top-up")

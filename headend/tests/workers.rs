@@ -25,7 +25,6 @@ use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{SignedToken, TokenVerifier};
 use concentrator_security::SecurityMode;
 use concentrator_uplink::testkit::broker::{self, Broker};
-use rumqttc::QoS;
 use support::wire::Wire;
 use support::*;
 
@@ -115,27 +114,7 @@ fn three_workers_one_killed_lose_nothing_and_do_nothing_twice() {
     let mut g = p.gateway("gw-1", vec![SecurityMode::AES, SecurityMode::KASUMI]);
     let wire = Wire::connect(&b, "gw-1");
     std::thread::sleep(Duration::from_millis(300));
-    let birth = Frame::new(
-        g.next_id(),
-        None,
-        unix_now(),
-        Body::Birth(Birth {
-            software: "t".into(),
-            started_at: unix_now(),
-            session: 1,
-            modem: ModemReport::default(),
-            meters: vec![],
-            outbox_len: 0,
-        }),
-    );
-    wire.client
-        .publish(
-            Topic::status(&g.id),
-            QoS::AtLeastOnce,
-            false,
-            birth.encode().unwrap(),
-        )
-        .unwrap();
+    wire.birth(&mut g, "t", false);
 
     // AKA for the meter: each step may reach another worker (the run is in the store).
     let h = handle(9);

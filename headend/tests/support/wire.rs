@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use concentrator_headend::engine::Outgoing;
+use concentrator_protocol::{unix_now, Birth, Body, Frame, ModemReport, Topic};
 use concentrator_uplink::mqtt::TlsIdentity;
 use concentrator_uplink::testkit::broker::Broker;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
@@ -55,6 +56,31 @@ impl Wire {
     pub fn send(&self, msg: (String, Vec<u8>)) {
         self.client
             .publish(msg.0, QoS::AtLeastOnce, false, msg.1)
+            .unwrap();
+    }
+
+    /// Publishes the gateway's birth on its status topic, as a daemon does when it starts.
+    pub fn birth(&self, g: &mut super::GatewaySide, software: &str, retain: bool) {
+        let frame = Frame::new(
+            g.next_id(),
+            None,
+            unix_now(),
+            Body::Birth(Birth {
+                software: software.into(),
+                started_at: unix_now(),
+                session: 1,
+                modem: ModemReport::default(),
+                meters: vec![],
+                outbox_len: 0,
+            }),
+        );
+        self.client
+            .publish(
+                Topic::status(&g.id),
+                QoS::AtLeastOnce,
+                retain,
+                frame.encode().unwrap(),
+            )
             .unwrap();
     }
 
