@@ -136,6 +136,13 @@ impl Kind {
     }
 }
 
+/// A kind as people and topics name it (`top-up`, `readings`).
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.topic_name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

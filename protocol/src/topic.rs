@@ -27,6 +27,16 @@ pub enum Scope {
     Meter(Tid),
 }
 
+/// "the gateway", or "meter TID" with the TID in hex as in topics.
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Gateway => f.write_str("the gateway"),
+            Scope::Meter(t) => write!(f, "meter {t}"),
+        }
+    }
+}
+
 impl Scope {
     /// The TID, if a meter's.
     pub fn tid(self) -> Option<Tid> {

@@ -128,7 +128,7 @@ impl Channels for StaticChannels {
                 .and_then(|()| self.store.flush(Tree::Counts));
             if let Err(err) = written {
                 // Sealing without a durable reservation could repeat a COUNT after a restart.
-                log::error!("uplink: cannot reserve envelope counters for {scope:?}: {err}; its messages wait");
+                log::error!("uplink: cannot reserve envelope counters for {scope}: {err}; its messages wait");
                 return None;
             }
             e.reserved = end;
@@ -144,7 +144,7 @@ impl Channels for StaticChannels {
             .store
             .put(Tree::Counts, &scope_key(b'r', scope), &last.to_be_bytes())
         {
-            log::error!("uplink: cannot store the last received COUNT of {scope:?}: {e}");
+            log::error!("uplink: cannot store the last received COUNT of {scope}: {e}");
         }
     }
 }

@@ -297,7 +297,7 @@ impl AppendOutbox for SledOutbox {
         let frame = Frame::new(id, scope.tid(), created_at, body);
         let octets = frame.encode().map_err(|e| OutboxError::Encode {
             outbox: NAME,
-            kind: format!("{kind:?}"),
+            kind: format!("{kind}"),
             reason: e.to_string(),
         })?;
         let k = key(priority, id.seq());

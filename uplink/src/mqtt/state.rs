@@ -492,7 +492,7 @@ impl<D> Machine<D> {
             .get(&scope)
             .is_none_or(|t| now.mono.saturating_duration_since(*t) >= NO_CONTEXT_LOG);
         if due {
-            log::warn!("uplink: no security context for {scope:?}; its messages wait in the outbox until AKA completes");
+            log::warn!("uplink: no security context for {scope}; its messages wait in the outbox until AKA completes");
             self.unsealable.insert(scope, now.mono);
         }
     }
@@ -589,17 +589,13 @@ impl<D> Machine<D> {
             return Taken::Yes;
         }
         if self.running.iter().any(|r| r.id == id) {
-            log::info!(
-                "uplink: {kind:?} {id} is still being carried out; it is answered when done"
-            );
+            log::info!("uplink: {kind} {id} is still being carried out; it is answered when done");
             self.parts.channels.opened(scope);
             return Taken::Yes;
         }
         match self.parts.executed.result_of(&id) {
             Ok(Some(_)) => {
-                log::info!(
-                    "uplink: {kind:?} {id} was already carried out; answering, not executing"
-                );
+                log::info!("uplink: {kind} {id} was already carried out; answering, not executing");
                 self.counters.repeats += 1;
                 self.parts.channels.opened(scope);
                 self.answer(scope, kind, id, result_code::ALREADY_DONE, None, now, out);
@@ -608,7 +604,7 @@ impl<D> Machine<D> {
             Ok(None) => {}
             Err(e) => {
                 // Cannot tell whether it ran: do not run it, and do not let the broker forget it.
-                log::error!("uplink: {e}; {kind:?} {id} not carried out; it is taken again when delivered again");
+                log::error!("uplink: {e}; {kind} {id} not carried out; it is taken again when delivered again");
                 return Taken::No;
             }
         }
@@ -670,11 +666,11 @@ impl<D> Machine<D> {
         // offline) must run again when the head-end sends the same command again.
         if result_code::is_final(outcome.code) {
             if let Err(e) = self.parts.executed.record(&id, outcome.code) {
-                log::error!("uplink: {e}; {kind:?} {id} ran but could not be recorded");
+                log::error!("uplink: {e}; {kind} {id} ran but could not be recorded");
             }
         } else {
             log::info!(
-                "uplink: {kind:?} {id} not carried out for now ({}); it runs again when sent again",
+                "uplink: {kind} {id} not carried out for now ({}); it runs again when sent again",
                 outcome.reason.as_deref().unwrap_or("temporary failure")
             );
             self.counters.temporary += 1;
@@ -718,9 +714,9 @@ impl<D> Machine<D> {
         why: &str,
         now: Now,
     ) {
-        log::warn!("uplink: refused {kind:?} on {topic}: {why}");
+        log::warn!("uplink: refused {kind} on {topic}: {why}");
         self.counters.refused += 1;
-        let mut detail = format!("{kind:?} on {topic}: {why}");
+        let mut detail = format!("{kind} on {topic}: {why}");
         detail.truncate(detail.floor_char_boundary(256));
         let event = Body::Event(Report {
             at: now.unix,
