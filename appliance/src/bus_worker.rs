@@ -11,13 +11,14 @@ use std::time::Duration;
 use concentrator_plugin_host::Quantity;
 
 use crate::buses::{self, OpenBus};
-use crate::config::{BusConfig, Config, MeterConfig};
+use crate::config::{BusConfig, MeterConfig};
 use crate::drivers::{driver_config, pack_address, Drivers};
-use crate::health::{Health, Worker, WorkerKind, WorkerState};
-use crate::prepay::{Prepay, SchedulerHandles};
+use crate::health::{Worker, WorkerKind, WorkerState};
+use crate::prepay::SchedulerHandles;
 use crate::scheduler::{BusScheduler, ReadingSink, ScheduledMeter, SchedulerPolicy};
 use crate::status::StatusBoard;
 use crate::uplink::UplinkQueue;
+use crate::workers::WorkerContext;
 
 /// Retry delays for a bus whose device cannot be opened (USB adapter unplugged, port busy).
 const REOPEN_BACKOFF: [Duration; 4] = [
@@ -27,30 +28,9 @@ const REOPEN_BACKOFF: [Duration; 4] = [
     Duration::from_secs(60),
 ];
 
-/// What the bus workers share with the rest of the daemon.
-#[derive(Debug)]
-pub struct BusContext<'a> {
-    /// The configuration (the buses, and the meters on each).
-    pub config: &'a Config,
-    /// The loaded drivers.
-    pub drivers: &'a Arc<Drivers>,
-    /// The status board.
-    pub status: &'a Arc<StatusBoard>,
-    /// The workers' health.
-    pub health: &'a Health,
-    /// Set to stop.
-    pub stop: &'a Arc<AtomicBool>,
-    /// With `[ledger]`: where readings go, per bus.
-    pub prepay: Option<&'a Prepay>,
-    /// With `[uplink]`: the outbox readings are queued in.
-    pub queue: Option<&'a UplinkQueue>,
-    /// Where each bus's scheduler handle is registered.
-    pub handles: &'a SchedulerHandles,
-}
-
 /// Opens every bus and starts its worker. A bus that cannot be opened is logged and retried in the
 /// background; the others run regardless.
-pub fn start_all(cx: &BusContext<'_>) -> Vec<JoinHandle<()>> {
+pub fn start_all(cx: &WorkerContext<'_>) -> Vec<JoinHandle<()>> {
     let mut workers = Vec::new();
     for bus in &cx.config.buses {
         let worker = cx.health.register(WorkerKind::Bus, bus.name.get_ref());

@@ -118,7 +118,7 @@ impl Daemon {
                 )
             })
             .transpose()?;
-        let zigbee = crate::zigbee::Zigbee::start(crate::zigbee::ZigbeeContext {
+        let workers = crate::workers::WorkerContext {
             config,
             drivers: &drivers,
             status: &status,
@@ -127,8 +127,8 @@ impl Daemon {
             prepay: prepay.as_ref(),
             queue: queue.as_ref(),
             handles: &handles,
-            ledger_db: ledger_db.as_ref(),
-        })?;
+        };
+        let zigbee = crate::zigbee::Zigbee::start(&workers, ledger_db.as_ref())?;
         let mut routes = crate::control::ControlRoutes::default();
         zigbee.add_routes(&mut routes);
         let hub = crate::web::Hub::new(Arc::clone(&status));
@@ -162,16 +162,7 @@ impl Daemon {
                 None
             }
         };
-        let workers = crate::bus_worker::start_all(&crate::bus_worker::BusContext {
-            config,
-            drivers: &drivers,
-            status: &status,
-            health: &health,
-            stop: &stop,
-            prepay: prepay.as_ref(),
-            queue: queue.as_ref(),
-            handles: &handles,
-        });
+        let workers = crate::bus_worker::start_all(&workers);
         Ok(Daemon {
             health,
             status,

@@ -27,4 +27,5 @@ pub mod sim_meters;
 pub mod status;
 pub mod uplink;
 pub mod web;
+pub mod workers;
 pub mod zigbee;

@@ -14,7 +14,6 @@ pub mod store;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -23,43 +22,16 @@ use std::time::Duration;
 use concentrator_plugin_host::DeviceAddress;
 use serde_json::{json, Value};
 
-use crate::config::Config;
 use crate::control::ControlRoutes;
-use crate::drivers::Drivers;
-use crate::health::{Health, WorkerKind};
-use crate::prepay::{Prepay, SchedulerHandles};
+use crate::health::WorkerKind;
 use crate::scheduler::{ReadingSink, SchedulerHandle};
-use crate::status::StatusBoard;
-use crate::uplink::UplinkQueue;
+use crate::workers::WorkerContext;
 use store::DeviceStore;
 use worker::{ToWorker, WorkerSetup, ZigbeeWorker};
 
 /// How long a control request waits for its worker (a permit-join or a leave waits for the
 /// coordinator's answer).
 const CONTROL_WAIT: Duration = Duration::from_secs(35);
-
-/// What the Zigbee workers are started with.
-#[derive(Debug)]
-pub struct ZigbeeContext<'a> {
-    /// The configuration.
-    pub config: &'a Config,
-    /// The loaded drivers.
-    pub drivers: &'a Arc<Drivers>,
-    /// The status board.
-    pub status: &'a Arc<StatusBoard>,
-    /// The health registry.
-    pub health: &'a Health,
-    /// The stop flag.
-    pub stop: &'a Arc<AtomicBool>,
-    /// With `[ledger]`: the ledger (readings go to it).
-    pub prepay: Option<&'a Prepay>,
-    /// With `[uplink]`: the outbox (readings go to it).
-    pub queue: Option<&'a UplinkQueue>,
-    /// Where the workers register their relay handles.
-    pub handles: &'a SchedulerHandles,
-    /// With `[ledger]`: the ledger's database, which keeps the device tables too.
-    pub ledger_db: Option<&'a sled::Db>,
-}
 
 /// The running Zigbee workers.
 #[derive(Debug, Default)]
@@ -70,12 +42,12 @@ pub struct Zigbee {
 
 impl Zigbee {
     /// Starts a worker per coordinator. Fails when the device tables cannot be opened.
-    pub fn start(cx: ZigbeeContext<'_>) -> Result<Zigbee, String> {
+    pub fn start(cx: &WorkerContext<'_>, ledger_db: Option<&sled::Db>) -> Result<Zigbee, String> {
         let config = cx.config;
         if config.zigbee.is_empty() {
             return Ok(Zigbee::default());
         }
-        let db = store::open_db(&config.gateway.store, cx.ledger_db)?;
+        let db = store::open_db(&config.gateway.store, ledger_db)?;
         let mut zigbee = Zigbee::default();
         for z in &config.zigbee {
             let name = z.name.get_ref().clone();
