@@ -11,7 +11,7 @@
 use std::fmt;
 
 use crate::audit::{self, AuditError, AuditHead, VerifyReport};
-use crate::store::{Keyspace, Store};
+use crate::store::Store;
 use crate::LedgerError;
 
 /// Where the chain stood when the anchor was taken: its length and the hash of its last entry.
@@ -105,17 +105,7 @@ pub fn check_against<S: Store + ?Sized>(
         }
     }
     let seq = anchor.len - 1;
-    let value = store
-        .get(Keyspace::Audit, &seq.to_be_bytes())?
-        .ok_or(AuditError::Gap {
-            expected: seq,
-            found: seq + 1,
-        })?;
-    let stored = value
-        .len()
-        .checked_sub(32)
-        .map(|cut| &value[cut..])
-        .unwrap_or_default();
+    let stored = audit::stored_hash(store, seq)?;
     if stored != anchor.head {
         return Err(AuditError::AnchorMismatch { seq }.into());
     }
@@ -126,7 +116,7 @@ pub fn check_against<S: Store + ?Sized>(
 mod tests {
     use super::*;
     use crate::audit::AuditEvent;
-    use crate::store::{Batch, MemStore};
+    use crate::store::{Batch, Keyspace, MemStore};
 
     fn chain(n: u64) -> (MemStore, Vec<AuditAnchor>) {
         let store = MemStore::new();

@@ -230,7 +230,7 @@ impl<S: Store> Ledger<S> {
         let end = anchor
             .len
             .min(base.len.saturating_add(policy.max_entries.max(1)));
-        let end_hash = entry_hash(&self.store, end - 1)?;
+        let end_hash = audit::stored_hash(&self.store, end - 1)?;
         let meters = check::recompute_until(&self.store, end)?;
         let new_base = AuditBase {
             len: end,
@@ -268,23 +268,6 @@ impl<S: Store> Ledger<S> {
             deleted,
         })
     }
-}
-
-fn entry_hash<S: Store + ?Sized>(store: &S, seq: u64) -> Result<[u8; 32], LedgerError> {
-    let value = store
-        .get(Keyspace::Audit, &seq.to_be_bytes())?
-        .ok_or(AuditError::Gap {
-            expected: seq,
-            found: seq + 1,
-        })?;
-    let cut = value.len().checked_sub(32).ok_or(LedgerError::Corrupt {
-        keyspace: Keyspace::Audit.name(),
-        key: seq.to_string(),
-        reason: "shorter than its hash".into(),
-    })?;
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(&value[cut..]);
-    Ok(hash)
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> LedgerError {

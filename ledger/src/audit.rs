@@ -624,6 +624,17 @@ fn seq_of(key: &[u8]) -> Result<u64, LedgerError> {
     Ok(u64::from_be_bytes(arr))
 }
 
+/// The chain hash stored with entry `seq`; a missing entry is a gap in the chain.
+pub(crate) fn stored_hash<S: Store + ?Sized>(store: &S, seq: u64) -> Result<[u8; 32], LedgerError> {
+    let value = store
+        .get(Keyspace::Audit, &seq.to_be_bytes())?
+        .ok_or(AuditError::Gap {
+            expected: seq,
+            found: seq + 1,
+        })?;
+    split_value(seq, &value).map(|(_, hash)| hash)
+}
+
 fn split_value(seq: u64, value: &[u8]) -> Result<(&[u8], [u8; 32]), LedgerError> {
     let cut = value
         .len()
