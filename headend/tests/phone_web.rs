@@ -721,21 +721,7 @@ fn the_live_stream_pushes_a_low_credit_alert() {
     let mut window = SqnWindow::default();
     let (_, s) = login(&r, &k, &opc, &mut window, "correct horse");
     let token = s["token"].as_str().unwrap();
-    let mut ws = tls(r.addr);
-    write!(ws, "GET /api/live HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        ws.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    assert!(
-        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    ws_send(&mut ws, &json!({"auth": token}).to_string());
-    assert_eq!(ws_recv(&mut ws)["type"], "hello");
+    let mut ws = live(&r, token);
     r.orders.send(Order::LowCredit(150)).unwrap();
     let n = ws_recv(&mut ws);
     assert_eq!(
