@@ -313,16 +313,7 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64) {
     let p = Pilot::on_postgres("load", Some(format!("mqtts://localhost:{}", b.port)))
         .expect("PostgreSQL for the load generator (sudo apt-get install -y postgresql)");
     std::fs::write(p.dir.0.join("spec.toml"), spec(gateways, meters)).unwrap();
-    let mqtt = p.dir.0.join("mqtt");
-    std::fs::create_dir_all(&mqtt).unwrap();
-    let he_cert = b.pki.client("head-end");
-    std::fs::write(mqtt.join("ca.pem"), b.pki.ca_pem()).unwrap();
-    std::fs::write(mqtt.join("he.pem"), he_cert.cert_pem).unwrap();
-    std::fs::write(mqtt.join("he.key"), he_cert.key_pem).unwrap();
-    let mut config = p.config.clone();
-    config.mqtt.ca = mqtt.join("ca.pem");
-    config.mqtt.cert = mqtt.join("he.pem");
-    config.mqtt.key = mqtt.join("he.key");
+    let mut config = p.config_for_broker(&b);
     config.mqtt.shared_group = Some("headend".into());
     config.store.pool = 16;
     config.tokens.max_minor = 10_000_000;

@@ -28,16 +28,7 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
     let b = Broker::start();
     let p = Pilot::with_broker("mqtt", Some(format!("mqtts://localhost:{}", b.port)));
     // The broker's own test PKI: the head-end's MQTT files come from it.
-    let mqtt = p.dir.0.join("mqtt");
-    std::fs::create_dir_all(&mqtt).unwrap();
-    let he_cert = b.pki.client("head-end");
-    std::fs::write(mqtt.join("ca.pem"), b.pki.ca_pem()).unwrap();
-    std::fs::write(mqtt.join("he.pem"), he_cert.cert_pem).unwrap();
-    std::fs::write(mqtt.join("he.key"), he_cert.key_pem).unwrap();
-    let mut config = p.config.clone();
-    config.mqtt.ca = mqtt.join("ca.pem");
-    config.mqtt.cert = mqtt.join("he.pem");
-    config.mqtt.key = mqtt.join("he.key");
+    let config = p.config_for_broker(&b);
     let he = HeadEnd::open(config).unwrap();
     p.provision(&he.store());
     let phones = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

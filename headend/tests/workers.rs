@@ -80,16 +80,7 @@ fn three_workers_one_killed_lose_nothing_and_do_nothing_twice() {
     else {
         return;
     };
-    let mqtt = p.dir.0.join("mqtt");
-    std::fs::create_dir_all(&mqtt).unwrap();
-    let he_cert = b.pki.client("head-end");
-    std::fs::write(mqtt.join("ca.pem"), b.pki.ca_pem()).unwrap();
-    std::fs::write(mqtt.join("he.pem"), he_cert.cert_pem).unwrap();
-    std::fs::write(mqtt.join("he.key"), he_cert.key_pem).unwrap();
-    let mut config = p.config.clone();
-    config.mqtt.ca = mqtt.join("ca.pem");
-    config.mqtt.cert = mqtt.join("he.pem");
-    config.mqtt.key = mqtt.join("he.key");
+    let mut config = p.config_for_broker(&b);
     config.mqtt.shared_group = Some("headend".into());
     config.reconcile.result_timeout_s = 3;
     let conf = config.base.join("headend.toml");

@@ -96,6 +96,22 @@ pub struct Pilot {
 }
 
 impl Pilot {
+    /// The pilot's configuration with the head-end's MQTT files (CA, certificate, key) issued by the
+    /// test broker's own PKI and written under the pilot's directory.
+    pub fn config_for_broker(&self, b: &concentrator_uplink::testkit::broker::Broker) -> Config {
+        let mqtt = self.dir.0.join("mqtt");
+        std::fs::create_dir_all(&mqtt).unwrap();
+        let he_cert = b.pki.client("head-end");
+        std::fs::write(mqtt.join("ca.pem"), b.pki.ca_pem()).unwrap();
+        std::fs::write(mqtt.join("he.pem"), he_cert.cert_pem).unwrap();
+        std::fs::write(mqtt.join("he.key"), he_cert.key_pem).unwrap();
+        let mut config = self.config.clone();
+        config.mqtt.ca = mqtt.join("ca.pem");
+        config.mqtt.cert = mqtt.join("he.pem");
+        config.mqtt.key = mqtt.join("he.key");
+        config
+    }
+
     /// `init` and `provision` (local bundle paths) into a temp dir; the store is the pilot's sled.
     pub fn new(tag: &str) -> Pilot {
         Self::with_broker(tag, None)
