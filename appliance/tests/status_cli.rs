@@ -29,10 +29,7 @@ fn status_of(status: &Status, name: &str) -> (Option<i32>, String) {
 
 #[test]
 fn a_missing_adapter_names_each_dwelling_a_cut_dwelling_is_a_problem_and_problems_exit_1() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = concentrator_protocol::unix_now();
     let mut status = Status {
         gateway: "gw".into(),
         updated_unix: now,
@@ -97,10 +94,7 @@ fn a_missing_adapter_names_each_dwelling_a_cut_dwelling_is_a_problem_and_problem
 /// Issue #15: with the Zigbee stick missing, each Zigbee meter was told to "pair it with permit-join".
 #[test]
 fn a_missing_zigbee_stick_is_one_problem_naming_the_stick() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = concentrator_protocol::unix_now();
     let mut status = Status {
         gateway: "gw".into(),
         updated_unix: now,
@@ -151,10 +145,7 @@ fn a_missing_zigbee_stick_is_one_problem_naming_the_stick() {
 /// Issue #15: the meter of a quarantined plugin was reported as "check its wiring".
 #[test]
 fn a_faulting_driver_is_a_software_fault_not_the_wiring() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = concentrator_protocol::unix_now();
     let mut status = Status {
         gateway: "gw".into(),
         updated_unix: now,
@@ -193,10 +184,7 @@ fn a_faulting_driver_is_a_software_fault_not_the_wiring() {
 /// the driver itself was out of service.
 #[test]
 fn a_quarantined_plugin_is_not_active_and_its_meters_are_a_software_fault() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = concentrator_protocol::unix_now();
     let mut status = Status {
         gateway: "gw".into(),
         updated_unix: now,
