@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use concentrator_mpc::backend::Notice;
 use concentrator_mpc::feed::{feed, NoticeFeed, NoticeSender, DEFAULT_CAPACITY};
-use concentrator_protocol::result_code;
+use concentrator_protocol::{result_code, unix_now};
 
 use crate::store::{Store, TokenState};
 
@@ -53,12 +53,6 @@ impl Default for Notifier {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Notifier {

@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_now;
 use crate::config::{Role, WebUser};
 
 /// The session cookie's name.
@@ -53,12 +54,6 @@ struct SavedSession {
 /// How often a session's refresh is written to the file at most (a restart may then end a session
 /// this much early).
 const SAVE_REFRESH_EVERY: u64 = 60;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// The Unix time of `at`, an instant of this process.
 fn unix_of(at: Instant) -> u64 {

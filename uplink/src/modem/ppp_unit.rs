@@ -117,9 +117,7 @@ impl PppUnit {
     /// Not requested yet. Sequence numbers start from the time, so a restarted daemon never repeats one
     /// the helper may still be serving.
     pub fn new(cfg: PppUnitConfig) -> Self {
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs());
+        let seq = concentrator_protocol::unix_now().max(1);
         PppUnit {
             cfg,
             seq,
