@@ -343,14 +343,27 @@ function parseAmount(text, currency) {
   return Number(whole) * 10 ** d + Number((frac + '0'.repeat(d)).slice(0, d) || 0);
 }
 
+// The steps of the purchase on show never go back: an answer or a poll that left before a pushed
+// step came (the pushed "applied" can overtake the top-up's own answer) must not undo it.
+const STEP_RANK = { paid: 0, delivered: 1, applied: 2, refused: 2 };
+
 function progress(step, reason, advice) {
   const order = ['paid', 'delivered', 'applied'];
+  const p = state.pending;
+  if (p) {
+    if (p.shown === 2 || STEP_RANK[step] < (p.shown ?? 0)) return false;
+    p.shown = STEP_RANK[step];
+  }
   $('progress').hidden = false;
   for (const li of $('progress').children) {
     li.classList.remove('done', 'failed');
     if (step === 'refused') {
       if (li.dataset.step !== 'applied') li.classList.add('done'); else { li.classList.add('failed'); li.textContent = `Refused: ${reason}`; }
-    } else if (order.indexOf(li.dataset.step) <= order.indexOf(step)) li.classList.add('done');
+    } else {
+      // A refusal of an earlier purchase rewrote this line.
+      if (li.dataset.step === 'applied') li.textContent = 'Applied';
+      if (order.indexOf(li.dataset.step) <= order.indexOf(step)) li.classList.add('done');
+    }
   }
   if (step === 'applied' && state.pending) {
     if (!state.pending.appliedAt) state.pending.appliedAt = performance.now();
@@ -358,6 +371,7 @@ function progress(step, reason, advice) {
     say('topup-msg', 'Applied: the meter has the credit.');
   }
   if (step === 'refused') say('topup-msg', `The meter refused the token: ${reason}. ${advice || 'Your payment stays in the utility\'s payment record: call the utility to have it refunded.'} The token is kept on this phone (Tokens) and in your history.`, true);
+  return true;
 }
 
 function startTopup(e) {
@@ -389,11 +403,12 @@ async function pay() {
     state.confirm = null;
     $('confirm').hidden = true;
     mergePurchases([p]);
+    // Shown before anything is awaited: a step pushed meanwhile lands on top of this answer.
+    const shown = progress(p.state === 'refused' ? 'refused' : p.state, p.reason, p.advice);
+    if (shown && p.state !== 'applied' && p.state !== 'refused') say('topup-msg', `Paid ${money(p.amount_minor, p.currency)}. Waiting for the meter…`);
+    showOutcome();
     await saveLast();
     renderTokens();
-    progress(p.state === 'refused' ? 'refused' : p.state, p.reason, p.advice);
-    if (p.state !== 'applied' && p.state !== 'refused') say('topup-msg', `Paid ${money(p.amount_minor, p.currency)}. Waiting for the meter…`);
-    showOutcome();
     watchPending();
   } catch (e) {
     $('pay').disabled = false;
@@ -412,7 +427,7 @@ async function watchPending() {
       const list = await api('/api/purchases');
       const p = list.find((x) => x.meter === p0.meter && x.serial === p0.serial);
       if (p && state.pending === p0 && !p0.appliedAt) {
-        progress(p.state, p.reason, p.advice);
+        if (!progress(p.state, p.reason, p.advice)) continue;
         if (p.state === 'refused') return;
         if (p.reason) say('topup-msg', `The meter cannot take it yet: ${p.reason}. ${p.advice || ''}`);
       }

@@ -188,6 +188,22 @@ def late_and_refused(page):
     expect(msg).to_contain_text("The meter refused the token: token expired", timeout=10000)
     expect(msg).to_contain_text("call the utility with meter MTR-1")
     shot(page, "topup-refused.png")
+    # The next purchase, its own answer held back until the pushed "applied" has overtaken it: the
+    # steps end at Applied (not back at Paid), and the refusal's words are gone.
+    def held(route):
+        answer = route.fetch()
+        time.sleep(1.5)
+        route.fulfill(response=answer)
+    page.route("**/api/topup", held)
+    try:
+        buy(page, "1,00")
+        applied = page.locator('#progress li[data-step="applied"]')
+        expect(applied).to_have_class(re.compile("done"), timeout=10000)
+        expect(applied).to_have_text("Applied")
+        expect(msg).to_have_text("Applied: the meter has the credit.")
+        expect(page.locator('#progress li.done')).to_have_count(3)
+    finally:
+        page.unroute("**/api/topup")
 
 
 @step("the history shows what happened, in the phone's time zone")
