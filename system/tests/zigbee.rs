@@ -1,4 +1,5 @@
-//! Zigbee in the daemon, with the real `concentratord` binary: our coordinator emulator holds the master
+//! Zigbee in the daemon, with the real `concentratord` binary (here, outside appliance/, because the
+//! daemon's crate must not depend on any coordinator's driver, not even for its tests): our coordinator emulator holds the master
 //! side of a pseudo-terminal in the test process, and the daemon opens the slave side as its coordinator's
 //! serial port (`backend = "linux"`), so the test sees the emulated meters' state while the daemon runs.
 //!
@@ -7,6 +8,8 @@
 //! that keeps the device table; with `[ledger]`, a cut-off and a restore delivered to the meter; and
 //! the daemon's memory with 64 emulated meters.
 
+// The appliance's test helpers (a throwaway PKI, ledger rules, token drops), shared rather than copied.
+#[path = "../../appliance/tests/common/setup.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -19,8 +22,11 @@ use concentrator_driver_znp::IeeeAddress;
 use concentrator_hal::linux::SerialStreamPort;
 use concentrator_hal::pty::PtyPair;
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_concentratord");
-const CLI: &str = env!("CARGO_BIN_EXE_concentrator");
+/// The daemon and the CLI built beside this test (`cargo test --workspace` builds them; alone:
+/// `cargo build -p concentrator-appliance --bins`).
+fn binary(name: &str) -> PathBuf {
+    concentrator_system::sibling_binary(name).unwrap_or_else(|e| panic!("{e}"))
+}
 
 /// Short driver timeouts, and meters that report every second.
 const OPTIONS: &str = "{ srsp_timeout_ms = 500, reset_timeout_ms = 500, retry_backoff_ms = 300, zcl_timeout_ms = 3000, report_min_s = 1, report_max_s = 1 }";
@@ -61,7 +67,7 @@ impl Daemon {
         std::fs::write(&path, config).unwrap();
         let runs = std::fs::read_dir(dir).map_or(0, |d| d.count());
         let log = dir.join(format!("daemon-{runs}.log"));
-        let child = Command::new(DAEMON)
+        let child = Command::new(binary("concentratord"))
             .args(["--config", path.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -111,7 +117,7 @@ impl Daemon {
         let socket = self.socket();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--socket", socket.to_str().unwrap()]);
-        Command::new(CLI).args(&all).output().unwrap()
+        Command::new(binary("concentrator")).args(&all).output().unwrap()
     }
 
     fn stop(&mut self) -> String {
@@ -250,7 +256,7 @@ fn cold_start_pairing_readings_and_meters_leaving() {
     assert!(table.contains("0x0000,0x0702,0x0705"), "{table}");
     assert!(table.contains("Z-1"), "{table}");
     // `concentrator status` shows them among the meters, online with their energy.
-    let out = Command::new(CLI)
+    let out = Command::new(binary("concentrator"))
         .args(["status", "--file"])
         .arg(dir.join("store/status.json"))
         .output()
