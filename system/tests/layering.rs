@@ -71,5 +71,8 @@ fn the_uplink_does_not_know_the_ledger() {
          daemon (appliance/src/uplink) and the durable sync helper to concentrator-durable"
     );
     let users = files_naming(&root().join("uplink"), "concentrator_ledger");
-    assert!(users.is_empty(), "these files under uplink/ use concentrator_ledger: {users:?}");
+    assert!(
+        users.is_empty(),
+        "these files under uplink/ use concentrator_ledger: {users:?}"
+    );
 }

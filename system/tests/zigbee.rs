@@ -117,7 +117,10 @@ impl Daemon {
         let socket = self.socket();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--socket", socket.to_str().unwrap()]);
-        Command::new(binary("concentrator")).args(&all).output().unwrap()
+        Command::new(binary("concentrator"))
+            .args(&all)
+            .output()
+            .unwrap()
     }
 
     fn stop(&mut self) -> String {
