@@ -260,6 +260,14 @@ pub struct Reconcile {
     /// A top-up command without a result after this many seconds is sent again.
     #[serde(default = "default_result_timeout")]
     pub result_timeout_s: u64,
+    /// The gateways' audit anchors recorded here are confirmed to them (0x8D, so they may archive
+    /// below) at most every this many seconds per gateway.
+    #[serde(default = "default_anchor_confirm_every")]
+    pub anchor_confirm_every_s: u64,
+}
+
+fn default_anchor_confirm_every() -> u64 {
+    3600
 }
 
 fn default_interval() -> u64 {
@@ -274,6 +282,7 @@ impl Default for Reconcile {
         Reconcile {
             interval_s: default_interval(),
             result_timeout_s: default_result_timeout(),
+            anchor_confirm_every_s: default_anchor_confirm_every(),
         }
     }
 }

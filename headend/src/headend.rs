@@ -173,6 +173,7 @@ impl HeadEnd {
                 dedup_capacity: c.store.dedup_per_gateway,
                 reconcile_interval: c.reconcile.interval_s,
                 result_timeout: c.reconcile.result_timeout_s,
+                anchor_confirm_every: c.reconcile.anchor_confirm_every_s,
                 receipts: ReceiptVerifier::new(vec![ca]),
                 statements: token_signer(c)?,
             },

@@ -183,6 +183,18 @@ impl Default for ArchivePolicy {
     }
 }
 
+/// Meta key of the newest anchor the head-end confirmed it recorded ([`crate::Ledger::keep_confirmed_anchor`]).
+pub const CONFIRMED_KEY: &[u8] = b"audit_confirmed_anchor";
+
+/// What [`crate::Ledger::keep_confirmed_anchor`] did with a confirmed anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnchorKept {
+    /// Kept: the newest confirmed anchor now.
+    Kept,
+    /// No newer than the one already kept: nothing changed.
+    AlreadyKept,
+}
+
 /// What one [`crate::Ledger::archive_through`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ArchiveReport {
@@ -267,6 +279,119 @@ impl<S: Store> Ledger<S> {
             file,
             deleted,
         })
+    }
+}
+
+impl<S: Store> Ledger<S> {
+    /// The newest anchor the head-end confirmed it recorded, if any.
+    pub fn confirmed_anchor(&self) -> Result<Option<AuditAnchor>, LedgerError> {
+        let Some(v) = self.store.get(Keyspace::Meta, CONFIRMED_KEY)? else {
+            return Ok(None);
+        };
+        if v.len() != 40 {
+            return Err(LedgerError::Corrupt {
+                keyspace: Keyspace::Meta.name(),
+                key: "audit_confirmed_anchor".into(),
+                reason: format!("{} octets, not 40", v.len()),
+            });
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&v[..8]);
+        let mut head = [0u8; 32];
+        head.copy_from_slice(&v[8..]);
+        Ok(Some(AuditAnchor {
+            len: u64::from_be_bytes(len),
+            head,
+        }))
+    }
+
+    /// Keeps `anchor`, which the head-end says it recorded, as the newest confirmed anchor, durably
+    /// (flushed before this returns, so the confirmation can be acknowledged). It must be on this
+    /// chain: an anchor of a chain this store never had (a replaced store) or beyond the durable head is
+    /// an error naming it, and nothing is kept.
+    pub fn keep_confirmed_anchor(
+        &mut self,
+        anchor: &AuditAnchor,
+    ) -> Result<AnchorKept, LedgerError> {
+        if self.unflushed {
+            self.flush()?;
+        }
+        if anchor.len == 0 {
+            return Ok(AnchorKept::AlreadyKept);
+        }
+        if self
+            .confirmed_anchor()?
+            .is_some_and(|c| anchor.len <= c.len)
+        {
+            return Ok(AnchorKept::AlreadyKept);
+        }
+        if anchor.len > self.durable_head.next_seq {
+            return Err(AuditError::BeyondHead {
+                anchor_len: anchor.len,
+                entries: self.durable_head.next_seq,
+            }
+            .into());
+        }
+        let base = AuditBase::load(&self.store)?.unwrap_or_default();
+        let on_chain = if anchor.len < base.len {
+            // Below the base: covered by the base's seal; nothing newer to keep.
+            return Ok(AnchorKept::AlreadyKept);
+        } else if anchor.len == base.len {
+            base.hash == anchor.head
+        } else {
+            audit::stored_hash(&self.store, anchor.len - 1)? == anchor.head
+        };
+        if !on_chain {
+            return Err(AuditError::AnchorMismatch {
+                seq: anchor.len - 1,
+            }
+            .into());
+        }
+        let mut value = anchor.len.to_be_bytes().to_vec();
+        value.extend_from_slice(&anchor.head);
+        let mut txn = self.begin();
+        txn.batch.put(Keyspace::Meta, CONFIRMED_KEY, value);
+        self.finish(txn, true)?;
+        Ok(AnchorKept::Kept)
+    }
+
+    /// Archives what is due: the entries below the newest confirmed anchor that are older than
+    /// `keep_s` seconds (the recent past stays in the store for `concentrator audit` and the installer),
+    /// at most `policy.max_entries` of them. `None` when nothing is due.
+    pub fn archive_due(
+        &mut self,
+        keep_s: u64,
+        policy: &ArchivePolicy,
+        now: u64,
+    ) -> Result<Option<ArchiveReport>, LedgerError> {
+        let Some(confirmed) = self.confirmed_anchor()? else {
+            return Ok(None);
+        };
+        let base = AuditBase::load(&self.store)?.unwrap_or_default();
+        if confirmed.len <= base.len {
+            return Ok(None);
+        }
+        // The first entry at or after the cut-off time, between the base and the anchor (the chain's
+        // times rise; a clock stepped back only makes the cut a little earlier).
+        let cutoff = now.saturating_sub(keep_s);
+        let (mut lo, mut hi) = (base.len, confirmed.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if audit::stored_time(&self.store, mid)? < cutoff {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let end = lo;
+        if end <= base.len {
+            return Ok(None);
+        }
+        let anchor = AuditAnchor {
+            len: end,
+            head: audit::stored_hash(&self.store, end - 1)?,
+        };
+        self.archive_through(&anchor, policy, now).map(Some)
     }
 }
 

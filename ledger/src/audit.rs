@@ -635,6 +635,20 @@ pub(crate) fn stored_hash<S: Store + ?Sized>(store: &S, seq: u64) -> Result<[u8;
     split_value(seq, &value).map(|(_, hash)| hash)
 }
 
+/// The time of stored entry `seq`.
+pub(crate) fn stored_time<S: Store + ?Sized>(store: &S, seq: u64) -> Result<u64, LedgerError> {
+    let value = store
+        .get(Keyspace::Audit, &seq.to_be_bytes())?
+        .ok_or(AuditError::Gap {
+            expected: seq,
+            found: seq + 1,
+        })?;
+    let (body, _) = split_value(seq, &value)?;
+    AuditEntry::decode_body(seq, body)
+        .map(|e| e.at)
+        .map_err(|e| corrupt(seq, e.to_string()))
+}
+
 fn split_value(seq: u64, value: &[u8]) -> Result<(&[u8], [u8; 32]), LedgerError> {
     let cut = value
         .len()

@@ -235,3 +235,71 @@ fn a_failed_commit_archives_nothing_and_the_archive_budget_deletes_the_oldest_fi
     check_store(&store).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The daemon's way: the head-end confirms an anchor, the ledger keeps it (only if it is on this chain,
+/// only if newer), and `archive_due` archives below it only what is older than the time kept online.
+#[test]
+fn a_confirmed_anchor_is_kept_once_on_this_chain_and_only_the_old_part_below_it_is_archived() {
+    use concentrator_ledger::archive::AnchorKept;
+    let (mut l, store, pki) = two_meters();
+    let policy = ArchivePolicy::default();
+    // Nothing confirmed: nothing is due.
+    busy(&mut l, &pki, 1);
+    assert!(l.archive_due(0, &policy, local(2, 0, 0)).unwrap().is_none());
+
+    // An anchor off this chain (another store's), or beyond the head, is refused and not kept.
+    let head = AuditAnchor::of(&l.audit_head());
+    let forged = AuditAnchor {
+        len: head.len - 3,
+        head: [0x42; 32],
+    };
+    let e = l.keep_confirmed_anchor(&forged).unwrap_err();
+    assert!(e.to_string().contains(&(head.len - 4).to_string()), "{e}");
+    let beyond = AuditAnchor {
+        len: head.len + 10,
+        head: [0; 32],
+    };
+    assert!(l.keep_confirmed_anchor(&beyond).is_err());
+    assert_eq!(l.confirmed_anchor().unwrap(), None);
+
+    // Day 2 follows; the head-end confirms the anchor of the end of day 2.
+    busy(&mut l, &pki, 2);
+    let day2 = AuditAnchor::of(&l.audit_head());
+    assert_eq!(l.keep_confirmed_anchor(&day2).unwrap(), AnchorKept::Kept);
+    assert_eq!(
+        l.keep_confirmed_anchor(&head).unwrap(),
+        AnchorKept::AlreadyKept
+    );
+    assert_eq!(
+        l.keep_confirmed_anchor(&day2).unwrap(),
+        AnchorKept::AlreadyKept
+    );
+    busy(&mut l, &pki, 3);
+
+    // Keeping a day online on day 3 at 01:00: day 1 and what came before go, day 2 stays.
+    let report = l
+        .archive_due(86_400, &policy, local(3, 1, 0))
+        .unwrap()
+        .expect("day 1 is due");
+    let base = AuditBase::load(&store).unwrap().unwrap();
+    assert_eq!(base.len, report.base_len);
+    assert!(base.len < day2.len && base.len > 150, "{base:?}");
+    check_store(&store).unwrap();
+    // Again at once: nothing more is due until time passes; a week later all below the anchor goes.
+    assert!(l
+        .archive_due(86_400, &policy, local(3, 1, 1))
+        .unwrap()
+        .is_none_or(|r| r.entries == 0));
+    let later = l
+        .archive_due(86_400, &policy, local(10, 0, 0))
+        .unwrap()
+        .expect("the rest below the anchor");
+    assert_eq!(later.base_len, day2.len);
+    verify_anchored(&store, &day2).unwrap();
+    check_store(&store).unwrap();
+
+    // The kept anchor survives a reopen.
+    drop(l);
+    let l = open(store.clone(), config(), &pki);
+    assert_eq!(l.confirmed_anchor().unwrap(), Some(day2));
+}

@@ -97,6 +97,7 @@ bodies! {
     AckDown(Ack),
     AccountRequest(AccountRequest),
     AccountRestore(AccountRestore),
+    AnchorRecorded(AnchorRecorded),
 }
 
 impl Body {

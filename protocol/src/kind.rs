@@ -124,6 +124,8 @@ kinds! {
     AccountRequest = 0x8A, "account-request", Down, Sealed, Normal;
     /// The head-end's signed statement of a meter's account, answering a restore request.
     AccountRestore = 0x8B, "restore", Down, Sealed, Urgent;
+    /// The head-end has durably recorded this anchor of the gateway's audit chain.
+    AnchorRecorded = 0x8D, "anchor-recorded", Down, Sealed, Normal;
 }
 
 impl Kind {

@@ -571,3 +571,91 @@ fn uplink_refused(system: &System) -> u64 {
         .as_u64()
         .unwrap_or(0)
 }
+
+/// The audit log stops growing: the head-end records the gateway's chain head from its summaries and
+/// confirms it (0x8D); the gateway keeps the anchor and, with `audit_online_days = 0`, archives every
+/// entry below it out of its store into `audit-archive/`. The chain still verifies against the head-end's
+/// anchor, and the ledger's crash checks (balances recomputed from the base onwards) still hold.
+#[test]
+fn the_gateway_archives_its_audit_log_below_the_anchor_the_head_end_recorded() {
+    let spec = block(
+        "gw-archive",
+        NO_FRIENDLY,
+        &[M {
+            number: "ARC-1",
+            address: "000000000301",
+            load_w: 3_600,
+            opening_minor: 5_000,
+        }],
+    )
+    .replace(
+        "ledger_options = { checkpoint_s = 5 }",
+        "ledger_options = { checkpoint_s = 1, audit_online_days = 0 }",
+    );
+    assert!(
+        spec.contains("audit_online_days"),
+        "the block's ledger options changed"
+    );
+    let Some(mut system) = start("archive", spec, None) else {
+        return;
+    };
+    let until = Instant::now() + Duration::from_secs(90);
+    while !system.gateways[0]
+        .log_tail(400)
+        .contains("entries archived out of the store")
+    {
+        assert!(
+            Instant::now() < until,
+            "no audit entries archived within 90 s\n{}",
+            gateway_log(&system)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!(
+        "archived {:.1} s after the meters attached",
+        (Instant::now() + Duration::from_secs(90) - until).as_secs_f64()
+    );
+    let log = system.gateways[0].log_tail(400);
+    assert!(log.contains("the head-end recorded audit anchor"), "{log}");
+    let archive = system.gateway_store.join("audit-archive");
+    let files: Vec<_> = std::fs::read_dir(&archive)
+        .unwrap_or_else(|e| panic!("{}: {e}", archive.display()))
+        .flatten()
+        .collect();
+    assert!(
+        !files.is_empty(),
+        "no archive file in {}",
+        archive.display()
+    );
+
+    let recorded = system
+        .store()
+        .unwrap()
+        .get::<concentrator_headend::store::AnchorRecord>(concentrator_headend::store::anchor_key(
+            "gw-archive",
+        ))
+        .unwrap()
+        .expect("the head-end recorded an anchor");
+    system.stop_gateway(false).unwrap();
+    let store = SledStore::open(&system.gateway_store.join("ledger")).unwrap();
+    let base = concentrator_ledger::archive::AuditBase::load(&store)
+        .unwrap()
+        .expect("a base: entries were archived");
+    assert!(
+        base.len > 0 && base.len <= recorded.len,
+        "{} / {}",
+        base.len,
+        recorded.len
+    );
+    let anchor = concentrator_ledger::anchor::AuditAnchor::parse(&format!(
+        "{}:{}",
+        recorded.len, recorded.head
+    ))
+    .unwrap();
+    concentrator_ledger::anchor::verify_anchored(&store, &anchor)
+        .unwrap_or_else(|e| panic!("the archived chain against the head-end's anchor: {e}"));
+    concentrator_ledger::check::check_store(&store)
+        .unwrap_or_else(|e| panic!("the ledger's checks after archiving: {e}"));
+    drop(store);
+    system.stop().unwrap();
+}

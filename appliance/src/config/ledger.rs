@@ -32,6 +32,10 @@ pub struct LedgerSetup {
     pub inbox: Option<PathBuf>,
     /// Accounts missing from the store are restored from the head-end (`restore = "headend"`).
     pub restore_from_headend: bool,
+    /// Seconds of audit log kept in the store once the head-end has confirmed an anchor.
+    pub audit_online_s: u64,
+    /// Where archived audit entries go, and the budget of that directory.
+    pub archive: concentrator_ledger::archive::ArchivePolicy,
 }
 
 /// `[ledger] restore`: `Ok(true)` for the head-end, `Ok(false)` for none; the default follows `[uplink]`.
@@ -125,6 +129,17 @@ fn load_section(config: &Config, s: &LedgerSection) -> Result<LedgerSetup, Vec<D
             checkpoint: Duration::from_secs(u64::from(*s.checkpoint_s.get_ref())),
             inbox: s.token_inbox.as_ref().map(|p| p.get_ref().clone()),
             restore_from_headend: restore.unwrap_or(false),
+            audit_online_s: u64::from(s.audit_online_days) * 86_400,
+            archive: concentrator_ledger::archive::ArchivePolicy {
+                dir: (s.audit_archive_mib > 0).then(|| {
+                    s.audit_archive_dir.as_ref().map_or_else(
+                        || config.gateway.store.join("audit-archive"),
+                        |d| d.get_ref().clone(),
+                    )
+                }),
+                keep_bytes: u64::from(s.audit_archive_mib) * 1024 * 1024,
+                ..Default::default()
+            },
         }),
         _ => Err(out),
     }

@@ -274,6 +274,26 @@ pub struct LedgerSection {
     /// meter nor accepts tokens for it until then; `"none"` opens it at `opening_balance_minor` at the
     /// first reading. Default: `"headend"` with `[uplink]`, else `"none"`.
     pub restore: Option<Spanned<String>>,
+    /// Days of the audit log kept in the store (default 30; 0 keeps only what the head-end has not yet
+    /// confirmed). Older entries below an anchor the head-end confirmed it recorded (0x8D) are archived
+    /// out of the store (docs/ledger.md, *Archiving the audit log*), so the store stops growing.
+    #[serde(default = "default_audit_online_days")]
+    pub audit_online_days: u32,
+    /// Where archived audit entries are written, one file per archiving (default
+    /// `audit-archive/` in `[gateway] store`).
+    pub audit_archive_dir: Option<Spanned<PathBuf>>,
+    /// The archive directory's budget in MiB: its oldest files are deleted beyond it (default 64; 0
+    /// writes no archive files: the head-end's anchor is then the archived entries' only proof).
+    #[serde(default = "default_audit_archive_mib")]
+    pub audit_archive_mib: u32,
+}
+
+fn default_audit_online_days() -> u32 {
+    30
+}
+
+fn default_audit_archive_mib() -> u32 {
+    64
 }
 
 fn default_checkpoint() -> Spanned<u32> {

@@ -18,6 +18,7 @@
 //! - Events are logged and, with `[uplink]`, handed to [`LedgerReports`] (the uplink's outbox); the
 //!   status board shows every account.
 
+mod archiving;
 pub mod inbox;
 pub mod relay;
 mod restoring;
@@ -36,6 +37,7 @@ use crate::config::{Config, LedgerSetup};
 use crate::scheduler::ReadingSink;
 use crate::status::StatusBoard;
 
+pub use archiving::AnchorReply;
 pub use inbox::TokenInbox;
 pub use relay::{Place, SchedulerHandles};
 
@@ -95,6 +97,13 @@ pub enum ToLedger {
         statement: Vec<u8>,
         /// Gets the answer once the restored account is flushed (or why not).
         reply: Sender<RestoreReply>,
+    },
+    /// The head-end recorded this anchor of the audit chain (0x8D): kept, and what is due archived.
+    Anchor {
+        /// The confirmed anchor.
+        anchor: concentrator_ledger::anchor::AuditAnchor,
+        /// Gets the answer once the anchor is flushed (or why not).
+        reply: Sender<AnchorReply>,
     },
 }
 
@@ -323,6 +332,7 @@ impl Prepay {
             book,
             restore,
             setup.checkpoint,
+            archiving::Archiving::new(setup.audit_online_s, setup.archive.clone()),
             inbox,
             relay::RelayDriver::new(handles.clone()),
             status,

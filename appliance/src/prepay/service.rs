@@ -14,6 +14,7 @@ use concentrator_ledger::{
 };
 use concentrator_security::restore::AccountStatement;
 
+use super::archiving::Archiving;
 use super::inbox::TokenInbox;
 use super::relay::RelayDriver;
 use super::restoring::Restoring;
@@ -43,6 +44,7 @@ pub(super) struct Service {
     latest: HashMap<usize, (u64, u64)>,
     committed: HashMap<usize, Instant>,
     checkpoint: Duration,
+    archiving: Archiving,
     inbox: Option<TokenInbox>,
     relays: RelayDriver,
     read_back: HashMap<String, RelayState>,
@@ -65,6 +67,7 @@ impl Service {
         book: Vec<PrepaidMeter>,
         restore_from_headend: bool,
         checkpoint: Duration,
+        archiving: Archiving,
         inbox: Option<TokenInbox>,
         relays: RelayDriver,
         status: Arc<StatusBoard>,
@@ -93,6 +96,7 @@ impl Service {
             latest: HashMap::new(),
             committed: HashMap::new(),
             checkpoint,
+            archiving,
             inbox,
             relays,
             read_back: HashMap::new(),
@@ -139,6 +143,7 @@ impl Service {
                 self.publish();
                 self.offer_accounts();
                 self.ask_restores(now);
+                self.archiving.tick(&mut self.ledger, now);
             }
             if last_scan.is_none_or(|t| t.elapsed() >= INBOX_EVERY) {
                 last_scan = Some(Instant::now());
@@ -184,6 +189,12 @@ impl Service {
                 let answer = self.restore(&meter, &statement);
                 self.outputs();
                 self.publish();
+                let _ = reply.send(answer);
+            }
+            ToLedger::Anchor { anchor, reply } => {
+                let answer = self
+                    .archiving
+                    .confirmed(&mut self.ledger, anchor, unix_now());
                 let _ = reply.send(answer);
             }
         }

@@ -29,8 +29,8 @@ use concentrator_ledger::{RelayOrder, RelayState};
 
 use crate::clock::unix_now;
 use crate::prepay::{
-    Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, ToLedger, TokenReply,
-    TokenRequest,
+    AnchorReply, Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, ToLedger,
+    TokenReply, TokenRequest,
 };
 use crate::scheduler::Priority;
 
@@ -333,6 +333,47 @@ impl Commands {
     }
 }
 
+impl Commands {
+    /// The head-end recorded an anchor of the audit chain (0x8D, gateway scope): to the ledger thread,
+    /// answered once the anchor is kept (flushed) or refused.
+    fn anchor_recorded(&self, a: &concentrator_protocol::AnchorRecorded) -> Handled {
+        let Some(ledger) = &self.ledger else {
+            return Handled::Now(Outcome::failed(
+                result_code::UNSUPPORTED,
+                "this gateway keeps no audit log ([ledger] is not configured)",
+            ));
+        };
+        let (reply, answer) = channel();
+        let anchor = concentrator_ledger::anchor::AuditAnchor {
+            len: a.len,
+            head: a.head,
+        };
+        if ledger.send(ToLedger::Anchor { anchor, reply }).is_err() {
+            return Handled::Now(Outcome::failed(
+                result_code::TRY_LATER,
+                "the gateway's ledger has stopped; send it again after the gateway restarts",
+            ));
+        }
+        ticket(
+            answer,
+            TOKEN_WAIT,
+            "the ledger did not answer in time; send the anchor again",
+            |reply| match reply {
+                AnchorReply::Kept(what) => Outcome {
+                    code: result_code::DONE,
+                    reason: Some(what),
+                },
+                AnchorReply::AlreadyKept(what) => Outcome {
+                    code: result_code::ALREADY_DONE,
+                    reason: Some(what),
+                },
+                AnchorReply::Refused(why) => Outcome::failed(result_code::INVALID, why),
+                AnchorReply::NotNow(why) => Outcome::failed(result_code::TRY_LATER, why),
+            },
+        )
+    }
+}
+
 fn time_sync(head_end_ms: u64) -> Outcome {
     let ours = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -366,6 +407,7 @@ impl Downlink for Commands {
             Body::TimeSync(t) => Handled::Now(time_sync(t.unix_ms)),
             Body::AccountRequest(_) => self.account(scope),
             Body::AccountRestore(r) => self.restore(scope, &r.signed),
+            Body::AnchorRecorded(a) => self.anchor_recorded(a),
             _ => Handled::Now(Outcome::failed(
                 result_code::UNSUPPORTED,
                 format!("{:?} is not supported by this gateway yet", frame.kind()),

@@ -3,11 +3,11 @@
 //! gateway chain cut short or rewritten is found (`concentrator audit verify --anchor LEN:HEXHEAD` on
 //! the gateway, with the value `concentrator-headend audit anchors` prints).
 
-use concentrator_protocol::AuditAnchor;
+use concentrator_protocol::{AnchorRecorded, AuditAnchor, Body, GatewayId, Scope};
 
 use super::{Engine, Fault};
 use crate::money::time;
-use crate::store::{anchor_key, AnchorAlarm, AnchorRecord, Batch, Store};
+use crate::store::{anchor_key, AnchorAlarm, AnchorRecord, Batch, Store, SubscriberRef};
 
 /// `LEN:HEXHEAD`, the form the gateway's `audit verify --anchor` takes.
 pub fn anchor_text(len: u64, head_hex: &str) -> String {
@@ -46,7 +46,8 @@ impl Engine {
         restarting(&self.store, b, gw, now)
     }
 
-    /// Records a summary's audit anchor for `gw` in `b` (see [`record`]).
+    /// Records a summary's audit anchor for `gw` in `b` (see [`record`]); the anchor when it is the
+    /// newly recorded one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn anchor(
         &self,
@@ -56,8 +57,52 @@ impl Engine {
         a: &AuditAnchor,
         at: u64,
         now: u64,
-    ) -> Result<(), Fault> {
+    ) -> Result<Option<AuditAnchor>, Fault> {
         record(&self.store, b, gw, meter, a, at, now)
+    }
+
+    /// After a newly recorded anchor is committed: tells the gateway (0x8D, gateway scope) when its
+    /// last confirmation is `anchor_confirm_every` old, so it may archive the entries below. `None` when
+    /// not due or the gateway has no live security context (the next summary tries again).
+    pub(super) fn confirm_anchor(
+        &mut self,
+        gw: &str,
+        a: &AuditAnchor,
+        now: u64,
+    ) -> Option<super::Outgoing> {
+        if self
+            .anchor_confirmed
+            .get(gw)
+            .is_some_and(|t| now < t.saturating_add(self.s.anchor_confirm_every))
+        {
+            return None;
+        }
+        let sub = SubscriberRef::Gateway(gw.to_string());
+        let set = self.store.contexts(&sub).ok()?;
+        let rand = [set.current, set.previous]
+            .into_iter()
+            .flatten()
+            .find(|c| c.confirmed && now < c.expires_at())?
+            .rand;
+        let gateway = GatewayId::new(gw.to_string()).ok()?;
+        let body = Body::AnchorRecorded(AnchorRecorded {
+            len: a.len,
+            head: a.head,
+        });
+        match self.seal(&gateway, Scope::Gateway, &sub, &rand, body, None, now) {
+            Ok(o) => {
+                self.anchor_confirmed.insert(gw.to_string(), now);
+                log::info!(
+                    "gateway {gw}: its audit anchor {} is recorded; told the gateway, which may archive below it",
+                    anchor_text(a.len, &hex::encode(a.head))
+                );
+                Some(o)
+            }
+            Err(e) => {
+                log::warn!("gateway {gw}: confirming its audit anchor: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -83,7 +128,7 @@ fn record(
     a: &AuditAnchor,
     at: u64,
     now: u64,
-) -> Result<(), Fault> {
+) -> Result<Option<AuditAnchor>, Fault> {
     let head = hex::encode(a.head);
     let mut rec = match store.get::<AnchorRecord>(anchor_key(gw))? {
         Some(r) => r,
@@ -117,11 +162,13 @@ fn record(
         rec.meter = meter.to_string();
         rec.received_at = now;
         b.put(anchor_key(gw), &rec);
-        return Ok(());
+        return Ok(Some(*a));
     }
+    let mut recorded = None;
     match judge(&rec, a.len, &head, at) {
         Ok(false) => {}
         Ok(true) => {
+            recorded = Some(*a);
             rec.len = a.len;
             rec.head = head;
             rec.at = at;
@@ -140,7 +187,7 @@ fn record(
         }
     }
     b.put(anchor_key(gw), &rec);
-    Ok(())
+    Ok(recorded)
 }
 
 #[cfg(test)]

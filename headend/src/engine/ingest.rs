@@ -171,9 +171,10 @@ impl Engine {
                    "register_wh": a.register_wh, "tariff_id": a.tariff_id, "charged_minor": a.charged_minor, "relay_closed": a.relay_closed,
                    "applied": applied, "audit": a.audit.map(|x| format!("{}:{}", x.len, hex::encode(x.head)))}),
         );
-        if let Some(anchor) = a.audit {
-            self.anchor(&mut b, gw, m, &anchor, a.at, now)?;
-        }
+        let recorded = match a.audit {
+            Some(anchor) => self.anchor(&mut b, gw, m, &anchor, a.at, now)?,
+            None => None,
+        };
         self.store.update_meter_apply(m, b, |rec| {
             if rec.view.balance_at.is_none_or(|t| t <= a.at) {
                 rec.view.balance_minor = Some(a.balance_minor);
@@ -193,7 +194,12 @@ impl Engine {
                 });
             }
         })?;
-        self.reconciled(m, &a, now)
+        let mut out = self.reconciled(m, &a, now)?;
+        // Recorded durably above; only now may the gateway hear of it.
+        if let Some(anchor) = recorded {
+            out.extend(self.confirm_anchor(gw, &anchor, now));
+        }
+        Ok(out)
     }
 
     /// Birth and death on the status topic.

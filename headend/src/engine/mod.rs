@@ -64,6 +64,8 @@ pub struct Settings {
     pub reconcile_interval: u64,
     /// Resend a top-up without a result after this many seconds.
     pub result_timeout: u64,
+    /// Confirm a gateway's recorded audit anchor to it at most every this many seconds.
+    pub anchor_confirm_every: u64,
     /// Verifies receipts (gateway role, chain to the utility CA).
     pub receipts: ReceiptVerifier,
     /// Signs account restore statements: the head-end's token key.
@@ -125,6 +127,8 @@ pub struct Engine {
     next_reconcile: u64,
     /// Meters asked for an account summary (reconciliation), and when: their tokens wait for it.
     awaiting_account: HashMap<String, u64>,
+    /// When each gateway was last sent the anchor recorded here (0x8D).
+    anchor_confirmed: HashMap<String, u64>,
     /// Makes account restore statements (see [`restore::StatementFn`]).
     statement: Option<restore::StatementFn>,
     /// Other workers share the store: nothing about a gateway is kept in memory between scopes.
@@ -190,6 +194,7 @@ impl Engine {
             seq: 0,
             next_reconcile: 0,
             awaiting_account: HashMap::new(),
+            anchor_confirmed: HashMap::new(),
             statement: None,
         }
     }

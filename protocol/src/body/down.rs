@@ -196,3 +196,17 @@ pub struct AccountRestore {
     #[cbor(n(0), with = "minicbor::bytes")]
     pub signed: Vec<u8>,
 }
+
+/// The head-end has recorded, durably, this anchor of the gateway's audit chain (the length and head
+/// an account summary carried): the entries below it are proven to the utility, so the gateway may
+/// archive them out of its store (docs/ledger.md *Archiving the audit log*). Gateway scope.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct AnchorRecorded {
+    /// Entries in the chain at the anchor.
+    #[n(0)]
+    pub len: u64,
+    /// SHA-256 of the anchor's last entry.
+    #[cbor(n(1), with = "minicbor::bytes")]
+    pub head: [u8; 32],
+}

@@ -175,6 +175,10 @@ pub fn bodies() -> Vec<Body> {
         Body::AccountRestore(AccountRestore {
             signed: vec![0x01, 0x00, 0x02, 0x53, 0x01],
         }),
+        Body::AnchorRecorded(AnchorRecorded {
+            len: 1_234,
+            head: [0x5a; 32],
+        }),
     ]
 }
 
@@ -182,7 +186,7 @@ pub fn bodies() -> Vec<Body> {
 pub fn frame(seq: u64, body: Body) -> Frame {
     let gateway_level = matches!(
         body.kind(),
-        Kind::Birth | Kind::Death | Kind::TimeSync | Kind::ConfigChange
+        Kind::Birth | Kind::Death | Kind::TimeSync | Kind::ConfigChange | Kind::AnchorRecorded
     );
     Frame::new(id(seq), (!gateway_level).then_some(TID), NOW, body)
 }
