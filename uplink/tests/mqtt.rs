@@ -26,6 +26,7 @@ fn wait(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
 /// First arrivals per meter are in queue order, and every value in `expected` arrived exactly once
 /// after dedup by message id.
 fn assert_in_order_no_loss(head: &HeadEnd, expected: usize) {
+    assert_no_loss(head, expected);
     let frames = head.unique(Kind::Readings);
     let mut per_meter: HashMap<Option<Tid>, Vec<i64>> = HashMap::new();
     for f in &frames {
@@ -37,9 +38,30 @@ fn assert_in_order_no_loss(head: &HeadEnd, expected: usize) {
             "meter {m:?} out of order: {vals:?}"
         );
     }
+}
+
+/// Every reading once (after removing redeliveries by message id), whatever the order.
+fn assert_no_loss(head: &HeadEnd, expected: usize) {
+    let frames = head.unique(Kind::Readings);
     let values: HashSet<i64> = frames.iter().map(value).collect();
     assert_eq!(values.len(), expected, "lost or duplicated readings");
     assert_eq!(frames.len(), expected);
+}
+
+/// Readings that arrived after a later reading of the same meter.
+fn late_arrivals(head: &HeadEnd) -> usize {
+    let mut newest: HashMap<Option<Tid>, i64> = HashMap::new();
+    let mut late = 0;
+    for f in head.unique(Kind::Readings) {
+        let v = value(&f);
+        let n = newest.entry(f.header.tid).or_insert(i64::MIN);
+        if v < *n {
+            late += 1;
+        } else {
+            *n = v;
+        }
+    }
+    late
 }
 
 #[test]
@@ -138,13 +160,17 @@ fn a_broker_restart_in_the_middle_of_a_burst_loses_nothing() {
             .len()
             >= total as usize
     });
-    assert_in_order_no_loss(&head, total as usize);
+    // Across a broker restart, order is not kept: messages sent before the restart can arrive after
+    // later ones (docs/uplink.md, *Order*). The head-end does not rely on it (ids remove repeats;
+    // readings, summaries and receipts carry their own times).
+    assert_no_loss(&head, total as usize);
     wait(30, "the outbox to empty", || {
         store.outbox.is_empty().unwrap()
     });
     let dups = head.log.lock().unwrap().up.len() - total as usize;
     eprintln!(
-        "duplicates delivered (removed by message id): {dups}; connections: {}",
+        "duplicates delivered (removed by message id): {dups}; late after a later reading of their meter: {}; connections: {}",
+        late_arrivals(&head),
         uplink.status().connections
     );
     assert!(uplink.status().connections >= 2);
