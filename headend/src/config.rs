@@ -139,6 +139,11 @@ pub struct StoreSection {
     /// `<path>.anchor`): one line `len hexhash unix_time` per append, fsynced.
     #[serde(default)]
     pub anchor: Option<PathBuf>,
+    /// The key-encryption key file (64 hex digits, mode 0600, kept outside the database and backed up
+    /// apart from it): subscriber keys (K, OPc, CK, IK) are stored encrypted under it. `init` writes
+    /// one; without it they are stored in the clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek: Option<PathBuf>,
 }
 
 fn default_dedup() -> u64 {

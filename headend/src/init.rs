@@ -11,7 +11,8 @@
 //! | `pki/broker.pem/.key` | the pilot broker's TLS certificate |
 //! | `pki/home-network.key/.pub` | the SUCI home-network key pair (hex) |
 //! | `pki/kid-main.key` | the main key of KID derivation (hex) |
-//! | `store/` | the subscriber store (sled) |
+//! | `store/` | the subscriber store (sled; 0700) |
+//! | `kek.hex` | the key-encryption key of the subscriber keys in the store (0600; back it up apart from the store) |
 //! | `headend.toml` | the configuration |
 //! | `mosquitto.conf`, `acl` | a pilot broker: TLS, client certificates, CN as user name, the ACL |
 
@@ -135,6 +136,15 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
             "check that the parent exists and is writable",
         ))?;
     }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let store = dir.join("store");
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700)).map_err(
+            HeadEndError::io("directory", &store, "check that it is yours"),
+        )?;
+    }
+    crate::store::kek::Kek::create(&dir.join("kek.hex"))?;
     let (ca, ca_key) = pki::make_ca("concentrator pilot utility CA", o.days)?;
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     if !names.contains(&o.host) {
@@ -269,6 +279,7 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
             pool: 8,
             dedup_per_gateway: 100_000,
             anchor: None,
+            kek: Some("kek.hex".into()),
         },
         phone: config::Phone {
             listen: o.phone_listen.clone(),

@@ -259,3 +259,60 @@ fn a_run_that_fails_half_way_enrols_nothing_and_the_next_run_completes() {
     let rec = store.gateway("gw-1").unwrap().unwrap();
     assert_eq!(a["gateway"]["imsi"].as_str(), Some(rec.imsi.as_str()));
 }
+
+/// Subscriber keys at rest: the store holds every K and OPc only encrypted under the KEK that `init`
+/// wrote (0600, outside the store); read through the store they are the keys the bundle carries; the
+/// store directory is private; without the KEK the records refuse to open and say how to fix it.
+#[test]
+fn subscriber_keys_are_stored_encrypted_under_the_kek_file() {
+    let p = Pilot::new("kek");
+    let store = Arc::new(Store::open_configured(&p.config).unwrap());
+    assert!(store.encrypts_secrets(), "init configures a KEK");
+    p.provision(&store);
+    let kek = p.config.base.join("kek.hex");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kek).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", kek.display());
+    }
+    let a = aka(&p, "gw-1");
+    let mut secrets: Vec<String> = vec![
+        a["gateway"]["k"].as_str().unwrap().into(),
+        a["gateway"]["opc"].as_str().unwrap().into(),
+    ];
+    for m in a["meter"].as_array().unwrap() {
+        secrets.push(m["k"].as_str().unwrap().into());
+        secrets.push(m["opc"].as_str().unwrap().into());
+    }
+    assert!(secrets.iter().all(|s| s.len() == 32), "{secrets:?}");
+    for prefix in ["m/", "g/", "c/", "ctx/"] {
+        for (key, raw) in store.scan_raw(prefix).unwrap() {
+            let text = String::from_utf8_lossy(&raw);
+            for s in &secrets {
+                assert!(
+                    !text.contains(s.as_str()),
+                    "{} holds a key in the clear: {text}",
+                    String::from_utf8_lossy(&key)
+                );
+            }
+        }
+    }
+    let rec = store.meter("MTR-1").unwrap().unwrap();
+    let m = &a["meter"].as_array().unwrap()[0];
+    assert_eq!(m["k"].as_str(), Some(hex::encode(rec.k).as_str()));
+    assert_eq!(m["opc"].as_str(), Some(hex::encode(rec.opc).as_str()));
+    if p.config.store.backend == concentrator_headend::config::StoreBackend::Sled {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = p.config.path(&p.config.store.path);
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        drop(store);
+        let bare = Store::open(&p.config.path(&p.config.store.path)).unwrap();
+        let e = bare.meter("MTR-1").unwrap_err().to_string();
+        assert!(e.contains("[store] kek"), "{e}");
+    }
+}

@@ -190,7 +190,9 @@ impl HeadEndProc {
 pub fn open_store(config: &Path) -> Result<Store> {
     let cfg = HeadEndConfig::load(config).map_err(|e| anyhow!("{}: {e}", config.display()))?;
     let path = cfg.path(&cfg.store.path);
-    Store::open(&path).map_err(|e| anyhow!("opening the head-end's store {}: {e}", path.display()))
+    Store::open(&path)
+        .and_then(|s| s.with_configured_kek(&cfg))
+        .map_err(|e| anyhow!("opening the head-end's store {}: {e}", path.display()))
 }
 
 impl Drop for HeadEndProc {

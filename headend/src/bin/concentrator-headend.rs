@@ -151,12 +151,15 @@ fn open_store(cfg: &Config) -> Result<Store> {
     match cfg.store.backend {
         StoreBackend::Sled => {
             let path = cfg.path(&cfg.store.path);
-            Store::open(&path).with_context(|| {
-                format!(
-                    "opening the store {} (is `concentrator-headend run` using it? stop it first)",
-                    path.display()
-                )
-            })
+            Store::open(&path)
+                .with_context(|| {
+                    format!(
+                        "opening the store {} (is `concentrator-headend run` using it? stop it first)",
+                        path.display()
+                    )
+                })?
+                .with_configured_kek(cfg)
+                .context("the key-encryption key ([store] kek)")
         }
         StoreBackend::Postgres => {
             Store::open_configured(cfg).context("opening the PostgreSQL store ([store] url)")
@@ -309,6 +312,13 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
                     for (v, name) in applied {
                         println!("applied migration {v} ({name})");
                     }
+                }
+            }
+            if cfg.store.kek.is_some() {
+                let store = open_store(&cfg)?;
+                let n = store.seal_secrets()?;
+                if n > 0 {
+                    println!("encrypted the subscriber keys of {n} records under the key-encryption key ([store] kek)");
                 }
             }
         }

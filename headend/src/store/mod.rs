@@ -33,6 +33,7 @@
 //! a serial back. Records written once (tokens, payment record entries, request ids, uplink message
 //! ids) are written with [`Batch::insert`], so the database itself refuses a second writer.
 
+pub mod kek;
 mod kv;
 mod meters;
 pub mod pg;
@@ -171,6 +172,24 @@ impl Batch {
     pub(crate) fn into_ops(self) -> Vec<(Vec<u8>, Op)> {
         self.ops
     }
+
+    /// The batch with every value written through `f(key, value)`.
+    fn map_values(self, mut f: impl FnMut(&[u8], Vec<u8>) -> Vec<u8>) -> Batch {
+        Batch {
+            ops: self
+                .ops
+                .into_iter()
+                .map(|(k, op)| {
+                    let op = match op {
+                        Op::Put(v) => Op::Put(f(&k, v)),
+                        Op::Insert(v) => Op::Insert(f(&k, v)),
+                        Op::Remove => Op::Remove,
+                    };
+                    (k, op)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Tries of a scope whose transaction hit a deadlock or a serialisation failure.
@@ -185,6 +204,8 @@ pub struct Store {
     id: u64,
     /// In-process locks of a store that one process owns.
     locks: scope::LockTable,
+    /// Encrypts subscriber secrets at rest ([`kek`]).
+    kek: Option<kek::Kek>,
 }
 
 impl std::fmt::Debug for Store {
@@ -193,7 +214,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
@@ -217,12 +238,64 @@ impl Store {
             kv,
             id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
             locks: scope::LockTable::default(),
+            kek: None,
         }
     }
 
-    /// sled at `path`.
+    /// Subscriber secrets written from now on are encrypted under `kek`, and read back through it.
+    pub fn with_kek(mut self, kek: kek::Kek) -> Store {
+        self.kek = Some(kek);
+        self
+    }
+
+    /// With the KEK the configuration names (`[store] kek`), if any.
+    pub fn with_configured_kek(self, config: &crate::config::Config) -> Result<Store, StoreError> {
+        Ok(match kek::kek_path(config) {
+            Some(path) => self.with_kek(kek::Kek::load(&path)?),
+            None => self,
+        })
+    }
+
+    /// Whether subscriber secrets are encrypted at rest.
+    pub fn encrypts_secrets(&self) -> bool {
+        self.kek.is_some()
+    }
+
+    /// sled at `path` (the directory made private to its owner, 0700).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store::new(Box::new(SledKv::open(path)?)))
+        let store = Store::new(Box::new(SledKv::open(path)?));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(
+                |e| StoreError::Db {
+                    path: path.display().to_string(),
+                    reason: format!("cannot make the store directory private (0700): {e}"),
+                },
+            )?;
+        }
+        Ok(store)
+    }
+
+    /// Rewrites every record that holds subscriber secrets, so that all are encrypted under the KEK
+    /// (after one was configured for a store written without). Returns how many were rewritten.
+    pub fn seal_secrets(&self) -> Result<usize, StoreError> {
+        if self.kek.is_none() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for prefix in ["m/", "g/", "c/", "ctx/"] {
+            let mut batch = Batch::new();
+            for (k, v) in self.kv_scan(prefix.as_bytes())? {
+                let plain = kek::reveal(self.kek.as_ref(), &k, v.clone())?;
+                if plain == v {
+                    batch.put_raw(k, plain);
+                    n += 1;
+                }
+            }
+            self.commit(batch)?;
+        }
+        Ok(n)
     }
 
     /// In memory (tests).
@@ -238,7 +311,8 @@ impl Store {
             crate::config::StoreBackend::Postgres => Ok(Store::new(Box::new(pg::PgKv::open(
                 &pg::PgSettings::from_config(config)?,
             )?))),
-        }
+        }?
+        .with_configured_kek(config)
     }
 
     /// Runs `f` holding the locks named by `locks` (record keys; see the order in [`scope`]'s
@@ -332,7 +406,7 @@ impl Store {
     pub fn get<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, StoreError> {
         let key = key.as_ref();
         match self.kv_get(key)? {
-            Some(v) => Ok(Some(decode(key, &v)?)),
+            Some(v) => Ok(Some(decode(key, &kek::reveal(self.kek.as_ref(), key, v)?)?)),
             None => Ok(None),
         }
     }
@@ -350,7 +424,7 @@ impl Store {
         self.kv_scan(prefix.as_ref())?
             .into_iter()
             .map(|(k, v)| {
-                let t = decode(&k, &v)?;
+                let t = decode(&k, &kek::reveal(self.kek.as_ref(), &k, v)?)?;
                 Ok((k, t))
             })
             .collect()
@@ -367,6 +441,10 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        let batch = match &self.kek {
+            Some(k) => batch.map_values(|key, v| kek::protect(Some(k), key, v)),
+            None => batch,
+        };
         let mut batch = Some(batch);
         match scope::with_txn(self.id, |t| t.apply(batch.take().unwrap_or_default())) {
             Some(r) => r,
