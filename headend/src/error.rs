@@ -60,6 +60,9 @@ pub enum HeadEndError {
     /// Refused because it would overwrite something.
     #[error("{0}")]
     Exists(String),
+    /// Refused because it would lose something (money, a subscriber still in use): why and the fix.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl HeadEndError {

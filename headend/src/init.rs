@@ -118,6 +118,39 @@ pub fn owner_name(path: &Path) -> Option<String> {
     })
 }
 
+/// The uid and gid of `user` (from /etc/passwd).
+pub fn user_ids(user: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+/// The user the pilot broker runs as: the owner of the pilot's files, unless that is root; then
+/// Debian's `mosquitto` user, given the broker's key and data directory (init runs as root then).
+fn broker_user(pki_dir: &Path, key: &Path, data: &Path) -> String {
+    match owner_name(pki_dir) {
+        Some(o) if o != "root" => o,
+        _ => {
+            if let Some((uid, gid)) = user_ids("mosquitto") {
+                for p in [key, data] {
+                    if let Err(e) = std::os::unix::fs::chown(p, Some(uid), Some(gid)) {
+                        log::warn!(
+                            "cannot give {} to the mosquitto user: {e}; run `chown mosquitto: {}`",
+                            p.display(),
+                            p.display()
+                        );
+                    }
+                }
+            } else {
+                log::warn!("there is no `mosquitto` user to run the pilot broker as: install Debian's mosquitto package (apt-get install mosquitto), then `chown mosquitto: {} {}`", key.display(), data.display());
+            }
+            "mosquitto".into()
+        }
+    }
+}
+
 /// Creates a pilot in `dir` (created if missing; refused if it already holds a headend.toml). Returns
 /// the path of the configuration.
 pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
@@ -310,11 +343,19 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
     pki::write_file(&conf_path, "configuration", text.as_bytes(), false)?;
 
     let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let data = dir.join("broker-data");
+    std::fs::create_dir_all(&data).map_err(HeadEndError::io(
+        "directory",
+        &data,
+        "check that it is writable",
+    ))?;
+    let user = broker_user(&pki_dir, &pki_dir.join("broker.key"), &data);
     let mosquitto = format!(
         "# A pilot broker for the head-end and its gateways (docs/install.md, \"Running a pilot\"):\n\
          # TLS only, a client certificate from the utility CA required, its CN is the user name the ACL uses.\n\
-         # Started as root, mosquitto switches to `user`: the owner of the key files written by init.\n\
-         user {owner}\n\
+         # Started as root, mosquitto switches to `user`: the owner of the files init wrote, or, when that\n\
+         # is root, Debian's `mosquitto` user (given the broker's key and data directory); never root.\n\
+         user {user}\n\
          per_listener_settings false\n\
          allow_anonymous false\n\
          persistence true\n\
@@ -329,14 +370,7 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
          use_identity_as_username true\n",
         d = abs.display(),
         port = o.broker_port,
-        owner = owner_name(&pki_dir).unwrap_or_else(|| "mosquitto".into()),
     );
-    let data = dir.join("broker-data");
-    std::fs::create_dir_all(&data).map_err(HeadEndError::io(
-        "directory",
-        &data,
-        "check that it is writable",
-    ))?;
     pki::write_file(
         &dir.join("mosquitto.conf"),
         "broker configuration",

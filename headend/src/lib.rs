@@ -32,6 +32,7 @@
 pub mod audit;
 pub mod backend;
 pub mod config;
+pub mod deprovision;
 pub mod engine;
 pub mod error;
 pub mod headend;

@@ -268,6 +268,15 @@ fn subscriber_keys_are_stored_encrypted_under_the_kek_file() {
     let p = Pilot::new("kek");
     let store = Arc::new(Store::open_configured(&p.config).unwrap());
     assert!(store.encrypts_secrets(), "init configures a KEK");
+    let broker = std::fs::read_to_string(p.config.base.join("mosquitto.conf")).unwrap();
+    let user = broker
+        .lines()
+        .find(|l| l.starts_with("user "))
+        .unwrap_or("");
+    assert!(
+        !user.is_empty() && user != "user root",
+        "the pilot broker must not run as root: {user:?}"
+    );
     p.provision(&store);
     let kek = p.config.base.join("kek.hex");
     #[cfg(unix)]
@@ -314,5 +323,66 @@ fn subscriber_keys_are_stored_encrypted_under_the_kek_file() {
         let bare = Store::open(&p.config.path(&p.config.store.path)).unwrap();
         let e = bare.meter("MTR-1").unwrap_err().to_string();
         assert!(e.contains("[store] kek"), "{e}");
+    }
+}
+
+/// `provision --remove`: all or nothing, never at the cost of money. A gateway that still serves a
+/// meter, a meter with a token on its way or in credit, a customer with a purchase on its way are
+/// refused with the reason and nothing changes; what goes cannot attach any more, and its tokens stay.
+#[test]
+fn removing_subscribers_refuses_what_would_lose_money_and_keeps_the_history() {
+    use concentrator_headend::deprovision::{remove, Removal};
+    let p = Pilot::new("remove");
+    let store = Arc::new(Store::open_configured(&p.config).unwrap());
+    p.provision(&store);
+    let he = concentrator_headend::HeadEnd::with_store(p.config.clone(), store.clone()).unwrap();
+    let bought = he.backend().top_up("C-1", "MTR-1", 200, [7; 16]).unwrap();
+    let r = |s: &str| s.parse::<Removal>().unwrap();
+    let before = store.scan_raw("").unwrap().len();
+
+    let e = remove(&store, &[r("gateway:gw-1")], false, "EUR")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("MTR-1") && e.contains("nothing was removed"),
+        "{e}"
+    );
+    let e = remove(&store, &[r("meter:MTR-1"), r("gateway:gw-1")], false, "EUR")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&format!("serials {}", bought.serial)), "{e}");
+    let e = remove(&store, &[r("customer:C-1")], false, "EUR")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("on their way"), "{e}");
+    // MTR-2 in credit: refused, and the refusal of a later item undoes nothing written earlier.
+    store
+        .update_meter_apply("MTR-2", concentrator_headend::store::Batch::new(), |m| {
+            m.view.balance_minor = Some(300)
+        })
+        .unwrap();
+    let e = remove(&store, &[r("meter:MTR-2"), r("gateway:gw-2")], false, "EUR")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("3.00 EUR"), "{e}");
+    assert!(e.contains("--force"), "{e}");
+    assert_eq!(store.scan_raw("").unwrap().len(), before, "nothing changed");
+
+    let imsi = store.meter("MTR-2").unwrap().unwrap().imsi;
+    let done = remove(&store, &[r("gateway:gw-2"), r("meter:MTR-2")], true, "EUR").unwrap();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(store.meter("MTR-2").unwrap().is_none());
+    assert!(store.gateway("gw-2").unwrap().is_none());
+    assert!(
+        store.get_raw(format!("imsi/{imsi}")).unwrap().is_none(),
+        "it can no longer attach"
+    );
+    // What stays: gw-1, MTR-1 and its token.
+    assert!(store.meter("MTR-1").unwrap().is_some());
+    assert_eq!(store.tokens("MTR-1").unwrap().len(), 1);
+
+    for bad in ["house:1", "meter:", "MTR-1"] {
+        let e = bad.parse::<Removal>().unwrap_err();
+        assert!(e.contains("meter:NUMBER"), "{bad}: {e}");
     }
 }

@@ -152,9 +152,18 @@ fn start_mosquitto(
     let conf = dir.join("mosquitto.conf");
     let log = dir.join("mosquitto.log");
     // Mosquitto started as root switches to `user`: the owner of the key files, or it cannot read them.
-    let user = concentrator_headend::init::owner_name(&tls.key)
-        .map(|u| format!("user {u}\n"))
-        .unwrap_or_default();
+    let owner = concentrator_headend::init::owner_name(&tls.key);
+    // The log and the persistence file are written after the switch: give `dir` to that user.
+    if let Some((uid, gid)) = owner
+        .as_deref()
+        .filter(|u| *u != "root")
+        .and_then(concentrator_headend::init::user_ids)
+    {
+        if let Err(e) = std::os::unix::fs::chown(dir, Some(uid), Some(gid)) {
+            log::warn!("cannot give {} to the broker's user: {e}", dir.display());
+        }
+    }
+    let user = owner.map(|u| format!("user {u}\n")).unwrap_or_default();
     let text = format!(
         "# Written by concentrator-system: a pilot broker on loopback.\n\
          {user}\

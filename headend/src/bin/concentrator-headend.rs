@@ -67,10 +67,19 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// The provisioning file (TOML).
-        file: PathBuf,
+        #[arg(required_unless_present = "remove")]
+        file: Option<PathBuf>,
         /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "remove")]
+        out: Option<PathBuf>,
+        /// Takes a subscriber out of service instead: `meter:NUMBER`, `gateway:ID` or `customer:ID`
+        /// (repeat it; all or nothing). A meter with tokens on their way is refused, and one in credit
+        /// without `--force`; its tokens and payment history stay.
+        #[arg(long, value_name = "KIND:ID", conflicts_with_all = ["file", "rekey"])]
+        remove: Vec<concentrator_headend::deprovision::Removal>,
+        /// With `--remove`: remove a meter even though its last known balance is in credit.
+        #[arg(long, requires = "remove")]
+        force: bool,
         /// New K and OPc for subscribers already enrolled.
         #[arg(long)]
         rekey: bool,
@@ -227,8 +236,30 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             out,
             rekey,
             local,
+            remove,
+            force,
         } => {
             let cfg = Config::load(&config)?;
+            if !remove.is_empty() {
+                let store = open_store(&cfg)?;
+                for line in concentrator_headend::deprovision::remove(
+                    &store,
+                    &remove,
+                    force,
+                    &cfg.pilot.currency,
+                )? {
+                    println!("{line}");
+                }
+                println!(
+                    "run provision with the file (without them) to write the gateways' new bundles"
+                );
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            let (Some(file), Some(out)) = (file, out) else {
+                anyhow::bail!(
+                    "provision needs the provisioning file and --out (or --remove KIND:ID)"
+                );
+            };
             let spec = spec::Spec::load(&file)?;
             let store = open_store(&cfg)?;
             let r = provision::run(

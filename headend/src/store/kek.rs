@@ -165,11 +165,7 @@ type FieldFn<'a> = dyn FnMut(&str, &str) -> Result<Option<String>, String> + 'a;
 
 /// Walks `v`, calling `f(path, string)` on every secret field's string value; `f` returns the
 /// replacement or `None` to keep it.
-fn walk(
-    v: &mut Value,
-    path: &mut String,
-    f: &mut FieldFn<'_>,
-) -> Result<(), String> {
+fn walk(v: &mut Value, path: &mut String, f: &mut FieldFn<'_>) -> Result<(), String> {
     if let Value::Object(map) = v {
         for (name, field) in map.iter_mut() {
             let len = path.len();
