@@ -129,6 +129,7 @@ impl BusWorker {
         }
         if let Some(queue) = &self.uplink {
             sinks.push(queue.sink(self.bus.name.get_ref()));
+            scheduler.set_state_sink(queue.state_sink(self.bus.name.get_ref()));
         }
         if !sinks.is_empty() {
             scheduler.set_reading_sink(Box::new(move |address: &str, readings: &[_]| {

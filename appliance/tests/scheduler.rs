@@ -172,6 +172,16 @@ fn a_corrupted_reply_is_retried_and_counted() {
 #[test]
 fn a_silent_meter_goes_offline_without_slowing_the_others_beyond_its_timeout() {
     let mut rig = rig(3);
+    // What the daemon turns into events 30 and 31 for the head-end.
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let seen = changes.clone();
+    rig.scheduler.set_state_sink(Box::new(
+        move |address: &str, online: bool, failures: u32| {
+            seen.lock()
+                .unwrap()
+                .push((address.to_string(), online, failures));
+        },
+    ));
     let normal = rig.scheduler.poll_cycle().took;
     rig.scheduler.poll_cycle();
     rig.bus.inject(rig.ids[1], Fault::Silence, None);
@@ -203,6 +213,19 @@ fn a_silent_meter_goes_offline_without_slowing_the_others_beyond_its_timeout() {
         rig.scheduler.poll_cycle();
     }
     assert_eq!(rig.scheduler.meters()[1].online(), Some(true));
+    let address = rig.scheduler.meters()[1].address.clone();
+    let changes = changes.lock().unwrap().clone();
+    assert_eq!(
+        changes.len(),
+        2,
+        "offline once, back once, nothing for the others: {changes:?}"
+    );
+    assert_eq!(
+        (changes[0].0.as_str(), changes[0].1),
+        (address.as_str(), false)
+    );
+    assert!(changes[0].2 >= 3, "{changes:?}");
+    assert_eq!(changes[1], (address, true, 0));
 }
 
 #[test]

@@ -203,6 +203,10 @@ pub struct CycleReport {
 /// Called on the bus's thread; it must not block (the daemon sends them on to the ledger's thread).
 pub type ReadingSink = Box<dyn FnMut(&str, &[Reading]) + Send>;
 
+/// A meter going offline or coming back: its address, whether it is online now, and the failed polls
+/// in a row that made it offline (0 when back). Called on the bus's thread; it must not block.
+pub type StateSink = Box<dyn FnMut(&str, bool, u32) + Send>;
+
 /// Submits jobs to a running scheduler from other threads.
 #[derive(Debug, Clone)]
 pub struct SchedulerHandle {
@@ -247,6 +251,7 @@ pub struct BusScheduler {
     inbox: Receiver<(String, Task, Priority, Sender<JobOutcome>)>,
     handle: SchedulerHandle,
     sink: Option<ReadingSink>,
+    state_sink: Option<StateSink>,
     loans: loan::LoanDesk,
 }
 
@@ -283,6 +288,7 @@ impl BusScheduler {
             inbox,
             handle: SchedulerHandle { tx },
             sink: None,
+            state_sink: None,
             loans,
         }
     }
@@ -290,6 +296,12 @@ impl BusScheduler {
     /// Hands every routine poll's readings to `sink` (the daemon feeds energy registers to the ledger).
     pub fn set_reading_sink(&mut self, sink: ReadingSink) {
         self.sink = Some(sink);
+    }
+
+    /// Tells `sink` when a meter goes offline, and when one that was offline answers again (the
+    /// daemon queues events 30 and 31 for the head-end).
+    pub fn set_state_sink(&mut self, sink: StateSink) {
+        self.state_sink = Some(sink);
     }
 
     /// A handle to submit jobs from other threads.
@@ -439,6 +451,11 @@ impl BusScheduler {
                     meter.address,
                     meter.dwelling
                 );
+                if meter.online == Some(false) {
+                    if let Some(s) = self.state_sink.as_mut() {
+                        s(&meter.address, true, 0);
+                    }
+                }
             }
             meter.online = Some(true);
             if !readings.is_empty() {
@@ -468,6 +485,9 @@ impl BusScheduler {
                 meter.online = Some(false);
                 meter.skipped = 0;
                 meter.estimate.reset();
+                if let Some(s) = self.state_sink.as_mut() {
+                    s(&meter.address, false, meter.failures);
+                }
             }
         }
         answered

@@ -35,7 +35,7 @@ pub use ledger_outbox::{LedgerMapping, LedgerOutbox};
 use crate::clock::unix_now;
 use crate::config::{Config, Contexts, UplinkSetup};
 use crate::prepay::{LedgerReports, Place, SchedulerHandles, ToLedger};
-use crate::scheduler::ReadingSink;
+use crate::scheduler::{ReadingSink, StateSink};
 use crate::status::{AkaScopeView, StatusBoard, UplinkView};
 
 /// The uplink's store side, opened before the ledger thread starts (which reports into it).
@@ -151,6 +151,47 @@ impl UplinkQueue {
             if !readings.is_empty() {
                 queue.append(Scope::Meter(*tid), Body::Readings(Readings { readings }));
             }
+        })
+    }
+
+    /// The meter-state part of bus `bus`: a meter going offline is event 30 (warning, with the failed
+    /// polls), one answering again event 31, in the meter's scope.
+    pub fn state_sink(&self, bus: &str) -> StateSink {
+        let queue = self.clone();
+        let bus = bus.to_string();
+        Box::new(move |address: &str, online: bool, failures: u32| {
+            let Some(tid) = queue.places.get(&(bus.clone(), address.to_string())) else {
+                return;
+            };
+            let (code, severity, detail) = if online {
+                (
+                    concentrator_protocol::event_code::METER_ONLINE,
+                    concentrator_protocol::Severity::Info,
+                    None,
+                )
+            } else {
+                (
+                    concentrator_protocol::event_code::METER_OFFLINE,
+                    concentrator_protocol::Severity::Warning,
+                    Some(format!(
+                        "no valid answer to {failures} polls in a row on bus {bus}"
+                    )),
+                )
+            };
+            queue.append(
+                Scope::Meter(*tid),
+                Body::Event(concentrator_protocol::Event {
+                    at: unix_now(),
+                    code,
+                    severity,
+                    detail,
+                    values: if online {
+                        vec![]
+                    } else {
+                        vec![i64::from(failures)]
+                    },
+                }),
+            );
         })
     }
 
