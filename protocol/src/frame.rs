@@ -86,6 +86,7 @@ bodies! {
     Birth(Birth),
     Death(Death),
     RestoreRequest(RestoreRequest),
+    Settlement(SettlementBody),
     AkaChallenge(AkaChallenge),
     SecurityModeCommand(SecurityModeCommand),
     TidAssignment(TidAssignment),
@@ -97,6 +98,7 @@ bodies! {
     AckDown(Ack),
     AccountRequest(AccountRequest),
     AccountRestore(AccountRestore),
+    TenancyChange(TenancyChange),
 }
 
 impl Body {

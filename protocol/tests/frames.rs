@@ -65,10 +65,29 @@ fn spec_examples() {
          3c910e55a207d418041a6955b90005a10081a4001a6955b900\
          0101021a0012d6870300"
     );
-    for (i, body) in bodies().into_iter().enumerate() {
+    let all = bodies();
+    for (i, body) in all.iter().cloned().enumerate() {
         let f = frame(i as u64, body);
         println!("{:?}: {}", f.kind(), hex::encode(f.encode().unwrap()));
     }
+    // The change-of-tenancy pair, as docs/protocol.md shows them.
+    let doc = |kind: Kind| {
+        let (i, body) = all
+            .iter()
+            .cloned()
+            .enumerate()
+            .find(|(_, b)| b.kind() == kind)
+            .unwrap();
+        hex::encode(frame(i as u64, body).encode().unwrap())
+    };
+    assert_eq!(
+        doc(Kind::Settlement),
+        "a60001015067773030303172640000000000000017020d03483c910e55a207d418041a6955b90005a100450100025302"
+    );
+    assert_eq!(
+        doc(Kind::TenancyChange),
+        "a6000101506777303030317264000000000000001802188c03483c910e55a207d418041a6955b90005a100450100024f01"
+    );
 }
 
 #[test]

@@ -175,6 +175,12 @@ pub fn bodies() -> Vec<Body> {
         Body::AccountRestore(AccountRestore {
             signed: vec![0x01, 0x00, 0x02, 0x53, 0x01],
         }),
+        Body::Settlement(SettlementBody {
+            signed: vec![0x01, 0x00, 0x02, 0x53, 0x02],
+        }),
+        Body::TenancyChange(TenancyChange {
+            order: vec![0x01, 0x00, 0x02, 0x4f, 0x01],
+        }),
     ]
 }
 
