@@ -421,6 +421,13 @@ impl PaymentServer {
                 return Ok(to_purchase(&t));
             }
         }
+        // Under the meter's scope, as the order's serial boundary is taken (crate::tenancy).
+        if let Some(t) = self.store.tenancy_in_progress(meter).map_err(unavailable)? {
+            return Err(BackendError::Refused(format!(
+                "meter {meter} is changing tenancy (order {}): no credit can be bought for it until its gateway has closed the account; try again in a few minutes",
+                t.order_id
+            )));
+        }
         if amount_minor < self.rules.min_minor || amount_minor > self.rules.max_minor {
             return Err(BackendError::Refused(format!(
                 "amount {} is outside the allowed {} to {}",

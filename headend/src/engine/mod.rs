@@ -12,6 +12,7 @@ mod anchor;
 mod ingest;
 pub mod restore;
 mod shared;
+mod tenancy;
 mod tokens;
 
 use std::collections::HashMap;
@@ -133,6 +134,8 @@ pub struct Engine {
     in_gateway: Option<String>,
     /// When the poll of every pending token runs next (shared store).
     next_delivery: u64,
+    /// Where the CLI leaves change-of-tenancy requests while the head-end runs ([`crate::tenancy`]).
+    order_spool: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -191,7 +194,13 @@ impl Engine {
             next_reconcile: 0,
             awaiting_account: HashMap::new(),
             statement: None,
+            order_spool: None,
         }
+    }
+
+    /// Takes change-of-tenancy requests from `dir` (the CLI's order spool) at every tick.
+    pub fn set_order_spool(&mut self, dir: Option<std::path::PathBuf>) {
+        self.order_spool = dir;
     }
 
     /// The store.
@@ -501,6 +510,7 @@ impl Engine {
             Body::AccountSummary(a) => self.account(gw, meter, id, a, now),
             Body::CommandResult(r) => self.command_result(gw, meter, r, now),
             Body::RestoreRequest(r) => self.restore(gw, meter, r, now),
+            Body::Settlement(s) => self.settlement(gw, meter, s, now).map(|()| vec![]),
             other => Err(Fault::Reject(format!(
                 "a {} message is not expected in this scope",
                 other.kind().topic_name()
@@ -683,6 +693,7 @@ impl Engine {
             self.next_delivery = now + (self.s.result_timeout / 10).max(1);
             out.extend(self.deliver(None, now));
         }
+        out.extend(self.deliver_orders(now));
         out
     }
 
