@@ -177,7 +177,10 @@ pub fn tenancies(store: &Store) -> Result<String, StoreError> {
                     if s.debt_minor > 0 {
                         format!("billed {}", money_u(s.debt_minor, &t.currency))
                     } else {
-                        format!("refunded {}", money_u(s.remaining_credit_minor, &t.currency))
+                        format!(
+                            "refunded {}",
+                            money_u(s.remaining_credit_minor, &t.currency)
+                        )
                     },
                     if s.refunded_tokens.is_empty() {
                         String::new()

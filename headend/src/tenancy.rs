@@ -183,7 +183,11 @@ pub fn create_order(
 }
 
 /// Moves the meter from the old customer's account to the new one's (in `batch`).
-pub(crate) fn relink(store: &Store, t: &TenancyRecord, batch: &mut Batch) -> Result<(), crate::store::StoreError> {
+pub(crate) fn relink(
+    store: &Store,
+    t: &TenancyRecord,
+    batch: &mut Batch,
+) -> Result<(), crate::store::StoreError> {
     if let Some(mut c) = store.customer(&t.from)? {
         c.meters.retain(|m| m != &t.meter);
         batch.put(customer_key(&c.id), &c);
@@ -233,7 +237,11 @@ pub fn take_spool(
         if path.extension().and_then(|x| x.to_str()) != Some("json") {
             continue;
         }
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+        let Some(stem) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         let taking = dir.join(format!(".{stem}.taking-{}", std::process::id()));
@@ -287,7 +295,9 @@ pub fn take_spool(
 /// `2026-12-06 13:05:09`, either with ` UTC` after it or a `T` between date and time.
 pub fn parse_time(text: &str) -> Result<u64, String> {
     let bad = || {
-        format!("time {text:?} is not YYYY-MM-DD HH:MM[:SS] UTC (for example \"2026-12-06 13:05 UTC\")")
+        format!(
+            "time {text:?} is not YYYY-MM-DD HH:MM[:SS] UTC (for example \"2026-12-06 13:05 UTC\")"
+        )
     };
     let t = text.trim();
     let t = t.strip_suffix("UTC").unwrap_or(t).trim();
@@ -353,7 +363,9 @@ mod tests {
         assert_eq!(parse_time("2026-12-06 13:05:09 UTC"), Ok(1_796_562_309));
         assert_eq!(parse_time("2026-12-06T13:05:09Z"), Ok(1_796_562_309));
         assert_eq!(parse_time("2000-02-29 00:00"), Ok(951_782_400));
-        assert!(parse_time("2001-02-29 00:00").unwrap_err().contains("no such day"));
+        assert!(parse_time("2001-02-29 00:00")
+            .unwrap_err()
+            .contains("no such day"));
         assert!(parse_time("yesterday").is_err());
         assert_eq!(parse_amount("5"), Ok(500));
         assert_eq!(parse_amount("5.5"), Ok(550));

@@ -47,9 +47,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use kv::{Entries, Kv, KvTxn, MemKv, SledKv};
 pub use meters::{anchor_key, rejected_key, serial_key};
 pub use records::*;
-pub use tenancy::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+pub use tenancy::*;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
