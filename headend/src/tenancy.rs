@@ -219,7 +219,8 @@ fn sanitize(s: &str) -> String {
 }
 
 /// Takes the requests waiting in the spool (each taken by one process only: renamed first), makes the
-/// orders and leaves `NAME.done` or `NAME.refused` with the answer.
+/// orders and leaves `NAME.done` (with the signed order in `NAME.order`, hex) or `NAME.refused` with
+/// the answer.
 pub fn take_spool(
     dir: &Path,
     store: &Store,
@@ -265,6 +266,11 @@ pub fn take_spool(
                         rec.to,
                         crate::money::time(rec.effective_at),
                         store.meter(&rec.meter).ok().flatten().map(|m| m.gateway).unwrap_or_default()
+                    );
+                    // The signed order, for an installer's order file (`--order-file`).
+                    let _ = std::fs::write(
+                        dir.join(format!("{stem}.order")),
+                        format!("{}\n", rec.signed),
                     );
                     out.push(rec);
                     Ok(text)

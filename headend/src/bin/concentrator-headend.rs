@@ -110,9 +110,6 @@ enum Command {
     },
     /// Change of tenancy: orders the meter's account closed and the next tenant's opened.
     Tenancy {
-        /// headend.toml.
-        #[arg(long)]
-        config: PathBuf,
         #[command(subcommand)]
         what: TenancyCommand,
     },
@@ -133,6 +130,9 @@ enum TenancyCommand {
     /// tokens never applied, and moves the meter to --to. With the sled store and the head-end
     /// running, the order goes through the running head-end (the order spool).
     Change {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
         /// The meter number.
         #[arg(long)]
         meter: String,
@@ -148,9 +148,18 @@ enum TenancyCommand {
         /// The new tenant's opening credit, e.g. 5.00 (default none: the new tenant buys credit).
         #[arg(long, default_value = "0")]
         opening_credit: String,
+        /// Also write the signed order to this file (hex text), for an installer to apply in the
+        /// gateway's web UI where the gateway cannot be reached.
+        #[arg(long)]
+        order_file: Option<PathBuf>,
     },
-    /// Every change-of-tenancy order with its state and settlement.
-    List,
+    /// Every change-of-tenancy order with its state and settlement (on sled, with the head-end
+    /// stopped: the store is locked while it runs).
+    List {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -352,10 +361,7 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             let store = open_store(&cfg)?;
             print!("{}", status::report(&store, &cfg.pilot.currency)?);
         }
-        Command::Tenancy { config, what } => {
-            let cfg = Config::load(&config)?;
-            return tenancy(cfg, what);
-        }
+        Command::Tenancy { what } => return tenancy(what),
         Command::Audit { config, what } => {
             let cfg = Config::load(&config)?;
             let store = open_store(&cfg)?;
@@ -395,11 +401,12 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn tenancy(cfg: Config, what: TenancyCommand) -> Result<std::process::ExitCode> {
+fn tenancy(what: TenancyCommand) -> Result<std::process::ExitCode> {
     use concentrator_headend::tenancy::{self, OrderError, OrderRequest};
     let now = concentrator_protocol::unix_now();
     match what {
-        TenancyCommand::List => {
+        TenancyCommand::List { config } => {
+            let cfg = Config::load(&config)?;
             let store = open_store(&cfg)?;
             print!("{}", status::tenancies(&store)?);
             Ok(std::process::ExitCode::SUCCESS)
@@ -410,7 +417,18 @@ fn tenancy(cfg: Config, what: TenancyCommand) -> Result<std::process::ExitCode> 
             to,
             at,
             opening_credit,
+            order_file,
+            config,
         } => {
+            let cfg = Config::load(&config)?;
+            let write_order = |hex_text: &str| -> Result<()> {
+                if let Some(path) = &order_file {
+                    std::fs::write(path, format!("{}\n", hex_text.trim()))
+                        .with_context(|| format!("writing the order file {}", path.display()))?;
+                    println!("signed order written to {} (the installer applies it in the gateway's web UI, Accounts page)", path.display());
+                }
+                Ok(())
+            };
             let effective_at = match at.as_deref() {
                 None | Some("now") => now,
                 Some(t) => tenancy::parse_time(t).map_err(anyhow::Error::msg)?,
@@ -439,6 +457,7 @@ fn tenancy(cfg: Config, what: TenancyCommand) -> Result<std::process::ExitCode> 
                             rec.to,
                             concentrator_headend::money::time(rec.effective_at)
                         );
+                        write_order(&rec.signed)?;
                         Ok(std::process::ExitCode::SUCCESS)
                     }
                     Err(OrderError::Refused(why)) => {
@@ -463,6 +482,11 @@ fn tenancy(cfg: Config, what: TenancyCommand) -> Result<std::process::ExitCode> 
                         let _ = std::fs::remove_file(answer);
                         if code == 0 {
                             print!("{text}");
+                            let signed = stem.with_extension("order");
+                            if let Ok(hex_text) = std::fs::read_to_string(&signed) {
+                                let _ = std::fs::remove_file(&signed);
+                                write_order(&hex_text)?;
+                            }
                         } else {
                             eprint!("error: {text}");
                         }
