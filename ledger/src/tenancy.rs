@@ -378,21 +378,34 @@ pub fn orders_of<S: Store + ?Sized>(
     prefix.push(0);
     prefix.push(b'o');
     let mut out = Vec::new();
-    for (k, v) in store.range_from(Keyspace::Closed, &prefix, 10_000)? {
-        if !k.starts_with(&prefix) {
-            break;
+    let mut from = prefix.clone();
+    loop {
+        let page = store.range_from(Keyspace::Closed, &from, 64)?;
+        let full = page.len() == 64;
+        let mut last = None;
+        for (k, v) in page {
+            if !k.starts_with(&prefix) {
+                return Ok(out);
+            }
+            if k.len() == prefix.len() + 8 {
+                let rec: OrderRecord =
+                    serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt {
+                        keyspace: Keyspace::Closed.name(),
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        reason: e.to_string(),
+                    })?;
+                out.push(rec);
+            }
+            last = Some(k);
         }
-        if k.len() != prefix.len() + 8 {
-            continue;
+        match (full, last) {
+            (true, Some(mut k)) => {
+                k.push(0);
+                from = k;
+            }
+            _ => return Ok(out),
         }
-        let rec: OrderRecord = serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt {
-            keyspace: Keyspace::Closed.name(),
-            key: String::from_utf8_lossy(&k).into_owned(),
-            reason: e.to_string(),
-        })?;
-        out.push(rec);
     }
-    Ok(out)
 }
 
 /// The order whose old customer a not-yet-applied serial belongs to, if any.
