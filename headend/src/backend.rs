@@ -167,8 +167,14 @@ impl PaymentServer {
         meter: Option<&str>,
     ) -> Result<Vec<TokenRecord>, BackendError> {
         let mut out = Vec::new();
-        for m in c
-            .meters
+        // The meters the customer has, and those they moved out of (their purchases stay theirs).
+        let mut meters = c.meters.clone();
+        for m in self.store.meters_left(&c.id).map_err(unavailable)? {
+            if !meters.contains(&m) {
+                meters.push(m);
+            }
+        }
+        for m in meters
             .iter()
             .filter(|m| meter.is_none_or(|x| x == m.as_str()))
         {

@@ -119,6 +119,25 @@ pub fn report(store: &Store, currency: &str) -> Result<String, StoreError> {
             c.meters.join(", ")
         );
     }
+    let waiting = store.pending_tenancies()?;
+    if !waiting.is_empty() {
+        let _ = writeln!(
+            out,
+            "change-of-tenancy orders waiting for their settlement: {} (concentrator-headend tenancy list)",
+            waiting.len()
+        );
+        for t in &waiting {
+            let _ = writeln!(
+                out,
+                "  order {} meter {}: {} to {}, ordered {}",
+                t.order_id,
+                t.meter,
+                t.from,
+                t.to,
+                time(t.ordered_at)
+            );
+        }
+    }
     let rejected = store.rejected()?;
     let _ = writeln!(
         out,

@@ -238,6 +238,15 @@ fn a_settlement_with_credit_refunds_it_and_the_unapplied_token_and_moves_the_met
     assert!(he.store().pending(Some("MTR-1")).unwrap().is_empty());
     // The meter moved: the old customer's app no longer lists it, the new one's does.
     assert!(backend.meters("C-1").unwrap().is_empty());
+    // Their purchase history stays theirs: both tokens, the second refused (refunded).
+    let history = backend.history("C-1", None, 50).unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h.serial == Some(2)
+                && h.detail.as_deref().is_some_and(|d| d.contains("refunded"))),
+        "{history:?}"
+    );
     let m = backend.meters("C-2").unwrap();
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].meter, "MTR-1");
@@ -265,6 +274,12 @@ fn a_settlement_with_debt_bills_it_and_forged_or_misdirected_ones_are_rejected()
     let now = unix_now();
     he.order_tenancy(&request(now), now).unwrap();
     let (order, _) = orders(&p, &mut g, &e.tick(now), now).remove(0);
+    let report = concentrator_headend::status::report(&he.store(), "EUR").unwrap();
+    assert!(
+        report.contains("change-of-tenancy orders waiting for their settlement: 1")
+            && report.contains("order 1 meter MTR-1: C-1 to C-2"),
+        "{report}"
+    );
 
     // Signed by something that is not gateway gw-1 (the head-end's own token key): rejected for good.
     let forged = SettlementDocument {

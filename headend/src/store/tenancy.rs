@@ -1,5 +1,6 @@
 //! Change-of-tenancy orders in the store: `ten/<order BE>` the [`TenancyRecord`], `tenp/<order BE>`
 //! the orders waiting for their settlement, `tenm/<meter>\0<order BE>` a meter's orders,
+//! `tenf/<customer>\0<order BE>` the orders that move a customer out (their history stays theirs),
 //! `tcmd/<message id hex>` the order a tenancy command carried, `tenn` the next order id. The same
 //! keys on sled and PostgreSQL (both are the [`super::Kv`] key space); order ids come from a
 //! compare-and-swap on `tenn`, so no two workers hand out the same one.
@@ -183,5 +184,22 @@ impl Store {
         batch.insert(tenancy_key(t.order_id), t);
         batch.put(tenancy_pending_key(t.order_id), &t.order_id);
         batch.put(tenancy_meter_key(&t.meter, t.order_id), &t.order_id);
+        batch.put(
+            key2("tenf/", &t.from, &t.order_id.to_be_bytes()),
+            &t.order_id,
+        );
+    }
+
+    /// The meters a customer moved out of (settled orders), for their purchase history.
+    pub fn meters_left(&self, customer: &str) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, id) in self.scan::<u64>(key2("tenf/", customer, &[]))? {
+            if let Some(t) = self.tenancy(id)? {
+                if t.state == TenancyState::Settled && !out.contains(&t.meter) {
+                    out.push(t.meter);
+                }
+            }
+        }
+        Ok(out)
     }
 }
