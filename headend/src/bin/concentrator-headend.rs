@@ -496,7 +496,7 @@ fn tenancy(what: TenancyCommand) -> Result<std::process::ExitCode> {
                 std::thread::sleep(Duration::from_millis(100));
             }
             bail!(
-                "the store is in use and no running head-end took the request {} within 30 s: start the head-end (concentrator-headend run), which takes it then",
+                "the store is in use (a running head-end holds it) and no head-end took the request within 30 s; it stays in {} and the running head-end takes it at its next tick (check that `concentrator-headend run` is running; its log names the order)",
                 path.display()
             )
         }
