@@ -74,6 +74,14 @@ fn receipt(
     )
 }
 
+/// The message ids of the top-up commands among `out`, in serial order.
+fn top_up_ids(g: &mut GatewaySide, out: &[Outgoing], now: u64) -> Vec<MessageId> {
+    out.iter()
+        .filter(|o| o.topic.ends_with("/top-up"))
+        .map(|o| g.open_at(o, now).1.header.id)
+        .collect()
+}
+
 /// The tenancy orders among `out`, opened and verified as the gateway verifies them.
 fn orders(
     p: &Pilot,
@@ -143,17 +151,40 @@ fn a_settlement_with_credit_refunds_it_and_the_unapplied_token_and_moves_the_met
     let he = p.head_end();
     let backend = he.backend();
     let (mut e, mut g, scope) = online(&p, &he);
-    // C-1 buys 5.00 (applied, receipted) and 7.00 (sent, never applied).
+    // C-1 buys 5.00 (applied, receipted), 7.00 (sent, never applied) and 3.00 (refused by the gateway
+    // once the account is closed: the old customer's).
     backend.top_up("C-1", "MTR-1", 500, [1; 16]).unwrap();
     backend.top_up("C-1", "MTR-1", 700, [2; 16]).unwrap();
+    backend.top_up("C-1", "MTR-1", 300, [9; 16]).unwrap();
     let now = unix_now();
-    let sent = e.deliver(Some("MTR-1"), now);
-    assert_eq!(sent.len(), 2);
+    let sent = top_up_ids(&mut g, &e.deliver(Some("MTR-1"), now), now);
+    assert_eq!(sent.len(), 3);
     feed(&mut e, &receipt(&p, &mut g, scope, 1, 500));
 
-    // The order: serials up to 2 are C-1's.
+    // The order: serials up to 3 are C-1's.
     let rec = he.order_tenancy(&request(now), now).unwrap();
-    assert_eq!((rec.order_id, rec.last_old_serial), (1, 2));
+    assert_eq!((rec.order_id, rec.last_old_serial), (1, 3));
+    // The gateway refuses token 3 (the account it was for is closed): refunded at once.
+    let refused = g.seal(
+        scope,
+        Body::CommandResult(CommandResult {
+            command: sent[2],
+            code: result_code::TOKEN_REFUSED,
+            reason: Some("token 3 for meter \"MTR-1\" was bought by \"C-1\", whose account was closed by change of tenancy order 1".into()),
+        }),
+        None,
+    );
+    feed(&mut e, &refused);
+    let last = audit::entries(&he.store()).unwrap().pop().unwrap();
+    assert_eq!(
+        (
+            last.what,
+            last.serial,
+            last.amount_minor,
+            last.customer.as_deref()
+        ),
+        (EntryKind::Refund, 3, 300, Some("C-1"))
+    );
     // Nobody buys credit for the meter while the order is open.
     let err = backend.top_up("C-1", "MTR-1", 300, [3; 16]).unwrap_err();
     assert!(
@@ -180,7 +211,7 @@ fn a_settlement_with_credit_refunds_it_and_the_unapplied_token_and_moves_the_met
             order.new_customer.as_str(),
             order.last_old_serial
         ),
-        (1, "C-1", "C-2", 2)
+        (1, "C-1", "C-2", 3)
     );
     assert!(
         orders(&p, &mut g, &e.tick(now + 1), now + 1).is_empty(),
@@ -262,7 +293,7 @@ fn a_settlement_with_credit_refunds_it_and_the_unapplied_token_and_moves_the_met
     )
     .is_empty());
     let bought = backend.top_up("C-2", "MTR-1", 400, [4; 16]).unwrap();
-    assert_eq!(bought.serial, 3);
+    assert_eq!(bought.serial, 4);
     assert!(backend.top_up("C-1", "MTR-1", 400, [5; 16]).is_err());
 }
 

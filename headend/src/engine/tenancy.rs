@@ -138,6 +138,24 @@ impl Engine {
         Ok(Some(out))
     }
 
+    /// The change-of-tenancy order (its id) that moved the buyer of token `t` out of its meter, when the
+    /// token was theirs (a serial up to the order's boundary) and the order was not refused.
+    pub(super) fn moved_out_order(
+        &self,
+        t: &crate::store::TokenRecord,
+    ) -> Result<Option<u64>, crate::store::StoreError> {
+        Ok(self
+            .store
+            .tenancies_of(&t.meter)?
+            .into_iter()
+            .find(|o| {
+                o.state != TenancyState::Refused
+                    && o.from == t.customer
+                    && t.serial <= o.last_old_serial
+            })
+            .map(|o| o.order_id))
+    }
+
     /// A command result that answers a tenancy order; `None` when the command was not one.
     pub(super) fn tenancy_result(
         &mut self,
