@@ -7,6 +7,8 @@
 //!   with `by`.
 //! - `ledger.token` `{token: HEX, meter?, by}`: a credit token applied exactly once through the ledger
 //!   ([`ToLedger::Token`]); answered with the receipt, a replay refused with when it was applied.
+//! - `ledger.tenancy` `{order: HEX, by}`: the head-end's signed change-of-tenancy order (an order file)
+//!   carried out through the ledger ([`ToLedger::Tenancy`]); answered with the settlement's figures.
 
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,9 @@ use concentrator_ledger::{RelayOrder, RelayState, TopUpReceipt};
 use serde_json::{json, Value};
 
 use crate::control::ControlRoutes;
-use crate::prepay::{RelayReply, RelayRequest, ToLedger, TokenReply, TokenRequest};
+use crate::prepay::{
+    RelayReply, RelayRequest, TenancyReply, TenancyRequest, ToLedger, TokenReply, TokenRequest,
+};
 use crate::status::StatusBoard;
 
 /// How long `ledger.relay` waits for the read-back (the ledger gives up after 60 s itself).
@@ -52,10 +56,69 @@ pub fn add_routes(
         "ledger.relay",
         Arc::new(move |args: &Value| relay(&l, &ev, args)),
     );
+    let (l, ev) = (Arc::clone(&ledger), Arc::clone(&events));
+    routes.add(
+        "ledger.tenancy",
+        Arc::new(move |args: &Value| tenancy(&l, &ev, args)),
+    );
     routes.add(
         "ledger.token",
         Arc::new(move |args: &Value| token(&ledger, &events, args)),
     );
+}
+
+/// A change-of-tenancy order file, as hex text (or the octets the head-end wrote, hex-encoded by the
+/// caller): verified and carried out by the ledger, which closes the account with a signed settlement
+/// (sent to the head-end from the outbox) and opens the next tenant's.
+fn tenancy(
+    ledger: &Mutex<Sender<ToLedger>>,
+    events: &EventSink,
+    args: &Value,
+) -> Result<Value, String> {
+    let by = text(args, "by", "who applies it (\"installer NAME\")")?.to_string();
+    let hex_text: String = text(args, "order", "the order file's text (hex)")?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let order = hex::decode(&hex_text).map_err(|_| {
+        "this is not a tenancy order file: it must be the hex text `concentrator-headend tenancy change --order-file` wrote; ask the utility for the file again".to_string()
+    })?;
+    let (reply, answer) = channel();
+    send(
+        ledger,
+        ToLedger::Tenancy(TenancyRequest {
+            meter: None,
+            order,
+            by: by.clone(),
+            reply,
+        }),
+    )?;
+    let outcome = answer.recv_timeout(TOKEN_WAIT).map_err(|_| {
+        format!("the ledger did not answer within {} s; look at the log, then try again (an order is carried out once)", TOKEN_WAIT.as_secs())
+    })?;
+    match outcome {
+        TenancyReply::Done(text) => {
+            events("tenancy", format!("{text} (order applied by {by})"));
+            Ok(json!({"outcome": "done", "text": text}))
+        }
+        TenancyReply::AlreadyDone(text) => {
+            events(
+                "tenancy",
+                format!("{text} (order offered again by {by}: done before, nothing changed)"),
+            );
+            Ok(
+                json!({"outcome": "already_done", "text": format!("{text}; this order was carried out before, nothing changed")}),
+            )
+        }
+        TenancyReply::Refused(why) => {
+            events(
+                "tenancy",
+                format!("tenancy order refused ({why}), offered by {by}"),
+            );
+            Err(format!("refused: {why}"))
+        }
+        TenancyReply::NotNow(why) => Err(format!("not carried out now: {why}")),
+    }
 }
 
 fn text<'a>(args: &'a Value, key: &str, what: &str) -> Result<&'a str, String> {

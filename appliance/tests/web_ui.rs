@@ -89,6 +89,36 @@ impl Drop for Daemon {
     }
 }
 
+/// A change-of-tenancy order file for MTR-102 signed with the demo PKI's head-end key (hex text, as
+/// `concentrator-headend tenancy change --order-file` writes it), and a copy altered after signing.
+fn order_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let pki = concentrator_ledger::testkit::TestPki::load(&dir.join("pki")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let order = concentrator_security::tenancy::TenancyOrder {
+        meter_id: "MTR-102".into(),
+        order_id: 1,
+        old_customer: "C-0001".into(),
+        new_customer: "C-0002".into(),
+        effective_at: now - 60,
+        issued_at: now - 60,
+        last_old_serial: 0,
+        opening_credit_minor: 0,
+        currency: *b"EUR",
+        key_id: [0; 8],
+    };
+    let signed = pki.order(&order, false).unwrap();
+    let mut altered = signed.clone();
+    let at = altered.windows(6).position(|w| w == b"C-0002").unwrap();
+    altered[at + 5] = b'7';
+    let (good, bad) = (dir.join("MTR-102.order"), dir.join("altered.order"));
+    std::fs::write(&good, format!("{}\n", hex::encode(signed))).unwrap();
+    std::fs::write(&bad, format!("{}\n", hex::encode(altered))).unwrap();
+    (good, bad)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -264,6 +294,7 @@ fn installer_ui_in_a_real_browser() {
         None,
     );
     let token = std::fs::read_to_string(&token_file).unwrap();
+    let (order, bad_order) = order_files(&dir);
     let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
     let daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_concentratord"))
@@ -293,6 +324,8 @@ fn installer_ui_in_a_real_browser() {
         .env("UI_READONLY", "bob")
         .env("UI_READONLY_PASSWORD", "bob-password-22")
         .env("UI_TOKEN", token.trim())
+        .env("UI_ORDER", &order)
+        .env("UI_BAD_ORDER", &bad_order)
         .env("UI_CONFIG", &config)
         .env("UI_CONCENTRATORD", env!("CARGO_BIN_EXE_concentratord"))
         .env("UI_SCREENSHOTS", &shots)
@@ -332,6 +365,7 @@ fn installer_ui_in_a_real_browser() {
         "commission-scan-real-port",
         "overview",
         "token-applied",
+        "tenancy-applied",
         "relay-open",
         "zigbee",
         "commission-written",

@@ -35,6 +35,15 @@ pub enum EntryKind {
     Resent,
     /// A gateway that lost its store got the meter's account back (the figures in `detail`).
     AccountRestored,
+    /// A change of tenancy was ordered (the order id in `serial`, the new customer in `detail`).
+    TenancyOrdered,
+    /// Money owed back to a customer: the credit left at a change of tenancy (`serial` 0), or a token
+    /// the customer bought and the gateway never applied (its serial).
+    Refund,
+    /// Debt left at a change of tenancy, billed to the customer who left.
+    Bill,
+    /// The new tenant's account opened (the opening credit as the amount).
+    TenancyOpened,
 }
 
 /// One entry, as hashed.

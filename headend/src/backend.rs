@@ -167,8 +167,14 @@ impl PaymentServer {
         meter: Option<&str>,
     ) -> Result<Vec<TokenRecord>, BackendError> {
         let mut out = Vec::new();
-        for m in c
-            .meters
+        // The meters the customer has, and those they moved out of (their purchases stay theirs).
+        let mut meters = c.meters.clone();
+        for m in self.store.meters_left(&c.id).map_err(unavailable)? {
+            if !meters.contains(&m) {
+                meters.push(m);
+            }
+        }
+        for m in meters
             .iter()
             .filter(|m| meter.is_none_or(|x| x == m.as_str()))
         {
@@ -420,6 +426,13 @@ impl PaymentServer {
             if let Some(t) = self.store.token(&r.meter, r.serial).map_err(unavailable)? {
                 return Ok(to_purchase(&t));
             }
+        }
+        // Under the meter's scope, as the order's serial boundary is taken (crate::tenancy).
+        if let Some(t) = self.store.tenancy_in_progress(meter).map_err(unavailable)? {
+            return Err(BackendError::Refused(format!(
+                "meter {meter} is changing tenancy (order {}): no credit can be bought for it until its gateway has closed the account; try again in a few minutes",
+                t.order_id
+            )));
         }
         if amount_minor < self.rules.min_minor || amount_minor > self.rules.max_minor {
             return Err(BackendError::Refused(format!(

@@ -143,6 +143,25 @@ impl HeadEnd {
         self.store.clone()
     }
 
+    /// Orders a change of tenancy (signed with the token key, recorded and flushed); the running
+    /// head-end sends it to the meter's gateway ([`crate::tenancy`]).
+    pub fn order_tenancy(
+        &self,
+        req: &crate::tenancy::OrderRequest,
+        now: u64,
+    ) -> std::result::Result<crate::store::TenancyRecord, crate::tenancy::OrderError> {
+        let signer = token_signer(&self.config)
+            .map_err(|e| crate::tenancy::OrderError::Refused(e.to_string()))?;
+        crate::tenancy::create_order(
+            &self.store,
+            &self.payments,
+            &signer,
+            &self.config.pilot.currency,
+            req,
+            now,
+        )
+    }
+
     /// The [`Backend`] (the phone-facing server's view).
     pub fn backend(&self) -> Arc<PaymentServer> {
         self.backend.clone()
@@ -192,7 +211,8 @@ impl HeadEnd {
             });
         }
         let tls = mqtt::tls_for(&self.config)?;
-        let engine = self.engine()?;
+        let mut engine = self.engine()?;
+        engine.set_order_spool(Some(crate::tenancy::spool_dir(&self.config)));
         let settings = MqttSettings {
             host: broker.host,
             port: broker.port,

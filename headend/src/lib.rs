@@ -45,6 +45,7 @@ pub mod provision;
 pub mod spec;
 pub mod status;
 pub mod store;
+pub mod tenancy;
 pub mod web;
 
 pub use error::{HeadEndError, Result};

@@ -119,6 +119,25 @@ pub fn report(store: &Store, currency: &str) -> Result<String, StoreError> {
             c.meters.join(", ")
         );
     }
+    let waiting = store.pending_tenancies()?;
+    if !waiting.is_empty() {
+        let _ = writeln!(
+            out,
+            "change-of-tenancy orders waiting for their settlement: {} (concentrator-headend tenancy list)",
+            waiting.len()
+        );
+        for t in &waiting {
+            let _ = writeln!(
+                out,
+                "  order {} meter {}: {} to {}, ordered {}",
+                t.order_id,
+                t.meter,
+                t.from,
+                t.to,
+                time(t.ordered_at)
+            );
+        }
+    }
     let rejected = store.rejected()?;
     let _ = writeln!(
         out,
@@ -141,6 +160,79 @@ pub fn report(store: &Store, currency: &str) -> Result<String, StoreError> {
             r.id,
             r.reason
         );
+    }
+    Ok(out)
+}
+
+/// Every change-of-tenancy order, oldest first, with its state and settlement
+/// (`concentrator-headend tenancy list`).
+pub fn tenancies(store: &Store) -> Result<String, StoreError> {
+    let mut out = String::new();
+    let mut all = Vec::new();
+    for (_, t) in store.scan::<crate::store::TenancyRecord>(b"ten/")? {
+        all.push(t);
+    }
+    if all.is_empty() {
+        out.push_str("no change-of-tenancy orders\n");
+    }
+    for t in all {
+        let _ = write!(
+            out,
+            "order {} meter {}: {} to {}, effective {}, ",
+            t.order_id,
+            t.meter,
+            t.from,
+            t.to,
+            time(t.effective_at)
+        );
+        match (&t.state, &t.settlement) {
+            (_, Some(s)) => {
+                let _ = writeln!(
+                    out,
+                    "settled {}: account {} closed at {} Wh, {}{}",
+                    time(s.booked_at),
+                    s.account_no,
+                    s.closing_register_wh,
+                    if s.debt_minor > 0 {
+                        format!("billed {}", money_u(s.debt_minor, &t.currency))
+                    } else {
+                        format!(
+                            "refunded {}",
+                            money_u(s.remaining_credit_minor, &t.currency)
+                        )
+                    },
+                    if s.refunded_tokens.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", {} token(s) never applied refunded",
+                            s.refunded_tokens.len()
+                        )
+                    }
+                );
+            }
+            (crate::store::TenancyState::Refused, None) => {
+                let _ = writeln!(
+                    out,
+                    "REFUSED by the gateway: {}",
+                    t.reason.as_deref().unwrap_or("no reason given")
+                );
+            }
+            (_, None) => {
+                let _ = writeln!(
+                    out,
+                    "waiting for the settlement ({}{})",
+                    match t.sent_at {
+                        Some(at) => format!("sent {} time(s), last {}", t.sends, time(at)),
+                        None => "not sent yet: the gateway is offline or the meter has no security context".into(),
+                    },
+                    t.reason
+                        .as_deref()
+                        .map(|r| format!("; the gateway said: {r}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
     }
     Ok(out)
 }

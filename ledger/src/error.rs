@@ -116,6 +116,19 @@ pub enum TopUpError {
         /// The serial.
         serial: u64,
     },
+    /// The serial was issued to the meter's previous tenant and never applied before the change of
+    /// tenancy: it is that customer's money, refused here; the head-end refunds it.
+    #[error("token {serial} for meter {meter:?} was bought by {customer:?}, whose account was closed by change of tenancy order {order_id}: refused, nothing changed; the head-end refunds it to {customer:?}")]
+    PreviousTenant {
+        /// The meter.
+        meter: String,
+        /// The serial.
+        serial: u64,
+        /// The customer who left.
+        customer: String,
+        /// The order that closed the account.
+        order_id: u64,
+    },
     /// A different token with an already used serial: a head-end fault.
     #[error("a different token with serial {serial} for meter {meter:?} was already applied: report this to the head-end operator")]
     SerialConflict {

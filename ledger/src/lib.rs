@@ -80,5 +80,8 @@ pub use ledger::{
 pub use outbox::{Outbox, OutboxEntry, OutboxKind, TopUpReceipt};
 pub use relay_order::{OrderOutcome, RelayOrder};
 pub use store::{DurableSync, FaultPlan, FaultyStore, MemStore, SledStore, Store, StoreError};
-pub use tenancy::{NewTenant, Reconciliation, Settlement, SignedSettlement};
+pub use tenancy::{
+    NewTenant, OrderRecord, Reconciliation, Settlement, SignedSettlement, TenancyOrderError,
+    TenancyOutcome,
+};
 pub use topup::{token_digest, token_key, MAX_TOKEN_AMOUNT};

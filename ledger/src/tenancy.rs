@@ -8,7 +8,9 @@
 //! every tenancy, from the token records), so that the head-end can re-send what the gateway misses and
 //! refund what can never be applied.
 
+use concentrator_security::clock::{Utc, MAX_CLOCK_SKEW_S};
 use concentrator_security::signed::SignedDocument;
+use concentrator_security::tenancy::{SettlementDocument, TenancyError};
 use serde::Serialize;
 
 use crate::audit::AuditEvent;
@@ -311,4 +313,305 @@ pub fn reconciliation_of<S: Store + ?Sized>(
 /// Verifies a settlement's signed form decodes to the same body (used by tests and the head-end stub).
 pub fn settlement_body(signed: &[u8]) -> Option<Vec<u8>> {
     SignedDocument::decode(signed).ok().map(|d| d.body)
+}
+
+/// What the ledger keeps of a tenancy order it carried out (the `closed` keyspace, key meter id, 0,
+/// `o`, order id): a resent order is answered with the same settlement, and tokens of the old customer
+/// that arrive later are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OrderRecord {
+    /// The order id.
+    pub order_id: u64,
+    /// The customer who left.
+    pub old_customer: String,
+    /// The customer who moved in.
+    pub new_customer: String,
+    /// Serials up to this were issued to the old customer (0: none).
+    pub last_old_serial: u64,
+    /// The tenancy number closed.
+    pub closed_account: u32,
+    /// When the order was carried out, unix seconds.
+    pub at: u64,
+    /// The signed settlement (`SignedDocument` octets), as first sent.
+    #[serde(with = "hex_bytes")]
+    pub settlement: Vec<u8>,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::audit::hex_string(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd number of hex digits"));
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| serde::de::Error::custom("not hex"))
+            })
+            .collect()
+    }
+}
+
+/// The key of an order record.
+pub fn order_key(meter: &str, order_id: u64) -> Vec<u8> {
+    let mut k = meter.as_bytes().to_vec();
+    k.push(0);
+    k.push(b'o');
+    k.extend_from_slice(&order_id.to_be_bytes());
+    k
+}
+
+/// Every order carried out on a meter, in order id order.
+pub fn orders_of<S: Store + ?Sized>(
+    store: &S,
+    meter: &str,
+) -> Result<Vec<OrderRecord>, LedgerError> {
+    let mut prefix = meter.as_bytes().to_vec();
+    prefix.push(0);
+    prefix.push(b'o');
+    let mut out = Vec::new();
+    let mut from = prefix.clone();
+    loop {
+        let page = store.range_from(Keyspace::Closed, &from, 64)?;
+        let full = page.len() == 64;
+        let mut last = None;
+        for (k, v) in page {
+            if !k.starts_with(&prefix) {
+                return Ok(out);
+            }
+            if k.len() == prefix.len() + 8 {
+                let rec: OrderRecord =
+                    serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt {
+                        keyspace: Keyspace::Closed.name(),
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        reason: e.to_string(),
+                    })?;
+                out.push(rec);
+            }
+            last = Some(k);
+        }
+        match (full, last) {
+            (true, Some(mut k)) => {
+                k.push(0);
+                from = k;
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The order whose old customer a not-yet-applied serial belongs to, if any.
+pub(crate) fn previous_tenant_of<S: Store + ?Sized>(
+    store: &S,
+    meter: &str,
+    serial: u64,
+) -> Result<Option<OrderRecord>, LedgerError> {
+    Ok(orders_of(store, meter)?
+        .into_iter()
+        .filter(|o| o.last_old_serial >= serial)
+        .min_by_key(|o| o.last_old_serial))
+}
+
+/// How a tenancy order went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenancyOutcome {
+    /// The settlement.
+    pub settlement: SettlementDocument,
+    /// Its signed form, as put into the outbox.
+    pub signed: Vec<u8>,
+    /// The order was carried out before: nothing changed, the same settlement was queued again.
+    pub already_done: bool,
+}
+
+/// Why a tenancy order was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenancyOrderError {
+    /// The order does not verify (signature, chain, role, key id, meter) or does not parse: final.
+    #[error("{0}; the head-end must sign a new order")]
+    Refused(#[from] TenancyError),
+    /// The order's currency is not the ledger's: final.
+    #[error("tenancy order in {got}, but this gateway keeps credit in {expected}: the head-end must issue the order in {expected}")]
+    Currency {
+        /// In the order.
+        got: String,
+        /// Configured.
+        expected: String,
+    },
+    /// The meter has no account here (yet): temporary.
+    #[error("meter {meter:?} has no account on this gateway yet (no first reading, or being restored): send the order again later")]
+    NoAccount {
+        /// The meter.
+        meter: String,
+    },
+    /// The order takes effect later: temporary.
+    #[error("tenancy order {order_id} takes effect at {} (this gateway's clock says {}): send it again then", Utc::of(*.effective_at), Utc::of(*.now))]
+    NotYet {
+        /// The order.
+        order_id: u64,
+        /// Its effective time.
+        effective_at: u64,
+        /// The gateway's time.
+        now: u64,
+    },
+    /// The store failed: nothing changed, temporary.
+    #[error("the change of tenancy was not recorded: {0}; send the order again")]
+    Ledger(#[from] LedgerError),
+}
+
+impl TenancyOrderError {
+    /// Whether sending the same order again later may succeed.
+    pub fn retry_later(&self) -> bool {
+        matches!(
+            self,
+            TenancyOrderError::NoAccount { .. }
+                | TenancyOrderError::NotYet { .. }
+                | TenancyOrderError::Ledger(_)
+        )
+    }
+}
+
+impl<S: Store> Ledger<S> {
+    /// Carries out the head-end's signed change-of-tenancy order for `meter` (or for the meter it
+    /// names, with `None`: an installer's order file). In one transaction, flushed before it returns:
+    /// the account is closed at its last reading (charged up to it), its balance frozen into a settlement
+    /// signed with the gateway key and put into the outbox, the closing entry in the audit log, and the
+    /// new tenant's account opened from the same register with the order's opening credit; the supply
+    /// then follows the prepayment rules. A resent order (same id) changes nothing and queues the same
+    /// settlement again.
+    pub fn apply_tenancy_order(
+        &mut self,
+        meter: Option<&str>,
+        signed_order: &[u8],
+        now: u64,
+    ) -> Result<TenancyOutcome, TenancyOrderError> {
+        let order = self.verifier.verify_order(signed_order, meter, now)?;
+        let meter = order.meter_id.clone();
+        if order.currency != self.config.currency.as_bytes() {
+            return Err(TenancyOrderError::Currency {
+                got: String::from_utf8_lossy(&order.currency).into_owned(),
+                expected: self.config.currency.clone(),
+            });
+        }
+        if let Some(v) = self
+            .store
+            .get(Keyspace::Closed, &order_key(&meter, order.order_id))
+            .map_err(LedgerError::from)?
+        {
+            let rec: OrderRecord =
+                serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt {
+                    keyspace: Keyspace::Closed.name(),
+                    key: format!("{meter}/order {}", order.order_id),
+                    reason: e.to_string(),
+                })?;
+            let settlement = SignedDocument::decode(&rec.settlement)
+                .ok()
+                .and_then(|d| SettlementDocument::decode(&d.body).ok())
+                .ok_or_else(|| LedgerError::Corrupt {
+                    keyspace: Keyspace::Closed.name(),
+                    key: format!("{meter}/order {}", order.order_id),
+                    reason: "the stored settlement does not decode".into(),
+                })?;
+            let mut txn = self.begin();
+            txn.outbox(OutboxKind::Settlement, &rec.settlement);
+            self.finish(txn, true)?;
+            return Ok(TenancyOutcome {
+                settlement,
+                signed: rec.settlement,
+                already_done: true,
+            });
+        }
+        if order.effective_at > now.saturating_add(MAX_CLOCK_SKEW_S) {
+            return Err(TenancyOrderError::NotYet {
+                order_id: order.order_id,
+                effective_at: order.effective_at,
+                now,
+            });
+        }
+        if !self.accounts.contains_key(&meter) {
+            return Err(TenancyOrderError::NoAccount { meter });
+        }
+        let mut txn = self.begin();
+        let old = self.staged_copy(&mut txn, &meter)?;
+        let balance = old.balance_minor();
+        txn.audit(
+            now,
+            &meter,
+            AuditEvent::AccountClosed {
+                account_no: old.account_no,
+                final_wh: old.register.wh,
+                balance_minor: balance,
+                debt_minor: old.debt_minor,
+            },
+        );
+        let settlement = SettlementDocument {
+            meter_id: meter.clone(),
+            order_id: order.order_id,
+            old_customer: order.old_customer.clone(),
+            account_no: old.account_no,
+            closed_at: now,
+            closing_register_wh: old.register.wh,
+            currency: order.currency,
+            remaining_credit_minor: u64::try_from(balance.max(0)).unwrap_or(0),
+            debt_minor: u64::try_from(old.total_debt_minor().max(0)).unwrap_or(0),
+            last_serial: old.last_serial,
+            audit_len: txn.head.next_seq,
+            audit_head: txn.head.hash,
+            gateway_id: self.config.gateway_id.clone(),
+        };
+        let signed = settlement
+            .sign(&self.signer)
+            .map_err(|e| LedgerError::Signing {
+                what: "settlement",
+                reason: e.to_string(),
+            })?;
+        let closed = serde_json::to_vec(&old).map_err(|e| LedgerError::Output(e.to_string()))?;
+        let mut closed_key = meter.as_bytes().to_vec();
+        closed_key.push(0);
+        closed_key.extend_from_slice(&old.account_no.to_be_bytes());
+        txn.batch.put(Keyspace::Closed, closed_key, closed);
+        let record = OrderRecord {
+            order_id: order.order_id,
+            old_customer: order.old_customer.clone(),
+            new_customer: order.new_customer.clone(),
+            last_old_serial: order.last_old_serial,
+            closed_account: old.account_no,
+            at: now,
+            settlement: signed.clone(),
+        };
+        let record = serde_json::to_vec(&record).map_err(|e| LedgerError::Output(e.to_string()))?;
+        txn.batch
+            .put(Keyspace::Closed, order_key(&meter, order.order_id), record);
+        txn.outbox(OutboxKind::Settlement, &signed);
+        let spec = NewAccount {
+            meter_id: meter.clone(),
+            dwelling: old.dwelling.clone(),
+            model: old.model.clone(),
+            protected: old.protected,
+            opening_balance_minor: order.opening_credit_minor as i64,
+            opening_debt_minor: 0,
+            register_wh: old.register.wh,
+            meter_serial: old.register.meter_serial.clone(),
+        };
+        let mut fresh = self.new_account(&mut txn, spec, old.account_no + 1, old.last_serial, now);
+        fresh.register.at = old.register.at;
+        fresh.relay = old.relay;
+        fresh.restored = old.restored.clone();
+        fresh.hold = old.hold.clone();
+        txn.touched.insert(meter.clone(), fresh);
+        self.settle(&mut txn, &meter, now)?;
+        self.finish(txn, true)?;
+        Ok(TenancyOutcome {
+            settlement,
+            signed,
+            already_done: false,
+        })
+    }
 }

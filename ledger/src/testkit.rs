@@ -233,6 +233,21 @@ impl TestPki {
         statement.sign(&self.token_signer(rogue)?).map_err(e)
     }
 
+    /// A change-of-tenancy order signed by the head-end (or, with `rogue`, by the untrusted CA's
+    /// head-end), as wire octets.
+    pub fn order(
+        &self,
+        order: &concentrator_security::tenancy::TenancyOrder,
+        rogue: bool,
+    ) -> Result<Vec<u8>, TestKitError> {
+        order.sign(&self.token_signer(rogue)?).map_err(e)
+    }
+
+    /// A verifier of gateway-signed documents (receipts, settlements) trusting the utility CA.
+    pub fn receipt_verifier(&self) -> concentrator_security::receipt::ReceiptVerifier {
+        concentrator_security::receipt::ReceiptVerifier::new(vec![self.ca.clone()])
+    }
+
     /// The same, signed by the untrusted CA's head-end.
     pub fn rogue_token(
         &self,

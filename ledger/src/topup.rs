@@ -209,6 +209,16 @@ impl<S: Store> Ledger<S> {
                 serial: token.serial,
             });
         }
+        if let Some(order) =
+            crate::tenancy::previous_tenant_of(&self.store, &token.meter_id, token.serial)?
+        {
+            return Err(TopUpError::PreviousTenant {
+                meter: token.meter_id,
+                serial: token.serial,
+                customer: order.old_customer,
+                order_id: order.order_id,
+            });
+        }
         let mut a = self.staged_copy(txn, &token.meter_id)?;
         let amount = token.amount_minor as i64;
         let recovered = match self.config.debt_recovery {

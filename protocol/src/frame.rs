@@ -86,6 +86,7 @@ bodies! {
     Birth(Birth),
     Death(Death),
     RestoreRequest(RestoreRequest),
+    Settlement(SettlementBody),
     AkaChallenge(AkaChallenge),
     SecurityModeCommand(SecurityModeCommand),
     TidAssignment(TidAssignment),
@@ -98,6 +99,7 @@ bodies! {
     AccountRequest(AccountRequest),
     AccountRestore(AccountRestore),
     AnchorRecorded(AnchorRecorded),
+    TenancyChange(TenancyChange),
 }
 
 impl Body {

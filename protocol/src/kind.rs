@@ -102,6 +102,8 @@ kinds! {
     Death = 0x0B, "death", Up, Plain, Urgent;
     /// The gateway has no state for a meter's account (a new store) and asks the head-end for it.
     RestoreRequest = 0x0C, "restore-request", Up, Sealed, Urgent;
+    /// The gateway's signed settlement of an account closed by a change of tenancy.
+    Settlement = 0x0D, "settlement", Up, Sealed, Urgent;
     /// An AKA challenge for a meter.
     AkaChallenge = 0x81, "aka-challenge", Down, Plain, Urgent;
     /// The algorithms the head-end allows.
@@ -126,6 +128,8 @@ kinds! {
     AccountRestore = 0x8B, "restore", Down, Sealed, Urgent;
     /// The head-end has durably recorded this anchor of the gateway's audit chain.
     AnchorRecorded = 0x8D, "anchor-recorded", Down, Sealed, Normal;
+    /// The head-end's signed order to close a meter's account and open the next tenant's.
+    TenancyChange = 0x8C, "tenancy", Down, Sealed, Urgent;
 }
 
 impl Kind {

@@ -65,10 +65,29 @@ fn spec_examples() {
          3c910e55a207d418041a6955b90005a10081a4001a6955b900\
          0101021a0012d6870300"
     );
-    for (i, body) in bodies().into_iter().enumerate() {
+    let all = bodies();
+    for (i, body) in all.iter().cloned().enumerate() {
         let f = frame(i as u64, body);
         println!("{:?}: {}", f.kind(), hex::encode(f.encode().unwrap()));
     }
+    // The change-of-tenancy pair, as docs/protocol.md shows them (message ids 0x17 and 0x18 whatever
+    // their place in the sample list).
+    let doc = |kind: Kind, seq: u64| {
+        let body = all.iter().find(|b| b.kind() == kind).cloned().unwrap();
+        hex::encode(frame(seq, body).encode().unwrap())
+    };
+    assert_eq!(
+        doc(Kind::Settlement, 0x17),
+        "a60001015067773030303172640000000000000017020d03483c910e55a207d418041a6955b90005a100450100025302"
+    );
+    assert_eq!(
+        doc(Kind::TenancyChange, 0x18),
+        "a6000101506777303030317264000000000000001802188c03483c910e55a207d418041a6955b90005a100450100024f01"
+    );
+    assert_eq!(
+        doc(Kind::AnchorRecorded, 0x17),
+        "a5000101506777303030317264000000000000001702188d041a6955b90005a2001904d20158205a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+    );
 }
 
 #[test]

@@ -27,6 +27,7 @@
 //! | [`token`], [`receipt`], [`signed`], [`pki`] | credit tokens and receipts signed with ECDSA P-256, chains to the utility CA |
 //! | [`clock`] | the clock tolerances every party shares (skew, certificate backdating) |
 //! | [`restore`] | the head-end's signed account statement that restores a gateway's lost account |
+//! | [`tenancy`] | the head-end's signed change-of-tenancy order and the gateway's signed settlement |
 //!
 //! The wire formats are described in `docs/security.md`.
 #![cfg_attr(
@@ -51,6 +52,7 @@ pub mod security_mode;
 pub mod signed;
 pub mod sqn;
 pub mod suci;
+pub mod tenancy;
 pub mod token;
 pub mod uea1_uia1;
 pub mod wire;

@@ -167,6 +167,11 @@ impl ReceiptVerifier {
         }
     }
 
+    /// The trusted utility CAs.
+    pub(crate) fn trust(&self) -> &TrustStore {
+        &self.trust
+    }
+
     /// Verifies the chain (gateway role) and the signature, and returns the receipt.
     pub fn verify(&self, signed: &SignedDocument, now: u64) -> Result<Receipt, ReceiptError> {
         let receipt = Receipt::decode(&signed.body)?;

@@ -2,6 +2,7 @@
 
 Run by appliance/tests/web_ui.rs against concentratord on simulated hardware, with:
 UI_URL, UI_INSTALLER / UI_INSTALLER_PASSWORD, UI_READONLY / UI_READONLY_PASSWORD, UI_TOKEN (hex),
+UI_ORDER / UI_BAD_ORDER (a signed change-of-tenancy order file for MTR-102, and an altered copy),
 UI_CONFIG (the daemon's configuration file), UI_CONCENTRATORD (the binary, for `validate`),
 UI_SCREENSHOTS (a directory). Exits non-zero with the failed check on stderr.
 """
@@ -79,6 +80,19 @@ def main():
         page.get_by_role("button", name="Apply token").click()
         expect(page.locator("#token-result")).to_contain_text("refused: token 1 for meter MTR-101 was already applied")
         shoot(page, "token-replayed")
+
+        # A change of tenancy from the utility's signed order file: an altered file is refused with the
+        # reason; the signed one closes MTR-102's account with its settlement's figures.
+        page.set_input_files("#tenancy-file", os.environ["UI_BAD_ORDER"])
+        page.get_by_role("button", name="Apply order").click()
+        expect(page.locator("#tenancy-result")).to_contain_text("altered")
+        page.set_input_files("#tenancy-file", os.environ["UI_ORDER"])
+        page.get_by_role("button", name="Apply order").click()
+        expect(page.locator("#tenancy-result")).to_contain_text("meter MTR-102: account 1 of C-0001 closed by order 1 (credit ")
+        shoot(page, "tenancy-applied")
+        page.set_input_files("#tenancy-file", os.environ["UI_ORDER"])
+        page.get_by_role("button", name="Apply order").click()
+        expect(page.locator("#tenancy-result")).to_contain_text("carried out before, nothing changed")
 
         # The relay test goes through the ledger and shows the read-back.
         page.get_by_role("link", name="Relay test").click()

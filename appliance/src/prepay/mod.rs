@@ -89,6 +89,8 @@ pub enum ToLedger {
     /// A relay order (the head-end's relay command, an installer's relay test): carried out by the
     /// ledger's relay authority ([`concentrator_ledger::relay_order`]) and answered with the read-back.
     Relay(RelayRequest),
+    /// A change-of-tenancy order (the head-end's 0x8C, or an installer's order file).
+    Tenancy(TenancyRequest),
     /// The head-end's account restore (0x8B) for a meter: its signed account statement.
     Restore {
         /// The meter number the command was addressed to.
@@ -105,6 +107,33 @@ pub enum ToLedger {
         /// Gets the answer once the anchor is flushed (or why not).
         reply: Sender<AnchorReply>,
     },
+}
+
+/// A change-of-tenancy order and where to answer.
+#[derive(Debug)]
+pub struct TenancyRequest {
+    /// The meter number the command was addressed to; `None` for an installer's order file (the order
+    /// names its meter).
+    pub meter: Option<String>,
+    /// `SignedDocument` wire octets of the head-end's order.
+    pub order: Vec<u8>,
+    /// Who delivered it, for the log ("head-end", "installer alice").
+    pub by: String,
+    /// Gets the answer once the change is flushed (or why not).
+    pub reply: Sender<TenancyReply>,
+}
+
+/// How a change-of-tenancy order went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenancyReply {
+    /// The account was closed and the new one opened; the settlement is in the outbox. For people.
+    Done(String),
+    /// The order was carried out before; the same settlement was queued again. For people.
+    AlreadyDone(String),
+    /// Refused for good (signature, meter, currency): why.
+    Refused(String),
+    /// Not now (before its effective time, no account yet, the store failed): why; send it again.
+    NotNow(String),
 }
 
 /// A relay order and where to answer.

@@ -20,7 +20,7 @@ use super::relay::RelayDriver;
 use super::restoring::Restoring;
 use super::{
     places, unix_now, LedgerReports, PrepaidMeter, RegisterRead, RelayReply, RelayRequest,
-    RestoreReply, ToLedger, TokenReply, TokenRequest,
+    RestoreReply, TenancyReply, TenancyRequest, ToLedger, TokenReply, TokenRequest,
 };
 use crate::status::{AccountStatus, StatusBoard};
 
@@ -181,6 +181,12 @@ impl Service {
                 let _ = reply.send(self.summary(&meter));
             }
             ToLedger::Relay(request) => self.relay_order(request),
+            ToLedger::Tenancy(request) => {
+                let answer = self.tenancy(&request);
+                self.outputs();
+                self.publish();
+                let _ = request.reply.send(answer);
+            }
             ToLedger::Restore {
                 meter,
                 statement,
@@ -196,6 +202,53 @@ impl Service {
                     .archiving
                     .confirmed(&mut self.ledger, anchor, unix_now());
                 let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// A change-of-tenancy order: the account is closed with a signed settlement and the next tenant's
+    /// opened (flushed), or why not.
+    fn tenancy(&mut self, r: &TenancyRequest) -> TenancyReply {
+        let currency = self.ledger.config().currency.clone();
+        match self
+            .ledger
+            .apply_tenancy_order(r.meter.as_deref(), &r.order, unix_now())
+        {
+            Ok(out) => {
+                let s = &out.settlement;
+                let figure = if s.debt_minor > 0 {
+                    format!(
+                        "debt {} {currency}",
+                        concentrator_ledger::money::format_minor(s.debt_minor as i64)
+                    )
+                } else {
+                    format!(
+                        "credit {} {currency}",
+                        concentrator_ledger::money::format_minor(s.remaining_credit_minor as i64)
+                    )
+                };
+                let text = format!(
+                    "meter {}: account {} of {} closed by order {} ({figure}, register {} Wh); the new tenant's account is open",
+                    s.meter_id, s.account_no, s.old_customer, s.order_id, s.closing_register_wh
+                );
+                if out.already_done {
+                    log::info!(
+                        "{text} (order from {} carried out before; its settlement sent again)",
+                        r.by
+                    );
+                    TenancyReply::AlreadyDone(text)
+                } else {
+                    log::info!("{text} (order from {})", r.by);
+                    TenancyReply::Done(text)
+                }
+            }
+            Err(e) if e.retry_later() => {
+                log::warn!("change of tenancy from {} not carried out yet: {e}", r.by);
+                TenancyReply::NotNow(e.to_string())
+            }
+            Err(e) => {
+                log::warn!("change of tenancy from {} refused: {e}", r.by);
+                TenancyReply::Refused(e.to_string())
             }
         }
     }

@@ -29,8 +29,8 @@ use concentrator_ledger::{RelayOrder, RelayState};
 
 use crate::clock::unix_now;
 use crate::prepay::{
-    AnchorReply, Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, ToLedger,
-    TokenReply, TokenRequest,
+    AnchorReply, Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, TenancyReply,
+    TenancyRequest, ToLedger, TokenReply, TokenRequest,
 };
 use crate::scheduler::Priority;
 
@@ -372,6 +372,37 @@ impl Commands {
             },
         )
     }
+
+    /// The head-end's change-of-tenancy order (0x8C) for the meter of `scope`: done once the ledger
+    /// has flushed the close (the settlement follows from its outbox), already done for an order
+    /// carried out before (its settlement is sent again).
+    fn tenancy(&self, scope: Scope, order: &[u8]) -> Handled {
+        let (_, answer) = match self.ask_ledger(scope, |meter, reply| {
+            ToLedger::Tenancy(TenancyRequest {
+                meter: Some(meter),
+                order: order.to_vec(),
+                by: "head-end".into(),
+                reply,
+            })
+        }) {
+            Ok(asked) => asked,
+            Err(o) => return Handled::Now(o),
+        };
+        ticket(
+            answer,
+            TOKEN_WAIT,
+            "the ledger did not answer in time; send the order again (an order is carried out once)",
+            |reply| match reply {
+                TenancyReply::Done(_) => Outcome::done(),
+                TenancyReply::AlreadyDone(text) => Outcome {
+                    code: result_code::ALREADY_DONE,
+                    reason: Some(text),
+                },
+                TenancyReply::Refused(why) => Outcome::failed(result_code::TOKEN_REFUSED, why),
+                TenancyReply::NotNow(why) => Outcome::failed(result_code::TRY_LATER, why),
+            },
+        )
+    }
 }
 
 fn time_sync(head_end_ms: u64) -> Outcome {
@@ -408,6 +439,7 @@ impl Downlink for Commands {
             Body::AccountRequest(_) => self.account(scope),
             Body::AccountRestore(r) => self.restore(scope, &r.signed),
             Body::AnchorRecorded(a) => self.anchor_recorded(a),
+            Body::TenancyChange(t) => self.tenancy(scope, &t.order),
             _ => Handled::Now(Outcome::failed(
                 result_code::UNSUPPORTED,
                 format!("{:?} is not supported by this gateway yet", frame.kind()),

@@ -11,7 +11,7 @@
 use std::fmt;
 
 use concentrator_ledger::{Outbox as LedgerEntries, OutboxEntry, OutboxKind, Store, TopUpReceipt};
-use concentrator_protocol::{Body, Frame, MessageId, ReceiptBody, Scope, Tid};
+use concentrator_protocol::{Body, Frame, MessageId, ReceiptBody, Scope, SettlementBody, Tid};
 
 use concentrator_uplink::mqtt::{Outbox, OutboxError, Pending};
 
@@ -43,15 +43,18 @@ impl<S: Store + Send + Sync> LedgerOutbox<S> {
         LedgerOutbox { store, source, map }
     }
 
-    /// Sends receipts (kind 0x03) in the scope of the meter whose TID `tid_of` gives for the receipt's
-    /// meter number; a receipt of a meter without a TID waits. Settlements and reconciliation reports have
-    /// no wire kind yet and wait in the ledger's outbox.
+    /// Sends receipts (kind 0x03) and settlements (kind 0x0D) in the scope of the meter whose TID
+    /// `tid_of` gives for their meter number; one of a meter without a TID waits. Reconciliation reports
+    /// have no wire kind and wait in the ledger's outbox.
     pub fn receipts(
         store: S,
         source: [u8; 8],
         tid_of: impl Fn(&str) -> Option<Tid> + Send + Sync + 'static,
     ) -> Self {
         let map = move |e: &OutboxEntry| -> Option<(Scope, u64, Body)> {
+            if e.kind == OutboxKind::Settlement {
+                return settlement(e, &tid_of);
+            }
             if e.kind != OutboxKind::Receipt {
                 return None;
             }
@@ -78,6 +81,28 @@ impl<S: Store + Send + Sync> LedgerOutbox<S> {
     fn entries(&self) -> LedgerEntries<'_, S> {
         LedgerEntries::new(&self.store)
     }
+}
+
+/// A settlement entry as a frame in its meter's scope (created at its closing time).
+fn settlement(e: &OutboxEntry, tid_of: &dyn Fn(&str) -> Option<Tid>) -> Option<(Scope, u64, Body)> {
+    let doc = concentrator_security::signed::SignedDocument::decode(&e.payload).ok();
+    let Some(s) =
+        doc.and_then(|d| concentrator_security::tenancy::SettlementDocument::decode(&d.body).ok())
+    else {
+        log::error!(
+            "uplink: ledger outbox entry {} is not a settlement; it stays in the outbox",
+            e.seq
+        );
+        return None;
+    };
+    let tid = tid_of(&s.meter_id)?;
+    Some((
+        Scope::Meter(tid),
+        s.closed_at,
+        Body::Settlement(SettlementBody {
+            signed: e.payload.clone(),
+        }),
+    ))
 }
 
 fn store_err(op: &'static str) -> impl Fn(concentrator_ledger::LedgerError) -> OutboxError {

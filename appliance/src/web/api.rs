@@ -57,6 +57,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/stream", get(stream))
         .route("/api/relay", post(relay))
         .route("/api/token", post(token))
+        .route("/api/tenancy", post(tenancy))
         .route("/api/zigbee/permit", post(permit))
         .route("/api/zigbee/devices", get(devices))
         .route("/api/zigbee/remove", post(remove))
@@ -300,6 +301,27 @@ async fn token(
         &shared,
         "ledger.token",
         json!({"token": t.token, "meter": t.meter, "by": by}),
+    )
+    .await
+    .map(Json)
+}
+
+#[derive(Deserialize)]
+struct TenancyOrderFile {
+    order: String,
+}
+
+async fn tenancy(
+    State(shared): Shared_,
+    headers: HeaderMap,
+    Json(t): Json<TenancyOrderFile>,
+) -> Result<Json<Value>, ApiError> {
+    let s = actor(&shared, &headers)?;
+    let by = format!("installer {}", s.user);
+    dispatch(
+        &shared,
+        "ledger.tenancy",
+        json!({"order": t.order, "by": by}),
     )
     .await
     .map(Json)

@@ -117,6 +117,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Change of tenancy: orders the meter's account closed and the next tenant's opened.
+    Tenancy {
+        #[command(subcommand)]
+        what: TenancyCommand,
+    },
     /// The payment record.
     Audit {
         /// headend.toml.
@@ -124,6 +129,45 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         what: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenancyCommand {
+    /// Signs the order and sends it to the meter's gateway (again until the gateway's settlement
+    /// arrives); the settlement refunds the credit left (or bills the debt) to --from, refunds its
+    /// tokens never applied, and moves the meter to --to. With the sled store and the head-end
+    /// running, the order goes through the running head-end (the order spool).
+    Change {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The meter number.
+        #[arg(long)]
+        meter: String,
+        /// The customer who leaves (has the meter now).
+        #[arg(long)]
+        from: String,
+        /// The customer who moves in (provisioned; registers with their authorization code).
+        #[arg(long)]
+        to: String,
+        /// When the account closes, UTC: "YYYY-MM-DD HH:MM[:SS] UTC" (default now).
+        #[arg(long)]
+        at: Option<String>,
+        /// The new tenant's opening credit, e.g. 5.00 (default none: the new tenant buys credit).
+        #[arg(long, default_value = "0")]
+        opening_credit: String,
+        /// Also write the signed order to this file (hex text), for an installer to apply in the
+        /// gateway's web UI where the gateway cannot be reached.
+        #[arg(long)]
+        order_file: Option<PathBuf>,
+    },
+    /// Every change-of-tenancy order with its state and settlement (on sled, with the head-end
+    /// stopped: the store is locked while it runs).
+    List {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -358,6 +402,7 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             let store = open_store(&cfg)?;
             print!("{}", status::report(&store, &cfg.pilot.currency)?);
         }
+        Command::Tenancy { what } => return tenancy(what),
         Command::Audit { config, what } => {
             let cfg = Config::load(&config)?;
             let store = open_store(&cfg)?;
@@ -395,4 +440,106 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn tenancy(what: TenancyCommand) -> Result<std::process::ExitCode> {
+    use concentrator_headend::tenancy::{self, OrderError, OrderRequest};
+    let now = concentrator_protocol::unix_now();
+    match what {
+        TenancyCommand::List { config } => {
+            let cfg = Config::load(&config)?;
+            let store = open_store(&cfg)?;
+            print!("{}", status::tenancies(&store)?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        TenancyCommand::Change {
+            meter,
+            from,
+            to,
+            at,
+            opening_credit,
+            order_file,
+            config,
+        } => {
+            let cfg = Config::load(&config)?;
+            let write_order = |hex_text: &str| -> Result<()> {
+                if let Some(path) = &order_file {
+                    std::fs::write(path, format!("{}\n", hex_text.trim()))
+                        .with_context(|| format!("writing the order file {}", path.display()))?;
+                    println!("signed order written to {} (the installer applies it in the gateway's web UI, Accounts page)", path.display());
+                }
+                Ok(())
+            };
+            let effective_at = match at.as_deref() {
+                None | Some("now") => now,
+                Some(t) => tenancy::parse_time(t).map_err(anyhow::Error::msg)?,
+            };
+            let req = OrderRequest {
+                meter,
+                from,
+                to,
+                effective_at,
+                opening_credit_minor: tenancy::parse_amount(&opening_credit)
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let he = match cfg.store.backend {
+                StoreBackend::Postgres => Some(HeadEnd::open(cfg.clone())?),
+                // A running head-end holds the sled store: then the order goes through it.
+                StoreBackend::Sled => HeadEnd::open(cfg.clone()).ok(),
+            };
+            if let Some(he) = he {
+                return match he.order_tenancy(&req, now) {
+                    Ok(rec) => {
+                        println!(
+                            "order {}: meter {} from {} to {}, effective {}; the head-end sends it to the meter's gateway when it runs (concentrator-headend tenancy list)",
+                            rec.order_id,
+                            rec.meter,
+                            rec.from,
+                            rec.to,
+                            concentrator_headend::money::time(rec.effective_at)
+                        );
+                        write_order(&rec.signed)?;
+                        Ok(std::process::ExitCode::SUCCESS)
+                    }
+                    Err(OrderError::Refused(why)) => {
+                        eprintln!("error: {why}");
+                        Ok(std::process::ExitCode::from(1))
+                    }
+                    Err(e) => Err(e.into()),
+                };
+            }
+            let dir = tenancy::spool_dir(&cfg);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let path = tenancy::spool(&dir, &req, nanos)
+                .with_context(|| format!("writing the order request into {}", dir.display()))?;
+            let stem = path.with_extension("");
+            let (done, refused) = (stem.with_extension("done"), stem.with_extension("refused"));
+            for _ in 0..300 {
+                for (answer, code) in [(&done, 0u8), (&refused, 1u8)] {
+                    if let Ok(text) = std::fs::read_to_string(answer) {
+                        let _ = std::fs::remove_file(answer);
+                        if code == 0 {
+                            print!("{text}");
+                            let signed = stem.with_extension("order");
+                            if let Ok(hex_text) = std::fs::read_to_string(&signed) {
+                                let _ = std::fs::remove_file(&signed);
+                                write_order(&hex_text)?;
+                            }
+                        } else {
+                            eprint!("error: {text}");
+                        }
+                        return Ok(std::process::ExitCode::from(code));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bail!(
+                "the store is in use (a running head-end holds it) and no head-end took the request within 30 s; it stays in {} and the running head-end takes it at its next tick (check that `concentrator-headend run` is running; its log names the order)",
+                path.display()
+            )
+        }
+    }
 }

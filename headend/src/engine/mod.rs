@@ -12,6 +12,7 @@ mod anchor;
 mod ingest;
 pub mod restore;
 mod shared;
+mod tenancy;
 mod tokens;
 
 use std::collections::HashMap;
@@ -137,6 +138,8 @@ pub struct Engine {
     in_gateway: Option<String>,
     /// When the poll of every pending token runs next (shared store).
     next_delivery: u64,
+    /// Where the CLI leaves change-of-tenancy requests while the head-end runs ([`crate::tenancy`]).
+    order_spool: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -196,7 +199,13 @@ impl Engine {
             awaiting_account: HashMap::new(),
             anchor_confirmed: HashMap::new(),
             statement: None,
+            order_spool: None,
         }
+    }
+
+    /// Takes change-of-tenancy requests from `dir` (the CLI's order spool) at every tick.
+    pub fn set_order_spool(&mut self, dir: Option<std::path::PathBuf>) {
+        self.order_spool = dir;
     }
 
     /// The store.
@@ -506,6 +515,7 @@ impl Engine {
             Body::AccountSummary(a) => self.account(gw, meter, id, a, now),
             Body::CommandResult(r) => self.command_result(gw, meter, r, now),
             Body::RestoreRequest(r) => self.restore(gw, meter, r, now),
+            Body::Settlement(s) => self.settlement(gw, meter, s, now).map(|()| vec![]),
             other => Err(Fault::Reject(format!(
                 "a {} message is not expected in this scope",
                 other.kind().topic_name()
@@ -688,6 +698,7 @@ impl Engine {
             self.next_delivery = now + (self.s.result_timeout / 10).max(1);
             out.extend(self.deliver(None, now));
         }
+        out.extend(self.deliver_orders(now));
         out
     }
 

@@ -55,7 +55,7 @@ impl Engine {
         ))
     }
 
-    fn gateway_online(&self, gw: &str) -> bool {
+    pub(super) fn gateway_online(&self, gw: &str) -> bool {
         self.store
             .gateway(gw)
             .ok()
@@ -249,6 +249,9 @@ impl Engine {
         r: CommandResult,
         now: u64,
     ) -> Result<Vec<Outgoing>, Fault> {
+        if let Some(out) = self.tenancy_result(gw, meter, &r, now)? {
+            return Ok(out);
+        }
         let Some(tr) = self.store.get::<TokenRef>(format!("cmd/{}", r.command))? else {
             log::info!(
                 "gateway {gw}: result {} for command {} (not a top-up of ours)",
@@ -318,15 +321,27 @@ impl Engine {
                 );
                 t.state = TokenState::Refused;
                 t.reason = Some(reason.clone());
+                // A token of a customer who moved out, refused because the account closed: refunded
+                // here (the settlement refunds only those still pending when it comes).
+                let moved_out = self.moved_out_order(&t)?;
                 let draft = Draft {
                     at: now,
-                    what: EntryKind::TokenRefused,
+                    what: if moved_out.is_some() {
+                        EntryKind::Refund
+                    } else {
+                        EntryKind::TokenRefused
+                    },
                     customer: Some(t.customer.clone()),
                     meter: t.meter.clone(),
                     serial: t.serial,
                     amount_minor: t.amount_minor,
                     currency: t.currency.clone(),
-                    detail: Some(reason.clone()),
+                    detail: Some(match moved_out {
+                        Some(order) => format!(
+                            "order {order}: refused by the gateway after the change of tenancy ({reason}), refunded"
+                        ),
+                        None => reason.clone(),
+                    }),
                 };
                 let mut b = Batch::new();
                 b.put(token_key(&t.meter, t.serial), &t);

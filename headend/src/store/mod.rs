@@ -26,6 +26,7 @@
 //! | `ser/<meter>` | the next token serial of a meter (u64; only [`Store::next_serial`] writes it) |
 //! | `rej/<gateway>\0<at BE><message id>` | [`Rejected`] (uplink messages refused for good, acknowledged) |
 //! | `anc/<gateway>` | [`AnchorRecord`] (the gateway's audit chain head, from its account summaries) |
+//! | `ten/<order BE>`, `tenp/…`, `tenm/<meter>\0<order BE>`, `tcmd/<id hex>`, `tenn` | [`TenancyRecord`] (change-of-tenancy orders) and their indexes |
 //!
 //! While the head-end runs, a meter record changes only through [`Store::update_meter`] (a scope on
 //! the meter's key, the record read afresh under it), and token serials come only from
@@ -39,6 +40,7 @@ mod meters;
 pub mod pg;
 mod records;
 mod scope;
+mod tenancy;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +50,7 @@ pub use meters::{anchor_key, rejected_key, serial_key};
 pub use records::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+pub use tenancy::*;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]

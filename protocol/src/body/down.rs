@@ -210,3 +210,14 @@ pub struct AnchorRecorded {
     #[cbor(n(1), with = "minicbor::bytes")]
     pub head: [u8; 32],
 }
+
+/// The head-end's order to change a meter's tenancy (`concentrator_security::tenancy::TenancyOrder`,
+/// signed with the head-end's token key): the gateway closes the account, answers with a command
+/// result and sends a [`crate::SettlementBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct TenancyChange {
+    /// The signed order's wire octets.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub order: Vec<u8>,
+}

@@ -468,3 +468,14 @@ pub struct Death {
     #[n(0)]
     pub session: u32,
 }
+
+/// The gateway's signed settlement of an account it closed on a change of tenancy
+/// (`concentrator_security::tenancy::SettlementDocument`, signed with the gateway's device key as
+/// receipts are): the credit to refund or the debt to bill, the closing register and audit head.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct SettlementBody {
+    /// `SignedDocument` wire octets.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub signed: Vec<u8>,
+}

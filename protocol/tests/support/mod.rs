@@ -179,6 +179,12 @@ pub fn bodies() -> Vec<Body> {
             len: 1_234,
             head: [0x5a; 32],
         }),
+        Body::Settlement(SettlementBody {
+            signed: vec![0x01, 0x00, 0x02, 0x53, 0x02],
+        }),
+        Body::TenancyChange(TenancyChange {
+            order: vec![0x01, 0x00, 0x02, 0x4f, 0x01],
+        }),
     ]
 }
 

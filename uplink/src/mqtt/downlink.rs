@@ -242,5 +242,6 @@ pub fn is_command(kind: Kind) -> bool {
             | Kind::TariffUpdate
             | Kind::ConfigChange
             | Kind::AccountRestore
+            | Kind::TenancyChange
     )
 }

@@ -235,6 +235,20 @@ async function applyToken(ev) {
   } catch (e) { result("#token-result", false, e.message); }
 }
 
+async function applyTenancy(ev) {
+  ev.preventDefault();
+  const file = $("#tenancy-file").files[0];
+  if (!file) { result("#tenancy-result", false, "Choose the order file the utility sent first."); return; }
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const text = new TextDecoder().decode(bytes).trim();
+  const order = /^[0-9a-fA-F\s]+$/.test(text) ? text : Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  try {
+    const r = await api("POST", "/api/tenancy", { order });
+    result("#tenancy-result", true, r.text);
+    $("#tenancy-file").value = "";
+  } catch (e) { result("#tenancy-result", false, e.message); }
+}
+
 async function scan(ev) {
   ev.preventDefault();
   $("#map-form").hidden = true; $("#map-result").replaceChildren();
@@ -317,6 +331,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#relay-open").addEventListener("click", () => relay("open"));
   $("#relay-close").addEventListener("click", () => relay("close"));
   $("#token-form").addEventListener("submit", applyToken);
+  $("#tenancy-form").addEventListener("submit", applyTenancy);
   $("#scan-form").addEventListener("submit", scan);
   $("#map-form").addEventListener("submit", commission);
   $("#permit-form").addEventListener("submit", permit);
