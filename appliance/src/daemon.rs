@@ -55,6 +55,10 @@ pub struct Daemon {
     control: Option<crate::control::ControlServer>,
     /// With `[web]`: the installer web UI.
     web: Option<crate::web::WebServer>,
+    /// With `[power]`: the power-fail watch (last gasp).
+    power: Option<crate::power::PowerWatch>,
+    /// With `[uplink]`: the outbox (the last gasp waits for its message to leave).
+    queue: Option<UplinkQueue>,
 }
 
 impl Daemon {
@@ -163,7 +167,30 @@ impl Daemon {
             }
         };
         let workers = crate::bus_worker::start_all(&workers);
+        let power = match crate::config::PowerSetup::load(config.power.as_ref())? {
+            Some(setup) => match crate::power::open_line(&setup) {
+                Ok(line) => Some(crate::power::PowerWatch::start(
+                    concentrator_hal::power_fail::PowerFailMonitor::new(
+                        line,
+                        setup.polarity,
+                        setup.debounce,
+                    ),
+                    &config.gateway.store,
+                    queue
+                        .clone()
+                        .map(|q| Box::new(q) as Box<dyn crate::power::PowerReports>),
+                    setup.grace,
+                )?),
+                Err(e) => {
+                    log::error!("{e}; the daemon runs without the last gasp");
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(Daemon {
+            power,
+            queue,
             health,
             status,
             stop,
@@ -196,6 +223,14 @@ impl Daemon {
 
     /// Asks every worker to stop and waits for them.
     pub fn shutdown(self) {
+        if crate::power::stopping_for_power() {
+            if let (Some(power), Some(queue)) = (&self.power, &self.queue) {
+                power.let_last_gasp_leave(&|id| queue.is_queued(id));
+            }
+        }
+        if let Some(power) = self.power {
+            power.stop();
+        }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(web) = self.web {
             crate::logging::set_tap(None);
@@ -225,9 +260,33 @@ impl Daemon {
     }
 }
 
+/// With `[power]`: waits while the supply is off (a start on the reserve after a last gasp), touching
+/// nothing; `false` when stopped meanwhile.
+fn supply_present(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> bool {
+    let Ok(Some(setup)) = crate::config::PowerSetup::load(config.power.as_ref()) else {
+        return true;
+    };
+    let Ok(line) = crate::power::open_line(&setup) else {
+        return true; // Daemon::start says why
+    };
+    let mut monitor =
+        concentrator_hal::power_fail::PowerFailMonitor::new(line, setup.polarity, setup.debounce);
+    let mut last_feed = Instant::now();
+    crate::power::wait_for_supply(&mut monitor, stop, || {
+        if last_feed.elapsed() >= Duration::from_secs(5) {
+            notifier.ready("waiting for the supply (power-fail line)");
+            notifier.watchdog();
+            last_feed = Instant::now();
+        }
+    })
+}
+
 /// Runs the daemon until `stop` is set (by SIGTERM or SIGINT), talking to systemd through `notifier`.
 /// Returns an error (and starts nothing) when the drivers cannot be set up.
 pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<(), String> {
+    if !supply_present(config, stop, notifier) {
+        return Ok(());
+    }
     let daemon = Daemon::start(config)?;
     notifier.ready(&daemon.health().summary());
     log::info!(
@@ -245,7 +304,10 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
     let mut last_write = Instant::now();
     let mut last_status = String::new();
     let mut status_error_logged = false;
-    while !stop.load(Ordering::SeqCst) && !restart_requested() {
+    while !stop.load(Ordering::SeqCst)
+        && !restart_requested()
+        && !crate::power::stopping_for_power()
+    {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(every) = feed_every {
             if last_feed.elapsed() >= every {
@@ -282,7 +344,11 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
             }
         }
     }
-    log::info!("stopping on request");
+    if crate::power::stopping_for_power() {
+        log::warn!("stopping cleanly: the supply failed (last gasp)");
+    } else {
+        log::info!("stopping on request");
+    }
     notifier.stopping();
     let status = Arc::clone(&daemon.status);
     daemon.shutdown();

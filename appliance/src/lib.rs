@@ -20,6 +20,7 @@ pub mod logging;
 pub mod modem;
 pub mod notify;
 pub mod ops;
+pub mod power;
 pub mod prepay;
 pub mod scan;
 pub mod scheduler;

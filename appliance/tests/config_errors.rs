@@ -408,3 +408,14 @@ fn an_unusable_vendor_key_is_a_mistake_and_a_plugin_that_will_not_load_a_warning
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_bad_power_fail_line_and_polarity_are_named_at_their_keys() {
+    let text = format!("{GOOD}\n[power]\nfail_line = \"pin six\"\npolarity = \"upside_down\"\n");
+    let err = refused("power.toml", &text);
+    assert!(err.contains("power.toml:17:13"), "{err}");
+    assert!(err.contains("power.toml:18:12"), "{err}");
+    assert!(err.contains("fail_line = \"gpiochip0:6\""), "{err}");
+    assert!(err.contains("\"upside_down\" is not a polarity"), "{err}");
+    assert!(err.contains("active_low"), "{err}");
+}

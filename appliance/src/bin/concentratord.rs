@@ -128,6 +128,11 @@ fn main() -> ExitCode {
                     log::error!("cannot restart: {e}; systemd restarts the daemon");
                     ExitCode::FAILURE
                 }
+                // Stopped on the reserve after a last gasp: systemd (Restart=on-failure) starts it
+                // again, and it waits for the supply.
+                Ok(()) if concentrator_appliance::power::stopping_for_power() => {
+                    ExitCode::from(concentrator_appliance::power::EXIT_POWER_FAILED)
+                }
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("not started: {e}");

@@ -10,6 +10,7 @@ mod meter;
 mod model;
 mod modem;
 mod plugins;
+mod power;
 mod sections;
 mod uplink;
 mod uplink_keys;
@@ -27,6 +28,7 @@ pub use model::{
 };
 pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
 pub use plugins::{IsolationMode, PluginEntry};
+pub use power::{PowerSection, PowerSetup};
 pub use uplink::{Broker, Contexts, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
 pub use web::{Role, WebSection, WebSetup, WebUser};
 pub use zigbee::{ZigbeeBackend, ZigbeeConfig};

@@ -30,6 +30,8 @@ pub struct Config {
     pub ledger: Option<LedgerSection>,
     /// The 3G modem the uplink goes through, supervised by the daemon; absent: not the daemon's to watch.
     pub modem: Option<Spanned<super::modem::ModemSection>>,
+    /// The power-fail input (UPS HAT, supercapacitor): the last gasp; absent: none.
+    pub power: Option<Spanned<super::power::PowerSection>>,
     /// Driver plugins' isolation and downgrade settings, `[[plugin]]` tables.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<super::plugins::PluginEntry>,

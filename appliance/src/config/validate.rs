@@ -89,6 +89,7 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
     out.extend(super::ledger::check(config));
     out.extend(super::uplink::check(config));
     out.extend(super::modem::check(config.modem.as_ref()));
+    out.extend(super::power::check(config.power.as_ref()));
     out.extend(config.check_zigbee());
     out.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
     out

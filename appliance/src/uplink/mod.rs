@@ -195,6 +195,42 @@ impl UplinkQueue {
         })
     }
 
+    /// Queues an event of the gateway about its supply (durably: flushed before this returns); its id.
+    pub fn power_event(
+        &self,
+        code: u16,
+        severity: concentrator_protocol::Severity,
+        detail: &str,
+        values: Vec<i64>,
+    ) -> Option<concentrator_protocol::MessageId> {
+        match self.outbox.append(
+            Scope::Gateway,
+            unix_now(),
+            Body::Event(concentrator_protocol::Event {
+                at: unix_now(),
+                code,
+                severity,
+                detail: Some(detail.to_string()),
+                values,
+            }),
+        ) {
+            Ok(a) => Some(a.id),
+            Err(e) => {
+                log::error!("uplink: cannot queue event {code}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Whether message `id` is still in the outbox (not yet acknowledged by the head-end).
+    pub fn is_queued(&self, id: concentrator_protocol::MessageId) -> bool {
+        use concentrator_uplink::mqtt::Outbox as _;
+        self.outbox
+            .list(64)
+            .map(|l| l.iter().any(|p| p.id() == id))
+            .unwrap_or(false)
+    }
+
     /// Where the ledger thread reports its events.
     pub fn reports(&self) -> Box<dyn LedgerReports> {
         Box::new(self.clone())

@@ -171,6 +171,12 @@ pub mod event_code {
     /// The modem and its data link are healthy again after recovery; values: [recovery steps since the
     /// daemon started].
     pub const MODEM_RECOVERED: u16 = 53;
+    /// Last gasp: the supply failed and the gateway runs on its reserve, stopping cleanly; values: [when
+    /// the supply failed, unix s]. Sent ahead of everything.
+    pub const LAST_GASP: u16 = 54;
+    /// The supply is back after an outage that stopped the gateway; values: [when it failed, when the
+    /// gateway found it back, unix s].
+    pub const POWER_RESTORED: u16 = 55;
 }
 
 /// The signed receipt of an applied token.
