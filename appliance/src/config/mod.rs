@@ -11,6 +11,7 @@ mod model;
 mod modem;
 mod plugins;
 mod sections;
+pub mod time;
 mod uplink;
 mod uplink_keys;
 mod validate;
@@ -78,6 +79,7 @@ impl Config {
         diagnostics.extend(config.normalise_zigbee());
         diagnostics.extend(validate::check(&config));
         diagnostics.extend(web::check(&config));
+        diagnostics.extend(time::check(&config));
         if drivers {
             let found = driver_checks::check(&config, &diagnostics);
             diagnostics.extend(found);

@@ -171,6 +171,12 @@ pub mod event_code {
     /// The modem and its data link are healthy again after recovery; values: [recovery steps since the
     /// daemon started].
     pub const MODEM_RECOVERED: u16 = 53;
+    /// The meter's clock is further from the gateway's than `[time] drift_limit_s`; values: [drift,
+    /// seconds, meter minus gateway (positive: the meter is ahead), limit seconds].
+    pub const METER_CLOCK_DRIFT: u16 = 60;
+    /// The meter did not take the gateway's time: its clock was still off after a time sync; values:
+    /// [drift after the sync, seconds, meter minus gateway]; detail: what was tried.
+    pub const METER_CLOCK_REFUSED: u16 = 61;
 }
 
 /// The signed receipt of an applied token.
