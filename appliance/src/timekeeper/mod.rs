@@ -158,7 +158,16 @@ impl TimeKeeper {
                 ..State::default()
             }),
         });
-        keeper.refresh();
+        match keeper.refresh() {
+            Some(_) => log::info!(
+                "time: the gateway's clock is {}",
+                keeper.with(|s| s.detail.clone())
+            ),
+            None => log::warn!(
+                "time: the gateway's clock is {}",
+                keeper.with(|s| s.detail.clone())
+            ),
+        }
         keeper
     }
 
