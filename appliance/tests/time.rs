@@ -468,3 +468,39 @@ fn the_head_ends_time_sync_steps_an_unsynchronised_gateway_within_its_limit() {
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without NTP, the simulated modem's network time (`AT+CCLK?`, in the network's zone) sets the
+/// gateway's clock: with the host clock five minutes behind, the daemon steps it by five minutes and
+/// judges its meter against the network's time; the meter, on time, shows no drift.
+#[test]
+fn the_modem_network_time_sets_an_unsynchronised_gateway() {
+    let dir = temp_dir("time-modem");
+    let (server, _handles) = meters(&[0]);
+    let d = dir.display();
+    let text = format!(
+        "[gateway]\nid = \"{GW}\"\nstore = \"{d}/store\"\n\n[[bus]]\nname = \"pty\"\nbackend = \"linux\"\npath = \"{}\"\nbaud = 2400\nformat = \"8E1\"\npoll_interval_s = 1\n\n[[meter]]\nbus = \"pty\"\naddress = \"000000000101\"\ndriver = \"dlt645\"\ndwelling = \"flat-1\"\n\n[modem]\nbackend = \"sim\"\napn = \"internet\"\ncheck_interval_s = 1\n\n[time]\nntp_flag = \"{d}/no-such-flag\"\nmodem_time = true\nread_every_min = 1\n",
+        server.path().display()
+    );
+    let path = dir.join("concentrator.toml");
+    std::fs::write(&path, text).unwrap();
+    let daemon = Daemon::start(&path, &[("CONCENTRATOR_CLOCK_OFFSET_S", "-300".into())]);
+    let s = wait_status(
+        20,
+        "the network time and a judged meter clock",
+        &dir,
+        &daemon,
+        |s| {
+            s.time.as_ref().is_some_and(|t| {
+                t.source == Some(concentrator_appliance::timekeeper::TimeSource::Modem)
+            }) && clock(s, "000000000101").is_some_and(|c| c.drift_s.is_some())
+        },
+    );
+    let t = s.time.clone().unwrap();
+    assert!((t.step_s - 300).abs() <= 1, "{t:?}");
+    assert!(t.detail.contains("mobile network's time"), "{t:?}");
+    let c = clock(&s, "000000000101").unwrap();
+    assert!(c.drift_s.unwrap().abs() <= 2, "{c:?}");
+    assert_eq!(c.state, "ok", "{c:?}");
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}

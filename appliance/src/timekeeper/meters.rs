@@ -32,6 +32,9 @@ pub struct BusClocks {
     synced_day: Option<i64>,
     /// The local day a skipped sync was last logged.
     skip_logged: Option<i64>,
+    /// [`TimeKeeper::trusted_since`] at the last read: clocks read while the gateway's was not
+    /// trustworthy are read again as soon as it is.
+    trusted_since: u64,
 }
 
 impl BusClocks {
@@ -43,6 +46,7 @@ impl BusClocks {
             next_read: 0,
             synced_day: None,
             skip_logged: None,
+            trusted_since: 0,
         }
     }
 
@@ -54,6 +58,11 @@ impl BusClocks {
     pub fn tick(&mut self, sched: &mut BusScheduler) {
         let now = unix_now();
         let setup = self.keeper.setup().clone();
+        let trusted_since = self.keeper.trusted_since();
+        if trusted_since != self.trusted_since {
+            self.trusted_since = trusted_since;
+            self.next_read = 0;
+        }
         if let Some((hour, day)) = local_hour_and_day(now) {
             if hour == setup.sync_hour && self.synced_day != Some(day) {
                 match self.keeper.trusted() {

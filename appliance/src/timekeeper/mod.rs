@@ -126,6 +126,8 @@ struct State {
     headend: bool,
     last_sync_unix: Option<u64>,
     meters: BTreeMap<String, MeterClock>,
+    /// Counts the times the clock became trustworthy (the buses read their meters again then).
+    trusted_since: u64,
 }
 
 /// The time authority: one per daemon.
@@ -228,6 +230,9 @@ impl TimeKeeper {
                     None,
                 )
             };
+            if s.source.is_none() && chosen.0.is_some() {
+                s.trusted_since += 1;
+            }
             if s.source != chosen.0 {
                 match chosen.0 {
                     Some(_) => log::info!("time: the gateway's clock is {}", chosen.1),
@@ -250,6 +255,11 @@ impl TimeKeeper {
             s.source
                 .ok_or_else(|| format!("the gateway's clock is {}", s.detail))
         })
+    }
+
+    /// A number that changes each time the gateway's clock becomes trustworthy.
+    pub fn trusted_since(&self) -> u64 {
+        self.with(|s| s.trusted_since)
     }
 
     /// The modem's network time was read: `network_unix` (UTC).
