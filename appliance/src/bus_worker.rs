@@ -216,10 +216,13 @@ impl BusWorker {
             attempt = 0;
             self.worker.beat();
             let wait = sched.step();
-            if let Some(clocks) = self.clocks.as_mut() {
-                clocks.tick(sched);
-            }
             self.status.update(sched);
+            if let Some(clocks) = self.clocks.as_mut() {
+                // After the polls are on the board: a clock pass takes two exchanges per meter.
+                if clocks.tick(sched) {
+                    self.status.update(sched);
+                }
+            }
             self.worker.beat();
             if !self.wait(sched.clock(), wait) {
                 break;

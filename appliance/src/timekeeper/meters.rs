@@ -54,8 +54,9 @@ impl BusClocks {
         format!("{}/{address}", self.bus)
     }
 
-    /// Does what is due now: the daily sync in its hour, else the periodic read.
-    pub fn tick(&mut self, sched: &mut BusScheduler) {
+    /// Does what is due now: the daily sync in its hour, else the periodic read. Returns whether it
+    /// used the bus.
+    pub fn tick(&mut self, sched: &mut BusScheduler) -> bool {
         let now = unix_now();
         let setup = self.keeper.setup().clone();
         let trusted_since = self.keeper.trusted_since();
@@ -70,7 +71,7 @@ impl BusClocks {
                         self.sync(sched);
                         self.synced_day = Some(day);
                         self.next_read = unix_now().saturating_add(setup.read_every_s);
-                        return;
+                        return true;
                     }
                     Err(why) => {
                         if self.skip_logged != Some(day) {
@@ -84,7 +85,9 @@ impl BusClocks {
         if setup.read_every_s > 0 && now >= self.next_read {
             self.read_all(sched);
             self.next_read = unix_now().saturating_add(setup.read_every_s);
+            return true;
         }
+        false
     }
 
     /// The meters worth a clock exchange: driven, and not known to be offline.
