@@ -397,6 +397,61 @@ impl TimeKeeper {
 mod tests {
     use super::*;
 
+    fn setup(flag: &Path, step_max: u32) -> TimeSetup {
+        TimeSetup {
+            sync_hour: 3,
+            drift_limit_s: 60,
+            read_every_s: 3600,
+            ntp_flag: flag.to_path_buf(),
+            modem_time: false,
+            headend_step_max_s: step_max,
+        }
+    }
+
+    /// The decisions that do not step (a step changes the daemon's clock, which other unit tests in
+    /// this process read; appliance/tests/time.rs covers it in a daemon of its own).
+    #[test]
+    fn a_head_end_time_sync_is_kept_or_refused_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("timekeeper-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flag = dir.join("synchronized");
+        std::fs::write(&flag, "").unwrap();
+        let now_ms = || unix_now() * 1000;
+
+        let synced = TimeKeeper::new(setup(&flag, 600), None, None);
+        assert_eq!(synced.trusted(), Ok(TimeSource::Ntp));
+        let (code, reason) = synced.head_end_time(now_ms() + 2_000);
+        assert_eq!(code, result_code::DONE, "{reason}");
+        assert!(
+            reason.starts_with("kept the gateway's clock (set by NTP)"),
+            "{reason}"
+        );
+        assert!(reason.contains("2 s ahead of the gateway's"), "{reason}");
+
+        let missing = dir.join("not-synchronized");
+        let free = TimeKeeper::new(setup(&missing, 600), None, None);
+        let why = free.trusted().unwrap_err();
+        assert!(
+            why.contains("not trustworthy") && why.contains("not-synchronized"),
+            "{why}"
+        );
+        let (code, reason) = free.head_end_time(now_ms() + 7_200_000);
+        assert_eq!(code, result_code::REFUSED, "{reason}");
+        assert!(
+            reason.contains(
+                "2 h 0 min ahead of the gateway's, more than [time] headend_step_max_s = 600 s"
+            ),
+            "{reason}"
+        );
+        assert!(free.trusted().is_err(), "not stepped");
+
+        let never = TimeKeeper::new(setup(&missing, 0), None, None);
+        let (code, reason) = never.head_end_time(now_ms());
+        assert_eq!(code, result_code::REFUSED, "{reason}");
+        assert!(reason.contains("headend_step_max_s = 0"), "{reason}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn drifts_read_as_words() {
         assert_eq!(drift_words(0), "on time");
