@@ -131,7 +131,7 @@ pub fn imsi(line: &str) -> Option<String> {
 
 /// The network's time from `+CCLK: "yy/MM/dd,hh:mm:ss±zz"` (local time and its offset from UTC in
 /// quarter hours, as NITZ gives them) as Unix seconds (UTC). `None` for a line it cannot read, and for
-/// a year before 2020: a modem that never had the network's time answers its power-on default
+/// a year outside 2020 to 2079: a modem that never had the network's time answers its power-on default
 /// (`"80/01/06,00:00:00+00"`, `"04/01/01,…"`).
 pub fn cclk(line: &str) -> Option<u64> {
     let v = line.strip_prefix("+CCLK:")?.trim().trim_matches('"');
@@ -151,7 +151,8 @@ pub fn cclk(line: &str) -> Option<u64> {
     let quarters: i64 = zone.parse().ok()?;
     let [yy, month, day] = <[u32; 3]>::try_from(d).ok()?;
     let [hour, minute, second] = <[u32; 3]>::try_from(t).ok()?;
-    if !(20..=99).contains(&yy)
+    // Two-digit years: 80 to 99 are the 1980s and 1990s of power-on defaults.
+    if !(20..=79).contains(&yy)
         || !(1..=12).contains(&month)
         || !(1..=31).contains(&day)
         || hour > 23
