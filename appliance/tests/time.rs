@@ -307,6 +307,12 @@ fn the_daily_sync_sets_the_meters_at_its_hour_and_drift_and_refusal_are_reported
         assert!((refused[0].1.values[0] + 900).abs() <= 2, "{refused:?}");
     }
 
+    // Kept in the store across restarts.
+    let kept = std::fs::read_to_string(dir.join("store/meter-clocks.json")).unwrap();
+    let kept: std::collections::BTreeMap<String, concentrator_appliance::timekeeper::MeterClock> =
+        serde_json::from_str(&kept).unwrap();
+    assert_eq!(kept["pty/000000000103"].state, "refused", "{kept:?}");
+
     // What the installer reads.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_concentrator"))
         .args(["status", "--file"])

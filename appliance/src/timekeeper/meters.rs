@@ -183,7 +183,8 @@ impl BusClocks {
                         drift_words(drift),
                         self.keeper.setup().sync_hour
                     ));
-                    if before.state != "drifted" {
+                    // Once per excursion: a meter that refused the last sync has had its event 61.
+                    if before.state != "drifted" && before.state != "refused" {
                         log::warn!(
                             "bus {} meter {address} ({dwelling}): clock {}, past the limit of {limit} s",
                             self.bus,
