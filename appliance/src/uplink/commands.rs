@@ -341,9 +341,13 @@ fn time_sync(head_end_ms: u64) -> Outcome {
         Some(keeper) => keeper.head_end_time(head_end_ms),
         None => {
             let offset_s = (i128::from(head_end_ms) - i128::from(unix_now()) * 1000) / 1000;
+            let apart = crate::timekeeper::duration_words(
+                u64::try_from(offset_s.unsigned_abs()).unwrap_or(u64::MAX),
+            );
+            let side = if offset_s < 0 { "behind" } else { "ahead of" };
             (
                 result_code::DONE,
-                format!("compared only: the head-end's clock is {offset_s} s from the gateway's"),
+                format!("compared only: the head-end's clock is {apart} {side} the gateway's"),
             )
         }
     };
