@@ -160,15 +160,12 @@ impl TimeKeeper {
                 ..State::default()
             }),
         });
-        match keeper.refresh() {
-            Some(_) => log::info!(
+        // A trustworthy clock is logged by `refresh` as it becomes so; an untrusted one here.
+        if keeper.refresh().is_none() {
+            log::warn!(
                 "time: the gateway's clock is {}",
                 keeper.with(|s| s.detail.clone())
-            ),
-            None => log::warn!(
-                "time: the gateway's clock is {}",
-                keeper.with(|s| s.detail.clone())
-            ),
+            );
         }
         keeper
     }
