@@ -120,13 +120,22 @@ impl BusClocks {
         }
     }
 
+    /// [`Self::read`], once more when no answer came (a reply lost on a busy line; the reads decide
+    /// events).
+    fn read_again_if_lost(&self, sched: &mut BusScheduler, index: usize) -> ClockRead {
+        match self.read(sched, index) {
+            ClockRead::Unread => self.read(sched, index),
+            read => read,
+        }
+    }
+
     /// Reads every meter's clock, records it and raises the drift event on crossing the limit.
     fn read_all(&mut self, sched: &mut BusScheduler) -> Vec<(usize, ClockRead)> {
         let trusted = self.keeper.trusted().is_ok();
         let mut updates = Vec::new();
         let mut reads = Vec::new();
         for index in Self::candidates(sched) {
-            let read = self.read(sched, index);
+            let read = self.read_again_if_lost(sched, index);
             reads.push((index, read));
             let meter = &sched.meters()[index];
             let key = self.key(&meter.address);
@@ -209,10 +218,24 @@ impl BusClocks {
     /// The daily sync: read, set once per driver, read again, set the ones still off on their own,
     /// read again; a meter still off did not take the time.
     fn sync(&mut self, sched: &mut BusScheduler) {
+        // A meter whose clock answered before and missed this one read (a reply lost on a busy
+        // line) is still set.
+        let had_clock: Vec<bool> = sched
+            .meters()
+            .iter()
+            .map(|m| {
+                self.keeper
+                    .meter(&self.key(&m.address))
+                    .is_some_and(|c| c.read_unix.is_some() && c.state != "no-clock")
+            })
+            .collect();
         let first = self.read_all(sched);
         let with_clock: Vec<usize> = first
             .iter()
-            .filter(|(_, r)| matches!(r, ClockRead::Drift(_)))
+            .filter(|(i, r)| {
+                matches!(r, ClockRead::Drift(_))
+                    || (*r == ClockRead::Unread && had_clock.get(*i).copied().unwrap_or(false))
+            })
             .map(|(i, _)| *i)
             .collect();
         if with_clock.is_empty() {
@@ -238,10 +261,10 @@ impl BusClocks {
         );
         let mut updates = Vec::new();
         for i in with_clock {
-            let mut read = self.read(sched, i);
+            let mut read = self.read_again_if_lost(sched, i);
             if !matches!(read, ClockRead::Drift(d) if d.abs() <= SET_TOLERANCE_S) {
                 self.set(sched, i);
-                read = self.read(sched, i);
+                read = self.read_again_if_lost(sched, i);
             }
             let meter = &sched.meters()[i];
             let (address, dwelling) = (meter.address.clone(), meter.dwelling.clone());
