@@ -68,6 +68,9 @@ pub fn start_all(cx: &WorkerContext<'_>) -> Vec<JoinHandle<()>> {
             prepay: cx.prepay.map(|p| p.link(bus.name.get_ref())),
             uplink: cx.queue.cloned(),
             handles: cx.handles.clone(),
+            clocks: cx
+                .time
+                .map(|t| crate::timekeeper::BusClocks::new(Arc::clone(t), bus.name.get_ref())),
         };
         match std::thread::Builder::new()
             .name(format!("bus {}", bus.name.get_ref()))
@@ -95,6 +98,8 @@ struct BusWorker {
     uplink: Option<UplinkQueue>,
     /// Where the scheduler's handle is registered (relay commands from the ledger and the head-end).
     handles: SchedulerHandles,
+    /// The meters' clocks, read and set between polls.
+    clocks: Option<crate::timekeeper::BusClocks>,
 }
 
 impl BusWorker {
@@ -179,7 +184,7 @@ impl BusWorker {
         )
     }
 
-    fn run(self, mut opened: Option<OpenBus>) {
+    fn run(mut self, mut opened: Option<OpenBus>) {
         let name = self.bus.name.get_ref().clone();
         let mut attempt = 0usize;
         let wall = concentrator_hal::SystemClock::new();
@@ -213,6 +218,12 @@ impl BusWorker {
             self.worker.beat();
             let wait = sched.step();
             self.status.update(sched);
+            if let Some(clocks) = self.clocks.as_mut() {
+                // After the polls are on the board: a clock pass takes two exchanges per meter.
+                if clocks.tick(sched) {
+                    self.status.update(sched);
+                }
+            }
             self.worker.beat();
             if !self.wait(sched.clock(), wait) {
                 break;

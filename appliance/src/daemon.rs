@@ -59,6 +59,8 @@ pub struct Daemon {
     power: Option<crate::power::PowerWatch>,
     /// With `[uplink]`: the outbox (the last gasp waits for its message to leave).
     queue: Option<UplinkQueue>,
+    /// The meters' time authority.
+    time: Arc<crate::timekeeper::TimeKeeper>,
 }
 
 impl Daemon {
@@ -88,6 +90,12 @@ impl Daemon {
             .as_ref()
             .map(|s| UplinkQueue::open(config, s, ledger_store.as_ref()))
             .transpose()?;
+        let time = crate::timekeeper::TimeKeeper::new(
+            crate::config::time::TimeSetup::from_config(config),
+            Some(&config.gateway.store),
+            queue.clone(),
+        );
+        time.install();
         let prepay = match (ledger_setup, ledger_store.clone()) {
             (Some(setup), Some(store)) => Some(Prepay::start(
                 setup,
@@ -131,6 +139,7 @@ impl Daemon {
             prepay: prepay.as_ref(),
             queue: queue.as_ref(),
             handles: &handles,
+            time: Some(&time),
         };
         let zigbee = crate::zigbee::Zigbee::start(&workers, ledger_db.as_ref())?;
         let mut routes = crate::control::ControlRoutes::default();
@@ -201,6 +210,7 @@ impl Daemon {
             zigbee,
             control,
             web,
+            time,
         })
     }
 
@@ -209,6 +219,12 @@ impl Daemon {
         if let Some(u) = &self.uplink {
             u.publish(&self.status);
         }
+    }
+
+    /// Copies the gateway's and the meters' clocks to the status board (the main loop calls it before
+    /// writing the file).
+    pub fn publish_time(&self) {
+        self.status.set_time(self.time.view());
     }
 
     /// The workers' health.
@@ -331,6 +347,7 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
         if last_write.elapsed() >= STATUS_EVERY {
             last_write = Instant::now();
             daemon.publish_uplink();
+            daemon.publish_time();
             match daemon.status().write(&status_file) {
                 Ok(()) => status_error_logged = false,
                 Err(e) if !status_error_logged => {

@@ -26,6 +26,7 @@ pub mod scan;
 pub mod scheduler;
 pub mod sim_meters;
 pub mod status;
+pub mod timekeeper;
 pub mod uplink;
 pub mod web;
 pub mod workers;

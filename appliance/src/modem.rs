@@ -236,6 +236,7 @@ fn run(
                     announce(e, &view, uplink);
                 }
                 status.set_modem(view);
+                network_time(&mut sup);
             }
             Err(_) if stop.load(Ordering::SeqCst) => break,
             Err(e) => {
@@ -251,6 +252,21 @@ fn run(
     }
     worker.set_state(WorkerState::Stopped);
     log::info!("modem supervisor stopped");
+}
+
+/// Hands the mobile network's time to the time keeper, when `[time] modem_time` asks for it.
+fn network_time<S: SerialStream>(sup: &mut Supervisor<S>) {
+    let Some(keeper) = crate::timekeeper::TimeKeeper::installed() else {
+        return;
+    };
+    if !keeper.setup().modem_time {
+        return;
+    }
+    match sup.network_time() {
+        Ok(Some(unix)) => keeper.network_time(unix),
+        Ok(None) => log::debug!("modem: no network time yet"),
+        Err(e) => log::debug!("modem: reading the network time: {e}"),
+    }
 }
 
 /// Logs one supervisor event, and queues the ones the protocol has a code for.

@@ -25,12 +25,13 @@ pub fn attach(meters: &[MeterConfig], bus: &BusConfig, sim: &mut SimBus) -> usiz
         let (load_w, start_kwh, since) = meter.sim.as_ref().map_or((800, 0.0, None), |s| {
             (s.load_w, s.start_kwh, s.running_since_unix)
         });
+        let clock_offset_s = meter.sim.as_ref().map_or(0, |s| s.clock_offset_s);
         let start_centi_kwh = (start_kwh.max(0.0) * 100.0).round() as u64
             + since.map_or(0, |since| {
                 consumed_centi_kwh(load_w, since, concentrator_protocol::unix_now())
             });
         let result = match meter.driver.get_ref().as_str() {
-            "dlt645" => dlt645(meter, line, load_w, start_centi_kwh).map(|m| {
+            "dlt645" => dlt645(meter, line, load_w, start_centi_kwh, clock_offset_s).map(|m| {
                 sim.attach(m);
             }),
             "modbus" => modbus(meter, line, load_w, start_centi_kwh).map(|m| {
@@ -63,6 +64,7 @@ fn dlt645(
     line: concentrator_hal::LineSettings,
     load_w: u32,
     start_centi_kwh: u64,
+    clock_offset_s: i64,
 ) -> Result<Dlt645Meter, String> {
     let address: Dlt645Address = meter
         .address
@@ -73,6 +75,8 @@ fn dlt645(
     config.power_w = i64::from(load_w);
     config.import_centi_kwh = start_centi_kwh;
     config.line = line;
+    config.clock_offset_s = clock_offset_s;
+    config.broadcast_sync_limit_s = Some(300);
     if let Some(password) = &meter.password {
         config.password = password.get_ref().parse()?;
     }

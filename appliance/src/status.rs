@@ -98,6 +98,9 @@ pub struct Status {
     /// Zigbee coordinators by name (their meters are under `buses`, by the coordinator's name).
     #[serde(default)]
     pub zigbee: BTreeMap<String, ZigbeeView>,
+    /// The gateway's clock and its meters' clocks (absent from daemons before the time authority).
+    #[serde(default)]
+    pub time: Option<crate::timekeeper::TimeView>,
 }
 
 /// A Zigbee coordinator's state, as the status file holds it.
@@ -343,6 +346,11 @@ impl StatusBoard {
             s.zigbee.insert(name.to_string(), view);
             s.buses.insert(name.to_string(), meters);
         });
+    }
+
+    /// Replaces the clocks' view (from the main loop).
+    pub fn set_time(&self, view: crate::timekeeper::TimeView) {
+        self.with(|s| s.time = Some(view));
     }
 
     /// A snapshot.

@@ -29,4 +29,6 @@ pub struct WorkerContext<'a> {
     pub queue: Option<&'a UplinkQueue>,
     /// Where each bus's or coordinator's relay handle is registered.
     pub handles: &'a SchedulerHandles,
+    /// The meters' time authority (the bus workers read and set their meters' clocks).
+    pub time: Option<&'a Arc<crate::timekeeper::TimeKeeper>>,
 }

@@ -159,6 +159,10 @@ cert = "{d}/pki/gateway.pem"
 key = "{d}/pki/gateway.key"
 users = "{d}/users.toml"
 
+# NTP as the gateway's time source: the flag systemd-timesyncd keeps, here a file the test writes.
+[time]
+ntp_flag = "{d}/timesync-synchronized"
+
 [[bus]]
 name = "rs485-1"
 backend = "sim"
@@ -242,6 +246,7 @@ opening_balance_minor = 5000
             pty.display()
         ),
     };
+    std::fs::write(dir.join("timesync-synchronized"), "").unwrap();
     let path = dir.join("concentrator.toml");
     std::fs::write(&path, config).unwrap();
     path

@@ -9,6 +9,7 @@ UI_SCREENSHOTS (a directory). Exits non-zero with the failed check on stderr.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -62,8 +63,12 @@ def main():
         expect(page.locator("#live")).to_contain_text("Live")
         shoot(page, "overview")
 
+        expect(page.locator("#facts")).to_contain_text("synchronised by NTP; meter clocks set daily at 03:00")
         page.get_by_role("link", name="Buses & meters").click()
         expect(page.locator("#bus-list")).to_contain_text("A-101")
+        # Each meter's clock against the gateway's, in words.
+        expect(page.locator("#bus-list td[data-label=Clock]").first).to_have_text(
+            re.compile(r"^(on time|\d+ s (ahead of|behind) the gateway)$"))
         shoot(page, "buses")
 
         # A token applies once, with its receipt; the replay is refused with the reason.

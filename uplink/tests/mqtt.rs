@@ -358,15 +358,15 @@ fn commands_are_verified_and_executed_at_most_once() {
     });
     // A non-command is acknowledged (0x09).
     let time_id = MessageId::new(*b"headend0", 2);
-    let time = Frame::new(
+    let request = Frame::new(
         time_id,
-        None,
+        meter.tid(),
         unix_now(),
-        Body::TimeSync(TimeSync { unix_ms: 1 }),
+        Body::AccountRequest(AccountRequest {}),
     );
     head.publish(
-        &Topic::for_message(&gw, Scope::Gateway, Kind::TimeSync).to_string(),
-        head.seal(Scope::Gateway, &time),
+        &Topic::for_message(&gw, meter, Kind::AccountRequest).to_string(),
+        head.seal(meter, &request),
     );
     head.wait_for(10, "the acknowledgement", |l| {
         l.up.iter()

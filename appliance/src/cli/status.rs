@@ -257,6 +257,9 @@ pub(crate) fn render(
             ));
         }
     }
+    if let Some(t) = &status.time {
+        render_time(t, out, &mut problems)?;
+    }
     if let Some(m) = &status.modem {
         render_modem(m, out)?;
         if let Some(p) = modem_problem(m) {
@@ -284,6 +287,53 @@ pub(crate) fn render(
         }
     }
     Ok(problems.len())
+}
+
+/// The gateway's clock and each meter's, in words; a meter clock past the limit or that refused the
+/// time is a problem.
+fn render_time(
+    t: &crate::timekeeper::TimeView,
+    out: &mut dyn Write,
+    problems: &mut Vec<String>,
+) -> std::io::Result<()> {
+    use crate::timekeeper::drift_words;
+    use concentrator_mpc::human::local_time;
+    writeln!(
+        out,
+        "\ntime: the gateway's clock is {}; meter clocks are set daily at {:02}:00, drift limit {} s{}",
+        t.detail,
+        t.sync_hour,
+        t.drift_limit_s,
+        t.last_sync_unix
+            .map_or(String::new(), |at| format!(", last set {}", local_time(at)))
+    )?;
+    if t.meters.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "  {:<20} {:<10} clock", "meter", "dwelling")?;
+    for (key, m) in &t.meters {
+        let clock = match (m.state.as_str(), m.drift_s) {
+            ("no-clock", _) => "no clock to read".to_string(),
+            ("unread", _) => "not read (no answer)".to_string(),
+            ("not-judged", _) => {
+                "read, not judged: the gateway's clock is not trustworthy".to_string()
+            }
+            ("refused", Some(d)) => format!("{}: did not take the gateway's time", drift_words(d)),
+            ("drifted", Some(d)) => format!("{}: past the limit", drift_words(d)),
+            (_, Some(d)) => drift_words(d),
+            (_, None) => "not read yet".to_string(),
+        };
+        let read = m
+            .read_unix
+            .map_or(String::new(), |at| format!(" (read {})", local_time(at)));
+        writeln!(out, "  {key:<20} {:<10} {clock}{read}", m.dwelling)?;
+        if matches!(m.state.as_str(), "drifted" | "refused") {
+            if let Some(p) = &m.problem {
+                problems.push(format!("meter {key} ({}): {p}", m.dwelling));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn render_uplink(

@@ -73,6 +73,11 @@ pub struct SimMeterConfig {
     /// meter drawing `load_w` since then would show, so the register survives restarts of the daemon
     /// (as a real meter's does; the kill -9 test relies on it). Absent: `start_kwh` at every start.
     pub running_since_unix: Option<u64>,
+    /// A DL/T 645 emulator's clock minus the true time, seconds (a meter that runs fast or slow, to
+    /// see the time authority at work); such meters take a broadcast time sync only within 5 minutes,
+    /// as many real ones do.
+    #[serde(default)]
+    pub clock_offset_s: i64,
 }
 
 fn unset() -> Spanned<String> {

@@ -12,6 +12,7 @@ mod modem;
 mod plugins;
 mod power;
 mod sections;
+pub mod time;
 mod uplink;
 mod uplink_keys;
 mod validate;
@@ -80,6 +81,7 @@ impl Config {
         diagnostics.extend(config.normalise_zigbee());
         diagnostics.extend(validate::check(&config));
         diagnostics.extend(web::check(&config));
+        diagnostics.extend(time::check(&config));
         if drivers {
             let found = driver_checks::check(&config, &diagnostics);
             diagnostics.extend(found);

@@ -37,6 +37,8 @@ pub struct Config {
     pub plugins: Vec<super::plugins::PluginEntry>,
     /// The installer web UI (docs/install.md, *Commissioning with the web UI*); absent: no UI.
     pub web: Option<super::web::WebSection>,
+    /// The meters' time authority (docs/install.md, *Meter clocks*); absent: its defaults.
+    pub time: Option<super::time::TimeSection>,
 }
 
 /// Log verbosity.

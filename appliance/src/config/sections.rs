@@ -42,6 +42,7 @@ struct Sections {
     #[serde(default)]
     plugin: Vec<super::plugins::PluginEntry>,
     web: Option<super::web::WebSection>,
+    time: Option<super::time::TimeSection>,
 }
 
 /// What reading the text found: every mistake, and the configuration without the unknown keys when

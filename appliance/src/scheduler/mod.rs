@@ -399,6 +399,23 @@ impl BusScheduler {
         report
     }
 
+    /// Runs one task on meter `index` now, as a command (retried by policy, counted in its statistics):
+    /// the bus's own thread uses it for work between polls (the meters' clocks, `crate::timekeeper`).
+    pub fn run_now(
+        &mut self,
+        index: usize,
+        task: Task,
+    ) -> Result<Result<Vec<Reading>, DeviceException>, TaskError> {
+        if index >= self.meters.len() {
+            return Err(TaskError::Failed {
+                plugin: String::new(),
+                entry: "begin",
+                message: format!("no meter number {index} on bus {}", self.name),
+            });
+        }
+        self.run_task(index, task, Priority::Command)
+    }
+
     /// Reads every configured quantity of one meter; returns whether all were answered.
     fn poll(&mut self, index: usize) -> bool {
         let now = self.clock.monotonic();

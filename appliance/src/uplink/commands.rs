@@ -8,7 +8,8 @@
 //! - relay → with `[ledger]`, the ledger's relay authority (an open is held until a close; a close
 //!   without credit is refused), answered with the read-back; without, the meter's bus scheduler at
 //!   [`Priority::Command`]; waiting at most [`RELAY_WAIT`] either way;
-//! - time sync → the offset is logged (the system clock is NTP's to set);
+//! - time sync → the time keeper compares, and steps an unsynchronised gateway clock within limits
+//!   (`crate::timekeeper`); the result's reason says what it did;
 //! - account request → the ledger thread's summary of the meter's account, queued as an account summary
 //!   (0x04) in the meter's scope;
 //! - account restore → the ledger thread restores the meter's lost account from the head-end's signed
@@ -19,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use concentrator_plugin_host::{RelayCommand as MeterRelay, Task};
 use concentrator_protocol::{result_code, Body, Frame, ReceiptBody, RelayAction, Scope, Tid};
@@ -38,8 +39,6 @@ use crate::scheduler::Priority;
 pub const TOKEN_WAIT: Duration = Duration::from_secs(10);
 /// Longest wait for a relay command to be carried out on its bus.
 pub const RELAY_WAIT: Duration = Duration::from_secs(20);
-/// A head-end clock this far from ours is logged as a warning.
-const CLOCK_WARN_MS: u64 = 5_000;
 
 /// A meter as the downlink addresses it.
 #[derive(Debug, Clone)]
@@ -405,17 +404,30 @@ impl Commands {
     }
 }
 
+/// The head-end's TimeSync: the daemon's time keeper compares and, when the gateway's clock is not
+/// synchronised (no NTP, no network time), steps it within `[time] headend_step_max_s`; the result's
+/// reason says what it did. Without a time keeper (a daemon not started by `concentratord`), only
+/// compared.
 fn time_sync(head_end_ms: u64) -> Outcome {
-    let ours = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let offset = i128::from(head_end_ms) - i128::from(ours);
-    if offset.unsigned_abs() > u128::from(CLOCK_WARN_MS) {
-        log::warn!("the head-end's clock is {offset} ms from ours; check NTP (timedatectl timesync-status)");
-    } else {
-        log::info!("time sync: the head-end's clock is {offset} ms from ours");
+    let (code, reason) = match crate::timekeeper::TimeKeeper::installed() {
+        Some(keeper) => keeper.head_end_time(head_end_ms),
+        None => {
+            let offset_s = (i128::from(head_end_ms) - i128::from(unix_now()) * 1000) / 1000;
+            let apart = crate::timekeeper::duration_words(
+                u64::try_from(offset_s.unsigned_abs()).unwrap_or(u64::MAX),
+            );
+            let side = if offset_s < 0 { "behind" } else { "ahead of" };
+            (
+                result_code::DONE,
+                format!("compared only: the head-end's clock is {apart} {side} the gateway's"),
+            )
+        }
+    };
+    log::info!("time sync from the head-end: {reason}");
+    Outcome {
+        code,
+        reason: Some(reason),
     }
-    Outcome::done()
 }
 
 impl Downlink for Commands {

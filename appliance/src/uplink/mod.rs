@@ -139,6 +139,21 @@ impl UplinkQueue {
         self.append(Scope::Gateway, Body::Event(event));
     }
 
+    /// Queues an event about the meter at `address` on bus `bus` (its clock): in the meter's scope when
+    /// it has a TID, else in the gateway's with the meter named in the detail.
+    pub fn meter_event(&self, bus: &str, address: &str, mut event: concentrator_protocol::Event) {
+        match self.places.get(&(bus.to_string(), address.to_string())) {
+            Some(tid) => self.append(Scope::Meter(*tid), Body::Event(event)),
+            None => {
+                let detail = event.detail.take().unwrap_or_default();
+                let mut named = format!("meter {address} on bus {bus}: {detail}");
+                named.truncate(named.floor_char_boundary(256));
+                event.detail = Some(named);
+                self.append(Scope::Gateway, Body::Event(event));
+            }
+        }
+    }
+
     /// The reading sink part of bus `bus`: each poll of a meter with a TID becomes one readings message.
     pub fn sink(&self, bus: &str) -> ReadingSink {
         let queue = self.clone();

@@ -319,6 +319,40 @@ fn set_clock_is_a_broadcast_time_sync() {
     }
 }
 
+/// A meter that takes a broadcast correction only within 5 minutes (as many DL/T 645-2007 meters do)
+/// keeps a clock 15 minutes off; its neighbour 4 minutes off takes the time. The clock read (the date
+/// `04000101`, then the time `04000102`) shows both.
+#[test]
+fn a_meter_beyond_its_broadcast_window_keeps_its_clock() {
+    let (near, _) = meter(1, |c| {
+        c.clock_offset_s = 240;
+        c.broadcast_sync_limit_s = Some(300);
+    });
+    let (far, _) = meter(2, |c| {
+        c.clock_offset_s = -900;
+        c.broadcast_sync_limit_s = Some(300);
+    });
+    let mut rig = Rig::new(vec![near, far]);
+    let clock_of = |rig: &mut Rig, address: &[u8; 6]| {
+        let readings = rig
+            .run(address, "", Task::Read(Quantity::MeterDateTime))
+            .unwrap();
+        let Value::Timestamp(clock) = readings[0].value else {
+            panic!("{readings:?}")
+        };
+        clock - rig.wall_unix()
+    };
+    assert!((clock_of(&mut rig, &METER_1) - 240).abs() <= 1);
+    assert!((clock_of(&mut rig, &[0, 0, 0, 0, 0, 2]) + 900).abs() <= 1);
+    let now = rig.wall_unix();
+    assert_eq!(rig.run(&METER_1, "", Task::SetClock(now)), Ok(vec![]));
+    assert!(clock_of(&mut rig, &METER_1).abs() <= 1, "within the window");
+    assert!(
+        (clock_of(&mut rig, &[0, 0, 0, 0, 0, 2]) + 900).abs() <= 1,
+        "beyond the window: unchanged"
+    );
+}
+
 #[test]
 fn discover_address_reads_the_one_meter_on_the_line() {
     let (m, _) = meter(201_800_001_234, |_| {});

@@ -177,6 +177,12 @@ pub mod event_code {
     /// The supply is back after an outage that stopped the gateway; values: [when it failed, when the
     /// gateway found it back, unix s].
     pub const POWER_RESTORED: u16 = 55;
+    /// The meter's clock is further from the gateway's than `[time] drift_limit_s`; values: [drift,
+    /// seconds, meter minus gateway (positive: the meter is ahead), limit seconds].
+    pub const METER_CLOCK_DRIFT: u16 = 60;
+    /// The meter did not take the gateway's time: its clock was still off after a time sync; values:
+    /// [drift after the sync, seconds, meter minus gateway]; detail: what was tried.
+    pub const METER_CLOCK_REFUSED: u16 = 61;
 }
 
 /// The signed receipt of an applied token.

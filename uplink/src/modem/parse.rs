@@ -129,9 +129,69 @@ pub fn imsi(line: &str) -> Option<String> {
     ((6..=15).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit())).then(|| v.to_string())
 }
 
+/// The network's time from `+CCLK: "yy/MM/dd,hh:mm:ss±zz"` (local time and its offset from UTC in
+/// quarter hours, as NITZ gives them) as Unix seconds (UTC). `None` for a line it cannot read, and for
+/// a year outside 2020 to 2079: a modem that never had the network's time answers its power-on default
+/// (`"80/01/06,00:00:00+00"`, `"04/01/01,…"`).
+pub fn cclk(line: &str) -> Option<u64> {
+    let v = line.strip_prefix("+CCLK:")?.trim().trim_matches('"');
+    let (date, time) = v.split_once(',')?;
+    let d: Vec<u32> = date
+        .split('/')
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let (clock, zone) = match time.find(['+', '-']) {
+        Some(at) => time.split_at(at),
+        None => (time, "+00"),
+    };
+    let t: Vec<u32> = clock
+        .split(':')
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let quarters: i64 = zone.parse().ok()?;
+    let [yy, month, day] = <[u32; 3]>::try_from(d).ok()?;
+    let [hour, minute, second] = <[u32; 3]>::try_from(t).ok()?;
+    // Two-digit years: 80 to 99 are the 1980s and 1990s of power-on defaults.
+    if !(20..=79).contains(&yy)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+        || quarters.abs() > 14 * 4
+    {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (the civil-calendar count, March-based years).
+    let (y, m) = if month <= 2 {
+        (2000 + i64::from(yy) - 1, i64::from(month) + 9)
+    } else {
+        (2000 + i64::from(yy), i64::from(month) - 3)
+    };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let local = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
+    u64::try_from(local - quarters * 15 * 60).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_time_is_utc_whatever_the_zone() {
+        // 2026-05-01 12:34:56 UTC = 1_777_638_896.
+        assert_eq!(cclk("+CCLK: \"26/05/01,12:34:56+00\""), Some(1_777_638_896));
+        assert_eq!(cclk("+CCLK: \"26/05/01,14:34:56+08\""), Some(1_777_638_896));
+        assert_eq!(cclk("+CCLK: \"26/05/01,07:34:56-20\""), Some(1_777_638_896));
+        assert_eq!(cclk("+CCLK: \"80/01/06,00:00:00+00\""), None, "never set");
+        assert_eq!(cclk("+CCLK: \"26/13/01,00:00:00+00\""), None);
+        assert_eq!(cclk("+CCLK: garbage"), None);
+        assert_eq!(cclk("+CSQ: 17,99"), None);
+    }
 
     #[test]
     fn parses() {

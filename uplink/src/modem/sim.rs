@@ -294,6 +294,16 @@ impl SimModem {
                 };
                 format!("\r\n+CSQ: {v},99\r\n\r\nOK\r\n")
             }
+            "AT+CTZU=1" => OK.into(),
+            // The network's time (NITZ) once registered, in the network's zone (UTC+2 here, `+08`
+            // quarter hours); before, the power-on default that means "no network time".
+            "AT+CCLK?" if reg_stat == 1 => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                format!("\r\n{}\r\n\r\nOK\r\n", cclk_line(now + 2 * 3600, "+08"))
+            }
+            "AT+CCLK?" => "\r\n+CCLK: \"80/01/06,00:00:00+00\"\r\n\r\nOK\r\n".into(),
             "AT+COPS?" if reg_stat == 1 => "\r\n+COPS: 0,0,\"Example Net\",2\r\n\r\nOK\r\n".into(),
             "AT+COPS?" => "\r\n+COPS: 0\r\n\r\nOK\r\n".into(),
             "AT+COPS=0" => {
@@ -314,5 +324,41 @@ impl SimModem {
             _ if upper.starts_with("ATD") => "\r\nCONNECT 7200000\r\n".into(),
             _ => "\r\nERROR\r\n".into(),
         }
+    }
+}
+
+/// `+CCLK: "yy/MM/dd,hh:mm:ss±zz"` for local time `local` (Unix seconds shifted by the zone).
+fn cclk_line(local: u64, zone: &str) -> String {
+    let days = i64::try_from(local / 86_400).unwrap_or(0);
+    let secs = local % 86_400;
+    // Civil date from days since 1970-01-01 (March-based years).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "+CCLK: \"{:02}/{month:02}/{day:02},{:02}:{:02}:{:02}{zone}\"",
+        year % 100,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_network_time_reads_back_as_utc() {
+        let utc = 1_777_638_896; // 2026-05-01 12:34:56 UTC
+        let line = cclk_line(utc + 2 * 3600, "+08");
+        assert_eq!(line, "+CCLK: \"26/05/01,14:34:56+08\"");
+        assert_eq!(super::super::parse::cclk(&line), Some(utc));
     }
 }

@@ -234,6 +234,24 @@ impl<S: SerialStream> Supervisor<S> {
         &self.status
     }
 
+    /// The mobile network's time (NITZ) as the modem keeps it, Unix seconds (UTC): `AT+CTZU=1` (the
+    /// modem updates its clock from the network; modems without it answer an error, which is fine),
+    /// then `AT+CCLK?`. `None` while not registered, or when the modem has no network time.
+    pub fn network_time(&mut self) -> Result<Option<u64>, ModemError> {
+        if !self
+            .status
+            .registration
+            .is_some_and(Registration::registered)
+        {
+            return Ok(None);
+        }
+        let _ = self.cmd("AT+CTZU=1")?;
+        Ok(match self.cmd("AT+CCLK?")? {
+            Ok(lines) => lines.iter().find_map(|l| parse::cclk(l)),
+            Err(_) => None,
+        })
+    }
+
     /// One supervision cycle: check, and recover one step if needed. Call every few tens of seconds.
     pub fn check(&mut self) -> Result<Vec<SupervisorEvent>, ModemError> {
         let mut events = Vec::new();

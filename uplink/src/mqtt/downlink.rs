@@ -233,7 +233,8 @@ impl<F: FnMut(Scope, &Frame) -> Outcome + Send> Downlink for F {
 }
 
 /// Whether a kind is a command, answered with a command result (0x08); other downlink kinds are answered
-/// with an acknowledgement (0x09).
+/// with an acknowledgement (0x09). A time sync is one: its result says what the gateway did with the
+/// head-end's time (kept its own, stepped, refused).
 pub fn is_command(kind: Kind) -> bool {
     matches!(
         kind,
@@ -243,5 +244,7 @@ pub fn is_command(kind: Kind) -> bool {
             | Kind::ConfigChange
             | Kind::AccountRestore
             | Kind::TenancyChange
+            | Kind::TimeSync
+            | Kind::AnchorRecorded
     )
 }

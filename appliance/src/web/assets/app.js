@@ -17,6 +17,23 @@ function money(minor, currency) {
   return `${s}${Math.floor(n / 100)}.${String(n % 100).padStart(2, "0")} ${currency}`;
 }
 function localTime(unix) { return unix ? new Date(unix * 1000).toLocaleString() : "never"; }
+function duration(sec) {
+  return sec < 60 ? `${sec} s` : sec < 3600 ? `${Math.floor(sec / 60)} min ${sec % 60} s`
+    : sec < 86400 ? `${Math.floor(sec / 3600)} h ${Math.floor(sec % 3600 / 60)} min` : `${Math.floor(sec / 86400)} days ${Math.floor(sec % 86400 / 3600)} h`;
+}
+function drift(d) { return d === 0 ? "on time" : `${duration(Math.abs(d))} ${d > 0 ? "ahead of" : "behind"} the gateway`; }
+// A meter's clock in words, from the time keeper's record (s.time.meters["bus/address"]).
+function meterClock(c) {
+  if (!c) return "-";
+  switch (c.state) {
+    case "no-clock": return "no clock to read";
+    case "unread": return "not read (no answer)";
+    case "not-judged": return "not judged: the gateway's clock is not trustworthy";
+    case "refused": return `${drift(c.drift_s)}: did not take the gateway's time`;
+    case "drifted": return `${drift(c.drift_s)}: past the limit`;
+    default: return c.drift_s == null ? "not read yet" : drift(c.drift_s);
+  }
+}
 
 async function api(method, path, body) {
   const headers = { "Content-Type": "application/json" };
@@ -108,6 +125,12 @@ function problems(s) {
     if (m.sim && m.sim !== "ready") bad(`Modem: the SIM is ${m.sim}.`, "Insert a working SIM or enter its PIN in the configuration.");
     if (!m.link_up) bad(`Modem: the data link is down${m.last_problem ? " (" + m.last_problem + ")" : ""}.`, "Check the antenna and the signal; the modem is reset automatically.");
   }
+  if (s.time) {
+    if (!s.time.source) bad(`The gateway's clock is ${s.time.detail}.`, "Meter clocks are not set until it is: check the network (NTP), the modem, or the head-end's time sync.", true);
+    for (const [key, c] of Object.entries(s.time.meters || {})) {
+      if (c.state === "drifted" || c.state === "refused") bad(`Meter ${key} (${c.dwelling}): ${c.problem}.`, c.state === "refused" ? "Set its clock on site with the meter's own tool, or replace the meter." : `It is set at the daily time sync (${String(s.time.sync_hour).padStart(2, "0")}:00).`, c.state === "drifted");
+    }
+  }
   if (s.now_unix && Math.abs(Date.now() / 1000 - s.now_unix) > 120) bad(`The gateway's clock differs from this device's by ${Math.round(Math.abs(Date.now() / 1000 - s.now_unix) / 60)} minutes.`, "Check that the gateway reaches its time server.", true);
   if (s.store && s.store.free_bytes != null && s.store.free_bytes < 50 * 1048576) bad(`The store has only ${(s.store.free_bytes / 1048576).toFixed(0)} MiB free.`, "Free space on the gateway's storage.");
   return out;
@@ -124,6 +147,7 @@ function render() {
   v.textContent = list.length ? (list.length === 1 ? "1 thing needs attention" : `${list.length} things need attention`) : "All is well: every bus, meter and link works.";
   $("#problems").replaceChildren(...list.map((p) => el("li", { class: p.warn ? "warn" : "" }, el("span", { class: "what", text: p.what }), el("span", { class: "fix", text: p.fix }))));
   const facts = [["Gateway time", s.now], ["Drivers", (s.drivers || []).join("; ")]];
+  if (s.time) facts.push(["Gateway clock", `${s.time.detail}; meter clocks set daily at ${String(s.time.sync_hour).padStart(2, "0")}:00 (last ${localTime(s.time.last_sync_unix)}), drift limit ${s.time.drift_limit_s} s`]);
   if (s.uplink) facts.push(["Uplink", `${s.uplink.connected ? "connected" : "not connected"} to ${s.uplink.broker}; outbox ${s.uplink.outbox}; last acknowledgement ${localTime(s.uplink.last_ack_unix)}`]);
   if (s.modem) facts.push(["Modem", `SIM ${s.modem.sim || "unknown"}, ${s.modem.registration || "unregistered"} ${s.modem.operator || ""}, signal ${s.modem.rssi_dbm ?? "?"} dBm ${bars(s.modem.rssi_dbm)}, data link ${s.modem.link_up ? "up" : "down"}`]);
   if (s.store) facts.push(["Store", `${(s.store.used_bytes / 1048576).toFixed(1)} MiB used, ${s.store.free_bytes == null ? "?" : (s.store.free_bytes / 1048576).toFixed(0)} MiB free`]);
@@ -134,11 +158,13 @@ function render() {
 function renderBuses(s) {
   const out = [];
   for (const [name, b] of Object.entries(s.buses || {})) {
-    const heads = ["Address", "Dwelling", "Driver", "State", "Last reading", "Response", "Timeouts / requests"];
+    const heads = ["Address", "Dwelling", "Driver", "State", "Last reading", "Clock", "Response", "Timeouts / requests"];
+    const clocks = (s.time && s.time.meters) || {};
     const rows = (b.meters || []).map((m) => el("tr", {}, ...[
       el("td", { text: m.address }), el("td", { text: m.dwelling }), el("td", { text: m.driver }),
       el("td", { class: "state-" + m.state, text: m.state + (m.error ? ": " + m.error : "") }),
       el("td", { text: (m.readings || []).join(", ") }),
+      el("td", { class: "clock-" + ((clocks[`${name}/${m.address}`] || {}).state || "none"), text: meterClock(clocks[`${name}/${m.address}`]) }),
       el("td", { class: "num", text: m.stats.last_latency_ms == null ? "-" : m.stats.last_latency_ms.toFixed(0) + " ms" }),
       el("td", { class: "num", text: `${m.stats.timeouts} / ${m.stats.requests}` })].map((td, i) => { td.setAttribute("data-label", heads[i]); return td; })));
     const table = el("table", { class: "cards" }, el("caption", { text: `Meters on ${name}` }),

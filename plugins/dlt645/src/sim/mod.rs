@@ -71,6 +71,9 @@ pub struct MeterConfig {
     pub esam_only: bool,
     /// Meter clock minus the bus's wall clock, in seconds.
     pub clock_offset_s: i64,
+    /// A broadcast time sync that would move the clock further than this, seconds, is ignored (many
+    /// DL/T 645-2007 meters take a broadcast correction only within 5 minutes); `None`: any is taken.
+    pub broadcast_sync_limit_s: Option<u64>,
     /// Time from the end of a request to the first reply byte (20..=500 ms on real meters).
     pub latency: Duration,
     /// The meter's UART settings.
@@ -94,6 +97,7 @@ impl MeterConfig {
             prepaid: None,
             esam_only: false,
             clock_offset_s: 0,
+            broadcast_sync_limit_s: None,
             latency: Duration::from_millis(40),
             line: LineSettings::dlt645_default(),
             max_reply_data: 200,
@@ -186,7 +190,16 @@ impl Dlt645Meter {
         match function {
             Function::BroadcastTime => {
                 if let Ok(time) = MeterDateTime::from_wire(&frame.data) {
-                    self.lock().set_clock(wall, &time);
+                    let mut state = self.lock();
+                    let now = i64::try_from(state.clock(wall).to_unix()).unwrap_or(0);
+                    let step = (i64::try_from(time.to_unix()).unwrap_or(0) - now).unsigned_abs();
+                    if self
+                        .config
+                        .broadcast_sync_limit_s
+                        .is_none_or(|limit| step <= limit)
+                    {
+                        state.set_clock(wall, &time);
+                    }
                 }
                 Answer::Silent
             }
