@@ -10,6 +10,7 @@ mod meter;
 mod model;
 mod modem;
 mod plugins;
+pub mod remote;
 mod sections;
 mod uplink;
 mod uplink_keys;
