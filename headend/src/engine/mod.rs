@@ -10,6 +10,7 @@
 mod aka;
 mod anchor;
 mod ingest;
+mod remote;
 pub mod restore;
 mod shared;
 mod tokens;
@@ -133,6 +134,8 @@ pub struct Engine {
     in_gateway: Option<String>,
     /// When the poll of every pending token runs next (shared store).
     next_delivery: u64,
+    /// The spool of remote commands (`commands/` beside `headend.toml`), when set.
+    spool: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -191,6 +194,7 @@ impl Engine {
             next_reconcile: 0,
             awaiting_account: HashMap::new(),
             statement: None,
+            spool: None,
         }
     }
 
@@ -643,7 +647,8 @@ impl Engine {
         })
     }
 
-    /// Periodic work: abandoned AKA runs, expired TIDs, reconciliation, top-ups without a result.
+    /// Periodic work: abandoned AKA runs, expired TIDs, reconciliation, top-ups without a result,
+    /// remote commands (tariff updates, configuration changes) new or due again.
     pub fn tick(&mut self, now: u64) -> Vec<Outgoing> {
         self.runs.retain(|(gw, scope), r| {
             let keep = now < r.started.saturating_add(aka::RUN_TIMEOUT);
@@ -682,6 +687,7 @@ impl Engine {
         if !self.shared || now >= self.next_delivery {
             self.next_delivery = now + (self.s.result_timeout / 10).max(1);
             out.extend(self.deliver(None, now));
+            out.extend(self.deliver_remote(now));
         }
         out
     }

@@ -249,6 +249,9 @@ impl Engine {
         r: CommandResult,
         now: u64,
     ) -> Result<Vec<Outgoing>, Fault> {
+        if let Some(out) = self.remote_result(gw, meter, &r, now)? {
+            return Ok(out);
+        }
         let Some(tr) = self.store.get::<TokenRef>(format!("cmd/{}", r.command))? else {
             log::info!(
                 "gateway {gw}: result {} for command {} (not a top-up of ours)",
