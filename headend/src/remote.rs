@@ -248,7 +248,7 @@ pub fn statuses(spool: &Path) -> Vec<RemoteCommand> {
 pub struct TariffFile {
     /// The tariff's id (1 or more; one id, one tariff).
     pub tariff_id: u32,
-    /// In force from, local time `YYYY-MM-DD HH:MM`.
+    /// In force from, local time `YYYY-MM-DD HH:MM` (or `HH:MM:SS`).
     pub in_force_from: String,
     /// The gateway's local time, minutes east of UTC (as its `[ledger]` file says).
     pub utc_offset_minutes: i16,
@@ -361,8 +361,18 @@ impl TariffFile {
             .split_once(' ')
             .ok_or("in_force_from is not \"YYYY-MM-DD HH:MM\"")?;
         let day = civil(date).ok_or("in_force_from is not \"YYYY-MM-DD HH:MM\"")?;
-        let minute = hh_mm(time).ok_or("in_force_from is not \"YYYY-MM-DD HH:MM\"")?;
-        let local = day.0 * 86_400 + i64::from(minute) * 60;
+        // Seconds are allowed (`HH:MM:SS`) for tests; a utility writes minutes.
+        let (hm, secs) = match time.matches(':').count() {
+            2 => {
+                let (hm, ss) = time.rsplit_once(':').unwrap_or((time, "0"));
+                (hm, ss.parse::<u16>().ok().filter(|s| *s < 60))
+            }
+            _ => (time, Some(0)),
+        };
+        let bad = "in_force_from is not \"YYYY-MM-DD HH:MM\"";
+        let minute = hh_mm(hm).ok_or(bad)?;
+        let secs = secs.ok_or(bad)?;
+        let local = day.0 * 86_400 + i64::from(minute) * 60 + i64::from(secs);
         let at = u64::try_from(local - i64::from(self.utc_offset_minutes) * 60)
             .map_err(|_| "in_force_from is before 1970".to_string())?;
         let mut rates = Vec::new();
