@@ -687,8 +687,9 @@ impl Engine {
         if !self.shared || now >= self.next_delivery {
             self.next_delivery = now + (self.s.result_timeout / 10).max(1);
             out.extend(self.deliver(None, now));
-            out.extend(self.deliver_remote(now));
         }
+        // Remote commands are few: every tick (new requests from the spool go out at once).
+        out.extend(self.deliver_remote(now));
         out
     }
 
