@@ -293,7 +293,7 @@ pub struct SwitchEntry {
 /// A decimal amount of minor units to millionths.
 fn micro(text: &str) -> Option<u64> {
     let (whole, frac) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
-    if frac.len() > 6 || whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+    if frac.len() > 3 || whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
@@ -379,7 +379,7 @@ impl TariffFile {
         for r in &self.rates {
             let m = micro(&r.minor_per_kwh).ok_or_else(|| {
                 format!(
-                    "rate {}: minor_per_kwh {:?} is not a decimal such as \"28.5\" (at most 6 decimals)",
+                    "rate {}: minor_per_kwh {:?} is not a decimal such as \"28.5\" (at most 3 decimals: gateways charge in thousandths of a minor unit per kWh)",
                     r.id, r.minor_per_kwh
                 )
             })?;
