@@ -5,7 +5,8 @@
 //!   names each `key: old → new` and says whether it is in effect now or at restart, and the same
 //!   change again is "no change";
 //! - through the real daemon and a real Mosquitto: a tariff update in the gateway scope is scheduled
-//!   and answered with what changes and when, a resend is "already done", and the audit log shows every
+//!   and answered with what changes and when, after a restart a resend is "already done" and the pending
+//!   tariff still starts at its time, and the audit log shows every
 //!   charge before the in-force time at the old price, after it at the new one, and the interval that
 //!   straddles it split at it; a configuration change of a forbidden key is refused, of the log level
 //!   applied at once.
@@ -199,7 +200,8 @@ fn a_tariff_update_takes_effect_at_its_time_and_config_changes_answer_in_words()
         start_kwh: 10.0,
         opening_minor: 1_000_000,
     }];
-    let (path, _) = write_setup(&dir, &meters, 25_000, 1, None);
+    // The simulated register counts from now, so it goes on across the restart.
+    let (path, _) = write_setup(&dir, &meters, 25_000, 1, Some(unix_now()));
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(&uplink_section(&dir, &broker, GW, &["M-1"]));
     std::fs::write(&path, text).unwrap();
@@ -216,7 +218,8 @@ fn a_tariff_update_takes_effect_at_its_time_and_config_changes_answer_in_words()
         head.publish(&topic, head.seal(Scope::Gateway, &frame));
         id
     };
-    let in_force = unix_now() + 8;
+    // In force 15 s from now.
+    let in_force = unix_now() + 15;
     let tariff = TariffUpdate {
         tariff_id: 7,
         effective_from: in_force,
@@ -243,7 +246,21 @@ fn a_tariff_update_takes_effect_at_its_time_and_config_changes_answer_in_words()
             && words.contains("replacing the configured tariff"),
         "{words}"
     );
-    // The same tariff under a new command id: already done.
+    assert!(
+        unix_now() < in_force,
+        "the tariff was answered after its in-force time: the test cannot tell the prices apart"
+    );
+    // The daemon is down across the in-force time and starts again with the tariff scheduled: the
+    // first reading after the start charges an interval that straddles it. The same tariff under a new
+    // command id is then already done (the schedule was flushed before the first answer).
+    while unix_now() + 6 < in_force {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    daemon.stop();
+    while unix_now() < in_force + 2 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mut daemon = Daemon::start(&path);
     let again = send(2, Body::TariffUpdate(tariff.clone()));
     let r = answer(&head, again, "the resent tariff's result");
     assert_eq!(r.code, result_code::ALREADY_DONE, "{r:?}");
@@ -294,7 +311,7 @@ fn a_tariff_update_takes_effect_at_its_time_and_config_changes_answer_in_words()
         .contains("log_level = \"debug\""));
 
     // Readings well past the in-force time, then the audit log.
-    while unix_now() < in_force + 6 {
+    while unix_now() < in_force + 8 {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     daemon.stop();
@@ -302,6 +319,10 @@ fn a_tariff_update_takes_effect_at_its_time_and_config_changes_answer_in_words()
     let before = charges.iter().filter(|c| c.1 <= in_force).count();
     let after = charges.iter().filter(|c| c.0 >= in_force).count();
     assert!(before >= 2 && after >= 2, "{charges:?}");
+    assert!(
+        charges.iter().any(|c| c.0 < in_force && c.1 > in_force),
+        "no charge straddles the in-force time although the daemon was down across it: {charges:?}"
+    );
     for &(from, to, wh, micro) in &charges {
         assert_eq!(
             micro,
