@@ -197,3 +197,37 @@ fn mistakes_are_refused_with_the_reason_and_nothing_is_stored() {
     assert_eq!(l.tariff_id_at(now), 3);
     check_store(&store).unwrap();
 }
+
+#[test]
+fn tariffs_follow_one_another_and_a_correction_takes_a_pending_ones_place() {
+    let (mut l, store, _) = ledger_with(config(), 10_000);
+    let now = local(0, 12, 5);
+    scheduled(
+        l.schedule_tariff(&flat(7, local(0, 14, 0), 40, 0), now)
+            .unwrap(),
+    );
+    scheduled(
+        l.schedule_tariff(&flat(8, local(0, 16, 0), 10, 0), now)
+            .unwrap(),
+    );
+    // Tariff 9 for 14:00 corrects 7 (never in force); the answer says so and 8 still follows.
+    let words = scheduled(
+        l.schedule_tariff(&flat(9, local(0, 14, 0), 30, 0), now)
+            .unwrap(),
+    );
+    assert!(words.contains("takes the place of tariff 7"), "{words}");
+    assert_eq!(
+        l.tariff_schedule()
+            .iter()
+            .map(|e| e.tariff_id)
+            .collect::<Vec<_>>(),
+        vec![9, 8]
+    );
+    // 12:00 → 18:00, 6 000 Wh over 6 h: 2 h at 25 c, 2 h at 30 c, 2 h at 10 c = 50 + 60 + 20 = 130 c.
+    l.on_register("M1", "SN-M1", 16_000, local(0, 18, 0))
+        .unwrap();
+    assert_eq!(l.account("M1").unwrap().balance_minor(), 10_000 - 130);
+    assert_eq!(l.tariff_id_at(local(0, 15, 0)), 9);
+    assert_eq!(l.tariff_id_at(local(0, 17, 0)), 8);
+    check_store(&store).unwrap();
+}
