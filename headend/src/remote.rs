@@ -410,13 +410,13 @@ impl TariffFile {
         };
         let off = self.utc_offset_minutes.unsigned_abs();
         let what = format!(
-            "tariff {} in force from {} local time (UTC{sign}{:02}:{:02}), {} rate(s), standing charge {} {currency} minor units per day",
+            "tariff {} in force from {} local time (UTC{sign}{:02}:{:02}), {} rate(s), standing charge {} per day",
             self.tariff_id,
             self.in_force_from,
             off / 60,
             off % 60,
             rates.len(),
-            self.standing_charge_minor_per_day
+            crate::money::money_u(self.standing_charge_minor_per_day, &currency)
         );
         Ok((
             RemoteBody::Tariff {

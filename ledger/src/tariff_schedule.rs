@@ -157,15 +157,17 @@ pub fn local_minute(cal: &Calendar, at: u64) -> String {
     format!("{} {}", l.date, TimeOfDay((l.second / 60) as u16))
 }
 
-/// A price as people read it: `28.000` minor units per kWh becomes "28 per kWh" in the currency.
+/// A price as people read it: 28 000 milli-minor units per kWh is "0.28 EUR per kWh" (two decimals,
+/// more when the price has them).
 fn price_words(rate: Rate, currency: &str) -> String {
-    let whole = rate / 1_000;
-    let frac = rate % 1_000;
-    if frac == 0 {
-        format!("{whole} {currency} minor units per kWh")
-    } else {
-        format!("{whole}.{frac:03} {currency} minor units per kWh")
+    // Milli-minor units are 1/100 000 of the major unit.
+    let a = rate.unsigned_abs();
+    let mut frac = format!("{:05}", a % 100_000);
+    while frac.len() > 2 && frac.ends_with('0') {
+        frac.pop();
     }
+    let sign = if rate < 0 { "-" } else { "" };
+    format!("{sign}{}.{frac} {currency} per kWh", a / 100_000)
 }
 
 fn describe_prices(t: &Tariff, currency: &str) -> String {
@@ -456,7 +458,7 @@ impl<S: Store> Ledger<S> {
         self.finish(txn, true)?;
         self.tariffs = Schedule::from_entries(entries, self.config.utc_offset_minutes);
         let mut words = format!(
-            "tariff {id} in force from {} local time ({}), replacing {}; {prices}, standing charge {standing} {} minor units per day",
+            "tariff {id} in force from {} local time ({}), replacing {}; {prices}, standing charge {} {} per day",
             local_minute(&cal, in_force_at),
             utc_offset(self.config.utc_offset_minutes),
             if before == 0 {
@@ -464,6 +466,7 @@ impl<S: Store> Ledger<S> {
             } else {
                 format!("tariff {before}")
             },
+            crate::money::format_minor(standing),
             self.config.currency,
         );
         if in_force_at > change.effective_from {
@@ -539,5 +542,17 @@ impl<S: Store> Ledger<S> {
             micro += priced(w[0], w[1], share, usage);
         }
         micro
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_read_as_money() {
+        assert_eq!(price_words(28_000, "EUR"), "0.28 EUR per kWh");
+        assert_eq!(price_words(28_125, "EUR"), "0.28125 EUR per kWh");
+        assert_eq!(price_words(1_250_000, "EUR"), "12.50 EUR per kWh");
     }
 }
