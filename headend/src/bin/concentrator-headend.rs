@@ -238,7 +238,15 @@ fn issue(cfg: &Config, gateway: &str, body: remote::RemoteBody, what: String) ->
         remote::RemoteBody::Config { .. } => "config",
     };
     let c = remote::RemoteCommand {
-        id: format!("{now}-{}-{kind}", std::process::id()),
+        // `20261206-192757-4711-tariff`: when (UTC), this process, what; sorts by time.
+        id: format!(
+            "{}-{}-{kind}",
+            concentrator_headend::money::time(now)
+                .trim_end_matches(" UTC")
+                .replace(['-', ':'], "")
+                .replace(' ', "-"),
+            std::process::id()
+        ),
         gateway: gateway.to_string(),
         what,
         body,
