@@ -377,20 +377,32 @@ impl<S: Store> Ledger<S> {
     ) -> Result<Result<TariffOutcome, TariffRefused>, LedgerError> {
         let cal = self.calendar.clone();
         let id = change.tariff_id;
-        if let Some((old, _)) = self.tariffs.entries.iter().find(|(e, _)| e.tariff_id == id) {
-            if old.change == *change {
-                return Ok(Ok(TariffOutcome::AlreadyScheduled(format!(
-                    "tariff {id} was received before: in force from {} local time",
-                    local_minute(&cal, old.in_force_at)
-                ))));
+        // What the store holds: a change whose commit went through but whose flush failed is there,
+        // so its resend is not written a second time (and is made durable below before the answer).
+        self.tariffs = Schedule::load(&self.store, self.config.utc_offset_minutes)?;
+        let seen = self
+            .tariffs
+            .entries
+            .iter()
+            .find(|(e, _)| e.tariff_id == id)
+            .map(|(e, _)| (e.change == *change, e.in_force_at));
+        if let Some((same, at)) = seen {
+            if !same {
+                return Ok(Err(refuse(
+                    id,
+                    format!(
+                        "tariff {id} was received before with other contents (in force from {} local time); send a changed tariff under a new id",
+                        local_minute(&cal, at)
+                    ),
+                )));
             }
-            return Ok(Err(refuse(
-                id,
-                format!(
-                    "tariff {id} was received before with other contents (in force from {} local time); send a changed tariff under a new id",
-                    local_minute(&cal, old.in_force_at)
-                ),
-            )));
+            if self.unflushed() {
+                self.flush()?;
+            }
+            return Ok(Ok(TariffOutcome::AlreadyScheduled(format!(
+                "tariff {id} was received before: in force from {} local time",
+                local_minute(&cal, at)
+            ))));
         }
         let (tariff, special, standing) = match build(
             change,

@@ -231,3 +231,35 @@ fn tariffs_follow_one_another_and_a_correction_takes_a_pending_ones_place() {
     assert_eq!(l.tariff_id_at(local(0, 17, 0)), 8);
     check_store(&store).unwrap();
 }
+
+#[test]
+fn a_failed_flush_is_not_answered_done_and_the_resend_writes_nothing_twice() {
+    use concentrator_ledger::{FaultPlan, FaultyStore};
+    let pki = pki();
+    let store = FaultyStore::new(MemStore::new());
+    let mut l = open(store.clone(), config(), &pki);
+    l.open_account(account("M1", 10_000, 10_000), local(0, 12, 0))
+        .unwrap();
+    let change = flat(5, local(1, 0, 0), 30, 0);
+    store.set_plan(FaultPlan {
+        fail_flushes: true,
+        ..FaultPlan::default()
+    });
+    // Committed but not durable: an error (the gateway answers "try later"), never "done".
+    assert!(l.schedule_tariff(&change, local(0, 12, 5)).is_err());
+    store.set_plan(FaultPlan::default());
+    // The resend finds it in the store, makes it durable and says so; one audit entry in all.
+    match l.schedule_tariff(&change, local(0, 12, 6)).unwrap() {
+        Ok(TariffOutcome::AlreadyScheduled(_)) => {}
+        other => panic!("expected already done, got {other:?}"),
+    }
+    assert!(!l.unflushed());
+    let mut entries = 0;
+    audit::walk(l.store(), |e| {
+        entries += usize::from(matches!(e.event, AuditEvent::TariffScheduled { .. }));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(entries, 1);
+    assert_eq!(l.tariff_id_at(local(1, 0, 0)), 5);
+}
