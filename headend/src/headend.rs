@@ -198,7 +198,8 @@ impl HeadEnd {
             },
             self.payments.clone(),
             self.notifier.clone(),
-        ))
+        )
+        .with_spool(crate::remote::spool_dir(&c.base)))
     }
 
     /// Connects to the broker and (if asked) serves phones. Returns at once; the work runs on threads.

@@ -42,6 +42,7 @@ pub mod mqtt;
 pub mod notify;
 pub mod pki;
 pub mod provision;
+pub mod remote;
 pub mod spec;
 pub mod status;
 pub mod store;

@@ -530,3 +530,125 @@ fn a_restarted_head_end_resumes_its_contexts_and_counts() {
     feed(&mut e, &msg);
     assert_eq!(e.pending_acks(), 0);
 }
+
+/// Issue #19, item 4: a tariff update and configuration changes issued into the spool are taken into
+/// the store once, sent in the gateway's scope, sent again with the same message id without an answer
+/// or after a temporary failure, and finished by the gateway's answer (done with its words, or
+/// refused), each state written for `concentrator-headend commands`.
+#[test]
+fn remote_commands_are_delivered_retried_and_finished_by_the_gateways_answer() {
+    use concentrator_headend::remote::{self, RemoteBody, RemoteCommand, RemoteState};
+    let p = Pilot::new("remote");
+    let he = p.head_end();
+    let mut e = he.engine().unwrap();
+    let mut g = p.gateway("gw-1", vec![SecurityMode::AES]);
+    let spool = remote::spool_dir(&p.config.base);
+    let now = unix_now();
+    let command = |id: &str, body: RemoteBody| RemoteCommand {
+        id: id.into(),
+        gateway: "gw-1".into(),
+        what: format!("test {id}"),
+        body,
+        issued_at: now,
+        state: RemoteState::Pending,
+        command: None,
+        sent_at: None,
+        sends: 0,
+        result: None,
+        result_at: None,
+        reason: None,
+    };
+    let tariff = RemoteBody::Tariff {
+        tariff_id: 7,
+        effective_from: now + 3_600,
+        currency: "EUR".into(),
+        standing_charge_minor_per_day: 30,
+        rates: vec![(1, 40_000_000)],
+        switches: vec![(0xff, 0, 1)],
+        special_days: vec![],
+        utc_offset_min: 60,
+    };
+    let (config, _) = remote::parse_settings(&["gateway.log_level=debug".into()]).unwrap();
+    remote::issue(&spool, &command("1-tariff", tariff.clone())).unwrap();
+    remote::issue(&spool, &command("2-config", config.clone())).unwrap();
+
+    // Offline gateway: taken into the store, nothing sent.
+    assert!(e.tick(now).is_empty());
+    assert!(
+        remote::waiting(&spool).is_empty(),
+        "requests left in the spool"
+    );
+    assert_eq!(e.remote_commands().unwrap().len(), 2);
+    // Taking the same request in again changes nothing.
+    assert!(!e
+        .record_remote(&command("1-tariff", tariff.clone()))
+        .unwrap());
+
+    assert!(feed(&mut e, &birth(&mut g)).is_empty());
+    attach_gateway(&mut e, &mut g);
+    let sent = e.tick(now);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let (scope, t) = g.open(&sent[0]);
+    assert_eq!(scope, Scope::Gateway);
+    assert_eq!(t.body, tariff.to_wire());
+    let (_, c) = g.open(&sent[1]);
+    assert_eq!(c.body, config.to_wire());
+    // Waiting for the answers: nothing again before the result timeout.
+    assert!(e.tick(now + 1).is_empty());
+    let timeout = p.config.reconcile.result_timeout_s;
+    let again = e.tick(now + timeout + 1);
+    assert_eq!(again.len(), 2);
+    let (_, t2) = g.open_at(&again[0], now + timeout + 1);
+    assert_eq!(t2.header.id, t.header.id, "a resend keeps the message id");
+    let (_, c2) = g.open_at(&again[1], now + timeout + 1);
+
+    // The tariff is done, with the gateway's words; the configuration change must wait (try later),
+    // then it is refused.
+    let answer = |g: &mut GatewaySide, id, code, reason: &str| {
+        g.seal(
+            Scope::Gateway,
+            Body::CommandResult(CommandResult {
+                command: id,
+                code,
+                reason: Some(reason.into()),
+            }),
+            None,
+        )
+    };
+    let words = "tariff 7 in force from 2026-12-07 00:00 local time (UTC+01:00), replacing the configured tariff";
+    feed(
+        &mut e,
+        &answer(&mut g, t.header.id, result_code::DONE, words),
+    );
+    feed(
+        &mut e,
+        &answer(&mut g, c2.header.id, result_code::TRY_LATER, "busy"),
+    );
+    let later = now + 2 * timeout + 2;
+    let resent = e.tick(later);
+    assert_eq!(resent.len(), 1, "only the configuration change again");
+    let (_, c3) = g.open_at(&resent[0], later);
+    assert_eq!(c3.header.id, c.header.id);
+    feed(
+        &mut e,
+        &answer(
+            &mut g,
+            c3.header.id,
+            result_code::REFUSED,
+            "gateway.log_level cannot be changed",
+        ),
+    );
+    assert!(
+        e.tick(later + 3 * timeout).is_empty(),
+        "finished commands are not sent again"
+    );
+    let all = e.remote_commands().unwrap();
+    assert_eq!(
+        all.iter().map(|c| (c.state, c.sends)).collect::<Vec<_>>(),
+        vec![(RemoteState::Done, 2), (RemoteState::Refused, 3)]
+    );
+    assert_eq!(all[0].reason.as_deref(), Some(words));
+    // What `concentrator-headend commands` shows.
+    let shown = remote::statuses(&spool);
+    assert_eq!(shown, all);
+}

@@ -206,6 +206,17 @@ pub enum AuditEvent {
         /// Arrears at closing.
         debt_minor: i64,
     },
+    /// A tariff from the head-end was stored (gateway-wide: logged with an empty meter).
+    TariffScheduled {
+        /// The tariff id.
+        tariff_id: u32,
+        /// When it takes over, unix seconds.
+        in_force_at: u64,
+        /// The tariff in force before it (0: the configured one).
+        replaces: u32,
+        /// Its standing charge, minor units per day.
+        standing_minor_per_day: i64,
+    },
 }
 
 fn hex_digest<S: serde::Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
@@ -365,6 +376,18 @@ impl AuditEntry {
                     .i64(*balance_minor)
                     .i64(*debt_minor);
             }
+            AuditEvent::TariffScheduled {
+                tariff_id,
+                in_force_at,
+                replaces,
+                standing_minor_per_day,
+            } => {
+                w.u8(30)
+                    .u64(u64::from(*tariff_id))
+                    .u64(*in_force_at)
+                    .u64(u64::from(*replaces))
+                    .i64(*standing_minor_per_day);
+            }
             AuditEvent::AccountRestored {
                 account_no,
                 dwelling,
@@ -508,6 +531,12 @@ impl AuditEntry {
                 final_wh: r.u64("final_wh")?,
                 balance_minor: r.i64("balance")?,
                 debt_minor: r.i64("debt")?,
+            },
+            30 => AuditEvent::TariffScheduled {
+                tariff_id: u32_of(r.u64("tariff_id")?, "tariff_id")?,
+                in_force_at: r.u64("in_force_at")?,
+                replaces: u32_of(r.u64("replaces")?, "replaces")?,
+                standing_minor_per_day: r.i64("standing")?,
             },
             12 => {
                 let account_no = u32_of(r.u64("account_no")?, "account_no")?;
@@ -852,6 +881,12 @@ mod tests {
                 base_len: 123_456,
                 digest: [0xa5; 32],
                 entries: 100_000,
+            },
+            AuditEvent::TariffScheduled {
+                tariff_id: 7,
+                in_force_at: 1_796_598_000,
+                replaces: 3,
+                standing_minor_per_day: 30,
             },
             AuditEvent::RelayCommand {
                 action: RelayAction::Arm,

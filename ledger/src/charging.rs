@@ -121,10 +121,7 @@ impl<S: Store> Ledger<S> {
         a.register.anomalies = 0;
         let delta = r.register_wh - held;
         if delta > 0 {
-            let (micro, _) =
-                self.config
-                    .tariff
-                    .charge(&self.calendar, a.register.at, r.at, delta, &mut a.block);
+            let micro = self.charge_energy(a.register.at, r.at, delta, &mut a.block);
             let (amount, carry) = charge_with_carry(a.carry_micro, micro);
             a.carry_micro = carry;
             a.energy_minor += amount;
@@ -195,9 +192,12 @@ impl<S: Store> Ledger<S> {
         let mut txn = self.begin();
         for meter in &due {
             let mut a = self.staged_copy(&mut txn, meter)?;
-            let standing = self.config.standing_charge_minor_per_day;
             while a.standing_day < today {
                 a.standing_day += 1;
+                let midnight = self
+                    .calendar
+                    .midnight(crate::calendar::Date(a.standing_day));
+                let standing = self.standing_charge_at(u64::try_from(midnight).unwrap_or(0));
                 if standing > 0 {
                     a.standing_minor += standing;
                     txn.audit(

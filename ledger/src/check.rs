@@ -103,7 +103,12 @@ fn replay<S: Store + ?Sized>(
         .map(|b| b.meters)
         .unwrap_or_default();
     let report = audit::walk(store, |e| {
-        if e.seq >= end || matches!(e.event, AuditEvent::Archived { .. }) {
+        if e.seq >= end
+            || matches!(
+                e.event,
+                AuditEvent::Archived { .. } | AuditEvent::TariffScheduled { .. }
+            )
+        {
             return Ok(());
         }
         let place = || format!("audit entry {} (meter {})", e.seq, e.meter);
@@ -257,7 +262,8 @@ fn replay<S: Store + ?Sized>(
             | AuditEvent::RelayCommand { .. }
             | AuditEvent::RelayResult { .. }
             | AuditEvent::RelayOrdered { .. }
-            | AuditEvent::Archived { .. } => {}
+            | AuditEvent::Archived { .. }
+            | AuditEvent::TariffScheduled { .. } => {}
         }
         Ok(())
     })?;

@@ -166,6 +166,8 @@ pub struct Ledger<S: Store> {
     pub(crate) outputs: VecDeque<Output>,
     /// The serials of the token records, per meter (a copy of the Tokens keyspace's keys).
     pub(crate) applied: BTreeMap<String, BTreeSet<u64>>,
+    /// Tariffs received from the head-end ([`crate::tariff_schedule`]).
+    pub(crate) tariffs: crate::tariff_schedule::Schedule,
 }
 
 /// Reads every account of a store (for the CLI and checks; the engine keeps its own copy).
@@ -225,6 +227,7 @@ impl<S: Store> Ledger<S> {
         store.flush()?;
         let head = AuditHead::load(&store)?;
         let applied = crate::restore::load_applied(&store)?;
+        let tariffs = crate::tariff_schedule::Schedule::load(&store, config.utc_offset_minutes)?;
         let outbox_next = match store.get(Keyspace::Meta, OUTBOX_NEXT_KEY)? {
             Some(v) => <[u8; 8]>::try_from(v.as_slice())
                 .map(u64::from_be_bytes)
@@ -249,6 +252,7 @@ impl<S: Store> Ledger<S> {
             pending: BTreeMap::new(),
             outputs: VecDeque::new(),
             applied,
+            tariffs,
         };
         ledger.reassert_relays()?;
         Ok(ledger)

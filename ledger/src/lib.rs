@@ -65,6 +65,7 @@ mod restore;
 pub mod schema;
 pub mod store;
 pub mod tariff;
+pub mod tariff_schedule;
 pub mod tenancy;
 pub mod testkit;
 mod topup;
@@ -80,6 +81,7 @@ pub use ledger::{
 pub use outbox::{Outbox, OutboxEntry, OutboxKind, TopUpReceipt};
 pub use relay_order::{OrderOutcome, RelayOrder};
 pub use store::{DurableSync, FaultPlan, FaultyStore, MemStore, SledStore, Store, StoreError};
+pub use tariff_schedule::{TariffChange, TariffOutcome, TariffRefused};
 pub use tenancy::{
     NewTenant, OrderRecord, Reconciliation, Settlement, SignedSettlement, TenancyOrderError,
     TenancyOutcome,

@@ -1,7 +1,8 @@
 //! The store's schema version and migrations.
 //!
 //! Meta keys: `schema` (u32, big-endian), `config` (the [`crate::LedgerConfig`] in force, JSON),
-//! `outbox_next` (u64, big-endian). Other keyspaces are described in [`crate::store::Keyspace`].
+//! `outbox_next` (u64, big-endian), `tariff_schedule` (the head-end's tariffs,
+//! [`crate::tariff_schedule`], JSON; absent until the first one: no migration needed). Other keyspaces are described in [`crate::store::Keyspace`].
 //!
 //! A store is opened only by a build that knows its version: an older store is migrated forward step by
 //! step, each step in one transaction together with the new version number, and flushed; a newer store is

@@ -11,6 +11,7 @@ mod model;
 mod modem;
 mod plugins;
 mod power;
+pub mod remote;
 mod sections;
 pub mod time;
 mod uplink;

@@ -107,6 +107,26 @@ pub enum ToLedger {
         /// Gets the answer once the anchor is flushed (or why not).
         reply: Sender<AnchorReply>,
     },
+    /// The head-end's tariff update (0x86), for every account of the gateway.
+    Tariff {
+        /// The change as received.
+        change: concentrator_ledger::TariffChange,
+        /// Gets the answer once the schedule is flushed (or why not).
+        reply: Sender<TariffReply>,
+    },
+}
+
+/// How a tariff update went; each carries the words for the head-end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TariffReply {
+    /// Stored and flushed: what changes and when.
+    Scheduled(String),
+    /// The same tariff was stored before.
+    Already(String),
+    /// Refused for good (a mistake in the tariff).
+    Refused(String),
+    /// The store failed: send it again.
+    NotNow(String),
 }
 
 /// A change-of-tenancy order and where to answer.

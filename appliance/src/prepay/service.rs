@@ -20,7 +20,7 @@ use super::relay::RelayDriver;
 use super::restoring::Restoring;
 use super::{
     places, unix_now, LedgerReports, PrepaidMeter, RegisterRead, RelayReply, RelayRequest,
-    RestoreReply, TenancyReply, TenancyRequest, ToLedger, TokenReply, TokenRequest,
+    RestoreReply, TariffReply, TenancyReply, TenancyRequest, ToLedger, TokenReply, TokenRequest,
 };
 use crate::status::{AccountStatus, StatusBoard};
 
@@ -203,6 +203,9 @@ impl Service {
                     .confirmed(&mut self.ledger, anchor, unix_now());
                 let _ = reply.send(answer);
             }
+            ToLedger::Tariff { change, reply } => {
+                let _ = reply.send(self.tariff(&change));
+            }
         }
     }
 
@@ -249,6 +252,29 @@ impl Service {
             Err(e) => {
                 log::warn!("change of tenancy from {} refused: {e}", r.by);
                 TenancyReply::Refused(e.to_string())
+            }
+        }
+    }
+
+    /// A tariff update from the head-end: scheduled (flushed) or refused, with the words for it.
+    fn tariff(&mut self, change: &concentrator_ledger::TariffChange) -> TariffReply {
+        match self.ledger.schedule_tariff(change, unix_now()) {
+            Ok(Ok(concentrator_ledger::TariffOutcome::Scheduled(words))) => {
+                log::info!("{words}");
+                TariffReply::Scheduled(words)
+            }
+            Ok(Ok(concentrator_ledger::TariffOutcome::AlreadyScheduled(words))) => {
+                TariffReply::Already(words)
+            }
+            Ok(Err(refused)) => {
+                log::warn!("tariff update from the head-end: {refused}");
+                TariffReply::Refused(refused.to_string())
+            }
+            Err(e) => {
+                log::error!("tariff update from the head-end not stored: {e}");
+                TariffReply::NotNow(format!(
+                    "the ledger store failed: {e}; send the tariff again"
+                ))
             }
         }
     }
@@ -305,8 +331,8 @@ impl Service {
     }
 
     /// The account of `meter` as the protocol's account summary (0x04), with every serial applied to the
-    /// meter (ranges) and the audit chain's head as its outside anchor. The tariff id is 0: the ledger
-    /// has one configured tariff until tariff updates (0x86) are built.
+    /// meter (ranges) and the audit chain's head as its outside anchor. The tariff id is the one in
+    /// force now (0: the `[ledger]` file's tariff; else the head-end's tariff update).
     fn summary(&self, meter: &str) -> Option<concentrator_protocol::AccountSummary> {
         let a = self.ledger.account(meter)?;
         let charged = a.energy_minor.saturating_add(a.standing_minor);
@@ -317,7 +343,7 @@ impl Service {
             currency: self.ledger.config().currency.clone(),
             last_token_serial: a.last_serial,
             register_wh: a.register.wh,
-            tariff_id: 0,
+            tariff_id: self.ledger.tariff_id_at(unix_now()),
             charged_minor: u64::try_from(charged).unwrap_or(0),
             relay_closed: a.relay == concentrator_ledger::RelayTarget::Connected,
             applied: Some(

@@ -15,6 +15,10 @@
 //! - account restore → the ledger thread restores the meter's lost account from the head-end's signed
 //!   statement; done after the flush, refused (final) for a statement that does not verify, try later
 //!   when the ledger is busy;
+//! - tariff update (gateway scope) → the ledger thread schedules it (flushed), answered with the
+//!   tariff, its in-force time and the tariff it replaces; a resend is "already done";
+//! - configuration change (gateway scope) → the configuration file, all or none
+//!   ([`crate::config::remote`]), answered with each `key: old → new`;
 //! - everything else → "unsupported" (22) until it is built.
 
 use std::collections::HashMap;
@@ -30,8 +34,8 @@ use concentrator_ledger::{RelayOrder, RelayState};
 
 use crate::clock::unix_now;
 use crate::prepay::{
-    AnchorReply, Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, TenancyReply,
-    TenancyRequest, ToLedger, TokenReply, TokenRequest,
+    AnchorReply, Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, TariffReply,
+    TenancyReply, TenancyRequest, ToLedger, TokenReply, TokenRequest,
 };
 use crate::scheduler::Priority;
 
@@ -430,6 +434,107 @@ fn time_sync(head_end_ms: u64) -> Outcome {
     }
 }
 
+impl Commands {
+    /// A tariff update for every account of the gateway: to the ledger thread, answered once the
+    /// schedule is flushed, with what changes and when.
+    fn tariff(&self, scope: Scope, t: &concentrator_protocol::TariffUpdate) -> Handled {
+        if scope != Scope::Gateway {
+            return Handled::Now(Outcome::failed(
+                result_code::INVALID,
+                "this gateway charges one tariff for all its meters; send the tariff update in the gateway's scope",
+            ));
+        }
+        let Some(ledger) = &self.ledger else {
+            return Handled::Now(Outcome::failed(
+                result_code::UNSUPPORTED,
+                "this gateway keeps no credit or accounts ([ledger] is not configured)",
+            ));
+        };
+        let change = concentrator_ledger::TariffChange {
+            tariff_id: t.tariff_id,
+            effective_from: t.effective_from,
+            currency: t.currency.clone(),
+            standing_charge_minor_per_day: t.standing_charge_minor_per_day,
+            rates: t
+                .rates
+                .iter()
+                .map(|r| (r.id, r.price_micro_per_kwh))
+                .collect(),
+            switches: t
+                .calendar
+                .iter()
+                .map(|s| (s.days, s.start_minute, s.rate))
+                .collect(),
+            special_days: t.special_days.clone(),
+            utc_offset_min: t.utc_offset_min,
+        };
+        let (reply, answer) = channel();
+        if ledger.send(ToLedger::Tariff { change, reply }).is_err() {
+            return Handled::Now(Outcome::failed(
+                result_code::TRY_LATER,
+                "the gateway's ledger has stopped; send it again after the gateway restarts",
+            ));
+        }
+        ticket(
+            answer,
+            TOKEN_WAIT,
+            "the ledger did not answer in time; send the tariff again",
+            |reply| match reply {
+                TariffReply::Scheduled(words) => Outcome {
+                    code: result_code::DONE,
+                    reason: Some(words),
+                },
+                TariffReply::Already(words) => Outcome {
+                    code: result_code::ALREADY_DONE,
+                    reason: Some(words),
+                },
+                TariffReply::Refused(why) => Outcome::failed(result_code::INVALID, why),
+                TariffReply::NotNow(why) => Outcome::failed(result_code::TRY_LATER, why),
+            },
+        )
+    }
+}
+
+/// A configuration change: the daemon's configuration file, all or none (see
+/// [`crate::config::remote`]), answered with each `key: old → new` and when it takes effect.
+fn config_change(scope: Scope, settings: &[concentrator_protocol::ConfigSetting]) -> Outcome {
+    use crate::config::remote::{self, RemoteOutcome, RemoteRefusal};
+    if scope != Scope::Gateway {
+        return Outcome::failed(
+            result_code::INVALID,
+            "the configuration is the gateway's; send the change in the gateway's scope",
+        );
+    }
+    let Some(path) = remote::started_with() else {
+        return Outcome::failed(
+            result_code::UNSUPPORTED,
+            "this gateway runs on its built-in example configuration (no --config file) and has nothing to change",
+        );
+    };
+    match remote::apply(&path, settings) {
+        Ok(RemoteOutcome::Changed(words)) => Outcome {
+            code: result_code::DONE,
+            reason: Some(words),
+        },
+        Ok(RemoteOutcome::Unchanged(words)) => Outcome {
+            code: result_code::ALREADY_DONE,
+            reason: Some(words),
+        },
+        Err(e @ RemoteRefusal::Forbidden { .. }) => {
+            log::warn!("configuration change from the head-end refused: {e}");
+            Outcome::failed(result_code::REFUSED, e.to_string())
+        }
+        Err(e @ RemoteRefusal::Invalid(_)) => {
+            log::warn!("configuration change from the head-end refused: {e}");
+            Outcome::failed(result_code::INVALID, e.to_string())
+        }
+        Err(e @ RemoteRefusal::NotNow(_)) => {
+            log::warn!("configuration change from the head-end not applied: {e}");
+            Outcome::failed(result_code::TRY_LATER, e.to_string())
+        }
+    }
+}
+
 impl Downlink for Commands {
     fn handle(&mut self, scope: Scope, frame: &Frame) -> Outcome {
         match self.start(scope, frame) {
@@ -452,6 +557,8 @@ impl Downlink for Commands {
             Body::AccountRestore(r) => self.restore(scope, &r.signed),
             Body::AnchorRecorded(a) => self.anchor_recorded(a),
             Body::TenancyChange(t) => self.tenancy(scope, &t.order),
+            Body::TariffUpdate(t) => self.tariff(scope, t),
+            Body::ConfigChange(c) => Handled::Now(config_change(scope, &c.settings)),
             _ => Handled::Now(Outcome::failed(
                 result_code::UNSUPPORTED,
                 format!("{:?} is not supported by this gateway yet", frame.kind()),

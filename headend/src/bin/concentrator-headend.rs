@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use concentrator_headend::config::{Config, StoreBackend};
 use concentrator_headend::store::pg::{migrations, PgKv, PgSettings};
 use concentrator_headend::store::Store;
-use concentrator_headend::{audit, init, provision, spec, status, HeadEnd, StartOptions};
+use concentrator_headend::{audit, init, provision, remote, spec, status, HeadEnd, StartOptions};
 use concentrator_security::suci::Profile;
 
 #[derive(Parser)]
@@ -122,6 +122,26 @@ enum Command {
         #[command(subcommand)]
         what: TenancyCommand,
     },
+    /// Tariff updates for gateways (sent by the running head-end; see `commands`).
+    Tariff {
+        #[command(subcommand)]
+        what: TariffCommand,
+    },
+    /// Configuration changes for gateways (sent by the running head-end; see `commands`).
+    #[command(name = "config")]
+    GatewayConfig {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+    /// Tariff updates and configuration changes issued, and how each went.
+    Commands {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this gateway's.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
     /// The payment record.
     Audit {
         /// headend.toml.
@@ -168,6 +188,39 @@ enum TenancyCommand {
         /// headend.toml.
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TariffCommand {
+    /// Issues the tariff in FILE (headend/README.md, *Tariffs and gateway settings*) to a gateway;
+    /// the running head-end sends it and retries until the gateway answers.
+    Set {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The gateway (its meters share one tariff).
+        #[arg(long)]
+        gateway: String,
+        /// The tariff file (TOML).
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Issues KEY=VALUE settings of the gateway's configuration file, applied all or none.
+    Set {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The gateway.
+        #[arg(long)]
+        gateway: String,
+        /// Dotted keys with their values, e.g. gateway.log_level=debug.
+        #[arg(required = true)]
+        settings: Vec<String>,
     },
 }
 
@@ -231,6 +284,75 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Drops a remote command into the running head-end's spool.
+fn issue(cfg: &Config, gateway: &str, body: remote::RemoteBody, what: String) -> Result<()> {
+    let now = concentrator_protocol::unix_now();
+    let kind = match body {
+        remote::RemoteBody::Tariff { .. } => "tariff",
+        remote::RemoteBody::Config { .. } => "config",
+    };
+    let c = remote::RemoteCommand {
+        // `20261206-192757-4711-tariff`: when (UTC), this process, what; sorts by time.
+        id: format!(
+            "{}-{}-{kind}",
+            concentrator_headend::money::time(now)
+                .trim_end_matches(" UTC")
+                .replace(['-', ':'], "")
+                .replace(' ', "-"),
+            std::process::id()
+        ),
+        gateway: gateway.to_string(),
+        what,
+        body,
+        issued_at: now,
+        state: remote::RemoteState::Pending,
+        command: None,
+        sent_at: None,
+        sends: 0,
+        result: None,
+        result_at: None,
+        reason: None,
+    };
+    let spool = remote::spool_dir(&cfg.base);
+    remote::issue(&spool, &c)
+        .with_context(|| format!("writing the request into {}", spool.display()))?;
+    println!("{} issued for gateway {gateway}: {}", c.id, c.what);
+    println!("the running head-end sends it; `concentrator-headend commands` shows how it went");
+    Ok(())
+}
+
+fn remote_line(c: &remote::RemoteCommand) -> String {
+    use concentrator_headend::money::time;
+    let state = match c.state {
+        remote::RemoteState::Pending if c.sends == 0 => "waiting for the gateway".to_string(),
+        remote::RemoteState::Pending => format!(
+            "sent {} time(s), last {}, no final answer yet{}",
+            c.sends,
+            c.sent_at.map_or_else(String::new, time),
+            c.reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!(" (last answer: {r})"))
+        ),
+        remote::RemoteState::Done => format!(
+            "DONE {}: {}",
+            c.result_at.map_or_else(String::new, time),
+            c.reason.as_deref().unwrap_or("")
+        ),
+        remote::RemoteState::Refused => format!(
+            "REFUSED {}: {}",
+            c.result_at.map_or_else(String::new, time),
+            c.reason.as_deref().unwrap_or("")
+        ),
+    };
+    format!(
+        "{} gateway {} issued {}: {}\n  {state}",
+        c.id,
+        c.gateway,
+        time(c.issued_at),
+        c.what
+    )
 }
 
 fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
@@ -368,6 +490,59 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             }
             log::info!("stopping");
             handle.stop()?;
+        }
+        Command::Tariff {
+            what:
+                TariffCommand::Set {
+                    config,
+                    gateway,
+                    file,
+                },
+        } => {
+            let cfg = Config::load(&config)?;
+            let (body, what) =
+                remote::TariffFile::load(&file, &cfg.pilot.currency).map_err(anyhow::Error::msg)?;
+            issue(&cfg, &gateway, body, what)?;
+        }
+        Command::GatewayConfig {
+            what:
+                ConfigCommand::Set {
+                    config,
+                    gateway,
+                    settings,
+                },
+        } => {
+            let cfg = Config::load(&config)?;
+            let (body, what) = remote::parse_settings(&settings).map_err(anyhow::Error::msg)?;
+            issue(&cfg, &gateway, body, what)?;
+        }
+        Command::Commands { config, gateway } => {
+            let cfg = Config::load(&config)?;
+            let spool = remote::spool_dir(&cfg.base);
+            let mut shown = 0;
+            for c in remote::statuses(&spool)
+                .iter()
+                .filter(|c| gateway.as_deref().is_none_or(|g| g == c.gateway))
+            {
+                shown += 1;
+                println!("{}", remote_line(c));
+            }
+            for (path, r) in remote::waiting(&spool) {
+                match r {
+                    Ok(c) if gateway.as_deref().is_none_or(|g| g == c.gateway) => {
+                        shown += 1;
+                        println!(
+                            "{} gateway {}: {} — not yet taken in (is the head-end running?)",
+                            c.id, c.gateway, c.what
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => println!("{}: does not read: {e}", path.display()),
+                }
+            }
+            if shown == 0 {
+                println!("no tariff updates or configuration changes issued");
+            }
         }
         Command::Migrate { config } => {
             let cfg = Config::load(&config)?;

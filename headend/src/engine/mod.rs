@@ -10,6 +10,7 @@
 mod aka;
 mod anchor;
 mod ingest;
+mod remote;
 pub mod restore;
 mod shared;
 mod tenancy;
@@ -140,6 +141,8 @@ pub struct Engine {
     next_delivery: u64,
     /// Where the CLI leaves change-of-tenancy requests while the head-end runs ([`crate::tenancy`]).
     order_spool: Option<std::path::PathBuf>,
+    /// The spool of remote commands (`commands/` beside `headend.toml`), when set.
+    spool: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -200,6 +203,7 @@ impl Engine {
             anchor_confirmed: HashMap::new(),
             statement: None,
             order_spool: None,
+            spool: None,
         }
     }
 
@@ -658,7 +662,8 @@ impl Engine {
         })
     }
 
-    /// Periodic work: abandoned AKA runs, expired TIDs, reconciliation, top-ups without a result.
+    /// Periodic work: abandoned AKA runs, expired TIDs, reconciliation, top-ups without a result,
+    /// remote commands (tariff updates, configuration changes) new or due again.
     pub fn tick(&mut self, now: u64) -> Vec<Outgoing> {
         self.runs.retain(|(gw, scope), r| {
             let keep = now < r.started.saturating_add(aka::RUN_TIMEOUT);
@@ -699,6 +704,8 @@ impl Engine {
             out.extend(self.deliver(None, now));
         }
         out.extend(self.deliver_orders(now));
+        // Remote commands are few: every tick (new requests from the spool go out at once).
+        out.extend(self.deliver_remote(now));
         out
     }
 

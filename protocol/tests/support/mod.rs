@@ -192,7 +192,12 @@ pub fn bodies() -> Vec<Body> {
 pub fn frame(seq: u64, body: Body) -> Frame {
     let gateway_level = matches!(
         body.kind(),
-        Kind::Birth | Kind::Death | Kind::TimeSync | Kind::ConfigChange | Kind::AnchorRecorded
+        Kind::Birth
+            | Kind::Death
+            | Kind::TimeSync
+            | Kind::ConfigChange
+            | Kind::AnchorRecorded
+            | Kind::TariffUpdate
     );
     Frame::new(id(seq), (!gateway_level).then_some(TID), NOW, body)
 }
