@@ -1,0 +1,548 @@
+//! Signed A/B updates (docs/ARCHITECTURE.md, *Signed A/B updates with rollback*): the bundle, its check
+//! before anything is written, the write into the inactive slot, the trial boot files, and the commit
+//! that makes a healthy trial permanent.
+//!
+//! A bundle (`concentrator-update-<version>.cub`) is
+//!
+//! ```text
+//! "CUB1" ‖ header length (u32 BE) ‖ header (text) ‖ signature length (u32 BE) ‖ signature (text)
+//!        ‖ root filesystem image ‖ kernel ‖ initrd
+//! ```
+//!
+//! The header names the version and the three parts' sizes and SHA-256s; the signature is the plugin
+//! signature format (`concentrator_plugin_host::Signature`, Ed25519 or ECDSA P-256) over the header,
+//! under the name `concentrator-update` and the version, by the utility's release key. `apply` checks the
+//! signature and the header against the slots before it writes a byte; it streams the root image into
+//! the inactive slot and the kernel and initrd into new files of the boot partition while hashing them,
+//! and only when all three hashes match does it write `tryboot.txt`, the one file that makes the next
+//! (`tryboot`) boot try the new slot. `config.txt`, which names the permanent slot, changes only at
+//! `commit`. A power cut anywhere before that leaves the old slot booting.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use concentrator_plugin_host::{Signature, SigningKey, TrustedKeys};
+use openssl::sha::Sha256;
+
+/// The name the release signature binds.
+pub const SIGNED_NAME: &str = "concentrator-update";
+const MAGIC: &[u8; 4] = b"CUB1";
+const HEADER_MAGIC: &str = "concentrator-update 1";
+/// Headers and signatures are short; a larger length is a corrupt or hostile file.
+const MAX_TEXT: u32 = 64 * 1024;
+
+/// A slot of the two root partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// `root-a`.
+    A,
+    /// `root-b`.
+    B,
+}
+
+impl Slot {
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    fn letter(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+}
+
+/// Where the slots and the boot partition are.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The mounted boot (FAT) partition.
+    pub boot: PathBuf,
+    /// Slot A's block device (or an image file in tests).
+    pub slot_a: PathBuf,
+    /// Slot B's.
+    pub slot_b: PathBuf,
+    /// The slot running now.
+    pub running: Slot,
+}
+
+impl Layout {
+    fn device(&self, slot: Slot) -> &Path {
+        match slot {
+            Slot::A => &self.slot_a,
+            Slot::B => &self.slot_b,
+        }
+    }
+}
+
+/// A bundle's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The version it installs.
+    pub version: String,
+    /// (size, SHA-256) of the root image, the kernel and the initrd.
+    pub parts: [(u64, [u8; 32]); 3],
+}
+
+const PART_NAMES: [&str; 3] = ["root", "kernel", "initrd"];
+
+impl Header {
+    fn to_text(&self) -> String {
+        let mut t = format!("{HEADER_MAGIC}\nversion {}\n", self.version);
+        for (name, (size, sha)) in PART_NAMES.iter().zip(self.parts.iter()) {
+            t.push_str(&format!("{name} {size} {}\n", hex::encode(sha)));
+        }
+        t
+    }
+
+    fn parse(text: &str) -> Result<Header, String> {
+        let mut lines = text.lines();
+        if lines.next() != Some(HEADER_MAGIC) {
+            return Err(format!("the header does not start with `{HEADER_MAGIC}`"));
+        }
+        let version = lines
+            .next()
+            .and_then(|l| l.strip_prefix("version "))
+            .ok_or("the header has no version line")?
+            .to_string();
+        let mut parts = [(0u64, [0u8; 32]); 3];
+        for (i, name) in PART_NAMES.iter().enumerate() {
+            let line = lines
+                .next()
+                .ok_or_else(|| format!("the header has no {name} line"))?;
+            let mut f = line.split(' ');
+            if f.next() != Some(name) {
+                return Err(format!("the header's line {line:?} is not the {name} line"));
+            }
+            let size = f
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("the {name} line has no size"))?;
+            let mut sha = [0u8; 32];
+            hex::decode_to_slice(f.next().unwrap_or(""), &mut sha)
+                .map_err(|_| format!("the {name} line's SHA-256 is not 64 hex digits"))?;
+            parts[i] = (size, sha);
+        }
+        Ok(Header { version, parts })
+    }
+}
+
+fn sha_file(path: &Path) -> Result<(u64, [u8; 32]), String> {
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = f
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if k == 0 {
+            return Ok((n, h.finish()));
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+}
+
+/// Makes a bundle of `root`, `kernel` and `initrd` for `version`, signed with `key`, at `out`.
+pub fn make(
+    key: &SigningKey,
+    version: &str,
+    root: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    out: &Path,
+) -> Result<Header, String> {
+    let parts = [sha_file(root)?, sha_file(kernel)?, sha_file(initrd)?];
+    let header = Header {
+        version: version.to_string(),
+        parts,
+    };
+    let text = header.to_text();
+    let sig = key
+        .sign(text.as_bytes(), SIGNED_NAME, version)
+        .map_err(|e| format!("signing the bundle: {e}"))?
+        .to_string();
+    let mut f = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let w = |f: &mut std::fs::File, b: &[u8]| {
+        f.write_all(b)
+            .map_err(|e| format!("{}: {e}", out.display()))
+    };
+    w(&mut f, MAGIC)?;
+    w(&mut f, &(text.len() as u32).to_be_bytes())?;
+    w(&mut f, text.as_bytes())?;
+    w(&mut f, &(sig.len() as u32).to_be_bytes())?;
+    w(&mut f, sig.as_bytes())?;
+    for p in [root, kernel, initrd] {
+        let mut src = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::io::copy(&mut src, &mut f).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    f.sync_all()
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(header)
+}
+
+fn read_text(r: &mut impl Read, what: &str) -> Result<String, String> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)
+        .map_err(|e| format!("the bundle ends before its {what}: {e}"))?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_TEXT {
+        return Err(format!(
+            "the bundle's {what} claims {len} octets: not an update bundle"
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    r.read_exact(&mut buf)
+        .map_err(|e| format!("the bundle ends inside its {what}: {e}"))?;
+    String::from_utf8(buf).map_err(|_| format!("the bundle's {what} is not text"))
+}
+
+/// Opens a bundle and checks its signature; the header and the reader positioned at the payload.
+pub fn open_verified(
+    path: &Path,
+    trusted: &TrustedKeys,
+) -> Result<(Header, std::io::BufReader<std::fs::File>), String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut r = std::io::BufReader::new(f);
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)
+        .map_err(|_| format!("{} is not an update bundle (too short)", path.display()))?;
+    if &magic != MAGIC {
+        return Err(format!(
+            "{} is not an update bundle (it does not start with CUB1)",
+            path.display()
+        ));
+    }
+    let text = read_text(&mut r, "header")?;
+    let sig = Signature::parse(&read_text(&mut r, "signature")?)
+        .map_err(|e| format!("the bundle's signature: {e}"))?;
+    let key = trusted.verify(text.as_bytes(), &sig).map_err(|e| {
+        format!("the bundle's signature does not verify: {e}; nothing was written (is it from the utility's release key?)")
+    })?;
+    if sig.plugin != SIGNED_NAME {
+        return Err(format!(
+            "the signature is for {:?}, not an update; nothing was written",
+            sig.plugin
+        ));
+    }
+    let header = Header::parse(&text).map_err(|e| format!("the bundle's {e}"))?;
+    if header.version != sig.version {
+        return Err(format!(
+            "the header says version {} but the signature binds {}; nothing was written",
+            header.version, sig.version
+        ));
+    }
+    log::info!(
+        "update bundle {} version {} signed by {key}",
+        path.display(),
+        header.version
+    );
+    Ok((header, r))
+}
+
+/// The size of a slot (a block device's or an image file's).
+fn slot_size(path: &Path) -> Result<u64, String> {
+    use std::io::Seek;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.seek(std::io::SeekFrom::End(0))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Copies `len` octets of `r` into `w`, hashing them; the SHA-256.
+fn copy_hashed(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    len: u64,
+    what: &str,
+) -> Result<[u8; 32], String> {
+    let mut h = Sha256::new();
+    let mut left = len;
+    let mut buf = vec![0u8; 1 << 16];
+    while left > 0 {
+        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        r.read_exact(&mut buf[..want])
+            .map_err(|e| format!("the bundle ends inside the {what}: {e}"))?;
+        h.update(&buf[..want]);
+        w.write_all(&buf[..want])
+            .map_err(|e| format!("writing the {what}: {e}"))?;
+        left -= want as u64;
+    }
+    Ok(h.finish())
+}
+
+/// Writes `data` to `dir/name` as a new file: a temporary file, fsync, rename, directory fsync.
+fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
+    let tmp = dir.join(format!(".{name}.new"));
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The boot configuration that boots `slot` (the firmware's config.txt format).
+pub fn boot_config(slot: Slot) -> String {
+    let x = slot.letter();
+    format!(
+        "# Written by `concentrator update`: boots slot {}.\narm_64bit=1\nkernel=vmlinuz-{x}\ninitramfs initrd-{x}.img followkernel\ncmdline=cmdline-{x}.txt\n",
+        x.to_uppercase()
+    )
+}
+
+/// Applies a bundle: checked, written to the inactive slot, and set up for one trial boot (see the
+/// module documentation). Returns the slot written and the version.
+pub fn apply(
+    bundle: &Path,
+    trusted: &TrustedKeys,
+    layout: &Layout,
+) -> Result<(Slot, String), String> {
+    let (header, mut r) = open_verified(bundle, trusted)?;
+    let target = layout.running.other();
+    let device = layout.device(target);
+    let room = slot_size(device)?;
+    let (root_len, root_sha) = header.parts[0];
+    if root_len > room {
+        return Err(format!(
+            "the root image is {root_len} octets but slot {} ({}) holds {room}; nothing was written",
+            target.letter().to_uppercase(),
+            device.display()
+        ));
+    }
+    // The trial file of an earlier, unfinished update must not boot a half-written slot.
+    let _ = std::fs::remove_file(layout.boot.join("tryboot.txt"));
+    let mut dev = std::fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .map_err(|e| format!("{}: {e}", device.display()))?;
+    let got = copy_hashed(&mut r, &mut dev, root_len, "root image")?;
+    dev.sync_all()
+        .map_err(|e| format!("{}: {e}", device.display()))?;
+    if got != root_sha {
+        return Err(format!(
+            "the root image's SHA-256 is {} but the signed header says {}: the bundle is damaged; slot {} is not used (config.txt and tryboot.txt unchanged)",
+            hex::encode(got),
+            hex::encode(root_sha),
+            target.letter().to_uppercase()
+        ));
+    }
+    let x = target.letter();
+    for (i, name) in [
+        (1usize, format!("vmlinuz-{x}")),
+        (2, format!("initrd-{x}.img")),
+    ] {
+        let (len, sha) = header.parts[i];
+        let mut data = Vec::new();
+        let got = copy_hashed(&mut r, &mut data, len, PART_NAMES[i])?;
+        if got != sha {
+            return Err(format!(
+                "the {}'s SHA-256 does not match the signed header: the bundle is damaged; nothing boots from it",
+                PART_NAMES[i]
+            ));
+        }
+        write_atomic(&layout.boot, &name, &data)?;
+    }
+    write_atomic(
+        &layout.boot,
+        &format!("cmdline-{x}.txt"),
+        format!("console=serial0,115200 root=LABEL=root-{x} rootfstype=ext4 rootwait\n").as_bytes(),
+    )?;
+    write_atomic(&layout.boot, "tryboot.txt", boot_config(target).as_bytes())?;
+    Ok((target, header.version))
+}
+
+/// After a healthy trial boot of the slot now running: makes it permanent (config.txt names it) and
+/// removes the trial file.
+pub fn commit(layout: &Layout) -> Result<(), String> {
+    write_atomic(
+        &layout.boot,
+        "config.txt",
+        boot_config(layout.running).as_bytes(),
+    )?;
+    let _ = std::fs::remove_file(layout.boot.join("tryboot.txt"));
+    Ok(())
+}
+
+/// Which slot the boot partition makes permanent, and which it would try next (`tryboot`).
+pub fn boot_slots(boot: &Path) -> (Option<Slot>, Option<Slot>) {
+    let slot_of = |name: &str| {
+        let text = std::fs::read_to_string(boot.join(name)).ok()?;
+        if text.contains("kernel=vmlinuz-a") {
+            Some(Slot::A)
+        } else if text.contains("kernel=vmlinuz-b") {
+            Some(Slot::B)
+        } else {
+            None
+        }
+    };
+    (slot_of("config.txt"), slot_of("tryboot.txt"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concentrator_plugin_host::{generate_key_pem, Algorithm};
+
+    struct Rig {
+        dir: PathBuf,
+        key: SigningKey,
+        trusted: TrustedKeys,
+        layout: Layout,
+    }
+
+    fn rig(name: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("update-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("boot")).unwrap();
+        let (private, public) = generate_key_pem(Algorithm::Ed25519).unwrap();
+        let key = SigningKey::from_pem(&private, "release.key").unwrap();
+        let trusted = TrustedKeys::from_pem(&public, "release.pub").unwrap();
+        for s in ["a", "b"] {
+            std::fs::write(dir.join(format!("root-{s}.img")), vec![0xEE; 256 * 1024]).unwrap();
+        }
+        std::fs::write(dir.join("boot/config.txt"), boot_config(Slot::A)).unwrap();
+        let layout = Layout {
+            boot: dir.join("boot"),
+            slot_a: dir.join("root-a.img"),
+            slot_b: dir.join("root-b.img"),
+            running: Slot::A,
+        };
+        Rig {
+            dir,
+            key,
+            trusted,
+            layout,
+        }
+    }
+
+    fn parts(r: &Rig, root_len: usize) -> (PathBuf, PathBuf, PathBuf) {
+        let root = r.dir.join("root.ext4");
+        std::fs::write(
+            &root,
+            (0..root_len).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        std::fs::write(r.dir.join("vmlinuz"), b"kernel v2").unwrap();
+        std::fs::write(r.dir.join("initrd"), b"initrd v2").unwrap();
+        (root, r.dir.join("vmlinuz"), r.dir.join("initrd"))
+    }
+
+    #[test]
+    fn a_good_bundle_writes_the_other_slot_and_boots_it_once_until_committed() {
+        let r = rig("good");
+        let (root, k, i) = parts(&r, 100_000);
+        let out = r.dir.join("u.cub");
+        make(&r.key, "0.3.0", &root, &k, &i, &out).unwrap();
+        let (slot, version) = apply(&out, &r.trusted, &r.layout).unwrap();
+        assert_eq!((slot, version.as_str()), (Slot::B, "0.3.0"));
+        let written = std::fs::read(&r.layout.slot_b).unwrap();
+        assert_eq!(&written[..100_000], &std::fs::read(&root).unwrap()[..]);
+        assert_eq!(
+            std::fs::read(r.layout.boot.join("vmlinuz-b")).unwrap(),
+            b"kernel v2"
+        );
+        assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::A), Some(Slot::B)));
+        assert!(std::fs::read_to_string(r.layout.boot.join("cmdline-b.txt"))
+            .unwrap()
+            .contains("root=LABEL=root-b"));
+        // The trial boot was healthy: B becomes permanent.
+        let on_b = Layout {
+            running: Slot::B,
+            ..r.layout.clone()
+        };
+        commit(&on_b).unwrap();
+        assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::B), None));
+        let _ = std::fs::remove_dir_all(&r.dir);
+    }
+
+    #[test]
+    fn a_bad_signature_or_a_damaged_payload_never_makes_the_new_slot_bootable() {
+        let r = rig("bad");
+        let (root, k, i) = parts(&r, 50_000);
+        let out = r.dir.join("u.cub");
+        make(&r.key, "0.3.0", &root, &k, &i, &out).unwrap();
+        let before = std::fs::read(&r.layout.slot_b).unwrap();
+
+        // Another key: refused before anything is written.
+        let (other, _) = generate_key_pem(Algorithm::Ed25519).unwrap();
+        let forged = r.dir.join("forged.cub");
+        make(
+            &SigningKey::from_pem(&other, "x").unwrap(),
+            "0.3.0",
+            &root,
+            &k,
+            &i,
+            &forged,
+        )
+        .unwrap();
+        let e = apply(&forged, &r.trusted, &r.layout).unwrap_err();
+        assert!(
+            e.contains("does not verify") && e.contains("nothing was written"),
+            "{e}"
+        );
+        // A header changed after signing.
+        let mut bytes = std::fs::read(&out).unwrap();
+        let pos = bytes.windows(5).position(|w| w == b"0.3.0").unwrap();
+        bytes[pos + 4] = b'9';
+        std::fs::write(&forged, &bytes).unwrap();
+        assert!(apply(&forged, &r.trusted, &r.layout)
+            .unwrap_err()
+            .contains("does not verify"));
+        assert_eq!(
+            std::fs::read(&r.layout.slot_b).unwrap(),
+            before,
+            "slot B untouched"
+        );
+
+        // A payload damaged in transit: written, but no trial boot file, config.txt unchanged.
+        let mut bytes = std::fs::read(&out).unwrap();
+        let n = bytes.len();
+        bytes[n - 30_000] ^= 0xFF;
+        std::fs::write(&forged, &bytes).unwrap();
+        let e = apply(&forged, &r.trusted, &r.layout).unwrap_err();
+        assert!(e.contains("damaged"), "{e}");
+        assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::A), None));
+
+        // Too big for the slot: refused before writing.
+        let (big, k, i) = parts(&r, 300 * 1024);
+        make(&r.key, "0.4.0", &big, &k, &i, &out).unwrap();
+        let e = apply(&out, &r.trusted, &r.layout).unwrap_err();
+        assert!(
+            e.contains("holds") && e.contains("nothing was written"),
+            "{e}"
+        );
+        // Not a bundle at all.
+        std::fs::write(&forged, b"hello").unwrap();
+        assert!(apply(&forged, &r.trusted, &r.layout)
+            .unwrap_err()
+            .contains("not an update bundle"));
+        let _ = std::fs::remove_dir_all(&r.dir);
+    }
+
+    #[test]
+    fn a_write_cut_short_leaves_the_old_slot_booting_and_the_next_apply_completes() {
+        let r = rig("cut");
+        let (root, k, i) = parts(&r, 120_000);
+        let out = r.dir.join("u.cub");
+        make(&r.key, "0.3.0", &root, &k, &i, &out).unwrap();
+        // A power cut in the middle of the payload: the bundle as far as it got.
+        let whole = std::fs::read(&out).unwrap();
+        let cut = r.dir.join("cut.cub");
+        std::fs::write(&cut, &whole[..whole.len() - 60_000]).unwrap();
+        let e = apply(&cut, &r.trusted, &r.layout).unwrap_err();
+        assert!(e.contains("ends inside"), "{e}");
+        assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::A), None));
+        apply(&out, &r.trusted, &r.layout).unwrap();
+        assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::A), Some(Slot::B)));
+        let _ = std::fs::remove_dir_all(&r.dir);
+    }
+}
