@@ -80,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::audit::AuditCommand,
     },
+    /// Signed A/B updates: make a bundle, apply one to the inactive slot, commit a healthy trial boot.
+    Update {
+        #[command(subcommand)]
+        command: cli::update::UpdateCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         Command::Demo { command } => cli::demo::run(command, &mut out),
         Command::Zigbee { command } => cli::zigbee::run(command, &mut out),
         Command::Relay { args } => cli::relay::run(args, &mut out),
+        Command::Update { command } => cli::update::run(command, &mut out),
         Command::Web { command } => cli::web::run(command, &mut std::io::stdin().lock(), &mut out),
     };
     let _ = out.flush();

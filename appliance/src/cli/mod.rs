@@ -13,6 +13,7 @@ pub mod relay;
 pub mod scan;
 pub mod status;
 pub mod topup;
+pub mod update;
 pub mod web;
 pub mod zigbee;
 

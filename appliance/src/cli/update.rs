@@ -1,0 +1,175 @@
+//! `concentrator update`: make a signed update bundle (the utility's release pipeline), apply one to the
+//! inactive slot (root, on the gateway), make a healthy trial boot permanent, and show the slots
+//! (crate::update has the format and the rules).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use concentrator_plugin_host::{SigningKey, TrustedKeys};
+
+use super::CliError;
+use crate::update::{self, Layout, Slot};
+
+/// The release public key the image ships.
+pub const RELEASE_KEY: &str = "/usr/share/concentrator/release.pub";
+
+/// Where the slots are (the image's defaults).
+#[derive(Debug, clap::Args)]
+pub struct SlotArgs {
+    /// The mounted boot partition.
+    #[arg(long, default_value = "/boot/firmware")]
+    boot: PathBuf,
+    /// Slot A's device.
+    #[arg(long, default_value = "/dev/disk/by-label/root-a")]
+    slot_a: PathBuf,
+    /// Slot B's device.
+    #[arg(long, default_value = "/dev/disk/by-label/root-b")]
+    slot_b: PathBuf,
+    /// The slot running now (default: from /proc/cmdline's root=LABEL=root-a|root-b).
+    #[arg(long, value_parser = ["a", "b"])]
+    running: Option<String>,
+}
+
+impl SlotArgs {
+    fn layout(&self) -> Result<Layout, CliError> {
+        let running = match self.running.as_deref() {
+            Some("a") => Slot::A,
+            Some("b") => Slot::B,
+            _ => {
+                let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+                if cmdline.contains("root=LABEL=root-b") {
+                    Slot::B
+                } else if cmdline.contains("root=LABEL=root-a") {
+                    Slot::A
+                } else {
+                    return Err(CliError::usage(
+                        "cannot tell the running slot: /proc/cmdline names neither root=LABEL=root-a nor root-b; give --running a or b",
+                    ));
+                }
+            }
+        };
+        Ok(Layout {
+            boot: self.boot.clone(),
+            slot_a: self.slot_a.clone(),
+            slot_b: self.slot_b.clone(),
+            running,
+        })
+    }
+}
+
+/// Subcommands of `concentrator update`.
+#[derive(Debug, clap::Subcommand)]
+pub enum UpdateCommand {
+    /// Makes a bundle of a root filesystem image, a kernel and an initrd, signed with the release key.
+    Make {
+        /// The release private key (PEM, Ed25519 or ECDSA P-256, e.g. from `openssl genpkey -algorithm ed25519`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The version it installs.
+        #[arg(long)]
+        version: String,
+        /// The root filesystem image (ext4).
+        #[arg(long)]
+        root: PathBuf,
+        /// The kernel.
+        #[arg(long)]
+        kernel: PathBuf,
+        /// The initrd.
+        #[arg(long)]
+        initrd: PathBuf,
+        /// The bundle to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Checks a bundle's signature, writes it to the inactive slot and sets up one trial boot of it
+    /// (reboot with `systemctl reboot '0 tryboot'`); nothing is written when the check fails.
+    Apply {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The release public key(s) trusted.
+        #[arg(long, default_value = RELEASE_KEY)]
+        trusted: Vec<PathBuf>,
+        #[command(flatten)]
+        slots: SlotArgs,
+    },
+    /// After a healthy trial boot: makes the running slot permanent.
+    Commit {
+        #[command(flatten)]
+        slots: SlotArgs,
+    },
+    /// Which slot boots, and which a trial boot would try.
+    Status {
+        #[command(flatten)]
+        slots: SlotArgs,
+    },
+}
+
+fn name(s: Option<Slot>) -> &'static str {
+    match s {
+        Some(Slot::A) => "slot A",
+        Some(Slot::B) => "slot B",
+        None => "none",
+    }
+}
+
+/// Runs `concentrator update ...`.
+pub fn run(command: UpdateCommand, out: &mut dyn Write) -> Result<(), CliError> {
+    match command {
+        UpdateCommand::Make {
+            key,
+            version,
+            root,
+            kernel,
+            initrd,
+            out: bundle,
+        } => {
+            let key = SigningKey::from_pem_file(&key)
+                .map_err(|e| CliError::usage(format!("the release key: {e}")))?;
+            let h = update::make(&key, &version, &root, &kernel, &initrd, &bundle)
+                .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+            writeln!(
+                out,
+                "{}: version {} ({} MiB of root image), signed with key {}",
+                bundle.display(),
+                h.version,
+                h.parts[0].0 / (1024 * 1024),
+                key.id()
+            )
+            .context("writing")?;
+        }
+        UpdateCommand::Apply {
+            bundle,
+            trusted,
+            slots,
+        } => {
+            let keys = TrustedKeys::from_pem_files(&trusted)
+                .map_err(|e| CliError::usage(format!("the trusted release key: {e}")))?;
+            let layout = slots.layout()?;
+            let (slot, version) = update::apply(&bundle, &keys, &layout)
+                .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+            writeln!(
+                out,
+                "version {version} written to {}; it boots once on trial at the next `systemctl reboot '0 tryboot'`, and stays only when the daemon reports healthy (`concentrator update commit`)",
+                name(Some(slot))
+            )
+            .context("writing")?;
+        }
+        UpdateCommand::Commit { slots } => {
+            let layout = slots.layout()?;
+            update::commit(&layout).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+            writeln!(out, "{} is permanent now", name(Some(layout.running))).context("writing")?;
+        }
+        UpdateCommand::Status { slots } => {
+            let (permanent, trial) = update::boot_slots(&slots.boot);
+            writeln!(
+                out,
+                "boots {}; a trial boot would try {}",
+                name(permanent),
+                name(trial)
+            )
+            .context("writing")?;
+        }
+    }
+    Ok(())
+}
