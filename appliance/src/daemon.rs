@@ -320,6 +320,8 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
     let mut last_write = Instant::now();
     let mut last_status = String::new();
     let mut status_error_logged = false;
+    let mut trial =
+        crate::trial::Trial::start(&config.update.trial_flag(), &config.update.request_dir());
     while !stop.load(Ordering::SeqCst)
         && !restart_requested()
         && !crate::power::stopping_for_power()
@@ -347,6 +349,9 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
         if last_write.elapsed() >= STATUS_EVERY {
             last_write = Instant::now();
             daemon.publish_uplink();
+            if let Some(t) = trial.as_mut() {
+                t.check(&daemon.status().snapshot());
+            }
             daemon.publish_time();
             match daemon.status().write(&status_file) {
                 Ok(()) => status_error_logged = false,

@@ -27,6 +27,7 @@ pub mod scheduler;
 pub mod sim_meters;
 pub mod status;
 pub mod timekeeper;
+pub mod trial;
 pub mod update;
 pub mod uplink;
 pub mod web;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::scheduler::{BusScheduler, MeterStats};
 
 /// One meter's status.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct MeterStatus {
     /// The address as configured.
     pub address: String,

@@ -52,12 +52,14 @@ done
 f=image/files
 install -m 0644 "$f/concentrator.toml" "$stage/etc/concentrator/concentrator.toml"
 install -m 0644 "$f/concentrator.service" "$f/concentrator-firstboot.service" "$f/concentrator-ppp.service" \
-    "$f/concentrator-ppp.path" "$stage/lib/systemd/system/"
+    "$f/concentrator-ppp.path" "$f/concentrator-update.path" "$f/concentrator-update.service" \
+    "$stage/lib/systemd/system/"
 install -m 0644 "$f/concentrator.sysusers" "$stage/usr/lib/sysusers.d/concentrator.conf"
 install -m 0644 "$f/concentrator.tmpfiles" "$stage/usr/lib/tmpfiles.d/concentrator.conf"
 install -m 0644 "$f/60-concentrator.rules" "$stage/lib/udev/rules.d/60-concentrator.rules"
 install -m 0755 "$f/firstboot" "$stage/usr/libexec/concentrator/firstboot"
 install -m 0755 "$f/ppp-link" "$stage/usr/libexec/concentrator/ppp-link"
+install -m 0755 "$f/update-verdict" "$stage/usr/libexec/concentrator/update-verdict"
 install -m 0644 "$f/ppp.chat" "$stage/usr/lib/concentrator/ppp.chat"
 install -m 0755 "$f/ppp-ip-up" "$stage/etc/ppp/ip-up.d/concentrator"
 install -m 0644 image/README.md "$stage/usr/share/doc/concentrator/README.md"
@@ -100,8 +102,8 @@ if [ "$1" = configure ]; then
     systemd-tmpfiles --create concentrator.conf || true
     if [ -d /run/udev ]; then udevadm control --reload-rules || true; udevadm trigger --subsystem-match=tty --subsystem-match=gpio || true; fi
     # Enabled as installed; started only on a running system (not in a chroot building an image).
-    deb-systemd-helper enable concentrator.service concentrator-firstboot.service concentrator-ppp.path >/dev/null 2>&1 || \
-        systemctl enable concentrator.service concentrator-firstboot.service concentrator-ppp.path >/dev/null 2>&1 || true
+    deb-systemd-helper enable concentrator.service concentrator-firstboot.service concentrator-ppp.path concentrator-update.path >/dev/null 2>&1 || \
+        systemctl enable concentrator.service concentrator-firstboot.service concentrator-ppp.path concentrator-update.path >/dev/null 2>&1 || true
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
         systemctl try-restart concentrator.service || true
@@ -119,10 +121,10 @@ cat >"$stage/DEBIAN/postrm" <<'POSTRM'
 #!/bin/sh
 set -e
 if [ "$1" = remove ] || [ "$1" = purge ]; then
-    deb-systemd-helper disable concentrator.service concentrator-firstboot.service concentrator-ppp.path >/dev/null 2>&1 || true
+    deb-systemd-helper disable concentrator.service concentrator-firstboot.service concentrator-ppp.path concentrator-update.path >/dev/null 2>&1 || true
 fi
 if [ "$1" = purge ]; then
-    deb-systemd-helper purge concentrator.service concentrator-firstboot.service concentrator-ppp.path >/dev/null 2>&1 || true
+    deb-systemd-helper purge concentrator.service concentrator-firstboot.service concentrator-ppp.path concentrator-update.path >/dev/null 2>&1 || true
     # The store (credit ledger, outbox, secrets) is the utility's data: purge leaves it in place.
 fi
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi

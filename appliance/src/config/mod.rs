@@ -14,6 +14,7 @@ mod power;
 pub mod remote;
 mod sections;
 pub mod time;
+mod update;
 mod uplink;
 mod uplink_keys;
 mod validate;
@@ -31,6 +32,7 @@ pub use model::{
 pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
 pub use plugins::{IsolationMode, PluginEntry};
 pub use power::{PowerSection, PowerSetup};
+pub use update::UpdateSection;
 pub use uplink::{Broker, Contexts, KeyFile, MeterKey, ScopeKey, UplinkSetup, UplinkSetupError};
 pub use web::{Role, WebSection, WebSetup, WebUser};
 pub use zigbee::{ZigbeeBackend, ZigbeeConfig};

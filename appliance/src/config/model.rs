@@ -32,6 +32,9 @@ pub struct Config {
     pub modem: Option<Spanned<super::modem::ModemSection>>,
     /// The power-fail input (UPS HAT, supercapacitor): the last gasp; absent: none.
     pub power: Option<Spanned<super::power::PowerSection>>,
+    /// Signed A/B updates: where a trial boot shows and where its verdict goes (defaults: the image's).
+    #[serde(default)]
+    pub update: super::update::UpdateSection,
     /// Driver plugins' isolation and downgrade settings, `[[plugin]]` tables.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<super::plugins::PluginEntry>,

@@ -40,6 +40,7 @@ struct Sections {
     ledger: Option<LedgerSection>,
     modem: Option<super::modem::ModemSection>,
     power: Option<super::power::PowerSection>,
+    update: Option<super::update::UpdateSection>,
     #[serde(default)]
     plugin: Vec<super::plugins::PluginEntry>,
     web: Option<super::web::WebSection>,
