@@ -16,7 +16,7 @@
 //! let he = HeadEnd::open(config.clone())?;
 //! let spec = Spec::load("pilot-spec.toml".as_ref())?;
 //! provision::run(&config, &he.store(), &spec, &provision::ProvisionOptions {
-//!     out: "bundles".into(), rekey: false, paths: provision::BundlePaths::Local,
+//!     out: "bundles".into(), rekey: false, paths: provision::BundlePaths::Local, validator: None,
 //! })?;
 //! let handle = he.start(StartOptions { serve_phones: true, ..Default::default() })?;
 //! let backend = handle.backend();          // impl concentrator_mpc::backend::Backend

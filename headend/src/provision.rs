@@ -44,6 +44,95 @@ pub struct ProvisionOptions {
     pub rekey: bool,
     /// Path layout of the bundles.
     pub paths: BundlePaths,
+    /// The gateway's own `concentratord`, to run its `validate` on every bundle before anything is
+    /// written or enrolled (a bundle the gateway would refuse fails the run); `None`: not checked.
+    pub validator: Option<PathBuf>,
+}
+
+/// `concentratord` beside this program or on the PATH, for [`ProvisionOptions::validator`].
+pub fn find_validator() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("concentratord")));
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("concentratord"))
+            .find(|c| c.is_file())
+    });
+    beside.filter(|b| b.is_file()).or(on_path)
+}
+
+/// Writes each gateway's bundle in the local layout to a scratch directory and runs the gateway's
+/// `concentratord validate` on it; the first refusal is the error, with the gateway named.
+#[allow(clippy::too_many_arguments)]
+fn check_bundles(
+    validator: &Path,
+    cfg: &Config,
+    spec: &Spec,
+    gateways: &[(&GatewaySpec, GatewayRecord, PathBuf)],
+    all_meters: &[MeterRecord],
+    ca: &X509,
+    hn_public: &[u8],
+    out: &Path,
+) -> Result<()> {
+    for (g, rec, dir) in gateways {
+        let scratch = out.join(format!(".check-{}-{}", g.id, std::process::id()));
+        let check = scratch.join("concentrator");
+        let result = (|| -> Result<std::process::Output> {
+            std::fs::create_dir_all(&check).map_err(HeadEndError::io(
+                "bundle check directory",
+                &check,
+                "check that --out is writable",
+            ))?;
+            if let Ok(key) = std::fs::read(dir.join("gateway.key")) {
+                pki::write_file(&check.join("gateway.key"), "gateway key", &key, true)?;
+            }
+            let gw_meters: Vec<&MeterRecord> = rec
+                .meters
+                .iter()
+                .filter_map(|m| all_meters.iter().find(|r| &r.meter == m))
+                .collect();
+            write_bundle(
+                cfg,
+                spec,
+                g,
+                rec,
+                &gw_meters,
+                ca,
+                hn_public,
+                &check,
+                &BundlePaths::Local,
+            )?;
+            std::process::Command::new(validator)
+                .arg("validate")
+                .arg(check.join("concentrator.toml"))
+                .output()
+                .map_err(|e| HeadEndError::Spec {
+                    path: spec.base.clone(),
+                    message: format!(
+                        "cannot run the gateway's check {}: {e}",
+                        validator.display()
+                    ),
+                })
+        })();
+        let _ = std::fs::remove_dir_all(&scratch);
+        let output = result?;
+        if !output.status.success() {
+            let text = String::from_utf8_lossy(&output.stderr).replace(
+                &check.display().to_string(),
+                &format!("<bundle of {}>", g.id),
+            );
+            return Err(HeadEndError::Spec {
+                path: spec.base.clone(),
+                message: format!(
+                    "the bundle of gateway {} would be refused by the gateway's own check (concentratord validate); no bundle was written and nothing enrolled:\n{}",
+                    g.id,
+                    text.trim_end()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What a run did.
@@ -384,6 +473,18 @@ pub fn run(
         b.put(customer_key(&rec.id), &rec);
     }
 
+    if let Some(validator) = &o.validator {
+        check_bundles(
+            validator,
+            cfg,
+            spec,
+            &gateways,
+            &all_meters,
+            &ca,
+            &hn_public,
+            &o.out,
+        )?;
+    }
     for (g, rec, dir) in &gateways {
         let gw_meters: Vec<&MeterRecord> = rec
             .meters

@@ -124,6 +124,7 @@ fn bundle_holds_what_the_gateway_needs_and_reprovisioning_is_idempotent() {
             out: p.out.clone(),
             rekey: true,
             paths: BundlePaths::Appliance,
+            validator: None,
         },
     )
     .unwrap();
@@ -239,6 +240,7 @@ fn a_run_that_fails_half_way_enrols_nothing_and_the_next_run_completes() {
             out: p.out.clone(),
             rekey: false,
             paths: BundlePaths::Local,
+            validator: None,
         },
     )
     .unwrap_err()

@@ -209,6 +209,8 @@ impl System {
                     out: dir.join("bundles"),
                     rekey: false,
                     paths: BundlePaths::Local,
+                    // The gateway's own check of every bundle, with the daemon built beside us.
+                    validator: sibling_binary("concentratord").ok(),
                 },
             )
             .map_err(|e| anyhow!("provisioning: {e}"))?

@@ -182,6 +182,8 @@ impl Service {
             }
             ToLedger::Relay(request) => self.relay_order(request),
             ToLedger::Tenancy(request) => {
+                // The old tenant pays up to the newest register read, not the last checkpoint.
+                self.charge_now();
                 let answer = self.tenancy(&request);
                 self.outputs();
                 self.publish();
@@ -557,12 +559,21 @@ impl Service {
 
     /// Commits the registers whose checkpoint is due, in one commit.
     fn checkpoints(&mut self) {
+        self.commit_registers(false);
+    }
+
+    /// Commits every register read and not yet charged, due or not (before an account is closed).
+    fn charge_now(&mut self) {
+        self.commit_registers(true);
+    }
+
+    fn commit_registers(&mut self, all: bool) {
         let due: Vec<usize> = self
             .latest
             .keys()
             .copied()
             .filter(|i| {
-                self.urgent(*i)
+                all || self.urgent(*i)
                     || self
                         .committed
                         .get(i)

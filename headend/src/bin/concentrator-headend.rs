@@ -428,6 +428,10 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             };
             let spec = spec::Spec::load(&file)?;
             let store = open_store(&cfg)?;
+            let validator = provision::find_validator();
+            if validator.is_none() {
+                eprintln!("note: concentratord is not on this machine, so the bundles are not checked with the gateway's own `concentratord validate`; install the concentrator package here (or put concentratord on the PATH) to have provision check them");
+            }
             let r = provision::run(
                 &cfg,
                 &store,
@@ -440,6 +444,7 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
                     } else {
                         provision::BundlePaths::Appliance
                     },
+                    validator,
                 },
             )?;
             println!("enrolled {} new subscribers, kept {}", r.enrolled, r.kept);

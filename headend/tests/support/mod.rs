@@ -169,6 +169,7 @@ impl Pilot {
                 out: self.out.clone(),
                 rekey: false,
                 paths: BundlePaths::Local,
+                validator: None,
             },
         )
         .unwrap()
