@@ -61,6 +61,8 @@ pub struct Daemon {
     queue: Option<UplinkQueue>,
     /// The meters' time authority.
     time: Arc<crate::timekeeper::TimeKeeper>,
+    /// With a feeder meter: the block balance.
+    balance: Option<Arc<crate::balance::BlockBalance>>,
 }
 
 impl Daemon {
@@ -96,6 +98,9 @@ impl Daemon {
             queue.clone(),
         );
         time.install();
+        let balance = crate::config::balance::BalanceSetup::from_config(config).map(|setup| {
+            crate::balance::BlockBalance::new(setup, &config.gateway.store, queue.clone())
+        });
         let prepay = match (ledger_setup, ledger_store.clone()) {
             (Some(setup), Some(store)) => Some(Prepay::start(
                 setup,
@@ -140,6 +145,7 @@ impl Daemon {
             queue: queue.as_ref(),
             handles: &handles,
             time: Some(&time),
+            balance: balance.as_ref(),
         };
         let zigbee = crate::zigbee::Zigbee::start(&workers, ledger_db.as_ref())?;
         let mut routes = crate::control::ControlRoutes::default();
@@ -211,6 +217,7 @@ impl Daemon {
             control,
             web,
             time,
+            balance,
         })
     }
 
@@ -225,6 +232,15 @@ impl Daemon {
     /// writing the file).
     pub fn publish_time(&self) {
         self.status.set_time(self.time.view());
+    }
+
+    /// Decides the block balance's intervals that can be decided and copies it to the status board
+    /// (the main loop calls it before writing the file).
+    pub fn publish_balance(&self) {
+        if let Some(b) = &self.balance {
+            b.tick();
+            self.status.set_balance(b.view());
+        }
     }
 
     /// The workers' health.
@@ -348,6 +364,7 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
             last_write = Instant::now();
             daemon.publish_uplink();
             daemon.publish_time();
+            daemon.publish_balance();
             match daemon.status().write(&status_file) {
                 Ok(()) => status_error_logged = false,
                 Err(e) if !status_error_logged => {

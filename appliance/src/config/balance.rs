@@ -166,8 +166,9 @@ pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
             (None, true) => {
                 if let Some(role) = &m.role {
                     out.push(
-                        Diagnostic::at(role.span(), "a feeder meter without a group")
-                            .help("add `group = \"stair-A\"` (the name its dwellings' meters carry too)"),
+                        Diagnostic::at(role.span(), "a feeder meter without a group").help(
+                            "add `group = \"stair-A\"` (the name its dwellings' meters carry too)",
+                        ),
                     );
                 }
             }
@@ -176,13 +177,16 @@ pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
             (None, false) => {}
         }
         if m.is_feeder() {
-            let reads_energy = m.read.as_ref().is_none_or(|names| {
-                names
-                    .iter()
-                    .any(|n| n.get_ref() == "energy-import-total")
-            });
+            let reads_energy = m
+                .read
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n.get_ref() == "energy-import-total"));
             if !reads_energy {
-                let span = m.read.as_ref().and_then(|r| r.first()).map_or(0..0, Spanned::span);
+                let span = m
+                    .read
+                    .as_ref()
+                    .and_then(|r| r.first())
+                    .map_or(0..0, Spanned::span);
                 out.push(
                     Diagnostic::at(span, "a feeder meter must read its energy register")
                         .help("add \"energy-import-total\" to its `read` list (the balance compares energy)"),
@@ -231,8 +235,11 @@ pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
     let interval = *s.interval_s.get_ref();
     if !(10..=86_400).contains(&interval) || 86_400 % interval != 0 {
         out.push(
-            Diagnostic::at(s.interval_s.span(), format!("an interval of {interval} s does not divide the day"))
-                .help("write a divisor of 86400 from 10 up: 900 (quarter hours), 1800, 3600 (hourly)"),
+            Diagnostic::at(
+                s.interval_s.span(),
+                format!("an interval of {interval} s does not divide the day"),
+            )
+            .help("write a divisor of 86400 from 10 up: 900 (quarter hours), 1800, 3600 (hourly)"),
         );
     }
     let percent = *s.loss_percent.get_ref();
@@ -244,8 +251,11 @@ pub(super) fn check(config: &Config) -> Vec<Diagnostic> {
     }
     if *s.loss_wh.get_ref() > 1_000_000 {
         out.push(
-            Diagnostic::at(s.loss_wh.span(), "more than 1 MWh of fixed losses per interval")
-                .help("write the fixed allowance per interval in Wh, e.g. `loss_wh = 50`"),
+            Diagnostic::at(
+                s.loss_wh.span(),
+                "more than 1 MWh of fixed losses per interval",
+            )
+            .help("write the fixed allowance per interval in Wh, e.g. `loss_wh = 50`"),
         );
     }
     if !(1..=96).contains(s.intervals.get_ref()) {
@@ -310,7 +320,10 @@ mod tests {
             meter(3, "group = \"stair-A\""),
             meter(4, "group = \"stair-B\""),
             meter(5, "role = \"master\"\ngroup = \"stair-C\""),
-            meter(6, "role = \"feeder\"\ngroup = \"stair-D\"\nread = [\"voltage-a\"]"),
+            meter(
+                6,
+                "role = \"feeder\"\ngroup = \"stair-D\"\nread = [\"voltage-a\"]",
+            ),
             meter(7, "role = \"feeder\""),
             "[balance]\ninterval_s = 700\nloss_percent = 80.0\nintervals = 0\n".into(),
         ]
