@@ -70,18 +70,19 @@ pub fn kwh(wh: i64) -> String {
     format!("{sign}{}.{:03} kWh", wh / 1000, wh % 1000)
 }
 
-/// One interval in words: `from 10:15 to 10:30 the feeder measured 1.500 kWh, the dwellings 1.000 kWh:
+/// One interval in words: `from 10:15 to 10:30 (15 min 0 s) the feeder measured 1.500 kWh, the dwellings 1.000 kWh:
 /// 0.500 kWh (33.3 %) unaccounted for, 0.095 kWh allowed`.
 pub fn judgement_words(j: &Judgement) -> String {
     let percent = if j.feeder_wh > 0 {
-        j.difference_wh as f64 * 100.0 / j.feeder_wh as f64
+        j.difference_wh.unsigned_abs() as f64 * 100.0 / j.feeder_wh as f64
     } else {
         0.0
     };
     format!(
-        "from {} to {} the feeder measured {}, the dwellings {}: {} ({percent:.1} %) {}, {} allowed",
+        "from {} to {} ({}) the feeder measured {}, the dwellings {}: {} ({percent:.1} %) {}, {} allowed",
         concentrator_mpc::human::local_time(j.start),
         concentrator_mpc::human::local_time(j.end),
+        crate::timekeeper::duration_words(j.end.saturating_sub(j.start)),
         kwh(i64::try_from(j.feeder_wh).unwrap_or(i64::MAX)),
         kwh(i64::try_from(j.dwellings_wh).unwrap_or(i64::MAX)),
         kwh(j.difference_wh.abs()),
