@@ -203,10 +203,7 @@ impl Engine {
         let interval = self.setup.interval_s;
         let mut steps = Vec::new();
         for g in self.setup.groups.clone() {
-            loop {
-                let Some(start) = self.states.get(&g.name).and_then(|s| s.next_start) else {
-                    break;
-                };
+            while let Some(start) = self.states.get(&g.name).and_then(|s| s.next_start) {
                 let end = start + interval;
                 let meters: Vec<&String> = std::iter::once(&g.feeder).chain(&g.dwellings).collect();
                 let all_past_end = meters.iter().all(|m| {

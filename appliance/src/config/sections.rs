@@ -39,6 +39,7 @@ struct Sections {
     uplink: Option<UplinkConfig>,
     ledger: Option<LedgerSection>,
     modem: Option<super::modem::ModemSection>,
+    power: Option<super::power::PowerSection>,
     #[serde(default)]
     plugin: Vec<super::plugins::PluginEntry>,
     web: Option<super::web::WebSection>,
