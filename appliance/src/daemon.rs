@@ -98,7 +98,10 @@ impl Daemon {
             queue.clone(),
         );
         time.install();
-        let balance = crate::config::balance::BalanceSetup::from_config(config).map(|setup| {
+        let balance = crate::config::balance::BalanceSetup::from_config(config).map(|mut setup| {
+            if let Some(ledger) = &ledger_setup {
+                setup.dwelling_max_power_w = ledger.config.plausibility.max_power_w;
+            }
             crate::balance::BlockBalance::new(setup, &config.gateway.store, queue.clone())
         });
         let prepay = match (ledger_setup, ledger_store.clone()) {

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::balance::BalanceSetup;
 
-/// The largest plausible power of one dwelling, watts (the ledger's default plausibility); a feeder's
-/// is this times its dwellings.
+/// The largest plausible power of one dwelling without `[ledger]`, watts (the ledger's default
+/// plausibility); a feeder's is this times its dwellings.
 pub const DWELLING_MAX_POWER_W: u64 = 25_000;
 
 /// Energy tolerated above the plausible power over a gap, Wh (register resolution, clock skew).
@@ -241,11 +241,12 @@ impl Engine {
     fn decide(&self, feeder: &str, dwellings: &[String], start: u64, end: u64) -> Outcome {
         let mut missing = Vec::new();
         let mut energy = Vec::new();
+        let dwelling_max = self.setup.dwelling_max_power_w;
         let max_power = |m: &str| {
             if m == feeder {
-                DWELLING_MAX_POWER_W * (dwellings.len() as u64).max(1)
+                dwelling_max.saturating_mul((dwellings.len() as u64).max(1))
             } else {
-                DWELLING_MAX_POWER_W
+                dwelling_max
             }
         };
         for m in std::iter::once(feeder).chain(dwellings.iter().map(String::as_str)) {
@@ -411,6 +412,7 @@ mod tests {
                     feeder: "b/f".into(),
                     dwellings: vec!["b/d1".into(), "b/d2".into()],
                 }],
+                dwelling_max_power_w: DWELLING_MAX_POWER_W,
             },
             BTreeMap::new(),
         )

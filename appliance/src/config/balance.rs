@@ -95,6 +95,10 @@ pub struct BalanceSetup {
     pub intervals: u32,
     /// The groups, by name.
     pub groups: Vec<GroupSetup>,
+    /// The largest plausible power of one dwelling, watts (the ledger's `plausibility.max_power_w`
+    /// with `[ledger]`, else the ledger's default): a register that rises faster is a reset or a
+    /// replaced meter, not consumption. A feeder's is this times its dwellings.
+    pub dwelling_max_power_w: u64,
 }
 
 /// A meter's key in the balance: `bus/address`.
@@ -133,6 +137,7 @@ impl BalanceSetup {
             loss_wh: u64::from(*s.loss_wh.get_ref()),
             intervals: *s.intervals.get_ref(),
             groups,
+            dwelling_max_power_w: crate::balance::engine::DWELLING_MAX_POWER_W,
         })
     }
 }
