@@ -20,6 +20,10 @@ pub const DWELLING_MAX_POWER_W: u64 = 25_000;
 /// Energy tolerated above the plausible power over a gap, Wh (register resolution, clock skew).
 const JUMP_SLACK_WH: u64 = 100;
 
+/// Intervals overdue beyond this many (the gateway's clock stepped forward, or it was suspended) are
+/// counted incomplete at once instead of one by one.
+const CATCH_UP_MAX: u64 = 96;
+
 /// What the comparison of one interval found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Judgement {
@@ -203,6 +207,19 @@ impl Engine {
         let interval = self.setup.interval_s;
         let mut steps = Vec::new();
         for g in self.setup.groups.clone() {
+            if let Some(s) = self.states.get_mut(&g.name) {
+                if let Some(start) = s.next_start {
+                    let overdue = now.saturating_sub(start) / interval;
+                    if overdue > CATCH_UP_MAX {
+                        let skip = overdue - 2;
+                        s.incomplete += skip;
+                        s.next_start = Some(start + skip * interval);
+                        s.last_not_judged = Some(format!(
+                            "incomplete: {skip} intervals passed without being decided (the gateway's clock stepped forward or the daemon was held up)"
+                        ));
+                    }
+                }
+            }
             while let Some(start) = self.states.get(&g.name).and_then(|s| s.next_start) {
                 let end = start + interval;
                 let meters: Vec<&String> = std::iter::once(&g.feeder).chain(&g.dwellings).collect();
@@ -600,6 +617,32 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("from b/d2"));
+    }
+
+    #[test]
+    fn a_clock_step_of_a_year_is_counted_at_once_not_interval_by_interval() {
+        let mut e = engine(1);
+        feed(
+            &mut e,
+            T0 - 30,
+            T0 + 30,
+            30,
+            [("b/f", 6000, 1), ("b/d1", 1500, 2), ("b/d2", 2500, 3)],
+        );
+        let steps = e.tick(T0 + 365 * 86_400);
+        assert!(steps.len() <= 3, "{}", steps.len());
+        assert!(steps.iter().all(|s| s.alarm.is_none()));
+        let state = &e.states()["stair-A"];
+        // Every interval whose end and grace have passed: all but the last of the year.
+        assert_eq!(state.incomplete, 365 * 96 - 1);
+        assert!(
+            state
+                .last_not_judged
+                .as_deref()
+                .unwrap()
+                .contains("stepped forward"),
+            "{state:?}"
+        );
     }
 
     #[test]
