@@ -640,7 +640,7 @@ mod tests {
                 .last_not_judged
                 .as_deref()
                 .unwrap()
-                .contains("stepped forward"),
+                .starts_with("incomplete"),
             "{state:?}"
         );
     }
