@@ -68,6 +68,7 @@ pub fn start_all(cx: &WorkerContext<'_>) -> Vec<JoinHandle<()>> {
             prepay: cx.prepay.map(|p| p.link(bus.name.get_ref())),
             uplink: cx.queue.cloned(),
             handles: cx.handles.clone(),
+            balance: cx.balance.cloned(),
             clocks: cx
                 .time
                 .map(|t| crate::timekeeper::BusClocks::new(Arc::clone(t), bus.name.get_ref())),
@@ -98,6 +99,8 @@ struct BusWorker {
     uplink: Option<UplinkQueue>,
     /// Where the scheduler's handle is registered (relay commands from the ledger and the head-end).
     handles: SchedulerHandles,
+    /// With a feeder meter: the block balance, which takes the bus's energy registers.
+    balance: Option<Arc<crate::balance::BlockBalance>>,
     /// The meters' clocks, read and set between polls.
     clocks: Option<crate::timekeeper::BusClocks>,
 }
@@ -135,6 +138,9 @@ impl BusWorker {
         if let Some(queue) = &self.uplink {
             sinks.push(queue.sink(self.bus.name.get_ref()));
             scheduler.set_state_sink(queue.state_sink(self.bus.name.get_ref()));
+        }
+        if let Some(balance) = &self.balance {
+            sinks.push(balance.sink(self.bus.name.get_ref()));
         }
         if !sinks.is_empty() {
             scheduler.set_reading_sink(Box::new(move |address: &str, readings: &[_]| {

@@ -61,6 +61,8 @@ pub struct Daemon {
     queue: Option<UplinkQueue>,
     /// The meters' time authority.
     time: Arc<crate::timekeeper::TimeKeeper>,
+    /// With a feeder meter: the block balance.
+    balance: Option<Arc<crate::balance::BlockBalance>>,
 }
 
 impl Daemon {
@@ -96,6 +98,12 @@ impl Daemon {
             queue.clone(),
         );
         time.install();
+        let balance = crate::config::balance::BalanceSetup::from_config(config).map(|mut setup| {
+            if let Some(ledger) = &ledger_setup {
+                setup.dwelling_max_power_w = ledger.config.plausibility.max_power_w;
+            }
+            crate::balance::BlockBalance::new(setup, &config.gateway.store, queue.clone())
+        });
         let prepay = match (ledger_setup, ledger_store.clone()) {
             (Some(setup), Some(store)) => Some(Prepay::start(
                 setup,
@@ -140,6 +148,7 @@ impl Daemon {
             queue: queue.as_ref(),
             handles: &handles,
             time: Some(&time),
+            balance: balance.as_ref(),
         };
         let zigbee = crate::zigbee::Zigbee::start(&workers, ledger_db.as_ref())?;
         let mut routes = crate::control::ControlRoutes::default();
@@ -211,6 +220,7 @@ impl Daemon {
             control,
             web,
             time,
+            balance,
         })
     }
 
@@ -225,6 +235,15 @@ impl Daemon {
     /// writing the file).
     pub fn publish_time(&self) {
         self.status.set_time(self.time.view());
+    }
+
+    /// Decides the block balance's intervals that can be decided and copies it to the status board
+    /// (the main loop calls it before writing the file).
+    pub fn publish_balance(&self) {
+        if let Some(b) = &self.balance {
+            b.tick();
+            self.status.set_balance(b.view());
+        }
     }
 
     /// The workers' health.
@@ -353,6 +372,7 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
                 t.check(&daemon.status().snapshot());
             }
             daemon.publish_time();
+            daemon.publish_balance();
             match daemon.status().write(&status_file) {
                 Ok(()) => status_error_logged = false,
                 Err(e) if !status_error_logged => {

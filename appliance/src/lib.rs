@@ -7,6 +7,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod balance;
 pub mod bus_worker;
 pub mod buses;
 pub mod cli;

@@ -101,6 +101,9 @@ pub struct Status {
     /// The gateway's clock and its meters' clocks (absent from daemons before the time authority).
     #[serde(default)]
     pub time: Option<crate::timekeeper::TimeView>,
+    /// The block balance (absent without a feeder meter).
+    #[serde(default)]
+    pub balance: Option<crate::balance::BalanceView>,
 }
 
 /// A Zigbee coordinator's state, as the status file holds it.
@@ -351,6 +354,11 @@ impl StatusBoard {
     /// Replaces the clocks' view (from the main loop).
     pub fn set_time(&self, view: crate::timekeeper::TimeView) {
         self.with(|s| s.time = Some(view));
+    }
+
+    /// Replaces the block balance's view (from the main loop).
+    pub fn set_balance(&self, view: crate::balance::BalanceView) {
+        self.with(|s| s.balance = Some(view));
     }
 
     /// A snapshot.

@@ -31,4 +31,6 @@ pub struct WorkerContext<'a> {
     pub handles: &'a SchedulerHandles,
     /// The meters' time authority (the bus workers read and set their meters' clocks).
     pub time: Option<&'a Arc<crate::timekeeper::TimeKeeper>>,
+    /// With a feeder meter: the block balance (the bus workers hand it their energy registers).
+    pub balance: Option<&'a Arc<crate::balance::BlockBalance>>,
 }

@@ -419,3 +419,24 @@ fn a_bad_power_fail_line_and_polarity_are_named_at_their_keys() {
     assert!(err.contains("\"upside_down\" is not a polarity"), "{err}");
     assert!(err.contains("active_low"), "{err}");
 }
+
+#[test]
+fn block_balance_mistakes_are_named_at_their_keys_with_the_fix() {
+    let text = format!(
+        "{GOOD}\n[[meter]]\nbus = \"rs485-1\"\naddress = \"000000000002\"\ndriver = \"dlt645\"\ndwelling = \"A-102\"\ngroup = \"stair-A\"\n\n[[meter]]\nbus = \"rs485-1\"\naddress = \"000000000003\"\ndriver = \"dlt645\"\ndwelling = \"B main\"\nrole = \"feeder\"\ngroup = \"stair-B\"\nread = [\"voltage-a\"]\n\n[balance]\ninterval_s = 1000\n"
+    );
+    let err = refused("balance.toml", &text);
+    for part in [
+        "balance.toml:21:9",
+        "group `stair-A` has no feeder meter",
+        "add `role = \"feeder\"` and `group = \"stair-A\"` to its master meter",
+        "balance.toml:29:9",
+        "no dwelling meter is in group `stair-B`",
+        "balance.toml:30:9",
+        "a feeder meter must read its energy register",
+        "balance.toml:33:14",
+        "an interval of 1000 s does not divide the day",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+}

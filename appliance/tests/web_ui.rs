@@ -159,6 +159,12 @@ cert = "{d}/pki/gateway.pem"
 key = "{d}/pki/gateway.key"
 users = "{d}/users.toml"
 
+# Short intervals, so that the tap on block-A is an alarm while the browser test runs.
+[balance]
+interval_s = 20
+loss_wh = 20
+intervals = 1
+
 # NTP as the gateway's time source: the flag systemd-timesyncd keeps, here a file the test writes.
 [time]
 ntp_flag = "{d}/timesync-synchronized"
@@ -186,6 +192,7 @@ dwelling = "A-101"
 password = "02123456"
 opening_balance_minor = 2000
 sim = {{ load_w = 850, start_kwh = 12345.67 }}
+group = "block-A"
 
 [[meter]]
 bus = "rs485-1"
@@ -196,6 +203,29 @@ dwelling = "A-102"
 password = "02123456"
 opening_balance_minor = 5000
 sim = {{ load_w = 300, start_kwh = 802.5 }}
+group = "block-A"
+
+# The block's master meter, on a bus of its own: the two flats' load and a tap before their meters
+# (the block balance).
+[[bus]]
+name = "rs485-3"
+backend = "sim"
+baud = 9600
+format = "8E1"
+poll_interval_s = 2
+
+[[meter]]
+bus = "rs485-3"
+address = "000000000100"
+meter_id = "MTR-100"
+driver = "dlt645"
+dwelling = "block A main"
+password = "02123456"
+opening_balance_minor = 1000000
+protected = true
+role = "feeder"
+group = "block-A"
+sim = {{ load_w = 20000, start_kwh = 5000.0 }}
 
 [[meter]]
 bus = "rs485-9"

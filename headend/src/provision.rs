@@ -645,6 +645,11 @@ fn write_bundle(
         wrapper.insert("modem".into(), toml::Value::Table(modem.clone()));
         let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
     }
+    if let Some(balance) = &g.balance {
+        let mut wrapper = toml::Table::new();
+        wrapper.insert("balance".into(), toml::Value::Table(balance.clone()));
+        let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
+    }
     for zigbee in &g.zigbee {
         let mut wrapper = toml::Table::new();
         wrapper.insert(

@@ -78,6 +78,9 @@ pub struct GatewaySpec {
     pub bus: Vec<toml::Table>,
     /// A `[modem]` table for the bundle, as it is.
     pub modem: Option<toml::Table>,
+    /// A `[balance]` table for the bundle, as it is (the block balance's interval and allowed losses;
+    /// the feeder and the groups are the meters' `role` and `group` keys).
+    pub balance: Option<toml::Table>,
     /// `[[zigbee]]` coordinator tables for the bundle, as they are.
     #[serde(default)]
     pub zigbee: Vec<toml::Table>,

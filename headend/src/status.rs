@@ -76,6 +76,9 @@ pub fn report(store: &Store, currency: &str) -> Result<String, StoreError> {
                 .map(|b| format!(", software {}, connection {}", b.software, b.session))
                 .unwrap_or_default()
         );
+        for line in block_balance(store, &g.id)? {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     for m in store.meters()? {
         let tokens = store.tokens(&m.meter)?;
@@ -164,6 +167,71 @@ pub fn report(store: &Store, currency: &str) -> Result<String, StoreError> {
     Ok(out)
 }
 
+/// Block balance (gateway events 70 and 71, docs/protocol.md): for each group of gateway `gw`, its
+/// last event in words: an open theft/loss alarm with the figures, or back within the allowance.
+pub fn block_balance(store: &Store, gw: &str) -> Result<Vec<String>, StoreError> {
+    use concentrator_protocol::event_code::{BLOCK_BALANCED, BLOCK_IMBALANCE};
+    let mut last: std::collections::BTreeMap<String, (u64, u64, String)> = Default::default();
+    for rec in store.ingested("event", &crate::engine::owner(gw, None))? {
+        let b = &rec.body;
+        let code = b["code"].as_u64().unwrap_or(0);
+        if code != u64::from(BLOCK_IMBALANCE) && code != u64::from(BLOCK_BALANCED) {
+            continue;
+        }
+        let at = b["at"].as_u64().unwrap_or(0);
+        let detail = b["detail"].as_str().unwrap_or_default();
+        let group = detail
+            .strip_prefix("group ")
+            .and_then(|r| r.split(':').next())
+            .unwrap_or("(unnamed)")
+            .to_string();
+        let v: Vec<i64> = b["values"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
+            .unwrap_or_default();
+        let figures = match v[..] {
+            [start, end, feeder, dwellings, difference, allowed] => {
+                let kwh = |wh: i64| {
+                    format!(
+                        "{}{}.{:03} kWh",
+                        if wh < 0 { "-" } else { "" },
+                        wh.unsigned_abs() / 1000,
+                        wh.unsigned_abs() % 1000
+                    )
+                };
+                let percent = if feeder > 0 {
+                    difference as f64 * 100.0 / feeder as f64
+                } else {
+                    0.0
+                };
+                format!(
+                    "from {} to {} the feeder measured {}, the dwellings {}, difference {} ({percent:.1} % of the feeder's), {} allowed",
+                    time(u64::try_from(start).unwrap_or(0)),
+                    time(u64::try_from(end).unwrap_or(0)),
+                    kwh(feeder),
+                    kwh(dwellings),
+                    kwh(difference),
+                    kwh(allowed)
+                )
+            }
+            _ => format!("figures missing ({})", detail),
+        };
+        if last.get(&group).is_none_or(|(t, _, _)| at >= *t) {
+            last.insert(group, (at, code, figures));
+        }
+    }
+    Ok(last
+        .into_iter()
+        .map(|(group, (at, code, figures))| {
+            if code == u64::from(BLOCK_IMBALANCE) {
+                format!("block {group}: THEFT/LOSS ALARM since {} (event 70): {figures}; inspect the wiring between the feeder meter and the dwellings' meters", time(at))
+            } else {
+                format!("block {group}: balanced again since {} (event 71): {figures}", time(at))
+            }
+        })
+        .collect())
+}
+
 /// Every change-of-tenancy order, oldest first, with its state and settlement
 /// (`concentrator-headend tenancy list`).
 pub fn tenancies(store: &Store) -> Result<String, StoreError> {
@@ -235,4 +303,64 @@ pub fn tenancies(store: &Store) -> Result<String, StoreError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ingested_key, Batch, Ingested};
+
+    fn event(store: &Store, at: u64, code: u16, group: &str, values: [i64; 6]) {
+        let mut b = Batch::new();
+        b.put(
+            ingested_key("event", "gw:gw-1", at, &[at as u8; 16]),
+            &Ingested {
+                gateway: "gw-1".into(),
+                meter: None,
+                id: format!("{at}"),
+                received_at: at,
+                body: serde_json::json!({"at": at, "code": code, "severity": "Alarm", "detail": format!("group {group}: over the allowance"), "values": values}),
+            },
+        );
+        store.apply(b).unwrap();
+    }
+
+    #[test]
+    fn each_group_shows_its_last_balance_event_in_words() {
+        let store = Store::memory();
+        assert!(block_balance(&store, "gw-1").unwrap().is_empty());
+        let t = 1_796_000_400;
+        event(
+            &store,
+            t,
+            70,
+            "stair-A",
+            [t as i64 - 900, t as i64, 1500, 1000, 500, 95],
+        );
+        event(
+            &store,
+            t + 10,
+            70,
+            "stair-B",
+            [t as i64 - 900, t as i64, 1000, 900, 100, 70],
+        );
+        event(
+            &store,
+            t + 20,
+            71,
+            "stair-B",
+            [t as i64, t as i64 + 900, 1000, 980, 20, 70],
+        );
+        let lines = block_balance(&store, "gw-1").unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "block stair-A: THEFT/LOSS ALARM since 2026-11-30 01:00:00 UTC (event 70): from 2026-11-30 00:45:00 UTC to 2026-11-30 01:00:00 UTC the feeder measured 1.500 kWh, the dwellings 1.000 kWh, difference 0.500 kWh (33.3 % of the feeder's), 0.095 kWh allowed; inspect the wiring between the feeder meter and the dwellings' meters"
+        );
+        assert!(
+            lines[1].starts_with("block stair-B: balanced again since"),
+            "{lines:?}"
+        );
+        assert!(block_balance(&store, "gw-2").unwrap().is_empty());
+    }
 }

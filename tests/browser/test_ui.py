@@ -64,6 +64,12 @@ def main():
         shoot(page, "overview")
 
         expect(page.locator("#facts")).to_contain_text("synchronised by NTP; meter clocks set daily at 03:00")
+        # The block balance: the group among the facts, and the tap on it a problem once an interval is judged.
+        expect(page.locator("#facts")).to_contain_text("feeder rs485-3/000000000100 and 2 dwelling meter(s)")
+        expect(page.locator("#problems")).to_contain_text("Block block-A: from ", timeout=90_000)
+        expect(page.locator("#problems")).to_contain_text("unaccounted for")
+        expect(page.locator("#problems")).to_contain_text("possible theft or a fault")
+        shoot(page, "block-balance")
         page.get_by_role("link", name="Buses & meters").click()
         expect(page.locator("#bus-list")).to_contain_text("A-101")
         # Each meter's clock against the gateway's, in words.

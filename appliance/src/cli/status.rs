@@ -260,6 +260,9 @@ pub(crate) fn render(
     if let Some(t) = &status.time {
         render_time(t, out, &mut problems)?;
     }
+    if let Some(b) = &status.balance {
+        render_balance(b, out, &mut problems)?;
+    }
     if let Some(m) = &status.modem {
         render_modem(m, out)?;
         if let Some(p) = modem_problem(m) {
@@ -331,6 +334,47 @@ fn render_time(
             if let Some(p) = &m.problem {
                 problems.push(format!("meter {key} ({}): {p}", m.dwelling));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The block balance: each group's last interval in words; a group whose alarm is raised is a problem.
+fn render_balance(
+    b: &crate::balance::BalanceView,
+    out: &mut dyn Write,
+    problems: &mut Vec<String>,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\nblock balance: every {}, {} % plus {} allowed for losses, an alarm after {} interval(s) over",
+        crate::timekeeper::duration_words(b.interval_s),
+        b.loss_percent,
+        crate::balance::kwh(i64::try_from(b.loss_wh).unwrap_or(i64::MAX)),
+        b.intervals
+    )?;
+    for (name, g) in &b.groups {
+        let s = &g.state;
+        writeln!(
+            out,
+            "  group {name}: feeder {} and {} dwelling meter(s); {} interval(s) judged, {} over, {} incomplete, {} skipped (register reset){}",
+            g.feeder,
+            g.dwellings,
+            s.judged,
+            s.over,
+            s.incomplete,
+            s.skipped,
+            if s.alarm { "; ALARM raised" } else { "" }
+        )?;
+        match &s.last {
+            Some(j) => writeln!(out, "    last: {}", crate::balance::judgement_words(j))?,
+            None => writeln!(out, "    no interval judged yet")?,
+        }
+        if let Some(why) = &s.last_not_judged {
+            writeln!(out, "    last not judged: {why}")?;
+        }
+        if let Some(p) = g.problem(name) {
+            problems.push(p);
         }
     }
     Ok(())

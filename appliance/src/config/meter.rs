@@ -48,9 +48,19 @@ pub struct MeterConfig {
     /// Only used with `[ledger]`; a change is applied at the next start.
     #[serde(default)]
     pub protected: bool,
+    /// `feeder`: the block's or staircase's master meter, whose energy the block balance compares with
+    /// the sum of its group's dwellings (docs/install.md, *Block balance*); `dwelling` (the default).
+    pub role: Option<Spanned<String>>,
+    /// The block or staircase the meter belongs to (its feeder meter and its dwellings share the name).
+    pub group: Option<Spanned<String>>,
 }
 
 impl MeterConfig {
+    /// Whether this is its group's feeder (master) meter.
+    pub fn is_feeder(&self) -> bool {
+        self.role.as_ref().is_some_and(|r| r.get_ref() == "feeder")
+    }
+
     /// The meter number the ledger keeps the account under: `meter_id`, else the address as written.
     pub fn ledger_id(&self) -> &str {
         self.meter_id

@@ -3,6 +3,7 @@
 //! reports every mistake at once as `file:line:column` with what to write instead.
 
 mod aka;
+pub mod balance;
 mod diagnostic;
 mod driver_checks;
 mod ledger;
@@ -85,6 +86,7 @@ impl Config {
         diagnostics.extend(validate::check(&config));
         diagnostics.extend(web::check(&config));
         diagnostics.extend(time::check(&config));
+        diagnostics.extend(balance::check(&config));
         if drivers {
             let found = driver_checks::check(&config, &diagnostics);
             diagnostics.extend(found);

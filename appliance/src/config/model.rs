@@ -42,6 +42,9 @@ pub struct Config {
     pub web: Option<super::web::WebSection>,
     /// The meters' time authority (docs/install.md, *Meter clocks*); absent: its defaults.
     pub time: Option<super::time::TimeSection>,
+    /// The block balance of feeder meters against their dwellings (docs/install.md, *Block balance*);
+    /// absent: its defaults, used when a meter has `role = "feeder"`.
+    pub balance: Option<super::balance::BalanceSection>,
 }
 
 /// Log verbosity.

@@ -45,6 +45,7 @@ struct Sections {
     plugin: Vec<super::plugins::PluginEntry>,
     web: Option<super::web::WebSection>,
     time: Option<super::time::TimeSection>,
+    balance: Option<super::balance::BalanceSection>,
 }
 
 /// What reading the text found: every mistake, and the configuration without the unknown keys when

@@ -81,6 +81,9 @@ impl Zigbee {
             if let Some(queue) = cx.queue {
                 sinks.push(queue.sink(&name));
             }
+            if let Some(balance) = cx.balance {
+                sinks.push(balance.sink(&name));
+            }
             let (handle, jobs) = SchedulerHandle::channel();
             cx.handles.register(&name, handle);
             let (tx, control) = channel();

@@ -35,6 +35,7 @@ use crate::store::{
 
 pub use aka::Phase;
 pub use anchor::anchor_text;
+pub use ingest::owner;
 
 /// Downlink COUNTs reserved per store write (the next start resumes above the reservation).
 pub const RESERVE: u32 = 1024;

@@ -183,6 +183,14 @@ pub mod event_code {
     /// The meter did not take the gateway's time: its clock was still off after a time sync; values:
     /// [drift after the sync, seconds, meter minus gateway]; detail: what was tried.
     pub const METER_CLOCK_REFUSED: u16 = 61;
+    /// Block balance: a group's feeder (master) meter measured more energy than its dwellings' meters
+    /// together plus the allowed losses, for `[balance] intervals` intervals in a row (theft or a
+    /// fault); gateway scope, detail `group NAME: ...`; values: [interval start, interval end (unix s),
+    /// feeder Wh, dwellings' sum Wh, difference Wh (feeder minus sum), allowed Wh] of the last interval.
+    pub const BLOCK_IMBALANCE: u16 = 70;
+    /// Block balance: the group is back within the allowance; same detail and values as 70, of the
+    /// first interval back within.
+    pub const BLOCK_BALANCED: u16 = 71;
 }
 
 /// The signed receipt of an applied token.

@@ -21,6 +21,13 @@ function duration(sec) {
   return sec < 60 ? `${sec} s` : sec < 3600 ? `${Math.floor(sec / 60)} min ${sec % 60} s`
     : sec < 86400 ? `${Math.floor(sec / 3600)} h ${Math.floor(sec % 3600 / 60)} min` : `${Math.floor(sec / 86400)} days ${Math.floor(sec % 86400 / 3600)} h`;
 }
+function kwh(wh) { return `${wh < 0 ? "-" : ""}${(Math.abs(wh) / 1000).toFixed(3)} kWh`; }
+// One block-balance interval in words, from the engine's judgement (s.balance.groups[name].state.last).
+function balanceWords(j) {
+  const pct = j.feeder_wh > 0 ? (Math.abs(j.difference_wh) * 100 / j.feeder_wh).toFixed(1) : "0.0";
+  return `from ${localTime(j.start)} to ${localTime(j.end)} the feeder measured ${kwh(j.feeder_wh)}, the dwellings ${kwh(j.dwellings_wh)}: ` +
+    `${kwh(Math.abs(j.difference_wh))} (${pct} %) ${j.difference_wh >= 0 ? "unaccounted for" : "more at the dwellings than at the feeder"}, ${kwh(j.allowed_wh)} allowed`;
+}
 function drift(d) { return d === 0 ? "on time" : `${duration(Math.abs(d))} ${d > 0 ? "ahead of" : "behind"} the gateway`; }
 // A meter's clock in words, from the time keeper's record (s.time.meters["bus/address"]).
 function meterClock(c) {
@@ -131,6 +138,11 @@ function problems(s) {
       if (c.state === "drifted" || c.state === "refused") bad(`Meter ${key} (${c.dwelling}): ${c.problem}.`, c.state === "refused" ? "Set its clock on site with the meter's own tool, or replace the meter." : `It is set at the daily time sync (${String(s.time.sync_hour).padStart(2, "0")}:00).`, c.state === "drifted");
     }
   }
+  if (s.balance) {
+    for (const [name, g] of Object.entries(s.balance.groups || {})) {
+      if (g.state.alarm && g.state.last) bad(`Block ${name}: ${balanceWords(g.state.last)}: possible theft or a fault.`, `Inspect the wiring between the feeder meter ${g.feeder} and the dwellings' meters; the alarm clears after an interval back within the allowance.`);
+    }
+  }
   if (s.now_unix && Math.abs(Date.now() / 1000 - s.now_unix) > 120) bad(`The gateway's clock differs from this device's by ${Math.round(Math.abs(Date.now() / 1000 - s.now_unix) / 60)} minutes.`, "Check that the gateway reaches its time server.", true);
   if (s.store && s.store.free_bytes != null && s.store.free_bytes < 50 * 1048576) bad(`The store has only ${(s.store.free_bytes / 1048576).toFixed(0)} MiB free.`, "Free space on the gateway's storage.");
   return out;
@@ -148,6 +160,13 @@ function render() {
   $("#problems").replaceChildren(...list.map((p) => el("li", { class: p.warn ? "warn" : "" }, el("span", { class: "what", text: p.what }), el("span", { class: "fix", text: p.fix }))));
   const facts = [["Gateway time", s.now], ["Drivers", (s.drivers || []).join("; ")]];
   if (s.time) facts.push(["Gateway clock", `${s.time.detail}; meter clocks set daily at ${String(s.time.sync_hour).padStart(2, "0")}:00 (last ${localTime(s.time.last_sync_unix)}), drift limit ${s.time.drift_limit_s} s`]);
+  if (s.balance) {
+    for (const [name, g] of Object.entries(s.balance.groups || {})) {
+      const st = g.state;
+      facts.push([`Block ${name}`, `feeder ${g.feeder} and ${g.dwellings} dwelling meter(s); ${st.judged} interval(s) judged, ${st.over} over, ${st.incomplete} incomplete, ${st.skipped} skipped` +
+        (st.last ? `; last ${balanceWords(st.last)}` : "; no interval judged yet")]);
+    }
+  }
   if (s.uplink) facts.push(["Uplink", `${s.uplink.connected ? "connected" : "not connected"} to ${s.uplink.broker}; outbox ${s.uplink.outbox}; last acknowledgement ${localTime(s.uplink.last_ack_unix)}`]);
   if (s.modem) facts.push(["Modem", `SIM ${s.modem.sim || "unknown"}, ${s.modem.registration || "unregistered"} ${s.modem.operator || ""}, signal ${s.modem.rssi_dbm ?? "?"} dBm ${bars(s.modem.rssi_dbm)}, data link ${s.modem.link_up ? "up" : "down"}`]);
   if (s.store) facts.push(["Store", `${(s.store.used_bytes / 1048576).toFixed(1)} MiB used, ${s.store.free_bytes == null ? "?" : (s.store.free_bytes / 1048576).toFixed(0)} MiB free`]);
