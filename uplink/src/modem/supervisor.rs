@@ -252,6 +252,60 @@ impl<S: SerialStream> Supervisor<S> {
         })
     }
 
+    /// Whether the modem is registered on a network (home or roaming) at the last check: SMS can go.
+    pub fn registered(&self) -> bool {
+        self.status
+            .registration
+            .is_some_and(Registration::registered)
+    }
+
+    /// Sends a text-mode SMS (`AT+CMGF=1`, then `AT+CMGS="number"`, the `> ` prompt, the text and
+    /// Ctrl-Z); the message reference the network gave it. The text must be in the GSM default
+    /// alphabet's ASCII part and at most 160 characters (the caller's forms are).
+    pub fn send_sms(
+        &mut self,
+        number: &str,
+        text: &str,
+    ) -> Result<Result<u32, AtFailure>, ModemError> {
+        if let Err(e) = self.cmd("AT+CMGF=1")? {
+            return Ok(Err(e));
+        }
+        // Sending waits for the network: up to the registration timeout, at least a minute.
+        let t = self.config.register_timeout.max(Duration::from_secs(60));
+        let command = format!("AT+CMGS=\"{number}\"");
+        Ok(self
+            .port
+            .command_with_payload(&command, text.as_bytes(), t)?
+            .map(|lines| lines.iter().find_map(|l| parse::cmgs(l)).unwrap_or(0)))
+    }
+
+    /// Messages that arrived: listens `wait` for `+CMTI` notifications (and takes those that came during
+    /// other commands), reads each with `AT+CMGR` and deletes it with `AT+CMGD`. Slots that cannot be read
+    /// are deleted too, so a malformed message never blocks the SIM's memory.
+    pub fn receive_sms(&mut self, wait: Duration) -> Result<Vec<parse::TextMessage>, ModemError> {
+        self.port.listen(wait)?;
+        let slots: Vec<u32> = self
+            .port
+            .take_urcs()
+            .iter()
+            .filter_map(|u| parse::cmti(u))
+            .collect();
+        let mut out = Vec::new();
+        if slots.is_empty() {
+            return Ok(out);
+        }
+        if self.cmd("AT+CMGF=1")?.is_err() {
+            return Ok(out);
+        }
+        for slot in slots {
+            if let Ok(lines) = self.cmd(&format!("AT+CMGR={slot}"))? {
+                out.extend(parse::cmgr(&lines));
+            }
+            let _ = self.cmd(&format!("AT+CMGD={slot}"))?;
+        }
+        Ok(out)
+    }
+
     /// One supervision cycle: check, and recover one step if needed. Call every few tens of seconds.
     pub fn check(&mut self) -> Result<Vec<SupervisorEvent>, ModemError> {
         let mut events = Vec::new();
