@@ -183,6 +183,12 @@ pub mod event_code {
     /// The meter did not take the gateway's time: its clock was still off after a time sync; values:
     /// [drift after the sync, seconds, meter minus gateway]; detail: what was tried.
     pub const METER_CLOCK_REFUSED: u16 = 61;
+    /// The gateway: the monthly SMS budget (`[modem] sms_per_month`) is used up; urgent events wait for
+    /// the data link (values: SMS sent this month, the budget). Queued once a month.
+    pub const SMS_BUDGET_EXHAUSTED: u16 = 80;
+    /// The gateway: the monthly data budget (`[modem] data_mib_per_month`) is used up; routine readings
+    /// are dropped until the month ends (values: bytes used, the budget in bytes). Queued once a month.
+    pub const DATA_BUDGET_EXHAUSTED: u16 = 81;
 }
 
 /// The signed receipt of an applied token.
