@@ -212,10 +212,19 @@ impl SimModem {
 
     /// Serves on a pseudo-terminal's slave side (`PtyPair::slave_path`), on a new thread, until it closes.
     pub fn serve_path(&self, path: &Path) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)?;
+        self.serve_file(file)
+    }
+
+    /// Serves on an open terminal: a pseudo-terminal's master (`PtyPair::master`) when the program under
+    /// test opens the slave side as its modem port. On a new thread, until it closes.
+    pub fn serve_file(
+        &self,
+        mut file: std::fs::File,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let me = self.clone();
         // Answers and unsolicited codes (`+CMTI`) share the writing side; a second thread sends the
         // codes while the host sends nothing.

@@ -1,0 +1,174 @@
+//! The SMS path end to end (issue 19 item 6): `concentratord` with its modem on a pseudo-terminal served
+//! by the simulated modem, its broker down. The meter's credit runs out, the supply is cut, and after
+//! `sms_after_s` without the data link the cut-off event goes to the head-end's number in the signed
+//! SMS form, which the head-end's decoder verifies with the gateway's key; a tenant's BAL query is
+//! answered with the balance, a wrong PIN refused; the month's counters show in `concentrator status`
+//! and, once the SMS budget is used up, BAL is no longer answered and event 80 is queued once.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{temp_dir, write_setup, Daemon, TestMeter};
+use concentrator_hal::pty::PtyPair;
+use concentrator_protocol::{event_code, Scope};
+use concentrator_uplink::modem::sim::{SentSms, SimModem};
+use concentrator_uplink::testkit::{keys, tid};
+
+const HEADEND: &str = "+4930123456";
+const TENANT: &str = "+491511111111";
+const STRANGER: &str = "+491522222222";
+
+fn wait_sent(modem: &SimModem, daemon: &Daemon, to: &str, n: usize) -> Vec<SentSms> {
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let sent: Vec<SentSms> = modem
+            .sent_sms()
+            .into_iter()
+            .filter(|s| s.to == to)
+            .collect();
+        if sent.len() >= n {
+            return sent;
+        }
+        assert!(
+            Instant::now() < until,
+            "no SMS #{n} to {to} (sent: {:?}); log:\n{}",
+            modem.sent_sms(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status(dir: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concentrator"))
+        .args(["status", "--file"])
+        .arg(dir.join("store/status.json"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn urgent_events_and_bal_go_by_sms_while_the_data_link_is_down() {
+    let dir = temp_dir("sms-path");
+    // 2.5 cents a second against 0.10 EUR: the supply is cut within seconds.
+    let meters = [TestMeter {
+        bus: "a",
+        address: "000000000501".into(),
+        meter_id: "M-1".into(),
+        load_w: 360_000,
+        start_kwh: 10.0,
+        opening_minor: 10,
+    }];
+    let (path, _pki) = write_setup(&dir, &meters, 25_000, 1, None);
+
+    // The uplink's keys; its broker is a closed port, so the data link stays down.
+    let (ck, ik) = keys(Scope::Gateway);
+    let (mck, mik) = keys(Scope::Meter(tid(1)));
+    std::fs::write(
+        dir.join("keys.toml"),
+        format!(
+            "mode = \"aes\"\n[gateway]\nck = \"{}\"\nik = \"{}\"\n[[meter]]\nmeter = \"M-1\"\ntid = \"{}\"\nck = \"{}\"\nik = \"{}\"\n",
+            hex::encode(ck),
+            hex::encode(ik),
+            hex::encode(tid(1).0),
+            hex::encode(mck),
+            hex::encode(mik)
+        ),
+    )
+    .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+
+    // The tenant's PIN, stored hashed.
+    let hash = concentrator_mpc::password::hash("4711").unwrap();
+    std::fs::write(
+        dir.join("pins.toml"),
+        format!("\"flat-M-1\" = \"{hash}\"\n"),
+    )
+    .unwrap();
+
+    // The modem: the simulated one on a pseudo-terminal; the daemon opens the slave side.
+    let pty = PtyPair::open().unwrap();
+    let modem = SimModem::new();
+    modem.serve_file(pty.master().unwrap()).unwrap();
+
+    let d = dir.display();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[uplink]\nbroker = \"mqtt://127.0.0.1:{port}\"\nkeys = \"{d}/keys.toml\"\n\n[modem]\nport = \"{}\"\napn = \"internet\"\ncheck_interval_s = 1\nsms_number = \"{HEADEND}\"\nsms_after_s = 2\nsms_per_month = 3\ndata_mib_per_month = 50\nbal_pins_file = \"{d}/pins.toml\"\n",
+        pty.slave_path().display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    let mut daemon = Daemon::start(&path);
+
+    // The cut-off goes up by SMS, in the signed form the head-end verifies with the gateway's IK.
+    let sent = wait_sent(&modem, &daemon, HEADEND, 1);
+    let form = &sent[0].text;
+    assert!(form.starts_with("CG1 gw-test "), "{form}");
+    assert!(form.len() <= 160, "{form}");
+    let event = concentrator_protocol::sms::decode(form, &[ik]).unwrap();
+    assert_eq!(event.event.code, event_code::RELAY_OPENED);
+    assert_eq!(event.tid, Some(tid(1)));
+    assert!(event.event.at <= common::unix_now());
+    assert!(
+        concentrator_protocol::sms::decode(form, &[[0; 16]]).is_err(),
+        "another key does not verify it"
+    );
+
+    // BAL with the right PIN: the balance in words and currency.
+    modem.deliver_sms(TENANT, "BAL flat-M-1 4711");
+    let answer = wait_sent(&modem, &daemon, TENANT, 1);
+    let answer = &answer[0].text;
+    assert!(answer.starts_with("Flat flat-M-1: "), "{answer}");
+    assert!(answer.contains(" EUR "), "{answer}");
+    assert!(answer.ends_with("supply off"), "{answer}");
+
+    // A wrong PIN: refused, with nothing about the account.
+    modem.deliver_sms(STRANGER, "BAL flat-M-1 0000");
+    let refusal = wait_sent(&modem, &daemon, STRANGER, 1);
+    assert_eq!(refusal[0].text, concentrator_appliance::sms::REFUSAL);
+
+    // The budget (3) is used up: the next query gets no answer.
+    std::thread::sleep(Duration::from_millis(2500));
+    modem.deliver_sms(TENANT, "BAL flat-M-1 4711");
+    std::thread::sleep(Duration::from_millis(3000));
+    let shown = status(&dir);
+    daemon.stop();
+    let log = daemon.log();
+
+    // Each event went by SMS once, however many checks passed.
+    let to_headend = modem.sent_sms().iter().filter(|s| s.to == HEADEND).count();
+    assert_eq!(to_headend, 1, "{:?}", modem.sent_sms());
+    assert_eq!(
+        modem.sent_sms().iter().filter(|s| s.to == TENANT).count(),
+        1,
+        "no answer over the budget"
+    );
+    assert!(
+        log.contains("the month's SMS budget (3) is used up"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("the month's SMS budget (3) is used up").count(),
+        1,
+        "event 80 once: {log}"
+    );
+    assert!(
+        shown.contains("SMS ")
+            && shown.contains(": 3 of 3 sent (1 events, 1 BAL answered, 1 refused)"),
+        "{shown}"
+    );
+    assert!(shown.contains("of 50.0 MiB"), "{shown}");
+    assert!(
+        shown.contains("the data link is down: urgent events go by SMS"),
+        "{shown}"
+    );
+    // Remembered durably as sent by SMS.
+    let budget = std::fs::read_to_string(dir.join("store/sms-budget.json")).unwrap();
+    assert!(budget.contains(&hex::encode(event.id.0)), "{budget}");
+    assert_eq!(modem.stored_sms(), 0, "every message read was deleted");
+}
