@@ -142,6 +142,12 @@ enum Command {
         #[arg(long)]
         gateway: Option<String>,
     },
+    /// Urgent events that came by SMS while a gateway's data link was down (headend/README.md, *The
+    /// SMS path*).
+    Sms {
+        #[command(subcommand)]
+        what: SmsCommand,
+    },
     /// The payment record.
     Audit {
         /// headend.toml.
@@ -149,6 +155,23 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         what: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SmsCommand {
+    /// Verifies one SMS text (`CG1 <gateway> <event>`) with the gateway's security context and stores
+    /// its event once (an MQTT copy of the same event is then not stored again). Exit 1 when it does
+    /// not verify. Needs the store: with sled, while `concentrator-headend run` is stopped.
+    Ingest {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The sender's number, as the SMS gateway gives it.
+        #[arg(long)]
+        from: String,
+        /// The message text.
+        text: String,
     },
 }
 
@@ -578,6 +601,47 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             print!("{}", status::report(&store, &cfg.pilot.currency)?);
         }
         Command::Tenancy { what } => return tenancy(what),
+        Command::Sms {
+            what: SmsCommand::Ingest { config, from, text },
+        } => {
+            use concentrator_headend::engine::{event_name, SmsIngest};
+            let cfg = Config::load(&config)?;
+            let he = HeadEnd::open(cfg).context(
+                "the SMS is stored through the head-end's store (with sled, stop `concentrator-headend run` first)",
+            )?;
+            let mut engine = he.engine()?;
+            let now = concentrator_protocol::unix_now();
+            match engine.ingest_sms(&text, &from, now) {
+                Ok(outcome) => {
+                    let (f, meter, again) = match outcome {
+                        SmsIngest::Stored(f, m) => (f, m, ""),
+                        SmsIngest::AlreadyStored(f, m) => (
+                            f,
+                            m,
+                            "; already stored before (by SMS or MQTT), not stored again",
+                        ),
+                    };
+                    println!(
+                        "gateway {}{}: {} (event {}, {}) at {}, message {}{again}",
+                        f.gateway.as_str(),
+                        meter.map_or(String::new(), |m| format!(", meter {m}")),
+                        event_name(f.event.code),
+                        f.event.code,
+                        match f.event.severity {
+                            concentrator_protocol::Severity::Info => "info",
+                            concentrator_protocol::Severity::Warning => "warning",
+                            concentrator_protocol::Severity::Alarm => "alarm",
+                        },
+                        concentrator_headend::money::time(f.event.at),
+                        f.id
+                    );
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(std::process::ExitCode::from(1));
+                }
+            }
+        }
         Command::Audit { config, what } => {
             let cfg = Config::load(&config)?;
             let store = open_store(&cfg)?;

@@ -13,6 +13,7 @@ mod ingest;
 mod remote;
 pub mod restore;
 mod shared;
+mod sms;
 mod tenancy;
 mod tokens;
 
@@ -35,6 +36,7 @@ use crate::store::{
 
 pub use aka::Phase;
 pub use anchor::anchor_text;
+pub use sms::{event_name, SmsIngest, SmsIngestError};
 
 /// Downlink COUNTs reserved per store write (the next start resumes above the reservation).
 pub const RESERVE: u32 = 1024;
