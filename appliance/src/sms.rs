@@ -8,7 +8,8 @@
 //!   the head-end stores the event once, by its message id.
 //! - A tenant texts `BAL <dwelling> <PIN>` to the gateway's SIM and gets the balance back; a wrong
 //!   dwelling or PIN gets one refusal that says neither which was wrong nor whether the dwelling exists,
-//!   and a number that is refused three times in an hour gets no answer for the rest of that hour.
+//!   and a number that is refused three times in an hour gets no answer for the rest of that hour;
+//!   at most ten refusals an hour are sent in all.
 //! - Every SMS sent counts against `[modem] sms_per_month`; when it is used up only last gasp still
 //!   goes (the one event whose silence the head-end would misread), BAL is not answered, and event 80
 //!   is queued once for the month. The counters are durable per calendar month (local time) in
@@ -48,8 +49,11 @@ pub const THEFT: u16 = 70;
 
 /// Wrong BAL tries from one number within [`TRY_WINDOW`] before it gets no answer.
 pub const MAX_TRIES: usize = 3;
-/// The window of [`MAX_TRIES`].
+/// The window of [`MAX_TRIES`] and [`MAX_REFUSALS`].
 pub const TRY_WINDOW: Duration = Duration::from_secs(3600);
+/// Refusals answered within [`TRY_WINDOW`] from all numbers together: wrong guesses from many phones
+/// cannot spend the month's SMS budget.
+pub const MAX_REFUSALS: usize = 10;
 /// Message ids remembered as sent by SMS.
 const REMEMBERED: usize = 512;
 
@@ -92,6 +96,8 @@ pub struct SmsPath {
     down_since: Option<Instant>,
     sending: bool,
     tries: HashMap<String, Vec<Instant>>,
+    /// When refusals were answered (all numbers).
+    refusals: Vec<Instant>,
     data: Arc<DataBudget>,
 }
 
@@ -143,6 +149,7 @@ impl SmsPath {
             down_since: None,
             sending: false,
             tries: HashMap::new(),
+            refusals: Vec::new(),
             data,
         };
         me.roll_month();
@@ -387,6 +394,16 @@ impl SmsPath {
             self.save();
             return Ok(());
         }
+        if answer.is_none() {
+            self.refusals
+                .retain(|t| now.duration_since(*t) < TRY_WINDOW);
+            if self.refusals.len() >= MAX_REFUSALS {
+                log::warn!("SMS path: BAL refused without an answer: {MAX_REFUSALS} refusals sent within the hour (someone may be guessing PINs)");
+                self.save();
+                return Ok(());
+            }
+            self.refusals.push(now);
+        }
         let text = answer.clone().unwrap_or_else(|| REFUSAL.to_string());
         match sup.send_sms(from, &text)? {
             Ok(_) => {
@@ -449,5 +466,130 @@ impl SmsPath {
             concentrator_ledger::money::format_minor(amount),
             account.currency
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use concentrator_hal::sim::SimStream;
+    use concentrator_hal::SystemClock;
+    use concentrator_uplink::modem::sim::SimModem;
+    use concentrator_uplink::modem::{AtPort, ModemConfig, NoDataLink};
+
+    use super::*;
+    use crate::status::AccountStatus;
+
+    fn rig(per_month: u32) -> (SmsPath, Supervisor<SimStream>, SimModem, StatusBoard) {
+        let dir = std::env::temp_dir().join(format!(
+            "concentrator-sms-unit-{}-{per_month}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut pins = BTreeMap::new();
+        pins.insert(
+            "A-101".to_string(),
+            concentrator_mpc::password::hash("4711").unwrap(),
+        );
+        let cfg = SmsConfig {
+            number: Some("+4930123456".into()),
+            after: Duration::from_secs(300),
+            per_month,
+            data_bytes_per_month: None,
+            pins,
+        };
+        let path = SmsPath::open(
+            cfg,
+            GatewayId::new("gw-1").unwrap(),
+            &dir,
+            Box::new(|| Some([3; 16])),
+            Arc::default(),
+        );
+        let (stream, peer) = SimStream::pair("modem");
+        let modem = SimModem::new();
+        modem.serve(peer);
+        let port = AtPort::new(stream, Arc::new(SystemClock::new()));
+        let config = ModemConfig {
+            command_timeout: Duration::from_millis(300),
+            ..ModemConfig::default()
+        };
+        let mut sup = Supervisor::new(port, Box::new(NoDataLink), None, config);
+        sup.check().unwrap();
+        let board = StatusBoard::new("gw-1", Vec::new());
+        let mut accounts = BTreeMap::new();
+        accounts.insert(
+            "M-1".to_string(),
+            AccountStatus {
+                dwelling: "A-101".into(),
+                state: "in-credit".into(),
+                balance_minor: 1234,
+                currency: "EUR".into(),
+                ..AccountStatus::default()
+            },
+        );
+        board.set_accounts(accounts);
+        (path, sup, modem, board)
+    }
+
+    fn texts_to(modem: &SimModem, to: &str) -> Vec<String> {
+        modem
+            .sent_sms()
+            .into_iter()
+            .filter(|s| s.to == to)
+            .map(|s| s.text)
+            .collect()
+    }
+
+    #[test]
+    fn bal_answers_refuses_and_stops_answering_a_guesser() {
+        let (mut path, mut sup, modem, board) = rig(100);
+        modem.deliver_sms("+491511111111", "bal A-101 4711");
+        path.tick(&mut sup, &board, None).unwrap();
+        assert_eq!(
+            texts_to(&modem, "+491511111111"),
+            ["Flat A-101: 12.34 EUR credit, supply on"]
+        );
+        // Unknown dwelling, wrong PIN, extra words: the same refusal; the fourth try: no answer, even
+        // with the right PIN.
+        for text in [
+            "BAL B-999 4711",
+            "BAL A-101 0000",
+            "BAL A-101 4711 please",
+            "BAL A-101 4711",
+        ] {
+            modem.deliver_sms("+491522222222", text);
+            path.tick(&mut sup, &board, None).unwrap();
+        }
+        assert_eq!(texts_to(&modem, "+491522222222"), vec![REFUSAL; 3]);
+        // Not BAL, or from something that is not a phone number: deleted, unanswered.
+        modem.deliver_sms("+491533333333", "hello");
+        modem.deliver_sms("Operator", "BAL A-101 4711");
+        path.tick(&mut sup, &board, None).unwrap();
+        assert_eq!(modem.sent_sms().len(), 4);
+        assert_eq!(modem.stored_sms(), 0);
+        let v = path.view();
+        assert_eq!((v.sms_sent, v.bal_answered, v.bal_refused), (4, 1, 4));
+    }
+
+    #[test]
+    fn the_budget_stops_answers_and_survives_a_restart() {
+        let (mut path, mut sup, modem, board) = rig(1);
+        modem.deliver_sms("+491511111111", "BAL A-101 4711");
+        path.tick(&mut sup, &board, None).unwrap();
+        modem.deliver_sms("+491511111111", "BAL A-101 4711");
+        path.tick(&mut sup, &board, None).unwrap();
+        assert_eq!(texts_to(&modem, "+491511111111").len(), 1);
+        let file = path.file.clone();
+        let again = SmsPath::open(
+            path.cfg.clone(),
+            GatewayId::new("gw-1").unwrap(),
+            file.parent().unwrap(),
+            Box::new(|| None),
+            Arc::default(),
+        );
+        assert_eq!(again.view().sms_sent, 1);
+        assert_eq!(again.view().month, month_of(unix_now()));
     }
 }
