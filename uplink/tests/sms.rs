@@ -106,3 +106,29 @@ fn no_network_no_sms_and_the_port_stays_usable() {
     modem.clear_fault();
     assert_eq!(sup.send_sms("+4930123456", "again").unwrap(), Ok(1));
 }
+
+#[test]
+fn messages_that_came_while_nobody_listened_are_read_once() {
+    let (stream, peer) = SimStream::pair("modem");
+    let modem = SimModem::new();
+    modem.store_sms("+491511234567", "BAL A-101 4711");
+    modem.serve(peer);
+    let port = AtPort::new(stream, Arc::new(SystemClock::new()));
+    let mut sup = Supervisor::new(port, Box::new(NoDataLink), None, config());
+    sup.check().unwrap();
+    let got = sup.receive_sms(Duration::from_millis(60)).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].text, "BAL A-101 4711");
+    assert_eq!(modem.stored_sms(), 0);
+    assert_eq!(sup.receive_sms(Duration::from_millis(60)).unwrap(), vec![]);
+    let lists = modem
+        .stats()
+        .commands
+        .iter()
+        .filter(|c| c.starts_with("AT+CMGL"))
+        .count();
+    assert_eq!(
+        lists, 1,
+        "the SIM's memory is listed once after the modem starts"
+    );
+}

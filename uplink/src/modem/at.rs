@@ -232,8 +232,10 @@ impl AtEngine {
             let text = rest.trim().to_string();
             return self.finish(Err(AtFailure::Cme(text)));
         }
-        // The text of a message read with AT+CMGR follows its header line, whatever it starts with.
-        let body = f.command.text.to_ascii_uppercase().starts_with("AT+CMGR")
+        // The text of a message read with AT+CMGR (or listed with AT+CMGL) follows its header line,
+        // whatever it starts with.
+        let upper = f.command.text.to_ascii_uppercase();
+        let body = (upper.starts_with("AT+CMGR") || upper.starts_with("AT+CMGL"))
             && !f.lines.is_empty()
             && !line.starts_with("+CMTI:");
         let is_info =

@@ -183,6 +183,16 @@ pub fn cmti(line: &str) -> Option<u32> {
     rest.rsplit(',').next()?.trim().parse().ok()
 }
 
+/// `+CMGL: 3,"REC UNREAD","+49…",,"…"`: a message listed by `AT+CMGL`; its slot.
+pub fn cmgl(line: &str) -> Option<u32> {
+    line.strip_prefix("+CMGL:")?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// `+CMGS: 17`: the message reference of a sent message.
 pub fn cmgs(line: &str) -> Option<u32> {
     line.strip_prefix("+CMGS:")?.trim().parse().ok()

@@ -167,6 +167,17 @@ impl SimModem {
         slot
     }
 
+    /// A message that is already in the SIM's memory, without `+CMTI` (it arrived while the host was
+    /// not listening). Returns the slot.
+    pub fn store_sms(&self, from: &str, text: &str) -> u32 {
+        let mut s = self.lock();
+        let slot = (1..).find(|i| !s.sms.inbox.contains_key(i)).unwrap_or(1);
+        s.sms
+            .inbox
+            .insert(slot, (from.to_string(), text.to_string()));
+        slot
+    }
+
     /// The messages sent so far.
     pub fn sent_sms(&self) -> Vec<SentSms> {
         self.lock().sms.sent.clone()
@@ -472,6 +483,18 @@ impl SimModem {
                     Some(_) => "\r\n+CMS ERROR: operation not supported\r\n".into(),
                     None => "\r\n+CMS ERROR: invalid memory index\r\n".into(),
                 }
+            }
+            _ if upper.starts_with("AT+CMGL") => {
+                if !s.sms.text_mode {
+                    return "\r\n+CMS ERROR: operation not supported\r\n".into();
+                }
+                let mut out = String::new();
+                for (i, (from, text)) in &s.sms.inbox {
+                    out.push_str(&format!(
+                        "\r\n+CMGL: {i},\"REC UNREAD\",\"{from}\",,\"26/12/06,20:00:00+08\"\r\n{text}"
+                    ));
+                }
+                format!("{out}\r\n\r\nOK\r\n")
             }
             _ if upper.starts_with("AT+CMGD=") => {
                 if let Ok(i) = cmd[8..].trim().parse::<u32>() {

@@ -168,6 +168,9 @@ pub struct Supervisor<S: SerialStream> {
     status: ModemStatus,
     failures: u32,
     initialised: bool,
+    /// Whether the SIM's memory was listed for messages since the modem was (re)initialised: messages
+    /// that arrived while nobody listened (the daemon stopped, the modem rebooting) have no `+CMTI`.
+    sms_swept: bool,
     pin_refused: bool,
     /// Whether the modem answered `AT` in this check.
     answered: bool,
@@ -223,6 +226,7 @@ impl<S: SerialStream> Supervisor<S> {
             },
             failures: 0,
             initialised: false,
+            sms_swept: false,
             pin_refused: false,
             answered: false,
             link_started: false,
@@ -284,19 +288,27 @@ impl<S: SerialStream> Supervisor<S> {
     /// are deleted too, so a malformed message never blocks the SIM's memory.
     pub fn receive_sms(&mut self, wait: Duration) -> Result<Vec<parse::TextMessage>, ModemError> {
         self.port.listen(wait)?;
-        let slots: Vec<u32> = self
+        let mut slots: Vec<u32> = self
             .port
             .take_urcs()
             .iter()
             .filter_map(|u| parse::cmti(u))
             .collect();
         let mut out = Vec::new();
-        if slots.is_empty() {
+        if slots.is_empty() && self.sms_swept {
             return Ok(out);
         }
         if self.cmd("AT+CMGF=1")?.is_err() {
             return Ok(out);
         }
+        if !self.sms_swept {
+            if let Ok(lines) = self.cmd("AT+CMGL=\"ALL\"")? {
+                slots.extend(lines.iter().filter_map(|l| parse::cmgl(l)));
+            }
+            self.sms_swept = true;
+        }
+        slots.sort_unstable();
+        slots.dedup();
         for slot in slots {
             if let Ok(lines) = self.cmd(&format!("AT+CMGR={slot}"))? {
                 out.extend(parse::cmgr(&lines));
@@ -385,6 +397,7 @@ impl<S: SerialStream> Supervisor<S> {
                 self.link_started = false;
                 let _ = self.cmd("AT+CFUN=1,1")?;
                 self.initialised = false;
+                self.sms_swept = false;
                 self.port.reset(self.config.boot_time)?;
             }
             Stage::PowerCycle => {
@@ -396,6 +409,7 @@ impl<S: SerialStream> Supervisor<S> {
                     key.set_low()?;
                 }
                 self.initialised = false;
+                self.sms_swept = false;
                 self.port.reset(self.config.boot_time)?;
             }
             Stage::Healthy | Stage::NeedsAttention => {}
