@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{temp_dir, write_setup, Daemon, TestMeter};
 use concentrator_hal::pty::PtyPair;
-use concentrator_protocol::{event_code, Scope};
+use concentrator_protocol::{event_code, MessageId, Scope};
 use concentrator_uplink::modem::sim::{SentSms, SimModem};
 use concentrator_uplink::testkit::{keys, tid};
 
@@ -188,6 +188,53 @@ fn urgent_events_and_bal_go_by_sms_while_the_data_link_is_down() {
     let budget = std::fs::read_to_string(dir.join("store/sms-budget.json")).unwrap();
     assert!(budget.contains(&hex::encode(event.id.0)), "{budget}");
     assert_eq!(modem.stored_sms(), 0, "every message read was deleted");
+
+    // After a restart with budget to spare, the event (still in the outbox: the broker is down) does
+    // not go by SMS again (the restarted ledger reads the relay back and may queue a new event, with
+    // an id of its own), and the month's count goes on from where it was.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("sms_per_month = 3", "sms_per_month = 10");
+    std::fs::write(&path, text).unwrap();
+    let mut daemon = Daemon::start(&path);
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut shown = status(&dir);
+    while !shown.contains("of 10 sent") || !shown.contains("urgent events go by SMS") {
+        assert!(Instant::now() < until, "{shown}\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+        shown = status(&dir);
+    }
+    std::thread::sleep(Duration::from_millis(2000));
+    daemon.stop();
+    let ids: Vec<MessageId> = modem
+        .sent_sms()
+        .iter()
+        .filter(|s| s.to == HEADEND)
+        .map(|s| {
+            concentrator_protocol::sms::decode(&s.text, &[ik])
+                .unwrap()
+                .id
+        })
+        .collect();
+    assert_eq!(
+        ids.iter().filter(|i| **i == event.id).count(),
+        1,
+        "{:?}\n{}",
+        modem.sent_sms(),
+        daemon.log()
+    );
+    let mut unique = ids.clone();
+    unique.sort_by_key(|i| i.0);
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{:?}", modem.sent_sms());
+    // The month's count went on from 3 (it was not reset by the restart).
+    let sent: u32 = shown
+        .split(" of 10 sent")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(sent >= 3, "{shown}");
 }
 
 #[test]
