@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 use std::sync::Arc;
 
-use concentrator_headend::engine::{Engine, SmsIngest, SmsIngestError};
+use concentrator_headend::engine::{spool_sms, Engine, SmsIngest, SmsIngestError};
 use concentrator_headend::store::SubscriberRef;
 use concentrator_headend::HeadEnd;
 use concentrator_protocol::sms::SmsError;
@@ -134,6 +134,29 @@ fn an_sms_event_is_verified_and_stored_once_with_its_mqtt_copy() {
     ));
     assert_eq!(store.ingested("event", "MTR-1").unwrap().len(), 2);
 
+    // Through the spool, as the CLI leaves texts for a running head-end that holds the store.
+    let spool = p.config.base.join("sms-test-spool");
+    e.set_sms_spool(Some(spool.clone()));
+    let id3 = g.next_id();
+    let theft = Event {
+        code: 70,
+        values: vec![12_000, 9_500],
+        ..cut_off()
+    };
+    let good = sms::encode(&gw, &ik, id3, None, &theft).unwrap();
+    let req = spool_sms(&spool, "+4915100000", &good, "a").unwrap();
+    let bad = spool_sms(&spool, "+4915100000", &forged, "b").unwrap();
+    e.tick(unix_now());
+    let done = std::fs::read_to_string(req.with_extension("done")).unwrap();
+    assert!(
+        done.starts_with("gateway gw-1: theft or loss (block balance) (event 70, alarm) at "),
+        "{done}"
+    );
+    let refused = std::fs::read_to_string(bad.with_extension("refused")).unwrap();
+    assert!(refused.contains("does not verify"), "{refused}");
+    assert!(!req.exists() && !bad.exists(), "requests are taken");
+    assert_eq!(store.ingested("event", "gw:gw-1").unwrap().len(), 1);
+
     // The command line, on the same store once this process lets go of it.
     let gasp = Event {
         code: event_code::LAST_GASP,
@@ -183,5 +206,5 @@ fn an_sms_event_is_verified_and_stored_once_with_its_mqtt_copy() {
         err.contains("does not verify with its security context"),
         "{err}"
     );
-    assert_eq!(p.store().ingested("event", "gw:gw-1").unwrap().len(), 1);
+    assert_eq!(p.store().ingested("event", "gw:gw-1").unwrap().len(), 2);
 }

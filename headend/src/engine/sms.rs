@@ -123,3 +123,113 @@ impl Engine {
         })
     }
 }
+
+/// What an SMS became, in one line for the operator: `gateway G, meter M: supply cut off (event 1,
+/// alarm) at 2026-12-06 21:04 UTC, message …`.
+pub fn describe(outcome: &SmsIngest) -> String {
+    let (f, meter, again) = match outcome {
+        SmsIngest::Stored(f, m) => (f, m, ""),
+        SmsIngest::AlreadyStored(f, m) => (
+            f,
+            m,
+            "; already stored before (by SMS or MQTT), not stored again",
+        ),
+    };
+    format!(
+        "gateway {}{}: {} (event {}, {}) at {}, message {}{again}",
+        f.gateway.as_str(),
+        meter
+            .as_ref()
+            .map_or(String::new(), |m| format!(", meter {m}")),
+        event_name(f.event.code),
+        f.event.code,
+        match f.event.severity {
+            concentrator_protocol::Severity::Info => "info",
+            concentrator_protocol::Severity::Warning => "warning",
+            concentrator_protocol::Severity::Alarm => "alarm",
+        },
+        crate::money::time(f.event.at),
+        f.id
+    )
+}
+
+/// The SMS spool beside `headend.toml`: while `concentrator-headend run` holds a sled store, the CLI
+/// leaves each text there and the running head-end takes it at its next tick.
+pub fn sms_spool_dir(base: &std::path::Path) -> std::path::PathBuf {
+    base.join("sms")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Spooled {
+    from: String,
+    text: String,
+}
+
+/// Leaves `text` from `from` in the spool `dir` as `<stem>.sms`; the answer comes as `<stem>.done` (what
+/// was stored) or `<stem>.refused` (why not). Returns the request's path.
+pub fn spool_sms(
+    dir: &std::path::Path,
+    from: &str,
+    text: &str,
+    stem: &str,
+) -> std::io::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let body = serde_json::to_vec(&Spooled {
+        from: from.to_string(),
+        text: text.to_string(),
+    })
+    .map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!("{stem}.partial"));
+    std::fs::write(&tmp, body)?;
+    let path = dir.join(format!("{stem}.sms"));
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+impl Engine {
+    /// Ingests the texts waiting in the SMS spool, answering each beside it.
+    pub(super) fn take_sms(&mut self, now: u64) {
+        let Some(dir) = self.sms_spool.clone() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut paths: Vec<std::path::PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sms"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let answer = match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Spooled>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(req) => match self.ingest_sms(&req.text, &req.from, now) {
+                    Ok(outcome) => Ok(describe(&outcome)),
+                    Err(SmsIngestError::Store(e)) => {
+                        log::error!(
+                            "SMS in {}: {e}; tried again at the next tick",
+                            path.display()
+                        );
+                        continue;
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(format!("{} is not an SMS request: {e}", path.display())),
+            };
+            let (ext, text) = match answer {
+                Ok(t) => ("done", t),
+                Err(t) => {
+                    log::warn!("SMS refused: {t}");
+                    ("refused", t)
+                }
+            };
+            if let Err(e) = std::fs::write(path.with_extension(ext), format!("{text}\n")) {
+                log::error!("cannot answer the SMS request {}: {e}", path.display());
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
