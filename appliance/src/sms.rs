@@ -175,7 +175,11 @@ impl SmsPath {
     }
 
     /// Writes the counters (temporary file, fsync, rename), so a restart does not reset the month.
-    fn save(&self) {
+    fn save(&mut self) {
+        self.counters.data_bytes = self
+            .counters
+            .data_bytes
+            .max(self.data.used.load(Ordering::SeqCst));
         let tmp = self.file.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             use std::io::Write;
@@ -249,7 +253,9 @@ impl SmsPath {
 
     fn data_budget(&mut self, uplink: Option<&UplinkQueue>) {
         let used = self.data.used.load(Ordering::SeqCst);
-        if used != self.counters.data_bytes {
+        // Written every 64 KiB (an SD card is not rewritten at every check for a few readings); a
+        // restart loses at most that much of the count.
+        if used.saturating_sub(self.counters.data_bytes) >= 64 * 1024 {
             self.counters.data_bytes = used;
             self.save();
         }
