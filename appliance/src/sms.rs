@@ -4,7 +4,7 @@
 //! - Urgent events (supply cut off 1, tamper 22, last gasp 54, theft 70) still waiting in the outbox go
 //!   to the head-end's number in the signed SMS form ([`concentrator_protocol::sms`]) once the uplink has
 //!   been disconnected for `[modem] sms_after_s`. Each goes by SMS once (its message id is remembered
-//!   in the budget file) and stays in the outbox, so the MQTT copy still goes when the link is back;
+//!   in the budget file), and the same code for the same meter at most once in six hours and stays in the outbox, so the MQTT copy still goes when the link is back;
 //!   the head-end stores the event once, by its message id.
 //! - A tenant texts `BAL <dwelling> <PIN>` to the gateway's SIM and gets the balance back; a wrong
 //!   dwelling or PIN gets one refusal that says neither which was wrong nor whether the dwelling exists,
@@ -74,7 +74,15 @@ struct Counters {
     data_budget_reported: bool,
     /// Message ids (hex) of events sent by SMS, newest last.
     sent_ids: VecDeque<String>,
+    /// (scope, code, unix s) of the events sent by SMS within [`REPEAT_WINDOW_S`].
+    #[serde(default)]
+    recent: Vec<(String, u16, u64)>,
 }
+
+/// The same event (code, meter) goes by SMS at most once in this many seconds: a gateway restarted
+/// while a supply is off reads the relay back and queues a new cut-off, which then waits for the data
+/// link instead of spending the SMS budget at every restart.
+pub const REPEAT_WINDOW_S: u64 = 6 * 3600;
 
 /// Shared between the SMS path (which owns the budget) and the uplink queue (which stops queuing
 /// readings when the data budget is used up).
@@ -301,6 +309,19 @@ impl SmsPath {
             if !self.budget_left() && event.code != event_code::LAST_GASP {
                 continue;
             }
+            let scope = tid.map_or_else(|| "gw".to_string(), |t| t.to_hex());
+            let now = unix_now();
+            self.counters
+                .recent
+                .retain(|(_, _, at)| now.saturating_sub(*at) < REPEAT_WINDOW_S);
+            if self
+                .counters
+                .recent
+                .iter()
+                .any(|(s, c, _)| *s == scope && *c == event.code)
+            {
+                continue;
+            }
             let Some(ik) = (self.ik)() else {
                 log::warn!("SMS path: the gateway has no security context yet (AKA has not run); urgent events wait for the data link");
                 return Ok(());
@@ -322,6 +343,7 @@ impl SmsPath {
                     self.counters.sms_sent += 1;
                     self.counters.events_sent += 1;
                     self.counters.sent_ids.push_back(key);
+                    self.counters.recent.push((scope, event.code, now));
                     while self.counters.sent_ids.len() > REMEMBERED {
                         self.counters.sent_ids.pop_front();
                     }
