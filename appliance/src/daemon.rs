@@ -92,6 +92,11 @@ impl Daemon {
             .as_ref()
             .map(|s| UplinkQueue::open(config, s, ledger_store.as_ref()))
             .transpose()?;
+        // The SMS path signs urgent events with the gateway's own security context (from [uplink]).
+        let sms_ik = match (&uplink_setup, &queue) {
+            (Some(setup), Some(q)) => Some(q.gateway_ik(&setup.contexts)),
+            _ => None,
+        };
         let time = crate::timekeeper::TimeKeeper::new(
             crate::config::time::TimeSetup::from_config(config),
             Some(&config.gateway.store),
@@ -127,14 +132,26 @@ impl Daemon {
             )?),
             _ => None,
         };
+        let gateway = concentrator_protocol::GatewayId::new(config.gateway.id.get_ref().clone())
+            .map_err(|e| format!("[gateway] id cannot be used: {e}"))?;
         let modem = modem_setup
             .map(|setup| {
+                let sms = crate::sms::SmsPath::open(
+                    setup.sms.clone(),
+                    gateway.clone(),
+                    &config.gateway.store,
+                    sms_ik.unwrap_or_else(|| Box::new(|| None)),
+                    queue
+                        .as_ref()
+                        .map_or_else(Default::default, UplinkQueue::data_budget),
+                );
                 crate::modem::start(
                     setup,
                     Arc::clone(&status),
                     &health,
                     Arc::clone(&stop),
                     queue.clone(),
+                    Some(sms),
                 )
             })
             .transpose()?;

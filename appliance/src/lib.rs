@@ -26,6 +26,7 @@ pub mod prepay;
 pub mod scan;
 pub mod scheduler;
 pub mod sim_meters;
+pub mod sms;
 pub mod status;
 pub mod timekeeper;
 pub mod trial;

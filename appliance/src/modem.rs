@@ -26,6 +26,7 @@ use concentrator_uplink::modem::{
 use crate::clock::unix_now;
 use crate::config::{ModemDevice, ModemSetup};
 use crate::health::{Health, Worker, WorkerKind, WorkerState};
+use crate::sms::SmsPath;
 use crate::status::{ModemView, StatusBoard};
 use crate::uplink::UplinkQueue;
 
@@ -125,6 +126,7 @@ pub fn view(port: &str, s: &ModemStatus) -> ModemView {
         recoveries: s.recoveries,
         last_problem: s.last_problem.clone(),
         checked_unix: Some(unix_now()),
+        sms: None,
     }
 }
 
@@ -136,11 +138,12 @@ pub fn start(
     health: &Health,
     stop: Arc<AtomicBool>,
     uplink: Option<UplinkQueue>,
+    sms: Option<SmsPath>,
 ) -> Result<JoinHandle<()>, String> {
     let worker = health.register(WorkerKind::Modem, "");
     std::thread::Builder::new()
         .name(worker.name().into())
-        .spawn(move || run(setup, &status, &worker, &stop, uplink.as_ref()))
+        .spawn(move || run(setup, &status, &worker, &stop, uplink.as_ref(), sms))
         .map_err(|e| format!("cannot start the modem worker thread: {e}"))
 }
 
@@ -150,6 +153,7 @@ fn run(
     worker: &Arc<Worker>,
     stop: &Arc<AtomicBool>,
     uplink: Option<&UplinkQueue>,
+    mut sms: Option<SmsPath>,
 ) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let (name, open, sim_key): (String, Opener, Option<SimPin>) = match &setup.device {
@@ -231,9 +235,15 @@ fn run(
     while !stop.load(Ordering::SeqCst) {
         match sup.check() {
             Ok(events) => {
-                let view = view(&name, sup.status());
+                let mut view = view(&name, sup.status());
                 for e in &events {
                     announce(e, &view, uplink);
+                }
+                if let Some(path) = sms.as_mut() {
+                    if let Err(e) = path.tick(&mut sup, status, uplink) {
+                        log::warn!("SMS path: {e}; tried again at the next check");
+                    }
+                    view.sms = Some(path.view());
                 }
                 status.set_modem(view);
                 network_time(&mut sup);
@@ -242,6 +252,7 @@ fn run(
             Err(e) => {
                 log::warn!("{e}; the modem's port is opened again at the next check");
                 let mut view = view(&name, sup.status());
+                view.sms = sms.as_ref().map(SmsPath::view);
                 view.last_problem = Some(format!("{e}; check that the modem is plugged in and {name} exists (our udev rules create it)"));
                 status.set_modem(view);
             }

@@ -158,6 +158,32 @@ pub struct ModemView {
     pub last_problem: Option<String>,
     /// Unix time of the last check.
     pub checked_unix: Option<u64>,
+    /// The SMS path and this month's budgets.
+    #[serde(default)]
+    pub sms: Option<SmsView>,
+}
+
+/// The SMS path's counters for the current calendar month (docs/install.md, *The SMS path*).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct SmsView {
+    /// The month counted, `2026-12` (local time).
+    pub month: String,
+    /// SMS sent this month (events and BAL answers).
+    pub sms_sent: u32,
+    /// SMS allowed per month.
+    pub sms_budget: u32,
+    /// Urgent events sent by SMS this month.
+    pub events_sent: u32,
+    /// BAL queries answered with a balance this month.
+    pub bal_answered: u32,
+    /// BAL queries refused this month (wrong dwelling or PIN, too many tries).
+    pub bal_refused: u32,
+    /// Mobile data used this month, bytes (what the uplink sent and received).
+    pub data_bytes: u64,
+    /// Data allowed per month, bytes; absent: no limit.
+    pub data_budget_bytes: Option<u64>,
+    /// Whether urgent events go by SMS now (the data link has been down long enough).
+    pub sending_events: bool,
 }
 
 /// The uplink's state, as the status file holds it.

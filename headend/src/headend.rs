@@ -214,6 +214,7 @@ impl HeadEnd {
         let tls = mqtt::tls_for(&self.config)?;
         let mut engine = self.engine()?;
         engine.set_order_spool(Some(crate::tenancy::spool_dir(&self.config)));
+        engine.set_sms_spool(Some(crate::engine::sms_spool_dir(&self.config.base)));
         let settings = MqttSettings {
             host: broker.host,
             port: broker.port,

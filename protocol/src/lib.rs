@@ -47,6 +47,7 @@ mod frame;
 mod ids;
 mod kind;
 pub mod protect;
+pub mod sms;
 mod topic;
 
 pub use body::*;

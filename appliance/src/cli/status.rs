@@ -446,7 +446,28 @@ fn render_modem(m: &crate::status::ModemView, out: &mut dyn Write) -> std::io::R
         m.last_problem
             .as_ref()
             .map_or(String::new(), |p| format!(", last problem: {p}"))
-    )
+    )?;
+    if let Some(s) = &m.sms {
+        let data = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
+        writeln!(
+            out,
+            "  SMS {}: {} of {} sent ({} events, {} BAL answered, {} refused), data {} of {}{}",
+            s.month,
+            s.sms_sent,
+            s.sms_budget,
+            s.events_sent,
+            s.bal_answered,
+            s.bal_refused,
+            data(s.data_bytes),
+            s.data_budget_bytes.map_or("no limit".into(), data),
+            if s.sending_events {
+                "; the data link is down: urgent events go by SMS"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(())
 }
 
 /// The modem as a problem: needing attention (staged recovery failed), or an AT port that fails.

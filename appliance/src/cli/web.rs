@@ -12,6 +12,9 @@ use super::CliError;
 pub enum WebCommand {
     /// Read a password from standard input (one line) and print its scrypt hash for the users file.
     HashPassword,
+    /// Read a tenant's BAL PIN (4 to 8 digits) from standard input and print its scrypt hash for
+    /// `[modem] bal_pins_file` (docs/install.md, *The SMS path*).
+    HashPin,
 }
 
 /// The shortest password accepted.
@@ -35,6 +38,20 @@ pub fn run(
                 )));
             }
             let hash = concentrator_mpc::password::hash(password)
+                .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+            writeln!(out, "{hash}").context("writing")?;
+            Ok(())
+        }
+        WebCommand::HashPin => {
+            let mut line = String::new();
+            input.read_line(&mut line).context("reading the PIN")?;
+            let pin = line.trim();
+            if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(CliError::usage(
+                    "a BAL PIN is 4 to 8 digits (the tenant texts it from a phone keypad)",
+                ));
+            }
+            let hash = concentrator_mpc::password::hash(pin)
                 .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
             writeln!(out, "{hash}").context("writing")?;
             Ok(())
@@ -65,5 +82,18 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("at least 10"), "{e}");
+    }
+
+    #[test]
+    fn pins_are_hashed_and_non_pins_refused() {
+        let mut out = Vec::new();
+        run(WebCommand::HashPin, &mut "4711\n".as_bytes(), &mut out).unwrap();
+        let hash = String::from_utf8(out).unwrap();
+        assert!(concentrator_mpc::password::verify("4711", hash.trim()).unwrap());
+        assert!(!hash.contains("4711"));
+        for bad in ["12\n", "12a4\n", "123456789\n"] {
+            let e = run(WebCommand::HashPin, &mut bad.as_bytes(), &mut Vec::new()).unwrap_err();
+            assert!(e.to_string().contains("4 to 8 digits"), "{e}");
+        }
     }
 }

@@ -30,7 +30,9 @@ pub use model::{
     Backend, BusConfig, Config, DirectionMode, GatewayConfig, LedgerSection, LogLevel, MeterConfig,
     SimMeterConfig, UplinkConfig,
 };
-pub use modem::{ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SIM_PIN};
+pub use modem::{
+    ModemBackend, ModemDevice, ModemSection, ModemSetup, ModemSetupError, SmsConfig, SIM_PIN,
+};
 pub use plugins::{IsolationMode, PluginEntry};
 pub use power::{PowerSection, PowerSetup};
 pub use update::UpdateSection;

@@ -62,6 +62,20 @@ pub struct ModemSection {
     pub failures_per_stage: Spanned<u32>,
     /// With the sim backend: start the simulated modem with this fault.
     pub sim_fault: Option<Spanned<String>>,
+    /// The head-end's SMS number (`+4930...`): urgent events go there by SMS while the data link is
+    /// down; absent: no event goes by SMS.
+    pub sms_number: Option<Spanned<String>>,
+    /// How long the uplink must have been disconnected before urgent events go by SMS, seconds.
+    #[serde(default = "default_sms_after")]
+    pub sms_after_s: Spanned<u32>,
+    /// SMS the gateway may send per calendar month (events and BAL answers).
+    #[serde(default = "default_sms_per_month")]
+    pub sms_per_month: Spanned<u32>,
+    /// Mobile data the uplink may use per calendar month, MiB; absent: no limit.
+    pub data_mib_per_month: Option<Spanned<u32>>,
+    /// A TOML file of `"<dwelling>" = "<scrypt hash of its PIN>"` lines: tenants of these dwellings can
+    /// text `BAL <dwelling> <PIN>` to the gateway's SIM; absent: BAL is not answered.
+    pub bal_pins_file: Option<Spanned<PathBuf>>,
 }
 
 fn default_backend() -> Spanned<ModemBackend> {
@@ -81,6 +95,12 @@ fn default_register_timeout() -> Spanned<u32> {
 }
 fn default_boot_time() -> Spanned<u32> {
     Spanned::new(0..0, 20)
+}
+fn default_sms_after() -> Spanned<u32> {
+    Spanned::new(0..0, 300)
+}
+fn default_sms_per_month() -> Spanned<u32> {
+    Spanned::new(0..0, 100)
 }
 fn default_failures() -> Spanned<u32> {
     Spanned::new(0..0, 3)
@@ -144,6 +164,35 @@ pub struct ModemSetup {
     pub ppp_port: Option<String>,
     /// Time between checks.
     pub check_interval: Duration,
+    /// The SMS path.
+    pub sms: SmsConfig,
+}
+
+/// The SMS path's settings (docs/install.md, *The SMS path*).
+#[derive(Clone, Default)]
+pub struct SmsConfig {
+    /// The head-end's number for urgent events; `None`: no event goes by SMS.
+    pub number: Option<String>,
+    /// How long the uplink must be down before events go by SMS.
+    pub after: Duration,
+    /// SMS per calendar month.
+    pub per_month: u32,
+    /// Data bytes per calendar month; `None`: no limit.
+    pub data_bytes_per_month: Option<u64>,
+    /// The scrypt hash of each dwelling's BAL PIN.
+    pub pins: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("number", &self.number)
+            .field("after", &self.after)
+            .field("per_month", &self.per_month)
+            .field("data_bytes_per_month", &self.data_bytes_per_month)
+            .field("pins", &self.pins.len())
+            .finish()
+    }
 }
 
 /// The `[modem]` table cannot be used (its files changed after validation).
@@ -199,6 +248,47 @@ fn read_pin(file: &Spanned<PathBuf>) -> Result<String, Diagnostic> {
         .help("the file must hold the PIN alone: 4 to 8 digits"));
     }
     Ok(pin.to_string())
+}
+
+fn read_pins(
+    file: &Spanned<PathBuf>,
+) -> Result<std::collections::BTreeMap<String, String>, Diagnostic> {
+    let path = file.get_ref();
+    let fix = "write one line per dwelling, `\"A-101\" = \"scrypt$...\"`, the hash from `concentrator web hash-pin` (the file owned by the daemon's user, `chmod 600`)";
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostic::at(
+            file.span(),
+            format!("cannot read the BAL PIN file {}: {e}", path.display()),
+        )
+        .help(fix)
+    })?;
+    let pins: std::collections::BTreeMap<String, String> = toml::from_str(&text).map_err(|e| {
+        Diagnostic::at(
+            file.span(),
+            format!("{} is not a BAL PIN file: {}", path.display(), e.message()),
+        )
+        .help(fix)
+    })?;
+    for (dwelling, hash) in &pins {
+        // The form only (scrypt per dwelling here would make validation slow).
+        let fields: Vec<&str> = hash.split('$').collect();
+        let looks = fields.len() == 6
+            && fields[0] == "scrypt"
+            && fields[4..]
+                .iter()
+                .all(|f| !f.is_empty() && hex::decode(f).is_ok());
+        if !looks {
+            return Err(Diagnostic::at(
+                file.span(),
+                format!(
+                    "{}: the PIN of dwelling {dwelling} is not a PIN hash (never the PIN itself)",
+                    path.display()
+                ),
+            )
+            .help(fix));
+        }
+    }
+    Ok(pins)
 }
 
 fn load_section(table: &Spanned<ModemSection>) -> Result<ModemSetup, Vec<Diagnostic>> {
@@ -321,8 +411,46 @@ fn load_section(table: &Spanned<ModemSection>) -> Result<ModemSetup, Vec<Diagnos
         "write `failures_per_stage = 3` (the default)",
         &mut out,
     );
+    if let Some(n) = &s.sms_number {
+        let digits = n.get_ref().strip_prefix('+').unwrap_or(n.get_ref());
+        if !(3..=20).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            out.push(
+                Diagnostic::at(n.span(), format!("`{}` is not a phone number", n.get_ref()))
+                    .help("write the head-end's SMS number in international form, e.g. `sms_number = \"+4930123456\"`"),
+            );
+        }
+    }
+    positive(
+        &s.sms_after_s,
+        "sms_after_s",
+        "write `sms_after_s = 300` (the default: five minutes without the data link)",
+        &mut out,
+    );
+    if let Some(d) = &s.data_mib_per_month {
+        positive(
+            d,
+            "data_mib_per_month",
+            "write the SIM plan's monthly data in MiB, or remove `data_mib_per_month` for no limit",
+            &mut out,
+        );
+    }
+    let pins = match &s.bal_pins_file {
+        Some(f) => read_pins(f).map_err(|d| out.push(d)).unwrap_or_default(),
+        None => Default::default(),
+    };
+    let sms = SmsConfig {
+        number: s.sms_number.as_ref().map(|n| n.get_ref().clone()),
+        after: Duration::from_secs(u64::from(*s.sms_after_s.get_ref())),
+        per_month: *s.sms_per_month.get_ref(),
+        data_bytes_per_month: s
+            .data_mib_per_month
+            .as_ref()
+            .map(|d| u64::from(*d.get_ref()) * 1024 * 1024),
+        pins,
+    };
     match (device, apn) {
         (Some(device), Some(apn)) if out.is_empty() => Ok(ModemSetup {
+            sms,
             device,
             supervisor: ModemConfig {
                 pin,

@@ -55,7 +55,13 @@ pub struct UplinkQueue {
     /// The last account summary queued per meter, and when (unix seconds).
     accounts: Arc<Mutex<HashMap<String, (u64, AccountSummary)>>>,
     account_every_s: u64,
+    /// The month's data use and whether readings are dropped (the SMS path's data budget).
+    data: Arc<crate::sms::DataBudget>,
 }
+
+/// Octets counted per queued message on top of its frame, for the data budget: the envelope, the
+/// topic, MQTT's and TLS's framing and the acknowledgement, as an allowance.
+pub const WIRE_ALLOWANCE: u64 = 100;
 
 impl UplinkQueue {
     /// Opens the outbox in the ledger's database (`ledger`), or without `[ledger]` in a store of its own
@@ -118,10 +124,50 @@ impl UplinkQueue {
             refused: Arc::new(AtomicU64::new(0)),
             accounts: Arc::new(Mutex::new(HashMap::new())),
             account_every_s: setup.account_every_s,
+            data: Arc::new(crate::sms::DataBudget::default()),
         })
     }
 
+    /// The data budget's counter, shared with the SMS path.
+    pub fn data_budget(&self) -> Arc<crate::sms::DataBudget> {
+        Arc::clone(&self.data)
+    }
+
+    /// The IK of the gateway's own security context, read when asked (AKA renews it).
+    pub fn gateway_ik(&self, contexts: &Contexts) -> Box<dyn Fn() -> Option<[u8; 16]> + Send> {
+        match contexts {
+            Contexts::Keys(keys) => {
+                let ik = keys.gateway.ik;
+                Box::new(move || Some(ik))
+            }
+            Contexts::Aka(_) => {
+                let db = self.db.clone();
+                Box::new(move || {
+                    SledContexts::open(&db)
+                        .ok()
+                        .and_then(|c| concentrator_uplink::contexts::gateway_ik(&c))
+                })
+            }
+        }
+    }
+
+    /// Counts what `body` adds to the month's data (frame and allowance).
+    fn count(&self, scope: Scope, body: &Body) {
+        let frame = concentrator_protocol::Frame::new(
+            concentrator_protocol::MessageId::new([0; 8], 0),
+            scope.tid(),
+            unix_now(),
+            body.clone(),
+        );
+        let n = frame.encode().map_or(0, |b| b.len() as u64) + WIRE_ALLOWANCE;
+        self.data.used.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn append(&self, scope: Scope, body: Body) {
+        if matches!(body, Body::Readings(_)) && self.data.exhausted.load(Ordering::Relaxed) {
+            return;
+        }
+        self.count(scope, &body);
         if let Err(e) = self.outbox.append(scope, unix_now(), body) {
             // Log the first and then every thousandth: a full outbox refuses every reading.
             if self
@@ -244,6 +290,35 @@ impl UplinkQueue {
             .list(64)
             .map(|l| l.iter().any(|p| p.id() == id))
             .unwrap_or(false)
+    }
+
+    /// Events still waiting in the outbox whose code is in `codes`, in drain order (urgent first), at
+    /// most `limit`, looking at no more than 512 entries: what the SMS path may send while the data
+    /// link is down. Each with its message id and TID (`None`: the gateway's own).
+    pub fn waiting_events(
+        &self,
+        codes: &[u16],
+        limit: usize,
+    ) -> Vec<(
+        concentrator_protocol::MessageId,
+        Option<Tid>,
+        concentrator_protocol::Event,
+    )> {
+        use concentrator_uplink::mqtt::Outbox as _;
+        let keep = |p: &concentrator_uplink::mqtt::Pending| matches!(&p.frame.body, Body::Event(e) if codes.contains(&e.code));
+        match self.outbox.list_where(limit, 512, &keep) {
+            Ok(list) => list
+                .into_iter()
+                .filter_map(|p| match p.frame.body {
+                    Body::Event(e) => Some((p.frame.header.id, p.frame.header.tid, e)),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => {
+                log::warn!("SMS path: cannot list the outbox: {e}");
+                Vec::new()
+            }
+        }
     }
 
     /// Where the ledger thread reports its events.

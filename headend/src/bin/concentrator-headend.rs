@@ -142,6 +142,12 @@ enum Command {
         #[arg(long)]
         gateway: Option<String>,
     },
+    /// Urgent events that came by SMS while a gateway's data link was down (headend/README.md, *The
+    /// SMS path*).
+    Sms {
+        #[command(subcommand)]
+        what: SmsCommand,
+    },
     /// The payment record.
     Audit {
         /// headend.toml.
@@ -149,6 +155,24 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         what: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SmsCommand {
+    /// Verifies one SMS text (`CG1 <gateway> <event>`) with the gateway's security context and stores
+    /// its event once (an MQTT copy of the same event is then not stored again). Exit 1 when it does
+    /// not verify. With sled while `concentrator-headend run` holds the store, the text goes through
+    /// the running head-end (the `sms/` spool beside headend.toml).
+    Ingest {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The sender's number, as the SMS gateway gives it.
+        #[arg(long)]
+        from: String,
+        /// The message text.
+        text: String,
     },
 }
 
@@ -583,6 +607,61 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             print!("{}", status::report(&store, &cfg.pilot.currency)?);
         }
         Command::Tenancy { what } => return tenancy(what),
+        Command::Sms {
+            what: SmsCommand::Ingest { config, from, text },
+        } => {
+            use concentrator_headend::engine::{describe, sms_spool_dir, spool_sms};
+            let cfg = Config::load(&config)?;
+            let he = match cfg.store.backend {
+                StoreBackend::Postgres => Some(HeadEnd::open(cfg.clone())?),
+                // A running head-end holds the sled store: then the text goes through it.
+                StoreBackend::Sled => HeadEnd::open(cfg.clone()).ok(),
+            };
+            let now = concentrator_protocol::unix_now();
+            if let Some(he) = he {
+                return match he.engine()?.ingest_sms(&text, &from, now) {
+                    Ok(outcome) => {
+                        println!("{}", describe(&outcome));
+                        Ok(std::process::ExitCode::SUCCESS)
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        Ok(std::process::ExitCode::from(1))
+                    }
+                };
+            }
+            let dir = sms_spool_dir(&cfg.base);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let path = spool_sms(
+                &dir,
+                &from,
+                &text,
+                &format!("{nanos}-{}", std::process::id()),
+            )
+            .with_context(|| format!("writing the SMS into {}", dir.display()))?;
+            let (done, refused) = (path.with_extension("done"), path.with_extension("refused"));
+            for _ in 0..300 {
+                for (answer, code) in [(&done, 0u8), (&refused, 1u8)] {
+                    if let Ok(text) = std::fs::read_to_string(answer) {
+                        let _ = std::fs::remove_file(answer);
+                        if code == 0 {
+                            print!("{text}");
+                        } else {
+                            eprint!("error: {text}");
+                        }
+                        return Ok(std::process::ExitCode::from(code));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bail!(
+                "the store is in use (a running head-end holds it) and no head-end took the SMS within 30 s; it stays in {} and the running head-end takes it at its next tick (check that `concentrator-headend run` is running)",
+                path.display()
+            )
+        }
         Command::Audit { config, what } => {
             let cfg = Config::load(&config)?;
             let store = open_store(&cfg)?;

@@ -13,6 +13,7 @@ mod ingest;
 mod remote;
 pub mod restore;
 mod shared;
+mod sms;
 mod tenancy;
 mod tokens;
 
@@ -36,6 +37,7 @@ use crate::store::{
 pub use aka::Phase;
 pub use anchor::anchor_text;
 pub use ingest::owner;
+pub use sms::{describe, event_name, sms_spool_dir, spool_sms, SmsIngest, SmsIngestError};
 
 /// Downlink COUNTs reserved per store write (the next start resumes above the reservation).
 pub const RESERVE: u32 = 1024;
@@ -144,6 +146,8 @@ pub struct Engine {
     order_spool: Option<std::path::PathBuf>,
     /// The spool of remote commands (`commands/` beside `headend.toml`), when set.
     spool: Option<std::path::PathBuf>,
+    /// Where `concentrator-headend sms ingest` leaves texts while the head-end runs (`sms/`).
+    sms_spool: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -205,7 +209,13 @@ impl Engine {
             statement: None,
             order_spool: None,
             spool: None,
+            sms_spool: None,
         }
+    }
+
+    /// Takes SMS texts from `dir` (the CLI's SMS spool, [`sms_spool_dir`]) at every tick.
+    pub fn set_sms_spool(&mut self, dir: Option<std::path::PathBuf>) {
+        self.sms_spool = dir;
     }
 
     /// Takes change-of-tenancy requests from `dir` (the CLI's order spool) at every tick.
@@ -705,6 +715,7 @@ impl Engine {
             out.extend(self.deliver(None, now));
         }
         out.extend(self.deliver_orders(now));
+        self.take_sms(now);
         // Remote commands are few: every tick (new requests from the spool go out at once).
         out.extend(self.deliver_remote(now));
         out

@@ -191,6 +191,12 @@ pub mod event_code {
     /// Block balance: the group is back within the allowance; same detail and values as 70, of the
     /// first interval back within.
     pub const BLOCK_BALANCED: u16 = 71;
+    /// The gateway: the monthly SMS budget (`[modem] sms_per_month`) is used up; urgent events wait for
+    /// the data link (values: SMS sent this month, the budget). Queued once a month.
+    pub const SMS_BUDGET_EXHAUSTED: u16 = 80;
+    /// The gateway: the monthly data budget (`[modem] data_mib_per_month`) is used up; routine readings
+    /// are dropped until the month ends (values: bytes used, the budget in bytes). Queued once a month.
+    pub const DATA_BUDGET_EXHAUSTED: u16 = 81;
 }
 
 /// The signed receipt of an applied token.

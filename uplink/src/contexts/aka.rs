@@ -318,6 +318,16 @@ fn load_record(store: &dyn ContextStore, key: &[u8]) -> Result<Option<Record>, S
     }
 }
 
+/// The IK of the gateway's own current security context as the AKA client stored it (`None` before
+/// the first AKA run): the key of the SMS form of urgent events (docs/protocol.md, *The SMS path*).
+pub fn gateway_ik(store: &dyn ContextStore) -> Option<[u8; 16]> {
+    load_record(store, &subscriber_key(None))
+        .ok()
+        .flatten()
+        .and_then(|r| r.current)
+        .map(|c| c.ik)
+}
+
 /// The local scope of every meter with credentials, chosen at random the first time and stored (and
 /// flushed) in `store`; the daemon queues each meter's messages under it.
 pub fn local_scopes(

@@ -15,6 +15,8 @@ pub struct AtCommand {
     pub text: String,
     /// How long the modem may take to give the final result.
     pub timeout: Duration,
+    /// Text sent after the modem's `> ` prompt and ended with Ctrl-Z (`AT+CMGS` in text mode).
+    pub payload: Option<Vec<u8>>,
 }
 
 impl AtCommand {
@@ -23,6 +25,17 @@ impl AtCommand {
         AtCommand {
             text: text.into(),
             timeout,
+            payload: None,
+        }
+    }
+
+    /// A command that the modem answers with the `> ` prompt, then takes `payload` ended by Ctrl-Z
+    /// (0x1A): `AT+CMGS="+49..."` and the message text.
+    pub fn with_payload(text: impl Into<String>, payload: &[u8], timeout: Duration) -> Self {
+        AtCommand {
+            text: text.into(),
+            timeout,
+            payload: Some(payload.to_vec()),
         }
     }
 
@@ -69,6 +82,8 @@ struct InFlight {
     command: AtCommand,
     deadline: Duration,
     lines: Vec<String>,
+    /// The payload still waiting for the `> ` prompt.
+    payload: Option<Vec<u8>>,
 }
 
 /// The engine.
@@ -79,6 +94,8 @@ pub struct AtEngine {
     partial: Vec<u8>,
     overlong: bool,
     events: VecDeque<AtEvent>,
+    /// A payload to write now (its prompt arrived).
+    prompt_out: Option<Vec<u8>>,
 }
 
 impl AtEngine {
@@ -103,10 +120,14 @@ impl AtEngine {
         self.in_flight = None;
         self.partial.clear();
         self.overlong = false;
+        self.prompt_out = None;
     }
 
     /// The octets to write now, if a command can start: it is then in flight until `now + timeout`.
     pub fn poll_transmit(&mut self, now: Duration) -> Option<Vec<u8>> {
+        if let Some(out) = self.prompt_out.take() {
+            return Some(out);
+        }
         if self.in_flight.is_some() {
             return None;
         }
@@ -115,6 +136,7 @@ impl AtEngine {
         out.push(b'\r');
         self.in_flight = Some(InFlight {
             deadline: now + command.timeout,
+            payload: command.payload.clone(),
             command,
             lines: Vec::new(),
         });
@@ -138,8 +160,24 @@ impl AtEngine {
                     }
                 }
                 _ if self.partial.len() >= MAX_LINE => self.overlong = true,
-                _ => self.partial.push(b),
+                _ => {
+                    self.partial.push(b);
+                    self.prompt();
+                }
             }
+        }
+    }
+
+    /// The `> ` prompt of a command with a payload: the payload and Ctrl-Z go out next.
+    fn prompt(&mut self) {
+        if self.partial.as_slice() != b"> " {
+            return;
+        }
+        if let Some(payload) = self.in_flight.as_mut().and_then(|f| f.payload.take()) {
+            self.partial.clear();
+            let mut out = payload;
+            out.push(0x1a);
+            self.prompt_out = Some(out);
         }
     }
 
@@ -194,12 +232,19 @@ impl AtEngine {
             let text = rest.trim().to_string();
             return self.finish(Err(AtFailure::Cme(text)));
         }
-        let is_info = match f.command.info_prefix() {
-            Some(p) => line.starts_with(&p),
-            // Commands without a prefix (AT+CIMI answers bare digits, ATI bare text) take any line that
-            // does not look like a URC.
-            None => false,
-        } || (!line.starts_with('+') && !is_bare_urc(&line));
+        // The text of a message read with AT+CMGR (or listed with AT+CMGL) follows its header line,
+        // whatever it starts with.
+        let upper = f.command.text.to_ascii_uppercase();
+        let body = (upper.starts_with("AT+CMGR") || upper.starts_with("AT+CMGL"))
+            && !f.lines.is_empty()
+            && !line.starts_with("+CMTI:");
+        let is_info =
+            body || match f.command.info_prefix() {
+                Some(p) => line.starts_with(&p),
+                // Commands without a prefix (AT+CIMI answers bare digits, ATI bare text) take any line that
+                // does not look like a URC.
+                None => false,
+            } || (!line.starts_with('+') && !is_bare_urc(&line));
         if is_info {
             f.lines.push(line);
         } else {

@@ -1,7 +1,7 @@
 //! The cellular modem: an AT command engine ([`at`]), parsers for its answers ([`parse`]), a blocking
-//! port over a HAL serial stream ([`AtPort`]), the supervisor with staged recovery ([`Supervisor`]), the
-//! data link through the appliance's privileged pppd unit ([`ppp_unit`]) and a simulated modem for tests
-//! and demos ([`sim`]).
+//! port over a HAL serial stream ([`AtPort`]), the supervisor with staged recovery ([`Supervisor`]) and
+//! text-mode SMS ([`Supervisor::send_sms`], [`Supervisor::receive_sms`]), the data link through the
+//! appliance's privileged pppd unit ([`ppp_unit`]) and a simulated modem for tests and demos ([`sim`]).
 
 pub mod at;
 pub mod parse;

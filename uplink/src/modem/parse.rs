@@ -177,6 +177,56 @@ pub fn cclk(line: &str) -> Option<u64> {
     u64::try_from(local - quarters * 15 * 60).ok()
 }
 
+/// `+CMTI: "SM",3`: a new message stored at index 3 of memory `SM`; the index.
+pub fn cmti(line: &str) -> Option<u32> {
+    let rest = line.strip_prefix("+CMTI:")?;
+    rest.rsplit(',').next()?.trim().parse().ok()
+}
+
+/// `+CMGL: 3,"REC UNREAD","+49…",,"…"`: a message listed by `AT+CMGL`; its slot.
+pub fn cmgl(line: &str) -> Option<u32> {
+    line.strip_prefix("+CMGL:")?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `+CMGS: 17`: the message reference of a sent message.
+pub fn cmgs(line: &str) -> Option<u32> {
+    line.strip_prefix("+CMGS:")?.trim().parse().ok()
+}
+
+/// A message read with `AT+CMGR` in text mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextMessage {
+    /// The sender's number as the network gives it (`+4915123456789`).
+    pub from: String,
+    /// The text (lines joined with a line feed).
+    pub text: String,
+}
+
+/// The information lines of `AT+CMGR=n` in text mode: `+CMGR: "REC UNREAD","+49151...",,"26/12/06,…"`
+/// then the text. `None` for an empty slot or a line it cannot read.
+pub fn cmgr(lines: &[String]) -> Option<TextMessage> {
+    let (header, body) = lines.split_first()?;
+    let fields = header.strip_prefix("+CMGR:")?;
+    let from = fields
+        .split(',')
+        .nth(1)?
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    if from.is_empty() {
+        return None;
+    }
+    Some(TextMessage {
+        from,
+        text: body.join("\n"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

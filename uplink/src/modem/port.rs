@@ -43,7 +43,21 @@ impl<S: SerialStream> AtPort<S> {
         text: &str,
         timeout: Duration,
     ) -> Result<Result<Vec<String>, AtFailure>, ModemError> {
-        self.engine.submit(AtCommand::new(text, timeout));
+        self.run(AtCommand::new(text, timeout))
+    }
+
+    /// Sends `text` and, after the modem's `> ` prompt, `payload` and Ctrl-Z; waits for the final result.
+    pub fn command_with_payload(
+        &mut self,
+        text: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Result<Vec<String>, AtFailure>, ModemError> {
+        self.run(AtCommand::with_payload(text, payload, timeout))
+    }
+
+    fn run(&mut self, command: AtCommand) -> Result<Result<Vec<String>, AtFailure>, ModemError> {
+        self.engine.submit(command);
         let mut buf = [0u8; 256];
         loop {
             let now = self.clock.monotonic();
@@ -78,6 +92,31 @@ impl<S: SerialStream> AtPort<S> {
                 self.clock.sleep(wait);
             }
         }
+    }
+
+    /// Waits up to `wait` for input (URCs such as `+CMTI`) without sending anything.
+    pub fn listen(&mut self, wait: Duration) -> Result<(), ModemError> {
+        let until = self.clock.monotonic() + wait;
+        let mut buf = [0u8; 256];
+        loop {
+            let now = self.clock.monotonic();
+            if now >= until {
+                break;
+            }
+            let slice = (until - now).min(SLICE);
+            let n = self.stream.read(&mut buf, slice)?;
+            if n > 0 {
+                self.engine.feed(&buf[..n]);
+            } else if self.clock.monotonic() == now {
+                self.clock.sleep(slice);
+            }
+        }
+        while let Some(ev) = self.engine.poll_event() {
+            if let AtEvent::Urc(u) = ev {
+                self.urcs.push(u);
+            }
+        }
+        Ok(())
     }
 
     /// URCs received since the last call.

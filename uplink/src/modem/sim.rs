@@ -66,6 +66,28 @@ pub struct SimModemStats {
     pub power_cycles: u32,
 }
 
+/// A message the simulated modem sent (`AT+CMGS`), for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentSms {
+    /// The number it went to.
+    pub to: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// The SMS side of the simulated modem: text mode only (`AT+CMGF=1`), memory `SM`.
+#[derive(Debug, Default)]
+struct Sms {
+    text_mode: bool,
+    /// The number of a message being typed after the `> ` prompt, and its text so far.
+    composing: Option<(String, Vec<u8>)>,
+    inbox: std::collections::BTreeMap<u32, (String, String)>,
+    sent: Vec<SentSms>,
+    next_ref: u32,
+    /// Unsolicited result codes waiting to go out (`+CMTI`).
+    urcs: Vec<String>,
+}
+
 #[derive(Debug)]
 struct State {
     fault: Option<(ModemFault, Cure)>,
@@ -74,6 +96,7 @@ struct State {
     apn: Option<String>,
     power_key: Option<(SimPin, u32)>,
     stats: SimModemStats,
+    sms: Sms,
 }
 
 /// A simulated modem, shared by cloning: the serving thread holds one clone, the test another.
@@ -99,6 +122,7 @@ impl SimModem {
                 apn: None,
                 power_key: None,
                 stats: SimModemStats::default(),
+                sms: Sms::default(),
             })),
         }
     }
@@ -130,6 +154,44 @@ impl SimModem {
         self.lock().stats.clone()
     }
 
+    /// A text message arrives from `from`: stored in the first free slot of memory `SM` and announced
+    /// with `+CMTI: "SM",<slot>` (at once on an in-process stream; on a pty before the next answer).
+    /// Returns the slot.
+    pub fn deliver_sms(&self, from: &str, text: &str) -> u32 {
+        let mut s = self.lock();
+        let slot = (1..).find(|i| !s.sms.inbox.contains_key(i)).unwrap_or(1);
+        s.sms
+            .inbox
+            .insert(slot, (from.to_string(), text.to_string()));
+        s.sms.urcs.push(format!("\r\n+CMTI: \"SM\",{slot}\r\n"));
+        slot
+    }
+
+    /// A message that is already in the SIM's memory, without `+CMTI` (it arrived while the host was
+    /// not listening). Returns the slot.
+    pub fn store_sms(&self, from: &str, text: &str) -> u32 {
+        let mut s = self.lock();
+        let slot = (1..).find(|i| !s.sms.inbox.contains_key(i)).unwrap_or(1);
+        s.sms
+            .inbox
+            .insert(slot, (from.to_string(), text.to_string()));
+        slot
+    }
+
+    /// The messages sent so far.
+    pub fn sent_sms(&self) -> Vec<SentSms> {
+        self.lock().sms.sent.clone()
+    }
+
+    /// Messages still stored in the SIM's memory (not yet deleted with `AT+CMGD`).
+    pub fn stored_sms(&self) -> usize {
+        self.lock().sms.inbox.len()
+    }
+
+    fn take_urcs(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().sms.urcs)
+    }
+
     /// The APN set with AT+CGDCONT.
     pub fn apn(&self) -> Option<String> {
         self.lock().apn.clone()
@@ -143,6 +205,13 @@ impl SimModem {
             let mut line = Vec::new();
             let mut buf = [0u8; 256];
             while let Some(n) = peer.recv(&mut buf, Duration::from_millis(50)) {
+                if n == 0 {
+                    for urc in me.take_urcs() {
+                        if !peer.send(urc.as_bytes()) {
+                            return;
+                        }
+                    }
+                }
                 for out in me.input(&buf[..n], &mut line) {
                     if !peer.send(&out) {
                         return;
@@ -154,24 +223,54 @@ impl SimModem {
 
     /// Serves on a pseudo-terminal's slave side (`PtyPair::slave_path`), on a new thread, until it closes.
     pub fn serve_path(&self, path: &Path) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)?;
+        self.serve_file(file)
+    }
+
+    /// Serves on an open terminal: a pseudo-terminal's master (`PtyPair::master`) when the program under
+    /// test opens the slave side as its modem port. On a new thread, until it closes.
+    pub fn serve_file(
+        &self,
+        mut file: std::fs::File,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let me = self.clone();
+        // Answers and unsolicited codes (`+CMTI`) share the writing side; a second thread sends the
+        // codes while the host sends nothing.
+        let writer = Arc::new(Mutex::new(file.try_clone()?));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (me, writer, done) = (self.clone(), Arc::clone(&writer), Arc::clone(&done));
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let urcs = me.take_urcs();
+                    if urcs.is_empty() {
+                        continue;
+                    }
+                    let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+                    if urcs.iter().any(|u| w.write_all(u.as_bytes()).is_err()) {
+                        return;
+                    }
+                }
+            });
+        }
         Ok(std::thread::spawn(move || {
             let mut line = Vec::new();
             let mut buf = [0u8; 256];
             while let Ok(n) = file.read(&mut buf) {
                 if n == 0 {
-                    return;
+                    break;
                 }
-                for out in me.input(&buf[..n], &mut line) {
-                    if file.write_all(&out).is_err() {
-                        return;
-                    }
+                let outs = me.input(&buf[..n], &mut line);
+                let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+                if outs.iter().any(|out| w.write_all(out).is_err()) {
+                    break;
                 }
             }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
         }))
     }
 
@@ -179,6 +278,12 @@ impl SimModem {
     fn input(&self, bytes: &[u8], line: &mut Vec<u8>) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for &b in bytes {
+            if let Some(reply) = self.compose(b) {
+                if !reply.is_empty() {
+                    out.push(reply.into_bytes());
+                }
+                continue;
+            }
             if b == b'\r' || b == b'\n' {
                 if !line.is_empty() {
                     let cmd = String::from_utf8_lossy(line).trim().to_string();
@@ -192,6 +297,35 @@ impl SimModem {
             }
         }
         out
+    }
+
+    /// One octet of a message being typed after the `> ` prompt: `Some` (the answer, maybe empty) when
+    /// one is being typed, `None` otherwise. Ctrl-Z sends it, Esc cancels it.
+    fn compose(&self, b: u8) -> Option<String> {
+        let mut s = self.lock();
+        let (to, text) = s.sms.composing.as_mut()?;
+        match b {
+            0x1a => {
+                let sent = SentSms {
+                    to: to.clone(),
+                    text: String::from_utf8_lossy(text).into_owned(),
+                };
+                s.sms.composing = None;
+                s.sms.sent.push(sent);
+                s.sms.next_ref = (s.sms.next_ref + 1) % 256;
+                Some(format!("\r\n+CMGS: {}\r\n\r\nOK\r\n", s.sms.next_ref))
+            }
+            0x1b => {
+                s.sms.composing = None;
+                Some("\r\nOK\r\n".into())
+            }
+            _ => {
+                if text.len() < 1024 {
+                    text.push(b);
+                }
+                Some(String::new())
+            }
+        }
     }
 
     fn command(&self, cmd: &str) -> Option<String> {
@@ -227,7 +361,8 @@ impl SimModem {
             String::new()
         };
         let reply = self.answer(&mut s, cmd, fault.as_ref().map(|(f, c)| (f, *c)));
-        Some(format!("{echo}{reply}"))
+        let urcs: String = std::mem::take(&mut s.sms.urcs).concat();
+        Some(format!("{urcs}{echo}{reply}"))
     }
 
     fn answer(&self, s: &mut State, cmd: &str, fault: Option<(&ModemFault, Cure)>) -> String {
@@ -322,6 +457,51 @@ impl SimModem {
                 format!("{OK}\r\nRDY\r\n")
             }
             _ if upper.starts_with("ATD") => "\r\nCONNECT 7200000\r\n".into(),
+            "AT+CMGF=1" | "AT+CMGF=0" => {
+                s.sms.text_mode = upper.ends_with('1');
+                OK.into()
+            }
+            _ if upper.starts_with("AT+CSCS=") => OK.into(),
+            _ if upper.starts_with("AT+CMGS=") => {
+                if !s.sms.text_mode {
+                    // Only text mode is simulated: a PDU would need a length, not a number.
+                    return "\r\n+CMS ERROR: operation not supported\r\n".into();
+                }
+                if reg_stat != 1 {
+                    return "\r\n+CMS ERROR: no network service\r\n".into();
+                }
+                let to = cmd[8..].trim().trim_matches('"').to_string();
+                s.sms.composing = Some((to, Vec::new()));
+                "\r\n> ".into()
+            }
+            _ if upper.starts_with("AT+CMGR=") => {
+                let slot: Option<u32> = cmd[8..].trim().parse().ok();
+                match slot.and_then(|i| s.sms.inbox.get(&i)) {
+                    Some((from, text)) if s.sms.text_mode => format!(
+                        "\r\n+CMGR: \"REC UNREAD\",\"{from}\",,\"26/12/06,20:00:00+08\"\r\n{text}\r\n\r\nOK\r\n"
+                    ),
+                    Some(_) => "\r\n+CMS ERROR: operation not supported\r\n".into(),
+                    None => "\r\n+CMS ERROR: invalid memory index\r\n".into(),
+                }
+            }
+            _ if upper.starts_with("AT+CMGL") => {
+                if !s.sms.text_mode {
+                    return "\r\n+CMS ERROR: operation not supported\r\n".into();
+                }
+                let mut out = String::new();
+                for (i, (from, text)) in &s.sms.inbox {
+                    out.push_str(&format!(
+                        "\r\n+CMGL: {i},\"REC UNREAD\",\"{from}\",,\"26/12/06,20:00:00+08\"\r\n{text}"
+                    ));
+                }
+                format!("{out}\r\n\r\nOK\r\n")
+            }
+            _ if upper.starts_with("AT+CMGD=") => {
+                if let Ok(i) = cmd[8..].trim().parse::<u32>() {
+                    s.sms.inbox.remove(&i);
+                }
+                OK.into()
+            }
             _ => "\r\nERROR\r\n".into(),
         }
     }

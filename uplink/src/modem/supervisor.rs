@@ -168,6 +168,9 @@ pub struct Supervisor<S: SerialStream> {
     status: ModemStatus,
     failures: u32,
     initialised: bool,
+    /// Whether the SIM's memory was listed for messages since the modem was (re)initialised: messages
+    /// that arrived while nobody listened (the daemon stopped, the modem rebooting) have no `+CMTI`.
+    sms_swept: bool,
     pin_refused: bool,
     /// Whether the modem answered `AT` in this check.
     answered: bool,
@@ -223,6 +226,7 @@ impl<S: SerialStream> Supervisor<S> {
             },
             failures: 0,
             initialised: false,
+            sms_swept: false,
             pin_refused: false,
             answered: false,
             link_started: false,
@@ -250,6 +254,68 @@ impl<S: SerialStream> Supervisor<S> {
             Ok(lines) => lines.iter().find_map(|l| parse::cclk(l)),
             Err(_) => None,
         })
+    }
+
+    /// Whether the modem is registered on a network (home or roaming) at the last check: SMS can go.
+    pub fn registered(&self) -> bool {
+        self.status
+            .registration
+            .is_some_and(Registration::registered)
+    }
+
+    /// Sends a text-mode SMS (`AT+CMGF=1`, then `AT+CMGS="number"`, the `> ` prompt, the text and
+    /// Ctrl-Z); the message reference the network gave it. The text must be in the GSM default
+    /// alphabet's ASCII part and at most 160 characters (the caller's forms are).
+    pub fn send_sms(
+        &mut self,
+        number: &str,
+        text: &str,
+    ) -> Result<Result<u32, AtFailure>, ModemError> {
+        if let Err(e) = self.cmd("AT+CMGF=1")? {
+            return Ok(Err(e));
+        }
+        // Sending waits for the network: up to the registration timeout, at least a minute.
+        let t = self.config.register_timeout.max(Duration::from_secs(60));
+        let command = format!("AT+CMGS=\"{number}\"");
+        Ok(self
+            .port
+            .command_with_payload(&command, text.as_bytes(), t)?
+            .map(|lines| lines.iter().find_map(|l| parse::cmgs(l)).unwrap_or(0)))
+    }
+
+    /// Messages that arrived: listens `wait` for `+CMTI` notifications (and takes those that came during
+    /// other commands), reads each with `AT+CMGR` and deletes it with `AT+CMGD`. Slots that cannot be read
+    /// are deleted too, so a malformed message never blocks the SIM's memory.
+    pub fn receive_sms(&mut self, wait: Duration) -> Result<Vec<parse::TextMessage>, ModemError> {
+        self.port.listen(wait)?;
+        let mut slots: Vec<u32> = self
+            .port
+            .take_urcs()
+            .iter()
+            .filter_map(|u| parse::cmti(u))
+            .collect();
+        let mut out = Vec::new();
+        if slots.is_empty() && self.sms_swept {
+            return Ok(out);
+        }
+        if self.cmd("AT+CMGF=1")?.is_err() {
+            return Ok(out);
+        }
+        if !self.sms_swept {
+            if let Ok(lines) = self.cmd("AT+CMGL=\"ALL\"")? {
+                slots.extend(lines.iter().filter_map(|l| parse::cmgl(l)));
+            }
+            self.sms_swept = true;
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        for slot in slots {
+            if let Ok(lines) = self.cmd(&format!("AT+CMGR={slot}"))? {
+                out.extend(parse::cmgr(&lines));
+            }
+            let _ = self.cmd(&format!("AT+CMGD={slot}"))?;
+        }
+        Ok(out)
     }
 
     /// One supervision cycle: check, and recover one step if needed. Call every few tens of seconds.
@@ -331,6 +397,7 @@ impl<S: SerialStream> Supervisor<S> {
                 self.link_started = false;
                 let _ = self.cmd("AT+CFUN=1,1")?;
                 self.initialised = false;
+                self.sms_swept = false;
                 self.port.reset(self.config.boot_time)?;
             }
             Stage::PowerCycle => {
@@ -342,6 +409,7 @@ impl<S: SerialStream> Supervisor<S> {
                     key.set_low()?;
                 }
                 self.initialised = false;
+                self.sms_swept = false;
                 self.port.reset(self.config.boot_time)?;
             }
             Stage::Healthy | Stage::NeedsAttention => {}
