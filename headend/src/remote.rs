@@ -56,6 +56,9 @@ pub enum RemoteBody {
         /// (dotted key, value).
         settings: Vec<(String, SettingValue)>,
     },
+    /// The head-end's time, taken when each copy is sealed: the gateway compares it with its clock and
+    /// steps an unsynchronised one within its limit (docs/protocol.md, *Time sync*).
+    TimeSync,
 }
 
 /// A configuration value.
@@ -118,6 +121,11 @@ impl RemoteBody {
                         },
                     })
                     .collect(),
+            }),
+            RemoteBody::TimeSync => Body::TimeSync(concentrator_protocol::TimeSync {
+                unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             }),
         }
     }

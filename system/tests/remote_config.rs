@@ -189,6 +189,34 @@ fn a_tariff_issued_at_the_head_end_takes_effect_at_its_time_and_config_changes_a
         "{shown}"
     );
 
+    // The operator's time sync: sent by the running head-end, answered with what the gateway did with
+    // the head-end's clock (kept its own synchronised time, or stepped to the head-end's).
+    headend_cli(&[
+        "time",
+        "sync",
+        "--config",
+        &config,
+        "--gateway",
+        "gw-remote",
+    ]);
+    let shown = wait_commands(
+        &config,
+        "the time sync's answer",
+        Duration::from_secs(60),
+        |o| {
+            o.lines()
+                .any(|l| l.contains("time sync") && !l.contains("PENDING") && l.contains("DONE"))
+        },
+    );
+    let line = shown
+        .lines()
+        .find(|l| l.contains("time sync"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("clock"),
+        "the gateway says what it did: {line}"
+    );
+
     // Tariff 7: 40 c/kWh every day from 25 s from now (the block's local time is UTC).
     let in_force = unix_now() + 25;
     let tariff = dir.join("tariff.toml");

@@ -133,6 +133,11 @@ enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+    /// Time sync of a gateway: the running head-end sends its time; the gateway answers what it did.
+    Time {
+        #[command(subcommand)]
+        what: TimeCommand,
+    },
     /// Tariff updates and configuration changes issued, and how each went.
     Commands {
         /// headend.toml.
@@ -233,6 +238,20 @@ enum TariffCommand {
 }
 
 #[derive(Subcommand)]
+enum TimeCommand {
+    /// Sends the head-end's time to a gateway (resent until it answers); `commands` shows the answer:
+    /// kept its own NTP time, stepped to the head-end's, or refused.
+    Sync {
+        /// headend.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The gateway.
+        #[arg(long)]
+        gateway: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Issues KEY=VALUE settings of the gateway's configuration file, applied all or none.
     Set {
@@ -316,6 +335,7 @@ fn issue(cfg: &Config, gateway: &str, body: remote::RemoteBody, what: String) ->
     let kind = match body {
         remote::RemoteBody::Tariff { .. } => "tariff",
         remote::RemoteBody::Config { .. } => "config",
+        remote::RemoteBody::TimeSync => "time",
     };
     let c = remote::RemoteCommand {
         // `20261206-192757-4711-tariff`: when (UTC), this process, what; sorts by time.
@@ -544,6 +564,17 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
             let cfg = Config::load(&config)?;
             let (body, what) = remote::parse_settings(&settings).map_err(anyhow::Error::msg)?;
             issue(&cfg, &gateway, body, what)?;
+        }
+        Command::Time {
+            what: TimeCommand::Sync { config, gateway },
+        } => {
+            let cfg = Config::load(&config)?;
+            issue(
+                &cfg,
+                &gateway,
+                remote::RemoteBody::TimeSync,
+                "time sync (the head-end's clock)".into(),
+            )?;
         }
         Command::Commands { config, gateway } => {
             let cfg = Config::load(&config)?;
