@@ -82,16 +82,6 @@ pub fn find_gaps(times: &[u64], interval: Option<u64>) -> Vec<Gap> {
         .collect()
 }
 
-/// Whether a time in sorted `times` lies less than half an interval from `at`.
-fn near(times: &[u64], at: u64, interval: u64) -> bool {
-    let i = times.partition_point(|&t| t < at);
-    let close = |t: &u64| t.abs_diff(at).saturating_mul(2) < interval;
-    times.get(i).is_some_and(close)
-        || i.checked_sub(1)
-            .and_then(|j| times.get(j))
-            .is_some_and(close)
-}
-
 fn reading_json(x: &Reading, backfilled: bool) -> serde_json::Value {
     let mut v = json!({"at": x.at, "quantity": x.quantity.code(), "value": x.value, "exponent": x.exponent});
     if backfilled {
@@ -105,11 +95,12 @@ fn temporary(code: u16) -> bool {
 }
 
 impl Engine {
-    /// Stores the readings of `meter` it does not hold yet, each (time, quantity) once, and returns how
-    /// many were stored and how many it held already. Backfilled readings (`interval` given) are also
-    /// not stored where a reading lies within half an interval of their time (the live reading of that
-    /// interval, taken a few seconds late).
-    #[allow(clippy::too_many_arguments)]
+    /// Stores the readings of `meter` and returns how many were stored and how many were not because
+    /// the head-end holds that interval already. A backfilled reading (`backfilled`: the request's
+    /// interval) is not stored where any reading of the meter lies less than half an interval from
+    /// it (the live reading of that interval, taken a few seconds late, or an earlier backfill); a live
+    /// reading is not stored where a backfilled one does (it came late, after the gap was filled).
+    /// Live readings are otherwise stored as they come (their message ids are deduplicated).
     pub(super) fn store_readings(
         &mut self,
         gw: &str,
@@ -140,27 +131,39 @@ impl Engine {
                 }
             },
             |mut b| {
-                // Read under the meter's lock: what is held now is what the insert below sees.
-                let held = match backfilled {
-                    Some(_) => store.reading_times(meter)?,
-                    None => vec![],
+                // Read under the meter's lock: what is held now is what the writes below see.
+                let (interval, any) = match backfilled {
+                    Some(i) => (Some(i), true),
+                    None => (
+                        store.backfill(meter)?.map(|r| u64::from(r.interval_s)),
+                        false,
+                    ),
                 };
                 let mut fresh: Vec<Vec<u8>> = Vec::new();
                 let mut kept = Vec::new();
                 for x in readings {
                     let key = interval_key(meter, x.at, x.quantity.code());
-                    let nearby = backfilled.is_some_and(|i| near(&held, x.at, i));
-                    if nearby || fresh.contains(&key) || store.get_raw(&key)?.is_some() {
+                    let held = match interval {
+                        Some(i) => store
+                            .intervals_near(meter, x.at, i)?
+                            .iter()
+                            .any(|(_, r)| any || r.backfilled),
+                        None => false,
+                    };
+                    if held || (backfilled.is_some() && fresh.contains(&key)) {
                         counts.1 += 1;
                         continue;
                     }
-                    b.insert(
-                        key.clone(),
-                        &IntervalRecord {
-                            id: id.to_string(),
-                            backfilled: backfilled.is_some(),
-                        },
-                    );
+                    let rec = IntervalRecord {
+                        id: id.to_string(),
+                        backfilled: backfilled.is_some(),
+                    };
+                    if backfilled.is_some() {
+                        // Insert-once: a second writer of the same interval fails the whole batch.
+                        b.insert(key.clone(), &rec);
+                    } else {
+                        b.put(key.clone(), &rec);
+                    }
                     fresh.push(key);
                     kept.push(reading_json(x, backfilled.is_some()));
                 }
@@ -445,19 +448,12 @@ mod tests {
             (g[1].from, g[1].to, g[1].intervals()),
             (t[4] + h, t[4] + h, 1)
         );
-        // A reading 40 minutes late, then one on time: no slot is missing.
-        assert!(find_gaps(&[0, h, 2 * h + 2_400, 3 * h], Some(h)).is_empty());
+        // A reading 20 minutes late, then one on time: no slot is missing.
+        assert!(find_gaps(&[0, h, 2 * h + 1_200, 3 * h], Some(h)).is_empty());
+        // 40 minutes late is more than half an interval: that slot has no reading of its own.
+        let g = find_gaps(&[0, h, 2 * h + 2_400, 3 * h], Some(h));
+        assert_eq!((g[0].from, g[0].to), (2 * h, 2 * h));
         assert!(find_gaps(&[5], None).is_empty());
         assert!(find_gaps(&[], Some(h)).is_empty());
-    }
-
-    #[test]
-    fn near_means_within_half_an_interval() {
-        let t = [1_000, 2_000, 3_000];
-        assert!(near(&t, 2_000, 1_000));
-        assert!(near(&t, 2_400, 1_000));
-        assert!(!near(&t, 2_500, 1_000));
-        assert!(!near(&t, 5_000, 1_000));
-        assert!(!near(&[], 5_000, 1_000));
     }
 }

@@ -68,6 +68,35 @@ impl Store {
         Ok(self.get_raw(interval_key(meter, at, quantity))?.is_some())
     }
 
+    /// The stored (time, record) of `meter` less than half of `interval` from `at`: a scan of the one to
+    /// three 65 536-second blocks of keys around it, not of the meter's whole history.
+    pub fn intervals_near(
+        &self,
+        meter: &str,
+        at: u64,
+        interval: u64,
+    ) -> Result<Vec<(u64, IntervalRecord)>, StoreError> {
+        let half = interval / 2;
+        let prefix_len = key2("rd/", meter, &[]).len();
+        let mut out = Vec::new();
+        for block in (at.saturating_sub(half) >> 16)..=(at.saturating_add(half) >> 16) {
+            let head = (block << 16).to_be_bytes();
+            for (k, rec) in self.scan::<IntervalRecord>(key2("rd/", meter, &head[..6]))? {
+                let Some(t) = k
+                    .get(prefix_len..prefix_len + 8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                else {
+                    continue;
+                };
+                if t.abs_diff(at).saturating_mul(2) < interval {
+                    out.push((t, rec));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The distinct times the head-end holds readings of `meter` at, oldest first.
     pub fn reading_times(&self, meter: &str) -> Result<Vec<u64>, StoreError> {
         let prefix = key2("rd/", meter, &[]);
