@@ -80,7 +80,16 @@ pub fn local_time_text(unix: u64) -> String {
             tm.tm_min,
             tm.tm_sec
         ),
-        None => format!("{} s after 1970-01-01 00:00 UTC", unix),
+        None => {
+            let s = unix % 86_400;
+            format!(
+                "{} {:02}:{:02}:{:02} UTC",
+                concentrator_ledger::calendar::Date((unix / 86_400) as i64),
+                s / 3_600,
+                s % 3_600 / 60,
+                s % 60
+            )
+        }
     }
 }
 

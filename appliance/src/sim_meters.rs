@@ -4,7 +4,9 @@
 //! map. A meter whose driver has no emulator here (a vendor plugin) stays silent on the sim bus and is
 //! reported offline; serve such a meter on a pseudo-terminal instead (see docs/plugins.md).
 
-use concentrator_driver_dlt645::sim::{Dlt645Meter, Freeze, MeterConfig as Dlt645MeterConfig};
+use concentrator_driver_dlt645::sim::{
+    whole_minutes, Dlt645Meter, Freeze, MeterConfig as Dlt645MeterConfig,
+};
 use concentrator_driver_dlt645::Dlt645Address;
 use concentrator_driver_modbus::model::ModelRegistry;
 use concentrator_driver_modbus::sim::{ModbusMeter, ModbusMeterConfig};
@@ -37,7 +39,7 @@ pub fn attach(meters: &[MeterConfig], bus: &BusConfig, sim: &mut SimBus) -> usiz
                     let start = (start_kwh.max(0.0) * 100.0).round() as u64;
                     seed_freezes(&m, load_w, start, since, freeze_period_s);
                 }
-                m.handle().lock().freeze_period_s = freeze_period_s.max(1);
+                m.handle().lock().freeze_period_s = whole_minutes(freeze_period_s);
                 sim.attach(m);
             }),
             "modbus" => modbus(meter, line, load_w, start_centi_kwh).map(|m| {
@@ -68,9 +70,10 @@ pub fn consumed_centi_kwh(load_w: u32, since: u64, now: u64) -> u64 {
 /// The freezes a meter drawing `load_w` since `since` (its register then `start_centi_kwh`) would keep
 /// now: one at every `period` boundary of its clock, the newest 254 of them.
 fn seed_freezes(m: &Dlt645Meter, load_w: u32, start_centi_kwh: u64, since: u64, period: u64) {
-    let period = period.max(1);
+    let period = whole_minutes(period);
     let now = concentrator_protocol::unix_now();
-    let mut state = m.handle().lock();
+    let handle = m.handle();
+    let mut state = handle.lock();
     let offset = state.clock_offset_s;
     let keep = u64::from(concentrator_driver_dlt645::DataId::HOURLY_FREEZES);
     let first = since.max(now.saturating_sub(keep * period)) / period + 1;

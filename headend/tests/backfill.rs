@@ -210,3 +210,100 @@ fn an_unanswered_request_is_resent_and_a_meter_without_history_is_left_alone() {
         .deliver_backfill(Some("MTR-1"), answered + 3_600)
         .is_empty());
 }
+
+/// Figures for reading backfill (issue #19 item 2): a one-week gap of hourly readings (168) for 32
+/// meters, sealed as the gateway sends them (64 readings a message), and stored by the head-end: the
+/// uplink bytes (MQTT payloads: envelope and frame) and the head-end's time to store them. The pilot
+/// has one meter, so its 32 "meters" are 32 separate weeks of it: each backfill checks and writes the
+/// same keys a meter of its own would. Prints figures; asserts only that every reading was stored once.
+/// Run with `cargo test -p concentrator-headend --test backfill -- --ignored --nocapture`.
+#[test]
+#[ignore = "figures: prints the uplink bytes and head-end time of a one-week backfill of 32 meters"]
+fn backfill_figures_one_week_32_meters() {
+    const METERS: u64 = 32;
+    const WEEK: u64 = 168;
+    let p = Pilot::new("backfill-figures");
+    let he = p.head_end();
+    let (mut e, mut g, scope) = online(&p, &he);
+    let now = unix_now();
+    let start = (now / H - METERS * (WEEK + 2)) * H;
+    let mut messages = Vec::new();
+    for m in 0..METERS {
+        let week = start + m * (WEEK + 2) * H;
+        let readings: Vec<Reading> = (0..WEEK)
+            .map(|k| energy(week + k * H, wh_at(week + k * H)))
+            .collect();
+        for (i, chunk) in readings.chunks(64).enumerate() {
+            messages.push(g.seal(
+                scope,
+                Body::Backfill(Backfill {
+                    request: MessageId([m as u8; 16]),
+                    readings: chunk.to_vec(),
+                    last: (i + 1) * 64 >= readings.len(),
+                }),
+                None,
+            ));
+        }
+    }
+    let bytes: usize = messages.iter().map(|(t, p)| t.len() + p.len()).sum();
+    let payload: usize = messages.iter().map(|(_, p)| p.len()).sum();
+    let started = std::time::Instant::now();
+    for msg in &messages {
+        feed(&mut e, msg);
+    }
+    let took = started.elapsed();
+    let stored = stored(&e);
+    assert_eq!(stored.len() as u64, METERS * WEEK);
+    println!(
+        "backfill of a one-week gap, {METERS} meters × {WEEK} hourly readings: {} messages, {payload} bytes \
+         of MQTT payload ({} bytes a meter, {:.1} a reading), {bytes} with topics; the head-end stored them \
+         in {:.2} s ({:.2} ms a message, store: {})",
+        messages.len(),
+        payload as u64 / METERS,
+        payload as f64 / (METERS * WEEK) as f64,
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1000.0 / messages.len() as f64,
+        if std::env::var("CONCENTRATOR_HEADEND_STORE").as_deref() == Ok("postgres") {
+            "PostgreSQL"
+        } else {
+            "in memory"
+        }
+    );
+}
+
+/// A meter whose history is coarser than its live readings (freezes every hour, readings every 10
+/// minutes) fills part of a gap; what is left inside the window answered "done" is not asked for again.
+#[test]
+fn what_the_meter_did_not_have_is_not_asked_for_again() {
+    let p = Pilot::new("backfill-coarse");
+    let he = p.head_end();
+    let (mut e, mut g, scope) = online(&p, &he);
+    let now = unix_now();
+    let step = 600;
+    let t0 = (now / H - 5) * H;
+    for k in (0..=3).chain(12..=15) {
+        feed(&mut e, &live(&mut g, scope, t0 + k * step + 3));
+    }
+    let (cmd, req) = request(&mut g, &e.deliver_backfill(Some("MTR-1"), now), now);
+    assert_eq!((req.from, req.to), (t0 + 4 * step + 3, t0 + 11 * step + 3));
+    feed(
+        &mut e,
+        &result(&mut g, scope, cmd, result_code::DONE, "history queued"),
+    );
+    // The meter froze on the hour only: one reading inside the window.
+    feed(
+        &mut e,
+        &g.seal(
+            scope,
+            Body::Backfill(Backfill {
+                request: cmd,
+                readings: vec![energy(t0 + H, wh_at(t0 + H))],
+                last: true,
+            }),
+            None,
+        ),
+    );
+    assert_eq!(stored(&e).iter().filter(|r| r.1).count(), 1);
+    // Two smaller gaps are left either side of it, both inside the answered window.
+    assert!(e.deliver_backfill(Some("MTR-1"), now + 3_600).is_empty());
+}

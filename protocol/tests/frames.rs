@@ -84,6 +84,8 @@ fn spec_examples() {
         doc(Kind::TenancyChange, 0x18),
         "a6000101506777303030317264000000000000001802188c03483c910e55a207d418041a6955b90005a100450100024f01"
     );
+    println!("backfill: {}", doc(Kind::Backfill, 0x19));
+    println!("backfill request: {}", doc(Kind::BackfillRequest, 0x1a));
     assert_eq!(
         doc(Kind::AnchorRecorded, 0x17),
         "a5000101506777303030317264000000000000001702188d041a6955b90005a2001904d20158205a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"

@@ -204,10 +204,12 @@ impl Engine {
         let rec = self.store.backfill(m)?;
         let request = bf.request.to_string();
         let ours = rec.as_ref().filter(|r| r.command == request);
-        let interval = ours.map_or_else(
-            || interval_of(&self.store.reading_times(m).unwrap_or_default()).unwrap_or(1),
-            |r| u64::from(r.interval_s),
-        );
+        // The interval of the request it answers; of the meter's newest request when that one was
+        // replaced meanwhile; else what the meter's readings show.
+        let interval = match &rec {
+            Some(r) => u64::from(r.interval_s).max(1),
+            None => interval_of(&self.store.reading_times(m)?).unwrap_or(1),
+        };
         let (stored, dup) = self.store_readings(gw, m, id, &bf.readings, Some(interval), now)?;
         log::info!(
             "meter {m}: {stored} backfilled readings stored, {dup} held already (request {request}{})",
@@ -329,11 +331,23 @@ impl Engine {
                 _ => {}
             }
         }
-        let answered = self.answered(meter)?;
+        // Windows answered "done" before, and the newest request's when it was: a gap inside one of
+        // them is what the meter did not have (its history may be coarser than the live readings).
+        let mut answered = self.answered(meter)?;
+        if let Some(r) = rec.as_ref().filter(|r| {
+            matches!(
+                r.result,
+                Some(result_code::DONE | result_code::ALREADY_DONE)
+            )
+        }) {
+            answered.push((r.from, r.to));
+        }
         let times = self.store.reading_times(meter)?;
-        let gap = find_gaps(&times, None)
-            .into_iter()
-            .find(|g| !answered.contains(&(g.from, g.to)));
+        let gap = find_gaps(&times, None).into_iter().find(|g| {
+            !answered
+                .iter()
+                .any(|&(from, to)| from <= g.from && g.to <= to)
+        });
         Ok(gap.map(|mut g| {
             let most = MAX_INTERVALS_PER_REQUEST.saturating_sub(1) * g.interval_s;
             g.to = g.to.min(g.from.saturating_add(most));

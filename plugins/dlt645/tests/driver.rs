@@ -605,3 +605,63 @@ fn a_week_of_hourly_history_is_read_back() {
         );
     }
 }
+
+/// Figures for reading backfill (issue #19 item 2): a one-week gap (168 hourly freezes) read back from 32
+/// meters on one bus at 2400 baud 8E1, 40 ms reply latency: the bus time (the simulated clock, which
+/// the bus advances by each frame's time on the wire and the meters' latency) and the bytes both ways.
+/// Prints figures; asserts only that every record came back. Run with
+/// `cargo test -p concentrator-driver-dlt645 --test driver -- --ignored --nocapture backfill_figures`.
+#[test]
+#[ignore = "figures: prints the bus time and bytes of a one-week backfill of 32 meters"]
+fn backfill_figures_one_week_32_meters() {
+    const METERS: u64 = 32;
+    const RECORDS: u32 = 168;
+    let mut meters = Vec::new();
+    let mut handles = Vec::new();
+    for n in 1..=METERS {
+        let (m, h) = meter(n, |_| {});
+        meters.push(m);
+        handles.push(h);
+    }
+    let mut rig = Rig::new(meters);
+    let now = rig.wall_unix() as u64 / 3_600 * 3_600;
+    for h in &handles {
+        let mut state = h.lock();
+        for k in (1..=u64::from(RECORDS)).rev() {
+            state.record_freeze(concentrator_driver_dlt645::sim::Freeze {
+                at: now - k * 3_600,
+                import_centi_kwh: 1_000_000 - k * 100,
+                export_centi_kwh: 0,
+            });
+        }
+    }
+    let before = rig.bus.handle().stats();
+    let started = rig.clock.monotonic();
+    let wall = std::time::Instant::now();
+    let mut records = 0u64;
+    for n in 1..=METERS {
+        let address = Dlt645Address::from_number(n).to_wire();
+        let mut packed = address;
+        packed.reverse();
+        for r in 1..=RECORDS {
+            let readings = rig.run(&packed, CONFIG, Task::ReadHistory(r)).unwrap();
+            assert_eq!(readings.len(), 2);
+            records += 1;
+        }
+    }
+    let bus_time = rig.clock.monotonic() - started;
+    let after = rig.bus.handle().stats();
+    let sent = after.bytes_sent - before.bytes_sent;
+    let received = after.bytes_received - before.bytes_received;
+    assert_eq!(records, METERS * u64::from(RECORDS));
+    println!(
+        "backfill of a one-week gap, {METERS} meters × {RECORDS} hourly freezes on one bus at 2400 baud: \
+         {records} records, {} exchanges; bus time {:.1} min ({:.1} s a meter); \
+         {sent} bytes to the meters, {received} bytes from them ({} bytes a meter); computed in {:.1} s",
+        after.frames_sent - before.frames_sent,
+        bus_time.as_secs_f64() / 60.0,
+        bus_time.as_secs_f64() / METERS as f64,
+        (sent + received) / METERS,
+        wall.elapsed().as_secs_f64()
+    );
+}

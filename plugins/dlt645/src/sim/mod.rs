@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use concentrator_hal::sim::{SimDevice, SimReply};
 use concentrator_hal::LineSettings;
 
-pub use state::{tariff_at, Freeze, MeterState, Prepaid};
+pub use state::{tariff_at, whole_minutes, Freeze, MeterState, Prepaid};
 
 use crate::control::{ControlCode, Function};
 use crate::data_id::{encode_reading, DataFormat, DataId};
@@ -80,7 +80,7 @@ pub struct MeterConfig {
     pub line: LineSettings,
     /// The most data bytes one reply frame carries; longer data goes out in follow-up frames.
     pub max_reply_data: usize,
-    /// The period of its "hourly" freeze (`0504xxxx`), seconds.
+    /// The period of its "hourly" freeze (`0504xxxx`), seconds (rounded up to whole minutes).
     pub freeze_period_s: u64,
 }
 

@@ -74,10 +74,16 @@ pub struct MeterState {
     /// How many freezes were ordered.
     pub freezes: u32,
     /// The period of the "hourly" freeze, seconds of the meter's clock (3600; real meters set 15, 30
-    /// or 60 minutes; tests shorter).
+    /// or 60 minutes; tests shorter). Whole minutes: a frozen time carries no seconds, so the
+    /// emulator rounds a shorter or uneven period up to the next minute.
     pub freeze_period_s: u64,
     /// The freezes kept, oldest first, at most [`crate::DataId::HOURLY_FREEZES`].
     pub frozen: VecDeque<Freeze>,
+}
+
+/// A freeze period in whole minutes (at least one), as a frozen time (`mm hh DD MM YY`) can state it.
+pub fn whole_minutes(period_s: u64) -> u64 {
+    period_s.max(60).div_ceil(60) * 60
 }
 
 /// One periodic freeze: the meter's clock and its totals at a period boundary.
@@ -165,7 +171,7 @@ impl MeterState {
         importing: bool,
         energy: u128,
     ) {
-        let period = self.freeze_period_s.max(1);
+        let period = whole_minutes(self.freeze_period_s);
         let span = u128::from(to_s.saturating_sub(from_s).max(1));
         let mut b = (from_s / period + 1) * period;
         while b <= to_s {
