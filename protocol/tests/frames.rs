@@ -84,8 +84,15 @@ fn spec_examples() {
         doc(Kind::TenancyChange, 0x18),
         "a6000101506777303030317264000000000000001802188c03483c910e55a207d418041a6955b90005a100450100024f01"
     );
-    println!("backfill: {}", doc(Kind::Backfill, 0x19));
-    println!("backfill request: {}", doc(Kind::BackfillRequest, 0x1a));
+    // The backfill pair (docs/protocol.md, *Backfill request*).
+    assert_eq!(
+        doc(Kind::Backfill, 0x19),
+        "a60001015067773030303172640000000000000019020e03483c910e55a207d418041a6955b90005a30050677730303031726400000000000000070181a4001a6955aaf0010102193039030002f5"
+    );
+    assert_eq!(
+        doc(Kind::BackfillRequest, 0x1a),
+        "a6000101506777303030317264000000000000001a02188e03483c910e55a207d418041a6955b90005a3001a694c7e80011a6955aaf002190e10"
+    );
     assert_eq!(
         doc(Kind::AnchorRecorded, 0x17),
         "a5000101506777303030317264000000000000001702188d041a6955b90005a2001904d20158205a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
