@@ -4,7 +4,9 @@
 //! map. A meter whose driver has no emulator here (a vendor plugin) stays silent on the sim bus and is
 //! reported offline; serve such a meter on a pseudo-terminal instead (see docs/plugins.md).
 
-use concentrator_driver_dlt645::sim::{Dlt645Meter, MeterConfig as Dlt645MeterConfig};
+use concentrator_driver_dlt645::sim::{
+    whole_minutes, Dlt645Meter, Freeze, MeterConfig as Dlt645MeterConfig,
+};
 use concentrator_driver_dlt645::Dlt645Address;
 use concentrator_driver_modbus::model::ModelRegistry;
 use concentrator_driver_modbus::sim::{ModbusMeter, ModbusMeterConfig};
@@ -26,12 +28,18 @@ pub fn attach(meters: &[MeterConfig], bus: &BusConfig, sim: &mut SimBus) -> usiz
             (s.load_w, s.start_kwh, s.running_since_unix)
         });
         let clock_offset_s = meter.sim.as_ref().map_or(0, |s| s.clock_offset_s);
+        let freeze_period_s = meter.sim.as_ref().map_or(3_600, |s| s.freeze_period_s);
         let start_centi_kwh = (start_kwh.max(0.0) * 100.0).round() as u64
             + since.map_or(0, |since| {
                 consumed_centi_kwh(load_w, since, concentrator_protocol::unix_now())
             });
         let result = match meter.driver.get_ref().as_str() {
             "dlt645" => dlt645(meter, line, load_w, start_centi_kwh, clock_offset_s).map(|m| {
+                if let Some(since) = since {
+                    let start = (start_kwh.max(0.0) * 100.0).round() as u64;
+                    seed_freezes(&m, load_w, start, since, freeze_period_s);
+                }
+                m.handle().lock().freeze_period_s = whole_minutes(freeze_period_s);
                 sim.attach(m);
             }),
             "modbus" => modbus(meter, line, load_w, start_centi_kwh).map(|m| {
@@ -57,6 +65,26 @@ pub fn attach(meters: &[MeterConfig], bus: &BusConfig, sim: &mut SimBus) -> usiz
 /// Energy drawn at `load_w` from `since` to `now` (unix seconds), in 0.01 kWh, rounded down.
 pub fn consumed_centi_kwh(load_w: u32, since: u64, now: u64) -> u64 {
     (u128::from(load_w) * u128::from(now.saturating_sub(since)) / 36_000) as u64
+}
+
+/// The freezes a meter drawing `load_w` since `since` (its register then `start_centi_kwh`) would keep
+/// now: one at every `period` boundary of its clock, the newest 254 of them.
+fn seed_freezes(m: &Dlt645Meter, load_w: u32, start_centi_kwh: u64, since: u64, period: u64) {
+    let period = whole_minutes(period);
+    let now = concentrator_protocol::unix_now();
+    let handle = m.handle();
+    let mut state = handle.lock();
+    let offset = state.clock_offset_s;
+    let keep = u64::from(concentrator_driver_dlt645::DataId::HOURLY_FREEZES);
+    let first = since.max(now.saturating_sub(keep * period)) / period + 1;
+    for k in first..=now / period {
+        let wall = k * period;
+        state.record_freeze(Freeze {
+            at: wall.saturating_add_signed(offset),
+            import_centi_kwh: start_centi_kwh + consumed_centi_kwh(load_w, since, wall),
+            export_centi_kwh: 0,
+        });
+    }
 }
 
 fn dlt645(

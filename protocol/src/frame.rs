@@ -100,6 +100,8 @@ bodies! {
     AccountRestore(AccountRestore),
     AnchorRecorded(AnchorRecorded),
     TenancyChange(TenancyChange),
+    Backfill(Backfill),
+    BackfillRequest(BackfillRequest),
 }
 
 impl Body {

@@ -104,6 +104,8 @@ kinds! {
     RestoreRequest = 0x0C, "restore-request", Up, Sealed, Urgent;
     /// The gateway's signed settlement of an account closed by a change of tenancy.
     Settlement = 0x0D, "settlement", Up, Sealed, Urgent;
+    /// Readings read back from a meter's own stored history, answering a backfill request.
+    Backfill = 0x0E, "backfill", Up, Sealed, Routine;
     /// An AKA challenge for a meter.
     AkaChallenge = 0x81, "aka-challenge", Down, Plain, Urgent;
     /// The algorithms the head-end allows.
@@ -130,6 +132,8 @@ kinds! {
     AnchorRecorded = 0x8D, "anchor-recorded", Down, Sealed, Normal;
     /// The head-end's signed order to close a meter's account and open the next tenant's.
     TenancyChange = 0x8C, "tenancy", Down, Sealed, Urgent;
+    /// The head-end asks for a meter's readings over a window it has none for.
+    BackfillRequest = 0x8E, "backfill-request", Down, Sealed, Normal;
 }
 
 impl Kind {

@@ -88,6 +88,15 @@ pub struct SimMeterConfig {
     /// as many real ones do.
     #[serde(default)]
     pub clock_offset_s: i64,
+    /// A DL/T 645 emulator's freeze period, seconds, whole minutes (its "hourly" freeze, `0504xxxx`,
+    /// which reading backfill reads back; a frozen time carries no seconds); with `running_since_unix` it starts with the freezes a meter drawing
+    /// `load_w` since then would keep (the last 254).
+    #[serde(default = "default_freeze_period")]
+    pub freeze_period_s: u64,
+}
+
+fn default_freeze_period() -> u64 {
+    3_600
 }
 
 fn unset() -> Spanned<String> {

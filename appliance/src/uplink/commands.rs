@@ -19,6 +19,10 @@
 //!   tariff, its in-force time and the tariff it replaces; a resend is "already done";
 //! - configuration change (gateway scope) → the configuration file, all or none
 //!   ([`crate::config::remote`]), answered with each `key: old → new`;
+//! - backfill request (meter scope) → the meter's stored history read record by record at routine
+//!   priority on its bus ([`read_history`], at most [`BACKFILL_MAX_RECORDS`]): answered "done" once the
+//!   newest record came (the readings inside the window follow as backfill messages, 0x0E), or
+//!   "unsupported" with the driver's reason when the meter keeps no history;
 //! - everything else → "unsupported" (22) until it is built.
 
 use std::collections::HashMap;
@@ -26,8 +30,12 @@ use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use concentrator_plugin_host::{Quantity as MeterQuantity, Reading as MeterReading, Value};
 use concentrator_plugin_host::{RelayCommand as MeterRelay, Task};
-use concentrator_protocol::{result_code, Body, Frame, ReceiptBody, RelayAction, Scope, Tid};
+use concentrator_protocol::{
+    result_code, Backfill, BackfillRequest, Body, Frame, MessageId, ReceiptBody, RelayAction,
+    Scope, Tid,
+};
 use concentrator_uplink::mqtt::{AppendOutbox, Downlink, Handled, Outcome, SledOutbox, Ticket};
 
 use concentrator_ledger::{RelayOrder, RelayState};
@@ -37,7 +45,7 @@ use crate::prepay::{
     AnchorReply, Place, RelayReply, RelayRequest, RestoreReply, SchedulerHandles, TariffReply,
     TenancyReply, TenancyRequest, ToLedger, TokenReply, TokenRequest,
 };
-use crate::scheduler::Priority;
+use crate::scheduler::{JobOutcome, Priority, SchedulerHandle};
 
 /// Longest wait for the ledger to apply and flush a top-up.
 pub const TOKEN_WAIT: Duration = Duration::from_secs(10);
@@ -559,10 +567,368 @@ impl Downlink for Commands {
             Body::TenancyChange(t) => self.tenancy(scope, &t.order),
             Body::TariffUpdate(t) => self.tariff(scope, t),
             Body::ConfigChange(c) => Handled::Now(config_change(scope, &c.settings)),
+            Body::BackfillRequest(r) => self.backfill(scope, frame.header.id, r),
             _ => Handled::Now(Outcome::failed(
                 result_code::UNSUPPORTED,
                 format!("{:?} is not supported by this gateway yet", frame.kind()),
             )),
         }
+    }
+}
+
+/// The most history records one backfill request reads (what a DL/T 645 meter keeps of its hourly
+/// freezes); an older part of the window is left for the head-end's next request.
+pub const BACKFILL_MAX_RECORDS: u32 = 254;
+/// Longest wait for one history record on the bus (routine priority: polls and commands go first).
+pub const HISTORY_WAIT: Duration = Duration::from_secs(60);
+/// Backfilled readings per message.
+pub const BACKFILL_CHUNK: usize = 64;
+
+/// The window a backfill request asks for: records whose time lies within half an interval of
+/// `from..=to` belong to it (the meter freezes on its own grid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Earliest record time taken, Unix s.
+    pub earliest: u64,
+    /// Latest record time taken, Unix s.
+    pub latest: u64,
+}
+
+impl Window {
+    /// The window of a request; `None` for one that asks for nothing (no interval, `from` after `to`).
+    pub fn of(r: &BackfillRequest) -> Option<Window> {
+        if r.interval_s == 0 || r.from > r.to {
+            return None;
+        }
+        let half = u64::from(r.interval_s / 2);
+        Some(Window {
+            earliest: r.from.saturating_sub(half),
+            latest: r.to.saturating_add(half),
+        })
+    }
+}
+
+/// Why a meter's history could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryError {
+    /// The meter (its driver) keeps no history: the driver's words.
+    Unsupported(String),
+    /// The bus or the meter failed (offline, no answer): try again later.
+    Failed(String),
+}
+
+/// The time of a history record (its `MeterDateTime` reading).
+fn record_time(record: &[MeterReading]) -> Option<u64> {
+    record.iter().find_map(|r| match (r.quantity, r.value) {
+        (MeterQuantity::MeterDateTime, Value::Timestamp(t)) => u64::try_from(t).ok(),
+        _ => None,
+    })
+}
+
+/// One history record's outcome: its readings, `None` when the meter has no such record (a device
+/// exception: the history is shorter), or why it could not be read.
+fn history_record(outcome: JobOutcome) -> Result<Option<Vec<MeterReading>>, HistoryError> {
+    match outcome {
+        Ok(Ok(readings)) => Ok(Some(readings)),
+        Ok(Err(_no_such_record)) => Ok(None),
+        Err(e)
+            if e.contains(&format!("cannot {}", Task::ReadHistory(1)))
+                || e.contains("not done on request behind a coordinator") =>
+        {
+            Err(HistoryError::Unsupported(e))
+        }
+        Err(e) => Err(HistoryError::Failed(e)),
+    }
+}
+
+/// Reads the meter at `address` back from record `start + 1` on (newer records first), given record
+/// `start`'s readings, until a record is older than the window, the meter has no more, or
+/// [`BACKFILL_MAX_RECORDS`]; returns the wire readings of the records inside the window, oldest first.
+pub fn read_history(
+    handle: &SchedulerHandle,
+    address: &str,
+    window: Window,
+    start: (u32, Vec<MeterReading>),
+) -> Vec<concentrator_protocol::Reading> {
+    let (mut n, mut record) = start;
+    let mut out = Vec::new();
+    loop {
+        let Some(at) = record_time(&record) else {
+            log::warn!(
+                "meter {address}: history record {n} carries no time; the backfill stops there"
+            );
+            break;
+        };
+        if at < window.earliest {
+            break;
+        }
+        if at <= window.latest {
+            // Newest first here; reversed below.
+            out.extend(super::convert::readings(at, &record).into_iter().rev());
+        }
+        n += 1;
+        if n > BACKFILL_MAX_RECORDS {
+            break;
+        }
+        let rx = handle.submit(address, Task::ReadHistory(n), Priority::Routine);
+        match rx.recv_timeout(HISTORY_WAIT).map(history_record) {
+            Ok(Ok(Some(r))) => record = r,
+            Ok(Ok(None)) => break,
+            Ok(Err(HistoryError::Unsupported(e) | HistoryError::Failed(e))) => {
+                log::warn!("meter {address}: history record {n} not read ({e}); the backfill sends what it has");
+                break;
+            }
+            Err(_) => {
+                log::warn!(
+                    "meter {address}: history record {n} not read within {} s; the backfill sends what it has",
+                    HISTORY_WAIT.as_secs()
+                );
+                break;
+            }
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// The backfill messages of `readings` for request `request`: chunks of [`BACKFILL_CHUNK`], the last
+/// one marked (one empty, marked message when the meter had nothing for the window).
+pub fn backfill_bodies(
+    request: MessageId,
+    readings: Vec<concentrator_protocol::Reading>,
+) -> Vec<Body> {
+    let chunks: Vec<Vec<_>> = if readings.is_empty() {
+        vec![vec![]]
+    } else {
+        readings.chunks(BACKFILL_CHUNK).map(<[_]>::to_vec).collect()
+    };
+    let n = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, readings)| {
+            Body::Backfill(Backfill {
+                request,
+                readings,
+                last: i + 1 == n,
+            })
+        })
+        .collect()
+}
+
+impl Commands {
+    fn backfill(&self, scope: Scope, id: MessageId, r: &BackfillRequest) -> Handled {
+        let route = match self.route(scope) {
+            Ok(r) => r.clone(),
+            Err(o) => return Handled::Now(o),
+        };
+        let Some(window) = Window::of(r) else {
+            return Handled::Now(Outcome::failed(
+                result_code::INVALID,
+                format!(
+                    "a backfill request needs an interval above 0 and its start before its end (from {} to {}, interval {} s)",
+                    crate::clock::local_time_text(r.from),
+                    crate::clock::local_time_text(r.to),
+                    r.interval_s
+                ),
+            ));
+        };
+        let Some(handle) = self.handles.get(&route.place.bus) else {
+            return Handled::Now(Outcome::failed(
+                result_code::METER_FAILED,
+                format!("bus {} is not open", route.place.bus),
+            ));
+        };
+        log::info!(
+            "meter {}: the head-end asks for its readings from {} to {}",
+            route.meter,
+            crate::clock::local_time_text(r.from),
+            crate::clock::local_time_text(r.to)
+        );
+        let first = handle.submit(
+            &route.place.address,
+            Task::ReadHistory(1),
+            Priority::Routine,
+        );
+        let outbox = self.outbox.clone();
+        ticket(
+            first,
+            HISTORY_WAIT,
+            format!(
+                "meter {}: its newest history record did not come within {} s",
+                route.meter,
+                HISTORY_WAIT.as_secs()
+            ),
+            move |outcome| match history_record(outcome) {
+                Ok(first) => {
+                    let (handle, route, outbox) = (handle.clone(), route.clone(), outbox.clone());
+                    let started =
+                        std::thread::Builder::new()
+                            .name("backfill".into())
+                            .spawn(move || {
+                                let readings = match first {
+                                    Some(rec) => read_history(
+                                        &handle,
+                                        &route.place.address,
+                                        window,
+                                        (1, rec),
+                                    ),
+                                    None => vec![],
+                                };
+                                let count = readings.len();
+                                for body in backfill_bodies(id, readings) {
+                                    if let Err(e) = outbox.append(scope, unix_now(), body) {
+                                        log::error!(
+                                            "meter {}: backfilled readings not queued: {e}",
+                                            route.meter
+                                        );
+                                        return;
+                                    }
+                                }
+                                log::info!(
+                                    "meter {}: {count} backfilled readings queued for the head-end",
+                                    route.meter
+                                );
+                            });
+                    match started {
+                        Ok(_) => Outcome {
+                            code: result_code::DONE,
+                            reason: Some("the meter's stored history is being read; the readings inside the window follow as backfill messages".into()),
+                        },
+                        Err(e) => Outcome::failed(
+                            result_code::TRY_LATER,
+                            format!("the gateway cannot start reading the history: {e}"),
+                        ),
+                    }
+                }
+                Err(HistoryError::Unsupported(why)) => Outcome::failed(
+                    result_code::UNSUPPORTED,
+                    format!(
+                        "meter {} keeps no reading history the gateway can read: {why}",
+                        route.meter
+                    ),
+                ),
+                Err(HistoryError::Failed(why)) => Outcome::failed(
+                    result_code::METER_FAILED,
+                    format!(
+                        "meter {}: its history could not be read: {why}",
+                        route.meter
+                    ),
+                ),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod backfill_tests {
+    use super::*;
+    use concentrator_plugin_host::{Decimal, Unit};
+    use concentrator_protocol::Quantity;
+
+    fn record(at: u64, centi_kwh: i64) -> Vec<MeterReading> {
+        vec![
+            MeterReading::new(MeterQuantity::MeterDateTime, Value::Timestamp(at as i64)),
+            MeterReading::new(
+                MeterQuantity::EnergyImportTotal,
+                Value::Decimal(Decimal::new(centi_kwh, 1, Unit::WattHour)),
+            ),
+        ]
+    }
+
+    /// A meter on a fake bus worker keeping hourly records up to `newest`, `kept` of them.
+    fn meter(newest: u64, kept: u32) -> SchedulerHandle {
+        let (handle, jobs) = SchedulerHandle::channel();
+        std::thread::spawn(move || {
+            for (_, task, priority, reply) in jobs {
+                assert_eq!(priority, Priority::Routine);
+                let Task::ReadHistory(n) = task else {
+                    panic!("{task}")
+                };
+                let outcome: JobOutcome = if n <= kept {
+                    let at = newest - u64::from(n - 1) * 3_600;
+                    Ok(Ok(record(at, (at / 36) as i64)))
+                } else {
+                    Ok(Err(concentrator_plugin_host::DeviceException {
+                        code: 2,
+                        text: "no requested data".into(),
+                    }))
+                };
+                let _ = reply.send(outcome);
+            }
+        });
+        handle
+    }
+
+    #[test]
+    fn the_records_inside_the_window_are_read_oldest_first() {
+        let h = 3_600;
+        let newest = 1_800_000_000 / h * h;
+        let handle = meter(newest, 254);
+        // Asked for hours 3 to 5 back (the head-end's slots a few seconds after the hour).
+        let req = BackfillRequest {
+            from: newest - 5 * h + 4,
+            to: newest - 3 * h + 4,
+            interval_s: h as u32,
+        };
+        let w = Window::of(&req).unwrap();
+        let first = record(newest, (newest / 36) as i64);
+        let got = read_history(&handle, "000000000001", w, (1, first));
+        let times: Vec<u64> = got.iter().map(|r| r.at).collect();
+        assert_eq!(times, vec![newest - 5 * h, newest - 4 * h, newest - 3 * h]);
+        assert!(got.iter().all(|r| r.quantity == Quantity::EnergyImportWh));
+        assert_eq!(got[0].value, ((newest - 5 * h) / 36) as i64);
+        let bodies = backfill_bodies(MessageId([7; 16]), got);
+        assert_eq!(bodies.len(), 1);
+        assert!(matches!(&bodies[0], Body::Backfill(b) if b.last && b.readings.len() == 3));
+    }
+
+    #[test]
+    fn a_short_history_stops_at_its_oldest_record_and_a_long_window_is_chunked() {
+        let h = 3_600;
+        let newest = 1_800_000_000 / h * h;
+        let handle = meter(newest, 100);
+        let req = BackfillRequest {
+            from: newest - 500 * h,
+            to: newest,
+            interval_s: h as u32,
+        };
+        let first = record(newest, 1);
+        let got = read_history(&handle, "x", Window::of(&req).unwrap(), (1, first));
+        assert_eq!(got.len(), 100, "all the meter keeps");
+        let bodies = backfill_bodies(MessageId([7; 16]), got);
+        assert_eq!(bodies.len(), 2);
+        assert!(
+            matches!(&bodies[0], Body::Backfill(b) if !b.last && b.readings.len() == BACKFILL_CHUNK)
+        );
+        assert!(matches!(&bodies[1], Body::Backfill(b) if b.last));
+        assert!(Window::of(&BackfillRequest {
+            from: 2,
+            to: 1,
+            interval_s: 60
+        })
+        .is_none());
+        assert!(Window::of(&BackfillRequest {
+            from: 1,
+            to: 2,
+            interval_s: 0
+        })
+        .is_none());
+    }
+
+    #[test]
+    fn a_driver_without_history_is_unsupported_and_a_silent_meter_a_failure() {
+        let rejected = format!(
+            "plugin `modbus` cannot {} on meter 01: this Modbus meter's register map keeps no reading history",
+            Task::ReadHistory(1)
+        );
+        assert!(matches!(
+            history_record(Err(rejected)),
+            Err(HistoryError::Unsupported(w)) if w.contains("keeps no reading history")
+        ));
+        assert!(matches!(
+            history_record(Err("meter 01: no reply within 500 ms".into())),
+            Err(HistoryError::Failed(_))
+        ));
     }
 }

@@ -3,7 +3,7 @@
 
 use concentrator_mpc::backend::Notice;
 use concentrator_protocol::{
-    event_code, protect, AccountSummary, Body, Event, MessageId, Quantity, Readings, Topic,
+    event_code, protect, AccountSummary, Body, Event, MessageId, Readings, Topic,
 };
 use serde_json::json;
 
@@ -48,33 +48,21 @@ impl Engine {
         r: Readings,
         now: u64,
     ) -> Result<(), Fault> {
-        let mut b = Batch::new();
-        let list: Vec<_> = r
-            .readings
-            .iter()
-            .map(|x| json!({"at": x.at, "quantity": x.quantity.code(), "value": x.value, "exponent": x.exponent}))
-            .collect();
-        let at = r.readings.iter().map(|x| x.at).max().unwrap_or(now);
-        self.ingest(&mut b, "readings", gw, meter, id, at, now, json!(list));
         let Some(m) = meter else {
-            return Ok(self.store.apply(b)?);
-        };
-        self.store.update_meter_apply(m, b, |rec| {
-            for x in r
+            let mut b = Batch::new();
+            let list: Vec<_> = r
                 .readings
                 .iter()
-                .filter(|x| x.quantity == Quantity::EnergyImportWh)
-            {
-                if rec.view.last_reading_at.is_some_and(|t| t > x.at) {
-                    continue;
-                }
-                if let Some(wh) = scaled(x.value, x.exponent) {
-                    rec.view.last_reading_wh = Some(wh);
-                    rec.view.last_reading_at = Some(x.at);
-                }
-            }
-        })?;
-        Ok(())
+                .map(|x| json!({"at": x.at, "quantity": x.quantity.code(), "value": x.value, "exponent": x.exponent}))
+                .collect();
+            let at = r.readings.iter().map(|x| x.at).max().unwrap_or(now);
+            self.ingest(&mut b, "readings", gw, meter, id, at, now, json!(list));
+            return Ok(self.store.apply(b)?);
+        };
+        // Each (time, quantity) of a meter once: a reading held already (backfilled before the live
+        // one arrived late) is not stored again.
+        self.store_readings(gw, m, id, &r.readings, None, now)
+            .map(|_| ())
     }
 
     pub(super) fn event(
@@ -278,7 +266,7 @@ impl Engine {
 }
 
 /// `value × 10^exponent` as whole units, if it fits.
-fn scaled(value: i64, exponent: i8) -> Option<u64> {
+pub(super) fn scaled(value: i64, exponent: i8) -> Option<u64> {
     let v = u64::try_from(value).ok()?;
     if exponent >= 0 {
         v.checked_mul(10u64.checked_pow(exponent as u32)?)

@@ -9,6 +9,7 @@
 
 mod aka;
 mod anchor;
+pub mod backfill;
 mod ingest;
 mod remote;
 pub mod restore;
@@ -531,6 +532,7 @@ impl Engine {
             Body::CommandResult(r) => self.command_result(gw, meter, r, now),
             Body::RestoreRequest(r) => self.restore(gw, meter, r, now),
             Body::Settlement(s) => self.settlement(gw, meter, s, now).map(|()| vec![]),
+            Body::Backfill(bf) => self.backfilled(gw, meter, id, bf, now).map(|()| vec![]),
             other => Err(Fault::Reject(format!(
                 "a {} message is not expected in this scope",
                 other.kind().topic_name()
@@ -706,6 +708,8 @@ impl Engine {
                 }
                 Err(e) => log::error!("reconciliation: {e}"),
             }
+            // Gaps in the readings are looked for as often as accounts are asked for.
+            out.extend(self.deliver_backfill(None, now));
         }
         // Shared store: every worker polls, and new purchases reach their gateway at once through the
         // worker that sold them, so the poll (of every pending token) runs a tenth as often as the

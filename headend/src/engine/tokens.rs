@@ -255,6 +255,9 @@ impl Engine {
         if let Some(out) = self.remote_result(gw, meter, &r, now)? {
             return Ok(out);
         }
+        if let Some(out) = self.backfill_result(gw, meter, &r, now)? {
+            return Ok(out);
+        }
         let Some(tr) = self.store.get::<TokenRef>(format!("cmd/{}", r.command))? else {
             log::info!(
                 "gateway {gw}: result {} for command {} (not a top-up of ours)",

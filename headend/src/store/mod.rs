@@ -26,6 +26,8 @@
 //! | `ser/<meter>` | the next token serial of a meter (u64; only [`Store::next_serial`] writes it) |
 //! | `rej/<gateway>\0<at BE><message id>` | [`Rejected`] (uplink messages refused for good, acknowledged) |
 //! | `anc/<gateway>` | [`AnchorRecord`] (the gateway's audit chain head, from its account summaries) |
+//! | `rd/<meter>\0<at BE><quantity BE>` | [`IntervalRecord`] (each stored reading's time and quantity, once) |
+//! | `bfr/<meter>`, `bfc/<message id hex>` | [`BackfillRecord`] (a meter's backfill request) and its command id |
 //! | `ten/<order BE>`, `tenp/…`, `tenm/<meter>\0<order BE>`, `tcmd/<id hex>`, `tenn` | [`TenancyRecord`] (change-of-tenancy orders) and their indexes |
 //!
 //! While the head-end runs, a meter record changes only through [`Store::update_meter`] (a scope on
@@ -38,6 +40,7 @@ pub mod kek;
 mod kv;
 mod meters;
 pub mod pg;
+mod readings;
 mod records;
 mod scope;
 mod tenancy;
@@ -47,6 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use kv::{Entries, Kv, KvTxn, MemKv, SledKv};
 pub use meters::{anchor_key, rejected_key, serial_key};
+pub use readings::*;
 pub use records::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

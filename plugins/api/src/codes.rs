@@ -134,6 +134,9 @@ pub mod task {
     pub const SET_CLOCK: u32 = 3;
     /// Find the address of the one meter on a bus (a broadcast read).
     pub const DISCOVER_ADDRESS: u32 = 4;
+    /// Read one record of the meter's stored interval history (API 1.3): `reserved` is the record,
+    /// 1 = the newest.
+    pub const READ_HISTORY: u32 = 5;
 }
 
 /// How a reply ended ([`crate::RawReply::kind`]).

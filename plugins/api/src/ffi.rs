@@ -277,7 +277,7 @@ pub struct RawTask {
     pub quantity: u32,
     /// For `RELAY`: the command ([`crate::codes::relay_command`]).
     pub relay: u32,
-    /// Reserved, 0.
+    /// For `READ_HISTORY`: the record, 1 = the newest (API 1.3); otherwise 0.
     pub reserved: u32,
     /// For `SET_CLOCK`: the time to set, Unix seconds.
     pub unix_time: i64,

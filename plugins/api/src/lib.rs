@@ -47,9 +47,11 @@ pub const ABI_VERSION: u32 = 1;
 /// 1.2 defined what a coordinator driver's commands and notices mean ([`coordinator`]: typed, one JSON
 /// encoding for every vendor) and that every meter driver's config carries the bus's `line`; a
 /// coordinator plugin built against 1.1 (which spoke its own notices) is refused.
+/// 1.3 added the meter task `READ_HISTORY` ([`Task::ReadHistory`], a record of the meter's stored
+/// interval history, for reading backfill); a 1.2 driver rejects it as a task it does not know.
 pub const API_VERSION: ApiVersion = ApiVersion {
     major: 1,
-    minor: 2,
+    minor: 3,
     patch: 0,
 };
 

@@ -542,6 +542,12 @@ pub enum Task {
     SetClock(i64),
     /// Find the address of the one meter on the bus.
     DiscoverAddress,
+    /// Read record `n` (1 = the newest) of the meter's own stored interval history (API 1.3): the
+    /// driver answers with the record's time as [`Quantity::MeterDateTime`] (a
+    /// [`Value::Timestamp`], Unix seconds) and the registers the meter froze then (at least
+    /// [`Quantity::EnergyImportTotal`]); a meter that keeps no history is a rejection that says so, a
+    /// record the meter does not have (yet) a device exception.
+    ReadHistory(u32),
 }
 
 impl Task {
@@ -562,6 +568,10 @@ impl Task {
                 raw.unix_time = t;
             }
             Task::DiscoverAddress => raw.kind = task::DISCOVER_ADDRESS,
+            Task::ReadHistory(n) => {
+                raw.kind = task::READ_HISTORY;
+                raw.reserved = n;
+            }
         }
         raw
     }
@@ -573,6 +583,7 @@ impl Task {
             task::RELAY => Ok(Task::Relay(RelayCommand::try_from_raw(raw.relay)?)),
             task::SET_CLOCK => Ok(Task::SetClock(raw.unix_time)),
             task::DISCOVER_ADDRESS => Ok(Task::DiscoverAddress),
+            task::READ_HISTORY => Ok(Task::ReadHistory(raw.reserved)),
             other => Err(RawValueError::Task(other)),
         }
     }
@@ -585,6 +596,7 @@ impl fmt::Display for Task {
             Task::Relay(c) => write!(f, "relay {c:?}"),
             Task::SetClock(t) => write!(f, "set clock to unix {t}"),
             Task::DiscoverAddress => f.write_str("discover address"),
+            Task::ReadHistory(n) => write!(f, "read stored history record {n} (1 = the newest)"),
         }
     }
 }
@@ -830,6 +842,7 @@ mod tests {
             Task::Relay(RelayCommand::GuaranteePower),
             Task::SetClock(-1),
             Task::DiscoverAddress,
+            Task::ReadHistory(168),
         ] {
             assert_eq!(Task::try_from_raw(&t.to_raw()), Ok(t));
         }

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use crate::bcd;
 use crate::status::RunningStatus3;
-use crate::value::{DateTimeError, MeterDate, MeterTime, Reading, Unit};
+use crate::value::{DateTimeError, MeterDate, MeterDateTime, MeterTime, Reading, Unit};
 use crate::Dlt645Address;
 
 /// A data identifier, written as eight hex digits `DI3 DI2 DI1 DI0` (`00010000` = import active
@@ -62,6 +62,8 @@ pub enum DataFormat {
     RunningStatus3,
     /// A meter address, 6 bytes.
     Address,
+    /// When a freeze was taken: `mm hh DD MM YY` (minute first), 5 bytes.
+    FrozenTime,
 }
 
 impl DataFormat {
@@ -73,6 +75,7 @@ impl DataFormat {
             DataFormat::Time => 3,
             DataFormat::RunningStatus3 => 2,
             DataFormat::Address => 6,
+            DataFormat::FrozenTime => 5,
         }
     }
 }
@@ -119,6 +122,19 @@ impl DataId {
     pub const ADDRESS: DataId = DataId(0x0400_0401);
     /// Running status word 3, with the relay state (`04000503`).
     pub const RUNNING_STATUS_3: DataId = DataId(0x0400_0503);
+
+    /// The most hourly freezes a meter keeps (`n` of [`DataId::hourly_frozen_time`] is 1..=254).
+    pub const HOURLY_FREEZES: u8 = 254;
+
+    /// When the `n`-th most recent hourly freeze was taken (`050400nn`, 1 = the newest).
+    pub const fn hourly_frozen_time(n: u8) -> DataId {
+        DataId(0x0504_0000 | n as u32)
+    }
+
+    /// Import active energy, total, at the `n`-th most recent hourly freeze (`050401nn`).
+    pub const fn hourly_frozen_import_energy(n: u8) -> DataId {
+        DataId(0x0504_0100 | n as u32)
+    }
 
     /// Import active energy of a tariff (0 = total, 1..=63 the tariffs).
     pub const fn import_active_energy(tariff: u8) -> DataId {
@@ -196,6 +212,8 @@ impl DataId {
             (0x04, 0x00, 0x01, 0x02) => DataFormat::Time,
             (0x04, 0x00, 0x04, 0x01) => DataFormat::Address,
             (0x04, 0x00, 0x05, 0x03) => DataFormat::RunningStatus3,
+            (0x05, 0x04, 0x00, 0x01..=0xFE) => DataFormat::FrozenTime,
+            (0x05, 0x04, 0x01..=0x02, 0x01..=0xFE) => number(4, 2, false, Unit::KilowattHour),
             _ => return None,
         })
     }
@@ -233,6 +251,15 @@ impl DataId {
             (0x02, 0x02) => format!("current, {}", phase()),
             (0x02, 0x03) => format!("active power, {}", phase()),
             (0x02, 0x80) => "grid frequency".to_string(),
+            (0x05, 0x04) => format!(
+                "{} at hourly freeze {} (1 = the newest)",
+                match di1 {
+                    0 => "time",
+                    1 => "import active energy, total",
+                    _ => "export active energy, total",
+                },
+                self.byte(0)
+            ),
             (0x04, _) => match self.0 {
                 0x0400_0101 => "meter date".to_string(),
                 0x0400_0102 => "meter time".to_string(),
@@ -286,6 +313,8 @@ pub enum Value {
     RunningStatus3(RunningStatus3),
     /// A meter address.
     Address(Dlt645Address),
+    /// When a freeze was taken (the meter's local time, seconds 0).
+    FrozenTime(MeterDateTime),
 }
 
 /// Why a DI's data could not be decoded.
@@ -401,6 +430,11 @@ fn decode_item(
             bytes.iter_mut().zip(data).for_each(|(b, d)| *b = *d);
             Value::Address(Dlt645Address(bytes))
         }
+        DataFormat::FrozenTime => {
+            let mut wire = [0u8; 6];
+            wire[1..].iter_mut().zip(data).for_each(|(b, d)| *b = *d);
+            Value::FrozenTime(MeterDateTime::from_wire(&wire).map_err(date_error)?)
+        }
     })
 }
 
@@ -460,6 +494,38 @@ mod tests {
                     .map(|m| Reading::new(m, -1, Unit::Volt))
                     .collect()
             )
+        );
+    }
+
+    #[test]
+    fn decodes_hourly_freezes() {
+        let t = DataId::hourly_frozen_time(3);
+        assert_eq!(t.to_string(), "05040003");
+        assert_eq!(
+            t.name().unwrap(),
+            "time at hourly freeze 3 (1 = the newest)"
+        );
+        // 2026-12-06 14:00, minute first.
+        let v = decode_value(t, &[0x00, 0x14, 0x06, 0x12, 0x26]).unwrap();
+        assert_eq!(
+            v,
+            Value::FrozenTime(MeterDateTime::new(2026, 12, 6, 14, 0, 0).unwrap())
+        );
+        let e = DataId::hourly_frozen_import_energy(3);
+        assert_eq!(e.to_string(), "05040103");
+        let v = decode_value(e, &[0x67, 0x45, 0x23, 0x01]).unwrap();
+        assert_eq!(
+            v,
+            Value::Reading(Reading::new(1_234_567, -2, Unit::KilowattHour))
+        );
+        assert!(
+            DataId(0x0504_0000).format().is_none(),
+            "freeze 0 does not exist"
+        );
+        assert!(DataId(0x0504_00FF).format().is_none());
+        assert!(
+            decode_value(t, &[0x00, 0x25, 0x06, 0x12, 0x26]).is_err(),
+            "hour 25"
         );
     }
 

@@ -13,6 +13,7 @@
 //! | `Relay(command)` | relay control (0x1C) with the configured password and operator code |
 //! | `SetClock(unix)` | broadcast time sync (0x08) to `999999999999`; no meter replies |
 //! | `DiscoverAddress` | read address (0x13) to `AAAAAAAAAAAA`: the one meter on the line answers |
+//! | `ReadHistory(n)` | hourly freeze `n` (1 = the newest, up to 254): its time (`050400nn`, `mm hh DD MM YY`), then its import energy (`050401nn`); answered as `MeterDateTime` and `EnergyImportTotal` |
 //!
 //! The address the meter reports (read address, `Read(DeviceAddress)` or `Read(Vendor(0x04000401))`) is
 //! returned as the reading [`ADDRESS_QUANTITY`] with an address value (API 1.2): the six BCD bytes most
@@ -58,6 +59,10 @@ enum Target {
     Date,
     /// The time, second half, with the date read before it.
     Time(MeterDate),
+    /// When hourly freeze `n` was taken, first half of [`Task::ReadHistory`].
+    FrozenTime(u8),
+    /// Its import energy, second half, with its time (Unix seconds) read before it.
+    FrozenEnergy(i64),
 }
 
 /// The exchange in flight.
@@ -310,6 +315,28 @@ impl Dlt645Driver {
                     )),
                 }
             }
+            (Target::FrozenTime(n), data_id::Value::FrozenTime(at)) => {
+                let unix = i64::try_from(at.to_unix())
+                    .unwrap_or(i64::MAX)
+                    .saturating_sub(self.settings.utc_offset_s);
+                match self.start_read(
+                    Target::FrozenEnergy(unix),
+                    DataId::hourly_frozen_import_energy(n),
+                ) {
+                    Ok(next) => Outcome::NeedAnotherExchange {
+                        readings: Vec::new(),
+                        next,
+                    },
+                    Err(e) => Outcome::ProtocolError(e),
+                }
+            }
+            (Target::FrozenEnergy(unix), data_id::Value::Reading(reading)) => Outcome::Done(vec![
+                Reading::new(Quantity::MeterDateTime, Value::Timestamp(unix)),
+                Reading::new(
+                    Quantity::EnergyImportTotal,
+                    Value::Decimal(to_decimal(reading)),
+                ),
+            ]),
             (Target::Plain(quantity), data_id::Value::Reading(reading)) => {
                 Outcome::Done(vec![Reading::new(
                     quantity,
@@ -372,6 +399,19 @@ impl MeterDriver for Dlt645Driver {
                 let request = self.request(&request::read_address())?;
                 self.pending = Pending::Discover;
                 Ok(request)
+            }
+            Task::ReadHistory(n) => {
+                let n = u8::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=DataId::HOURLY_FREEZES).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "a DL/T 645 meter keeps its last {} hourly freezes: record {n} is not one (ask for 1 to {})",
+                            DataId::HOURLY_FREEZES,
+                            DataId::HOURLY_FREEZES
+                        )
+                    })?;
+                Ok(self.start_read(Target::FrozenTime(n), DataId::hourly_frozen_time(n))?)
             }
         }
     }

@@ -516,3 +516,152 @@ fn the_cdylib_loads_through_dlopen_and_reads_a_meter() {
         )]
     );
 }
+
+/// Reading backfill (#19 item 2): the emulator freezes its totals at every period boundary of its
+/// clock; `ReadHistory(n)` reads freeze `n` (1 = the newest) as its time (`050400nn`) and its import
+/// energy (`050401nn`), the values the meter froze, in its clock's local time made Unix by the
+/// configured UTC offset.
+#[test]
+fn read_history_reads_the_meters_freezes_newest_first() {
+    let (m, handle) = meter(1, |c| c.freeze_period_s = 60);
+    let mut rig = Rig::new(vec![m]);
+    // The registers start counting at the first exchange; five minutes of 1 kW later, five freezes.
+    rig.read(Quantity::EnergyImportTotal);
+    let start = rig.wall_unix();
+    rig.clock.advance(Duration::from_secs(300));
+    rig.read(Quantity::EnergyImportTotal);
+    let frozen: Vec<_> = handle.lock().frozen.iter().copied().collect();
+    assert_eq!(frozen.len(), 5, "{frozen:?}");
+    for (i, f) in frozen.iter().enumerate() {
+        assert_eq!(f.at % 60, 0, "on the period");
+        assert!(f.at as i64 > start && f.at as i64 <= start + 300);
+        if i > 0 {
+            // 1 kW for 60 s is 1/60 kWh: 1 or 2 hundredths a minute.
+            let step = f.import_centi_kwh - frozen[i - 1].import_centi_kwh;
+            assert!((1..=2).contains(&step), "{step}");
+        }
+    }
+    for n in 1..=5u32 {
+        let f = frozen[5 - n as usize];
+        let readings = rig.run(&METER_1, CONFIG, Task::ReadHistory(n)).unwrap();
+        assert_eq!(
+            readings,
+            vec![
+                Reading::new(Quantity::MeterDateTime, Value::Timestamp(f.at as i64)),
+                Reading::new(
+                    Quantity::EnergyImportTotal,
+                    decimal(f.import_centi_kwh as i64, 1, Unit::WattHour)
+                ),
+            ],
+            "freeze {n}"
+        );
+    }
+    // A meter whose clock runs in UTC+8: the freeze's local time, made Unix.
+    let readings = rig
+        .run(&METER_1, "utc_offset_minutes = 480", Task::ReadHistory(1))
+        .unwrap();
+    assert_eq!(
+        readings[0].value,
+        Value::Timestamp(frozen[4].at as i64 - 8 * 3_600)
+    );
+    // A freeze the meter has not taken: the meter's own "no such data"; one no meter keeps: refused.
+    let e = rig.run(&METER_1, CONFIG, Task::ReadHistory(6)).unwrap_err();
+    assert!(e.starts_with("exception"), "{e}");
+    for n in [0, 255] {
+        let e = rig.task_error(Task::ReadHistory(n));
+        assert!(
+            matches!(&e, TaskError::TaskRejected { reason, .. } if reason.contains("last 254 hourly freezes")),
+            "{e}"
+        );
+    }
+}
+
+/// A week of hourly history seeded into the emulator is read back whole: 168 records.
+#[test]
+fn a_week_of_hourly_history_is_read_back() {
+    let (m, handle) = meter(1, |_| {});
+    let mut rig = Rig::new(vec![m]);
+    let now = rig.wall_unix() as u64 / 3_600 * 3_600;
+    {
+        let mut state = handle.lock();
+        for h in (1..=200u64).rev() {
+            state.record_freeze(concentrator_driver_dlt645::sim::Freeze {
+                at: now - h * 3_600,
+                import_centi_kwh: 1_000_000 - h * 100,
+                export_centi_kwh: 0,
+            });
+        }
+    }
+    for n in 1..=168u32 {
+        let readings = rig.run(&METER_1, CONFIG, Task::ReadHistory(n)).unwrap();
+        let h = u64::from(n);
+        assert_eq!(
+            readings[0].value,
+            Value::Timestamp((now - h * 3_600) as i64)
+        );
+        assert_eq!(
+            readings[1].value,
+            decimal((1_000_000 - h * 100) as i64, 1, Unit::WattHour)
+        );
+    }
+}
+
+/// Figures for reading backfill (issue #19 item 2): a one-week gap (168 hourly freezes) read back from 32
+/// meters on one bus at 2400 baud 8E1, 40 ms reply latency: the bus time (the simulated clock, which
+/// the bus advances by each frame's time on the wire and the meters' latency) and the bytes both ways.
+/// Prints figures; asserts only that every record came back. Run with
+/// `cargo test -p concentrator-driver-dlt645 --test driver -- --ignored --nocapture backfill_figures`.
+#[test]
+#[ignore = "figures: prints the bus time and bytes of a one-week backfill of 32 meters"]
+fn backfill_figures_one_week_32_meters() {
+    const METERS: u64 = 32;
+    const RECORDS: u32 = 168;
+    let mut meters = Vec::new();
+    let mut handles = Vec::new();
+    for n in 1..=METERS {
+        let (m, h) = meter(n, |_| {});
+        meters.push(m);
+        handles.push(h);
+    }
+    let mut rig = Rig::new(meters);
+    let now = rig.wall_unix() as u64 / 3_600 * 3_600;
+    for h in &handles {
+        let mut state = h.lock();
+        for k in (1..=u64::from(RECORDS)).rev() {
+            state.record_freeze(concentrator_driver_dlt645::sim::Freeze {
+                at: now - k * 3_600,
+                import_centi_kwh: 1_000_000 - k * 100,
+                export_centi_kwh: 0,
+            });
+        }
+    }
+    let before = rig.bus.handle().stats();
+    let started = rig.clock.monotonic();
+    let wall = std::time::Instant::now();
+    let mut records = 0u64;
+    for n in 1..=METERS {
+        let address = Dlt645Address::from_number(n).to_wire();
+        let mut packed = address;
+        packed.reverse();
+        for r in 1..=RECORDS {
+            let readings = rig.run(&packed, CONFIG, Task::ReadHistory(r)).unwrap();
+            assert_eq!(readings.len(), 2);
+            records += 1;
+        }
+    }
+    let bus_time = rig.clock.monotonic() - started;
+    let after = rig.bus.handle().stats();
+    let sent = after.bytes_sent - before.bytes_sent;
+    let received = after.bytes_received - before.bytes_received;
+    assert_eq!(records, METERS * u64::from(RECORDS));
+    println!(
+        "backfill of a one-week gap, {METERS} meters × {RECORDS} hourly freezes on one bus at 2400 baud: \
+         {records} records, {} exchanges; bus time {:.1} min ({:.1} s a meter); \
+         {sent} bytes to the meters, {received} bytes from them ({} bytes a meter); computed in {:.1} s",
+        after.frames_sent - before.frames_sent,
+        bus_time.as_secs_f64() / 60.0,
+        bus_time.as_secs_f64() / METERS as f64,
+        (sent + received) / METERS,
+        wall.elapsed().as_secs_f64()
+    );
+}

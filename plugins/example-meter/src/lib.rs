@@ -294,6 +294,7 @@ impl MeterDriver for ExampleMeter {
             Task::DiscoverAddress => {
                 Err("the EM-1 has no broadcast read; set its address in the config".into())
             }
+            Task::ReadHistory(_) => Err("the EM-1 keeps no reading history".into()),
         }
     }
 

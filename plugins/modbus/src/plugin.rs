@@ -343,6 +343,9 @@ impl MeterDriver for ModbusDriver {
             Task::DiscoverAddress => Err(
                 "Modbus has no address discovery; set the slave id in the meter's config".into(),
             ),
+            Task::ReadHistory(_) => Err(
+                "this Modbus meter's register map keeps no reading history (only present values); its missed intervals cannot be backfilled".into(),
+            ),
         }
     }
 
@@ -472,6 +475,8 @@ mod tests {
         assert!(err.contains("it can read: voltage-a"), "{err}");
         assert!(driver.begin(&Task::DiscoverAddress, NOW).is_err());
         assert!(driver.begin(&Task::SetClock(0), NOW).is_err());
+        let e = driver.begin(&Task::ReadHistory(1), NOW).unwrap_err();
+        assert!(e.to_string().contains("keeps no reading history"), "{e}");
     }
 
     #[test]

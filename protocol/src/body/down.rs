@@ -221,3 +221,21 @@ pub struct TenancyChange {
     #[cbor(n(0), with = "minicbor::bytes")]
     pub order: Vec<u8>,
 }
+
+/// The head-end asks for a meter's readings over `from..=to` (unix seconds), one interval of
+/// `interval_s` apart, because it has none for that window. Meter scope. The gateway answers with a
+/// command result (done: the history is queued as [`crate::Backfill`] messages; unsupported: the
+/// meter keeps no history, the reason says so) and sends what the meter has stored.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct BackfillRequest {
+    /// The first missing interval's time, unix seconds.
+    #[n(0)]
+    pub from: u64,
+    /// The last missing interval's time, unix seconds.
+    #[n(1)]
+    pub to: u64,
+    /// The meter's reading interval, seconds.
+    #[n(2)]
+    pub interval_s: u32,
+}

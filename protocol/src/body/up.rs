@@ -99,6 +99,24 @@ pub struct Readings {
     pub readings: Vec<Reading>,
 }
 
+/// Readings read back from the meter's own stored history for a window the head-end asked for
+/// ([`crate::BackfillRequest`]): each interval's readings stamped with the interval's end as the meter
+/// stored it. The head-end stores a (meter, time) it has already once, so a resend or an overlap with
+/// live readings is never counted twice.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Backfill {
+    /// The backfill request's message id.
+    #[n(0)]
+    pub request: MessageId,
+    /// The readings, oldest first.
+    #[n(1)]
+    pub readings: Vec<Reading>,
+    /// Whether this is the last message for the request (a long window goes up in several).
+    #[n(2)]
+    pub last: bool,
+}
+
 /// How serious an event is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
 #[cbor(index_only)]

@@ -185,6 +185,21 @@ pub fn bodies() -> Vec<Body> {
         Body::TenancyChange(TenancyChange {
             order: vec![0x01, 0x00, 0x02, 0x4f, 0x01],
         }),
+        Body::Backfill(Backfill {
+            request: id(7),
+            readings: vec![Reading {
+                at: NOW - 3_600,
+                quantity: Quantity::EnergyImportWh,
+                value: 12_345,
+                exponent: 0,
+            }],
+            last: true,
+        }),
+        Body::BackfillRequest(BackfillRequest {
+            from: NOW - 7 * 86_400,
+            to: NOW - 3_600,
+            interval_s: 3_600,
+        }),
     ]
 }
 

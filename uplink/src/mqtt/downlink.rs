@@ -246,5 +246,6 @@ pub fn is_command(kind: Kind) -> bool {
             | Kind::TenancyChange
             | Kind::TimeSync
             | Kind::AnchorRecorded
+            | Kind::BackfillRequest
     )
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use concentrator_hal::sim::{SimDevice, SimReply};
 use concentrator_hal::LineSettings;
 
-pub use state::{tariff_at, MeterState, Prepaid};
+pub use state::{tariff_at, whole_minutes, Freeze, MeterState, Prepaid};
 
 use crate::control::{ControlCode, Function};
 use crate::data_id::{encode_reading, DataFormat, DataId};
@@ -80,6 +80,8 @@ pub struct MeterConfig {
     pub line: LineSettings,
     /// The most data bytes one reply frame carries; longer data goes out in follow-up frames.
     pub max_reply_data: usize,
+    /// The period of its "hourly" freeze (`0504xxxx`), seconds (rounded up to whole minutes).
+    pub freeze_period_s: u64,
 }
 
 impl MeterConfig {
@@ -101,6 +103,7 @@ impl MeterConfig {
             latency: Duration::from_millis(40),
             line: LineSettings::dlt645_default(),
             max_reply_data: 200,
+            freeze_period_s: 3_600,
         }
     }
 }
@@ -154,6 +157,7 @@ impl Dlt645Meter {
         state.voltage_decivolts = config.voltage_decivolts;
         state.phases = config.phases;
         state.clock_offset_s = config.clock_offset_s;
+        state.freeze_period_s = config.freeze_period_s;
         state.set_prepaid(config.prepaid);
         Dlt645Meter {
             config,
@@ -317,6 +321,11 @@ impl Dlt645Meter {
                 }
                 DataFormat::RunningStatus3 => state.status_word_3().to_le_bytes().to_vec(),
                 DataFormat::Address => self.config.address.to_wire().to_vec(),
+                DataFormat::FrozenTime => {
+                    let f = state.freeze(di.0 as u8)?;
+                    let t = MeterDateTime::from_unix(f.at).ok()?.to_wire();
+                    t[1..].to_vec()
+                }
             };
             out.extend(bytes);
         }
@@ -360,6 +369,13 @@ impl Dlt645Meter {
                 state.present_power_w() * 10 / phases
             }
             (0x02, 0x80) => i64::from(state.frequency_centihertz),
+            (0x05, 0x04) => {
+                let f = state.freeze(di0)?;
+                to_i64(match di1 {
+                    1 => f.import_centi_kwh,
+                    _ => f.export_centi_kwh,
+                })
+            }
             _ => return None,
         })
     }

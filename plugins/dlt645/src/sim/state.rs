@@ -1,6 +1,7 @@
 //! The emulated meter's physics: energy registers that advance with wall time, instantaneous values,
 //! its clock, relay and prepaid balance.
 
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::status::{RelayState, RunningStatus3};
@@ -72,6 +73,28 @@ pub struct MeterState {
     last_wall: Option<SystemTime>,
     /// How many freezes were ordered.
     pub freezes: u32,
+    /// The period of the "hourly" freeze, seconds of the meter's clock (3600; real meters set 15, 30
+    /// or 60 minutes; tests shorter). Whole minutes: a frozen time carries no seconds, so the
+    /// emulator rounds a shorter or uneven period up to the next minute.
+    pub freeze_period_s: u64,
+    /// The freezes kept, oldest first, at most [`crate::DataId::HOURLY_FREEZES`].
+    pub frozen: VecDeque<Freeze>,
+}
+
+/// A freeze period in whole minutes (at least one), as a frozen time (`mm hh DD MM YY`) can state it.
+pub fn whole_minutes(period_s: u64) -> u64 {
+    period_s.max(60).div_ceil(60) * 60
+}
+
+/// One periodic freeze: the meter's clock and its totals at a period boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freeze {
+    /// The meter's clock at the freeze, seconds since 1970 (its local time).
+    pub at: u64,
+    /// Import active energy, total, 0.01 kWh.
+    pub import_centi_kwh: u64,
+    /// Export active energy, total, 0.01 kWh.
+    pub export_centi_kwh: u64,
 }
 
 impl MeterState {
@@ -98,6 +121,8 @@ impl MeterState {
             clock_offset_s: 0,
             last_wall: None,
             freezes: 0,
+            freeze_period_s: 3_600,
+            frozen: VecDeque::new(),
         }
     }
 
@@ -114,6 +139,11 @@ impl MeterState {
         };
         let power = self.present_power_w();
         let energy = u128::from(power.unsigned_abs()) * step.as_micros();
+        let before = (
+            self.import[1..].iter().sum::<u128>(),
+            self.export[1..].iter().sum::<u128>(),
+        );
+        let (from_s, to_s) = (self.clock_seconds(last), self.clock_seconds(wall));
         let tariff = tariff_at(self.clock(last).hour);
         if power >= 0 {
             self.import[tariff] += energy;
@@ -121,6 +151,7 @@ impl MeterState {
         } else {
             self.export[tariff] += energy;
         }
+        self.freeze_between(from_s, to_s, before, power >= 0, energy);
         if self.remaining().is_some_and(|r| r <= 0)
             && !self.guarantee_power
             && self.relay == RelayState::Closed
@@ -128,6 +159,60 @@ impl MeterState {
             self.relay = RelayState::Open;
             self.relay_command = RelayState::Open;
         }
+    }
+
+    /// Records a freeze at every period boundary in `(from_s, to_s]` of the meter's clock, the totals
+    /// taken between `before` and `before + energy` in proportion to the time passed.
+    fn freeze_between(
+        &mut self,
+        from_s: u64,
+        to_s: u64,
+        before: (u128, u128),
+        importing: bool,
+        energy: u128,
+    ) {
+        let period = whole_minutes(self.freeze_period_s);
+        let span = u128::from(to_s.saturating_sub(from_s).max(1));
+        let mut b = (from_s / period + 1) * period;
+        while b <= to_s {
+            let part = energy * u128::from(b - from_s) / span;
+            let (import, export) = if importing {
+                (before.0 + part, before.1)
+            } else {
+                (before.0, before.1 + part)
+            };
+            self.record_freeze(Freeze {
+                at: b,
+                import_centi_kwh: to_centi(import),
+                export_centi_kwh: to_centi(export),
+            });
+            b += period;
+        }
+    }
+
+    /// Keeps `f` as the newest freeze (a test's history, or the meter's own), dropping the oldest
+    /// beyond what a meter keeps.
+    pub fn record_freeze(&mut self, f: Freeze) {
+        if self.frozen.back().is_some_and(|last| last.at >= f.at) {
+            return;
+        }
+        self.frozen.push_back(f);
+        while self.frozen.len() > usize::from(crate::DataId::HOURLY_FREEZES) {
+            self.frozen.pop_front();
+        }
+    }
+
+    /// The `n`-th most recent freeze (1 = the newest).
+    pub fn freeze(&self, n: u8) -> Option<Freeze> {
+        let i = self.frozen.len().checked_sub(usize::from(n))?;
+        (n >= 1).then(|| self.frozen.get(i).copied()).flatten()
+    }
+
+    fn clock_seconds(&self, wall: SystemTime) -> u64 {
+        wall.duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs()
+            .saturating_add_signed(self.clock_offset_s)
     }
 
     /// Power flowing now, in W (0 while the relay is open).
