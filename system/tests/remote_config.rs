@@ -199,19 +199,22 @@ fn a_tariff_issued_at_the_head_end_takes_effect_at_its_time_and_config_changes_a
         "--gateway",
         "gw-remote",
     ]);
+    // `commands` shows each command on one line and its state on the next.
+    let answer = |o: &str| {
+        let lines: Vec<&str> = o.lines().collect();
+        lines
+            .iter()
+            .position(|l| l.contains("time sync"))
+            .and_then(|i| lines.get(i + 1))
+            .map(|l| l.to_string())
+    };
     let shown = wait_commands(
         &config,
         "the time sync's answer",
         Duration::from_secs(60),
-        |o| {
-            o.lines()
-                .any(|l| l.contains("time sync") && !l.contains("PENDING") && l.contains("DONE"))
-        },
+        |o| answer(o).is_some_and(|a| a.contains("DONE")),
     );
-    let line = shown
-        .lines()
-        .find(|l| l.contains("time sync"))
-        .unwrap_or_default();
+    let line = answer(&shown).unwrap_or_default();
     assert!(
         line.contains("clock"),
         "the gateway says what it did: {line}"
@@ -246,7 +249,8 @@ fn a_tariff_issued_at_the_head_end_takes_effect_at_its_time_and_config_changes_a
         &config,
         "the tariff's answer",
         Duration::from_secs(30),
-        |o| o.matches("DONE").count() == 2,
+        // log_level, the time sync and the tariff.
+        |o| o.matches("DONE").count() == 3,
     );
     assert!(
         !shown.contains("received later") && unix_now() < in_force,
