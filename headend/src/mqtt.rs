@@ -136,6 +136,8 @@ pub fn run(
         let until = Instant::now() + wait;
         while Instant::now() < until && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
+            // Without the broker, what needs no broker goes on: urgent events that came by SMS.
+            engine.offline_tick(unix_now());
         }
     }
 }
@@ -215,7 +217,7 @@ fn session(
         }
         match rx.recv_timeout(TICK) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
-            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => engine.offline_tick(unix_now()),
             Ok(Err(e)) => return Some(e.to_string()),
             Err(RecvTimeoutError::Disconnected) => return Some("the MQTT event loop ended".into()),
         }

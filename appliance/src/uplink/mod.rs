@@ -49,6 +49,8 @@ pub struct UplinkQueue {
     /// The scope a meter's messages are queued under, by meter number: the provisioned TID with `keys`,
     /// the meter's local scope with `aka` (mapped to its current TID when sent).
     tids: Arc<HashMap<String, Tid>>,
+    /// `tids` are local scopes (AKA), not the wire's TIDs (provisioned keys).
+    aka_scopes: bool,
     /// The same by (bus, address).
     places: Arc<HashMap<(String, String), Tid>>,
     refused: Arc<AtomicU64>,
@@ -120,6 +122,7 @@ impl UplinkQueue {
             db,
             outbox,
             tids: Arc::new(tids),
+            aka_scopes: matches!(setup.contexts, Contexts::Aka(_)),
             places: Arc::new(places),
             refused: Arc::new(AtomicU64::new(0)),
             accounts: Arc::new(Mutex::new(HashMap::new())),
@@ -292,9 +295,25 @@ impl UplinkQueue {
             .unwrap_or(false)
     }
 
+    /// The TID a queued message's scope travels under now: with AKA a meter's messages are queued under
+    /// its local scope and relabelled when sent (`None`: no context yet, it cannot be named); with
+    /// provisioned keys the queued TID is the wire's. `Some(None)`: the gateway's scope.
+    fn wire_tid(&self, queued: Option<Tid>) -> Option<Option<Tid>> {
+        let Some(local) = queued else {
+            return Some(None);
+        };
+        if !self.aka_scopes {
+            return Some(Some(local));
+        }
+        let meter = self.tids.iter().find(|(_, t)| **t == local)?.0;
+        let contexts = SledContexts::open(&self.db).ok()?;
+        concentrator_uplink::contexts::meter_wire_tid(&contexts, meter).map(Some)
+    }
+
     /// Events still waiting in the outbox whose code is in `codes`, in drain order (urgent first), at
     /// most `limit`, looking at no more than 512 entries: what the SMS path may send while the data
-    /// link is down. Each with its message id and TID (`None`: the gateway's own).
+    /// link is down. Each with its message id and TID as it travels now (`None`: the gateway's own; a meter
+    /// without a security context yet is left out).
     pub fn waiting_events(
         &self,
         codes: &[u16],
@@ -310,7 +329,9 @@ impl UplinkQueue {
             Ok(list) => list
                 .into_iter()
                 .filter_map(|p| match p.frame.body {
-                    Body::Event(e) => Some((p.frame.header.id, p.frame.header.tid, e)),
+                    Body::Event(e) => {
+                        Some((p.frame.header.id, self.wire_tid(p.frame.header.tid)?, e))
+                    }
                     _ => None,
                 })
                 .collect(),

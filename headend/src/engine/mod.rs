@@ -149,6 +149,8 @@ pub struct Engine {
     spool: Option<std::path::PathBuf>,
     /// Where `concentrator-headend sms ingest` leaves texts while the head-end runs (`sms/`).
     sms_spool: Option<std::path::PathBuf>,
+    /// The second of the last [`Engine::offline_tick`].
+    last_offline_tick: Option<u64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -211,6 +213,7 @@ impl Engine {
             order_spool: None,
             spool: None,
             sms_spool: None,
+            last_offline_tick: None,
         }
     }
 
@@ -723,6 +726,15 @@ impl Engine {
         // Remote commands are few: every tick (new requests from the spool go out at once).
         out.extend(self.deliver_remote(now));
         out
+    }
+
+    /// What runs while the broker cannot be reached (the data link is what SMS stand in for): the SMS
+    /// spool, at most once a second.
+    pub fn offline_tick(&mut self, now: u64) {
+        if self.last_offline_tick != Some(now) {
+            self.last_offline_tick = Some(now);
+            self.take_sms(now);
+        }
     }
 
     fn purge_tids(&mut self, now: u64) -> Result<(), String> {

@@ -328,6 +328,18 @@ pub fn gateway_ik(store: &dyn ContextStore) -> Option<[u8; 16]> {
         .map(|c| c.ik)
 }
 
+/// The TID meter `meter`'s messages travel under now (its current security context's), as the AKA
+/// client stored it; `None` before its first AKA run. Messages are queued under the meter's local
+/// scope and relabelled when sent; what leaves by another path (the SMS form) must be relabelled too.
+pub fn meter_wire_tid(store: &dyn ContextStore, meter: &str) -> Option<Tid> {
+    load_record(store, &subscriber_key(Some(meter)))
+        .ok()
+        .flatten()
+        .and_then(|r| r.current)
+        .and_then(|c| c.tid)
+        .map(Tid)
+}
+
 /// The local scope of every meter with credentials, chosen at random the first time and stored (and
 /// flushed) in `store`; the daemon queues each meter's messages under it.
 pub fn local_scopes(

@@ -16,8 +16,8 @@ use concentrator_security::suci::Profile;
 use concentrator_security::SecurityMode;
 
 pub use aka::{
-    gateway_ik, local_scopes, AkaChannels, AkaState, MAX_METER_RUNS, RETRY_MAX_S, RETRY_MIN_S,
-    SEAL_MARGIN_S, STEP_TIMEOUT_S,
+    gateway_ik, local_scopes, meter_wire_tid, AkaChannels, AkaState, MAX_METER_RUNS, RETRY_MAX_S,
+    RETRY_MIN_S, SEAL_MARGIN_S, STEP_TIMEOUT_S,
 };
 pub use provisioned::{StaticChannels, RESERVE};
 pub use store::{ContextStore, MemContexts, SledContexts, Tree, AKA_TREE, COUNTS_TREE};
