@@ -117,16 +117,18 @@ fn polling_keeps_its_rate_while_the_broker_is_down_and_every_reading_arrives_in_
     assert!(!u.connected && u.outbox > 0 && u.acked == 0, "{u:?}");
 
     broker.resume();
-    let resumed = Instant::now();
-    wait(20, "the uplink to connect", &daemon, || {
+    // The reconnect backoff (full jitter, its ceiling doubling per failure up to 120 s) may have grown
+    // while the broker was down: the next attempt can be up to that ceiling away.
+    wait(130, "the uplink to connect", &daemon, || {
         status(&dir)
             .and_then(|s| s.uplink)
             .is_some_and(|u| u.connected)
     });
+    let connected = Instant::now();
     std::thread::sleep(Duration::from_secs(8));
     let up = daemon.polls(
-        resumed + Duration::from_secs(1),
-        resumed + Duration::from_secs(8),
+        connected + Duration::from_secs(1),
+        connected + Duration::from_secs(8),
     );
     // The same cycle rate with and without the broker: polls per second per meter.
     for address in ["000000000101", "000000000102"] {
