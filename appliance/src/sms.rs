@@ -350,7 +350,7 @@ impl SmsPath {
                     self.save();
                 }
                 Err(e) => {
-                    log::warn!("SMS path: the modem did not send event {} to {number}: {e:?}; it is tried again at the next check", event.code);
+                    log::warn!("SMS path: the modem did not send event {} to {number}: {e}; it is tried again at the next check", event.code);
                     return Ok(());
                 }
             }

@@ -27,7 +27,6 @@
 
 use thiserror::Error;
 
-use crate::pki::Role;
 use crate::signed::SignedDocument;
 use crate::token::{TokenError, TokenSigner, TokenVerifier, MAX_METER_ID};
 use crate::wire::{put_u8_prefixed, Malformed, Reader};
@@ -347,24 +346,7 @@ impl TokenVerifier {
     ) -> Result<AccountStatement, RestoreError> {
         let doc = SignedDocument::decode(signed)?;
         let statement = AccountStatement::decode(&doc.body)?;
-        let signer = self
-            .trust
-            .verify_chain(&doc.chain, Role::HeadEnd, now)
-            .map_err(TokenError::from)?;
-        let ec = signer
-            .key
-            .ec_key()
-            .map_err(|e| TokenError::Certificate(e.to_string()))?;
-        if !doc.signature_valid(&ec) {
-            return Err(TokenError::BadSignature.into());
-        }
-        if statement.key_id != signer.key_id {
-            return Err(TokenError::KeyIdMismatch {
-                token: statement.key_id,
-                signer: signer.key_id,
-            }
-            .into());
-        }
+        self.check_head_end_document(&doc, statement.key_id, now)?;
         if statement.meter_id != expected_meter {
             return Err(RestoreError::WrongMeter {
                 got: statement.meter_id,

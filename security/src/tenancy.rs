@@ -392,24 +392,7 @@ impl TokenVerifier {
     ) -> Result<TenancyOrder, TenancyError> {
         let doc = SignedDocument::decode(signed)?;
         let order = TenancyOrder::decode(&doc.body)?;
-        let signer = self
-            .trust
-            .verify_chain(&doc.chain, Role::HeadEnd, now)
-            .map_err(TokenError::from)?;
-        let ec = signer
-            .key
-            .ec_key()
-            .map_err(|e| TokenError::Certificate(e.to_string()))?;
-        if !doc.signature_valid(&ec) {
-            return Err(TokenError::BadSignature.into());
-        }
-        if order.key_id != signer.key_id {
-            return Err(TokenError::KeyIdMismatch {
-                token: order.key_id,
-                signer: signer.key_id,
-            }
-            .into());
-        }
+        self.check_head_end_document(&doc, order.key_id, now)?;
         if let Some(expected) = expected_meter {
             if order.meter_id != expected {
                 return Err(TenancyError::WrongMeter {

@@ -297,6 +297,32 @@ impl TokenVerifier {
         }
     }
 
+    /// The checks every head-end-signed document shares (tokens, account statements, tenancy orders):
+    /// the chain to the utility CA, the head-end role, the signature, then that the document names the
+    /// signer's key id (`key_id`, read from its body).
+    pub(crate) fn check_head_end_document(
+        &self,
+        doc: &SignedDocument,
+        key_id: [u8; 8],
+        now: u64,
+    ) -> Result<(), TokenError> {
+        let signer = self.trust.verify_chain(&doc.chain, Role::HeadEnd, now)?;
+        let ec = signer
+            .key
+            .ec_key()
+            .map_err(|e| TokenError::Certificate(e.to_string()))?;
+        if !doc.signature_valid(&ec) {
+            return Err(TokenError::BadSignature);
+        }
+        if key_id != signer.key_id {
+            return Err(TokenError::KeyIdMismatch {
+                token: key_id,
+                signer: signer.key_id,
+            });
+        }
+        Ok(())
+    }
+
     /// Verifies chain, role, signature, key id, meter and validity period, in that order. `now` is this
     /// device's clock; the token may be issued up to [`ISSUED_AT_TOLERANCE_S`] after it.
     pub fn verify(
@@ -306,22 +332,7 @@ impl TokenVerifier {
         now: u64,
     ) -> Result<CreditToken, TokenError> {
         let token = CreditToken::decode(&signed.0.body)?;
-        let signer = self
-            .trust
-            .verify_chain(&signed.0.chain, Role::HeadEnd, now)?;
-        let ec = signer
-            .key
-            .ec_key()
-            .map_err(|e| TokenError::Certificate(e.to_string()))?;
-        if !signed.0.signature_valid(&ec) {
-            return Err(TokenError::BadSignature);
-        }
-        if token.key_id != signer.key_id {
-            return Err(TokenError::KeyIdMismatch {
-                token: token.key_id,
-                signer: signer.key_id,
-            });
-        }
+        self.check_head_end_document(&signed.0, token.key_id, now)?;
         if token.meter_id != expected_meter {
             return Err(TokenError::WrongMeter {
                 got: token.meter_id,

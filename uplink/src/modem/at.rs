@@ -63,6 +63,18 @@ pub enum AtFailure {
     Call(String),
 }
 
+impl std::fmt::Display for AtFailure {
+    /// In words, for the status and the log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AtFailure::Error => f.write_str("it answered ERROR"),
+            AtFailure::Cme(text) => write!(f, "it answered +CME ERROR: {text}"),
+            AtFailure::Timeout => f.write_str("no answer within the command timeout"),
+            AtFailure::Call(text) => write!(f, "it answered {text}"),
+        }
+    }
+}
+
 /// What the engine has to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AtEvent {

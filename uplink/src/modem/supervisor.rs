@@ -589,10 +589,5 @@ impl<S: SerialStream> Supervisor<S> {
 
 /// An AT failure in words, for the status and the log.
 fn describe(f: &AtFailure) -> String {
-    match f {
-        AtFailure::Error => "it answered ERROR".into(),
-        AtFailure::Cme(text) => format!("it answered +CME ERROR: {text}"),
-        AtFailure::Timeout => "no answer within the command timeout".into(),
-        AtFailure::Call(text) => format!("it answered {text}"),
-    }
+    f.to_string()
 }
