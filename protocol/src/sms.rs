@@ -232,6 +232,12 @@ pub fn unbase32(text: &str) -> Option<Vec<u8>> {
         }
         acc &= (1 << bits) - 1;
     }
+    // Canonical form only: a text that ends in a whole character of left-over bits, or whose left-over
+    // bits are not zero, is not what any encoder writes (a change there would otherwise decode to the
+    // same octets and pass as the original).
+    if bits >= 5 || acc != 0 {
+        return None;
+    }
     Some(out)
 }
 
@@ -288,6 +294,22 @@ mod tests {
         chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
         let altered: String = chars.into_iter().collect();
         assert!(decode(&altered, &[ik]).is_err());
+        // A change in the last character's unused bits only is refused too (not the original's octets
+        // read leniently), as is a character too many.
+        let (head, data) = text.rsplit_once(' ').unwrap();
+        let last = data.chars().last().unwrap();
+        let bits_used = (data.len() * 5) % 8;
+        if bits_used != 0 {
+            let value = ALPHABET.iter().position(|&c| char::from(c) == last).unwrap();
+            let flipped = char::from(ALPHABET[value ^ 1]);
+            let tail = format!("{head} {}{flipped}", &data[..data.len() - 1]);
+            assert!(unbase32(&tail[head.len() + 1..]).is_none(), "{tail}");
+            assert!(decode(&tail, &[ik]).is_err());
+        }
+        assert!(unbase32("MZXW6A").is_none());
+        assert_eq!(unbase32("MZXW6").unwrap(), b"foo");
+        assert_eq!(unbase32("MZXW6YQ").unwrap(), b"foob");
+        assert!(unbase32("MZXW6YR").is_none());
         assert_eq!(decode("BAL A-101 1234", &[ik]), Err(SmsError::NotAnEvent));
         assert!(matches!(
             decode("CG1 gw-1 !!!", &[ik]),
