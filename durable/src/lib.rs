@@ -11,6 +11,29 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Opens the sled database `config` names, waiting up to two seconds while its directory is still
+/// locked by the same process's previous handle.
+///
+/// sled 0.34 takes an exclusive `flock` on the directory's `db` file and releases it only when the
+/// last reference to the file is gone; after the last `Db` handle is dropped, sled's background write
+/// threads can still hold one for a moment, so opening the same directory again at once (a store
+/// reopened by a test, the daemon restarting a component) fails with `EWOULDBLOCK`. Another process
+/// holding the store still fails, two seconds later, with sled's own error.
+pub fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Makes a sled database durable against a power cut, not only against a crash of the process.
 ///
 /// sled 0.34's `flush()` ends its log writes with `sync_file_range(2)` on Linux, which writes the data

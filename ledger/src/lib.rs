@@ -73,6 +73,7 @@ mod topup;
 pub use account::{Account, AccountState, RelayHold, RelayTarget};
 pub use audit::{RelayAction, RelayState};
 pub use charging::Reading;
+pub use concentrator_durable::open_sled;
 pub use config::{LedgerConfig, ReconnectMode};
 pub use error::{LedgerError, RestoreAccountError, TopUpError};
 pub use ledger::{

@@ -300,7 +300,10 @@ mod tests {
         let last = data.chars().last().unwrap();
         let bits_used = (data.len() * 5) % 8;
         if bits_used != 0 {
-            let value = ALPHABET.iter().position(|&c| char::from(c) == last).unwrap();
+            let value = ALPHABET
+                .iter()
+                .position(|&c| char::from(c) == last)
+                .unwrap();
             let flipped = char::from(ALPHABET[value ^ 1]);
             let tail = format!("{head} {}{flipped}", &data[..data.len() - 1]);
             assert!(unbase32(&tail[head.len() + 1..]).is_none(), "{tail}");

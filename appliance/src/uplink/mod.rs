@@ -77,11 +77,10 @@ impl UplinkQueue {
             Some(store) => (store.db().clone(), store.durable().clone()),
             None => {
                 let path = config.gateway.store.join("uplink");
-                let db = sled::Config::new()
-                    .path(&path)
-                    .flush_every_ms(Some(500))
-                    .open()
-                    .map_err(|e| format!("cannot open the uplink store {}: {e}; check [gateway] store is writable by the daemon and no other process uses it", path.display()))?;
+                let db = concentrator_ledger::open_sled(
+                    &sled::Config::new().path(&path).flush_every_ms(Some(500)),
+                )
+                .map_err(|e| format!("cannot open the uplink store {}: {e}; check [gateway] store is writable by the daemon and no other process uses it", path.display()))?;
                 let durable = DurableSync::open(&path).map_err(|e| {
                     format!(
                         "cannot open the uplink store's log file {} for fsync: {e}",

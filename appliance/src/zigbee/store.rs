@@ -37,7 +37,7 @@ pub fn open_db(store: &Path, ledger: Option<&sled::Db>) -> Result<sled::Db, Stri
         return Ok(db.clone());
     }
     let dir = store.join("zigbee");
-    sled::open(&dir).map_err(|e| {
+    concentrator_ledger::open_sled(&sled::Config::new().path(&dir)).map_err(|e| {
         format!(
             "cannot open the Zigbee device table {}: {e}; check [gateway] store is writable by the daemon and no other daemon uses it",
             dir.display()

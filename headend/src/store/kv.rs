@@ -91,11 +91,10 @@ impl SledKv {
             path: p.clone(),
             reason: e.to_string(),
         };
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(db_err)?;
+        let db = concentrator_ledger::open_sled(
+            &sled::Config::new().path(path).flush_every_ms(Some(1000)),
+        )
+        .map_err(db_err)?;
         let tree = db.open_tree("headend").map_err(db_err)?;
         let sync = DurableSync::open(path).map_err(|e| StoreError::Db {
             path: p.clone(),

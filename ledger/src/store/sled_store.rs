@@ -27,12 +27,14 @@ impl SledStore {
             path: path.display().to_string(),
             reason: e.to_string(),
         };
-        let db = sled::Config::new()
-            .path(path)
-            // sled also flushes by itself every 500 ms; money is flushed explicitly before acknowledgement.
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(open_err)?;
+        let db = concentrator_durable::open_sled(
+            &sled::Config::new()
+                .path(path)
+                // sled also flushes by itself every 500 ms; money is flushed explicitly before
+                // acknowledgement.
+                .flush_every_ms(Some(500)),
+        )
+        .map_err(open_err)?;
         let trees = Keyspace::ALL
             .iter()
             .map(|ks| db.open_tree(ks.name()))
