@@ -33,5 +33,6 @@ pub mod trial;
 pub mod update;
 pub mod uplink;
 pub mod web;
+pub mod words;
 pub mod workers;
 pub mod zigbee;

@@ -145,7 +145,7 @@ fn a_tap_before_the_dwellings_meters_raises_the_imbalance_event_at_the_head_end(
     assert_eq!(e.severity, Severity::Alarm);
     let detail = e.detail.as_deref().unwrap();
     assert!(
-        detail.starts_with("group stair-A: over the allowance for 2 interval(s)"),
+        detail.starts_with("group stair-A: over the allowance for 2 intervals"),
         "{detail}"
     );
     let [start, end, feeder, dwellings, difference, allowed] = e.values[..] else {
@@ -214,8 +214,8 @@ fn a_tap_before_the_dwellings_meters_raises_the_imbalance_event_at_the_head_end(
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     for part in [
-        "block balance: every 20 s, 5 % plus 0.050 kWh allowed for losses, an alarm after 2 interval(s) over",
-        "group stair-A: feeder feeders/000000000001 and 2 dwelling meter(s)",
+        "block balance: every 20 s, 5 % plus 0.050 kWh allowed for losses, an alarm after 2 intervals over",
+        "group stair-A: feeder feeders/000000000001 and 2 dwelling meters",
         "ALARM raised",
         "- group stair-A: from ",
         "possible theft or a fault between the feeder meter feeders/000000000001",

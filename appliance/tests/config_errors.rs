@@ -402,7 +402,7 @@ fn an_unusable_vendor_key_is_a_mistake_and_a_plugin_that_will_not_load_a_warning
     );
     assert!(stderr.contains("acme.so is refused"), "{stderr}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 warning(s) above"),
+        String::from_utf8_lossy(&out.stdout).contains("1 warning above"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

@@ -137,7 +137,7 @@ fn the_cli_prints_a_snippet_that_validates() {
     );
     let snippet = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        snippet.contains("# 3 meter(s) found on bus rs485-1"),
+        snippet.contains("# 3 meters found on bus rs485-1"),
         "{snippet}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("DL/T 645: 100%"));

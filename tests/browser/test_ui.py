@@ -65,7 +65,7 @@ def main():
 
         expect(page.locator("#facts")).to_contain_text("synchronised by NTP; meter clocks set daily at 03:00")
         # The block balance: the group among the facts, and the tap on it a problem once an interval is judged.
-        expect(page.locator("#facts")).to_contain_text("feeder rs485-3/000000000100 and 2 dwelling meter(s)")
+        expect(page.locator("#facts")).to_contain_text("feeder rs485-3/000000000100 and 2 dwelling meters")
         expect(page.locator("#problems")).to_contain_text("Block block-A: from ", timeout=90_000)
         expect(page.locator("#problems")).to_contain_text("unaccounted for")
         expect(page.locator("#problems")).to_contain_text("possible theft or a fault")
@@ -167,7 +167,7 @@ def main():
         page.get_by_label("Bus to scan").select_option("rs485-2")
         page.get_by_label("Meters to look for").select_option("dlt645")
         page.get_by_role("button", name="Scan").click()
-        expect(page.locator("#scan-text")).to_contain_text("Scan of rs485-2 finished: 2 meter(s) found", timeout=120_000)
+        expect(page.locator("#scan-text")).to_contain_text("Scan of rs485-2 finished: 2 meters found", timeout=120_000)
         expect(page.locator("#scan-live")).to_contain_text("000000000301")
         expect(page.locator("#scan-live")).to_contain_text("000000000302")
         deadline = time.monotonic() + 30
@@ -184,7 +184,7 @@ def main():
             new MutationObserver(() => window.scanTexts.push(document.querySelector('#scan-text').textContent))
               .observe(document.querySelector('#scan-text'), {childList: true, characterData: true, subtree: true}); }""")
         page.get_by_role("button", name="Scan").click()
-        expect(page.locator("#scan-text")).to_contain_text("finished: 2 meter(s) found", timeout=120_000)
+        expect(page.locator("#scan-text")).to_contain_text("finished: 2 meters found", timeout=120_000)
         texts = page.evaluate("window.scanTexts")
         assert any("addresses tried" in t for t in texts), texts
         # Meters are shown as they are found (not only at the end), and the time left from the start.

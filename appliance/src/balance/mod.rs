@@ -112,12 +112,12 @@ impl BlockBalance {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         log::info!(
-            "balance: {} group(s), {} s intervals, {} % plus {} Wh allowed, event after {} interval(s) over",
-            setup.groups.len(),
+            "balance: {}, {} s intervals, {} % plus {} Wh allowed, event after {} over",
+            crate::words::count(setup.groups.len(), "group", "groups"),
             setup.interval_s,
             setup.loss_percent,
             setup.loss_wh,
-            setup.intervals
+            crate::words::count(setup.intervals, "interval", "intervals")
         );
         Arc::new(BlockBalance {
             engine: Mutex::new(Engine::new(setup, saved)),
@@ -194,7 +194,8 @@ impl BlockBalance {
                 group,
                 judgement,
                 format!(
-                    "group {group}: over the allowance for {intervals} interval(s); {}",
+                    "group {group}: over the allowance for {}; {}",
+                    crate::words::count(*intervals, "interval", "intervals"),
                     judgement_words(judgement)
                 ),
             ),

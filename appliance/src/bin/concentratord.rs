@@ -57,39 +57,40 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     match args.command {
-        Some(Command::Validate { file }) => {
-            match Config::load_checked(&file) {
-                Ok(config) => {
-                    let warnings = config.plugin_warnings();
-                    if !warnings.is_empty() {
-                        let text = std::fs::read_to_string(&file).unwrap_or_default();
-                        eprint!(
-                            "{}",
-                            concentrator_appliance::config::render_warnings(
-                                &file.display().to_string(),
-                                &text,
-                                &warnings
-                            )
-                        );
-                    }
-                    println!(
+        Some(Command::Validate { file }) => match Config::load_checked(&file) {
+            Ok(config) => {
+                let warnings = config.plugin_warnings();
+                if !warnings.is_empty() {
+                    let text = std::fs::read_to_string(&file).unwrap_or_default();
+                    eprint!(
+                        "{}",
+                        concentrator_appliance::config::render_warnings(
+                            &file.display().to_string(),
+                            &text,
+                            &warnings
+                        )
+                    );
+                }
+                println!(
                     "{}: ok ({} buses, {} meters{})",
                     file.display(),
                     config.buses.len(),
                     config.meters.len(),
                     match warnings.len() {
                         0 => String::new(),
-                        n => format!("; {n} warning(s) above: the daemon starts, those meters are not read"),
+                        n => format!(
+                            "; {} above: the daemon starts, those meters are not read",
+                            concentrator_appliance::words::count(n, "warning", "warnings")
+                        ),
                     }
                 );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Run) | None => {
             let config = match load(args.config.as_ref()) {
                 Ok(config) => config,

@@ -140,13 +140,13 @@ pub fn run(args: ScanArgs, out: &mut dyn Write) -> Result<(), CliError> {
     }
     let heading = match &error {
         None => format!(
-            "# {} meter(s) found on bus {} ({bus_line}) by `concentrator scan`",
-            found.len(),
+            "# {} found on bus {} ({bus_line}) by `concentrator scan`",
+            crate::words::count(found.len(), "meter", "meters"),
             args.bus
         ),
         Some(_) => format!(
-            "# {} meter(s) found on bus {} ({bus_line}) by `concentrator scan` before it stopped (see the error below); scan again for the rest",
-            found.len(),
+            "# {} found on bus {} ({bus_line}) by `concentrator scan` before it stopped (see the error below); scan again for the rest",
+            crate::words::count(found.len(), "meter", "meters"),
             args.bus
         ),
     };
@@ -167,8 +167,8 @@ pub fn run(args: ScanArgs, out: &mut dyn Write) -> Result<(), CliError> {
     match error {
         None => Ok(()),
         Some(e) => Err(CliError::from(anyhow::anyhow!(
-            "{e}; the {} meter(s) found before are printed above (check the adapter and its cable, then scan again)",
-            found.len()
+            "{e}; the {} found before are printed above (check the adapter and its cable, then scan again)",
+            crate::words::count(found.len(), "meter", "meters")
         ))),
     }
 }

@@ -76,7 +76,8 @@ pub fn run(args: StatusArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let problems = render(&status, &configured, out).context("writing the status")?;
     if problems > 0 {
         return Err(CliError::Failed(anyhow::anyhow!(
-            "{problems} problem(s), listed above"
+            "{}, listed above",
+            crate::words::count(problems, "problem", "problems")
         )));
     }
     Ok(())
@@ -193,8 +194,8 @@ pub(crate) fn render(
                 // A driver that panics or breaks its rules (and is then quarantined) is a software
                 // fault: no one should go up a ladder to check the wiring for it.
                 "offline" if m.stats.driver_faults > 0 => problems.push(format!(
-                    "meter {} ({}) on bus {name} is not read because its driver `{}` failed {} time(s) (a panic or a broken rule; after `plugin_max_faults` the plugin is quarantined): a software fault, not the wiring: install a fixed driver plugin and restart the daemon",
-                    m.address, m.dwelling, m.driver, m.stats.driver_faults
+                    "meter {} ({}) on bus {name} is not read because its driver `{}` failed {} (a panic or a broken rule; after `plugin_max_faults` the plugin is quarantined): a software fault, not the wiring: install a fixed driver plugin and restart the daemon",
+                    m.address, m.dwelling, m.driver, crate::words::count(m.stats.driver_faults, "time", "times")
                 )),
                 "offline" => problems.push(format!(
                     "meter {} ({}) on bus {name} does not answer: check its wiring, address and the bus's baud rate",
@@ -284,7 +285,11 @@ pub(crate) fn render(
     if problems.is_empty() {
         writeln!(out, "\nall buses and meters are working")?;
     } else {
-        writeln!(out, "\n{} problem(s):", problems.len())?;
+        writeln!(
+            out,
+            "\n{}:",
+            crate::words::count(problems.len(), "problem", "problems")
+        )?;
         for p in &problems {
             writeln!(out, "- {p}")?;
         }
@@ -347,20 +352,20 @@ fn render_balance(
 ) -> std::io::Result<()> {
     writeln!(
         out,
-        "\nblock balance: every {}, {} % plus {} allowed for losses, an alarm after {} interval(s) over",
+        "\nblock balance: every {}, {} % plus {} allowed for losses, an alarm after {} over",
         crate::timekeeper::duration_words(b.interval_s),
         b.loss_percent,
         crate::balance::kwh(i64::try_from(b.loss_wh).unwrap_or(i64::MAX)),
-        b.intervals
+        crate::words::count(b.intervals, "interval", "intervals")
     )?;
     for (name, g) in &b.groups {
         let s = &g.state;
         writeln!(
             out,
-            "  group {name}: feeder {} and {} dwelling meter(s); {} interval(s) judged, {} over, {} incomplete, {} skipped (register reset){}",
+            "  group {name}: feeder {} and {}; {} judged, {} over, {} incomplete, {} skipped (register reset){}",
             g.feeder,
-            g.dwellings,
-            s.judged,
+            crate::words::count(g.dwellings, "dwelling meter", "dwelling meters"),
+            crate::words::count(s.judged, "interval", "intervals"),
             s.over,
             s.incomplete,
             s.skipped,

@@ -68,8 +68,9 @@ impl Archiving {
         };
         let days = self.online_s / 86_400;
         let what = format!(
-            "audit anchor of {} entries kept; entries below it older than {days} day(s) are archived",
-            anchor.len
+            "audit anchor of {} entries kept; entries below it older than {} are archived",
+            anchor.len,
+            crate::words::count(days, "day", "days")
         );
         match kept {
             AnchorKept::AlreadyKept => AnchorReply::AlreadyKept(format!(
@@ -111,7 +112,7 @@ impl Archiving {
                         if r.deleted.is_empty() {
                             String::new()
                         } else {
-                            format!(", {} older archive file(s) deleted for the budget", r.deleted.len())
+                            format!(", {} deleted for the budget", crate::words::count(r.deleted.len(), "older archive file", "older archive files"))
                         }
                     );
                 }

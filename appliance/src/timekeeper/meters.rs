@@ -255,9 +255,9 @@ impl BusClocks {
             self.set(sched, i);
         }
         log::info!(
-            "bus {}: daily meter time sync: {} meter clock(s) set",
+            "bus {}: daily meter time sync: {} set",
             self.bus,
-            with_clock.len()
+            crate::words::count(with_clock.len(), "meter clock", "meter clocks")
         );
         let mut updates = Vec::new();
         for i in with_clock {

@@ -168,8 +168,8 @@ impl Auth {
         }
         if !sessions.is_empty() {
             log::info!(
-                "web UI: {} session(s) kept from before the restart",
-                sessions.len()
+                "web UI: {} kept from before the restart",
+                crate::words::count(sessions.len(), "session", "sessions")
             );
         }
         self.sessions = Mutex::new(sessions);

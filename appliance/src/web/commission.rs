@@ -189,15 +189,15 @@ fn run_scan(hub: &super::hub::Hub, name: &str, bus: &mut dyn Rs485Bus, protocol:
     }
     let error = error.map(|e| {
         format!(
-            "{e}; the {} meter(s) found before it stopped are listed; check the adapter and its cable, then scan again for the rest",
-            found.len()
+            "{e}; the {} found before it stopped are listed; check the adapter and its cable, then scan again for the rest",
+            crate::words::count(found.len(), "meter", "meters")
         )
     });
     hub.event(
         "scan",
         format!(
-            "scan of bus {name}: {} meter(s) found{}",
-            found.len(),
+            "scan of bus {name}: {} found{}",
+            crate::words::count(found.len(), "meter", "meters"),
             error
                 .as_deref()
                 .map(|e| format!("; {e}"))
@@ -390,13 +390,21 @@ pub(crate) async fn apply(
         }]})));
     }
     log::info!(
-        "web UI: installer {} commissioned {} meter(s) on bus {} into {}; restarting on it",
+        "web UI: installer {} commissioned {} on bus {} into {}; restarting on it",
         s.user,
-        r.meters.len(),
+        crate::words::count(r.meters.len(), "meter", "meters"),
         r.bus,
         path.display()
     );
-    shared.hub.event("config", format!("installer {} commissioned {} meter(s) on bus {}; the daemon restarts on the new configuration", s.user, r.meters.len(), r.bus));
+    shared.hub.event(
+        "config",
+        format!(
+            "installer {} commissioned {} on bus {}; the daemon restarts on the new configuration",
+            s.user,
+            crate::words::count(r.meters.len(), "meter", "meters"),
+            r.bus
+        ),
+    );
     crate::daemon::request_restart();
     Ok(Json(
         json!({"ok": true, "written": path.display().to_string(), "restarting": true}),

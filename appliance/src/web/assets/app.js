@@ -2,6 +2,8 @@
 // (/api/stream); actions are POSTs that the daemon carries out through its control operations.
 "use strict";
 const $ = (s) => document.querySelector(s);
+// A count with its noun in the right number: count(1, "meter", "meters") is "1 meter".
+const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 let me = null, state = null, stream = null, lastDevices = -1, permitTimer = null, scanFound = [];
 
 function el(tag, attrs, ...kids) {
@@ -110,7 +112,7 @@ function problems(s) {
     if (b.state === "running" && meters.length && meters.every((m) => m.state === "offline" && !(m.stats.driver_faults > 0)))
       bad(`Bus ${name}: no meter answers.`, "Check the bus wiring (A/B swapped?), the termination and the line settings.");
     else for (const m of meters) {
-      if (m.state === "offline" && m.stats.driver_faults > 0) bad(`Meter ${m.address} (${m.dwelling}) on ${name} is not read: its driver ${m.driver} failed ${m.stats.driver_faults} time(s) and may be quarantined.`, "A software fault, not the wiring: install a fixed driver plugin, then restart the daemon.");
+      if (m.state === "offline" && m.stats.driver_faults > 0) bad(`Meter ${m.address} (${m.dwelling}) on ${name} is not read: its driver ${m.driver} failed ${count(m.stats.driver_faults, "time", "times")} and may be quarantined.`, "A software fault, not the wiring: install a fixed driver plugin, then restart the daemon.");
       else if (m.state === "offline") bad(`Meter ${m.address} (${m.dwelling}) on ${name} is offline: ${m.stats.timeouts} timeouts.`, "Check its wiring and that its address matches the configuration.");
       if (m.state === "failed") {
         const soft = /quarantin|driver|plugin/i.test(m.error || "");
@@ -126,7 +128,7 @@ function problems(s) {
     if (a.held_by) bad(`Dwelling ${a.dwelling} (meter ${meter}) is cut off: held off by ${a.held_by}.`, "Close its relay from the Relay test page when the work is done.", true);
     else if (a.state === "disconnected" || a.state === "exhausted") bad(`Dwelling ${a.dwelling} (meter ${meter}) is cut off: no credit (${money(a.balance_minor, a.currency)}).`, "The customer must top up; a token can be applied on the Accounts page.", true);
   }
-  if (s.uplink && !s.uplink.connected) bad(`The uplink to the head-end is not connected${s.uplink.last_error ? ": " + s.uplink.last_error : ""}.`, `${s.uplink.outbox} message(s) wait in the outbox. Check the modem and the network.`);
+  if (s.uplink && !s.uplink.connected) bad(`The uplink to the head-end is not connected${s.uplink.last_error ? ": " + s.uplink.last_error : ""}.`, `${count(s.uplink.outbox, "message waits", "messages wait")} in the outbox. Check the modem and the network.`);
   if (s.modem) {
     const m = s.modem;
     if (m.sim && m.sim !== "ready") bad(`Modem: the SIM is ${m.sim}.`, "Insert a working SIM or enter its PIN in the configuration.");
@@ -159,11 +161,11 @@ function render() {
   v.textContent = list.length ? (list.length === 1 ? "1 thing needs attention" : `${list.length} things need attention`) : "All is well: every bus, meter and link works.";
   $("#problems").replaceChildren(...list.map((p) => el("li", { class: p.warn ? "warn" : "" }, el("span", { class: "what", text: p.what }), el("span", { class: "fix", text: p.fix }))));
   const facts = [["Gateway time", s.now], ["Drivers", (s.drivers || []).join("; ")]];
-  if (s.time) facts.push(["Gateway clock", `${s.time.detail}; meter clocks set daily at ${String(s.time.sync_hour).padStart(2, "0")}:00 (last ${localTime(s.time.last_sync_unix)}), drift limit ${s.time.drift_limit_s} s`]);
+  if (s.time) facts.push(["Gateway clock", `${s.time.detail}; meter clocks set daily at ${String(s.time.sync_hour).padStart(2, "0")}:00 (${s.time.last_sync_unix ? "last " + localTime(s.time.last_sync_unix) : "not yet done since the start"}), drift limit ${s.time.drift_limit_s} s`]);
   if (s.balance) {
     for (const [name, g] of Object.entries(s.balance.groups || {})) {
       const st = g.state;
-      facts.push([`Block ${name}`, `feeder ${g.feeder} and ${g.dwellings} dwelling meter(s); ${st.judged} interval(s) judged, ${st.over} over, ${st.incomplete} incomplete, ${st.skipped} skipped` +
+      facts.push([`Block ${name}`, `feeder ${g.feeder} and ${count(g.dwellings, "dwelling meter", "dwelling meters")}; ${count(st.judged, "interval", "intervals")} judged, ${st.over} over, ${st.incomplete} incomplete, ${st.skipped} skipped` +
         (st.last ? `; last ${balanceWords(st.last)}` : "; no interval judged yet")]);
     }
   }
@@ -216,7 +218,7 @@ function renderAccounts(s) {
 function renderZigbee(s) {
   const zs = Object.entries(s.zigbee || {});
   $("#coordinators").replaceChildren(...zs.map(([n, z]) => el("p", {}, el("strong", { text: n + ": " }),
-    `${z.link_up ? "up" : "down"}, ${z.devices} device(s), firmware ${z.firmware || "unknown"}`)));
+    `${z.link_up ? "up" : "down"}, ${count(z.devices, "device", "devices")}, firmware ${z.firmware || "unknown"}`)));
   const until = zs.map(([, z]) => z.permit_join_until_unix || 0).reduce((a, b) => Math.max(a, b), 0);
   countdown(until ? until - s.now_unix : 0);
   const devices = zs.reduce((a, [, z]) => a + z.devices, 0);
@@ -310,8 +312,8 @@ function scanProgress(p) {
   $("#scan-live").replaceChildren(...found.map((f) => el("li", { text: `${f.address} (${f.driver}${f.model ? ", " + f.model : ""}) at ${f.line}` })));
   if (p.finished) {
     $("#scan-text").textContent = p.error
-      ? `Scan of ${p.bus} stopped: ${found.length} meter(s) found before. ${p.error}`
-      : `Scan of ${p.bus} finished: ${found.length} meter(s) found.`;
+      ? `Scan of ${p.bus} stopped: ${count(found.length, "meter", "meters")} found before. ${p.error}`
+      : `Scan of ${p.bus} finished: ${count(found.length, "meter", "meters")} found.`;
     $("#scan-text").classList.toggle("bad", !!p.error);
     scanFound = found; showFound(p.bus);
   } else {
