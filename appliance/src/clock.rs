@@ -65,31 +65,11 @@ pub fn local_hour_and_day(unix: u64) -> Option<(u8, i64)> {
 /// `unix` as people read it: the host's local date and time (`2026-12-06 14:00:00`), or the UTC
 /// date and time with `UTC` when the C library has no local time for it.
 pub fn local_time_text(unix: u64) -> String {
-    let local = libc::time_t::try_from(unix).ok().and_then(|t| {
-        // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the call.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        (!unsafe { libc::localtime_r(&t, &mut tm) }.is_null()).then_some(tm)
-    });
-    match local {
-        Some(tm) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            i64::from(tm.tm_year) + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec
-        ),
-        None => {
-            let s = unix % 86_400;
-            format!(
-                "{} {:02}:{:02}:{:02} UTC",
-                concentrator_ledger::calendar::Date((unix / 86_400) as i64),
-                s / 3_600,
-                s % 3_600 / 60,
-                s % 60
-            )
+    match concentrator_security::clock::local_parts(unix) {
+        Some((year, month, day, h, m, s, _zone)) => {
+            format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}")
         }
+        None => concentrator_security::clock::Utc(unix).to_string(),
     }
 }
 

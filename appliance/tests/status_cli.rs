@@ -172,10 +172,7 @@ fn a_faulting_driver_is_a_software_fault_not_the_wiring() {
     );
     let (code, text) = status_of(&status, "faults");
     assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("its driver `acme` failed 3 times"),
-        "{text}"
-    );
+    assert!(text.contains("its driver `acme` failed 3 times"), "{text}");
     assert!(text.contains("a software fault, not the wiring"), "{text}");
     assert!(!text.contains("check its wiring"), "{text}");
 }

@@ -8,7 +8,7 @@
 //! every tenancy, from the token records), so that the head-end can re-send what the gateway misses and
 //! refund what can never be applied.
 
-use concentrator_security::clock::{Utc, MAX_CLOCK_SKEW_S};
+use concentrator_security::clock::{LocalTime, MAX_CLOCK_SKEW_S};
 use concentrator_security::signed::SignedDocument;
 use concentrator_security::tenancy::{SettlementDocument, TenancyError};
 use serde::Serialize;
@@ -452,7 +452,7 @@ pub enum TenancyOrderError {
         meter: String,
     },
     /// The order takes effect later: temporary.
-    #[error("tenancy order {order_id} takes effect at {} (this gateway's clock says {}): send it again then", Utc::of(*.effective_at), Utc::of(*.now))]
+    #[error("tenancy order {order_id} takes effect at {} (this gateway's clock says {}): send it again then", LocalTime::of(*.effective_at), LocalTime::of(*.now))]
     NotYet {
         /// The order.
         order_id: u64,

@@ -63,6 +63,71 @@ impl fmt::Display for Utc {
     }
 }
 
+/// A Unix time shown in the machine's local time with its zone, as people at the gateway or the
+/// head-end read their clocks: `2026-12-06 14:49:51 CET` (the zone's abbreviation, or its offset
+/// `UTC+01:00` where the zone has none). Where the C library has no local time for it, as [`Utc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalTime(pub u64);
+
+impl LocalTime {
+    /// From seconds (or a reference to them, as error messages hold their fields).
+    pub fn of(unix: impl Borrow<u64>) -> LocalTime {
+        LocalTime(*unix.borrow())
+    }
+}
+
+/// The local calendar fields of a Unix time: year, month, day, hour, minute, second, and the zone's
+/// abbreviation (or `UTC±hh:mm`); `None` where the C library cannot convert it.
+pub fn local_parts(unix: u64) -> Option<(i64, u32, u32, u32, u32, u32, String)> {
+    let t = libc::time_t::try_from(unix).ok()?;
+    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the call.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return None;
+    }
+    let zone = if tm.tm_zone.is_null() {
+        String::new()
+    } else {
+        // SAFETY: localtime_r set tm_zone to a NUL-terminated string owned by the C library that
+        // lives as long as the process's time zone setting.
+        unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let zone = if zone.is_empty() || zone.starts_with(['+', '-']) {
+        let off = tm.tm_gmtoff;
+        let sign = if off < 0 { '-' } else { '+' };
+        let m = off.unsigned_abs() / 60;
+        format!("UTC{sign}{:02}:{:02}", m / 60, m % 60)
+    } else {
+        zone
+    };
+    let field = |v: libc::c_int| u32::try_from(v).ok();
+    Some((
+        i64::from(tm.tm_year) + 1900,
+        field(tm.tm_mon + 1)?,
+        field(tm.tm_mday)?,
+        field(tm.tm_hour)?,
+        field(tm.tm_min)?,
+        field(tm.tm_sec)?,
+        zone,
+    ))
+}
+
+impl fmt::Display for LocalTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match local_parts(self.0) {
+            Some((year, month, day, h, m, s, zone)) => {
+                write!(
+                    f,
+                    "{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} {zone}"
+                )
+            }
+            None => Utc(self.0).fmt(f),
+        }
+    }
+}
+
 /// The proleptic Gregorian date of a day count since 1970-01-01 (eras of 400 years, 146 097 days;
 /// years counted from March so that the leap day comes last).
 fn civil(days: u64) -> (u64, u64, u64) {
@@ -82,6 +147,52 @@ fn civil(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run in a child process with `TZ` set (the zone is read once per process), by the test below.
+    #[test]
+    fn local_times_in_the_zone_of_the_child() {
+        match std::env::var("CLOCK_TEST_ZONE").as_deref() {
+            Ok("berlin") => {
+                assert_eq!(
+                    LocalTime(1_800_000_000).to_string(),
+                    "2027-01-15 09:00:00 CET"
+                );
+                assert_eq!(
+                    LocalTime(1_812_000_000).to_string(),
+                    "2027-06-03 07:20:00 CEST"
+                );
+            }
+            Ok("utc") => {
+                assert_eq!(
+                    LocalTime(1_800_000_000).to_string(),
+                    "2027-01-15 08:00:00 UTC"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn local_times_follow_the_zone_and_name_it() {
+        // POSIX zone strings need no time zone database.
+        for (zone, tz) in [("berlin", "CET-1CEST,M3.5.0,M10.5.0/3"), ("utc", "UTC0")] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "clock::tests::local_times_in_the_zone_of_the_child",
+                ])
+                .env("TZ", tz)
+                .env("CLOCK_TEST_ZONE", zone)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{zone}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 
     #[test]
     fn times_show_as_utc_dates() {

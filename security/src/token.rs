@@ -27,7 +27,7 @@
 
 use thiserror::Error;
 
-use crate::clock::{Utc, MAX_CLOCK_SKEW_S};
+use crate::clock::{LocalTime, MAX_CLOCK_SKEW_S};
 use crate::pki::{PkiError, Role, TrustStore};
 use crate::signed::{DocumentSigner, SignedDocument};
 use crate::wire::{put_u8_prefixed, Malformed, Reader};
@@ -109,7 +109,7 @@ pub enum TokenError {
         expected: String,
     },
     /// The token expired.
-    #[error("token expired at {} (this device's clock says {}): ask the head-end for a new one", Utc::of(.expires_at), Utc::of(.now))]
+    #[error("token expired at {} (this device's clock says {}): ask the head-end for a new one", LocalTime::of(.expires_at), LocalTime::of(.now))]
     Expired {
         /// Its expiry.
         expires_at: u64,
@@ -118,7 +118,7 @@ pub enum TokenError {
     },
     /// The token's issue time lies more than [`ISSUED_AT_TOLERANCE_S`] in the future of the verifier's
     /// clock: that clock is behind the head-end's.
-    #[error("token issued at {}, {} s after this device's clock ({}), more than the {ISSUED_AT_TOLERANCE_S} s a clock may lag the head-end's: this device's clock is behind; set it (NTP: `timedatectl timesync-status`) and apply the token again, the token itself is good", Utc::of(.issued_at), .issued_at.saturating_sub(*.now), Utc::of(.now))]
+    #[error("token issued at {}, {} s after this device's clock ({}), more than the {ISSUED_AT_TOLERANCE_S} s a clock may lag the head-end's: this device's clock is behind; set it (NTP: `timedatectl timesync-status`) and apply the token again, the token itself is good", LocalTime::of(.issued_at), .issued_at.saturating_sub(*.now), LocalTime::of(.now))]
     NotYetValid {
         /// Its issue time.
         issued_at: u64,
