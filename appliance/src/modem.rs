@@ -232,9 +232,19 @@ fn run(
         setup.check_interval
     );
     worker.set_state(WorkerState::Running);
+    let mut link_was_up = false;
     while !stop.load(Ordering::SeqCst) {
         match sup.check() {
             Ok(events) => {
+                // The data link came up (first dial, or after an outage): the uplink need not wait
+                // out a reconnect backoff that grew while the link was down.
+                let link_up = sup.status().link_up;
+                if link_up && !link_was_up {
+                    if let Some(q) = uplink {
+                        q.link_is_back();
+                    }
+                }
+                link_was_up = link_up;
                 let mut view = view(&name, sup.status());
                 for e in &events {
                     announce(e, &view, uplink);

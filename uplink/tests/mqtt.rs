@@ -596,3 +596,49 @@ fn a_command_under_way_does_not_hold_up_the_uplink() {
     );
     wait(5, "nothing under way", || uplink.status().running == 0);
 }
+
+/// After an outage the reconnect backoff can have grown to its cap (120 s): the modem's supervisor
+/// says when the network is back, and the uplink connects at once instead of waiting the rest out.
+#[test]
+fn a_link_back_signal_ends_the_reconnect_backoff() {
+    if skip_without_mosquitto() {
+        return;
+    }
+    let mut broker = Broker::start();
+    let head = HeadEnd::connect(&broker, "head-end-1");
+    let dir = TempDir::new("link-back");
+    let store = Store::open(dir.path(), Limits::default());
+    let mut cfg = config(&broker, "gw-link-back");
+    // Every wait between attempts at least 60 s, as after a long outage.
+    cfg.backoff = Backoff::new(
+        Duration::from_secs(90),
+        Duration::from_secs(120),
+        Duration::from_secs(60),
+    );
+    let gw = cfg.gateway.clone();
+    let uplink = Uplink::start(cfg, store.parts(&gw, ignore_commands())).unwrap();
+    wait(10, "connection", || uplink.status().connected);
+    broker.pause();
+    wait(10, "the uplink to see the broker gone", || {
+        !uplink.status().connected
+    });
+    std::thread::sleep(Duration::from_secs(1)); // the uplink is in its backoff now
+    broker.resume();
+    store
+        .outbox
+        .append(Scope::Meter(tid(1)), unix_now(), reading(7))
+        .unwrap();
+    let back = Instant::now();
+    uplink.waker().link_is_back();
+    wait(20, "a connection right after the link came back", || {
+        uplink.status().connected
+    });
+    eprintln!(
+        "connected {:.1} s after the link came back (backoff at least 60 s)",
+        back.elapsed().as_secs_f64()
+    );
+    head.wait_for(20, "the reading queued during the outage", |l| {
+        l.up.iter()
+            .any(|r| matches!(&r.frame.body, Body::Readings(_)) && value(&r.frame) == 7)
+    });
+}

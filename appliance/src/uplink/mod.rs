@@ -59,6 +59,9 @@ pub struct UplinkQueue {
     account_every_s: u64,
     /// The month's data use and whether readings are dropped (the SMS path's data budget).
     data: Arc<crate::sms::DataBudget>,
+    /// Ends the running uplink's reconnect backoff when the modem's link comes back (set once the
+    /// uplink starts; the modem's worker holds a clone of this queue from before).
+    waker: Arc<std::sync::OnceLock<concentrator_uplink::mqtt::LinkWaker>>,
 }
 
 /// Octets counted per queued message on top of its frame, for the data budget: the envelope, the
@@ -127,7 +130,16 @@ impl UplinkQueue {
             accounts: Arc::new(Mutex::new(HashMap::new())),
             account_every_s: setup.account_every_s,
             data: Arc::new(crate::sms::DataBudget::default()),
+            waker: Arc::default(),
         })
+    }
+
+    /// The data link is up again (the modem's PPP link after an outage): the uplink connects now
+    /// rather than at the end of its reconnect backoff.
+    pub fn link_is_back(&self) {
+        if let Some(w) = self.waker.get() {
+            w.link_is_back();
+        }
     }
 
     /// The data budget's counter, shared with the SMS path.
@@ -495,6 +507,8 @@ impl UplinkQueue {
             setup.broker.port
         );
         let uplink = Uplink::start(uc, parts).map_err(|e| e.to_string())?;
+        // Only this start sets it (a queue starts one uplink).
+        let _ = self.waker.set(uplink.waker());
         log::info!(
             "uplink to {broker} started: {} meters with {}, outbox {} entries",
             self.tids.len(),

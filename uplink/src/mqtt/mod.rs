@@ -29,4 +29,6 @@ pub use executed::{Executed, DEFAULT_CAPACITY, EXECUTED_TREE};
 pub use outbox::{merged, merged_where, AppendOutbox, Appended, Limits, Outbox, Pending};
 pub use sled_outbox::{SledOutbox, DROP_REPORT_INTERVAL_S, OUTBOX_TREE};
 pub use tls::TlsIdentity;
-pub use uplink::{Inventory, Uplink, UplinkConfig, UplinkParts, UplinkStatus, MAX_PACKET};
+pub use uplink::{
+    Inventory, LinkWaker, Uplink, UplinkConfig, UplinkParts, UplinkStatus, MAX_PACKET,
+};

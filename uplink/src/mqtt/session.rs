@@ -188,6 +188,10 @@ fn connection(
         st.connected = true;
         st.connections = number;
     });
+    // A "link is back" from before this connection must not cut the backoff after its end short.
+    shared
+        .wake
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let step = |machine: &mut Uplink, event: Event<'_, Publish>| -> Result<(), String> {
         let now = Now::system();
         let actions = machine.handle(event, now);

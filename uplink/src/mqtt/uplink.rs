@@ -173,6 +173,8 @@ pub struct UplinkStatus {
 pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     pub(crate) status: Mutex<UplinkStatus>,
+    /// Set by [`LinkWaker::link_is_back`]: the reconnect backoff under way ends now.
+    pub(crate) wake: AtomicBool,
 }
 
 impl Shared {
@@ -184,16 +186,32 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Waits `wait`, or less when the uplink is stopped meanwhile.
+    /// Waits `wait`, or less when the uplink is stopped or woken ([`LinkWaker`]) meanwhile.
     pub(crate) fn sleep(&self, wait: Duration) {
         let until = Instant::now() + wait;
         while !self.stopping() {
+            if self.wake.swap(false, Ordering::Relaxed) {
+                log::info!("uplink: the data link is back; connecting now instead of waiting out the backoff");
+                break;
+            }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             std::thread::sleep(super::state::TICK.min(left));
         }
+    }
+}
+
+/// Ends the uplink's reconnect backoff early: [`Uplink::waker`].
+#[derive(Debug, Clone)]
+pub struct LinkWaker(Arc<Shared>);
+
+impl LinkWaker {
+    /// The network is back: if the uplink is waiting to reconnect, it connects now. While connected it
+    /// changes nothing (the mark is cleared at the next connection).
+    pub fn link_is_back(&self) {
+        self.0.wake.store(true, Ordering::Relaxed);
     }
 }
 
@@ -224,6 +242,13 @@ impl Uplink {
             shared,
             thread: Some(thread),
         })
+    }
+
+    /// A handle that ends a reconnect backoff early, for whoever knows the network is back (the
+    /// modem's supervisor after a recovery: without it, a gateway that failed to connect a few times
+    /// during an outage could wait up to the backoff's cap, 120 s, after the link returned).
+    pub fn waker(&self) -> LinkWaker {
+        LinkWaker(Arc::clone(&self.shared))
     }
 
     /// A snapshot of the status.
