@@ -50,6 +50,16 @@ pub enum RelayTarget {
     Armed,
 }
 
+impl std::fmt::Display for RelayTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RelayTarget::Connected => "closed (supply on)",
+            RelayTarget::Disconnected => "open (supply off)",
+            RelayTarget::Armed => "armed (open until the customer presses the button)",
+        })
+    }
+}
+
 /// The last token applied to an account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastTopUp {

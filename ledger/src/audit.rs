@@ -32,6 +32,18 @@ pub enum RebaselineReason {
     Jump,
 }
 
+impl std::fmt::Display for RebaselineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RebaselineReason::MeterExchange => "a different meter (new serial number)",
+            RebaselineReason::Backwards => {
+                "the register stayed below the last checkpoint (reset or replaced register)"
+            }
+            RebaselineReason::Jump => "the register stayed implausibly far ahead",
+        })
+    }
+}
+
 /// A relay command as logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,6 +56,16 @@ pub enum RelayAction {
     Arm,
 }
 
+impl std::fmt::Display for RelayAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RelayAction::Cut => "cut (open the relay)",
+            RelayAction::Reconnect => "reconnect (close the relay)",
+            RelayAction::Arm => "arm (for the customer's button)",
+        })
+    }
+}
+
 /// A relay state as read back from a meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +76,16 @@ pub enum RelayState {
     Open,
     /// Open and armed for the customer's button.
     Armed,
+}
+
+impl std::fmt::Display for RelayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RelayState::Closed => "closed (supply on)",
+            RelayState::Open => "open (supply off)",
+            RelayState::Armed => "armed (open until the customer presses the button)",
+        })
+    }
 }
 
 /// What happened.

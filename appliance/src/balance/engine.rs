@@ -86,6 +86,22 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Why an interval was not judged, in words; `None` for a judged one.
+    pub fn not_judged_words(&self) -> Option<String> {
+        match self {
+            Outcome::Judged(_) => None,
+            Outcome::Incomplete { missing, .. } => Some(format!(
+                "incomplete: no readings around the interval's start or end from {}",
+                missing.join(", ")
+            )),
+            Outcome::Skipped { meter, .. } => Some(format!(
+                "skipped: the register of {meter} went backwards or jumped (reset or replaced meter)"
+            )),
+        }
+    }
+}
+
 /// An event to raise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Alarm {
@@ -307,19 +323,14 @@ impl Engine {
         let needed = self.setup.intervals;
         let s = self.states.entry(group.to_string()).or_default();
         match outcome {
-            Outcome::Incomplete { missing, .. } => {
+            Outcome::Incomplete { .. } => {
                 s.incomplete += 1;
-                s.last_not_judged = Some(format!(
-                    "incomplete: no readings around the interval's start or end from {}",
-                    missing.join(", ")
-                ));
+                s.last_not_judged = outcome.not_judged_words();
                 None
             }
-            Outcome::Skipped { meter, .. } => {
+            Outcome::Skipped { .. } => {
                 s.skipped += 1;
-                s.last_not_judged = Some(format!(
-                    "skipped: the register of {meter} went backwards or jumped (reset or replaced meter)"
-                ));
+                s.last_not_judged = outcome.not_judged_words();
                 None
             }
             Outcome::Judged(j) => {

@@ -159,10 +159,7 @@ impl BlockBalance {
                 other => log::info!(
                     "balance: group {}: {}",
                     step.group,
-                    states
-                        .get(&step.group)
-                        .and_then(|s| s.last_not_judged.clone())
-                        .unwrap_or_else(|| format!("{other:?}"))
+                    other.not_judged_words().unwrap_or_default()
                 ),
             }
             if let Some(alarm) = &step.alarm {

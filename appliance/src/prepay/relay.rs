@@ -169,12 +169,16 @@ impl RelayDriver {
                     match outcome {
                         Ok(Ok(_)) => {}
                         Ok(Err(exception)) => log::warn!(
-                            "meter {}: relay {:?} refused by the meter: {exception}",
+                            "meter {}: relay command {} refused by the meter: {exception}",
                             job.meter,
                             job.action
                         ),
                         Err(e) => {
-                            log::warn!("meter {}: relay {:?} failed: {e}", job.meter, job.action)
+                            log::warn!(
+                                "meter {}: relay command {} failed: {e}",
+                                job.meter,
+                                job.action
+                            )
                         }
                     }
                     // Read back whatever happened: the ledger decides whether to try again.

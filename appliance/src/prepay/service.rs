@@ -803,19 +803,20 @@ fn log_event(event: &LedgerEvent) {
             reason,
             from_wh,
             to_wh,
-        } => log::warn!("meter {meter}: new register baseline {to_wh} Wh (was {from_wh} Wh): {reason:?}"),
+        } => log::warn!("meter {meter}: new register baseline {to_wh} Wh (was {from_wh} Wh): {reason}"),
         LedgerEvent::RelayMismatch {
             meter,
             target,
             observed,
-        } => log::warn!("meter {meter}: relay read back {observed:?} but should be {target:?}; sending the command again"),
+        } => log::warn!("meter {meter}: relay read back {observed} but should be {target}; sending the command again"),
         LedgerEvent::RelayAlarm {
             meter,
             action,
             attempts,
             observed,
         } => log::warn!(
-            "meter {meter}: relay did not obey {action:?} after {attempts} attempts (last read back: {observed:?}); check the meter"
+            "meter {meter}: relay did not obey {action} after {attempts} attempts ({}); check the meter",
+            observed.map_or_else(|| "nothing read back".to_string(), |o| format!("last read back {o}"))
         ),
     }
 }

@@ -570,7 +570,10 @@ impl Downlink for Commands {
             Body::BackfillRequest(r) => self.backfill(scope, frame.header.id, r),
             _ => Handled::Now(Outcome::failed(
                 result_code::UNSUPPORTED,
-                format!("{:?} is not supported by this gateway yet", frame.kind()),
+                format!(
+                    "a {} command is not supported by this gateway yet",
+                    frame.kind()
+                ),
             )),
         }
     }

@@ -74,18 +74,36 @@ pub fn ledger_event(at: u64, e: &LedgerEvent) -> Option<(String, Event)> {
             balance_minor,
         } => (
             meter.clone(),
-            event(at, event_code::LOW_CREDIT, Severity::Warning, format!("balance below {level_minor}"), vec![*balance_minor]),
+            event(
+                at,
+                event_code::LOW_CREDIT,
+                Severity::Warning,
+                format!("balance below {level_minor}"),
+                vec![*balance_minor],
+            ),
         ),
         LedgerEvent::StateChanged { meter, to, .. } if *to == AccountState::InEmergencyCredit => (
             meter.clone(),
-            event(at, event_code::EMERGENCY_CREDIT, Severity::Warning, "emergency credit taken".into(), vec![]),
+            event(
+                at,
+                event_code::EMERGENCY_CREDIT,
+                Severity::Warning,
+                "emergency credit taken".into(),
+                vec![],
+            ),
         ),
         LedgerEvent::FriendlyCredit {
             meter,
             balance_minor,
         } => (
             meter.clone(),
-            event(at, event_code::LOW_CREDIT, Severity::Warning, "credit exhausted; supply kept on (friendly credit or protected dwelling)".into(), vec![*balance_minor]),
+            event(
+                at,
+                event_code::LOW_CREDIT,
+                Severity::Warning,
+                "credit exhausted; supply kept on (friendly credit or protected dwelling)".into(),
+                vec![*balance_minor],
+            ),
         ),
         LedgerEvent::RegisterAnomaly {
             meter,
@@ -93,7 +111,13 @@ pub fn ledger_event(at: u64, e: &LedgerEvent) -> Option<(String, Event)> {
             read_wh,
         } => (
             meter.clone(),
-            event(at, event_code::REGISTER_ANOMALY, Severity::Warning, "register backwards or implausible jump; not charged".into(), vec![wh(*held_wh), wh(*read_wh)]),
+            event(
+                at,
+                event_code::REGISTER_ANOMALY,
+                Severity::Warning,
+                "register backwards or implausible jump; not charged".into(),
+                vec![wh(*held_wh), wh(*read_wh)],
+            ),
         ),
         LedgerEvent::RelayMismatch {
             meter,
@@ -101,7 +125,15 @@ pub fn ledger_event(at: u64, e: &LedgerEvent) -> Option<(String, Event)> {
             observed,
         } => (
             meter.clone(),
-            event(at, relay_code(*observed), Severity::Warning, format!("relay read back {observed:?}, ledger wants {target:?}; command sent again"), vec![]),
+            event(
+                at,
+                relay_code(*observed),
+                Severity::Warning,
+                format!(
+                    "relay read back {observed}, the ledger wants it {target}; command sent again"
+                ),
+                vec![],
+            ),
         ),
         LedgerEvent::RelayAlarm {
             meter,
@@ -110,7 +142,19 @@ pub fn ledger_event(at: u64, e: &LedgerEvent) -> Option<(String, Event)> {
             observed,
         } => (
             meter.clone(),
-            event(at, observed.map_or(event_code::RELAY_OPENED, relay_code), Severity::Alarm, format!("relay did not obey {action:?} after {attempts} attempts (read back {observed:?})"), vec![]),
+            event(
+                at,
+                observed.map_or(event_code::RELAY_OPENED, relay_code),
+                Severity::Alarm,
+                format!(
+                    "relay did not obey {action} after {attempts} attempts ({})",
+                    observed.map_or_else(
+                        || "nothing read back".to_string(),
+                        |o| format!("read back {o}")
+                    )
+                ),
+                vec![],
+            ),
         ),
         LedgerEvent::StateChanged { .. } | LedgerEvent::Rebaselined { .. } => return None,
     })
@@ -130,7 +174,7 @@ pub fn relay_event(at: u64, state: RelayState) -> Event {
         at,
         relay_code(state),
         Severity::Info,
-        format!("relay read back {state:?}"),
+        format!("relay read back {state}"),
         vec![],
     )
 }
