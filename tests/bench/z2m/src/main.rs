@@ -621,9 +621,12 @@ impl Outcome {
             .iter()
             .max_by(|a, b| a.rate().total_cmp(&b.rate()))
     }
-    /// The fastest step the peer kept up with (its latency is the one reported).
+    /// The fastest step the peer kept up with.
     fn kept_up(&self) -> Option<&Step> {
-        self.steps.iter().rev().find(|s| !s.saturated())
+        self.steps
+            .iter()
+            .filter(|s| !s.saturated())
+            .max_by_key(|s| s.offered)
     }
 }
 
@@ -698,12 +701,20 @@ fn run_step(load: &mut Load<'_>, rate: u32, length: Duration) -> Step {
 
 /// Idle RSS, then the ramp until saturation.
 fn ramp(o: &Options, emu: &EmulatorThread, sink: &mut dyn Sink, pid: u32, who: &str) -> Outcome {
-    // Quiet for a while first: the idle figure.
+    // Idle first: until a second passes with under 20 ms of CPU (start-up work, the probe and the
+    // configuration done), at most a minute; then the idle figure.
     let mut scratch = Vec::new();
     let quiet = Instant::now();
-    while quiet.elapsed() < Duration::from_secs(5) {
-        sink.poll(&mut scratch);
-        std::thread::sleep(Duration::from_millis(10));
+    loop {
+        let (cpu0, _) = tree(pid);
+        let second = Instant::now();
+        while second.elapsed() < Duration::from_secs(1) {
+            sink.poll(&mut scratch);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if tree(pid).0 - cpu0 < 0.02 || quiet.elapsed() > Duration::from_secs(60) {
+            break;
+        }
     }
     let idle_rss_kib = tree(pid).1;
     println!(
@@ -719,7 +730,7 @@ fn ramp(o: &Options, emu: &EmulatorThread, sink: &mut dyn Sink, pid: u32, who: &
         pending: HashMap::new(),
         next_meter: 0,
     };
-    let mut steps = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
     for &rate in RATES {
         let s = run_step(&mut load, rate, o.step);
         let mut l = s.latencies_ms.clone();
@@ -731,7 +742,9 @@ fn ramp(o: &Options, emu: &EmulatorThread, sink: &mut dyn Sink, pid: u32, who: &
             percentile(&mut l.clone(), 0.5),
             percentile(&mut l, 0.99),
         );
-        let saturated = s.saturated();
+        // Two steps in a row that it did not keep up with end the ramp (one may be a hiccup of a
+        // shared machine).
+        let saturated = s.saturated() && steps.last().is_some_and(Step::saturated);
         steps.push(s);
         if saturated {
             break;
@@ -1114,8 +1127,13 @@ fn main() {
     for (who, f) in [("concentratord", &ours), (Z2M_NAME, &peer)] {
         if let Some(f) = f {
             println!(
-                "{who}: CPU and latency measured at {}/s offered (the fastest rate both sides kept up with)",
-                f.measured_at
+                "{who}: CPU and latency measured at {}/s offered{}",
+                f.measured_at,
+                if Some(f.measured_at) == common {
+                    " (the fastest rate both sides kept up with)"
+                } else {
+                    ""
+                }
             );
         }
     }
