@@ -717,10 +717,20 @@ fn ramp(o: &Options, emu: &EmulatorThread, sink: &mut dyn Sink, pid: u32, who: &
         }
     }
     let idle_rss_kib = tree(pid).1;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or("?".to_string(), |kib| format!("{:.1}", kib / 1024.0))
+    };
     println!(
-        "{who}: process {pid}, idle RSS {:.1} MiB with {} meters",
+        "{who}: process {pid}, idle RSS {:.1} MiB with {} meters (anonymous {} MiB, files {} MiB)",
         idle_rss_kib as f64 / 1024.0,
-        o.meters
+        o.meters,
+        field("RssAnon:"),
+        field("RssFile:"),
     );
     let mut load = Load {
         emu,
