@@ -9,8 +9,9 @@
 //! its own (the register rises by 10 Wh per report, so Zigbee2MQTT's two-decimal kWh still tells them
 //! apart); the subscriber matches what reaches the broker to what was sent, by meter and value.
 //!
-//! Printed for each side: reports/s handled at saturation, CPU seconds per 1,000 reports there, RSS idle
-//! and under load, and the latency from report to broker (p50, p99) at the fastest rate it kept up with.
+//! Printed for each side: reports/s handled at saturation (the best step), CPU seconds per 1,000 reports
+//! and the latency from report to broker (p50, p99) at the fastest rate both sides kept up with, RSS
+//! idle and under load, and CPU by thread.
 //! The same rows go as JSON to `--json`. A benchmark: it prints figures; nothing passes or fails by the
 //! clock. `tests/bench/z2m.sh` installs Node and Zigbee2MQTT, builds and runs this.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
