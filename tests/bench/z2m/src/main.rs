@@ -1140,7 +1140,7 @@ fn main() {
             println!(
                 "{who}: CPU and latency measured at {}/s offered{}",
                 f.measured_at,
-                if Some(f.measured_at) == common {
+                if Some(f.measured_at) == common && ours.is_some() && peer.is_some() {
                     " (the fastest rate both sides kept up with)"
                 } else {
                     ""
