@@ -14,7 +14,8 @@
 //!   ([`Command`]) and their results ([`Notice`]).
 //! - [`devices`]: the [`DeviceTable`] the daemon persists.
 //! - [`decode`]: [`decode_to_json`], an MT frame and the ZCL inside it as JSON.
-//! - [`sim`]: a coordinator emulator with Zigbee meters behind it, in-process or on a pseudo-terminal.
+//! - [`sim`]: a coordinator emulator with Zigbee meters behind it, in-process, on a pseudo-terminal or
+//!   over TCP, with the NV memory of a formed network for host stacks other than ours.
 //! - [`plugin`]: the `znp` plugin; [`plugin_declaration`] registers it statically, and
 //!   `plugins/znp-plugin` exports it as a loadable library.
 //!

@@ -13,6 +13,7 @@ use crate::wire::IeeeAddress;
 use crate::zcl::ZclFrame;
 
 use super::meter::{EmulatedMeter, METER_ENDPOINT};
+use super::nv::{NetworkSettings, NvMemory};
 
 /// The emulated coordinator.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub struct ZnpEmulator {
     /// Meters on the network announce themselves once the host's endpoint is registered (as meters
     /// do when they rejoin after a power cut); cleared after they have.
     pub announce_on_register: bool,
+    /// NV memory: the formed network as a host stack reads it (see [`NvMemory`]).
+    pub nv: NvMemory,
     /// When each meter last reported, by the emulator's clock ([`ZnpEmulator::tick`]).
     last_report: Vec<(IeeeAddress, Duration)>,
     /// The emulator's clock.
@@ -49,8 +52,9 @@ pub struct ZnpEmulator {
 impl ZnpEmulator {
     /// A coordinator that has never formed a network (`formed` false) or one that has.
     pub fn new(formed: bool) -> Self {
+        let ieee = IeeeAddress(0x0012_4B00_2A3B_4C5D);
         ZnpEmulator {
-            ieee: IeeeAddress(0x0012_4B00_2A3B_4C5D),
+            ieee,
             formed,
             started: formed,
             endpoints: Vec::new(),
@@ -60,6 +64,7 @@ impl ZnpEmulator {
             silent: false,
             received: Vec::new(),
             announce_on_register: false,
+            nv: NvMemory::new(NetworkSettings::default(), ieee, formed),
             last_report: Vec::new(),
             now: Duration::ZERO,
             reader: FrameReader::new(),
@@ -235,6 +240,12 @@ impl ZnpEmulator {
     }
 
     fn on_frame(&mut self, frame: &MtFrame) {
+        if let Some(answers) = self.nv.answer(frame, self.ieee) {
+            for answer in answers {
+                self.send_frame(answer);
+            }
+            return;
+        }
         let Ok(command) = MtCommand::try_from_frame(frame) else {
             self.send_frame(MtFrame::new(
                 CommandType::Srsp,
@@ -313,7 +324,14 @@ impl ZnpEmulator {
             }
             MtCommand::ZdoActiveEpReq { dst, .. } => {
                 self.send_frame(status_rsp(Subsystem::ZDO, id::ZDO_ACTIVE_EP_REQ, 0));
-                if self.meters.iter().any(|m| m.nwk == dst) {
+                if dst == 0 {
+                    self.send(MtCommand::ZdoActiveEpRsp {
+                        src: 0,
+                        status: 0,
+                        nwk: 0,
+                        endpoints: self.endpoints.clone(),
+                    });
+                } else if self.meters.iter().any(|m| m.nwk == dst) {
                     self.send(MtCommand::ZdoActiveEpRsp {
                         src: dst,
                         status: 0,

@@ -28,6 +28,7 @@
 
 mod coordinator;
 mod meter;
+mod nv;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -39,6 +40,7 @@ use concentrator_hal::SerialStream;
 
 pub use coordinator::ZnpEmulator;
 pub use meter::{EmulatedMeter, METER_ENDPOINT};
+pub use nv::{item as nv_item, NetworkSettings, NvMemory};
 
 /// The emulator's end of a byte stream.
 pub trait Link: Send + 'static {
@@ -67,6 +69,37 @@ impl<S: SerialStream + 'static> Link for SerialLink<S> {
     }
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> Option<usize> {
         self.0.read(buf, timeout).ok()
+    }
+}
+
+/// A TCP connection as the emulator's link: hosts that reach a coordinator over the network (a
+/// serial-to-TCP bridge, `tcp://HOST:PORT` in zigbee-herdsman) connect here.
+#[derive(Debug)]
+pub struct TcpLink(std::net::TcpStream);
+
+impl TcpLink {
+    /// The link over an accepted connection (no Nagle delay: MT frames are small and answered at once).
+    pub fn new(stream: std::net::TcpStream) -> std::io::Result<Self> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_millis(1)))?;
+        Ok(TcpLink(stream))
+    }
+}
+
+impl Link for TcpLink {
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        use std::io::Write;
+        self.0.write_all(bytes).is_ok()
+    }
+    fn recv(&mut self, buf: &mut [u8], _timeout: Duration) -> Option<usize> {
+        use std::io::{ErrorKind, Read};
+        match self.0.read(buf) {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Some(0),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Some(0),
+            Err(_) => None,
+        }
     }
 }
 
