@@ -212,9 +212,23 @@ impl HeadEnd {
             });
         }
         let tls = mqtt::tls_for(&self.config)?;
-        let mut engine = self.engine()?;
-        engine.set_order_spool(Some(crate::tenancy::spool_dir(&self.config)));
-        engine.set_sms_spool(Some(crate::engine::sms_spool_dir(&self.config.base)));
+        // Several engine threads only on a shared store: there each unit of work rebuilds what it
+        // needs from the store under its gateway's lock, as separate workers do; on sled an engine
+        // keeps reserved COUNTs and AKA runs in memory, which a second engine would not see.
+        let n = if self.store.shared() {
+            self.config.mqtt.engines.max(1)
+        } else {
+            1
+        };
+        let mut engines = Vec::with_capacity(n);
+        for _ in 0..n {
+            engines.push(self.engine()?);
+        }
+        if let Some(first) = engines.first_mut() {
+            // The spools are the periodic work's, which the first engine does.
+            first.set_order_spool(Some(crate::tenancy::spool_dir(&self.config)));
+            first.set_sms_spool(Some(crate::engine::sms_spool_dir(&self.config.base)));
+        }
         let settings = MqttSettings {
             host: broker.host,
             port: broker.port,
@@ -270,7 +284,7 @@ impl HeadEnd {
         let (st, stat) = (stop.clone(), status.clone());
         let worker = std::thread::Builder::new()
             .name("headend-worker".into())
-            .spawn(move || mqtt::run(settings, engine, rx, st, stat))
+            .spawn(move || mqtt::run(settings, engines, rx, st, stat))
             .map_err(|e| HeadEndError::Mqtt(format!("cannot start the MQTT worker: {e}")))?;
         Ok(HeadEndHandle {
             backend: self.backend,
