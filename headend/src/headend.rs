@@ -279,6 +279,9 @@ impl HeadEnd {
             (None, None)
         };
         let (tx, rx) = mpsc::channel();
+        if let Some(heard) = self.store.listen(crate::backend::PURCHASES, stop.clone())? {
+            forward_purchases(heard, self.backend.origin().to_string(), tx.clone())?;
+        }
         self.backend.set_nudge(Some(tx));
         let status = Arc::new(Mutex::new(LinkStatus::default()));
         let (st, stat) = (stop.clone(), status.clone());
@@ -337,6 +340,58 @@ impl HeadEnd {
         .map_err(|e| bad(format!("cannot start the phone web app: {e}")))?;
         Ok((Some(h), addr))
     }
+}
+
+/// How long a purchase another worker announced waits before this one delivers it: the worker that
+/// sold it normally has (its engine was nudged at once), and then this one finds it sent.
+const FOREIGN_PURCHASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Hands the purchases other processes announce (`ORIGIN<tab>GATEWAY<tab>METER` on
+/// [`crate::backend::PURCHASES`])
+/// to this worker's engines, [`FOREIGN_PURCHASE_WAIT`] later; ends with the listener.
+fn forward_purchases(
+    heard: mpsc::Receiver<String>,
+    origin: String,
+    nudge: mpsc::Sender<String>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("headend-purchases".into())
+        .spawn(move || {
+            let mut waiting: std::collections::VecDeque<(std::time::Instant, String)> =
+                Default::default();
+            loop {
+                let wait = waiting
+                    .front()
+                    .map(|(at, _)| at.saturating_duration_since(std::time::Instant::now()))
+                    .unwrap_or(Duration::from_millis(500));
+                match heard.recv_timeout(wait) {
+                    Ok(p) => match p.split_once('\t') {
+                        Some((from, _)) if from == origin => {}
+                        Some((_, nudge)) => waiting.push_back((
+                            std::time::Instant::now() + FOREIGN_PURCHASE_WAIT,
+                            nudge.to_string(),
+                        )),
+                        None => log::warn!("ignored a purchase announcement without its origin"),
+                    },
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                let now = std::time::Instant::now();
+                while waiting.front().is_some_and(|(at, _)| *at <= now) {
+                    if let Some((_, meter)) = waiting.pop_front() {
+                        if nudge.send(meter).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| {
+            HeadEndError::Mqtt(format!(
+                "cannot start the thread that takes other workers' purchases: {e}"
+            ))
+        })
 }
 
 /// The head-end's token key with its certificate (tokens and account restore statements).

@@ -220,7 +220,7 @@ enum Work {
     Tick,
 }
 
-/// Which of `n` engines works for gateway (or meter) `name`: the same one for the whole connection.
+/// Which of `n` engines works for gateway `name`: the same one for the whole connection.
 fn engine_for(name: &str, n: usize) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -351,8 +351,10 @@ fn dispatch(
         if lost.is_some() {
             return lost;
         }
-        while let Ok(meter) = nudges.try_recv() {
-            send(engine_for(&meter, n), Work::Nudge(meter));
+        // `GATEWAY<tab>METER`: to the engine of the gateway, whose COUNTs then leave in order.
+        while let Ok(nudge) = nudges.try_recv() {
+            let (gw, meter) = nudge.split_once('\t').unwrap_or(("", nudge.as_str()));
+            send(engine_for(gw, n), Work::Nudge(meter.to_string()));
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
