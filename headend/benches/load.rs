@@ -12,7 +12,8 @@
 //! opened, checked, stored and acknowledged after its commit); top-ups per second end to end with p50
 //! and p99 (a purchase through the payment server to the gateway's receipt booked and acknowledged);
 //! the store's rows and bytes per reading; and the CPU seconds each part used (PostgreSQL, Mosquitto,
-//! the worker processes, this process: the gateways and worker 1), which shows the bottleneck.
+//! the worker processes, and in this process worker 1's threads apart from the simulated gateways'),
+//! which shows the bottleneck.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/support/mod.rs"]
