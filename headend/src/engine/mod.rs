@@ -32,7 +32,8 @@ use concentrator_security::{Direction, SecurityContext, SecurityMode};
 use crate::audit::PaymentRecord;
 use crate::notify::Notifier;
 use crate::store::{
-    rejected_key, Batch, ContextRecord, ContextSet, Rejected, Store, StoreError, SubscriberRef,
+    accept_count, rejected_key, Batch, ContextRecord, ContextSet, Rejected, Store, StoreError,
+    SubscriberRef,
 };
 
 pub use aka::Phase;
@@ -499,15 +500,46 @@ impl Engine {
                 short(scope)
             ));
         }
-        let mut first_err = None;
+        let mut first_err: Option<String> = None;
+        let window = self.s.window;
+        let shared = self.shared;
         for (sub, c) in cands {
             let live = self.live(&sub, &c)?;
-            match protect::open(t, payload, Some(&mut live.channel), now) {
+            // Shared store: workers and engines take one meter's messages in any order, so the
+            // COUNT is checked against the context's stored window of accepted COUNTs below, not
+            // against the last one alone (the channel's check).
+            let mut fresh = shared.then(|| {
+                Channel::resume(
+                    live.channel.context().clone(),
+                    Direction::Downlink,
+                    window,
+                    0,
+                    None,
+                )
+            });
+            let channel = match fresh.as_mut() {
+                Some(f) => f,
+                None => &mut live.channel,
+            };
+            match protect::open(t, payload, Some(&mut *channel), now) {
                 Ok(frame) => {
-                    let count = live.channel.last_received();
+                    let count = channel.last_received();
+                    let accepted = match (shared, count) {
+                        (true, Some(n)) => match accept_count(c.up_last, c.up_seen, n) {
+                            Some((last, seen)) => (Some(last), Some(seen)),
+                            None => {
+                                first_err.get_or_insert(format!(
+                                    "COUNT {n} was accepted before or is 64 or more below the last accepted {}: replayed or too late",
+                                    c.up_last.unwrap_or(0)
+                                ));
+                                continue;
+                            }
+                        },
+                        _ => (count, c.up_seen),
+                    };
                     let on_tid = matches!(scope, Scope::Meter(tid) if c.tid.as_deref() == Some(tid.to_hex().as_str()));
                     self.update_ctx(&sub, &c.rand, |r| {
-                        r.up_last = count;
+                        (r.up_last, r.up_seen) = accepted;
                         if on_tid {
                             r.confirmed = true;
                         }
@@ -515,13 +547,13 @@ impl Engine {
                     return Ok((frame, sub, c));
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    first_err.get_or_insert(e.to_string());
                 }
             }
         }
         Err(format!(
             "refused: {}",
-            first_err.map_or_else(|| "no context".to_string(), |e| e.to_string())
+            first_err.unwrap_or_else(|| "no context".to_string())
         ))
     }
 
