@@ -188,6 +188,29 @@ impl PaymentRecord {
     }
 }
 
+impl PaymentRecord {
+    /// [`PaymentRecord::append`] of entries with `batch` (the writes that caused them). Inside a
+    /// database transaction (PostgreSQL) the batch is applied now and the entries just before the
+    /// commit ([`Store::before_commit`]): the chain's head is then locked for the commit only, not
+    /// for the rest of the transaction (a settle window's messages of a gateway), and last, in the
+    /// lock order. Still one transaction: the entries are committed with the writes that caused
+    /// them, or neither is. On a store one process owns, one atomic batch as
+    /// [`PaymentRecord::append`] writes it.
+    pub fn append_with(
+        self: &std::sync::Arc<Self>,
+        store: &std::sync::Arc<Store>,
+        drafts: Vec<Draft>,
+        batch: Batch,
+    ) -> Result<(), StoreError> {
+        if !store.in_transaction() {
+            return self.append(store, drafts, |_| batch.clone()).map(|_| ());
+        }
+        store.apply(batch)?;
+        let (record, on) = (self.clone(), store.clone());
+        store.before_commit(move || record.append(&on, drafts, |_| Batch::new()).map(|_| ()))
+    }
+}
+
 use concentrator_protocol::unix_now as now;
 
 /// Appends `len hexhash unix_time` to the anchor file and fsyncs it.

@@ -38,6 +38,8 @@ pub struct PaymentServer {
     signer: TokenSigner,
     rules: TopUpRules,
     nudge: Mutex<Option<mpsc::Sender<String>>>,
+    /// Names this process in the purchases it announces to other workers ([`PURCHASES`]).
+    origin: String,
     topup: Mutex<()>,
     /// Shared by the phone-facing front ends (the `mpc` server and the web app).
     gate: Arc<Gate>,
@@ -100,7 +102,16 @@ fn to_purchase(t: &TokenRecord) -> Purchase {
     }
 }
 
+/// The database channel on which purchases are announced to every worker:
+/// `ORIGIN<tab>GATEWAY<tab>METER`.
+pub const PURCHASES: &str = "headend_purchases";
+
 impl PaymentServer {
+    /// What names this process in the purchases it announces ([`PURCHASES`]).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// A backend over the store; tokens signed by `signer`.
     pub fn new(
         store: Arc<Store>,
@@ -118,12 +129,14 @@ impl PaymentServer {
             signer,
             rules,
             nudge: Mutex::new(None),
+            origin: hex::encode(rand::random::<[u8; 8]>()),
             topup: Mutex::new(()),
             gate: Arc::new(Gate::new(GateConfig::default())),
         }
     }
 
-    /// Where to announce a new token (the MQTT worker delivers it at once).
+    /// Where to announce a new token, as `GATEWAY<tab>METER` (the MQTT worker delivers it at once,
+    /// on the engine that works for the gateway, so that its COUNTs leave in order).
     pub fn set_nudge(&self, tx: Option<mpsc::Sender<String>>) {
         *self.nudge.lock().unwrap_or_else(|p| p.into_inner()) = tx;
     }
@@ -442,11 +455,16 @@ impl PaymentServer {
                 crate::money::money_u(self.rules.max_minor, &self.rules.currency)
             )));
         }
-        if self.store.meter(meter).map_err(unavailable)?.is_none() {
+        let Some(gateway) = self
+            .store
+            .meter(meter)
+            .map_err(unavailable)?
+            .map(|m| m.gateway)
+        else {
             return Err(BackendError::NotFound(format!(
                 "meter {meter} is not enrolled"
             )));
-        }
+        };
         let currency: [u8; 3] = self.rules.currency.as_bytes().try_into().map_err(|_| {
             BackendError::Unavailable("the configured currency is not 3 letters".into())
         })?;
@@ -541,13 +559,17 @@ impl PaymentServer {
             "top-up {meter}#{serial}: {} bought by {customer_id}",
             crate::money::money_u(amount_minor, &self.rules.currency)
         );
-        if let Some(tx) = self
-            .nudge
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            let _ = tx.send(meter.to_string());
+        // The new token is delivered from a queue, not found by a poll: this process's engine is
+        // nudged, other workers are told through the database (NOTIFY, delivered with the commit).
+        self.store
+            .notify(PURCHASES, &format!("{}\t{gateway}\t{meter}", self.origin))
+            .map_err(unavailable)?;
+        if let Some(tx) = self.nudge.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            // Once committed, so that the engine finds the token.
+            let nudge = format!("{gateway}\t{meter}");
+            self.store.after_commit(move || {
+                let _ = tx.send(nudge);
+            });
         }
         out.ok_or_else(|| BackendError::Unavailable("purchase not recorded".into()))
     }

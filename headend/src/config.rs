@@ -68,12 +68,21 @@ pub struct Mqtt {
     /// = "postgres"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_group: Option<String>,
+    /// Engine threads of a worker on PostgreSQL: each gateway's messages go to one of them, so
+    /// gateways are worked on in parallel while each one's messages keep their order. On sled there
+    /// is one.
+    #[serde(default = "default_engines")]
+    pub engines: usize,
     /// CA certificate(s) the broker's certificate chains to (PEM).
     pub ca: PathBuf,
     /// The head-end's client certificate (CN `head-end`, the ACL's user name).
     pub cert: PathBuf,
     /// Its key.
     pub key: PathBuf,
+}
+
+fn default_engines() -> usize {
+    4
 }
 
 fn default_client_id() -> String {

@@ -212,9 +212,23 @@ impl HeadEnd {
             });
         }
         let tls = mqtt::tls_for(&self.config)?;
-        let mut engine = self.engine()?;
-        engine.set_order_spool(Some(crate::tenancy::spool_dir(&self.config)));
-        engine.set_sms_spool(Some(crate::engine::sms_spool_dir(&self.config.base)));
+        // Several engine threads only on a shared store: there each unit of work rebuilds what it
+        // needs from the store under its gateway's lock, as separate workers do; on sled an engine
+        // keeps reserved COUNTs and AKA runs in memory, which a second engine would not see.
+        let n = if self.store.shared() {
+            self.config.mqtt.engines.max(1)
+        } else {
+            1
+        };
+        let mut engines = Vec::with_capacity(n);
+        for _ in 0..n {
+            engines.push(self.engine()?);
+        }
+        if let Some(first) = engines.first_mut() {
+            // The spools are the periodic work's, which the first engine does.
+            first.set_order_spool(Some(crate::tenancy::spool_dir(&self.config)));
+            first.set_sms_spool(Some(crate::engine::sms_spool_dir(&self.config.base)));
+        }
         let settings = MqttSettings {
             host: broker.host,
             port: broker.port,
@@ -265,12 +279,15 @@ impl HeadEnd {
             (None, None)
         };
         let (tx, rx) = mpsc::channel();
+        if let Some(heard) = self.store.listen(crate::backend::PURCHASES, stop.clone())? {
+            forward_purchases(heard, self.backend.origin().to_string(), tx.clone())?;
+        }
         self.backend.set_nudge(Some(tx));
         let status = Arc::new(Mutex::new(LinkStatus::default()));
         let (st, stat) = (stop.clone(), status.clone());
         let worker = std::thread::Builder::new()
             .name("headend-worker".into())
-            .spawn(move || mqtt::run(settings, engine, rx, st, stat))
+            .spawn(move || mqtt::run(settings, engines, rx, st, stat))
             .map_err(|e| HeadEndError::Mqtt(format!("cannot start the MQTT worker: {e}")))?;
         Ok(HeadEndHandle {
             backend: self.backend,
@@ -323,6 +340,58 @@ impl HeadEnd {
         .map_err(|e| bad(format!("cannot start the phone web app: {e}")))?;
         Ok((Some(h), addr))
     }
+}
+
+/// How long a purchase another worker announced waits before this one delivers it: the worker that
+/// sold it normally has (its engine was nudged at once), and then this one finds it sent.
+const FOREIGN_PURCHASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Hands the purchases other processes announce (`ORIGIN<tab>GATEWAY<tab>METER` on
+/// [`crate::backend::PURCHASES`])
+/// to this worker's engines, [`FOREIGN_PURCHASE_WAIT`] later; ends with the listener.
+fn forward_purchases(
+    heard: mpsc::Receiver<String>,
+    origin: String,
+    nudge: mpsc::Sender<String>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("headend-purchases".into())
+        .spawn(move || {
+            let mut waiting: std::collections::VecDeque<(std::time::Instant, String)> =
+                Default::default();
+            loop {
+                let wait = waiting
+                    .front()
+                    .map(|(at, _)| at.saturating_duration_since(std::time::Instant::now()))
+                    .unwrap_or(Duration::from_millis(500));
+                match heard.recv_timeout(wait) {
+                    Ok(p) => match p.split_once('\t') {
+                        Some((from, _)) if from == origin => {}
+                        Some((_, nudge)) => waiting.push_back((
+                            std::time::Instant::now() + FOREIGN_PURCHASE_WAIT,
+                            nudge.to_string(),
+                        )),
+                        None => log::warn!("ignored a purchase announcement without its origin"),
+                    },
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                let now = std::time::Instant::now();
+                while waiting.front().is_some_and(|(at, _)| *at <= now) {
+                    if let Some((_, meter)) = waiting.pop_front() {
+                        if nudge.send(meter).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| {
+            HeadEndError::Mqtt(format!(
+                "cannot start the thread that takes other workers' purchases: {e}"
+            ))
+        })
 }
 
 /// The head-end's token key with its certificate (tokens and account restore statements).

@@ -284,6 +284,7 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
             broker,
             client_id: "head-end".into(),
             shared_group: None,
+            engines: 4,
             ca: "pki/ca.pem".into(),
             cert: "pki/headend-mqtt.pem".into(),
             key: "pki/headend-mqtt.key".into(),

@@ -1,5 +1,6 @@
-//! The MQTT driver: one worker thread that owns the [`Engine`], a reader thread per connection that
-//! runs rumqttc's event loop. Persistent session (clean session off), QoS 1 both ways, manual MQTT
+//! The MQTT driver: a dispatcher thread, one thread per [`Engine`] (several on a shared store, each
+//! gateway's messages always to the same one), and a reader thread per connection that runs rumqttc's
+//! event loop. Persistent session (clean session off), QoS 1 both ways, manual MQTT
 //! acknowledgements (a message is acknowledged to the broker only after the store flushed what it caused,
 //! so a crash makes the broker deliver it again), reconnection with exponential backoff and full jitter.
 
@@ -13,7 +14,7 @@ use native_tls::{Certificate, Identity, Protocol, TlsConnector};
 use rand::Rng;
 use rumqttc::{Client, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
 
-use crate::engine::{Engine, Outgoing, ACK_BATCH};
+use crate::engine::{Engine, Outgoing};
 use crate::error::{HeadEndError, Result};
 
 /// The longest the worker waits for an MQTT event before it looks at the nudges (a top-up just bought
@@ -21,6 +22,8 @@ use crate::error::{HeadEndError, Result};
 /// server thread waking 200 times a second costs nothing measurable.
 const TICK: Duration = Duration::from_millis(5);
 const MAX_PACKET: usize = 300 * 1024;
+/// The most messages taken into one settle window (what arrived while the last one was worked on).
+const WINDOW: usize = 512;
 
 /// Where and how to connect.
 #[derive(Clone)]
@@ -106,10 +109,13 @@ fn jitter(failures: u32, (base, cap, floor): (Duration, Duration, Duration)) -> 
     Duration::from_millis(rand::thread_rng().gen_range(lo..=hi))
 }
 
-/// Runs the link until `stop`.
+/// Runs the link until `stop`, with one engine thread per engine (at least one). Each gateway's
+/// messages go to one engine (by a hash of its id), so they are worked on in the order they came; the
+/// first engine also runs the periodic work. Several engines need a shared store (PostgreSQL), whose
+/// scopes keep them apart as they keep workers apart.
 pub fn run(
     settings: MqttSettings,
-    mut engine: Engine,
+    mut engines: Vec<Engine>,
     nudges: Receiver<String>,
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<LinkStatus>>,
@@ -117,7 +123,7 @@ pub fn run(
     let mut failures = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
-        let err = connection(&settings, &mut engine, &nudges, &stop, &status);
+        let err = connection(&settings, &mut engines, &nudges, &stop, &status);
         if let Ok(mut s) = status.lock() {
             s.connected = false;
             s.last_error = err.clone();
@@ -137,7 +143,9 @@ pub fn run(
         while Instant::now() < until && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
             // Without the broker, what needs no broker goes on: urgent events that came by SMS.
-            engine.offline_tick(unix_now());
+            if let Some(e) = engines.first_mut() {
+                e.offline_tick(unix_now());
+            }
         }
     }
 }
@@ -155,7 +163,7 @@ fn publish(client: &Client, out: Vec<Outgoing>, status: &Mutex<LinkStatus>) {
 /// One connection; `None` when stopped, `Some(reason)` when lost.
 fn connection(
     settings: &MqttSettings,
-    engine: &mut Engine,
+    engines: &mut [Engine],
     nudges: &Receiver<String>,
     stop: &AtomicBool,
     status: &Mutex<LinkStatus>,
@@ -195,16 +203,34 @@ fn connection(
         Ok(r) => r,
         Err(e) => return Some(format!("cannot start the MQTT reader thread: {e}")),
     };
-    let result = session(settings, engine, nudges, stop, status, &client, &rx);
+    let result = session(settings, engines, nudges, stop, status, &client, &rx);
     let _ = client.try_disconnect();
     drop(rx);
     let _ = reader.join();
     result
 }
 
+/// Work for an engine thread.
+enum Work {
+    /// Messages of its gateways, in the order they came.
+    Messages(Vec<Publish>),
+    /// A purchase of this meter was made: send its token now.
+    Nudge(String),
+    /// The periodic work (first engine only).
+    Tick,
+}
+
+/// Which of `n` engines works for gateway `name`: the same one for the whole connection.
+fn engine_for(name: &str, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() % n.max(1) as u64) as usize
+}
+
 fn session(
     settings: &MqttSettings,
-    engine: &mut Engine,
+    engines: &mut [Engine],
     nudges: &Receiver<String>,
     stop: &AtomicBool,
     status: &Mutex<LinkStatus>,
@@ -217,7 +243,11 @@ fn session(
         }
         match rx.recv_timeout(TICK) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
-            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => engine.offline_tick(unix_now()),
+            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {
+                if let Some(e) = engines.first_mut() {
+                    e.offline_tick(unix_now());
+                }
+            }
             Ok(Err(e)) => return Some(e.to_string()),
             Err(RecvTimeoutError::Disconnected) => return Some("the MQTT event loop ended".into()),
         }
@@ -237,72 +267,168 @@ fn session(
         s.connections += 1;
     }
     log::info!(
-        "MQTT: connected to {}:{} as {}",
+        "MQTT: connected to {}:{} as {} ({} engine thread{})",
         settings.host,
         settings.port,
-        settings.client_id
+        settings.client_id,
+        engines.len(),
+        if engines.len() == 1 { "" } else { "s" }
     );
-    let mut unacked: Vec<Publish> = Vec::new();
+    let n = engines.len();
+    std::thread::scope(|sc| {
+        let mut work = Vec::with_capacity(n);
+        for (i, engine) in engines.iter_mut().enumerate() {
+            let (tx, rx) = mpsc::channel::<Work>();
+            let client = client.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("headend-engine-{i}"))
+                .spawn_scoped(sc, move || engine_thread(engine, &rx, &client, status));
+            if let Err(e) = spawned {
+                return Some(format!("cannot start an engine thread: {e}"));
+            }
+            work.push(tx);
+        }
+        // Dropping `work` when this returns lets each engine finish what it was given, then end.
+        dispatch(nudges, stop, status, rx, &work)
+    })
+}
+
+/// Hands the broker's deliveries, the purchases' nudges and the periodic work to the engine threads.
+fn dispatch(
+    nudges: &Receiver<String>,
+    stop: &AtomicBool,
+    status: &Mutex<LinkStatus>,
+    rx: &Receiver<std::result::Result<Event, rumqttc::ConnectionError>>,
+    work: &[mpsc::Sender<Work>],
+) -> Option<String> {
+    let n = work.len();
+    let send = |i: usize, w: Work| work.get(i).is_some_and(|tx| tx.send(w).is_ok());
     let mut last_tick = Instant::now() - Duration::from_secs(2);
     loop {
         if stop.load(Ordering::SeqCst) {
-            settle(engine, client, &mut unacked, status);
             return None;
         }
-        let ev = rx.recv_timeout(TICK);
-        let now = unix_now();
-        let busy = matches!(ev, Ok(Ok(Event::Incoming(Packet::Publish(_)))));
-        match ev {
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                if let Ok(mut s) = status.lock() {
-                    s.received += 1;
+        // What the broker delivered since the last turn, split by engine (each gateway's in order).
+        let mut lost = None;
+        let mut batches: Vec<Vec<Publish>> = (0..n).map(|_| Vec::new()).collect();
+        let mut ev = rx.recv_timeout(TICK);
+        let mut taken = 0;
+        loop {
+            match ev {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    if let Ok(mut s) = status.lock() {
+                        s.received += 1;
+                    }
+                    let i = match Topic::parse(&p.topic) {
+                        Ok(t) => engine_for(t.gateway().as_str(), n),
+                        Err(_) => 0,
+                    };
+                    if let Some(b) = batches.get_mut(i) {
+                        b.push(p);
+                    }
+                    taken += 1;
                 }
-                let out = engine.handle(&p.topic, &p.payload, now);
-                publish(client, out, status);
-                unacked.push(p);
+                Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Err(e)) => lost = Some(e.to_string()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    lost = Some("the MQTT event loop ended".into())
+                }
             }
-            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
-            Ok(Err(e)) => return Some(e.to_string()),
-            Err(RecvTimeoutError::Disconnected) => return Some("the MQTT event loop ended".into()),
+            if lost.is_some() || taken >= WINDOW {
+                break;
+            }
+            ev = match rx.try_recv() {
+                Ok(e) => Ok(e),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            };
         }
-        // Settle when nothing more is waiting, or the batch is full.
-        if !unacked.is_empty()
-            && (!busy || unacked.len() >= ACK_BATCH || engine.pending_acks() >= ACK_BATCH)
-        {
-            settle(engine, client, &mut unacked, status);
+        for (i, b) in batches.into_iter().enumerate() {
+            if !b.is_empty() && !send(i, Work::Messages(b)) {
+                return Some("an engine thread ended".into());
+            }
         }
-        // Each meter once, however many purchases announced it since the last turn.
+        if lost.is_some() {
+            return lost;
+        }
+        // `GATEWAY<tab>METER`: to the engine of the gateway, whose COUNTs then leave in order.
+        while let Ok(nudge) = nudges.try_recv() {
+            let (gw, meter) = nudge.split_once('\t').unwrap_or(("", nudge.as_str()));
+            send(engine_for(gw, n), Work::Nudge(meter.to_string()));
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            send(0, Work::Tick);
+        }
+    }
+}
+
+/// One engine: takes whatever work queued up since its last turn (the messages as one settle
+/// window, each meter nudged once), until the dispatcher hangs up.
+fn engine_thread(
+    engine: &mut Engine,
+    rx: &Receiver<Work>,
+    client: &Client,
+    status: &Mutex<LinkStatus>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut window: Vec<Publish> = Vec::new();
         let mut nudged = std::collections::BTreeSet::new();
-        while let Ok(meter) = nudges.try_recv() {
-            nudged.insert(meter);
+        let mut tick = false;
+        let mut next = Some(first);
+        while let Some(w) = next {
+            match w {
+                Work::Messages(ps) => window.extend(ps),
+                Work::Nudge(meter) => {
+                    nudged.insert(meter);
+                }
+                Work::Tick => tick = true,
+            }
+            next = if window.len() < WINDOW {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
         }
+        if !window.is_empty() {
+            settle(engine, client, &mut window, status);
+        }
+        let now = unix_now();
         for meter in nudged {
             let out = engine.deliver(Some(&meter), now);
             publish(client, out, status);
         }
-        if last_tick.elapsed() >= Duration::from_secs(1) {
-            last_tick = Instant::now();
+        if tick {
             let out = engine.tick(now);
             publish(client, out, status);
         }
     }
 }
 
-/// Flushes the store, sends the acknowledgements, then acknowledges the MQTT deliveries.
+/// Works on a settle window's messages (each gateway's in one transaction, [`Engine::handle_batch`]),
+/// flushes the store, sends what they led to (acknowledgements, AKA steps), then acknowledges the
+/// MQTT deliveries.
 fn settle(
     engine: &mut Engine,
     client: &Client,
-    unacked: &mut Vec<Publish>,
+    window: &mut Vec<Publish>,
     status: &Mutex<LinkStatus>,
 ) {
     let now = unix_now();
-    let out = engine.flush_acks(now);
+    let msgs: Vec<(&str, &[u8])> = window
+        .iter()
+        .map(|p| (p.topic.as_str(), p.payload.as_ref()))
+        .collect();
+    let mut out = engine.handle_batch(&msgs, now);
+    // Acknowledgements queued by other paths (none normally).
+    out.extend(engine.flush_acks(now));
     if let Err(e) = engine.store().flush() {
         log::error!("the store did not flush: {e}; MQTT deliveries stay unacknowledged (the broker sends them again)");
+        window.clear();
         return;
     }
     publish(client, out, status);
-    for p in unacked.drain(..) {
+    for p in window.drain(..) {
         if let Err(e) = client.try_ack(&p) {
             log::warn!("cannot acknowledge a delivery to the broker: {e}");
         }

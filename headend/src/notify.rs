@@ -95,14 +95,19 @@ impl Notifier {
     }
 
     /// Sends `notice` to every customer whose meters include `meter`; forgets closed feeds.
+    /// Only the customers with a session open here are read (not every customer, for every notice).
     pub fn meter(&self, store: &Store, meter: &str, notice: Notice) {
-        let customers = match store.customers() {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("notices: cannot list the customers of meter {meter}: {e}");
-                return;
+        let listening: Vec<String> = lock(&self.subs).keys().cloned().collect();
+        let mut customers = Vec::new();
+        for id in listening {
+            match store.customer(&id) {
+                Ok(Some(c)) => customers.push(c),
+                Ok(None) => {}
+                Err(e) => {
+                    log::error!("notices: cannot read customer {id} (of meter {meter}?): {e}");
+                }
             }
-        };
+        }
         let mut subs = lock(&self.subs);
         for c in customers
             .iter()
@@ -117,7 +122,15 @@ impl Notifier {
 
     /// Follows a purchase just made: its buyer is told when it is sent to the gateway and why the
     /// gateway cannot apply it yet, if it cannot ([`Notifier::scan`]).
+    /// Only while the buyer has a session open here: nobody else would be told, and the purchase's
+    /// record would be read every [`SCAN_EVERY`] for nothing (the history shows its steps).
     pub fn track(&self, customer: &str, meter: &str, serial: u64) {
+        let listening = lock(&self.subs)
+            .get(customer)
+            .is_some_and(|l| l.iter().any(NoticeSender::is_open));
+        if !listening {
+            return;
+        }
         let mut f = lock(&self.followed);
         if f.len() >= MAX_FOLLOWED {
             if let Some(oldest) = f

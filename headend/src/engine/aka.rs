@@ -395,6 +395,7 @@ impl Engine {
             // mode command used 0).
             down_reserved: if self.shared { 1 } else { RESERVE },
             up_last: channel.last_received(),
+            up_seen: None,
             confirmed: matches!(sub, SubscriberRef::Gateway(_)),
         };
         let mut b = Batch::new();

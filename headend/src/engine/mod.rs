@@ -32,7 +32,8 @@ use concentrator_security::{Direction, SecurityContext, SecurityMode};
 use crate::audit::PaymentRecord;
 use crate::notify::Notifier;
 use crate::store::{
-    rejected_key, Batch, ContextRecord, ContextSet, Rejected, Store, StoreError, SubscriberRef,
+    accept_count, rejected_key, Batch, ContextRecord, ContextSet, Rejected, Store, StoreError,
+    SubscriberRef,
 };
 
 pub use aka::Phase;
@@ -255,40 +256,12 @@ impl Engine {
             }
         };
         let gw = t.gateway().as_str().to_string();
-        match self.store.gateway(&gw) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                log::warn!(
-                    "ignored {topic}: gateway {gw} is not enrolled here (provision it first)"
-                );
-                return vec![];
-            }
-            Err(e) => {
-                log::error!("{topic}: {e}");
-                return vec![];
-            }
+        if !self.enrolled(&gw, topic) {
+            return vec![];
         }
         // Everything a message changes is changed in one scope on its gateway: on PostgreSQL one
         // transaction that no other worker's work on the same gateway overlaps.
-        let result = self.on_gateway(&gw, now, |this| {
-            // Counters cached from an earlier message may be stale when other workers share the store.
-            this.dedup_next.clear();
-            match &t {
-                Topic::Status { .. } => this.status(&t, payload, now),
-                Topic::Data { scope, kind, .. } => match kind {
-                    Kind::Attach | Kind::AkaResponse => {
-                        match protect::open(&t, payload, None, now) {
-                            Ok(frame) => this.aka_plain(&gw, *scope, frame, now),
-                            Err(e) => Err(format!("refused: {e}")),
-                        }
-                    }
-                    Kind::SecurityModeComplete => {
-                        this.security_mode_complete(&t, &gw, *scope, payload, now)
-                    }
-                    _ => this.sealed(&t, &gw, *scope, payload, now),
-                },
-            }
-        });
+        let result = self.on_gateway(&gw, now, |this| this.handle_in_scope(&t, &gw, payload, now));
         let result = result.map_err(|e| e.to_string()).and_then(|r| r);
         match result {
             Ok(out) => out,
@@ -296,6 +269,103 @@ impl Engine {
                 log::warn!("{topic}: {e}");
                 vec![]
             }
+        }
+    }
+
+    /// The messages of a settle window (topic, payload), in the order they came: each gateway's
+    /// messages in one store scope (on PostgreSQL one transaction and one commit for all of them,
+    /// instead of one per message), their acknowledgements sealed in the same scope. Returns
+    /// everything to publish, acknowledgements included; it may leave once the store flushed
+    /// ([`Store::flush`]; on PostgreSQL the scopes' commits did). A gateway whose transaction does
+    /// not commit gets nothing: what its messages did was rolled back, and it sends them again.
+    pub fn handle_batch(&mut self, msgs: &[(&str, &[u8])], now: u64) -> Vec<Outgoing> {
+        // Per gateway, in order of first arrival: (parsed topic, topic, payload).
+        type Group<'a> = (String, Vec<(Topic, &'a str, &'a [u8])>);
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for &(topic, payload) in msgs {
+            let t = match Topic::parse(topic) {
+                Ok(t) => t,
+                Err(e) => {
+                    log::warn!("ignored a message: {e}");
+                    continue;
+                }
+            };
+            let gw = t.gateway().as_str().to_string();
+            let i = *index.entry(gw.clone()).or_insert_with(|| {
+                groups.push((gw, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push((t, topic, payload));
+        }
+        let mut out = Vec::new();
+        for (gw, items) in groups {
+            if !self.enrolled(&gw, items[0].1) {
+                continue;
+            }
+            let sealed = self.on_gateway(&gw, now, |this| {
+                // A scope run again (the database broke a deadlock) starts from nothing queued.
+                this.acks.retain(|b| b.gateway.as_str() != gw);
+                let mut out = Vec::new();
+                for (t, topic, payload) in &items {
+                    match this.handle_in_scope(t, &gw, payload, now) {
+                        Ok(o) => out.extend(o),
+                        Err(e) => log::warn!("{topic}: {e}"),
+                    }
+                }
+                out.extend(this.seal_acks(Some(&gw), now));
+                out
+            });
+            match sealed {
+                Ok(o) => out.extend(o),
+                Err(e) => log::warn!(
+                    "{} messages of gateway {gw} not taken: {e}; nothing of them was kept, the gateway sends them again",
+                    items.len()
+                ),
+            }
+        }
+        out
+    }
+
+    /// Whether `gw` is enrolled here (else the message on `topic` is ignored, and said so).
+    fn enrolled(&self, gw: &str, topic: &str) -> bool {
+        match self.store.gateway(gw) {
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                log::warn!(
+                    "ignored {topic}: gateway {gw} is not enrolled here (provision it first)"
+                );
+                false
+            }
+            Err(e) => {
+                log::error!("{topic}: {e}");
+                false
+            }
+        }
+    }
+
+    /// One message, inside its gateway's scope.
+    fn handle_in_scope(
+        &mut self,
+        t: &Topic,
+        gw: &str,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<Vec<Outgoing>, String> {
+        // Counters cached from an earlier message may be stale when other workers share the store.
+        self.dedup_next.clear();
+        match t {
+            Topic::Status { .. } => self.status(t, payload, now),
+            Topic::Data { scope, kind, .. } => match kind {
+                Kind::Attach | Kind::AkaResponse => match protect::open(t, payload, None, now) {
+                    Ok(frame) => self.aka_plain(gw, *scope, frame, now),
+                    Err(e) => Err(format!("refused: {e}")),
+                },
+                Kind::SecurityModeComplete => {
+                    self.security_mode_complete(t, gw, *scope, payload, now)
+                }
+                _ => self.sealed(t, gw, *scope, payload, now),
+            },
         }
     }
 
@@ -430,15 +500,46 @@ impl Engine {
                 short(scope)
             ));
         }
-        let mut first_err = None;
+        let mut first_err: Option<String> = None;
+        let window = self.s.window;
+        let shared = self.shared;
         for (sub, c) in cands {
             let live = self.live(&sub, &c)?;
-            match protect::open(t, payload, Some(&mut live.channel), now) {
+            // Shared store: workers and engines take one meter's messages in any order, so the
+            // COUNT is checked against the context's stored window of accepted COUNTs below, not
+            // against the last one alone (the channel's check).
+            let mut fresh = shared.then(|| {
+                Channel::resume(
+                    live.channel.context().clone(),
+                    Direction::Downlink,
+                    window,
+                    0,
+                    None,
+                )
+            });
+            let channel = match fresh.as_mut() {
+                Some(f) => f,
+                None => &mut live.channel,
+            };
+            match protect::open(t, payload, Some(&mut *channel), now) {
                 Ok(frame) => {
-                    let count = live.channel.last_received();
+                    let count = channel.last_received();
+                    let accepted = match (shared, count) {
+                        (true, Some(n)) => match accept_count(c.up_last, c.up_seen, n) {
+                            Some((last, seen)) => (Some(last), Some(seen)),
+                            None => {
+                                first_err.get_or_insert(format!(
+                                    "COUNT {n} was accepted before or is 64 or more below the last accepted {}: replayed or too late",
+                                    c.up_last.unwrap_or(0)
+                                ));
+                                continue;
+                            }
+                        },
+                        _ => (count, c.up_seen),
+                    };
                     let on_tid = matches!(scope, Scope::Meter(tid) if c.tid.as_deref() == Some(tid.to_hex().as_str()));
                     self.update_ctx(&sub, &c.rand, |r| {
-                        r.up_last = count;
+                        (r.up_last, r.up_seen) = accepted;
                         if on_tid {
                             r.confirmed = true;
                         }
@@ -446,13 +547,13 @@ impl Engine {
                     return Ok((frame, sub, c));
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    first_err.get_or_insert(e.to_string());
                 }
             }
         }
         Err(format!(
             "refused: {}",
-            first_err.map_or_else(|| "no context".to_string(), |e| e.to_string())
+            first_err.unwrap_or_else(|| "no context".to_string())
         ))
     }
 
@@ -585,8 +686,18 @@ impl Engine {
             log::error!("acknowledgements held back: the store did not flush: {e}");
             return vec![];
         }
+        self.seal_acks(None, now)
+    }
+
+    /// Seals the queued acknowledgements (0x89, one per scope) of one gateway (`Some`, inside its
+    /// scope) or of all, each gateway's in its own scope.
+    fn seal_acks(&mut self, only: Option<&str>, now: u64) -> Vec<Outgoing> {
+        let (mine, rest): (Vec<AckBatch>, Vec<AckBatch>) = std::mem::take(&mut self.acks)
+            .into_iter()
+            .partition(|b| only.is_none_or(|g| b.gateway.as_str() == g));
+        self.acks = rest;
         let mut out = Vec::new();
-        for b in std::mem::take(&mut self.acks) {
+        for b in mine {
             let n = b.ids.len();
             let ack = Body::AckDown(concentrator_protocol::Ack { ids: b.ids.clone() });
             let sealed = self

@@ -203,8 +203,7 @@ impl Engine {
         };
         let mut b = crate::store::Batch::new();
         self.anchor_restarting(&mut b, gw, now)?;
-        self.payments
-            .append(&self.store, vec![draft], |_| b.clone())?;
+        self.payments.append_with(&self.store, vec![draft], b)?;
         log::info!("account of meter {m} {detail}");
         Ok(vec![out])
     }

@@ -391,11 +391,7 @@ impl Engine {
                 rec.view.balance_minor = Some(opening);
                 rec.view.balance_at = Some(closed_at);
             },
-            |b| {
-                self.payments
-                    .append(&self.store, drafts.clone(), |_| b.clone())
-                    .map(|_| ())
-            },
+            |b| self.payments.append_with(&self.store, drafts.clone(), b),
         )?;
         log::info!(
             "tenancy order {order} settled: meter {m} moved from {} to {}; {} {}{}",

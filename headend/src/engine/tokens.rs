@@ -228,7 +228,7 @@ impl Engine {
                 )),
             };
             self.payments
-                .append(&self.store, vec![draft], |_| b.clone())
+                .append_with(&self.store, vec![draft], b)
                 .map_err(e)?;
         } else {
             self.store.commit(b).map_err(e)?;
@@ -352,8 +352,7 @@ impl Engine {
                 let mut b = Batch::new();
                 b.put(token_key(&t.meter, t.serial), &t);
                 b.remove(pending_key(&t.meter, t.serial));
-                self.payments
-                    .append(&self.store, vec![draft], |_| b.clone())?;
+                self.payments.append_with(&self.store, vec![draft], b)?;
                 self.notifier.meter(
                     &self.store,
                     &t.meter,
@@ -503,9 +502,7 @@ impl Engine {
             )),
         };
         self.store.update_meter(&m, b, update, |b| {
-            self.payments
-                .append(&self.store, vec![draft], |_| b.clone())
-                .map(|_| ())
+            self.payments.append_with(&self.store, vec![draft], b)
         })?;
         log::info!(
             "top-up {m}#{} ({}) applied (receipt from {gw}), balance {}",

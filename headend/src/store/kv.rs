@@ -46,6 +46,22 @@ pub trait Kv: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+
+    /// Tells every process listening on `channel` ([`Kv::listen`]); nothing on a store one process
+    /// owns.
+    fn notify(&self, _channel: &str, _payload: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// What other processes [`Kv::notify`] on `channel`, from now until `stop`; `None` on a store
+    /// one process owns.
+    fn listen(
+        &self,
+        _channel: &str,
+        _stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Option<std::sync::mpsc::Receiver<String>>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// One database transaction: every read sees what it wrote, nothing is visible to others before
@@ -66,6 +82,8 @@ pub trait KvTxn: Send {
     ) -> Result<bool, StoreError>;
     /// Takes more locks (a nested scope), kept until the end.
     fn lock(&mut self, keys: &[Vec<u8>]) -> Result<(), StoreError>;
+    /// [`Kv::notify`], delivered when (and only if) the transaction commits.
+    fn notify(&mut self, channel: &str, payload: &str) -> Result<(), StoreError>;
     /// Whether a statement failed in a way that a fresh attempt may not (deadlock, serialisation
     /// failure): the scope that began the transaction runs again.
     fn retryable(&self) -> bool;

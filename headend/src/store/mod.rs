@@ -363,6 +363,20 @@ impl Store {
                 done: false,
             };
             let r = f();
+            // Work queued for just before the commit (it may queue more).
+            let mut failed = None;
+            loop {
+                let before = scope::take_before(self.id);
+                if before.is_empty() || failed.is_some() {
+                    break;
+                }
+                for b in before {
+                    if let Err(e) = b() {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
             match leave.finish() {
                 (None, after) => {
                     after.into_iter().for_each(|a| a());
@@ -373,6 +387,11 @@ impl Store {
                     drop(t);
                 }
                 (Some(t), after) => {
+                    if let Some(e) = failed {
+                        // Rolled back: nothing of it was written, nothing after it runs.
+                        drop((t, after));
+                        return Err(e);
+                    }
                     t.commit()?;
                     after.into_iter().for_each(|a| a());
                     return Ok(r);
@@ -392,6 +411,44 @@ impl Store {
         if let Err(f) = scope::defer(self.id, Box::new(f)) {
             f();
         }
+    }
+
+    /// Runs `f` inside the transaction this thread is in, just before it commits (at the end of the
+    /// outermost scope on PostgreSQL), so that a lock `f` takes is held for the commit only; at once
+    /// when there is no transaction (a store one process owns). An error of `f` rolls the whole
+    /// transaction back and is the scope's error.
+    pub fn before_commit(
+        &self,
+        f: impl FnOnce() -> Result<(), StoreError> + 'static,
+    ) -> Result<(), StoreError> {
+        match scope::defer_before(self.id, Box::new(f)) {
+            Ok(()) => Ok(()),
+            Err(f) => f(),
+        }
+    }
+
+    /// Whether this thread is in a scope with a database transaction (PostgreSQL).
+    pub fn in_transaction(&self) -> bool {
+        scope::with_txn(self.id, |_| ()).is_some()
+    }
+
+    /// Tells every process listening on `channel` (PostgreSQL's NOTIFY): inside a scope when its
+    /// transaction commits, never if it is rolled back. Nothing on a store one process owns.
+    pub fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        match scope::with_txn(self.id, |t| t.notify(channel, payload)) {
+            Some(r) => r,
+            None => self.kv.notify(channel, payload),
+        }
+    }
+
+    /// What other processes [`Store::notify`] on `channel` from now until `stop` (PostgreSQL's
+    /// LISTEN, on a connection of its own); `None` on a store one process owns.
+    pub fn listen(
+        &self,
+        channel: &str,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Option<std::sync::mpsc::Receiver<String>>, StoreError> {
+        self.kv.listen(channel, stop)
     }
 
     fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

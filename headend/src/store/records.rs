@@ -298,8 +298,33 @@ pub struct ContextRecord {
     pub down_reserved: u32,
     /// The last uplink COUNT accepted.
     pub up_last: Option<u32>,
+    /// On a shared store: which of the 64 uplink COUNTs up to `up_last` were accepted (bit n:
+    /// `up_last` − n), so that a meter's messages taken by two workers or engines out of order are
+    /// both accepted, and none twice. Absent: every COUNT up to `up_last` counts as accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_seen: Option<u64>,
     /// The gateway has used it (acknowledged the TID assignment or sent on the TID): downlink uses it.
     pub confirmed: bool,
+}
+
+/// The uplink COUNTs a context has accepted after `count`, or `None` if `count` was accepted before
+/// or is 64 or more below the highest accepted (a replay, or too late): (the highest, the window of
+/// [`ContextRecord::up_seen`]).
+pub fn accept_count(last: Option<u32>, seen: Option<u64>, count: u32) -> Option<(u32, u64)> {
+    let Some(last) = last else {
+        return Some((count, 1));
+    };
+    let seen = seen.unwrap_or(u64::MAX);
+    if count > last {
+        let shift = count - last;
+        let moved = if shift >= 64 { 0 } else { seen << shift };
+        return Some((count, moved | 1));
+    }
+    let back = last - count;
+    if back >= 64 || seen & (1u64 << back) != 0 {
+        return None;
+    }
+    Some((last, seen | (1u64 << back)))
 }
 
 impl ContextRecord {
@@ -409,4 +434,41 @@ pub struct Ingested {
     pub received_at: u64,
     /// The body, as the protocol crate's `Debug` of the frame's content in a stable JSON form.
     pub body: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accept_count;
+
+    #[test]
+    fn the_uplink_count_window_takes_each_count_once_in_any_order_within_64() {
+        // A new context: the first COUNT starts the window.
+        let (last, seen) = accept_count(None, None, 5).unwrap();
+        assert_eq!((last, seen), (5, 1));
+        // 7 before 6 (two workers): both taken, neither twice.
+        let (last, seen) = accept_count(Some(last), Some(seen), 7).unwrap();
+        let (last, seen) = accept_count(Some(last), Some(seen), 6).unwrap();
+        assert_eq!(last, 7);
+        for again in [5, 6, 7] {
+            assert_eq!(
+                accept_count(Some(last), Some(seen), again),
+                None,
+                "{again} twice"
+            );
+        }
+        // Never seen but 64 or more below the last: too late.
+        let (last, seen) = accept_count(Some(last), Some(seen), 100).unwrap();
+        assert_eq!(accept_count(Some(last), Some(seen), 36), None);
+        assert!(accept_count(Some(last), Some(seen), 37).is_some());
+        // A jump of 64 or more forgets the old window.
+        let (last, seen) = accept_count(Some(last), Some(seen), 1_000).unwrap();
+        assert_eq!((last, seen), (1_000, 1));
+        // A record written before the window existed: everything up to its last counts as taken.
+        assert_eq!(accept_count(Some(10), None, 9), None);
+        assert_eq!(accept_count(Some(10), None, 10), None);
+        assert_eq!(
+            accept_count(Some(10), None, 11),
+            Some((11, u64::MAX << 1 | 1))
+        );
+    }
 }

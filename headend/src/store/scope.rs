@@ -64,7 +64,13 @@ pub(super) struct Active {
     pub(super) txn: Option<Box<dyn KvTxn>>,
     /// What to do once the transaction committed.
     pub(super) after: Vec<Box<dyn FnOnce()>>,
+    /// What to do in the transaction just before its commit (work that takes a busy lock, so that
+    /// the lock is held for the commit only).
+    pub(super) before: Vec<BeforeCommit>,
 }
+
+/// Work run inside a transaction just before its commit.
+pub(super) type BeforeCommit = Box<dyn FnOnce() -> Result<(), super::StoreError>>;
 
 thread_local! {
     static ACTIVE: RefCell<HashMap<u64, Active>> = RefCell::new(HashMap::new());
@@ -83,6 +89,7 @@ pub(super) fn enter(id: u64, txn: Option<Box<dyn KvTxn>>) {
             Active {
                 txn,
                 after: Vec::new(),
+                before: Vec::new(),
             },
         )
     });
@@ -110,6 +117,28 @@ pub(super) fn defer(id: u64, f: Box<dyn FnOnce()>) -> Result<(), Box<dyn FnOnce(
             Ok(())
         }
         _ => Err(f),
+    })
+}
+
+/// Queues `f` to run inside the transaction this thread is in (store `id`), just before it commits;
+/// `Err(f)` if it is in none.
+pub(super) fn defer_before(id: u64, f: BeforeCommit) -> Result<(), BeforeCommit> {
+    ACTIVE.with(|a| match a.borrow_mut().get_mut(&id) {
+        Some(s) if s.txn.is_some() => {
+            s.before.push(f);
+            Ok(())
+        }
+        _ => Err(f),
+    })
+}
+
+/// The work queued by [`defer_before`] so far (taken).
+pub(super) fn take_before(id: u64) -> Vec<BeforeCommit> {
+    ACTIVE.with(|a| {
+        a.borrow_mut()
+            .get_mut(&id)
+            .map(|s| std::mem::take(&mut s.before))
+            .unwrap_or_default()
     })
 }
 

@@ -65,6 +65,10 @@ struct Conn {
     cas_new: Statement,
     cas_update: Statement,
     lock: Statement,
+    notify: Statement,
+    put_many: Statement,
+    insert_many: Statement,
+    remove_many: Statement,
 }
 
 struct Shared {
@@ -158,6 +162,13 @@ impl Shared {
             prep("INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")?;
         let cas_update = prep("UPDATE kv SET value = $3 WHERE key = $1 AND value = $2")?;
         let lock = prep("SELECT pg_advisory_xact_lock($1)")?;
+        let notify = prep("SELECT pg_notify($1, $2)")?;
+        let put_many = prep(
+            "INSERT INTO kv (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        )?;
+        let insert_many =
+            prep("INSERT INTO kv (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])")?;
+        let remove_many = prep("DELETE FROM kv WHERE key = ANY($1::bytea[])")?;
         Ok(Conn {
             client,
             get,
@@ -169,6 +180,10 @@ impl Shared {
             cas_new,
             cas_update,
             lock,
+            notify,
+            put_many,
+            insert_many,
+            remove_many,
         })
     }
 
@@ -227,19 +242,86 @@ impl Conn {
             .collect())
     }
 
-    /// The writes of a batch, inside a transaction the caller began.
+    /// The writes of a batch, inside a transaction the caller began: each run of writes of one kind
+    /// in one statement (a round trip per run, not per write), in the batch's order.
     fn write(&mut self, batch: Batch) -> Result<(), (postgres::Error, Option<Vec<u8>>)> {
-        for (k, op) in batch.into_ops() {
-            let r = match &op {
-                Op::Put(v) => self.client.execute(&self.put, &[&k, v]),
-                Op::Insert(v) => self.client.execute(&self.insert, &[&k, v]),
-                Op::Remove => self.client.execute(&self.remove, &[&k]),
-            };
-            if let Err(e) = r {
-                return Err((e, Some(k)));
+        let mut ops = batch.into_ops().into_iter().peekable();
+        while let Some((k, op)) = ops.next() {
+            let mut run = vec![(k, op)];
+            while let Some((_, next)) = ops.peek() {
+                if std::mem::discriminant(next) != std::mem::discriminant(&run[0].1) {
+                    break;
+                }
+                if let Some(w) = ops.next() {
+                    run.push(w);
+                }
             }
+            self.write_run(run)?;
         }
         Ok(())
+    }
+
+    /// Writes of one kind.
+    fn write_run(
+        &mut self,
+        run: Vec<(Vec<u8>, Op)>,
+    ) -> Result<(), (postgres::Error, Option<Vec<u8>>)> {
+        if run.len() == 1 {
+            let (k, op) = &run[0];
+            let r = match op {
+                Op::Put(v) => self.client.execute(&self.put, &[k, v]),
+                Op::Insert(v) => self.client.execute(&self.insert, &[k, v]),
+                Op::Remove => self.client.execute(&self.remove, &[k]),
+            };
+            return r.map(|_| ()).map_err(|e| (e, Some(k.clone())));
+        }
+        let first = run[0].0.clone();
+        match run[0].1 {
+            Op::Remove => {
+                let keys: Vec<Vec<u8>> = run.into_iter().map(|(k, _)| k).collect();
+                self.client
+                    .execute(&self.remove_many, &[&keys])
+                    .map(|_| ())
+                    .map_err(|e| (e, Some(first)))
+            }
+            Op::Put(_) => {
+                // The last value of a key set twice (one statement cannot set a row twice).
+                let mut last: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+                for (k, op) in run {
+                    if let Op::Put(v) = op {
+                        last.insert(k, v);
+                    }
+                }
+                let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = last.into_iter().unzip();
+                self.client
+                    .execute(&self.put_many, &[&keys, &values])
+                    .map(|_| ())
+                    .map_err(|e| (e, Some(first)))
+            }
+            Op::Insert(_) => {
+                let (keys, values): (Vec<Vec<u8>>, Vec<Vec<u8>>) = run
+                    .into_iter()
+                    .map(|(k, op)| match op {
+                        Op::Insert(v) | Op::Put(v) => (k, v),
+                        Op::Remove => (k, Vec::new()),
+                    })
+                    .unzip();
+                self.client
+                    .execute(&self.insert_many, &[&keys, &values])
+                    .map(|_| ())
+                    .map_err(|e| {
+                        // The key that exists, as the database names it; else the run's first.
+                        let named = e
+                            .as_db_error()
+                            .and_then(|d| d.detail())
+                            .and_then(|d| d.split_once("=(\\x"))
+                            .and_then(|(_, rest)| rest.split_once(')'))
+                            .and_then(|(h, _)| hex::decode(h).ok())
+                            .filter(|k| keys.contains(k));
+                        (e, Some(named.unwrap_or(first)))
+                    })
+            }
+        }
     }
 
     fn cas(&mut self, key: &[u8], old: Option<&[u8]>, new: &[u8]) -> Result<bool, postgres::Error> {
@@ -248,6 +330,12 @@ impl Conn {
             Some(old) => self.client.execute(&self.cas_update, &[&key, &old, &new])?,
         };
         Ok(n == 1)
+    }
+
+    fn notify(&mut self, channel: &str, payload: &str) -> Result<(), postgres::Error> {
+        self.client
+            .query_one(&self.notify, &[&channel, &payload])
+            .map(|_| ())
     }
 
     fn lock(&mut self, keys: &[Vec<u8>]) -> Result<(), postgres::Error> {
@@ -401,6 +489,57 @@ impl Kv for PgKv {
         true
     }
 
+    fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        self.run(|c| c.notify(channel, payload))
+    }
+
+    fn listen(
+        &self,
+        channel: &str,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Option<std::sync::mpsc::Receiver<String>>, StoreError> {
+        let mut client = self
+            .shared
+            .config
+            .connect(self.shared.tls.clone())
+            .map_err(|e| self.shared.err(e))?;
+        // A channel name is an identifier: quoted, so that any name the program chose is one.
+        client
+            .batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', "\"\"")))
+            .map_err(|e| self.shared.err(e))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let place = self.shared.place.clone();
+        let channel = channel.to_string();
+        std::thread::Builder::new()
+            .name("headend-listen".into())
+            .spawn(move || {
+                use postgres::fallible_iterator::FallibleIterator;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut n = client.notifications();
+                    let mut it = n.timeout_iter(std::time::Duration::from_millis(500));
+                    loop {
+                        match it.next() {
+                            Ok(Some(note)) => {
+                                if tx.send(note.payload().to_string()).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                log::error!("{place}: listening on {channel} ended ({e}); new purchases of other processes now wait for the periodic poll");
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Db {
+                path: self.shared.place.clone(),
+                reason: format!("cannot start the thread that listens for notifications: {e}"),
+            })?;
+        Ok(Some(rx))
+    }
+
     fn begin(&self, locks: &[Vec<u8>]) -> Result<Option<Box<dyn KvTxn>>, StoreError> {
         let mut c = self.shared.checkout()?;
         if let Err(e) = c.client.batch_execute("BEGIN").and_then(|()| c.lock(locks)) {
@@ -412,6 +551,7 @@ impl Kv for PgKv {
             shared: self.shared.clone(),
             conn: Some(c),
             failed: None,
+            cache: Default::default(),
         })))
     }
 }
@@ -423,9 +563,45 @@ struct PgTxn {
     /// The first failure and whether trying again may succeed: every later statement would fail,
     /// and the commit is refused.
     failed: Option<(String, bool)>,
+    /// What this transaction read or wrote, by key (`true`: written here). A value read is kept
+    /// only until the transaction takes another lock (its holder may have changed it before); a
+    /// value written here no other transaction can change before this one ends.
+    cache: std::collections::HashMap<Vec<u8>, (Option<Vec<u8>>, bool)>,
 }
 
 impl PgTxn {
+    /// [`KvTxn::apply`] without the cache.
+    fn apply_uncached(&mut self, batch: Batch) -> Result<(), StoreError> {
+        if !batch.has_inserts() {
+            return self.step(None, |c| c.write(batch));
+        }
+        // A record that exists already is an answer, not a broken transaction: the batch alone is
+        // undone (a savepoint) and the caller told.
+        self.step(None, |c| plain(c.client.batch_execute("SAVEPOINT batch")))?;
+        let r = self.step(None, |c| match c.write(batch) {
+            Err((e, Some(k))) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                c.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT batch")
+                    .map_err(|e| (e, None))?;
+                Ok(Err(StoreError::conflict(&k)))
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(Ok(())),
+        })?;
+        r
+    }
+
+    /// Remembers a batch's writes, once they were made.
+    fn written(&mut self, ops: &[(Vec<u8>, Op)]) {
+        for (k, op) in ops {
+            let v = match op {
+                Op::Put(v) | Op::Insert(v) => Some(v.clone()),
+                Op::Remove => None,
+            };
+            self.cache.insert(k.clone(), (v, true));
+        }
+    }
+
     fn step<R>(
         &mut self,
         key: Option<&[u8]>,
@@ -459,26 +635,20 @@ fn plain<R>(r: Result<R, postgres::Error>) -> Result<R, (postgres::Error, Option
 
 impl KvTxn for PgTxn {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.step(None, |c| plain(c.get(key)))
+        if let Some((v, _)) = self.cache.get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.step(None, |c| plain(c.get(key)))?;
+        self.cache.insert(key.to_vec(), (v.clone(), false));
+        Ok(v)
     }
 
     fn apply(&mut self, batch: Batch) -> Result<(), StoreError> {
-        if !batch.has_inserts() {
-            return self.step(None, |c| c.write(batch));
+        let ops = batch.clone().into_ops();
+        let r = self.apply_uncached(batch);
+        if matches!(r, Ok(())) {
+            self.written(&ops);
         }
-        // A record that exists already is an answer, not a broken transaction: the batch alone is
-        // undone (a savepoint) and the caller told.
-        self.step(None, |c| plain(c.client.batch_execute("SAVEPOINT batch")))?;
-        let r = self.step(None, |c| match c.write(batch) {
-            Err((e, Some(k))) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                c.client
-                    .batch_execute("ROLLBACK TO SAVEPOINT batch")
-                    .map_err(|e| (e, None))?;
-                Ok(Err(StoreError::conflict(&k)))
-            }
-            Err(e) => Err(e),
-            Ok(()) => Ok(Ok(())),
-        })?;
         r
     }
 
@@ -492,11 +662,24 @@ impl KvTxn for PgTxn {
         old: Option<&[u8]>,
         new: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        self.step(None, |c| plain(c.cas(key, old, &new)))
+        let swapped = self.step(None, |c| plain(c.cas(key, old, &new)))?;
+        if swapped {
+            self.cache.insert(key.to_vec(), (Some(new), true));
+        } else {
+            // Someone else's value: read it afresh next time.
+            self.cache.remove(key);
+        }
+        Ok(swapped)
     }
 
     fn lock(&mut self, keys: &[Vec<u8>]) -> Result<(), StoreError> {
-        self.step(None, |c| plain(c.lock(keys)))
+        self.step(None, |c| plain(c.lock(keys)))?;
+        self.cache.retain(|_, (_, written)| *written);
+        Ok(())
+    }
+
+    fn notify(&mut self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        self.step(None, |c| plain(c.notify(channel, payload)))
     }
 
     fn retryable(&self) -> bool {
