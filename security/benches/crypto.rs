@@ -27,7 +27,7 @@ use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{CreditToken, TokenSigner, TokenVerifier};
 use concentrator_security::uea1_uia1::F8Job;
 use concentrator_security::{Eea2, Eia2, Kasumi, Milenage, Uea1, Uia1};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use openssl::symm::{Cipher, Crypter, Mode};
 
 fn quick(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {

@@ -27,6 +27,8 @@
 # - Durable top-ups/s through the daemon's ledger thread with a flush before every answer
 #   (appliance/benches/topups.rs), and its fsyncs counted with strace.
 #
+# BENCH_MACHINE_NOTE adds a sentence about the machine to the table (e.g. that it was shared).
+#
 # Benchmarks print figures; nothing here passes or fails by the clock. The script fails only when
 # something cannot be built or run. About 25 minutes on 2 cores once built (the aarch64 cross build
 # from nothing adds 20-40 minutes).
@@ -177,18 +179,24 @@ row "security" "Token verifications/s (chain cached: decode, SHA-256, ECDSA P-25
     "a token verification takes $(calc "round(1e6 / $tok, 1)") µs, of which the bare ECDSA P-256 verification through the openssl crate takes $(calc "round(1e6 / $raw, 1)") µs in the same rounds (the rest, decoding and checks: $(calc "round(1e6 / $tok - 1e6 / $raw, 1)") µs); openssl speed's verification takes $(calc "round(1e6 / $ossl, 1)") µs"
 
 # --- Footprint: size -----------------------------------------------------------------------------------
+# breakdown FILE: one line of where the bytes go, from tests/bench/sizes.py's output.
+breakdown() {
+    python3 - "$1" <<'EOF'
+import json, sys
+d = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][0]
+s = d["sections"]
+crates = ", ".join(f"{c['crate']} {c['bytes'] / 1e6:.2f}" for c in d["crates"][:10])
+unwind = (s.get(".eh_frame", 0) + s.get(".eh_frame_hdr", 0) + s.get(".gcc_except_table", 0)) / 1e6
+print(f"by crate, MB of code and named data (generics of std that name no type of ours stay with std): {crates}; "
+      f"besides symbols: unwind tables {unwind:.2f} MB (.eh_frame, .gcc_except_table: kept, panics are caught), "
+      f"relocations (.rela.dyn, position-independent) {s.get('.rela.dyn', 0) / 1e6:.2f} MB")
+EOF
+}
 say "footprint: binary sizes"
 strip -o "$out/concentratord.x86_64" target/release/concentratord
 x86=$(stat -c %s "$out/concentratord.x86_64")
 python3 tests/bench/sizes.py target/release/concentratord > "$out/sizes-x86_64.txt"
-top_x86=$(python3 - "$out/sizes-x86_64.txt" <<'EOF'
-import json, sys
-d = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][0]
-s = d["sections"]
-crates = ", ".join(f"{c['crate']} {c['bytes'] / 1e6:.2f}" for c in d["crates"][:8])
-print(f"by crate (MB of code and named data): {crates}; unnamed: .rodata {s.get('.rodata', 0) / 1e6:.2f}, unwind tables {(s.get('.eh_frame', 0) + s.get('.gcc_except_table', 0) + s.get('.eh_frame_hdr', 0)) / 1e6:.2f}")
-EOF
-)
+top_x86=$(breakdown "$out/sizes-x86_64.txt")
 size_note="stripped with strip(1); the release profile of Cargo.toml; breakdown in target/bench/sizes-*.txt"
 if [ "$AARCH64" = 1 ]; then
     say "footprint: aarch64 cross build (cross/build.sh aarch64; slow the first time)"
@@ -198,14 +206,7 @@ if [ "$AARCH64" = 1 ]; then
     aarch64-linux-gnu-strip -o "$out/concentratord.aarch64" "$a64bin"
     a64=$(stat -c %s "$out/concentratord.aarch64")
     python3 tests/bench/sizes.py "$a64bin" aarch64-linux-gnu-nm aarch64-linux-gnu-readelf > "$out/sizes-aarch64.txt"
-    top_a64=$(python3 - "$out/sizes-aarch64.txt" <<'EOF'
-import json, sys
-d = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][0]
-s = d["sections"]
-crates = ", ".join(f"{c['crate']} {c['bytes'] / 1e6:.2f}" for c in d["crates"][:8])
-print(f"by crate (MB of code and named data): {crates}; unnamed: .rodata {s.get('.rodata', 0) / 1e6:.2f}, unwind tables {(s.get('.eh_frame', 0) + s.get('.gcc_except_table', 0) + s.get('.eh_frame_hdr', 0)) / 1e6:.2f}")
-EOF
-)
+    top_a64=$(breakdown "$out/sizes-aarch64.txt")
     row "footprint" "concentratord stripped, aarch64 (OpenSSL static)" "$(calc "$a64 / 1e6")" "" "" "MB" "≤ 10 MB" lower \
         "$size_note" "$top_a64"
 else
@@ -216,12 +217,12 @@ row "footprint" "concentratord stripped, x86_64 (OpenSSL from the system, dynami
     "$size_note" "$top_x86"
 
 # --- Footprint: RSS ------------------------------------------------------------------------------------
-say "footprint: daemon RSS with 1,024 RS485 and 64 Zigbee meters (${RSS_RUN_S:-60} s)"
+say "footprint: daemon RSS with 1,024 RS485 and 64 Zigbee meters (twice ${RSS_RUN_S:-60} s)"
 RUN_S=${RSS_RUN_S:-60} bash tests/bench/rss.sh target/release/concentratord target/release/concentrator > "$out/rss.txt"
 rss=$(fig "$out/rss.txt" rss_mib)
 row "footprint" "daemon RSS, 1,024 RS485 meters on 32 simulated buses + 64 Zigbee meters, with the ledger" "$rss" "" "" "MiB" "≤ 16 MiB" lower \
     "$(fig "$out/rss.txt" meters_online) meters online when measured; peak $(fig "$out/rss.txt" rss_peak_mib) MiB" \
-    "anonymous memory $(fig "$out/rss.txt" rss_anon_mib) MiB (of which the main heap $(fig "$out/rss.txt" rss_heap_mib) MiB, the rest thread stacks and arenas of $(fig "$out/rss.txt" threads) threads), file-backed pages (binary and libraries) $(fig "$out/rss.txt" rss_file_mib) MiB"
+    "anonymous memory $(fig "$out/rss.txt" rss_anon_mib) MiB (the main heap $(fig "$out/rss.txt" rss_heap_mib) MiB, the rest malloc arenas and stacks of $(fig "$out/rss.txt" threads) threads; with MALLOC_ARENA_MAX=1 RSS is $(fig "$out/rss.txt" one_arena_rss_mib) MiB, anonymous $(fig "$out/rss.txt" one_arena_rss_anon_mib) MiB of which heap $(fig "$out/rss.txt" one_arena_rss_heap_mib) MiB; the heap is not broken down further here, and it holds the 1,088 emulated meters too, which run inside the daemon on the sim buses), file-backed pages $(fig "$out/rss.txt" rss_file_mib) MiB (of which the binary's own pages $(fig "$out/rss.txt" rss_binary_mib) MiB, the rest shared libraries)"
 
 # --- Footprint: store growth, and the ledger engine's top-ups -------------------------------------------
 say "footprint: store growth with the audit archive (${BENCH_ARCHIVE_DAYS:-14} simulated days of 1,024 meters)"
@@ -260,11 +261,11 @@ row "top-ups" "durable top-ups/s through the ledger thread, one sender" "$t1" ""
 
 # --- The table -----------------------------------------------------------------------------------------
 finished=$(date '+%Y-%m-%d %H:%M %Z')
-python3 - "$out/machine.json" "$started" "$finished" "$load" <<'EOF'
+python3 - "$out/machine.json" "$started" "$finished" "$load" "${BENCH_MACHINE_NOTE:-}" <<'EOF'
 import json, os, platform, sys
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 json.dump({"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "started": sys.argv[2],
-           "finished": sys.argv[3], "load": sys.argv[4]}, open(sys.argv[1], "w"))
+           "finished": sys.argv[3], "load": sys.argv[4], "shared": sys.argv[5]}, open(sys.argv[1], "w"))
 EOF
 python3 tests/bench/table.py "$out"
 say "written $out/peers.md and $out/peers.json"

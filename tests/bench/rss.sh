@@ -8,7 +8,9 @@
 #   bash tests/bench/rss.sh DAEMON CLI         # release binaries of concentratord and concentrator
 #
 # Prints one text line and JSON lines ({"figure":...}) for tests/bench/peers.sh: RSS now and at its
-# peak, and where it is (anonymous memory, file-backed pages of the binary and libraries, threads).
+# peak, and where it is (anonymous memory, file-backed pages of the binary and libraries, threads),
+# then the same with MALLOC_ARENA_MAX=1 (figures prefixed one_arena_), which shows what the malloc
+# arenas of its threads hold.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DAEMON=${1:?usage: tests/bench/rss.sh path/to/concentratord path/to/concentrator}
@@ -51,30 +53,47 @@ if ! "$DAEMON" validate "$dir/c.toml" > "$dir/validate.log" 2>&1; then
     echo "tests/bench/rss.sh: the generated configuration is invalid (above)" >&2
     exit 1
 fi
-"$DAEMON" --config "$dir/c.toml" 2> "$dir/log" &
-pid=$!
-sleep "$RUN_S"
-if ! kill -0 "$pid" 2>/dev/null; then
-    tail -20 "$dir/log" >&2
-    echo "tests/bench/rss.sh: the daemon stopped (its log above)" >&2
-    exit 1
-fi
-online=$(grep -c '"state": "online"' "$dir/store/status.json" || true)
-kb() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$pid/$2"; }
-rss=$(kb VmRSS status)
-hwm=$(kb VmHWM status)
-threads=$(kb Threads status)
-anon=$(kb Anonymous smaps_rollup)
-file=$(kb Rss smaps_rollup)
-file=$((file - anon))
-heap=$(awk '/\[heap\]/ {s = 1; next} /^[0-9a-f]+-/ {s = 0} s && $1 == "Rss:" {t += $2} END {print t + 0}' "/proc/$pid/smaps")
-awk -v o="$online" -v s="$RUN_S" -v r="$rss" -v h="$hwm" -v t="$threads" -v a="$anon" -v f="$file" -v hp="$heap" 'BEGIN {
-    printf "concentratord, 1,024 RS485 + 64 Zigbee meters with the ledger, %s online after %s s: RSS %.1f MiB (peak %.1f MiB); anonymous %.1f MiB (main heap %.1f MiB), file-backed %.1f MiB, %d threads\n", o, s, r / 1024, h / 1024, a / 1024, hp / 1024, f / 1024, t
-    printf "{\"figure\":\"rss_mib\",\"value\":%.2f}\n", r / 1024
-    printf "{\"figure\":\"rss_peak_mib\",\"value\":%.2f}\n", h / 1024
-    printf "{\"figure\":\"rss_anon_mib\",\"value\":%.2f}\n", a / 1024
-    printf "{\"figure\":\"rss_heap_mib\",\"value\":%.2f}\n", hp / 1024
-    printf "{\"figure\":\"rss_file_mib\",\"value\":%.2f}\n", f / 1024
-    printf "{\"figure\":\"threads\",\"value\":%d}\n", t
-    printf "{\"figure\":\"meters_online\",\"value\":%d}\n", o
-}'
+# measure PREFIX [ENV=VALUE...]: one run of the daemon on a fresh store; figures named PREFIX...
+measure() {
+    local prefix=$1
+    shift
+    rm -rf "$dir/store"
+    env "$@" "$DAEMON" --config "$dir/c.toml" 2> "$dir/log" &
+    pid=$!
+    sleep "$RUN_S"
+    if ! kill -0 "$pid" 2>/dev/null; then
+        tail -20 "$dir/log" >&2
+        echo "tests/bench/rss.sh: the daemon stopped (its log above)" >&2
+        exit 1
+    fi
+    online=$(grep -c '"state": "online"' "$dir/store/status.json" || true)
+    kb() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$pid/$2"; }
+    rss=$(kb VmRSS status)
+    hwm=$(kb VmHWM status)
+    threads=$(kb Threads status)
+    anon=$(kb Anonymous smaps_rollup)
+    file=$(kb Rss smaps_rollup)
+    file=$((file - anon))
+    # Resident pages of one mapping (by its name in smaps), in KiB.
+    mapped() { awk -v m="$1" '/^[0-9a-f]+-/ {s = ($NF == m)} s && $1 == "Rss:" {t += $2} END {print t + 0}' "/proc/$pid/smaps"; }
+    heap=$(mapped '[heap]')
+    binary=$(mapped "$(readlink -f "/proc/$pid/exe")")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    pid=
+    awk -v p="$prefix" -v env="$*" -v o="$online" -v s="$RUN_S" -v r="$rss" -v h="$hwm" -v t="$threads" -v a="$anon" -v f="$file" -v hp="$heap" -v b="$binary" 'BEGIN {
+        printf "concentratord%s, 1,024 RS485 + 64 Zigbee meters with the ledger, %s online after %s s: RSS %.1f MiB (peak %.1f MiB); anonymous %.1f MiB (main heap %.1f MiB), file-backed %.1f MiB (the binary %.1f MiB), %d threads\n", (env == "" ? "" : " with " env), o, s, r / 1024, h / 1024, a / 1024, hp / 1024, f / 1024, b / 1024, t
+        printf "{\"figure\":\"%srss_mib\",\"value\":%.2f}\n", p, r / 1024
+        printf "{\"figure\":\"%srss_peak_mib\",\"value\":%.2f}\n", p, h / 1024
+        printf "{\"figure\":\"%srss_anon_mib\",\"value\":%.2f}\n", p, a / 1024
+        printf "{\"figure\":\"%srss_heap_mib\",\"value\":%.2f}\n", p, hp / 1024
+        printf "{\"figure\":\"%srss_file_mib\",\"value\":%.2f}\n", p, f / 1024
+        printf "{\"figure\":\"%srss_binary_mib\",\"value\":%.2f}\n", p, b / 1024
+        printf "{\"figure\":\"%sthreads\",\"value\":%d}\n", p, t
+        printf "{\"figure\":\"%smeters_online\",\"value\":%d}\n", p, o
+    }'
+}
+measure ""
+# The same with one malloc arena instead of glibc's one per thread (up to 8 per core): how much of the
+# anonymous memory is arenas rather than data.
+measure one_arena_ MALLOC_ARENA_MAX=1
