@@ -256,18 +256,36 @@ fn store_growth_archived(pki: &TestPki) {
         "  store on disk at the end of each day, MiB: {}",
         line.join(" ")
     );
-    // Growth once settled: over the second half of the run.
+    // Growth once settled: the least-squares slope of the daily sizes over the second half of the run
+    // (sled frees log segments lazily, so the size steps up and down; two end points alone swing).
     let half = sizes.len() / 2;
-    let (from, to) = (sizes[half - 1], sizes[sizes.len() - 1]);
-    let per_day = (to as f64 - from as f64) / (sizes.len() - half) as f64;
+    let window: Vec<(f64, f64)> = sizes[half - 1..]
+        .iter()
+        .enumerate()
+        .map(|(d, b)| (d as f64, *b as f64))
+        .collect();
+    let n = window.len() as f64;
+    let (mx, my) = (
+        window.iter().map(|w| w.0).sum::<f64>() / n,
+        window.iter().map(|w| w.1).sum::<f64>() / n,
+    );
+    let per_day = window.iter().map(|w| (w.0 - mx) * (w.1 - my)).sum::<f64>()
+        / window.iter().map(|w| (w.0 - mx).powi(2)).sum::<f64>();
+    let to = sizes[sizes.len() - 1];
+    let (low, high) = window
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), w| (l.min(w.1), h.max(w.1)));
     println!(
-        "  growth over days {}-{days}: {:.2} MiB/day, extrapolated {:.0} MiB a year (store {:.1} MiB at the end)",
-        half + 1,
+        "  growth over days {half}-{days} (least-squares slope): {:.2} MiB/day, extrapolated {:.0} MiB a year; the store between {:.1} and {:.1} MiB in those days, {:.1} MiB at the end",
         per_day / 1_048_576.0,
         per_day * 365.0 / 1_048_576.0,
+        low / 1_048_576.0,
+        high / 1_048_576.0,
         mib(to)
     );
     json("store_mib_per_year_archived", per_day * 365.0 / 1_048_576.0);
+    json("store_mib_low_archived", low / 1_048_576.0);
+    json("store_mib_high_archived", high / 1_048_576.0);
     json("store_mib_at_end_archived", mib(to));
     // What the store holds at the end: the live keys and values per keyspace, against the files.
     let mut live_total = 0u64;
