@@ -4,7 +4,11 @@
 //! simulated days, default 3, and extrapolated linearly: the store holds one audit entry per checkpoint
 //! plus one account record per meter, so it grows linearly with readings), and the same with the audit
 //! log archived daily below the previous day's anchor (`BENCH_ARCHIVE_DAYS` simulated days, default 14:
-//! the store's size each day and its growth once it settles).
+//! the store's size each day and its growth once it settles, and what the live data in it is).
+//!
+//! Besides the text, every figure tests/bench/peers.sh tabulates is printed once more as one JSON object
+//! on a line of its own (`{"figure":...,"value":...}`). `BENCH_ONLY=topups,archived` (any of `topups`,
+//! `checkpoints`, `size`, `archived`) runs only those parts.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,6 +18,11 @@ use concentrator_ledger::{Ledger, LedgerConfig, NewAccount, Reading, SledStore, 
 
 const METERS: usize = 1_024;
 const T0: u64 = 1_717_416_000; // 2024-06-03 12:00 UTC
+
+/// One figure as a JSON line for tests/bench/peers.sh.
+fn json(figure: &str, value: f64) {
+    println!("{{\"figure\":\"{figure}\",\"value\":{value:.3}}}");
+}
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ledger-bench-{}-{name}", std::process::id()));
@@ -102,6 +111,8 @@ fn topups(pki: &TestPki) {
     let _ = std::fs::remove_dir_all(&p);
     println!("durable top-ups/s, one flush each:            {single:>10.0}");
     println!("durable top-ups/s, group commit of 16:        {group:>10.0}");
+    json("ledger_topups_per_s_one_flush_each", single);
+    json("ledger_topups_per_s_group_of_16", group);
 }
 
 fn readings(slot: u64) -> Vec<Reading> {
@@ -188,6 +199,10 @@ fn store_size(pki: &TestPki) {
         "  extrapolated to a year (35,040 readings per meter): {:.2} GiB",
         per * 35_040.0 * METERS as f64 / 1_073_741_824.0
     );
+    json(
+        "store_mib_per_year_unarchived",
+        per * 35_040.0 * METERS as f64 / 1_048_576.0,
+    );
     let _ = std::fs::remove_dir_all(&p);
 }
 
@@ -232,7 +247,6 @@ fn store_growth_archived(pki: &TestPki) {
         sizes.push(du(&p));
     }
     let elapsed = start.elapsed().as_secs_f64();
-    drop(l);
     let mib = |b: u64| b as f64 / 1_048_576.0;
     println!(
         "archived daily below the previous day's anchor, {days} days x 96 readings x 1,024 meters in {elapsed:.1} s ({archived} entries archived)"
@@ -242,17 +256,60 @@ fn store_growth_archived(pki: &TestPki) {
         "  store on disk at the end of each day, MiB: {}",
         line.join(" ")
     );
-    // Growth once settled: over the second half of the run.
+    // Growth once settled: the least-squares slope of the daily sizes over the second half of the run
+    // (sled frees log segments lazily, so the size steps up and down; two end points alone swing).
     let half = sizes.len() / 2;
-    let (from, to) = (sizes[half - 1], sizes[sizes.len() - 1]);
-    let per_day = (to as f64 - from as f64) / (sizes.len() - half) as f64;
+    let window: Vec<(f64, f64)> = sizes[half - 1..]
+        .iter()
+        .enumerate()
+        .map(|(d, b)| (d as f64, *b as f64))
+        .collect();
+    let n = window.len() as f64;
+    let (mx, my) = (
+        window.iter().map(|w| w.0).sum::<f64>() / n,
+        window.iter().map(|w| w.1).sum::<f64>() / n,
+    );
+    let per_day = window.iter().map(|w| (w.0 - mx) * (w.1 - my)).sum::<f64>()
+        / window.iter().map(|w| (w.0 - mx).powi(2)).sum::<f64>();
+    let to = sizes[sizes.len() - 1];
+    let (low, high) = window
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), w| (l.min(w.1), h.max(w.1)));
     println!(
-        "  growth over days {}-{days}: {:.2} MiB/day, extrapolated {:.0} MiB a year (store {:.1} MiB at the end)",
-        half + 1,
+        "  growth over days {half}-{days} (least-squares slope): {:.2} MiB/day, extrapolated {:.0} MiB a year; the store between {:.1} and {:.1} MiB in those days, {:.1} MiB at the end",
         per_day / 1_048_576.0,
         per_day * 365.0 / 1_048_576.0,
+        low / 1_048_576.0,
+        high / 1_048_576.0,
         mib(to)
     );
+    json("store_mib_per_year_archived", per_day * 365.0 / 1_048_576.0);
+    json("store_mib_low_archived", low / 1_048_576.0);
+    json("store_mib_high_archived", high / 1_048_576.0);
+    json("store_mib_at_end_archived", mib(to));
+    // What the store holds at the end: the live keys and values per keyspace, against the files.
+    let mut live_total = 0u64;
+    let mut parts = Vec::new();
+    for ks in concentrator_ledger::store::Keyspace::ALL {
+        let (mut bytes, mut n) = (0u64, 0u64);
+        concentrator_ledger::store::for_each(l.store(), ks, |k, v| {
+            bytes += (k.len() + v.len()) as u64;
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        live_total += bytes;
+        parts.push(format!("{} {n} keys {:.2} MiB", ks.name(), mib(bytes)));
+        json(&format!("store_live_mib_{}", ks.name()), mib(bytes));
+    }
+    drop(l);
+    println!(
+        "  live data at the end: {:.2} MiB ({}); on disk {:.1} MiB: the rest is sled's log (old versions not yet reclaimed, page headers)",
+        mib(live_total),
+        parts.join(", "),
+        mib(du(&p))
+    );
+    json("store_live_mib_total", mib(live_total));
     let _ = std::fs::remove_dir_all(&p);
 }
 
@@ -260,9 +317,19 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     let pki = TestPki::generate().unwrap();
-    topups(&pki);
-    checkpoints(&pki);
-    store_size(&pki);
-    store_growth_archived(&pki);
+    if run("topups") {
+        topups(&pki);
+    }
+    if run("checkpoints") {
+        checkpoints(&pki);
+    }
+    if run("size") {
+        store_size(&pki);
+    }
+    if run("archived") {
+        store_growth_archived(&pki);
+    }
 }

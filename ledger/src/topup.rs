@@ -106,6 +106,26 @@ impl<S: Store> Ledger<S> {
         self.finish_topups(txn, staged)
     }
 
+    /// [`Ledger::apply_token_for`] for several tokens, each with the meter it arrived for, with one
+    /// commit and one flush (group commit: the daemon's ledger thread applies the top-up commands that
+    /// queued up while it was busy this way). Results are in input order; if the commit or flush
+    /// fails, every token that would have been applied gets the error.
+    pub fn apply_tokens_for(
+        &mut self,
+        tokens: &[(&str, &[u8])],
+        now: u64,
+    ) -> Vec<Result<TopUpReceipt, TopUpError>> {
+        if let Err(e) = self.flush_if_needed() {
+            return tokens.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut txn = self.begin();
+        let staged = tokens
+            .iter()
+            .map(|(meter, t)| self.stage_token(&mut txn, t, Some(meter), now))
+            .collect();
+        self.finish_topups(txn, staged)
+    }
+
     fn flush_if_needed(&mut self) -> Result<(), TopUpError> {
         if self.unflushed {
             self.flush()?;

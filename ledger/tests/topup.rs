@@ -206,6 +206,39 @@ fn group_commit_applies_a_batch_with_one_flush_and_sees_duplicates_inside_it() {
 }
 
 #[test]
+fn group_commit_for_addressed_meters_refuses_a_token_sent_for_another_meter_and_applies_the_rest() {
+    let (mut l, store, pki) = ledger_with(config(), 0);
+    l.open_account(account("M2", 0, 0), local(0, 12, 0))
+        .unwrap();
+    let now = local(0, 12, 5);
+    let m1 = token(&pki, "M1", 1, 100);
+    let m2 = token(&pki, "M2", 1, 200);
+    let results = l.apply_tokens_for(&[("M1", &m1), ("M1", &m2), ("M2", &m2), ("M2", &m2)], now);
+    assert_eq!(
+        results[0].as_ref().unwrap().receipt.balance_after_minor,
+        100
+    );
+    assert!(matches!(
+        results[1],
+        Err(TopUpError::Token(TokenError::WrongMeter { .. }))
+    ));
+    assert_eq!(
+        results[2].as_ref().unwrap().receipt.balance_after_minor,
+        200
+    );
+    assert!(matches!(
+        results[3],
+        Err(TopUpError::Replayed { serial: 1, .. })
+    ));
+    // One commit for both, durable: a crash right after keeps both.
+    let reopened = open(store.crash(), config(), &pki);
+    assert_eq!(reopened.account("M1").unwrap().balance_minor(), 100);
+    assert_eq!(reopened.account("M2").unwrap().balance_minor(), 200);
+    assert_eq!(l.outbox().list(0, 10).unwrap().len(), 2);
+    check_store(&store).unwrap();
+}
+
+#[test]
 fn debt_is_recovered_as_a_share_of_each_top_up() {
     // 25 % of each top-up until the 30.00 debt is paid: a 50.00 top-up recovers 12.50 (credit 37.50);
     // a 100.00 top-up recovers the remaining 17.50 (credit 82.50), not 25.00.

@@ -3,6 +3,16 @@
 //! Figures reported in docs/security.md: Milenage vectors per second, KASUMI f8/f9 and EEA2 throughput,
 //! EIA2 MACs per second on 64-octet messages, token verifications per second; plus the AES per-call cost
 //! of the `aes` crate against openssl's EVP interface, which decided the AES backend.
+//!
+//! With `--lines` (`cargo bench -p concentrator-security --bench crypto -- --lines [FIGURE...]`) it skips
+//! criterion and prints one JSON object per figure, the best of `BENCH_ROUNDS` rounds (default 5) of
+//! `BENCH_SECS` seconds each (default 1): the rows tests/bench/peers.sh sets beside libosmocore and
+//! `openssl speed`. The best round is the one least disturbed on a shared machine; the peers are measured
+//! the same way. `BENCH_F8_OCTETS` sets the KASUMI f8 message length (default 1,523, the longest message
+//! libosmocore's GEA4 takes). Figures: `milenage` (vectors/s, key schedule cached, and with the key
+//! schedule per vector as libosmocore does), `kasumi` (f8 MB/s over one message, and ns per block chained
+//! and for 4 independent blocks), `token` (token verifications/s and bare ECDSA P-256 verifications/s
+//! through the openssl crate, in the same round).
 
 #[path = "../tests/common/pki.rs"]
 #[allow(dead_code)]
@@ -17,7 +27,7 @@ use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{CreditToken, TokenSigner, TokenVerifier};
 use concentrator_security::uea1_uia1::F8Job;
 use concentrator_security::{Eea2, Eia2, Kasumi, Milenage, Uea1, Uia1};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use openssl::symm::{Cipher, Crypter, Mode};
 
 fn quick(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
@@ -193,4 +203,155 @@ fn tokens(c: &mut Criterion) {
 }
 
 criterion_group!(benches, aes_backends, milenage, ciphers, tokens);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--lines") {
+        let wanted: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.starts_with("--"))
+            .collect();
+        lines::run(&wanted);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// The `--lines` mode: best-of-N rounds, one JSON object per figure on stdout.
+mod lines {
+    use super::*;
+    use std::time::Instant;
+
+    fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// Operations per second of the best of `rounds` rounds of about `secs` seconds; `op` runs `batch`
+    /// operations per call.
+    fn best(rounds: u32, secs: f64, batch: u64, mut op: impl FnMut()) -> f64 {
+        let mut best = 0f64;
+        for _ in 0..rounds {
+            let start = Instant::now();
+            let mut n = 0u64;
+            let elapsed = loop {
+                op();
+                n += batch;
+                let e = start.elapsed().as_secs_f64();
+                if e >= secs {
+                    break e;
+                }
+            };
+            best = best.max(n as f64 / elapsed);
+        }
+        best
+    }
+
+    fn line(figure: &str, value: f64, extra: &str) {
+        println!("{{\"figure\":\"{figure}\",\"value\":{value:.3}{extra}}}");
+    }
+
+    pub(super) fn run(wanted: &[&str]) {
+        let rounds: u32 = env_or("BENCH_ROUNDS", 5).max(1);
+        let secs: f64 = env_or("BENCH_SECS", 1.0f64).max(0.05);
+        let want = |f: &str| wanted.is_empty() || wanted.contains(&f);
+        if want("milenage") {
+            let m = Milenage::with_opc(&[0x46; 16], &[0xcd; 16]);
+            let mut rand = [0x23u8; 16];
+            let cached = best(rounds, secs, 1024, || {
+                for _ in 0..1024 {
+                    rand[0] = rand[0].wrapping_add(1);
+                    black_box(m.compute(black_box(&rand), &[0, 0, 0, 0, 0, 0x22], &[0x80, 0]));
+                }
+            });
+            line("milenage_vectors_per_s_cached_key", cached, "");
+            let setup = best(rounds, secs, 1024, || {
+                for _ in 0..1024 {
+                    rand[0] = rand[0].wrapping_add(1);
+                    let m = Milenage::with_opc(black_box(&[0x46; 16]), &[0xcd; 16]);
+                    black_box(m.compute(black_box(&rand), &[0, 0, 0, 0, 0, 0x22], &[0x80, 0]));
+                }
+            });
+            line("milenage_vectors_per_s_key_setup", setup, "");
+        }
+        if want("kasumi") {
+            let octets: usize = env_or("BENCH_F8_OCTETS", 1523usize).clamp(8, 1 << 20);
+            let uea1 = Uea1::new(&[9; 16]);
+            let mut buf = vec![0x5au8; octets];
+            let mut count = 0u32;
+            let per_s = best(rounds, secs, 16, || {
+                for _ in 0..16 {
+                    count = count.wrapping_add(1);
+                    uea1.apply(count, 2, Direction::Uplink, black_box(&mut buf), octets * 8)
+                        .unwrap_or_else(|e| panic!("f8 over {octets} octets: {e}"));
+                }
+            });
+            line(
+                "kasumi_f8_mb_per_s",
+                per_s * octets as f64 / 1e6,
+                &format!(",\"octets\":{octets}"),
+            );
+            let k = Kasumi::new(&[3; 16]);
+            let mut x = 1u64;
+            let chained = best(rounds, secs, 4096, || {
+                for _ in 0..4096 {
+                    x = k.encrypt_u64(black_box(x));
+                }
+            });
+            line("kasumi_ns_per_block_chained", 1e9 / chained, "");
+            let mut x4 = [1u64, 2, 3, 4];
+            let independent = best(rounds, secs, 4096, || {
+                for _ in 0..1024 {
+                    x4 = k.encrypt_x4(black_box(x4));
+                }
+            });
+            line("kasumi_ns_per_block_4_independent", 1e9 / independent, "");
+        }
+        if want("token") {
+            let p = pki::TestPki::new();
+            let signer = TokenSigner::new(
+                DocumentSigner::new(p.head_end_key.clone(), std::slice::from_ref(&p.head_end))
+                    .unwrap_or_else(|e| panic!("bench signer: {e}")),
+            );
+            let verifier = TokenVerifier::new(vec![p.ca.clone()]);
+            let token = CreditToken {
+                meter_id: "04123456789".into(),
+                serial: 1,
+                amount_minor: 1000,
+                currency: *b"EUR",
+                issued_at: pki::NOW - 10,
+                expires_at: pki::NOW + 1000,
+                key_id: [0; 8],
+            };
+            let signed = signer
+                .sign(&token)
+                .unwrap_or_else(|e| panic!("bench token: {e}"));
+            let ec = p
+                .head_end
+                .public_key()
+                .and_then(|k| k.ec_key())
+                .unwrap_or_else(|e| panic!("bench key: {e}"));
+            let digest = openssl::sha::sha256(&signed.0.body);
+            let sig = openssl::ecdsa::EcdsaSig::from_der(&signed.0.signature)
+                .unwrap_or_else(|e| panic!("bench signature: {e}"));
+            // Alternated round by round, so both see the same load.
+            let (mut tok, mut raw) = (0f64, 0f64);
+            for _ in 0..rounds {
+                tok = tok.max(best(1, secs, 1, || {
+                    verifier
+                        .verify(black_box(&signed), "04123456789", pki::NOW)
+                        .unwrap_or_else(|e| panic!("bench verify: {e}"));
+                }));
+                raw = raw.max(best(1, secs, 1, || {
+                    assert!(sig.verify(black_box(&digest), &ec).unwrap_or(false));
+                }));
+            }
+            line("token_verifications_per_s", tok, "");
+            line("raw_ecdsa_p256_verifications_per_s", raw, "");
+        }
+    }
+}

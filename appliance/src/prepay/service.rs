@@ -35,6 +35,8 @@ const INBOX_EVERY: Duration = Duration::from_millis(250);
 /// How often committed charges are flushed, so the audit head that goes up as the chain's anchor (the
 /// flushed one) keeps up with the log: one fsync a minute at most (sled writes every 500 ms anyway).
 const ANCHOR_EVERY: Duration = Duration::from_secs(60);
+/// The most top-up commands applied in one commit and flush.
+const TOKENS_PER_COMMIT: usize = 64;
 
 pub(super) struct Service {
     ledger: Ledger<SledStore>,
@@ -115,14 +117,34 @@ impl Service {
         let mut last_flush = Instant::now();
         self.outputs();
         while !self.stop.load(Ordering::SeqCst) {
-            match self.rx.recv_timeout(WAKE) {
-                Ok(message) => self.received(message),
-                Err(RecvTimeoutError::Timeout) => {}
+            let first = match self.rx.recv_timeout(WAKE) {
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
+            };
+            // Top-up commands that queued up while the thread was busy go into one commit and one
+            // flush (group commit); each is still answered only after that flush.
+            let mut tokens: Vec<TokenRequest> = Vec::new();
+            let mut next = first;
+            while let Some(message) = next.take().or_else(|| self.rx.try_recv().ok()) {
+                match message {
+                    ToLedger::Token(request) => {
+                        tokens.push(request);
+                        if tokens.len() >= TOKENS_PER_COMMIT {
+                            self.tokens(std::mem::take(&mut tokens));
+                        }
+                    }
+                    // A register of a meter with an account only updates the newest register, which
+                    // a top-up does not read: it need not wait for the group.
+                    ToLedger::Reading(read) if self.has_account(&read) => self.reading(read),
+                    // Anything else sees the store as the tokens before it left it.
+                    other => {
+                        self.tokens(std::mem::take(&mut tokens));
+                        self.received(other);
+                    }
+                }
             }
-            while let Ok(message) = self.rx.try_recv() {
-                self.received(message);
-            }
+            self.tokens(tokens);
             self.checkpoints();
             let now = unix_now();
             if last_tick.is_none_or(|t| t.elapsed() >= TICK_EVERY) {
@@ -176,7 +198,7 @@ impl Service {
     fn received(&mut self, message: ToLedger) {
         match message {
             ToLedger::Reading(read) => self.reading(read),
-            ToLedger::Token(request) => self.token(request),
+            ToLedger::Token(request) => self.tokens(vec![request]),
             ToLedger::Account { meter, reply } => {
                 let _ = reply.send(self.summary(&meter));
             }
@@ -365,15 +387,37 @@ impl Service {
         })
     }
 
-    /// A top-up command's token: applied for the meter it was addressed to (the same check and store
-    /// transaction as the inbox), answered after the flush.
-    fn token(&mut self, request: TokenRequest) {
-        let TokenRequest {
-            meter,
-            token,
-            reply,
-        } = request;
-        let answer = match self.ledger.apply_token_for(&meter, &token, unix_now()) {
+    /// Top-up commands' tokens: each applied for the meter it was addressed to (the same check and store
+    /// transaction as the inbox), all in one commit and flush, and each answered after that flush.
+    fn tokens(&mut self, requests: Vec<TokenRequest>) {
+        if requests.is_empty() {
+            return;
+        }
+        let results = {
+            let batch: Vec<(&str, &[u8])> = requests
+                .iter()
+                .map(|r| (r.meter.as_str(), r.token.as_slice()))
+                .collect();
+            self.ledger.apply_tokens_for(&batch, unix_now())
+        };
+        let answers: Vec<(Sender<TokenReply>, TokenReply)> = requests
+            .into_iter()
+            .zip(results)
+            .map(|(r, result)| {
+                let answer = self.token_answer(&r.meter, result);
+                (r.reply, answer)
+            })
+            .collect();
+        self.outputs();
+        self.publish();
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// The answer to a top-up command, logged.
+    fn token_answer(&self, meter: &str, result: Result<TopUpReceipt, TopUpError>) -> TokenReply {
+        match result {
             Ok(r) => {
                 log_receipt("applied (head-end command)", &r);
                 TokenReply::Applied(r)
@@ -407,10 +451,7 @@ impl Service {
                 log::warn!("meter {meter}: token from the head-end refused: {refusal}");
                 TokenReply::Refused(refusal.to_string())
             }
-        };
-        self.outputs();
-        self.publish();
-        let _ = reply.send(answer);
+        }
     }
 
     /// Why a configured meter without an account takes no token now.
@@ -496,6 +537,14 @@ impl Service {
                 RestoreReply::Refused(refusal.to_string())
             }
         }
+    }
+
+    /// Whether the meter of a register read has an account (its reading then only updates the newest
+    /// register).
+    fn has_account(&self, read: &RegisterRead) -> bool {
+        self.places
+            .get(&(read.bus.clone(), read.address.clone()))
+            .is_some_and(|i| self.ledger.account(&self.book[*i].meter_id).is_some())
     }
 
     fn reading(&mut self, read: RegisterRead) {
