@@ -108,16 +108,28 @@ impl Notifier {
                 }
             }
         }
-        let mut subs = lock(&self.subs);
-        for c in customers
-            .iter()
-            .filter(|c| c.meters.iter().any(|m| m == meter))
+        let mut to = Vec::new();
         {
-            if let Some(list) = subs.get_mut(&c.id) {
-                list.retain(|tx| tx.send(notice.clone()).is_ok());
+            let mut subs = lock(&self.subs);
+            for c in customers
+                .iter()
+                .filter(|c| c.meters.iter().any(|m| m == meter))
+            {
+                if let Some(list) = subs.get_mut(&c.id) {
+                    list.retain(NoticeSender::is_open);
+                    to.extend(list.iter().cloned());
+                }
             }
+            subs.retain(|_, l| !l.is_empty());
         }
-        subs.retain(|_, l| !l.is_empty());
+        // Told only once what the notice reports is committed: inside a gateway's settle window on
+        // PostgreSQL the receipt is booked at the window's commit, and a window rolled back must not
+        // have told a customer "applied" (at once where there is no transaction).
+        store.after_commit(move || {
+            for tx in to {
+                let _ = tx.send(notice.clone());
+            }
+        });
     }
 
     /// Follows a purchase just made: its buyer is told when it is sent to the gateway and why the
