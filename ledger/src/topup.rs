@@ -95,15 +95,8 @@ impl<S: Store> Ledger<S> {
         signed_tokens: &[&[u8]],
         now: u64,
     ) -> Vec<Result<TopUpReceipt, TopUpError>> {
-        if let Err(e) = self.flush_if_needed() {
-            return signed_tokens.iter().map(|_| Err(e.clone())).collect();
-        }
-        let mut txn = self.begin();
-        let staged = signed_tokens
-            .iter()
-            .map(|t| self.stage_token(&mut txn, t, None, now))
-            .collect();
-        self.finish_topups(txn, staged)
+        let tokens: Vec<(Option<&str>, &[u8])> = signed_tokens.iter().map(|t| (None, *t)).collect();
+        self.group_commit(&tokens, now)
     }
 
     /// [`Ledger::apply_token_for`] for several tokens, each with the meter it arrived for, with one
@@ -115,13 +108,25 @@ impl<S: Store> Ledger<S> {
         tokens: &[(&str, &[u8])],
         now: u64,
     ) -> Vec<Result<TopUpReceipt, TopUpError>> {
+        let tokens: Vec<(Option<&str>, &[u8])> =
+            tokens.iter().map(|(m, t)| (Some(*m), *t)).collect();
+        self.group_commit(&tokens, now)
+    }
+
+    /// Stages every token (each for the meter it arrived for, if known) in one transaction, then one
+    /// commit and one flush.
+    fn group_commit(
+        &mut self,
+        tokens: &[(Option<&str>, &[u8])],
+        now: u64,
+    ) -> Vec<Result<TopUpReceipt, TopUpError>> {
         if let Err(e) = self.flush_if_needed() {
             return tokens.iter().map(|_| Err(e.clone())).collect();
         }
         let mut txn = self.begin();
         let staged = tokens
             .iter()
-            .map(|(meter, t)| self.stage_token(&mut txn, t, Some(meter), now))
+            .map(|(meter, t)| self.stage_token(&mut txn, t, *meter, now))
             .collect();
         self.finish_topups(txn, staged)
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use concentrator_security::aes128::Aes128Key;
 use concentrator_security::bits::Direction;
 use concentrator_security::signed::DocumentSigner;
-use concentrator_security::token::{CreditToken, TokenSigner, TokenVerifier};
+use concentrator_security::token::{CreditToken, SignedToken, TokenSigner, TokenVerifier};
 use concentrator_security::uea1_uia1::F8Job;
 use concentrator_security::{Eea2, Eia2, Kasumi, Milenage, Uea1, Uia1};
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
@@ -158,14 +158,25 @@ fn ciphers(c: &mut Criterion) {
     g.finish();
 }
 
-fn tokens(c: &mut Criterion) {
-    let mut g = quick(c);
-    g.throughput(Throughput::Elements(1));
-    let p = pki::TestPki::new();
+/// The test PKI, its head-end's token signer, a verifier that trusts it, and one credit token signed.
+struct TokenFixture {
+    pki: pki::TestPki,
+    signer: TokenSigner,
+    verifier: TokenVerifier,
+    token: CreditToken,
+    signed: SignedToken,
+}
+
+fn token_fixture() -> TokenFixture {
+    let test_pki = pki::TestPki::new();
     let signer = TokenSigner::new(
-        DocumentSigner::new(p.head_end_key.clone(), std::slice::from_ref(&p.head_end)).unwrap(),
+        DocumentSigner::new(
+            test_pki.head_end_key.clone(),
+            std::slice::from_ref(&test_pki.head_end),
+        )
+        .unwrap_or_else(|e| panic!("bench signer: {e}")),
     );
-    let verifier = TokenVerifier::new(vec![p.ca.clone()]);
+    let verifier = TokenVerifier::new(vec![test_pki.ca.clone()]);
     let token = CreditToken {
         meter_id: "04123456789".into(),
         serial: 1,
@@ -175,7 +186,28 @@ fn tokens(c: &mut Criterion) {
         expires_at: pki::NOW + 1000,
         key_id: [0; 8],
     };
-    let signed = signer.sign(&token).unwrap();
+    let signed = signer
+        .sign(&token)
+        .unwrap_or_else(|e| panic!("bench token: {e}"));
+    TokenFixture {
+        pki: test_pki,
+        signer,
+        verifier,
+        token,
+        signed,
+    }
+}
+
+fn tokens(c: &mut Criterion) {
+    let mut g = quick(c);
+    g.throughput(Throughput::Elements(1));
+    let TokenFixture {
+        pki: p,
+        signer,
+        verifier,
+        token,
+        signed,
+    } = token_fixture();
     g.bench_function("token_verify", |b| {
         b.iter(|| {
             verifier
@@ -312,24 +344,12 @@ mod lines {
             line("kasumi_ns_per_block_4_independent", 1e9 / independent, "");
         }
         if want("token") {
-            let p = pki::TestPki::new();
-            let signer = TokenSigner::new(
-                DocumentSigner::new(p.head_end_key.clone(), std::slice::from_ref(&p.head_end))
-                    .unwrap_or_else(|e| panic!("bench signer: {e}")),
-            );
-            let verifier = TokenVerifier::new(vec![p.ca.clone()]);
-            let token = CreditToken {
-                meter_id: "04123456789".into(),
-                serial: 1,
-                amount_minor: 1000,
-                currency: *b"EUR",
-                issued_at: pki::NOW - 10,
-                expires_at: pki::NOW + 1000,
-                key_id: [0; 8],
-            };
-            let signed = signer
-                .sign(&token)
-                .unwrap_or_else(|e| panic!("bench token: {e}"));
+            let TokenFixture {
+                pki: p,
+                verifier,
+                signed,
+                ..
+            } = token_fixture();
             let ec = p
                 .head_end
                 .public_key()
