@@ -613,6 +613,8 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
 #[derive(Debug, Clone)]
 struct Outcome {
     idle_rss_kib: u64,
+    /// Idle RSS split: anonymous and file-backed MiB (`RssAnon`, `RssFile`).
+    idle_split_mib: (f64, f64),
     steps: Vec<Step>,
 }
 
@@ -719,13 +721,18 @@ fn ramp(o: &Options, emu: &EmulatorThread, sink: &mut dyn Sink, pid: u32, who: &
     }
     let idle_rss_kib = tree(pid).1;
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
+    let mib = |name: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or("?".to_string(), |kib| format!("{:.1}", kib / 1024.0))
+            .map(|kib| kib / 1024.0)
     };
+    let idle_split_mib = (
+        mib("RssAnon:").unwrap_or(f64::NAN),
+        mib("RssFile:").unwrap_or(f64::NAN),
+    );
+    let field = |name: &str| mib(name).map_or("?".to_string(), |m| format!("{m:.1}"));
     println!(
         "{who}: process {pid}, idle RSS {:.1} MiB with {} meters (anonymous {} MiB, files {} MiB)",
         idle_rss_kib as f64 / 1024.0,
@@ -763,6 +770,7 @@ fn ramp(o: &Options, emu: &EmulatorThread, sink: &mut dyn Sink, pid: u32, who: &
     }
     let outcome = Outcome {
         idle_rss_kib,
+        idle_split_mib,
         steps,
     };
     if let Some(best) = outcome.best() {
@@ -975,6 +983,36 @@ fn run_ours(o: &Options) -> Fallible<Outcome> {
     Ok(outcome)
 }
 
+/// What limits a row with a goal, from this run's measurements (printed under the peers' table).
+fn limit(name: &str, ours: Option<&Figures>, peer: Option<&Figures>) -> Option<String> {
+    let (us, them) = (ours?, peer?);
+    match name {
+        "reports per CPU second" => Some(format!(
+            "CPU by thread at {}/s offered: the Zigbee worker {:.3} s per 1,000 reports of the daemon's {:.3} ({:.0} %); the rest is the uplink's two threads, which publish one sealed QoS 1 message per reading through the durable outbox over TLS (Zigbee2MQTT publishes plain JSON at QoS 0); docs/ARCHITECTURE.md, *Zigbee2MQTT side by side*, has the uplink's perf profile",
+            us.measured_at,
+            us.zigbee_cpu_per_k,
+            us.cpu_per_k,
+            100.0 * us.zigbee_cpu_per_k / us.cpu_per_k
+        )),
+        "RSS idle" => Some(format!(
+            "ours {:.1} MiB anonymous and {:.1} MiB file-backed (the binary and its libraries), Zigbee2MQTT's {:.1} and {:.1}: anonymous memory alone is {:.3}× the peer's",
+            us.idle_split_mib.0,
+            us.idle_split_mib.1,
+            them.idle_split_mib.0,
+            them.idle_split_mib.1,
+            us.idle_split_mib.0 / them.idle_split_mib.0
+        )),
+        "RSS at load" => Some(format!(
+            "the highest RSS of the ramp, reached past saturation while unsent readings pile up in the outbox; at {}/s offered, which both kept up with, ours {:.1} MiB and the peer's {:.1} MiB ({:.3}×)",
+            us.measured_at,
+            us.rss_at_measured_mib,
+            them.rss_at_measured_mib,
+            us.rss_at_measured_mib / them.rss_at_measured_mib
+        )),
+        _ => None,
+    }
+}
+
 fn row(
     name: &str,
     ours: Option<f64>,
@@ -1004,6 +1042,10 @@ struct Figures {
     zigbee_cpu_per_k: f64,
     /// The offered rate CPU and latency were measured at.
     measured_at: u32,
+    /// RSS at that rate, MiB.
+    rss_at_measured_mib: f64,
+    /// Idle RSS split: anonymous and file-backed MiB.
+    idle_split_mib: (f64, f64),
 }
 
 /// The figures of one side: its best rate, its RSS, and CPU and latency at `at` reports/s offered (the
@@ -1032,6 +1074,8 @@ fn figures(o: &Outcome, at: Option<u32>) -> Option<Figures> {
         p50: percentile(&mut lat.clone(), 0.5),
         p99: percentile(&mut lat, 0.99),
         measured_at: step.offered,
+        rss_at_measured_mib: step.rss_kib as f64 / 1024.0,
+        idle_split_mib: o.idle_split_mib,
     })
 }
 
@@ -1133,7 +1177,13 @@ fn main() {
             show(them),
             ratio
         );
-        json.push(row(name, us, them, unit, goal, better));
+        let mut r = row(name, us, them, unit, goal, better);
+        if let (Some(limit), Some(obj)) =
+            (limit(name, ours.as_ref(), peer.as_ref()), r.as_object_mut())
+        {
+            obj.insert("limit".into(), serde_json::Value::String(limit));
+        }
+        json.push(r);
     }
     for (who, f) in [("concentratord", &ours), (Z2M_NAME, &peer)] {
         if let Some(f) = f {
