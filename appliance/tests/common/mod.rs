@@ -87,31 +87,17 @@ pub fn uplink_section(
     gw: &str,
     meters: &[&str],
 ) -> String {
-    use concentrator_protocol::Scope;
-    use concentrator_uplink::testkit::{keys, tid};
     let issued = broker.pki.client(gw);
     let d = dir.join("uplink");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("ca.pem"), broker.pki.ca_pem()).unwrap();
     std::fs::write(d.join("cert.pem"), &issued.cert_pem).unwrap();
     std::fs::write(d.join("key.pem"), &issued.key_pem).unwrap();
-    let (ck, ik) = keys(Scope::Gateway);
-    let mut k = format!(
-        "mode = \"aes\"\n[gateway]\nck = \"{}\"\nik = \"{}\"\n",
-        hex::encode(ck),
-        hex::encode(ik)
-    );
-    for (i, m) in meters.iter().enumerate() {
-        let t = tid(u8::try_from(i + 1).unwrap());
-        let (ck, ik) = keys(Scope::Meter(t));
-        k.push_str(&format!(
-            "[[meter]]\nmeter = \"{m}\"\ntid = \"{}\"\nck = \"{}\"\nik = \"{}\"\n",
-            hex::encode(t.0),
-            hex::encode(ck),
-            hex::encode(ik)
-        ));
-    }
-    std::fs::write(d.join("keys.toml"), k).unwrap();
+    std::fs::write(
+        d.join("keys.toml"),
+        concentrator_uplink::testkit::keys_toml(meters),
+    )
+    .unwrap();
     let p = d.display();
     format!(
         "\n[uplink]\nbroker = \"mqtts://localhost:{}\"\nca = \"{p}/ca.pem\"\ncert = \"{p}/cert.pem\"\nkey = \"{p}/key.pem\"\nkeys = \"{p}/keys.toml\"\n",

@@ -41,6 +41,29 @@ pub fn context(scope: Scope) -> SecurityContext {
     SecurityContext::new(SecurityMode::AES, &ck, &ik, 0, unix_now() - 10, 86_400)
 }
 
+/// The provisioned keys file (`[uplink] keys`, mode AES) a gateway needs to talk to the testkit's fake
+/// head-end: the gateway's own keys and, for each of `meters` (the meter names the daemon's
+/// configuration uses), TID `tid(1..)` with its [`keys`].
+pub fn keys_toml(meters: &[&str]) -> String {
+    let (ck, ik) = keys(Scope::Gateway);
+    let mut k = format!(
+        "mode = \"aes\"\n[gateway]\nck = \"{}\"\nik = \"{}\"\n",
+        hex::encode(ck),
+        hex::encode(ik)
+    );
+    for (i, m) in meters.iter().enumerate() {
+        let t = tid(u8::try_from(i + 1).unwrap_or(u8::MAX));
+        let (ck, ik) = keys(Scope::Meter(t));
+        k.push_str(&format!(
+            "[[meter]]\nmeter = \"{m}\"\ntid = \"{}\"\nck = \"{}\"\nik = \"{}\"\n",
+            hex::encode(t.0),
+            hex::encode(ck),
+            hex::encode(ik)
+        ));
+    }
+    k
+}
+
 pub fn tid(n: u8) -> Tid {
     Tid([0x3c, 0x91, 0, 0, 0, 0, 0, n])
 }

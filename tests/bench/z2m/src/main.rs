@@ -35,7 +35,7 @@ use concentrator_hal::pty::PtyPair;
 use concentrator_protocol::{Body, Quantity, Scope, Topic};
 use concentrator_uplink::testkit::broker::Broker;
 use concentrator_uplink::testkit::headend::HeadEnd;
-use concentrator_uplink::testkit::{keys, tid};
+use concentrator_uplink::testkit::keys_toml;
 
 type Fallible<T> = Result<T, String>;
 
@@ -536,28 +536,17 @@ fn daemon_config(dir: &Path, broker: &Broker, n: u32, pty: &Path) -> Fallible<Pa
     w(d.join("ca.pem"), &broker.pki.ca_pem())?;
     w(d.join("cert.pem"), &issued.cert_pem)?;
     w(d.join("key.pem"), &issued.key_pem)?;
-    let (ck, ik) = keys(Scope::Gateway);
-    let mut k = format!(
-        "mode = \"aes\"\n[gateway]\nck = \"{}\"\nik = \"{}\"\n",
-        hex::encode(ck),
-        hex::encode(ik)
-    );
+    let addresses: Vec<String> = (1..=n)
+        .map(|i| format!("{:016x}", meter_ieee(i).0))
+        .collect();
     let mut meters = String::new();
-    for i in 1..=n {
-        let address = format!("{:016x}", meter_ieee(i).0);
-        let t = tid(i as u8);
-        let (ck, ik) = keys(Scope::Meter(t));
-        k.push_str(&format!(
-            "[[meter]]\nmeter = \"{address}\"\ntid = \"{}\"\nck = \"{}\"\nik = \"{}\"\n",
-            hex::encode(t.0),
-            hex::encode(ck),
-            hex::encode(ik)
-        ));
+    for (i, address) in (1..=n).zip(&addresses) {
         meters.push_str(&format!(
             "\n[[meter]]\nzigbee = \"zb-1\"\nieee = \"{address}\"\ndwelling = \"R-{i}\"\n"
         ));
     }
-    w(d.join("keys.toml"), k.as_bytes())?;
+    let names: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    w(d.join("keys.toml"), keys_toml(&names).as_bytes())?;
     let p = d.display();
     let conf = format!(
         "[gateway]\nid = \"{gw}\"\nstore = \"{store}\"\nlog_level = \"warn\"\n\n\
