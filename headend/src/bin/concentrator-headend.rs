@@ -104,11 +104,16 @@ enum Command {
         phone_listen: Option<String>,
     },
     /// Brings a PostgreSQL store's schema up to this version (each migration in its own transaction);
-    /// with the sled store there is nothing to do.
+    /// with the sled store there is nothing to do. With --from-sled, also copies a pilot's sled store
+    /// into the (empty) PostgreSQL store.
     Migrate {
-        /// headend.toml.
+        /// headend.toml (naming the PostgreSQL store).
         #[arg(long)]
         config: PathBuf,
+        /// A sled store to copy into PostgreSQL: the directory the pilot's headend.toml names as
+        /// [store] path. Stop the pilot's head-end first; keep its KEK file for the new configuration.
+        #[arg(long, value_name = "DIR")]
+        from_sled: Option<PathBuf>,
     },
     /// Gateways, meters and pending tokens (on sled the head-end must be stopped: the store is locked
     /// while it runs; on PostgreSQL it works while workers run).
@@ -314,6 +319,44 @@ fn open_store(cfg: &Config) -> Result<Store> {
             Store::open_configured(cfg).context("opening the PostgreSQL store ([store] url)")
         }
     }
+}
+
+/// `migrate --from-sled`: the copy, with its progress on stderr (at most once a second).
+fn copy_from_sled(from: &std::path::Path, cfg: &Config) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut shown = started;
+    let copied = concentrator_headend::store::copy::sled_to_postgres(from, cfg, &mut |n| {
+        if shown.elapsed() >= Duration::from_secs(1) {
+            shown = std::time::Instant::now();
+            eprintln!("copying: {} records so far…", group_digits(n));
+        }
+    })
+    .with_context(|| format!("copying the sled store {} into PostgreSQL", from.display()))?;
+    let place = PgKv::open(&PgSettings::from_config(cfg)?)?
+        .place()
+        .to_string();
+    println!(
+        "copied {} from the sled store {} into PostgreSQL at {place} in {:.1} s, read back the same before committing (SHA-256 {}); \
+         the sled store is left as it was: keep it until the head-end runs on PostgreSQL",
+        if copied.records == 1 { "1 record".to_string() } else { format!("{} records", group_digits(copied.records)) },
+        from.display(),
+        started.elapsed().as_secs_f64(),
+        &copied.hex()[..16],
+    );
+    Ok(())
+}
+
+/// 1234567 → "1,234,567".
+fn group_digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn main() -> std::process::ExitCode {
@@ -604,9 +647,14 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
                 println!("no tariff updates or configuration changes issued");
             }
         }
-        Command::Migrate { config } => {
+        Command::Migrate { config, from_sled } => {
             let cfg = Config::load(&config)?;
             match cfg.store.backend {
+                StoreBackend::Sled if from_sled.is_some() => bail!(
+                    "{} names sled as its store; --from-sled copies a sled store into PostgreSQL: \
+                     set [store] backend = \"postgres\" and [store] url in it first (docs/install.md, *Production*)",
+                    config.display()
+                ),
                 StoreBackend::Sled => println!(
                     "the store is sled ([store] backend), which needs no migrations; nothing done"
                 ),
@@ -622,13 +670,31 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
                     for (v, name) in applied {
                         println!("applied migration {v} ({name})");
                     }
+                    if let Some(from) = &from_sled {
+                        copy_from_sled(from, &cfg)?;
+                    }
                 }
             }
             if cfg.store.kek.is_some() {
                 let store = open_store(&cfg)?;
                 let n = store.seal_secrets()?;
                 if n > 0 {
-                    println!("encrypted the subscriber keys of {n} records under the key-encryption key ([store] kek)");
+                    println!(
+                        "encrypted the subscriber keys of {} under the key-encryption key ([store] kek)",
+                        if n == 1 { "1 record".to_string() } else { format!("{n} records") }
+                    );
+                }
+            }
+            if from_sled.is_some() {
+                let store = open_store(&cfg)?;
+                match audit::verify(&store)? {
+                    Ok(n) => println!(
+                        "the copied payment record verifies: {n} entries, one intact chain"
+                    ),
+                    Err(b) => {
+                        println!("the copied payment record does not verify: {b}");
+                        return Ok(std::process::ExitCode::from(1));
+                    }
                 }
             }
         }

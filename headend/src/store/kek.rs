@@ -188,6 +188,22 @@ fn walk(v: &mut Value, path: &mut String, f: &mut FieldFn<'_>) -> Result<(), Str
     Ok(())
 }
 
+/// Whether a record holds a subscriber key in the clear (written before a KEK was configured).
+pub(crate) fn has_clear_secrets(key: &[u8], value: &[u8]) -> bool {
+    if !holds_secrets(key) {
+        return false;
+    }
+    let Ok(mut v) = serde_json::from_slice::<Value>(value) else {
+        return false;
+    };
+    let mut clear = false;
+    let _ = walk(&mut v, &mut String::new(), &mut |_, s| {
+        clear |= !s.starts_with(TAG) && hex::decode(s).is_ok();
+        Ok(None)
+    });
+    clear
+}
+
 /// A record value on its way into the database: its secret fields encrypted (with a KEK).
 pub(crate) fn protect(kek: Option<&Kek>, key: &[u8], value: Vec<u8>) -> Vec<u8> {
     let Some(kek) = kek else {
@@ -299,6 +315,17 @@ mod tests {
         // Plain records (before a KEK) read as they are; other keys are never touched.
         assert_eq!(reveal(Some(&kek), b"m/M1", rec.clone()).unwrap(), rec);
         assert_eq!(protect(Some(&kek), b"tok/M1", rec.clone()), rec);
+        // What `migrate` reseals: a record with a key in the clear, not one sealed or without keys.
+        assert!(has_clear_secrets(b"m/M1", &rec));
+        assert!(!has_clear_secrets(
+            b"m/M1",
+            &protect(Some(&kek), b"m/M1", rec.clone())
+        ));
+        assert!(!has_clear_secrets(
+            b"c/C1",
+            br#"{"id":"C1","meters":["M1"]}"#
+        ));
+        assert!(!has_clear_secrets(b"tok/M1", &rec));
     }
 
     #[test]

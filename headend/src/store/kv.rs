@@ -132,6 +132,14 @@ impl SledKv {
             reason: e.to_string(),
         }
     }
+
+    /// Every record in key order, read as the iterator goes (a store larger than memory).
+    pub fn entries(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.tree.iter().map(|r| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(|e| self.err(e))
+        })
+    }
 }
 
 impl Kv for SledKv {

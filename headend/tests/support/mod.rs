@@ -121,6 +121,11 @@ impl Pilot {
         Self::make(tag, broker, pg::selected())
     }
 
+    /// A pilot on sled whatever the suite's store.
+    pub fn on_sled(tag: &str) -> Pilot {
+        Self::make(tag, None, false)
+    }
+
     /// A pilot on PostgreSQL whatever the suite's store (`None` when PostgreSQL is missing and
     /// skipping is allowed).
     pub fn on_postgres(tag: &str, broker: Option<String>) -> Option<Pilot> {

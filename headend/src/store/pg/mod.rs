@@ -27,6 +27,52 @@ use postgres_native_tls::MakeTlsConnector;
 use super::kv::{Entries, Kv, KvTxn};
 use super::{Batch, Op, StoreError};
 
+/// A count and a SHA-256 over a run of records in key order (each key and value with its length),
+/// to tell that two stores hold the same records.
+#[derive(Default)]
+pub struct EntryDigest {
+    /// Records.
+    pub records: u64,
+    /// Octets of keys and values.
+    pub octets: u64,
+    hash: openssl::sha::Sha256,
+}
+
+impl EntryDigest {
+    /// Adds the next record.
+    pub fn add(&mut self, key: &[u8], value: &[u8]) {
+        self.records += 1;
+        self.octets += (key.len() + value.len()) as u64;
+        for part in [key, value] {
+            self.hash.update(&(part.len() as u64).to_be_bytes());
+            self.hash.update(part);
+        }
+    }
+
+    /// The SHA-256 so far, in hex.
+    pub fn hex(&self) -> String {
+        hex::encode(self.hash.clone().finish())
+    }
+}
+
+impl PartialEq for EntryDigest {
+    fn eq(&self, other: &EntryDigest) -> bool {
+        self.records == other.records && self.octets == other.octets && self.hex() == other.hex()
+    }
+}
+
+impl std::fmt::Debug for EntryDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} records, {} octets, SHA-256 {}",
+            self.records,
+            self.octets,
+            self.hex()
+        )
+    }
+}
+
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
@@ -392,6 +438,92 @@ impl PgKv {
             ),
         })?;
         migrations::apply(&mut client).map_err(|e| shared.err(e))
+    }
+
+    /// Copies `entries` (in key order) into the store's table, which must be empty, in one
+    /// transaction: the table is locked, the entries streamed in with `COPY`, then read back in key
+    /// order and compared with what was sent (count and [`EntryDigest`]) before the commit. Any
+    /// difference, or a record already there, rolls everything back. `progress` is told the number
+    /// of records sent so far, now and then.
+    pub fn copy_into_empty(
+        settings: &PgSettings,
+        entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<EntryDigest, StoreError> {
+        use std::io::Write;
+        let shared = Shared::new(settings)?;
+        let mut client = shared.config.connect(shared.tls.clone()).map_err(|e| StoreError::Db {
+            path: shared.place.clone(),
+            reason: format!(
+                "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
+            ),
+        })?;
+        let mut tx = client.transaction().map_err(|e| shared.err(e))?;
+        tx.batch_execute("LOCK TABLE kv IN ACCESS EXCLUSIVE MODE")
+            .map_err(|e| shared.err(e))?;
+        let held: i64 = tx
+            .query_one("SELECT count(*) FROM kv", &[])
+            .map_err(|e| shared.err(e))?
+            .get(0);
+        if held > 0 {
+            return Err(StoreError::Db {
+                path: shared.place.clone(),
+                reason: format!(
+                    "already holds {held} records; copy into a new, empty database (createdb, then `concentrator-headend migrate`) so that no record is mixed with another store's"
+                ),
+            });
+        }
+        let mut sent = EntryDigest::default();
+        {
+            let mut w = tx
+                .copy_in("COPY kv (key, value) FROM STDIN")
+                .map_err(|e| shared.err(e))?;
+            let io = |e: std::io::Error| StoreError::Db {
+                path: shared.place.clone(),
+                reason: format!("the copy was interrupted: {e}"),
+            };
+            let mut line = Vec::new();
+            for entry in entries {
+                let (k, v) = entry?;
+                sent.add(&k, &v);
+                // COPY's text format: bytea in hex, the backslash itself escaped.
+                line.clear();
+                line.extend_from_slice(b"\\\\x");
+                line.extend_from_slice(hex::encode(&k).as_bytes());
+                line.extend_from_slice(b"\t\\\\x");
+                line.extend_from_slice(hex::encode(&v).as_bytes());
+                line.push(b'\n');
+                w.write_all(&line).map_err(io)?;
+                if sent.records.is_multiple_of(10_000) {
+                    progress(sent.records);
+                }
+            }
+            w.finish().map_err(|e| shared.err(e))?;
+        }
+        progress(sent.records);
+        let mut read = EntryDigest::default();
+        {
+            use postgres::fallible_iterator::FallibleIterator;
+            let none: [&(dyn postgres::types::ToSql + Sync); 0] = [];
+            let mut rows = tx
+                .query_raw("SELECT key, value FROM kv ORDER BY key", none)
+                .map_err(|e| shared.err(e))?;
+            while let Some(row) = rows.next().map_err(|e| shared.err(e))? {
+                let (k, v): (Vec<u8>, Vec<u8>) = (row.get(0), row.get(1));
+                read.add(&k, &v);
+            }
+        }
+        if read != sent {
+            return Err(StoreError::Db {
+                path: shared.place.clone(),
+                reason: format!(
+                    "read back {} records ({} octets) where {} ({} octets) were sent; nothing was kept",
+                    read.records, read.octets, sent.records, sent.octets
+                ),
+            });
+        }
+        tx.commit().map_err(|e| shared.err(e))?;
+        Ok(sent)
     }
 
     /// Where, for people.
