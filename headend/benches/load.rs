@@ -1,12 +1,19 @@
 //! The head-end's load generator: many gateways simulated at the wire level (MQTT over TLS to a real
 //! Mosquitto, AKA per meter, sealed readings, top-up commands applied and answered with signed receipts,
 //! acknowledgements), against 1 and 3 workers on the tests' own PostgreSQL. No daemon runs: each
-//! gateway is the tests' scripted gateway side (tests/support) on a thread of its own.
+//! gateway is the tests' scripted gateway side (tests/support), a task with its own TLS connection on
+//! a runtime of two threads, so that 10,000 gateways fit in one process.
 //!
 //! ```sh
 //! cargo bench -p concentrator-headend --bench load                       # 100 gateways x 10 meters, 1 and 3 workers
 //! cargo bench -p concentrator-headend --bench load -- --gateways 200 --meters 20 --seconds 20 --workers 3
+//! cargo bench -p concentrator-headend --bench load -- --gateways 10000 --meters 100 --workers 1 \
+//!     --window 4 --attaching 8 --resend-after 60                           # a city's worth of meters
 //! ```
+//!
+//! `--window N`: sealed readings in flight per gateway (default 40, at most 4 per meter);
+//! `--attaching N`: meters attaching at once per gateway (default 250); `--resend-after S`: an
+//! unacknowledged message is sent again after S seconds (default 3).
 //!
 //! Printed per run: meters attached (AKA) per second; sealed readings acknowledged per second (each one
 //! opened, checked, stored and acknowledged after its commit); top-ups per second end to end with p50
@@ -33,8 +40,9 @@ use concentrator_security::receipt::Receipt;
 use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{SignedToken, TokenVerifier};
 use concentrator_security::SecurityMode;
+use concentrator_uplink::mqtt::TlsIdentity;
 use concentrator_uplink::testkit::broker::Broker;
-use support::wire::Wire;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use support::{handle, unix_now, GatewaySide, Pilot};
 
 const AKA: u8 = 0;
@@ -45,6 +53,8 @@ const STOP: u8 = 3;
 struct Shared {
     phase: AtomicU8,
     attached: AtomicU64,
+    /// Meters given a TID (of gateways not yet all attached too).
+    tids: AtomicU64,
     readings_acked: AtomicU64,
     /// (meter, serial) → when the purchase started / when its receipt was acknowledged.
     bought: Mutex<HashMap<(String, u64), Instant>>,
@@ -82,19 +92,100 @@ fn spec(gateways: usize, meters: usize) -> String {
 /// when last sent, and the token whose receipt it is.
 type InFlight = (Scope, Body, Instant, Option<(String, u64)>);
 
-/// One simulated gateway, until the phase is STOP.
-fn gateway(
+/// How the simulated gateways pace themselves.
+#[derive(Clone, Copy)]
+struct Pace {
+    /// Sealed readings in flight per gateway (and at most 4 per meter).
+    window: usize,
+    /// Meters attaching at once per gateway.
+    attaching: usize,
+    /// An unacknowledged message is sent again after this long.
+    resend_after: Duration,
+}
+
+/// A simulated gateway's MQTT connection: its own client certificate from the test broker's PKI,
+/// its downlink subscribed, messages handed over on a channel; an event-loop task of its own.
+struct AsyncWire {
+    client: AsyncClient,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+}
+
+impl AsyncWire {
+    /// Inside the runtime (spawns the event loop).
+    fn connect(port: u16, tls: TlsIdentity, id: &str) -> AsyncWire {
+        let mut o = MqttOptions::new(id, "localhost", port);
+        o.set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(60))
+            .set_transport(Transport::tls_with_config(
+                TlsConfiguration::NativeConnector(tls.connector().unwrap()),
+            ));
+        let (client, mut events) = AsyncClient::new(o, 4096);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sub = client.clone();
+        let topic = format!("c/v1/{id}/down/#");
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub.try_subscribe(topic.clone(), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        });
+        AsyncWire { client, rx }
+    }
+
+    async fn send(&self, (topic, payload): (String, Vec<u8>)) {
+        let _ = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await;
+    }
+
+    /// The gateway's birth on its status topic, as a daemon sends when it starts.
+    async fn birth(&self, g: &mut GatewaySide) {
+        let frame = Frame::new(
+            g.next_id(),
+            None,
+            unix_now(),
+            Body::Birth(Birth {
+                software: "load".into(),
+                started_at: unix_now(),
+                session: 1,
+                modem: ModemReport::default(),
+                meters: vec![],
+                outbox_len: 0,
+            }),
+        );
+        self.send((Topic::status(&g.id), frame.encode().unwrap()))
+            .await;
+    }
+}
+
+/// One simulated gateway, until the phase is STOP: a task that wakes for a message or a tick.
+async fn gateway(
     mut g: GatewaySide,
-    wire: Wire,
+    mut wire: AsyncWire,
     meters: Vec<String>,
     (signer, verifier): (DocumentSigner, TokenVerifier),
     s: Arc<Shared>,
+    pace: Pace,
 ) {
-    wire.birth(&mut g, "load", false);
-    // AKA for every meter at once, each on its own attach handle.
+    wire.birth(&mut g).await;
+    // AKA, a few meters at a time, each on its own attach handle.
+    let mut started = 0usize;
     let mut attach_at = Instant::now();
-    for (i, m) in meters.iter().enumerate() {
-        wire.send(g.attach(m, handle(i as u8 + 1)));
+    while started < meters.len().min(pace.attaching) {
+        wire.send(g.attach(&meters[started], handle(started as u8 + 1)))
+            .await;
+        started += 1;
     }
     let mut scope_meter: HashMap<Scope, String> = HashMap::new();
     let mut unacked: HashMap<MessageId, InFlight> = HashMap::new();
@@ -103,19 +194,38 @@ fn gateway(
     let mut balance = 0i64;
     let mut value = 0i64;
     let mut next = 0usize;
+    let mut readings_out = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         let phase = s.phase.load(Ordering::Relaxed);
         if phase == STOP {
             return;
         }
-        if let Ok((topic, payload)) = wire.rx.recv_timeout(Duration::from_millis(2)) {
+        let message = tokio::select! {
+            m = wire.rx.recv() => match m {
+                Some(m) => Some(m),
+                None => return,
+            },
+            _ = tick.tick() => None,
+        };
+        if let Some((topic, payload)) = message {
             let out = Outgoing { topic, payload };
             if out.topic.ends_with("/aka-challenge") {
-                wire.send(g.answer(&out));
+                wire.send(g.answer(&out)).await;
             } else if out.topic.ends_with("/security-mode") {
-                wire.send(g.complete(&out).0);
+                wire.send(g.complete(&out).0).await;
             } else if out.topic.ends_with("/tid") {
-                wire.send(g.take_tid(&out));
+                let had = g.tids.len();
+                wire.send(g.take_tid(&out)).await;
+                if g.tids.len() > had {
+                    s.tids.fetch_add(1, Ordering::Relaxed);
+                }
+                attach_at = Instant::now();
+                if started < meters.len() {
+                    wire.send(g.attach(&meters[started], handle(started as u8 + 1)))
+                        .await;
+                    started += 1;
+                }
                 if g.tids.len() == meters.len() && scope_meter.is_empty() {
                     for m in &meters {
                         scope_meter.insert(g.meter_scope(m), m.clone());
@@ -137,6 +247,7 @@ fn gateway(
                                     }
                                 }
                                 if matches!(body, Body::Readings(_)) {
+                                    readings_out = readings_out.saturating_sub(1);
                                     s.readings_acked.fetch_add(1, Ordering::Relaxed);
                                 }
                                 if let Some(k) = booked {
@@ -193,36 +304,57 @@ fn gateway(
                             reason: None,
                         });
                         let id = g.next_id();
-                        wire.send(g.seal(scope, result.clone(), Some(id)));
+                        wire.send(g.seal(scope, result.clone(), Some(id))).await;
                         unacked.insert(id, (scope, result, Instant::now(), None));
                         let body = Body::Receipt(ReceiptBody { signed: receipt });
                         let id = g.next_id();
-                        wire.send(g.seal(scope, body.clone(), Some(id)));
+                        wire.send(g.seal(scope, body.clone(), Some(id))).await;
                         unacked.insert(id, (scope, body, Instant::now(), Some(key)));
                     }
                     _ => {}
                 }
             }
-        }
-        if phase == AKA && scope_meter.is_empty() && attach_at.elapsed() > Duration::from_secs(15) {
-            // Lost steps (a step refused as out of order): attach again the meters still without a TID.
-            attach_at = Instant::now();
-            for (i, m) in meters.iter().enumerate() {
-                if !g.tids.contains_key(m) {
-                    wire.send(g.attach(m, handle(i as u8 + 1)));
+        } else {
+            // A tick: what was lost is sent again.
+            if phase == AKA
+                && scope_meter.is_empty()
+                && attach_at.elapsed() > pace.resend_after.max(Duration::from_secs(15))
+            {
+                // Lost steps (a step refused as out of order): attach again the meters started
+                // without a TID.
+                attach_at = Instant::now();
+                for (i, m) in meters.iter().enumerate().take(started) {
+                    if !g.tids.contains_key(m) {
+                        wire.send(g.attach(m, handle(i as u8 + 1))).await;
+                    }
                 }
+            }
+            let now = Instant::now();
+            let due: Vec<MessageId> = unacked
+                .iter()
+                .filter(|(_, (_, _, at, _))| now.duration_since(*at) > pace.resend_after)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                let (scope, body, _, k) = unacked.remove(&id).unwrap();
+                wire.send(g.seal(scope, body.clone(), Some(id))).await;
+                unacked.insert(id, (scope, body, now, k));
             }
         }
         if phase == READINGS && !scope_meter.is_empty() {
-            // Up to 4 readings in flight per meter, meters in turn.
-            for _ in 0..meters.len() {
+            // Up to `window` readings in flight, at most 4 per meter, meters in turn.
+            let mut tried = 0;
+            while readings_out < pace.window && tried < meters.len() {
                 next = (next + 1) % meters.len();
+                tried += 1;
                 let m = &meters[next];
                 let n = per_meter.entry(m.clone()).or_insert(0);
                 if *n >= 4 {
                     continue;
                 }
                 *n += 1;
+                tried = 0;
+                readings_out += 1;
                 value += 1;
                 let scope = g.meter_scope(m);
                 let body = Body::Readings(Readings {
@@ -234,21 +366,9 @@ fn gateway(
                     }],
                 });
                 let id = g.next_id();
-                wire.send(g.seal(scope, body.clone(), Some(id)));
+                wire.send(g.seal(scope, body.clone(), Some(id))).await;
                 unacked.insert(id, (scope, body, Instant::now(), None));
-                break;
             }
-        }
-        let now = Instant::now();
-        let due: Vec<MessageId> = unacked
-            .iter()
-            .filter(|(_, (_, _, at, _))| now.duration_since(*at) > Duration::from_secs(3))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            let (scope, body, _, k) = unacked.remove(&id).unwrap();
-            wire.send(g.seal(scope, body.clone(), Some(id)));
-            unacked.insert(id, (scope, body, now, k));
         }
     }
 }
@@ -339,7 +459,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn run(gateways: usize, meters: usize, workers: usize, seconds: u64) {
+fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace) {
     let b = Broker::start();
     let p = Pilot::on_postgres("load", Some(format!("mqtts://localhost:{}", b.port)))
         .expect("PostgreSQL for the load generator (sudo apt-get install -y postgresql)");
@@ -379,6 +499,7 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64) {
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(AKA),
         attached: AtomicU64::new(0),
+        tids: AtomicU64::new(0),
         readings_acked: AtomicU64::new(0),
         bought: Mutex::new(HashMap::new()),
         booked: Mutex::new(HashMap::new()),
@@ -386,44 +507,78 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64) {
         dropped: AtomicU64::new(0),
         commands: AtomicU64::new(0),
     });
-    let threads: Vec<_> = (0..gateways)
-        .map(|gi| {
-            let id = format!("gw-{gi}");
-            let g = p.gateway(&id, vec![SecurityMode::AES]);
-            let wire = Wire::connect(&b, &id);
-            let dir = p.bundle(&id);
-            let signer = DocumentSigner::new(
-                openssl::pkey::PKey::private_key_from_pem(
-                    &std::fs::read(dir.join("gateway.key")).unwrap(),
-                )
-                .unwrap(),
-                &[
-                    openssl::x509::X509::from_pem(&std::fs::read(dir.join("gateway.pem")).unwrap())
-                        .unwrap(),
-                ],
+    // The simulated gateways: tasks on a runtime of their own (two threads, named apart from the
+    // head-end's), each with its own TLS connection; prepared one after the other, which also
+    // spreads the connections' handshakes.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gw-sim")
+        .enable_all()
+        .build()
+        .unwrap();
+    let cpu_aka = cpu_by_program();
+    let spawned = Instant::now();
+    let ca_pem = b.pki.ca_pem();
+    for gi in 0..gateways {
+        let id = format!("gw-{gi}");
+        let g = p.gateway(&id, vec![SecurityMode::AES]);
+        let issued = b.pki.client(&id);
+        let tls = TlsIdentity {
+            ca_pem: ca_pem.clone(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        };
+        let dir = p.bundle(&id);
+        let signer = DocumentSigner::new(
+            openssl::pkey::PKey::private_key_from_pem(
+                &std::fs::read(dir.join("gateway.key")).unwrap(),
             )
+            .unwrap(),
+            &[
+                openssl::x509::X509::from_pem(&std::fs::read(dir.join("gateway.pem")).unwrap())
+                    .unwrap(),
+            ],
+        )
+        .unwrap();
+        let ca = openssl::x509::X509::from_pem(&std::fs::read(dir.join("utility-ca.pem")).unwrap())
             .unwrap();
-            let ca =
-                openssl::x509::X509::from_pem(&std::fs::read(dir.join("utility-ca.pem")).unwrap())
-                    .unwrap();
-            let verifier = TokenVerifier::new(vec![ca]);
-            let ms: Vec<String> = (0..meters).map(|m| format!("M{gi}-{m}")).collect();
-            let s = shared.clone();
-            std::thread::spawn(move || gateway(g, wire, ms, (signer, verifier), s))
-        })
-        .collect();
+        let verifier = TokenVerifier::new(vec![ca]);
+        let ms: Vec<String> = (0..meters).map(|m| format!("M{gi}-{m}")).collect();
+        let (s, port) = (shared.clone(), b.port);
+        rt.spawn(async move {
+            let wire = AsyncWire::connect(port, tls, &id);
+            gateway(g, wire, ms, (signer, verifier), s, pace).await
+        });
+        if gi % 1000 == 999 {
+            eprintln!("{} gateways started…", gi + 1);
+        }
+    }
+    let start_s = spawned.elapsed().as_secs_f64();
 
     // AKA of every meter.
     let total = (gateways * meters) as u64;
-    let t = Instant::now();
+    let limit = Duration::from_secs(600.max(total / 200));
+    let mut shown = Instant::now();
     while shared.attached.load(Ordering::Relaxed) < total {
         assert!(
-            t.elapsed() < Duration::from_secs(600),
-            "AKA not done in 600 s"
+            spawned.elapsed() < limit,
+            "AKA not done in {} s: {} of {total} meters attached",
+            limit.as_secs(),
+            shared.attached.load(Ordering::Relaxed)
         );
+        if shown.elapsed() > Duration::from_secs(10) {
+            shown = Instant::now();
+            eprintln!(
+                "AKA: {} of {total} meters attached ({} with a TID) after {:.0} s…",
+                shared.attached.load(Ordering::Relaxed),
+                shared.tids.load(Ordering::Relaxed),
+                spawned.elapsed().as_secs_f64()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let aka_s = t.elapsed().as_secs_f64();
+    let aka_s = spawned.elapsed().as_secs_f64();
+    let cpu_aka_end = cpu_by_program();
 
     // Readings: a warm-up second, then the measured window.
     let rows = |what: &str| -> (i64, i64) {
@@ -534,9 +689,7 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64) {
         }
     }
     shared.phase.store(STOP, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
+    rt.shutdown_timeout(Duration::from_secs(5));
     handle.stop().unwrap();
     for c in &mut children {
         let _ = c.kill();
@@ -545,8 +698,15 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64) {
 
     println!("\n== {gateways} gateways x {meters} meters, {workers} worker(s), PostgreSQL, Mosquitto (TLS), loopback");
     println!(
-        "provisioning: {provision_s:.1} s; AKA: {total} meters in {aka_s:.1} s ({:.0} meters/s)",
+        "provisioning: {provision_s:.1} s; gateways started (keys loaded, TLS identities issued) in {start_s:.1} s; \
+         AKA: all {total} meters attached {aka_s:.1} s after the first gateway started (at least {:.0} meters/s)",
         total as f64 / aka_s
+    );
+    println!(
+        "pace: {} readings in flight per gateway (4 per meter at most), {} meters attaching at once per gateway, sent again after {} s",
+        pace.window,
+        pace.attaching,
+        pace.resend_after.as_secs()
     );
     println!(
         "readings: {readings} sealed readings acknowledged in {readings_s:.1} s = {:.0} readings/s",
@@ -581,7 +741,12 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64) {
     for n in names {
         let r = cpu1.get(n).unwrap_or(&0.0) - cpu0.get(n).unwrap_or(&0.0);
         let tp = cpu2.get(n).unwrap_or(&0.0) - cpu1.get(n).unwrap_or(&0.0);
-        println!("cpu {n}: {r:.1} s during readings, {tp:.1} s during top-ups");
+        let aka = cpu_aka_end.get(n).unwrap_or(&0.0) - cpu_aka.get(n).unwrap_or(&0.0);
+        if r + tp + aka >= 0.05 {
+            println!(
+                "cpu {n}: {aka:.1} s during AKA, {r:.1} s during readings, {tp:.1} s during top-ups"
+            );
+        }
     }
     assert!(
         !shared.failed.load(Ordering::Relaxed),
@@ -604,6 +769,11 @@ fn main() {
     let gateways: usize = arg("--gateways", "100").parse().unwrap();
     let meters: usize = arg("--meters", "10").parse().unwrap();
     let seconds: u64 = arg("--seconds", "10").parse().unwrap();
+    let pace = Pace {
+        window: arg("--window", "40").parse().unwrap(),
+        attaching: arg("--attaching", "250").parse().unwrap(),
+        resend_after: Duration::from_secs(arg("--resend-after", "3").parse().unwrap()),
+    };
     let workers: Vec<usize> = arg("--workers", "1,3")
         .split(',')
         .map(|w| w.parse().unwrap())
@@ -613,6 +783,6 @@ fn main() {
         "at most 250 meters per gateway (attach handles)"
     );
     for w in workers {
-        run(gateways, meters, w, seconds);
+        run(gateways, meters, w, seconds, pace);
     }
 }
