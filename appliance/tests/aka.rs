@@ -716,7 +716,8 @@ fn short_lived_keys_are_renewed_with_new_tids_and_no_reading_is_lost() {
     let scopes: HashSet<Scope> = r.iter().map(|(s, _)| *s).collect();
     assert!(scopes.len() >= 2, "readings under one TID only: {scopes:?}");
     // Arrived + still queued = polls logged: nothing lost across the switches.
-    let db = sled::open(dir.join("store/ledger")).unwrap();
+    let db = concentrator_ledger::open_sled(&sled::Config::new().path(dir.join("store/ledger")))
+        .unwrap();
     let queued = SledOutbox::open(&db, Limits::default())
         .unwrap()
         .list(100_000)

@@ -156,7 +156,8 @@ fn polling_keeps_its_rate_while_the_broker_is_down_and_every_reading_arrives_in_
 
     // No loss: every poll logged arrived at the head-end or is still queued; per meter in order.
     let logged = daemon.polls(started, Instant::now());
-    let db = sled::open(dir.join("store/uplink")).unwrap();
+    let db = concentrator_ledger::open_sled(&sled::Config::new().path(dir.join("store/uplink")))
+        .unwrap();
     let queued = SledOutbox::open(&db, Limits::default())
         .unwrap()
         .list(100_000)

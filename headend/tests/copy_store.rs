@@ -107,13 +107,14 @@ fn a_pilot_on_sled_moves_to_postgresql_with_every_record_and_sells_on() {
     );
 
     // Every record, octet for octet, in the same order.
-    let sled_rows: Vec<(Vec<u8>, Vec<u8>)> = sled::open(&sled_dir)
-        .unwrap()
-        .open_tree("headend")
-        .unwrap()
-        .iter()
-        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
-        .collect();
+    let sled_rows: Vec<(Vec<u8>, Vec<u8>)> =
+        concentrator_ledger::open_sled(&sled::Config::new().path(&sled_dir))
+            .unwrap()
+            .open_tree("headend")
+            .unwrap()
+            .iter()
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect();
     assert!(sled_rows.len() > 10);
     assert_eq!(pg_rows(&pg), sled_rows);
 

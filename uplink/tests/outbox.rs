@@ -192,7 +192,7 @@ fn executed_set_is_durable_and_bounded() {
     let dir = TempDir::new("executed");
     let id = |n: u64| MessageId::new(*b"headend0", n);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = concentrator_durable::open_sled(&sled::Config::new().path(dir.path())).unwrap();
         let ex = Executed::open(&db, 100).unwrap();
         for n in 0..250 {
             ex.record(&id(n), result_code::DONE).unwrap();
@@ -200,7 +200,7 @@ fn executed_set_is_durable_and_bounded() {
         ex.record(&id(1000), result_code::TOKEN_REFUSED).unwrap();
         assert_eq!(ex.len(), 100);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = concentrator_durable::open_sled(&sled::Config::new().path(dir.path())).unwrap();
     let ex = Executed::open(&db, 100).unwrap();
     assert_eq!(ex.len(), 100);
     assert_eq!(

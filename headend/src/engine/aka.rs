@@ -2,6 +2,8 @@
 //! over MQTT"), one run per (gateway, scope) with its state in memory; the SQN state and the resulting
 //! contexts are in the store.
 
+use std::collections::HashMap;
+
 use concentrator_protocol::{
     protect, AkaChallenge, AkaResult, Body, Frame, GatewayId, Kind, ModePair, Scope,
     SecurityModeCommand, TidAssignment, Topic,
@@ -40,6 +42,99 @@ pub(super) struct Run {
     pub(super) started: u64,
     pub(super) fresh: u32,
     pub(super) established: u64,
+}
+
+/// The AKA runs in progress, by gateway and then scope: a gateway's own are found without walking
+/// every other gateway's (10,000 gateways attaching a city's meters keep tens of thousands of runs).
+#[derive(Default)]
+pub(super) struct Runs {
+    by_gateway: HashMap<String, HashMap<Scope, Run>>,
+    /// How many runs are keyed by each scope (a new TID must not be one of them).
+    scopes: HashMap<Scope, usize>,
+    len: usize,
+}
+
+impl Runs {
+    pub(super) fn get(&self, (gw, scope): &(String, Scope)) -> Option<&Run> {
+        self.by_gateway.get(gw)?.get(scope)
+    }
+
+    pub(super) fn get_mut(&mut self, (gw, scope): &(String, Scope)) -> Option<&mut Run> {
+        self.by_gateway.get_mut(gw)?.get_mut(scope)
+    }
+
+    pub(super) fn insert(&mut self, (gw, scope): (String, Scope), run: Run) {
+        if self
+            .by_gateway
+            .entry(gw)
+            .or_default()
+            .insert(scope, run)
+            .is_none()
+        {
+            *self.scopes.entry(scope).or_insert(0) += 1;
+            self.len += 1;
+        }
+    }
+
+    fn forget(&mut self, scope: Scope) {
+        if let Some(n) = self.scopes.get_mut(&scope) {
+            *n -= 1;
+            if *n == 0 {
+                self.scopes.remove(&scope);
+            }
+        }
+        self.len -= 1;
+    }
+
+    pub(super) fn remove(&mut self, (gw, scope): &(String, Scope)) -> Option<Run> {
+        let runs = self.by_gateway.get_mut(gw)?;
+        let run = runs.remove(scope)?;
+        if runs.is_empty() {
+            self.by_gateway.remove(gw);
+        }
+        self.forget(*scope);
+        Some(run)
+    }
+
+    /// Keeps the runs of `gw` for which `keep` says so.
+    pub(super) fn retain_gateway(&mut self, gw: &str, mut keep: impl FnMut(Scope, &Run) -> bool) {
+        let Some(runs) = self.by_gateway.get_mut(gw) else {
+            return;
+        };
+        let gone: Vec<Scope> = runs
+            .iter()
+            .filter(|(scope, run)| !keep(**scope, run))
+            .map(|(scope, _)| *scope)
+            .collect();
+        for scope in gone {
+            self.remove(&(gw.to_string(), scope));
+        }
+    }
+
+    /// Keeps the runs for which `keep` says so (periodic: walks them all).
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&str, Scope, &Run) -> bool) {
+        let gateways: Vec<String> = self.by_gateway.keys().cloned().collect();
+        for gw in gateways {
+            self.retain_gateway(&gw, |scope, run| keep(&gw, scope, run));
+        }
+    }
+
+    /// The runs of `gw`.
+    pub(super) fn of_gateway(&self, gw: &str) -> impl Iterator<Item = (Scope, &Run)> {
+        self.by_gateway
+            .get(gw)
+            .into_iter()
+            .flat_map(|runs| runs.iter().map(|(scope, run)| (*scope, run)))
+    }
+
+    /// Whether a run is keyed by `scope`, at any gateway.
+    pub(super) fn uses_scope(&self, scope: Scope) -> bool {
+        self.scopes.contains_key(&scope)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
 }
 
 impl Run {
@@ -115,7 +210,8 @@ impl Engine {
                     }
                 }
                 // A new attach for a subscriber replaces any run in progress.
-                self.runs.retain(|_, r| r.sub != sub);
+                // (A subscriber attaches only at the gateway it is enrolled at: its runs are there.)
+                self.runs.retain_gateway(gw, |_, r| r.sub != sub);
                 log::info!(
                     "gateway {gw}: attach of {} on scope {}",
                     sub.key(),
@@ -410,8 +506,7 @@ impl Engine {
                     .is_none()
                     && !self
                         .runs
-                        .keys()
-                        .any(|(_, s)| *s == Scope::Meter(concentrator_protocol::Tid(candidate)))
+                        .uses_scope(Scope::Meter(concentrator_protocol::Tid(candidate)))
                 {
                     break candidate;
                 }

@@ -125,7 +125,7 @@ pub struct Engine {
     s: Settings,
     payments: Arc<PaymentRecord>,
     notifier: Arc<Notifier>,
-    runs: HashMap<(String, Scope), aka::Run>,
+    runs: aka::Runs,
     live: HashMap<(String, String), Live>,
     acks: Vec<AckBatch>,
     dedup_next: HashMap<String, u64>,
@@ -201,7 +201,7 @@ impl Engine {
             s: settings,
             payments,
             notifier,
-            runs: HashMap::new(),
+            runs: aka::Runs::default(),
             live: HashMap::new(),
             acks: Vec::new(),
             dedup_next: HashMap::new(),
@@ -792,12 +792,12 @@ impl Engine {
     /// Periodic work: abandoned AKA runs, expired TIDs, reconciliation, top-ups without a result,
     /// remote commands (tariff updates, configuration changes) new or due again.
     pub fn tick(&mut self, now: u64) -> Vec<Outgoing> {
-        self.runs.retain(|(gw, scope), r| {
+        self.runs.retain(|gw, scope, r| {
             let keep = now < r.started.saturating_add(aka::RUN_TIMEOUT);
             if !keep {
                 log::info!(
                     "gateway {gw}: AKA run on scope {} abandoned at {:?}",
-                    short(*scope),
+                    short(scope),
                     r.phase
                 );
             }

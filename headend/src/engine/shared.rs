@@ -86,7 +86,7 @@ impl Engine {
     /// Replaces the in-memory runs of `gw` with the stored ones (those not timed out); returns the
     /// stored keys.
     fn load_runs(&mut self, gw: &str, now: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.runs.retain(|(g, _), _| g != gw);
+        self.runs.retain_gateway(gw, |_, _| false);
         let prefix = key2("run/", gw, &[]);
         let mut keys = Vec::new();
         for (k, r) in self.store.scan::<RunRecord>(&prefix)? {
@@ -131,7 +131,7 @@ impl Engine {
         for k in before {
             b.remove(k);
         }
-        for ((g, scope), run) in self.runs.iter().filter(|((g, _), _)| g == gw) {
+        for (scope, run) in self.runs.of_gateway(gw) {
             let rec = RunRecord {
                 sub: run.sub.clone(),
                 phase: run.phase,
@@ -145,7 +145,7 @@ impl Engine {
                 autn: run.vector.autn,
                 sqn: run.vector.sqn,
             };
-            b.put(key2("run/", g, scope_name(*scope).as_bytes()), &rec);
+            b.put(key2("run/", gw, scope_name(scope).as_bytes()), &rec);
         }
         self.store.apply(b)
     }
