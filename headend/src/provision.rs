@@ -18,7 +18,7 @@ use crate::backend::code_hash;
 use crate::config::{read_hex, Config};
 use crate::error::{HeadEndError, Result};
 use crate::pki::{self, CertSpec, Usage};
-use crate::spec::{GatewaySpec, Spec};
+use crate::spec::{GatewaySpec, MeterSpec, Spec};
 use crate::store::{
     customer_key, gateway_key, meter_key, AccountView, Batch, CustomerRecord, GatewayRecord,
     MeterRecord, Store, SubscriberRef,
@@ -62,6 +62,39 @@ pub fn find_validator() -> Option<PathBuf> {
     beside.filter(|b| b.is_file()).or(on_path)
 }
 
+/// The enrolled meters by number and by gateway, and the spec's entries by meter number.
+struct MeterIndex<'a> {
+    records: HashMap<&'a str, &'a MeterRecord>,
+    by_gateway: HashMap<&'a str, Vec<&'a str>>,
+    specs: HashMap<&'a str, &'a MeterSpec>,
+}
+
+impl<'a> MeterIndex<'a> {
+    fn new(all: &'a [MeterRecord], spec: &'a Spec) -> MeterIndex<'a> {
+        let mut by_gateway: HashMap<&str, Vec<&str>> = HashMap::new();
+        for m in all {
+            by_gateway
+                .entry(m.gateway.as_str())
+                .or_default()
+                .push(m.meter.as_str());
+        }
+        MeterIndex {
+            records: all.iter().map(|m| (m.meter.as_str(), m)).collect(),
+            by_gateway,
+            specs: spec.meters.iter().map(|m| (m.meter.as_str(), m)).collect(),
+        }
+    }
+
+    /// A gateway's meters, each with its entry in this spec if it has one.
+    fn of(&self, rec: &GatewayRecord) -> Vec<(&'a MeterRecord, Option<&'a MeterSpec>)> {
+        rec.meters
+            .iter()
+            .filter_map(|m| self.records.get(m.as_str()))
+            .map(|r| (*r, self.specs.get(r.meter.as_str()).copied()))
+            .collect()
+    }
+}
+
 /// Writes each gateway's bundle in the local layout to a scratch directory and runs the gateway's
 /// `concentratord validate` on it; the first refusal is the error, with the gateway named.
 #[allow(clippy::too_many_arguments)]
@@ -70,7 +103,7 @@ fn check_bundles(
     cfg: &Config,
     spec: &Spec,
     gateways: &[(&GatewaySpec, GatewayRecord, PathBuf)],
-    all_meters: &[MeterRecord],
+    index: &MeterIndex<'_>,
     ca: &X509,
     hn_public: &[u8],
     out: &Path,
@@ -87,11 +120,7 @@ fn check_bundles(
             if let Ok(key) = std::fs::read(dir.join("gateway.key")) {
                 pki::write_file(&check.join("gateway.key"), "gateway key", &key, true)?;
             }
-            let gw_meters: Vec<&MeterRecord> = rec
-                .meters
-                .iter()
-                .filter_map(|m| all_meters.iter().find(|r| &r.meter == m))
-                .collect();
+            let gw_meters = index.of(rec);
             write_bundle(
                 cfg,
                 spec,
@@ -331,6 +360,8 @@ pub fn run(
         .filter(|r| !meters.contains_key(&r.meter))
         .collect();
     all_meters.extend(meters.values().cloned());
+    // Indexes, so that a spec of 10,000 gateways and a million meters is not walked per gateway.
+    let index = MeterIndex::new(&all_meters, spec);
 
     let mut gateways = Vec::new();
     for g in &spec.gateways {
@@ -361,11 +392,11 @@ pub fn run(
                 }
             }
         };
-        let mut list: Vec<String> = all_meters
-            .iter()
-            .filter(|m| m.gateway == g.id)
-            .map(|m| m.meter.clone())
-            .collect();
+        let mut list: Vec<String> = index
+            .by_gateway
+            .get(g.id.as_str())
+            .map(|ms| ms.iter().map(|m| m.to_string()).collect())
+            .unwrap_or_default();
         list.sort();
         rec.meters = list;
         let dir = o.out.join(&g.id).join("concentrator");
@@ -475,22 +506,11 @@ pub fn run(
 
     if let Some(validator) = &o.validator {
         check_bundles(
-            validator,
-            cfg,
-            spec,
-            &gateways,
-            &all_meters,
-            &ca,
-            &hn_public,
-            &o.out,
+            validator, cfg, spec, &gateways, &index, &ca, &hn_public, &o.out,
         )?;
     }
     for (g, rec, dir) in &gateways {
-        let gw_meters: Vec<&MeterRecord> = rec
-            .meters
-            .iter()
-            .filter_map(|m| all_meters.iter().find(|r| &r.meter == m))
-            .collect();
+        let gw_meters = index.of(rec);
         write_bundle(
             cfg, spec, g, rec, &gw_meters, &ca, &hn_public, dir, &o.paths,
         )?;
@@ -533,7 +553,7 @@ fn write_bundle(
     spec: &Spec,
     g: &GatewaySpec,
     rec: &GatewayRecord,
-    meters: &[&MeterRecord],
+    meters: &[(&MeterRecord, Option<&MeterSpec>)],
     ca: &X509,
     hn_public: &[u8],
     dir: &Path,
@@ -614,8 +634,9 @@ fn write_bundle(
         );
         let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
     }
-    for m in meters {
-        let Some(ms) = spec.meters.iter().find(|s| s.meter == m.meter) else {
+    for (_, ms) in meters {
+        // A meter enrolled by an earlier spec file has no entry in this one: its keys only.
+        let Some(ms) = ms else {
             continue;
         };
         let mut table = toml::Table::new();
@@ -708,7 +729,7 @@ fn write_bundle(
         k = toml_str(&hex::encode(rec.k)),
         opc = toml_str(&hex::encode(rec.opc)),
     );
-    for m in meters {
+    for (m, _) in meters {
         let _ = writeln!(
             a,
             "\n[[meter]]\nmeter = {}\nimsi = {}\nk = {}\nopc = {}",

@@ -143,7 +143,11 @@ fn record(
             replaced: vec![],
         },
     };
-    let new_chain = a.len < rec.len && rec.restored_at.is_some_and(|r| at >= r.saturating_sub(300));
+    // A summary older than the recorded head is one that arrived late (resent after an outage), not
+    // a new chain: the old chain was shorter when it was taken.
+    let new_chain = a.len < rec.len
+        && at >= rec.at
+        && rec.restored_at.is_some_and(|r| at >= r.saturating_sub(300));
     if new_chain {
         // The gateway asked for its accounts back (a replaced store) and now reports a shorter
         // chain: a new chain, not a cut one. The old head is kept; operators see both.
@@ -230,6 +234,25 @@ mod tests {
         let mut b = Batch::new();
         restarting(&store, &mut b, "gw-1", 2_100).unwrap();
         store.apply(b).unwrap();
+        // A summary of the old chain taken before the recorded head, arriving late after the restore
+        // request (one meter's account asked for, the store not replaced): neither a new chain nor
+        // an alarm.
+        let late = AuditAnchor {
+            len: 30,
+            head: [0xcc; 32],
+        };
+        let mut b = Batch::new();
+        record(&store, &mut b, "gw-1", "M2", &late, 990, 2_150).unwrap();
+        store.apply(b).unwrap();
+        let r = store
+            .get::<AnchorRecord>(anchor_key("gw-1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.len, r.alarms.len(), r.replaced.len()),
+            (40, 1, 0),
+            "{r:?}"
+        );
         let mut b = Batch::new();
         record(&store, &mut b, "gw-1", "M1", &short, 2_200, 2_200).unwrap();
         store.apply(b).unwrap();
