@@ -269,33 +269,64 @@ impl Engine {
     /// id) after the result timeout, a temporary failure likewise; a window answered "done" is not
     /// asked for again, and a meter that keeps no history is left for a day.
     pub fn deliver_backfill(&mut self, meter: Option<&str>, now: u64) -> Vec<Outgoing> {
-        let meters = match self.store.meters() {
-            Ok(v) => v,
-            Err(e) => {
+        let gateways: Vec<String> = match meter {
+            Some(m) => match self.store.meter(m) {
+                Ok(Some(r)) => vec![r.gateway],
+                Ok(None) => return vec![],
+                Err(e) => {
+                    log::error!("backfill: {e}");
+                    return vec![];
+                }
+            },
+            None => match self.store.gateways() {
+                Ok(v) => v.into_iter().map(|g| g.id).collect(),
+                Err(e) => {
+                    log::error!("backfill: {e}");
+                    return vec![];
+                }
+            },
+        };
+        let mut out = Vec::new();
+        for gw in gateways {
+            out.extend(self.backfill_requests(&gw, meter, now));
+        }
+        out
+    }
+
+    /// The backfill requests due for the meters of gateway `gw` (when it is online).
+    pub(super) fn deliver_backfill_of(&mut self, gw: &str, now: u64) -> Vec<Outgoing> {
+        self.backfill_requests(gw, None, now)
+    }
+
+    /// Of `gw`'s meters (or only `meter`), in one scope of the gateway.
+    fn backfill_requests(&mut self, gw: &str, meter: Option<&str>, now: u64) -> Vec<Outgoing> {
+        if self.in_gateway.as_deref().is_some_and(|g| g != gw) || !self.gateway_online(gw) {
+            return vec![];
+        }
+        let meters: Vec<String> = match (meter, self.store.gateway(gw)) {
+            (Some(m), _) => vec![m.to_string()],
+            (None, Ok(Some(g))) => g.meters,
+            (None, Ok(None)) => return vec![],
+            (None, Err(e)) => {
                 log::error!("backfill: {e}");
                 return vec![];
             }
         };
-        let mut out = Vec::new();
-        for m in meters {
-            if meter.is_some_and(|x| x != m.meter) {
-                continue;
+        let sent = self.on_gateway(gw, now, |this| {
+            let mut out = Vec::new();
+            for name in &meters {
+                match this.send_backfill(name, now) {
+                    Ok(Some(o)) => out.push(o),
+                    Ok(None) => {}
+                    Err(e) => log::warn!("backfill request for meter {name}: {e}"),
+                }
             }
-            if self.in_gateway.as_deref().is_some_and(|g| g != m.gateway) {
-                continue;
-            }
-            if !self.gateway_online(&m.gateway) {
-                continue;
-            }
-            let name = m.meter.clone();
-            match self.on_gateway(&m.gateway, now, |this| this.send_backfill(&name, now)) {
-                Ok(Ok(Some(o))) => out.push(o),
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => log::warn!("backfill request for meter {name}: {e}"),
-                Err(e) => log::warn!("backfill request for meter {name}: {e}"),
-            }
-        }
-        out
+            out
+        });
+        sent.unwrap_or_else(|e| {
+            log::warn!("backfill requests for gateway {gw}: {e}");
+            vec![]
+        })
     }
 
     /// The window to ask `meter` for now, and the id to ask with (`None`: a new one).

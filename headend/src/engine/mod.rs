@@ -119,6 +119,13 @@ struct AckBatch {
     ids: Vec<MessageId>,
 }
 
+/// Online gateways reconciled (accounts asked for, reading gaps looked for) per tick: a pass over
+/// 10,000 gateways takes 500 ticks, not one tick that holds the engine for minutes.
+const RECONCILE_PER_TICK: usize = 20;
+
+/// How often expired TIDs are purged.
+const TID_PURGE_EVERY_S: u64 = 600;
+
 /// The core.
 pub struct Engine {
     store: Arc<Store>,
@@ -132,6 +139,10 @@ pub struct Engine {
     source: [u8; 8],
     seq: u64,
     next_reconcile: u64,
+    /// Online gateways still to reconcile in this pass, a few per tick ([`RECONCILE_PER_TICK`]).
+    reconcile_queue: Vec<String>,
+    /// When expired TIDs are looked for next.
+    next_tid_purge: u64,
     /// Meters asked for an account summary (reconciliation), and when: their tokens wait for it.
     awaiting_account: HashMap<String, u64>,
     /// When each gateway was last sent the anchor recorded here (0x8D).
@@ -208,6 +219,8 @@ impl Engine {
             source: rand::random(),
             seq: 0,
             next_reconcile: 0,
+            reconcile_queue: Vec::new(),
+            next_tid_purge: 0,
             awaiting_account: HashMap::new(),
             anchor_confirmed: HashMap::new(),
             statement: None,
@@ -805,25 +818,41 @@ impl Engine {
         });
         self.live
             .retain(|_, l| l.channel.context().check_alive(now).is_ok());
-        if let Err(e) = self.purge_tids(now) {
-            log::error!("purging expired TIDs: {e}");
+        // Every TID record is read to find the expired ones: not every tick (a city's head-end holds
+        // a million).
+        if now >= self.next_tid_purge {
+            self.next_tid_purge = now + TID_PURGE_EVERY_S;
+            if let Err(e) = self.purge_tids(now) {
+                log::error!("purging expired TIDs: {e}");
+            }
         }
         let mut out = Vec::new();
-        if now >= self.next_reconcile {
+        if self.reconcile_queue.is_empty() && now >= self.next_reconcile {
             self.next_reconcile = now + self.s.reconcile_interval;
             match self.store.gateways() {
                 Ok(gws) => {
-                    for g in gws.into_iter().filter(|g| g.online) {
-                        match self.on_gateway(&g.id, now, |this| this.reconcile(&g.id, now)) {
-                            Ok(o) => out.extend(o),
-                            Err(e) => log::error!("reconciliation of gateway {}: {e}", g.id),
-                        }
-                    }
+                    self.reconcile_queue = gws
+                        .into_iter()
+                        .filter(|g| g.online)
+                        .map(|g| g.id)
+                        .rev()
+                        .collect();
                 }
                 Err(e) => log::error!("reconciliation: {e}"),
             }
+        }
+        // A pass over the online gateways, a few each tick, so that thousands of gateways do not
+        // hold this engine's messages for the length of the pass.
+        for _ in 0..RECONCILE_PER_TICK {
+            let Some(gw) = self.reconcile_queue.pop() else {
+                break;
+            };
+            match self.on_gateway(&gw, now, |this| this.reconcile(&gw, now)) {
+                Ok(o) => out.extend(o),
+                Err(e) => log::error!("reconciliation of gateway {gw}: {e}"),
+            }
             // Gaps in the readings are looked for as often as accounts are asked for.
-            out.extend(self.deliver_backfill(None, now));
+            out.extend(self.deliver_backfill_of(&gw, now));
         }
         // Shared store: every worker polls, and new purchases reach their gateway at once through the
         // worker that sold them, so the poll (of every pending token) runs a tenth as often as the
