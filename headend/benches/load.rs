@@ -111,22 +111,34 @@ struct AsyncWire {
 }
 
 impl AsyncWire {
-    /// Inside the runtime (spawns the event loop).
-    fn connect(port: u16, tls: TlsIdentity, id: &str) -> AsyncWire {
+    /// Inside the runtime (spawns the event loop). At most `handshakes` permits' worth of
+    /// connections are being made at once: 10,000 TLS handshakes started together time out against
+    /// each other and never finish.
+    fn connect(
+        port: u16,
+        tls: native_tls::TlsConnector,
+        id: &str,
+        handshakes: Arc<tokio::sync::Semaphore>,
+    ) -> AsyncWire {
         let mut o = MqttOptions::new(id, "localhost", port);
         o.set_clean_session(false)
-            .set_keep_alive(Duration::from_secs(60))
+            .set_keep_alive(Duration::from_secs(120))
             .set_transport(Transport::tls_with_config(
-                TlsConfiguration::NativeConnector(tls.connector().unwrap()),
+                TlsConfiguration::NativeConnector(tls),
             ));
         let (client, mut events) = AsyncClient::new(o, 4096);
+        let mut net = events.network_options();
+        net.set_connection_timeout(60);
+        events.set_network_options(net);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let sub = client.clone();
         let topic = format!("c/v1/{id}/down/#");
         tokio::spawn(async move {
+            let mut permit = handshakes.clone().acquire_owned().await.ok();
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        permit = None;
                         let _ = sub.try_subscribe(topic.clone(), QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -135,7 +147,11 @@ impl AsyncWire {
                         }
                     }
                     Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    Err(_) => {
+                        drop(permit.take());
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        permit = handshakes.clone().acquire_owned().await.ok();
+                    }
                 }
             }
         });
@@ -210,13 +226,34 @@ async fn gateway(
         };
         if let Some((topic, payload)) = message {
             let out = Outgoing { topic, payload };
+            // An AKA step of a run the gateway has since replaced (it attached again) does not open
+            // with the new run's keys: the scripted side panics on it; here it is dropped, as the
+            // daemon drops it.
+            let step = |g: &mut GatewaySide, f: &dyn Fn(&mut GatewaySide) -> (String, Vec<u8>)| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(g))).ok()
+            };
             if out.topic.ends_with("/aka-challenge") {
-                wire.send(g.answer(&out)).await;
+                match step(&mut g, &|g| g.answer(&out)) {
+                    Some(m) => wire.send(m).await,
+                    None => {
+                        s.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             } else if out.topic.ends_with("/security-mode") {
-                wire.send(g.complete(&out).0).await;
+                match step(&mut g, &|g| g.complete(&out).0) {
+                    Some(m) => wire.send(m).await,
+                    None => {
+                        s.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             } else if out.topic.ends_with("/tid") {
                 let had = g.tids.len();
-                wire.send(g.take_tid(&out)).await;
+                match step(&mut g, &|g| g.take_tid(&out)) {
+                    Some(m) => wire.send(m).await,
+                    None => {
+                        s.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 if g.tids.len() > had {
                     s.tids.fetch_add(1, Ordering::Relaxed);
                 }
@@ -318,7 +355,7 @@ async fn gateway(
             // A tick: what was lost is sent again.
             if phase == AKA
                 && scope_meter.is_empty()
-                && attach_at.elapsed() > pace.resend_after.max(Duration::from_secs(15))
+                && attach_at.elapsed() > (pace.resend_after * 3).max(Duration::from_secs(15))
             {
                 // Lost steps (a step refused as out of order): attach again the meters started
                 // without a TID.
@@ -519,6 +556,7 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace)
     let cpu_aka = cpu_by_program();
     let spawned = Instant::now();
     let ca_pem = b.pki.ca_pem();
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(32));
     for gi in 0..gateways {
         let id = format!("gw-{gi}");
         let g = p.gateway(&id, vec![SecurityMode::AES]);
@@ -527,7 +565,9 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace)
             ca_pem: ca_pem.clone(),
             cert_pem: issued.cert_pem,
             key_pem: issued.key_pem,
-        };
+        }
+        .connector()
+        .unwrap();
         let dir = p.bundle(&id);
         let signer = DocumentSigner::new(
             openssl::pkey::PKey::private_key_from_pem(
@@ -544,9 +584,9 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace)
             .unwrap();
         let verifier = TokenVerifier::new(vec![ca]);
         let ms: Vec<String> = (0..meters).map(|m| format!("M{gi}-{m}")).collect();
-        let (s, port) = (shared.clone(), b.port);
+        let (s, port, handshakes) = (shared.clone(), b.port, handshakes.clone());
         rt.spawn(async move {
-            let wire = AsyncWire::connect(port, tls, &id);
+            let wire = AsyncWire::connect(port, tls, &id, handshakes);
             gateway(g, wire, ms, (signer, verifier), s, pace).await
         });
         if gi % 1000 == 999 {

@@ -194,6 +194,13 @@ impl Shared {
                 "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
             ),
         })?;
+        // Every range scan planned for its own bounds: the generic plan that prepared statements
+        // switch to after five runs assumes a wide range (a parallel bitmap scan and a sort), which
+        // made each scan of one meter's records tens of milliseconds once the table held millions
+        // of rows (seen with 10,000 gateways of 100 meters; the load generator).
+        client
+            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .map_err(|e| self.err(e))?;
         let mut prep = |sql: &str| client.prepare(sql).map_err(|e| self.err(e));
         let get = prep("SELECT value FROM kv WHERE key = $1")?;
         let scan_range =
