@@ -207,6 +207,13 @@ mod tests {
         }
     }
 
+    fn recorded(store: &Store) -> AnchorRecord {
+        store
+            .get::<AnchorRecord>(anchor_key("gw-1"))
+            .unwrap()
+            .unwrap()
+    }
+
     /// A gateway whose store was replaced asks for its accounts back, then reports a new, shorter
     /// chain: recorded as a new chain with the old head kept, not an alarm. Without the restore the
     /// same shorter chain is an alarm.
@@ -226,10 +233,7 @@ mod tests {
         let mut b = Batch::new();
         record(&store, &mut b, "gw-1", "M1", &short, 2_000, 2_000).unwrap();
         store.apply(b).unwrap();
-        let r = store
-            .get::<AnchorRecord>(anchor_key("gw-1"))
-            .unwrap()
-            .unwrap();
+        let r = recorded(&store);
         assert_eq!((r.len, r.alarms.len()), (40, 1), "{r:?}");
         let mut b = Batch::new();
         restarting(&store, &mut b, "gw-1", 2_100).unwrap();
@@ -244,10 +248,7 @@ mod tests {
         let mut b = Batch::new();
         record(&store, &mut b, "gw-1", "M2", &late, 990, 2_150).unwrap();
         store.apply(b).unwrap();
-        let r = store
-            .get::<AnchorRecord>(anchor_key("gw-1"))
-            .unwrap()
-            .unwrap();
+        let r = recorded(&store);
         assert_eq!(
             (r.len, r.alarms.len(), r.replaced.len()),
             (40, 1, 0),
@@ -256,10 +257,7 @@ mod tests {
         let mut b = Batch::new();
         record(&store, &mut b, "gw-1", "M1", &short, 2_200, 2_200).unwrap();
         store.apply(b).unwrap();
-        let r = store
-            .get::<AnchorRecord>(anchor_key("gw-1"))
-            .unwrap()
-            .unwrap();
+        let r = recorded(&store);
         assert_eq!(
             (r.len, r.alarms.len(), r.replaced.len()),
             (3, 1, 1),

@@ -177,6 +177,16 @@ fn place_of(config: &postgres::Config) -> String {
 }
 
 impl Shared {
+    /// A new connection, its failure named with the fix.
+    fn client(&self) -> Result<Client, StoreError> {
+        self.config.connect(self.tls.clone()).map_err(|e| StoreError::Db {
+            path: self.place.clone(),
+            reason: format!(
+                "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
+            ),
+        })
+    }
+
     fn err(&self, e: postgres::Error) -> StoreError {
         StoreError::Db {
             path: self.place.clone(),
@@ -188,12 +198,7 @@ impl Shared {
     }
 
     fn connect(&self) -> Result<Conn, StoreError> {
-        let mut client = self.config.connect(self.tls.clone()).map_err(|e| StoreError::Db {
-            path: self.place.clone(),
-            reason: format!(
-                "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
-            ),
-        })?;
+        let mut client = self.client()?;
         // Every range scan planned for its own bounds: the generic plan that prepared statements
         // switch to after five runs assumes a wide range (a parallel bitmap scan and a sort), which
         // made each scan of one meter's records tens of milliseconds once the table held millions
@@ -407,12 +412,7 @@ impl PgKv {
     pub fn open(settings: &PgSettings) -> Result<PgKv, StoreError> {
         let shared = Arc::new(Shared::new(settings)?);
         {
-            let mut client = shared.config.connect(shared.tls.clone()).map_err(|e| StoreError::Db {
-                path: shared.place.clone(),
-                reason: format!(
-                    "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
-                ),
-            })?;
+            let mut client = shared.client()?;
             let found = migrations::version(&mut client).map_err(|e| shared.err(e))?;
             let wanted = migrations::latest();
             if found != wanted {
@@ -438,12 +438,7 @@ impl PgKv {
     /// (version, name).
     pub fn migrate(settings: &PgSettings) -> Result<Vec<(i32, &'static str)>, StoreError> {
         let shared = Shared::new(settings)?;
-        let mut client = shared.config.connect(shared.tls.clone()).map_err(|e| StoreError::Db {
-            path: shared.place.clone(),
-            reason: format!(
-                "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
-            ),
-        })?;
+        let mut client = shared.client()?;
         migrations::apply(&mut client).map_err(|e| shared.err(e))
     }
 
@@ -459,12 +454,7 @@ impl PgKv {
     ) -> Result<EntryDigest, StoreError> {
         use std::io::Write;
         let shared = Shared::new(settings)?;
-        let mut client = shared.config.connect(shared.tls.clone()).map_err(|e| StoreError::Db {
-            path: shared.place.clone(),
-            reason: format!(
-                "cannot connect: {e}; check that PostgreSQL runs there and that [store] url names the right host, database and user"
-            ),
-        })?;
+        let mut client = shared.client()?;
         let mut tx = client.transaction().map_err(|e| shared.err(e))?;
         tx.batch_execute("LOCK TABLE kv IN ACCESS EXCLUSIVE MODE")
             .map_err(|e| shared.err(e))?;
