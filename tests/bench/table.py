@@ -125,20 +125,17 @@ def main():
             f"| {r.get('group', '')} | {r.get('row', '')} ({unit}) | {ours} | {peer} | {ratio} | "
             f"{r.get('goal') or '—'} | {met} |"
         )
-    missed = [r for r in table if r["met"] is False]
-    if missed:
-        md.append("")
-        md.append("What limits each missed goal (measured in this run):")
-        md.append("")
-        for r in missed:
-            md.append(f"- **{r.get('row')}**: {r.get('limit') or 'no profile was recorded for this row'}")
-    notes = [r for r in table if r.get("note")]
-    if notes:
-        md.append("")
-        md.append("How each row was measured:")
-        md.append("")
-        for r in notes:
-            md.append(f"- {r.get('row')}: {r['note']}")
+    def section(title, lines):
+        if lines:
+            md.extend(["", title, ""] + lines)
+
+    section("What limits each missed goal (measured in this run):", [
+        f"- **{r.get('row')}**: {r.get('limit') or 'no profile was recorded for this row'}"
+        for r in table if r["met"] is False
+    ])
+    section("How each row was measured:", [
+        f"- {r.get('row')}: {r['note']}" for r in table if r.get("note")
+    ])
     (out / "peers.md").write_text("\n".join(md) + "\n")
     (out / "peers.json").write_text(json.dumps({
         "machine": machine,

@@ -338,12 +338,21 @@ fn copy_from_sled(from: &std::path::Path, cfg: &Config) -> Result<()> {
     println!(
         "copied {} from the sled store {} into PostgreSQL at {place} in {:.1} s, read back the same before committing (SHA-256 {}); \
          the sled store is left as it was: keep it until the head-end runs on PostgreSQL",
-        if copied.records == 1 { "1 record".to_string() } else { format!("{} records", group_digits(copied.records)) },
+        records(copied.records),
         from.display(),
         started.elapsed().as_secs_f64(),
         &copied.hex()[..16],
     );
     Ok(())
+}
+
+/// "1 record", "1,234 records".
+fn records(n: u64) -> String {
+    if n == 1 {
+        "1 record".to_string()
+    } else {
+        format!("{} records", group_digits(n))
+    }
 }
 
 /// 1234567 → "1,234,567".
@@ -681,7 +690,7 @@ fn real_main(cmd: Command) -> Result<std::process::ExitCode> {
                 if n > 0 {
                     println!(
                         "encrypted the subscriber keys of {} under the key-encryption key ([store] kek)",
-                        if n == 1 { "1 record".to_string() } else { format!("{n} records") }
+                        records(n as u64)
                     );
                 }
             }

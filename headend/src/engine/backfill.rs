@@ -300,17 +300,21 @@ impl Engine {
 
     /// Of `gw`'s meters (or only `meter`), in one scope of the gateway.
     fn backfill_requests(&mut self, gw: &str, meter: Option<&str>, now: u64) -> Vec<Outgoing> {
-        if self.in_gateway.as_deref().is_some_and(|g| g != gw) || !self.gateway_online(gw) {
+        if self.in_gateway.as_deref().is_some_and(|g| g != gw) {
             return vec![];
         }
-        let meters: Vec<String> = match (meter, self.store.gateway(gw)) {
-            (Some(m), _) => vec![m.to_string()],
-            (None, Ok(Some(g))) => g.meters,
-            (None, Ok(None)) => return vec![],
-            (None, Err(e)) => {
+        // The gateway's record once: whether it is online, and its meters.
+        let rec = match self.store.gateway(gw) {
+            Ok(Some(g)) if g.online => g,
+            Ok(_) => return vec![],
+            Err(e) => {
                 log::error!("backfill: {e}");
                 return vec![];
             }
+        };
+        let meters: Vec<String> = match meter {
+            Some(m) => vec![m.to_string()],
+            None => rec.meters,
         };
         let sent = self.on_gateway(gw, now, |this| {
             let mut out = Vec::new();
