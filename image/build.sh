@@ -15,8 +15,15 @@
 #   p4  ext4   store      256 MiB  /var/lib/concentrator: ledger, outbox, secrets (read-write)
 # Cache (image/cache/, git-ignored): the downloaded .debs and the base root filesystem, keyed by the
 # package list and this script's base recipe; a second build on the same machine skips mmdebstrap.
+# Boot files per slot (docs/ARCHITECTURE.md, *Signed A/B updates*): vmlinuz-a, initrd-a.img and
+# cmdline-a.txt; config.txt (written by the image's own `concentrator update commit`) boots slot A, and
+# version-a.txt names the version in it. Beside the image: root.ext4 (slot A's filesystem, what a
+# release's update bundle carries), vmlinuz and initrd.img, and release.pub, the key updates must be
+# signed with.
 # Environment: SKIP_DEB=1 packs the .deb already in target/deb; STORE_MB, BOOT_MB; SUITE (bookworm);
-# MIRROR; EXTRA_PACKAGES (space-separated, e.g. "openssh-server").
+# MIRROR; EXTRA_PACKAGES (space-separated, e.g. "openssh-server"); RELEASE_PUB, the utility's release
+# public key (PEM; without it a development key pair is made in image/cache/ and its private half
+# copied to target/image/release-dev.key for the HIL test: never ship such an image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -98,7 +105,30 @@ cp "$deb" "$root/tmp/concentrator.deb"
 mount -t proc proc "$root/proc"
 trap 'umount "$root/proc" 2>/dev/null || true' EXIT
 chroot "$root" dpkg -i /tmp/concentrator.deb
+# The configuration lives on the store partition, and every slot's /etc/concentrator links to it, so an
+# update (a new root) keeps what first boot provisioned and what the installer commissioned.
+install -d -m 0755 "$root/var/lib/concentrator/config"
+mv "$root/etc/concentrator/concentrator.toml" "$root/var/lib/concentrator/config/concentrator.toml"
+chroot "$root" chown -R concentrator:concentrator /var/lib/concentrator/config
+ln -s /var/lib/concentrator/config/concentrator.toml "$root/etc/concentrator/concentrator.toml"
+ln -s /var/lib/concentrator/config/ledger.toml "$root/etc/concentrator/ledger.toml"
 chroot "$root" concentratord validate /etc/concentrator/concentrator.toml
+# The release key that updates must be signed with.
+if [ -n "${RELEASE_PUB:-}" ]; then
+    release_pub=$RELEASE_PUB
+    rm -f "$out/release-dev.key"
+else
+    release_pub=$cache/release-dev.pub
+    if [ ! -f "$cache/release-dev.key" ] || [ ! -f "$release_pub" ]; then
+        openssl genpkey -algorithm ed25519 -out "$cache/release-dev.key"
+        openssl pkey -in "$cache/release-dev.key" -pubout -out "$release_pub"
+    fi
+    install -m 0600 "$cache/release-dev.key" "$out/release-dev.key"
+    echo "WARNING: no RELEASE_PUB given: this image trusts a development release key ($cache/release-dev.key)"
+fi
+install -D -m 0644 "$release_pub" "$root/usr/share/concentrator/release.pub"
+cp "$release_pub" "$out/release.pub"
+version=$(dpkg-deb -f "$deb" Version)
 umount "$root/proc"
 trap - EXIT
 rm -f "$root/tmp/concentrator.deb"
@@ -109,8 +139,22 @@ cp -a image/rootfs/etc/. "$root/etc/"
 # Slot A names itself: the kernel's root= (cmdline.txt, and raspi-firmware's setting for the next kernel
 # it installs) and fstab say root-a; an update writing slot B writes root-b into that slot's copies.
 sed -i 's/^ROOTPART=.*/ROOTPART=LABEL=root-a/' "$root/etc/default/raspi-firmware"
-sed -i 's/root=LABEL=root\b/root=LABEL=root-a/' "$root/boot/firmware/cmdline.txt"
+# `ro`: the root stays read-only (fstab has no line for it, being either slot's).
+sed -i -e 's/root=LABEL=root\b/root=LABEL=root-a/' -e 's/ rw / ro /' "$root/boot/firmware/cmdline.txt"
 grep -q 'root=LABEL=root-a' "$root/boot/firmware/cmdline.txt" || die "cmdline.txt does not name root-a: $(cat "$root/boot/firmware/cmdline.txt")"
+grep -qE '(^| )ro( |$)' "$root/boot/firmware/cmdline.txt" || die "cmdline.txt does not say ro: $(cat "$root/boot/firmware/cmdline.txt")"
+# Slot A's boot files under the names an update writes for a slot, and config.txt from the image's own
+# tool (the same file `concentrator update commit` writes after an update).
+cp -L "$root/vmlinuz" "$root/boot/firmware/vmlinuz-a"
+cp -L "$root/initrd.img" "$root/boot/firmware/initrd-a.img"
+mv "$root/boot/firmware/cmdline.txt" "$root/boot/firmware/cmdline-a.txt"
+find "$root/boot/firmware" -maxdepth 1 \( -name 'vmlinuz-[0-9]*' -o -name 'initrd.img-[0-9]*' \) -delete
+mount -t proc proc "$root/proc"
+trap 'umount "$root/proc" 2>/dev/null || true' EXIT
+chroot "$root" concentrator update commit --boot /boot/firmware --running a
+umount "$root/proc"
+trap - EXIT
+echo "$version" >"$root/boot/firmware/version-a.txt"
 echo concentrator >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tconcentrator\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 # An empty machine-id: systemd makes one per boot on the read-only root (and per device, not per image).
@@ -144,6 +188,12 @@ mkfs.vfat -C -F 32 -n RASPIFIRM "$work/boot.part" $((boot_mb * 1024)) >/dev/null
 mcopy -s -i "$work/boot.part" "$work/boot/"* ::/
 truncate -s "${root_mb}M" "$work/root.part"
 mkfs.ext4 -q -F -L root-a -O ^has_journal -E root_owner=0:0 -d "$root" "$work/root.part"
+# What a release's update bundle carries: slot A's filesystem, shrunk to what it holds (an update writes
+# it into the other slot and relabels it there).
+cp --sparse=always "$work/root.part" "$out/root.ext4"
+e2fsck -fy "$out/root.ext4" >/dev/null || [ $? -le 1 ] || die "e2fsck of root.ext4 failed"
+resize2fs -M "$out/root.ext4" >/dev/null 2>&1 || die "resize2fs -M root.ext4 failed"
+echo "$version" >"$out/version.txt"
 # Slot B: an empty filesystem of the same size (sparse in the image), for the first update.
 mkdir -p "$work/empty"
 truncate -s "${root_mb}M" "$work/root-b.part"
@@ -172,6 +222,8 @@ sfdisk --list "$img" | sed -n '/Device/,$p'
 
 step "done"
 rm -rf "$work"
-printf 'image: %s (%s MiB, %s MiB allocated)\nkernel for QEMU: %s/vmlinuz, %s/initrd.img\n' \
-    "$img" "$total_mb" "$(($(du -k "$img" | cut -f1) / 1024))" "$out" "$out"
+printf 'image: %s (%s MiB, %s MiB allocated), version %s\nkernel for QEMU: %s/vmlinuz, %s/initrd.img\n' \
+    "$img" "$total_mb" "$(($(du -k "$img" | cut -f1) / 1024))" "$version" "$out" "$out"
+printf 'for update bundles: %s/root.ext4 (%s MiB), signed with the key whose public half is %s/release.pub\n' \
+    "$out" "$(($(stat -c %s "$out/root.ext4") / 1048576))" "$out"
 echo "write it to an SD card: docs/install.md, section 1 (took $(($(date +%s) - start)) s)"

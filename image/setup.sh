@@ -3,12 +3,13 @@
 # mmdebstrap with arch-test, qemu-user-static and binfmt-support (to run arm64 maintainer scripts),
 # dosfstools and mtools (the FAT boot partition from a directory), fdisk (sfdisk on a plain file),
 # qemu-system-arm with its firmware (the boot test), socat and mosquitto (the HIL test's peers), ppp and
-# iproute2 (the HIL test's host end of the 3G link, in a network namespace).
+# iproute2 (the HIL test's host end of the 3G link, in a network namespace), device-tree-compiler (the
+# HIL test's stand-in for the Pi firmware sets the tryboot flag in the device tree).
 # Then mounts binfmt_misc if it is not (it is not on our build machines) and enables qemu-aarch64.
 set -euo pipefail
 need=()
 for pkg in mmdebstrap arch-test qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs \
-    qemu-system-arm socat mosquitto mosquitto-clients openssl xz-utils ppp iproute2; do
+    qemu-system-arm socat mosquitto mosquitto-clients openssl xz-utils ppp iproute2 device-tree-compiler; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

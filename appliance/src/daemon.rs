@@ -356,8 +356,11 @@ pub fn run(config: &Config, stop: &AtomicBool, notifier: &Notifier) -> Result<()
     let mut last_write = Instant::now();
     let mut last_status = String::new();
     let mut status_error_logged = false;
-    let mut trial =
-        crate::trial::Trial::start(&config.update.trial_flag(), &config.update.request_dir());
+    let mut trial = crate::trial::Trial::start(
+        &config.update.trial_flag(),
+        &config.update.request_dir(),
+        config.update.trial_limit(),
+    );
     while !stop.load(Ordering::SeqCst)
         && !restart_requested()
         && !crate::power::stopping_for_power()

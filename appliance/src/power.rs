@@ -74,7 +74,7 @@ impl PowerReports for crate::uplink::UplinkQueue {
 }
 
 /// `3 h 5 min`, `4 min 20 s`, `12 s`.
-fn duration_words(s: u64) -> String {
+pub(crate) fn duration_words(s: u64) -> String {
     match s {
         0..=59 => format!("{s} s"),
         60..=3599 => format!("{} min {} s", s / 60, s % 60),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::status::Status;
 
-/// How long a trial boot has to become healthy.
+/// How long a trial boot has to become healthy unless `[update] trial_limit_s` says otherwise.
 pub const TRIAL_LIMIT: Duration = Duration::from_secs(600);
 
 /// Whether the firmware flag says this is a trial boot (a big-endian u32, non-zero; a missing file is
@@ -45,23 +45,26 @@ pub fn missing(status: &Status, outbox_at_start: Option<u64>) -> Option<String> 
 pub struct Trial {
     dir: PathBuf,
     started: Instant,
+    limit: Duration,
     outbox_at_start: Option<u64>,
     done: bool,
 }
 
 impl Trial {
-    /// On a trial boot (`flag`), a watch leaving its verdict in `dir`; `None` on an ordinary boot.
-    pub fn start(flag: &Path, dir: &Path) -> Option<Trial> {
+    /// On a trial boot (`flag`), a watch leaving its verdict in `dir` within `limit`; `None` on an
+    /// ordinary boot.
+    pub fn start(flag: &Path, dir: &Path, limit: Duration) -> Option<Trial> {
         if !is_trial_boot(flag) {
             return None;
         }
         log::warn!(
-            "trial boot of a new version: it stays only if the daemon becomes healthy within {} min",
-            TRIAL_LIMIT.as_secs() / 60
+            "trial boot of a new version: it stays only if the daemon becomes healthy within {}",
+            crate::power::duration_words(limit.as_secs())
         );
         Some(Trial {
             dir: dir.to_path_buf(),
             started: Instant::now(),
+            limit,
             outbox_at_start: None,
             done: false,
         })
@@ -83,7 +86,7 @@ impl Trial {
                     self.started.elapsed().as_secs()
                 ),
             ),
-            Some(why) if self.started.elapsed() >= TRIAL_LIMIT => ("update-unhealthy", why),
+            Some(why) if self.started.elapsed() >= self.limit => ("update-unhealthy", why),
             Some(_) => return,
         };
         let path = self.dir.join(file);
@@ -93,8 +96,8 @@ impl Trial {
                     log::info!("trial boot {line}; asked for this version to be made permanent");
                 } else {
                     log::error!(
-                        "trial boot not healthy after {} min ({line}); asked to go back to the previous version",
-                        TRIAL_LIMIT.as_secs() / 60
+                        "trial boot not healthy after {} ({line}); asked to go back to the previous version",
+                        crate::power::duration_words(self.limit.as_secs())
                     );
                 }
                 self.done = true;
@@ -155,13 +158,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let flag = dir.join("tryboot");
         assert!(
-            Trial::start(&flag, &dir).is_none(),
+            Trial::start(&flag, &dir, TRIAL_LIMIT).is_none(),
             "no flag: ordinary boot"
         );
         std::fs::write(&flag, [0, 0, 0, 0]).unwrap();
-        assert!(Trial::start(&flag, &dir).is_none());
+        assert!(Trial::start(&flag, &dir, TRIAL_LIMIT).is_none());
         std::fs::write(&flag, [0, 0, 0, 1]).unwrap();
-        let mut t = Trial::start(&flag, &dir).unwrap();
+        let mut t = Trial::start(&flag, &dir, TRIAL_LIMIT).unwrap();
         t.check(&status(false, true, 0));
         assert!(!dir.join("update-healthy").exists());
         t.check(&status(true, true, 0));
@@ -169,6 +172,12 @@ mod tests {
         std::fs::remove_file(dir.join("update-healthy")).unwrap();
         t.check(&status(true, true, 0));
         assert!(!dir.join("update-healthy").exists(), "once");
+        // Not healthy within the limit: the verdict sends it back.
+        let mut t = Trial::start(&flag, &dir, Duration::ZERO).unwrap();
+        t.check(&status(false, true, 0));
+        assert!(std::fs::read_to_string(dir.join("update-unhealthy"))
+            .unwrap()
+            .contains("has not polled"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

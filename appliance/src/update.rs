@@ -157,6 +157,16 @@ pub fn make(
     initrd: &Path,
     out: &Path,
 ) -> Result<Header, String> {
+    let mut head = vec![0u8; HELD];
+    std::fs::File::open(root)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    if ext4_label(&head).is_none() {
+        return Err(format!(
+            "{} is not an ext4 filesystem: the root must be the image build's root.ext4",
+            root.display()
+        ));
+    }
     let parts = [sha_file(root)?, sha_file(kernel)?, sha_file(initrd)?];
     let header = Header {
         version: version.to_string(),
@@ -253,14 +263,15 @@ fn slot_size(path: &Path) -> Result<u64, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Copies `len` octets of `r` into `w`, hashing them; the SHA-256.
+/// Copies `len` octets of `r` into `w`, adding them to `h`; `progress` is told the octets done.
 fn copy_hashed(
     r: &mut impl Read,
     w: &mut impl Write,
+    h: &mut Sha256,
     len: u64,
     what: &str,
-) -> Result<[u8; 32], String> {
-    let mut h = Sha256::new();
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), String> {
     let mut left = len;
     let mut buf = vec![0u8; 1 << 16];
     while left > 0 {
@@ -271,8 +282,92 @@ fn copy_hashed(
         w.write_all(&buf[..want])
             .map_err(|e| format!("writing the {what}: {e}"))?;
         left -= want as u64;
+        progress(len - left);
     }
-    Ok(h.finish())
+    Ok(())
+}
+
+/// The octets of a root image held back until the whole image is written and verified: the first
+/// 4 KiB hold the ext4 superblock (at 1024), so a slot whose write was cut short has no filesystem
+/// for `root=LABEL=` to find, and never a second filesystem under the running slot's label.
+const HELD: usize = 4096;
+const SB: usize = 1024;
+const EXT4_MAGIC: u16 = 0xEF53;
+const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
+
+/// CRC-32C (Castagnoli) as ext4 keeps it: seeded by the caller, no final inversion.
+fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The volume label of the ext4 filesystem whose first octets are `head`; `None` if it is not ext4.
+pub fn ext4_label(head: &[u8]) -> Option<String> {
+    let sb = head.get(SB..SB + 1024)?;
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != EXT4_MAGIC {
+        return None;
+    }
+    let name = &sb[0x78..0x88];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Some(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// Gives the ext4 filesystem whose first octets are `head` the label `label`, and its superblock a
+/// new checksum where the filesystem keeps one (what `e2label` does).
+pub fn set_ext4_label(head: &mut [u8], label: &str) -> Result<(), String> {
+    if ext4_label(head).is_none() {
+        return Err("the root image is not an ext4 filesystem".into());
+    }
+    if label.len() > 16 {
+        return Err(format!(
+            "the label {label:?} is longer than ext4's 16 octets"
+        ));
+    }
+    let sb = &mut head[SB..SB + 1024];
+    sb[0x78..0x88].fill(0);
+    sb[0x78..0x78 + label.len()].copy_from_slice(label.as_bytes());
+    if le32(sb, 0x64) & RO_COMPAT_METADATA_CSUM != 0 {
+        let sum = crc32c(!0, &sb[..0x3FC]);
+        sb[0x3FC..].copy_from_slice(&sum.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// The kernel command line for `target`: the running slot's own (`cmdline-x.txt`, or the image's
+/// `cmdline.txt`) with its root naming the target slot, so the console and the other settings the
+/// image was built with carry over; a plain line if there is none.
+fn cmdline_for(boot: &Path, running: Slot, target: Slot) -> String {
+    let from = format!("root=LABEL=root-{}", running.letter());
+    let to = format!("root=LABEL=root-{}", target.letter());
+    for name in [
+        format!("cmdline-{}.txt", running.letter()),
+        "cmdline.txt".into(),
+    ] {
+        if let Ok(text) = std::fs::read_to_string(boot.join(&name)) {
+            let line = text.lines().next().unwrap_or("").trim();
+            if line.split(' ').any(|w| w == from) {
+                let words: Vec<&str> = line
+                    .split(' ')
+                    .map(|w| if w == from { to.as_str() } else { w })
+                    .collect();
+                return format!("{}\n", words.join(" "));
+            }
+        }
+    }
+    format!("console=serial0,115200 {to} rootfstype=ext4 rootwait\n")
 }
 
 /// Writes `data` to `dir/name` as a new file: a temporary file, fsync, rename, directory fsync.
@@ -290,71 +385,127 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The boot configuration that boots `slot` (the firmware's config.txt format).
+/// The boot configuration that boots `slot` (the firmware's config.txt format): the slot's kernel,
+/// initramfs and command line, with the settings the image's firmware needs (64-bit, the serial
+/// console, Debian's upstream kernel and device trees).
 pub fn boot_config(slot: Slot) -> String {
     let x = slot.letter();
     format!(
-        "# Written by `concentrator update`: boots slot {}.\narm_64bit=1\nkernel=vmlinuz-{x}\ninitramfs initrd-{x}.img followkernel\ncmdline=cmdline-{x}.txt\n",
+        "# Written by `concentrator update`: boots slot {}.\narm_64bit=1\nenable_uart=1\nupstream_kernel=1\nkernel=vmlinuz-{x}\ninitramfs initrd-{x}.img followkernel\ncmdline=cmdline-{x}.txt\n",
         x.to_uppercase()
     )
 }
 
+/// The file on the boot partition that names the version a slot holds.
+fn version_file(slot: Slot) -> String {
+    format!("version-{}.txt", slot.letter())
+}
+
+/// The version slot `slot` holds, as the image build or the last update wrote it.
+pub fn slot_version(boot: &Path, slot: Slot) -> Option<String> {
+    let text = std::fs::read_to_string(boot.join(version_file(slot))).ok()?;
+    let v = text.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
 /// Applies a bundle: checked, written to the inactive slot, and set up for one trial boot (see the
-/// module documentation). Returns the slot written and the version.
+/// module documentation). `progress` is told the root image's octets written and their total.
+/// Returns the slot written and the version.
 pub fn apply(
     bundle: &Path,
     trusted: &TrustedKeys,
     layout: &Layout,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Slot, String), String> {
+    use std::io::{Seek, SeekFrom};
     let (header, mut r) = open_verified(bundle, trusted)?;
     let target = layout.running.other();
+    let name = target.letter().to_uppercase();
     let device = layout.device(target);
     let room = slot_size(device)?;
     let (root_len, root_sha) = header.parts[0];
     if root_len > room {
         return Err(format!(
-            "the root image is {root_len} octets but slot {} ({}) holds {room}; nothing was written",
-            target.letter().to_uppercase(),
+            "the root image is {root_len} octets but slot {name} ({}) holds {room}; nothing was written",
             device.display()
         ));
     }
-    // The trial file of an earlier, unfinished update must not boot a half-written slot.
+    if root_len < HELD as u64 {
+        return Err(format!(
+            "the root image is {root_len} octets, too small for a filesystem; nothing was written"
+        ));
+    }
+    let mut h = Sha256::new();
+    let mut head = vec![0u8; HELD];
+    r.read_exact(&mut head)
+        .map_err(|e| format!("the bundle ends inside the root image: {e}"))?;
+    h.update(&head);
+    if ext4_label(&head).is_none() {
+        return Err(
+            "the root image is not an ext4 filesystem; nothing was written (make the bundle from the image build's root.ext4)".into(),
+        );
+    }
+    // The trial file of an earlier, unfinished update must not boot a half-written slot, nor the
+    // slot's old filesystem be found while the new one is written.
     let _ = std::fs::remove_file(layout.boot.join("tryboot.txt"));
+    let _ = std::fs::remove_file(layout.boot.join(version_file(target)));
     let mut dev = std::fs::OpenOptions::new()
         .write(true)
         .open(device)
         .map_err(|e| format!("{}: {e}", device.display()))?;
-    let got = copy_hashed(&mut r, &mut dev, root_len, "root image")?;
-    dev.sync_all()
-        .map_err(|e| format!("{}: {e}", device.display()))?;
+    let io = |e: std::io::Error| format!("{}: {e}", device.display());
+    dev.write_all(&[0u8; HELD]).map_err(io)?;
+    dev.sync_all().map_err(io)?;
+    let held = HELD as u64;
+    progress(held, root_len);
+    copy_hashed(
+        &mut r,
+        &mut dev,
+        &mut h,
+        root_len - held,
+        "root image",
+        &mut |done| progress(held + done, root_len),
+    )?;
+    dev.sync_all().map_err(io)?;
+    let got = h.finish();
     if got != root_sha {
         return Err(format!(
-            "the root image's SHA-256 is {} but the signed header says {}: the bundle is damaged; slot {} is not used (config.txt and tryboot.txt unchanged)",
+            "the root image's SHA-256 is {} but the signed header says {}: the bundle is damaged; slot {name} is not used (config.txt and tryboot.txt unchanged)",
             hex::encode(got),
             hex::encode(root_sha),
-            target.letter().to_uppercase()
         ));
     }
+    // Verified: the superblock goes in last, under the slot's own label.
+    set_ext4_label(&mut head, &format!("root-{}", target.letter()))?;
+    dev.seek(SeekFrom::Start(0)).map_err(io)?;
+    dev.write_all(&head).map_err(io)?;
+    dev.sync_all().map_err(io)?;
     let x = target.letter();
-    for (i, name) in [
+    for (i, file) in [
         (1usize, format!("vmlinuz-{x}")),
         (2, format!("initrd-{x}.img")),
     ] {
         let (len, sha) = header.parts[i];
         let mut data = Vec::new();
-        let got = copy_hashed(&mut r, &mut data, len, PART_NAMES[i])?;
-        if got != sha {
+        let mut h = Sha256::new();
+        copy_hashed(&mut r, &mut data, &mut h, len, PART_NAMES[i], &mut |_| {})?;
+        if h.finish() != sha {
             return Err(format!(
                 "the {}'s SHA-256 does not match the signed header: the bundle is damaged; nothing boots from it",
                 PART_NAMES[i]
             ));
         }
-        write_atomic(&layout.boot, &name, &data)?;
+        write_atomic(&layout.boot, &file, &data)?;
     }
     write_atomic(
         &layout.boot,
         &format!("cmdline-{x}.txt"),
-        format!("console=serial0,115200 root=LABEL=root-{x} rootfstype=ext4 rootwait\n").as_bytes(),
+        cmdline_for(&layout.boot, layout.running, target).as_bytes(),
+    )?;
+    write_atomic(
+        &layout.boot,
+        &version_file(target),
+        format!("{}\n", header.version).as_bytes(),
     )?;
     write_atomic(&layout.boot, "tryboot.txt", boot_config(target).as_bytes())?;
     Ok((target, header.version))
@@ -391,12 +542,64 @@ pub fn boot_slots(boot: &Path) -> (Option<Slot>, Option<Slot>) {
 mod tests {
     use super::*;
     use concentrator_plugin_host::{generate_key_pem, Algorithm};
+    use std::process::Command;
 
     struct Rig {
         dir: PathBuf,
         key: SigningKey,
         trusted: TrustedKeys,
         layout: Layout,
+    }
+
+    /// An ext4 filesystem image of `kib` KiB labelled `label`, holding `content` in `/version`
+    /// (mkfs.ext4 from e2fsprogs, as the image build makes the root).
+    fn ext4(path: &Path, kib: u64, label: &str, content: &str) {
+        let src = path.with_extension("src");
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("version"), content).unwrap();
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "^has_journal", "-L", label, "-d"])
+            .arg(&src)
+            .arg(path)
+            .arg(format!("{kib}k"))
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("mkfs.ext4 cannot run ({e}): install e2fsprogs (apt-get install e2fsprogs)")
+            });
+        assert!(
+            out.status.success(),
+            "mkfs.ext4: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&src);
+    }
+
+    fn label_of(path: &Path) -> Option<String> {
+        let mut head = vec![0u8; HELD];
+        std::fs::File::open(path)
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
+        ext4_label(&head)
+    }
+
+    /// e2fsck's verdict on an image: a filesystem whose superblock checksum is wrong fails.
+    fn fsck_clean(path: &Path) {
+        let out = Command::new("e2fsck")
+            .arg("-fn")
+            .arg(path)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("e2fsck cannot run ({e}): install e2fsprogs (apt-get install e2fsprogs)")
+            });
+        assert!(
+            out.status.success(),
+            "e2fsck -fn {}: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn rig(name: &str) -> Rig {
@@ -406,10 +609,14 @@ mod tests {
         let (private, public) = generate_key_pem(Algorithm::Ed25519).unwrap();
         let key = SigningKey::from_pem(&private, "release.key").unwrap();
         let trusted = TrustedKeys::from_pem(&public, "release.pub").unwrap();
-        for s in ["a", "b"] {
-            std::fs::write(dir.join(format!("root-{s}.img")), vec![0xEE; 256 * 1024]).unwrap();
-        }
+        ext4(&dir.join("root-a.img"), 2048, "root-a", "0.2.0");
+        std::fs::write(dir.join("root-b.img"), vec![0xEE; 2048 * 1024]).unwrap();
         std::fs::write(dir.join("boot/config.txt"), boot_config(Slot::A)).unwrap();
+        std::fs::write(
+            dir.join("boot/cmdline-a.txt"),
+            "console=tty0 console=ttyS1,115200 root=LABEL=root-a rw fsck.repair=yes net.ifnames=0 rootwait\n",
+        )
+        .unwrap();
         let layout = Layout {
             boot: dir.join("boot"),
             slot_a: dir.join("root-a.img"),
@@ -424,36 +631,60 @@ mod tests {
         }
     }
 
-    fn parts(r: &Rig, root_len: usize) -> (PathBuf, PathBuf, PathBuf) {
-        let root = r.dir.join("root.ext4");
-        std::fs::write(
-            &root,
-            (0..root_len).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
-        )
-        .unwrap();
-        std::fs::write(r.dir.join("vmlinuz"), b"kernel v2").unwrap();
-        std::fs::write(r.dir.join("initrd"), b"initrd v2").unwrap();
+    /// A release's parts: its root filesystem (labelled as the image build labels it), kernel, initrd.
+    fn parts(r: &Rig, root_kib: u64, version: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let root = r.dir.join(format!("root-{version}.ext4"));
+        ext4(&root, root_kib, "root-a", version);
+        std::fs::write(r.dir.join("vmlinuz"), format!("kernel {version}")).unwrap();
+        std::fs::write(r.dir.join("initrd"), format!("initrd {version}")).unwrap();
         (root, r.dir.join("vmlinuz"), r.dir.join("initrd"))
     }
 
+    fn quiet(_: u64, _: u64) {}
+
     #[test]
-    fn a_good_bundle_writes_the_other_slot_and_boots_it_once_until_committed() {
+    fn crc32c_is_castagnoli_as_ext4_keeps_it() {
+        // The standard check value of CRC-32C is the inverted raw register.
+        assert_eq!(!crc32c(!0, b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn a_good_bundle_writes_the_other_slot_under_its_own_label_and_boots_it_once_until_committed() {
         let r = rig("good");
-        let (root, k, i) = parts(&r, 100_000);
+        let (root, k, i) = parts(&r, 1024, "0.3.0");
         let out = r.dir.join("u.cub");
         make(&r.key, "0.3.0", &root, &k, &i, &out).unwrap();
-        let (slot, version) = apply(&out, &r.trusted, &r.layout).unwrap();
+        let mut seen = Vec::new();
+        let (slot, version) =
+            apply(&out, &r.trusted, &r.layout, &mut |d, t| seen.push((d, t))).unwrap();
         assert_eq!((slot, version.as_str()), (Slot::B, "0.3.0"));
+        let total = 1024 * 1024;
+        assert_eq!(seen.last(), Some(&(total, total)), "progress to the end");
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
+        // The slot holds the release's filesystem, relabelled root-b, and e2fsck finds it clean
+        // (the superblock's checksum made again).
+        assert_eq!(label_of(&r.layout.slot_b).as_deref(), Some("root-b"));
+        assert_eq!(label_of(&r.layout.slot_a).as_deref(), Some("root-a"));
         let written = std::fs::read(&r.layout.slot_b).unwrap();
-        assert_eq!(&written[..100_000], &std::fs::read(&root).unwrap()[..]);
+        let original = std::fs::read(&root).unwrap();
+        assert_eq!(&written[HELD..original.len()], &original[HELD..]);
+        let copy = r.dir.join("slot-b-copy.ext4");
+        std::fs::write(&copy, &written[..original.len()]).unwrap();
+        fsck_clean(&copy);
         assert_eq!(
             std::fs::read(r.layout.boot.join("vmlinuz-b")).unwrap(),
-            b"kernel v2"
+            b"kernel 0.3.0"
         );
         assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::A), Some(Slot::B)));
-        assert!(std::fs::read_to_string(r.layout.boot.join("cmdline-b.txt"))
-            .unwrap()
-            .contains("root=LABEL=root-b"));
+        assert_eq!(
+            slot_version(&r.layout.boot, Slot::B).as_deref(),
+            Some("0.3.0")
+        );
+        // The running slot's command line, with the new root.
+        assert_eq!(
+            std::fs::read_to_string(r.layout.boot.join("cmdline-b.txt")).unwrap(),
+            "console=tty0 console=ttyS1,115200 root=LABEL=root-b rw fsck.repair=yes net.ifnames=0 rootwait\n"
+        );
         // The trial boot was healthy: B becomes permanent.
         let on_b = Layout {
             running: Slot::B,
@@ -461,13 +692,24 @@ mod tests {
         };
         commit(&on_b).unwrap();
         assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::B), None));
+        // The next update goes to A, with B's command line.
+        let (root4, k, i) = parts(&r, 1024, "0.4.0");
+        make(&r.key, "0.4.0", &root4, &k, &i, &out).unwrap();
+        assert_eq!(
+            apply(&out, &r.trusted, &on_b, &mut quiet).unwrap().0,
+            Slot::A
+        );
+        assert_eq!(label_of(&r.layout.slot_a).as_deref(), Some("root-a"));
+        assert!(std::fs::read_to_string(r.layout.boot.join("cmdline-a.txt"))
+            .unwrap()
+            .contains("ttyS1,115200 root=LABEL=root-a rw"));
         let _ = std::fs::remove_dir_all(&r.dir);
     }
 
     #[test]
     fn a_bad_signature_or_a_damaged_payload_never_makes_the_new_slot_bootable() {
         let r = rig("bad");
-        let (root, k, i) = parts(&r, 50_000);
+        let (root, k, i) = parts(&r, 1024, "0.3.0");
         let out = r.dir.join("u.cub");
         make(&r.key, "0.3.0", &root, &k, &i, &out).unwrap();
         let before = std::fs::read(&r.layout.slot_b).unwrap();
@@ -484,7 +726,7 @@ mod tests {
             &forged,
         )
         .unwrap();
-        let e = apply(&forged, &r.trusted, &r.layout).unwrap_err();
+        let e = apply(&forged, &r.trusted, &r.layout, &mut quiet).unwrap_err();
         assert!(
             e.contains("does not verify") && e.contains("nothing was written"),
             "{e}"
@@ -494,7 +736,7 @@ mod tests {
         let pos = bytes.windows(5).position(|w| w == b"0.3.0").unwrap();
         bytes[pos + 4] = b'9';
         std::fs::write(&forged, &bytes).unwrap();
-        assert!(apply(&forged, &r.trusted, &r.layout)
+        assert!(apply(&forged, &r.trusted, &r.layout, &mut quiet)
             .unwrap_err()
             .contains("does not verify"));
         assert_eq!(
@@ -503,46 +745,63 @@ mod tests {
             "slot B untouched"
         );
 
-        // A payload damaged in transit: written, but no trial boot file, config.txt unchanged.
+        // A payload damaged in transit: written, but the slot has no filesystem, no trial boot file,
+        // config.txt unchanged.
         let mut bytes = std::fs::read(&out).unwrap();
         let n = bytes.len();
-        bytes[n - 30_000] ^= 0xFF;
+        bytes[n - 300_000] ^= 0xFF;
         std::fs::write(&forged, &bytes).unwrap();
-        let e = apply(&forged, &r.trusted, &r.layout).unwrap_err();
+        let e = apply(&forged, &r.trusted, &r.layout, &mut quiet).unwrap_err();
         assert!(e.contains("damaged"), "{e}");
         assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::A), None));
+        assert_eq!(label_of(&r.layout.slot_b), None);
 
         // Too big for the slot: refused before writing.
-        let (big, k, i) = parts(&r, 300 * 1024);
+        let (big, k, i) = parts(&r, 3072, "0.4.0");
         make(&r.key, "0.4.0", &big, &k, &i, &out).unwrap();
-        let e = apply(&out, &r.trusted, &r.layout).unwrap_err();
+        let e = apply(&out, &r.trusted, &r.layout, &mut quiet).unwrap_err();
         assert!(
             e.contains("holds") && e.contains("nothing was written"),
             "{e}"
         );
+        // A root that is not a filesystem: the release pipeline is told.
+        std::fs::write(&big, vec![0x5A; 64 * 1024]).unwrap();
+        assert!(make(&r.key, "0.4.0", &big, &k, &i, &out)
+            .unwrap_err()
+            .contains("not an ext4 filesystem"));
         // Not a bundle at all.
         std::fs::write(&forged, b"hello").unwrap();
-        assert!(apply(&forged, &r.trusted, &r.layout)
+        assert!(apply(&forged, &r.trusted, &r.layout, &mut quiet)
             .unwrap_err()
             .contains("not an update bundle"));
         let _ = std::fs::remove_dir_all(&r.dir);
     }
 
     #[test]
-    fn a_write_cut_short_leaves_the_old_slot_booting_and_the_next_apply_completes() {
+    fn a_write_cut_short_leaves_no_filesystem_in_the_slot_and_the_old_slot_booting() {
         let r = rig("cut");
-        let (root, k, i) = parts(&r, 120_000);
+        // Slot B held an older release under its label: a cut write must not leave it findable
+        // half-overwritten, nor a second "root-a".
+        ext4(&r.layout.slot_b, 2048, "root-b", "0.1.0");
+        let (root, k, i) = parts(&r, 1024, "0.3.0");
         let out = r.dir.join("u.cub");
         make(&r.key, "0.3.0", &root, &k, &i, &out).unwrap();
         // A power cut in the middle of the payload: the bundle as far as it got.
         let whole = std::fs::read(&out).unwrap();
         let cut = r.dir.join("cut.cub");
-        std::fs::write(&cut, &whole[..whole.len() - 60_000]).unwrap();
-        let e = apply(&cut, &r.trusted, &r.layout).unwrap_err();
+        std::fs::write(&cut, &whole[..whole.len() - 600_000]).unwrap();
+        let e = apply(&cut, &r.trusted, &r.layout, &mut quiet).unwrap_err();
         assert!(e.contains("ends inside"), "{e}");
         assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::A), None));
-        apply(&out, &r.trusted, &r.layout).unwrap();
+        assert_eq!(
+            label_of(&r.layout.slot_b),
+            None,
+            "no filesystem in the cut slot"
+        );
+        assert_eq!(slot_version(&r.layout.boot, Slot::B), None);
+        apply(&out, &r.trusted, &r.layout, &mut quiet).unwrap();
         assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::A), Some(Slot::B)));
+        assert_eq!(label_of(&r.layout.slot_b).as_deref(), Some("root-b"));
         let _ = std::fs::remove_dir_all(&r.dir);
     }
 }

@@ -36,7 +36,23 @@ fn make_apply_status_commit_and_a_foreign_bundle_refused() {
     std::fs::write(dir.join("release.pub"), public).unwrap();
     let (other, _) = generate_key_pem(Algorithm::EcdsaP256).unwrap();
     std::fs::write(dir.join("other.key"), other).unwrap();
-    std::fs::write(dir.join("root.ext4"), vec![0x5Au8; 200_000]).unwrap();
+    // The release's root filesystem, as the image build makes it (mkfs.ext4 -d, label root-a).
+    std::fs::create_dir_all(dir.join("rootdir/etc")).unwrap();
+    std::fs::write(dir.join("rootdir/etc/os-release"), "VERSION=0.3.0\n").unwrap();
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "^has_journal", "-L", "root-a", "-d"])
+        .arg(dir.join("rootdir"))
+        .arg(dir.join("root.ext4"))
+        .arg("400k")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("mkfs.ext4 cannot run ({e}): install e2fsprogs (apt-get install e2fsprogs)")
+        });
+    assert!(
+        mkfs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mkfs.stderr)
+    );
     std::fs::write(dir.join("vmlinuz"), b"kernel").unwrap();
     std::fs::write(dir.join("initrd"), b"initrd").unwrap();
     for slot in ["a", "b"] {
@@ -107,12 +123,18 @@ fn make_apply_status_commit_and_a_foreign_bundle_refused() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, text) = run(&argv);
     assert!(ok && text.contains("written to slot B"), "{text}");
+    assert!(
+        text.contains("writing slot B: 0 % (0 of 0 MiB)") && text.contains("writing slot B: 100 %"),
+        "progress: {text}"
+    );
     let mut st: Vec<String> = vec!["update".into(), "status".into()];
     st.extend(slots("a"));
     let argv: Vec<&str> = st.iter().map(String::as_str).collect();
     let (_, text) = run(&argv);
     assert!(
-        text.contains("boots slot A; a trial boot would try slot B"),
+        text.contains("boots slot A; a trial boot would try slot B")
+            && text.contains("slot B: version 0.3.0")
+            && text.contains("slot A: no version recorded"),
         "{text}"
     );
 

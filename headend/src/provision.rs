@@ -661,15 +661,18 @@ fn write_bundle(
         );
         let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
     }
-    if let Some(modem) = &g.modem {
-        let mut wrapper = toml::Table::new();
-        wrapper.insert("modem".into(), toml::Value::Table(modem.clone()));
-        let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
-    }
-    if let Some(balance) = &g.balance {
-        let mut wrapper = toml::Table::new();
-        wrapper.insert("balance".into(), toml::Value::Table(balance.clone()));
-        let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
+    // The gateway's own sections, passed on as the block file gives them.
+    for (name, table) in [
+        ("modem", &g.modem),
+        ("balance", &g.balance),
+        ("power", &g.power),
+        ("update", &g.update),
+    ] {
+        if let Some(table) = table {
+            let mut wrapper = toml::Table::new();
+            wrapper.insert(name.into(), toml::Value::Table(table.clone()));
+            let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
+        }
     }
     for zigbee in &g.zigbee {
         let mut wrapper = toml::Table::new();

@@ -81,6 +81,10 @@ pub struct GatewaySpec {
     /// A `[balance]` table for the bundle, as it is (the block balance's interval and allowed losses;
     /// the feeder and the groups are the meters' `role` and `group` keys).
     pub balance: Option<toml::Table>,
+    /// A `[power]` table for the bundle, as it is (the power-fail line of a UPS HAT: the last gasp).
+    pub power: Option<toml::Table>,
+    /// An `[update]` table for the bundle, as it is (the trial boot of a new version).
+    pub update: Option<toml::Table>,
     /// `[[zigbee]]` coordinator tables for the bundle, as they are.
     #[serde(default)]
     pub zigbee: Vec<toml::Table>,

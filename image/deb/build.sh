@@ -53,13 +53,15 @@ f=image/files
 install -m 0644 "$f/concentrator.toml" "$stage/etc/concentrator/concentrator.toml"
 install -m 0644 "$f/concentrator.service" "$f/concentrator-firstboot.service" "$f/concentrator-ppp.service" \
     "$f/concentrator-ppp.path" "$f/concentrator-update.path" "$f/concentrator-update.service" \
+    "$f/concentrator-update-stick@.service" "$f/concentrator-trial-failed.service" \
     "$stage/lib/systemd/system/"
 install -m 0644 "$f/concentrator.sysusers" "$stage/usr/lib/sysusers.d/concentrator.conf"
 install -m 0644 "$f/concentrator.tmpfiles" "$stage/usr/lib/tmpfiles.d/concentrator.conf"
-install -m 0644 "$f/60-concentrator.rules" "$stage/lib/udev/rules.d/60-concentrator.rules"
+install -m 0644 "$f/70-concentrator.rules" "$stage/lib/udev/rules.d/70-concentrator.rules"
 install -m 0755 "$f/firstboot" "$stage/usr/libexec/concentrator/firstboot"
 install -m 0755 "$f/ppp-link" "$stage/usr/libexec/concentrator/ppp-link"
 install -m 0755 "$f/update-verdict" "$stage/usr/libexec/concentrator/update-verdict"
+install -m 0755 "$f/update-from-stick" "$stage/usr/libexec/concentrator/update-from-stick"
 install -m 0644 "$f/ppp.chat" "$stage/usr/lib/concentrator/ppp.chat"
 install -m 0755 "$f/ppp-ip-up" "$stage/etc/ppp/ip-up.d/concentrator"
 install -m 0644 image/README.md "$stage/usr/share/doc/concentrator/README.md"

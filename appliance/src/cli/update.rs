@@ -3,7 +3,7 @@
 //! (crate::update has the format and the rules).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use concentrator_plugin_host::{SigningKey, TrustedKeys};
@@ -20,12 +20,12 @@ pub struct SlotArgs {
     /// The mounted boot partition.
     #[arg(long, default_value = "/boot/firmware")]
     boot: PathBuf,
-    /// Slot A's device.
-    #[arg(long, default_value = "/dev/disk/by-label/root-a")]
-    slot_a: PathBuf,
-    /// Slot B's device.
-    #[arg(long, default_value = "/dev/disk/by-label/root-b")]
-    slot_b: PathBuf,
+    /// Slot A's device (default: partition 2 of the disk the running root is on).
+    #[arg(long)]
+    slot_a: Option<PathBuf>,
+    /// Slot B's device (default: partition 3 of that disk).
+    #[arg(long)]
+    slot_b: Option<PathBuf>,
     /// The slot running now (default: from /proc/cmdline's root=LABEL=root-a|root-b).
     #[arg(long, value_parser = ["a", "b"])]
     running: Option<String>,
@@ -49,13 +49,75 @@ impl SlotArgs {
                 }
             }
         };
+        let (slot_a, slot_b) = match (&self.slot_a, &self.slot_b) {
+            (Some(a), Some(b)) => (a.clone(), b.clone()),
+            _ => {
+                let found = root_disk_partitions(Path::new("/sys"));
+                let pick = |given: &Option<PathBuf>, number: u32| {
+                    given.clone().or_else(|| {
+                        found
+                            .as_ref()
+                            .ok()
+                            .and_then(|parts| parts.iter().find(|(n, _)| *n == number))
+                            .map(|(_, dev)| dev.clone())
+                    })
+                };
+                match (pick(&self.slot_a, 2), pick(&self.slot_b, 3)) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => {
+                        return Err(CliError::usage(format!(
+                            "cannot find the slots' partitions (2 and 3 of the disk the root is on): {}; give --slot-a and --slot-b",
+                            found.err().unwrap_or_else(|| "the disk has no partition 2 or 3".into())
+                        )))
+                    }
+                }
+            }
+        };
         Ok(Layout {
             boot: self.boot.clone(),
-            slot_a: self.slot_a.clone(),
-            slot_b: self.slot_b.clone(),
+            slot_a,
+            slot_b,
             running,
         })
     }
+}
+
+/// The partitions (number, /dev path) of the disk that holds the running root filesystem, found
+/// through `sys` (sysfs): the slots are partitions 2 and 3 whatever their labels say, so a slot whose
+/// write was cut short, and so has no label, is still found and written again.
+fn root_disk_partitions(sys: &Path) -> Result<Vec<(u32, PathBuf)>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").map_err(|e| format!("/: {e}"))?.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let link = sys.join(format!("dev/block/{major}:{minor}"));
+    let part = std::fs::canonicalize(&link).map_err(|e| {
+        format!(
+            "the root's device {major}:{minor} ({}): {e}",
+            link.display()
+        )
+    })?;
+    let disk = part
+        .parent()
+        .ok_or_else(|| format!("{} has no disk above it", part.display()))?;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(disk).map_err(|e| format!("{}: {e}", disk.display()))? {
+        let Ok(entry) = entry else { continue };
+        let Ok(number) = std::fs::read_to_string(entry.path().join("partition")) else {
+            continue;
+        };
+        if let Ok(n) = number.trim().parse::<u32>() {
+            found.push((n, Path::new("/dev").join(entry.file_name())));
+        }
+    }
+    if found.is_empty() {
+        return Err(format!(
+            "the root is not on a partitioned disk ({})",
+            part.display()
+        ));
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Subcommands of `concentrator update`.
@@ -146,7 +208,22 @@ pub fn run(command: UpdateCommand, out: &mut dyn Write) -> Result<(), CliError> 
             let keys = TrustedKeys::from_pem_files(&trusted)
                 .map_err(|e| CliError::usage(format!("the trusted release key: {e}")))?;
             let layout = slots.layout()?;
-            let (slot, version) = update::apply(&bundle, &keys, &layout)
+            let target = name(Some(layout.running.other()));
+            let mut shown = None;
+            let mut progress = |done: u64, total: u64| {
+                // Every tenth, on stderr: the root image takes minutes on an SD card.
+                let tenth = done.saturating_mul(10) / total.max(1);
+                if shown != Some(tenth) {
+                    shown = Some(tenth);
+                    eprintln!(
+                        "writing {target}: {} % ({} of {} MiB)",
+                        tenth * 10,
+                        done / (1024 * 1024),
+                        total / (1024 * 1024)
+                    );
+                }
+            };
+            let (slot, version) = update::apply(&bundle, &keys, &layout, &mut progress)
                 .map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
             writeln!(
                 out,
@@ -169,6 +246,13 @@ pub fn run(command: UpdateCommand, out: &mut dyn Write) -> Result<(), CliError> 
                 name(trial)
             )
             .context("writing")?;
+            for slot in [Slot::A, Slot::B] {
+                let version = update::slot_version(&slots.boot, slot).map_or_else(
+                    || "no version recorded".to_string(),
+                    |v| format!("version {v}"),
+                );
+                writeln!(out, "{}: {version}", name(Some(slot))).context("writing")?;
+            }
         }
     }
     Ok(())

@@ -3,8 +3,9 @@
 //!
 //! ```toml
 //! [update]
-//! trial_flag = "/proc/device-tree/chosen/bootloader/tryboot"   # the firmware's: non-zero on a trial boot
+//! trial_flag = "/sys/firmware/devicetree/base/chosen/bootloader/tryboot"   # the firmware's flag (/proc/device-tree is hidden from the unit)
 //! request_dir = "/run/concentrator"                            # update-healthy / update-unhealthy go here
+//! trial_limit_s = 600                                          # how long a trial boot has to become healthy
 //! ```
 
 use std::path::PathBuf;
@@ -19,14 +20,22 @@ pub struct UpdateSection {
     pub trial_flag: Option<PathBuf>,
     /// Where the daemon leaves its verdict for the root unit that commits or rolls back.
     pub request_dir: Option<PathBuf>,
+    /// How long a trial boot has to become healthy, seconds (default 600).
+    pub trial_limit_s: Option<u64>,
 }
 
 impl UpdateSection {
     /// The trial flag file.
     pub fn trial_flag(&self) -> PathBuf {
-        self.trial_flag
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/proc/device-tree/chosen/bootloader/tryboot"))
+        self.trial_flag.clone().unwrap_or_else(|| {
+            PathBuf::from("/sys/firmware/devicetree/base/chosen/bootloader/tryboot")
+        })
+    }
+
+    /// How long a trial boot has to become healthy.
+    pub fn trial_limit(&self) -> std::time::Duration {
+        self.trial_limit_s
+            .map_or(crate::trial::TRIAL_LIMIT, std::time::Duration::from_secs)
     }
 
     /// The request directory.

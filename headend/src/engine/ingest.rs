@@ -85,11 +85,30 @@ impl Engine {
             json!({"at": ev.at, "code": ev.code, "severity": format!("{:?}", ev.severity), "detail": ev.detail, "values": ev.values}),
         );
         let Some(m) = meter else {
-            if ev.code == event_code::VERIFICATION_FAILED {
-                log::warn!(
+            let at = |i: usize| {
+                ev.values
+                    .get(i)
+                    .and_then(|&v| u64::try_from(v).ok())
+                    .map_or_else(
+                        || "an unknown time".to_string(),
+                        |t| concentrator_security::clock::LocalTime::of(t).to_string(),
+                    )
+            };
+            match ev.code {
+                event_code::VERIFICATION_FAILED => log::warn!(
                     "gateway {gw} reports a verification failure: {}",
                     ev.detail.as_deref().unwrap_or("(no detail)")
-                );
+                ),
+                event_code::LAST_GASP => log::warn!(
+                    "gateway {gw}: last gasp, its supply failed at {}; it stops on its reserve",
+                    at(0)
+                ),
+                event_code::POWER_RESTORED => log::warn!(
+                    "gateway {gw}: supply back; it was out from {} to {}",
+                    at(0),
+                    at(1)
+                ),
+                _ => {}
             }
             return Ok(self.store.apply(b)?);
         };
