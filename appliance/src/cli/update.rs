@@ -32,7 +32,9 @@ pub struct SlotArgs {
 }
 
 impl SlotArgs {
-    fn layout(&self) -> Result<Layout, CliError> {
+    /// The layout; the slots' devices are looked for only when `devices` (apply writes one; commit and
+    /// status touch only the boot partition, and run where there is no /sys, as in the image build).
+    fn layout(&self, devices: bool) -> Result<Layout, CliError> {
         let running = match self.running.as_deref() {
             Some("a") => Slot::A,
             Some("b") => Slot::B,
@@ -51,6 +53,7 @@ impl SlotArgs {
         };
         let (slot_a, slot_b) = match (&self.slot_a, &self.slot_b) {
             (Some(a), Some(b)) => (a.clone(), b.clone()),
+            (a, b) if !devices => (a.clone().unwrap_or_default(), b.clone().unwrap_or_default()),
             _ => {
                 let found = root_disk_partitions(Path::new("/sys"));
                 let pick = |given: &Option<PathBuf>, number: u32| {
@@ -207,7 +210,7 @@ pub fn run(command: UpdateCommand, out: &mut dyn Write) -> Result<(), CliError> 
         } => {
             let keys = TrustedKeys::from_pem_files(&trusted)
                 .map_err(|e| CliError::usage(format!("the trusted release key: {e}")))?;
-            let layout = slots.layout()?;
+            let layout = slots.layout(true)?;
             let target = name(Some(layout.running.other()));
             let mut shown = None;
             let mut progress = |done: u64, total: u64| {
@@ -233,7 +236,7 @@ pub fn run(command: UpdateCommand, out: &mut dyn Write) -> Result<(), CliError> 
             .context("writing")?;
         }
         UpdateCommand::Commit { slots } => {
-            let layout = slots.layout()?;
+            let layout = slots.layout(false)?;
             update::commit(&layout).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
             writeln!(out, "{} is permanent now", name(Some(layout.running))).context("writing")?;
         }
