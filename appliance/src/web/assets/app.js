@@ -4,6 +4,12 @@
 const $ = (s) => document.querySelector(s);
 // A count with its noun in the right number: count(1, "meter", "meters") is "1 meter".
 const count = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+// Octets as people read them: "812 KiB", "37.4 MiB", "2.1 GiB".
+function size(n) {
+  if (n >= 1073741824) return `${(n / 1073741824).toFixed(1)} GiB`;
+  if (n >= 1048576) return `${(n / 1048576).toFixed(1)} MiB`;
+  return `${Math.max(1, Math.round(n / 1024))} KiB`;
+}
 let me = null, state = null, stream = null, lastDevices = -1, permitTimer = null, scanFound = [];
 
 function el(tag, attrs, ...kids) {
@@ -146,7 +152,7 @@ function problems(s) {
     }
   }
   if (s.now_unix && Math.abs(Date.now() / 1000 - s.now_unix) > 120) bad(`The gateway's clock differs from this device's by ${Math.round(Math.abs(Date.now() / 1000 - s.now_unix) / 60)} minutes.`, "Check that the gateway reaches its time server.", true);
-  if (s.store && s.store.free_bytes != null && s.store.free_bytes < 50 * 1048576) bad(`The store has only ${(s.store.free_bytes / 1048576).toFixed(0)} MiB free.`, "Free space on the gateway's storage.");
+  if (s.store && s.store.free_bytes != null && s.store.free_bytes < 50 * 1048576) bad(`The store has only ${size(s.store.free_bytes)} free.`, "Free space on the gateway's storage.");
   return out;
 }
 
@@ -171,7 +177,7 @@ function render() {
   }
   if (s.uplink) facts.push(["Uplink", `${s.uplink.connected ? "connected" : "not connected"} to ${s.uplink.broker}; outbox ${s.uplink.outbox}; last acknowledgement ${localTime(s.uplink.last_ack_unix)}`]);
   if (s.modem) facts.push(["Modem", `SIM ${s.modem.sim || "unknown"}, ${s.modem.registration || "unregistered"} ${s.modem.operator || ""}, signal ${s.modem.rssi_dbm ?? "?"} dBm ${bars(s.modem.rssi_dbm)}, data link ${s.modem.link_up ? "up" : "down"}`]);
-  if (s.store) facts.push(["Store", `${(s.store.used_bytes / 1048576).toFixed(1)} MiB used, ${s.store.free_bytes == null ? "?" : (s.store.free_bytes / 1048576).toFixed(0)} MiB free`]);
+  if (s.store) facts.push(["Store", `${size(s.store.used_bytes)} used, ${s.store.free_bytes == null ? "free space unknown" : size(s.store.free_bytes) + " free"}`]);
   $("#facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
   renderBuses(s); renderAccounts(s); renderZigbee(s);
 }
