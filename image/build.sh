@@ -188,11 +188,10 @@ mkfs.vfat -C -F 32 -n RASPIFIRM "$work/boot.part" $((boot_mb * 1024)) >/dev/null
 mcopy -s -i "$work/boot.part" "$work/boot/"* ::/
 truncate -s "${root_mb}M" "$work/root.part"
 mkfs.ext4 -q -F -L root-a -O ^has_journal -E root_owner=0:0 -d "$root" "$work/root.part"
-# What a release's update bundle carries: slot A's filesystem, shrunk to what it holds (an update writes
-# it into the other slot and relabels it there).
+# What a release's update bundle carries: slot A's filesystem as it is (an update writes it into the
+# other slot, of the same size, and relabels it there; resize2fs -M finds nothing to take from a
+# filesystem made with mkfs.ext4 -d at 125 % of its content).
 cp --sparse=always "$work/root.part" "$out/root.ext4"
-e2fsck -fy "$out/root.ext4" >/dev/null || [ $? -le 1 ] || die "e2fsck of root.ext4 failed"
-resize2fs -M "$out/root.ext4" >/dev/null 2>&1 || die "resize2fs -M root.ext4 failed"
 echo "$version" >"$out/version.txt"
 # Slot B: an empty filesystem of the same size (sparse in the image), for the first update.
 mkdir -p "$work/empty"

@@ -95,6 +95,9 @@ impl<'a> MeterIndex<'a> {
     }
 }
 
+/// Where the appliance keeps the secrets first boot moves out of the bundle.
+const APPLIANCE_SECRETS: &str = "/var/lib/concentrator/secrets/";
+
 /// Writes each gateway's bundle in the local layout to a scratch directory and runs the gateway's
 /// `concentratord validate` on it; the first refusal is the error, with the gateway named.
 #[allow(clippy::too_many_arguments)]
@@ -132,6 +135,17 @@ fn check_bundles(
                 &check,
                 &BundlePaths::Local,
             )?;
+            // The SIM's PIN is the installer's to add to the bundle (it is not the utility's): the
+            // check sees a placeholder where the configuration names it.
+            if let Some(file) = g
+                .modem
+                .as_ref()
+                .and_then(|m| m.get("pin_file"))
+                .and_then(toml::Value::as_str)
+                .and_then(|p| p.strip_prefix(APPLIANCE_SECRETS))
+            {
+                pki::write_file(&check.join(file), "SIM PIN placeholder", b"0000\n", true)?;
+            }
             std::process::Command::new(validator)
                 .arg("validate")
                 .arg(check.join("concentrator.toml"))
@@ -562,7 +576,7 @@ fn write_bundle(
     let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let (secrets, etc, default_store) = match paths {
         BundlePaths::Appliance => (
-            PathBuf::from("/var/lib/concentrator/secrets"),
+            PathBuf::from(APPLIANCE_SECRETS.trim_end_matches('/')),
             PathBuf::from("/etc/concentrator"),
             "/var/lib/concentrator".to_string(),
         ),
@@ -669,8 +683,19 @@ fn write_bundle(
         ("update", &g.update),
     ] {
         if let Some(table) = table {
+            let mut table = table.clone();
+            // The SIM's PIN is a secret the installer adds to the bundle: named in the appliance's
+            // secrets directory, it is the bundle's own file in the local layout.
+            if let Some(file) = table
+                .get("pin_file")
+                .and_then(toml::Value::as_str)
+                .and_then(|p| p.strip_prefix(APPLIANCE_SECRETS))
+                .map(str::to_string)
+            {
+                table.insert("pin_file".into(), secret(&file).into());
+            }
             let mut wrapper = toml::Table::new();
-            wrapper.insert(name.into(), toml::Value::Table(table.clone()));
+            wrapper.insert(name.into(), toml::Value::Table(table));
             let _ = writeln!(t, "{}", toml::to_string(&wrapper).unwrap_or_default());
         }
     }

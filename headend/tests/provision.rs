@@ -388,3 +388,33 @@ fn removing_subscribers_refuses_what_would_lose_money_and_keeps_the_history() {
         assert!(e.contains("meter:NUMBER"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_sims_pin_and_the_gateways_own_sections_pass_into_the_bundle() {
+    let p = Pilot::new("bundle-modem");
+    let spec = SPEC.replacen(
+        "ledger_file = \"ledger.toml\"\n",
+        "ledger_file = \"ledger.toml\"\n\
+         modem = { port = \"/dev/modem-at\", apn = \"m2m.example\", pin_file = \"/var/lib/concentrator/secrets/sim.pin\" }\n\
+         power = { fail_line = \"gpiochip0:6\" }\n\
+         update = { trial_limit_s = 300 }\n",
+        1,
+    );
+    std::fs::write(p.dir.0.join("spec.toml"), spec).unwrap();
+    let store = Arc::new(Store::open_configured(&p.config).unwrap());
+    p.provision(&store);
+    let dir = p.bundle("gw-1");
+    let conf: toml::Table = std::fs::read_to_string(dir.join("concentrator.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A local bundle names the PIN beside its other secrets (the installer adds the file).
+    let pin = conf["modem"]["pin_file"].as_str().unwrap();
+    assert_eq!(
+        std::path::Path::new(pin),
+        std::fs::canonicalize(&dir).unwrap().join("sim.pin")
+    );
+    assert_eq!(conf["modem"]["apn"].as_str(), Some("m2m.example"));
+    assert_eq!(conf["power"]["fail_line"].as_str(), Some("gpiochip0:6"));
+    assert_eq!(conf["update"]["trial_limit_s"].as_integer(), Some(300));
+}
