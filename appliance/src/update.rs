@@ -370,7 +370,24 @@ fn cmdline_for(boot: &Path, running: Slot, target: Slot) -> String {
     format!("console=serial0,115200 {to} rootfstype=ext4 rootwait\n")
 }
 
-/// Writes `data` to `dir/name` as a new file: a temporary file, fsync, rename, directory fsync.
+/// Flushes the whole filesystem that holds `dir` (syncfs(2)). On the FAT boot partition an fsync of
+/// the directory is not enough: the HIL test's power cut after a commit found the file allocation
+/// table written and the directory entry not, leaving `config.txt` pointing at a freed cluster.
+fn sync_fs(dir: &Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // SAFETY: syncfs takes an open descriptor, which `d` holds for the length of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(format!(
+            "flushing {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `data` to `dir/name` as a new file: a temporary file, fsync, rename, the filesystem flushed.
 fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
     let tmp = dir.join(format!(".{name}.new"));
     let path = dir.join(name);
@@ -379,10 +396,28 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
         .and_then(|()| f.sync_all())
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    sync_fs(dir)
+}
+
+/// Writes `data` over `dir/name` where the file has exactly that length: the same clusters, no change
+/// to the allocation table or the directory but the time, so a power cut leaves the old or the new
+/// text and never a file without its data (FAT has no atomic rename). A file of another length, or
+/// none, is written as a new file.
+fn overwrite_in_place(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
+    let path = dir.join(name);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.len() == data.len() as u64 => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            f.write_all(data)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            sync_fs(dir)
+        }
+        _ => write_atomic(dir, name, data),
     }
-    Ok(())
 }
 
 /// The boot configuration that boots `slot` (the firmware's config.txt format): the slot's kernel,
@@ -514,12 +549,16 @@ pub fn apply(
 /// After a healthy trial boot of the slot now running: makes it permanent (config.txt names it) and
 /// removes the trial file.
 pub fn commit(layout: &Layout) -> Result<(), String> {
-    write_atomic(
+    // Every slot's config.txt has the same length (only the slot's letter differs), so the switch is
+    // one sector written in place.
+    overwrite_in_place(
         &layout.boot,
         "config.txt",
         boot_config(layout.running).as_bytes(),
     )?;
-    let _ = std::fs::remove_file(layout.boot.join("tryboot.txt"));
+    if std::fs::remove_file(layout.boot.join("tryboot.txt")).is_ok() {
+        sync_fs(&layout.boot)?;
+    }
     Ok(())
 }
 
@@ -641,6 +680,25 @@ mod tests {
     }
 
     fn quiet(_: u64, _: u64) {}
+
+    #[test]
+    fn a_commit_rewrites_config_txt_in_place() {
+        // The same length for both slots: commit writes the same clusters, never a new file.
+        assert_eq!(boot_config(Slot::A).len(), boot_config(Slot::B).len());
+        let r = rig("commit");
+        let config = r.layout.boot.join("config.txt");
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&config);
+        std::fs::write(r.layout.boot.join("tryboot.txt"), boot_config(Slot::B)).unwrap();
+        commit(&Layout {
+            running: Slot::B,
+            ..r.layout.clone()
+        })
+        .unwrap();
+        assert_eq!(inode(&config), before, "the same file, written over");
+        assert_eq!(boot_slots(&r.layout.boot), (Some(Slot::B), None));
+        let _ = std::fs::remove_dir_all(&r.dir);
+    }
 
     #[test]
     fn crc32c_is_castagnoli_as_ext4_keeps_it() {

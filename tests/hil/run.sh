@@ -478,6 +478,7 @@ plug_stick() { # plug_stick NAME: the installer plugs the stick in (QMP: a read-
     echo "plugged: the USB stick $1 ($(mdir -b -i "$out/$1.img" ::/ | xargs -n1 basename | tr '\n' ' '))"
 }
 
+re() { printf '%s' "$1" | sed 's#[].^$*+?(){}|\\[]#\\&#g'; } # a literal for grep -E
 echo "== updates: the bundles, signed by the release key the image trusts (target/image/release-dev.key)"
 base_version=$(cat "$repo/target/image/version.txt")
 good=$base_version+hil.2
@@ -521,7 +522,7 @@ echo "== update 1: a good version from a USB stick: written to slot B, one trial
 t0=$SECONDS
 t_update=$SECONDS
 plug_stick stick-good
-wait_for 120 "$console" "update-from-stick: .*applying concentrator-update-$good.cub" "the stick's bundle found"
+wait_for 120 "$console" "update-from-stick: .*applying $(re "concentrator-update-$good.cub")" "the stick's bundle found"
 wait_for 600 "$console" "update-from-stick: .*written; rebooting once into it on trial" "the bundle written to slot B"
 write_good=$((SECONDS - t_update))
 wait_reboot 120 "a tryboot reboot"
@@ -529,7 +530,7 @@ wait_reboot 120 "a tryboot reboot"
 boot_file tryboot.txt | grep -q 'kernel=vmlinuz-b' || die "tryboot.txt does not boot slot B: $(boot_file tryboot.txt)"
 next_boot
 [ "$fw_slot" = b ] && [ "$fw_trial" = 1 ] || die "the trial boot was not slot B on trial (slot $fw_slot, trial $fw_trial)"
-wait_for "$boot_timeout" "$console" 'trial boot of a new version' "the daemon sees the trial boot"
+wait_for "$boot_timeout" "$console" 'concentratord.*trial boot of a new version' "the daemon sees the trial boot"
 wait_for 300 "$console" 'trial boot healthy: this version is permanent now' "healthy: committed"
 trial_healthy=$((SECONDS - t0))
 sleep 2
@@ -578,7 +579,7 @@ wait_new 600 "$console" "$from" "update-from-stick: .*written; rebooting once in
 wait_reboot 120 "a tryboot reboot"
 next_boot
 [ "$fw_slot" = a ] && [ "$fw_trial" = 1 ] || die "the trial boot was not slot A on trial (slot $fw_slot, trial $fw_trial)"
-wait_for "$boot_timeout" "$console" 'trial boot of a new version' "the daemon sees the trial boot"
+wait_for "$boot_timeout" "$console" 'concentratord.*trial boot of a new version' "the daemon sees the trial boot"
 wait_for 300 "$console" 'trial boot not healthy|the daemon failed and its restarts are used up' "the verdict: not healthy"
 grep -q 'trial boot not healthy' "$console" || echo "note: the daemon's restarts ran out before its own health verdict (the watchdog or a crash)"
 wait_for 60 "$console" 'rebooting into the previous version' "the way back"

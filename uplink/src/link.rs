@@ -150,6 +150,18 @@ impl Pppd {
         std::fs::create_dir_all(&self.cfg.run_dir)
             .map_err(|e| io("creating the run directory", e))?;
         std::fs::write(&path, script).map_err(|e| io("writing the chat script", e))?;
+        // A program named by its path is looked for first: the error then names it, also where the
+        // spawn itself cannot tell (under qemu-user an exec that fails looks like a start).
+        if self.cfg.pppd.components().count() > 1 && !self.cfg.pppd.is_file() {
+            return Err(LinkError::Io {
+                doing: "starting pppd",
+                path: self.cfg.pppd.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such program (install ppp: apt-get install ppp)",
+                ),
+            });
+        }
         let args = pppd_args(&self.cfg, &path.display().to_string());
         let child = Command::new(&self.cfg.pppd)
             .args(&args)
