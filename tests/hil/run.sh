@@ -530,7 +530,7 @@ wait_reboot 120 "a tryboot reboot"
 boot_file tryboot.txt | grep -q 'kernel=vmlinuz-b' || die "tryboot.txt does not boot slot B: $(boot_file tryboot.txt)"
 next_boot
 [ "$fw_slot" = b ] && [ "$fw_trial" = 1 ] || die "the trial boot was not slot B on trial (slot $fw_slot, trial $fw_trial)"
-wait_for "$boot_timeout" "$console" 'concentratord.*trial boot of a new version' "the daemon sees the trial boot"
+wait_for "$boot_timeout" "$console" 'trial boot of a new version: it stays only if' "the daemon sees the trial boot"
 wait_for 300 "$console" 'trial boot healthy: this version is permanent now' "healthy: committed"
 trial_healthy=$((SECONDS - t0))
 sleep 2
@@ -542,7 +542,7 @@ echo "seen: config.txt boots slot B, version $good, no trial file; the power was
 next_boot
 [ "$fw_slot" = b ] && [ "$fw_trial" = 0 ] || die "after the commit the gateway booted slot $fw_slot (trial $fw_trial), not slot B"
 daemon_reads
-! grep -q 'trial boot of a new version' "$console" || die "an ordinary boot of slot B was taken for a trial"
+! grep -q 'trial boot of a new version: it stays only if' "$console" || die "an ordinary boot of slot B was taken for a trial"
 echo "seen: the good version stays (slot B, an ordinary boot, the daemon reads and sends)"
 
 echo "== update 2: a bundle signed with another key: refused before anything is written"
@@ -579,7 +579,7 @@ wait_new 600 "$console" "$from" "update-from-stick: .*written; rebooting once in
 wait_reboot 120 "a tryboot reboot"
 next_boot
 [ "$fw_slot" = a ] && [ "$fw_trial" = 1 ] || die "the trial boot was not slot A on trial (slot $fw_slot, trial $fw_trial)"
-wait_for "$boot_timeout" "$console" 'concentratord.*trial boot of a new version' "the daemon sees the trial boot"
+wait_for "$boot_timeout" "$console" 'trial boot of a new version: it stays only if' "the daemon sees the trial boot"
 wait_for 300 "$console" 'trial boot not healthy|the daemon failed and its restarts are used up' "the verdict: not healthy"
 grep -q 'trial boot not healthy' "$console" || echo "note: the daemon's restarts ran out before its own health verdict (the watchdog or a crash)"
 wait_for 60 "$console" 'rebooting into the previous version' "the way back"
