@@ -164,22 +164,28 @@ fn mistakes_in_the_file_are_named() {
 
 /// Issue #15: with `web_listen` the bundle turns the installer web UI on: a `[web]` table with the
 /// gateway's certificate, a users file holding only the hash, and the password beside the bundle.
-#[test]
-fn web_listen_gives_the_bundle_the_installer_ui_and_the_password_stays_outside() {
-    let p = Pilot::new("bundle-web");
+/// Provisions the pilot with `extra` keys in gw-1's table; the pilot and gw-1's configuration.
+fn provision_gw1_with(name: &str, extra: &str) -> (Pilot, toml::Table) {
+    let p = Pilot::new(name);
     let spec = SPEC.replacen(
         "ledger_file = \"ledger.toml\"\n",
-        "ledger_file = \"ledger.toml\"\nweb_listen = [\"192.168.7.1:8443\"]\n",
+        &format!("ledger_file = \"ledger.toml\"\n{extra}"),
         1,
     );
     std::fs::write(p.dir.0.join("spec.toml"), spec).unwrap();
     let store = Arc::new(Store::open_configured(&p.config).unwrap());
     p.provision(&store);
-    let dir = p.bundle("gw-1");
-    let conf: toml::Table = std::fs::read_to_string(dir.join("concentrator.toml"))
+    let conf = std::fs::read_to_string(p.bundle("gw-1").join("concentrator.toml"))
         .unwrap()
         .parse()
         .unwrap();
+    (p, conf)
+}
+
+#[test]
+fn web_listen_gives_the_bundle_the_installer_ui_and_the_password_stays_outside() {
+    let (p, conf) = provision_gw1_with("bundle-web", "web_listen = [\"192.168.7.1:8443\"]\n");
+    let dir = p.bundle("gw-1");
     let web = conf["web"].as_table().unwrap();
     assert_eq!(
         web["listen"].as_array().unwrap()[0].as_str(),
@@ -391,23 +397,13 @@ fn removing_subscribers_refuses_what_would_lose_money_and_keeps_the_history() {
 
 #[test]
 fn the_sims_pin_and_the_gateways_own_sections_pass_into_the_bundle() {
-    let p = Pilot::new("bundle-modem");
-    let spec = SPEC.replacen(
-        "ledger_file = \"ledger.toml\"\n",
-        "ledger_file = \"ledger.toml\"\n\
-         modem = { port = \"/dev/modem-at\", apn = \"m2m.example\", pin_file = \"/var/lib/concentrator/secrets/sim.pin\" }\n\
+    let (p, conf) = provision_gw1_with(
+        "bundle-modem",
+        "modem = { port = \"/dev/modem-at\", apn = \"m2m.example\", pin_file = \"/var/lib/concentrator/secrets/sim.pin\" }\n\
          power = { fail_line = \"gpiochip0:6\" }\n\
          update = { trial_limit_s = 300 }\n",
-        1,
     );
-    std::fs::write(p.dir.0.join("spec.toml"), spec).unwrap();
-    let store = Arc::new(Store::open_configured(&p.config).unwrap());
-    p.provision(&store);
     let dir = p.bundle("gw-1");
-    let conf: toml::Table = std::fs::read_to_string(dir.join("concentrator.toml"))
-        .unwrap()
-        .parse()
-        .unwrap();
     // A local bundle names the PIN beside its other secrets (the installer adds the file).
     let pin = conf["modem"]["pin_file"].as_str().unwrap();
     assert_eq!(

@@ -602,21 +602,19 @@ wait_new 30 "$console" "$from" "the last gasp left|the last gasp did not leave" 
 qmp_quit
 last_gasp_s=$((SECONDS - t0))
 echo "seen: the power was cut $last_gasp_s s after the line rose"
-deadline=$((SECONDS + 60))
-until grep -q "gateway $gateway: last gasp, its supply failed at" "$out/headend.log"; do
-    [ $SECONDS -lt $deadline ] || die "the head-end has no last gasp from $gateway: $(tail -n 5 "$out/headend.log")"
-    sleep 1
-done
-echo "seen: the head-end has it: $(grep -m1 "gateway $gateway: last gasp" "$out/headend.log" | sed 's/.*gateway /gateway /')"
+headend_says() { # headend_says SECONDS PATTERN WHAT: the head-end's log has the line
+    local deadline=$((SECONDS + $1))
+    until grep -q "$2" "$out/headend.log"; do
+        [ $SECONDS -lt $deadline ] || die "the head-end has no $3 from $gateway: $(tail -n 5 "$out/headend.log")"
+        sleep 1
+    done
+    echo "seen: the head-end has the $3: $(grep "$2" "$out/headend.log" | tail -n 1 | sed 's/.*gateway /gateway /')"
+}
+headend_says 60 "gateway $gateway: last gasp, its supply failed at" "last gasp"
 [ "$(gw_events)" -gt "$events_before" ] || die "no gateway event passed the broker"
 next_boot
 daemon_reads
-deadline=$((SECONDS + 120))
-until grep -q "gateway $gateway: supply back; it was out from" "$out/headend.log"; do
-    [ $SECONDS -lt $deadline ] || die "the head-end has no outage window from $gateway: $(tail -n 5 "$out/headend.log")"
-    sleep 1
-done
-echo "seen: the head-end has the outage: $(grep "gateway $gateway: supply back" "$out/headend.log" | tail -n 1 | sed 's/.*gateway /gateway /')"
+headend_says 120 "gateway $gateway: supply back; it was out from" "outage window"
 "$mpc" history "$meter_no" >"$out/history.log" 2>&1 || die "mpc history: $(cat "$out/history.log")"
 [ "$(grep -c "applied  token" "$out/history.log")" = 1 ] || die "the customer's history after the outage: $(cat "$out/history.log")"
 deadline=$((SECONDS + 60))
