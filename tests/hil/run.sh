@@ -423,7 +423,7 @@ qmp() { python3 "$repo/tests/hil/qmp.py" "$out/qmp.sock" "$@" >>"$out/qmp.log"; 
 boots=2
 next_boot() { # next_boot: after the guest rebooted or was cut off, boot again; the console's file in $console
     local how
-    how=$(grep -a 'reboot: Restarting system' "$console" 2>/dev/null | tail -n 1 | tr -d '\r')
+    how=$(grep -a 'reboot: Restarting system' "$console" 2>/dev/null | tail -n 1 | tr -d '\r' || true) # none after a power cut
     case "$how" in
         *"command '0 tryboot'"*) next_tryboot=1 ;;
     esac
