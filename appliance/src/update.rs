@@ -231,8 +231,12 @@ pub fn open_verified(
     let text = read_text(&mut r, "header")?;
     let sig = Signature::parse(&read_text(&mut r, "signature")?)
         .map_err(|e| format!("the bundle's signature: {e}"))?;
-    let key = trusted.verify(text.as_bytes(), &sig).map_err(|e| {
-        format!("the bundle's signature does not verify: {e}; nothing was written (is it from the utility's release key?)")
+    let key = trusted.verify(text.as_bytes(), &sig).map_err(|e| match e {
+        // In the release key's words, not a plugin vendor's.
+        concentrator_plugin_host::SignatureError::UnknownKey { key_id, trusted } => format!(
+            "the bundle's signature does not verify: it is signed with key {key_id}, which is not the utility's release key this gateway trusts ({trusted}, /usr/share/concentrator/release.pub); nothing was written: ask the utility for a bundle signed with its release key"
+        ),
+        e => format!("the bundle's signature does not verify: {e}; nothing was written (is it from the utility's release key?)"),
     })?;
     if sig.plugin != SIGNED_NAME {
         return Err(format!(
