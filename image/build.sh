@@ -149,11 +149,7 @@ cp -L "$root/vmlinuz" "$root/boot/firmware/vmlinuz-a"
 cp -L "$root/initrd.img" "$root/boot/firmware/initrd-a.img"
 mv "$root/boot/firmware/cmdline.txt" "$root/boot/firmware/cmdline-a.txt"
 find "$root/boot/firmware" -maxdepth 1 \( -name 'vmlinuz-[0-9]*' -o -name 'initrd.img-[0-9]*' \) -delete
-mount -t proc proc "$root/proc"
-trap 'umount "$root/proc" 2>/dev/null || true' EXIT
 chroot "$root" concentrator update commit --boot /boot/firmware --running a
-umount "$root/proc"
-trap - EXIT
 echo "$version" >"$root/boot/firmware/version-a.txt"
 echo concentrator >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tconcentrator\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"

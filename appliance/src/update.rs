@@ -594,6 +594,23 @@ mod tests {
         layout: Layout,
     }
 
+    /// Runs an e2fsprogs program; fails the test, naming the program and its output, unless it
+    /// succeeds (and with the install command when it is missing).
+    fn e2fs(program: &str, args: &[&std::ffi::OsStr]) {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{program} cannot run ({e}): install e2fsprogs (apt-get install e2fsprogs)")
+            });
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// An ext4 filesystem image of `kib` KiB labelled `label`, holding `content` in `/version`
     /// (mkfs.ext4 from e2fsprogs, as the image build makes the root).
     fn ext4(path: &Path, kib: u64, label: &str, content: &str) {
@@ -601,20 +618,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&src);
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("version"), content).unwrap();
-        let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-O", "^has_journal", "-L", label, "-d"])
-            .arg(&src)
-            .arg(path)
-            .arg(format!("{kib}k"))
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("mkfs.ext4 cannot run ({e}): install e2fsprogs (apt-get install e2fsprogs)")
-            });
-        assert!(
-            out.status.success(),
-            "mkfs.ext4: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let size = format!("{kib}k");
+        let args = ["-q", "-F", "-O", "^has_journal", "-L", label, "-d"];
+        let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        argv.extend([src.as_os_str(), path.as_os_str(), size.as_ref()]);
+        e2fs("mkfs.ext4", &argv);
         let _ = std::fs::remove_dir_all(&src);
     }
 
@@ -629,20 +637,7 @@ mod tests {
 
     /// e2fsck's verdict on an image: a filesystem whose superblock checksum is wrong fails.
     fn fsck_clean(path: &Path) {
-        let out = Command::new("e2fsck")
-            .arg("-fn")
-            .arg(path)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("e2fsck cannot run ({e}): install e2fsprogs (apt-get install e2fsprogs)")
-            });
-        assert!(
-            out.status.success(),
-            "e2fsck -fn {}: {}{}",
-            path.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        e2fs("e2fsck", &["-fn".as_ref(), path.as_os_str()]);
     }
 
     fn rig(name: &str) -> Rig {

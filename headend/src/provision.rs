@@ -98,6 +98,15 @@ impl<'a> MeterIndex<'a> {
 /// Where the appliance keeps the secrets first boot moves out of the bundle.
 const APPLIANCE_SECRETS: &str = "/var/lib/concentrator/secrets/";
 
+/// The file name of the SIM's PIN that a `[modem]` table names in the appliance's secrets directory:
+/// a secret the installer adds to the bundle, not the utility.
+fn installer_pin(modem: &toml::Table) -> Option<&str> {
+    modem
+        .get("pin_file")
+        .and_then(toml::Value::as_str)
+        .and_then(|p| p.strip_prefix(APPLIANCE_SECRETS))
+}
+
 /// Writes each gateway's bundle in the local layout to a scratch directory and runs the gateway's
 /// `concentratord validate` on it; the first refusal is the error, with the gateway named.
 #[allow(clippy::too_many_arguments)]
@@ -137,13 +146,7 @@ fn check_bundles(
             )?;
             // The SIM's PIN is the installer's to add to the bundle (it is not the utility's): the
             // check sees a placeholder where the configuration names it.
-            if let Some(file) = g
-                .modem
-                .as_ref()
-                .and_then(|m| m.get("pin_file"))
-                .and_then(toml::Value::as_str)
-                .and_then(|p| p.strip_prefix(APPLIANCE_SECRETS))
-            {
+            if let Some(file) = g.modem.as_ref().and_then(installer_pin) {
                 pki::write_file(&check.join(file), "SIM PIN placeholder", b"0000\n", true)?;
             }
             std::process::Command::new(validator)
@@ -684,15 +687,10 @@ fn write_bundle(
     ] {
         if let Some(table) = table {
             let mut table = table.clone();
-            // The SIM's PIN is a secret the installer adds to the bundle: named in the appliance's
-            // secrets directory, it is the bundle's own file in the local layout.
-            if let Some(file) = table
-                .get("pin_file")
-                .and_then(toml::Value::as_str)
-                .and_then(|p| p.strip_prefix(APPLIANCE_SECRETS))
-                .map(str::to_string)
-            {
-                table.insert("pin_file".into(), secret(&file).into());
+            // The SIM's PIN, named in the appliance's secrets directory, is the bundle's own file in
+            // the local layout.
+            if let Some(file) = (name == "modem").then(|| installer_pin(&table)).flatten() {
+                table.insert("pin_file".into(), secret(file).into());
             }
             let mut wrapper = toml::Table::new();
             wrapper.insert(name.into(), toml::Value::Table(table));

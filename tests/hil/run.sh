@@ -273,14 +273,9 @@ boot() { # boot LOG: the firmware's choice, then the VM, console to LOG
     qemu_pid=$!
     pids+=("$qemu_pid")
 }
+qmp() { python3 "$repo/tests/hil/qmp.py" "$out/qmp.sock" "$@" >>"$out/qmp.log"; }
 qmp_quit() { # the hard power-off: QEMU quits at once, the guest gets no warning
-    python3 - "$out/qmp.sock" <<'PY'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
-f.readline()
-for cmd in ("qmp_capabilities", "quit"):
-    f.write(json.dumps({"execute": cmd}) + "\n"); f.flush(); f.readline()
-PY
+    qmp '{"execute": "quit"}'
     wait "$qemu_pid" 2>/dev/null || true
 }
 wait_for() { # wait_for SECONDS FILE PATTERN WHAT
@@ -407,11 +402,14 @@ until "$mpc" history "$meter_no" >"$out/history.log" 2>&1 && grep -q "applied  t
 done
 [ "$(grep -c "applied  token" "$out/history.log")" = 1 ] || die "applied more than once: $(cat "$out/history.log")"
 expected="balance $(( (opening + 500) / 100 )).$(printf %02d $(( (opening + 500) % 100 ))) EUR"
-deadline=$((SECONDS + 60))
-until "$mpc" balance "$meter_no" >"$out/balance.log" 2>&1 && grep -q "$expected" "$out/balance.log"; do
-    [ $SECONDS -lt $deadline ] || die "the gateway reports $(cat "$out/balance.log"), expected $expected"
-    sleep 2
-done
+balance_is_expected() { # balance_is_expected WHEN: the gateway reports the opening balance plus the one top-up
+    local deadline=$((SECONDS + 60))
+    until "$mpc" balance "$meter_no" >"$out/balance.log" 2>&1 && grep -q "$expected" "$out/balance.log"; do
+        [ $SECONDS -lt $deadline ] || die "$1 the gateway reports $(cat "$out/balance.log"), expected $expected"
+        sleep 2
+    done
+}
+balance_is_expected "after the power cut"
 echo "seen: the top-up was applied exactly once: $(head -n 1 "$out/balance.log")"
 ! grep -q 'concentrator-firstboot: provisioning' "$out/console2.log" || die "provisioning ran again on the second boot"
 echo "seen: provisioning did not run again (the bundle was applied once)"
@@ -419,7 +417,6 @@ echo "seen: provisioning did not run again (the bundle was applied once)"
 
 # ---------------------------------------------------------------------------------------------------
 # Signed A/B updates from an installer's USB stick.
-qmp() { python3 "$repo/tests/hil/qmp.py" "$out/qmp.sock" "$@" >>"$out/qmp.log"; }
 boots=2
 next_boot() { # next_boot: after the guest rebooted or was cut off, boot again; the console's file in $console
     local how
@@ -617,11 +614,7 @@ daemon_reads
 headend_says 120 "gateway $gateway: supply back; it was out from" "outage window"
 "$mpc" history "$meter_no" >"$out/history.log" 2>&1 || die "mpc history: $(cat "$out/history.log")"
 [ "$(grep -c "applied  token" "$out/history.log")" = 1 ] || die "the customer's history after the outage: $(cat "$out/history.log")"
-deadline=$((SECONDS + 60))
-until "$mpc" balance "$meter_no" >"$out/balance.log" 2>&1 && grep -q "$expected" "$out/balance.log"; do
-    [ $SECONDS -lt $deadline ] || die "after the outage the gateway reports $(cat "$out/balance.log"), expected $expected"
-    sleep 2
-done
+balance_is_expected "after the outage"
 echo "seen: no money lost: one top-up applied, $(head -n 1 "$out/balance.log")"
 qmp_quit
 ppp_only
