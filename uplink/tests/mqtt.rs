@@ -15,6 +15,28 @@ use support::broker::{skip_without_mosquitto, Broker, TempDir};
 use support::headend::{self, HeadEnd};
 use support::*;
 
+/// The uplink's status is published after each step of its session, a moment after the store has
+/// changed: a test that has seen the store change waits for the status to follow.
+fn wait_status(
+    uplink: &Uplink,
+    secs: u64,
+    what: &str,
+    mut pred: impl FnMut(&UplinkStatus) -> bool,
+) -> UplinkStatus {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = uplink.status();
+        if pred(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait(secs: u64, what: &str, mut pred: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(secs);
     while !pred() {
@@ -108,8 +130,9 @@ fn readings_queued_while_the_broker_is_down_arrive_after_it_returns() {
     wait(20, "the outbox to empty on acknowledgements", || {
         store.outbox.is_empty().unwrap()
     });
-    let st = uplink.status();
-    assert!(st.connected && st.acked >= 300, "{st:?}");
+    wait_status(&uplink, 10, "300 acknowledgements counted", |st| {
+        st.connected && st.acked >= 300
+    });
     head.wait_for(10, "the birth message", |l| {
         l.status
             .iter()
@@ -384,8 +407,9 @@ fn commands_are_verified_and_executed_at_most_once() {
             == 3
     });
     assert_eq!(*executed.lock().unwrap(), [cmd_id, time_id]);
-    let st = uplink.status();
-    assert_eq!((st.refused, st.repeats, st.executed), (3, 1, 2), "{st:?}");
+    wait_status(&uplink, 10, "3 refused, 1 repeat, 2 executed", |st| {
+        (st.refused, st.repeats, st.executed) == (3, 1, 2)
+    });
     assert_eq!(
         store.executed.result_of(&cmd_id).unwrap(),
         Some(result_code::DONE)
@@ -462,8 +486,9 @@ fn a_temporarily_failed_command_runs_again_when_sent_again() {
         results(result_code::ALREADY_DONE)(l) == 1
     });
     assert_eq!(*calls.lock().unwrap(), 2);
-    let st = uplink.status();
-    assert_eq!((st.temporary, st.repeats), (1, 1), "{st:?}");
+    wait_status(&uplink, 10, "1 temporary failure and 1 repeat", |st| {
+        (st.temporary, st.repeats) == (1, 1)
+    });
 }
 
 /// Issue #14, defect 6: a message the head-end never acknowledges was sent again every resend interval
@@ -579,7 +604,7 @@ fn a_command_under_way_does_not_hold_up_the_uplink() {
         store.outbox.is_empty().unwrap()
     });
     assert_eq!(*starts.lock().unwrap(), 1);
-    assert_eq!(uplink.status().running, 1);
+    wait_status(&uplink, 10, "one command under way", |st| st.running == 1);
     let done = |l: &headend::Log| {
         l.up.iter()
             .any(|r| matches!(&r.frame.body, Body::CommandResult(c) if c.command == cmd_id))
