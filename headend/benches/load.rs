@@ -13,7 +13,9 @@
 //!
 //! `--window N`: sealed readings in flight per gateway (default 40, at most 4 per meter);
 //! `--attaching N`: meters attaching at once per gateway (default 250); `--resend-after S`: an
-//! unacknowledged message is sent again after S seconds (default 3).
+//! unacknowledged message is sent again after S seconds (default 3); `--reconcile-every S`: the
+//! head-end's `[reconcile] interval_s` (its default otherwise); `--log LEVEL`: worker 1's log to
+//! stderr (default `warn`; the other workers' logs are in their run directory).
 //!
 //! Printed per run: meters attached (AKA) per second; sealed readings acknowledged per second (each one
 //! opened, checked, stored and acknowledged after its commit); top-ups per second end to end with p50
@@ -50,6 +52,9 @@ const READINGS: u8 = 1;
 const TOPUPS: u8 = 2;
 const STOP: u8 = 3;
 
+/// What the connection's event loop hands the gateway's task when it has connected again.
+const RECONNECTED: &str = "";
+
 struct Shared {
     phase: AtomicU8,
     attached: AtomicU64,
@@ -63,6 +68,11 @@ struct Shared {
     /// Downlink messages the gateways dropped (a COUNT out of order) and top-up commands they got.
     dropped: AtomicU64,
     commands: AtomicU64,
+    /// Account requests the gateways answered, and connections made again (each announced by a
+    /// birth).
+    account_requests: AtomicU64,
+    reconnects: AtomicU64,
+    backfill_requests: AtomicU64,
 }
 
 fn spec(gateways: usize, meters: usize) -> String {
@@ -135,11 +145,18 @@ impl AsyncWire {
         let topic = format!("c/v1/{id}/down/#");
         tokio::spawn(async move {
             let mut permit = handshakes.clone().acquire_owned().await.ok();
+            let mut connections = 0u32;
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         permit = None;
                         let _ = sub.try_subscribe(topic.clone(), QoS::AtLeastOnce);
+                        connections += 1;
+                        // A daemon announces every new connection with a birth (the head-end
+                        // marks the gateway online by it): the gateway's task sends it.
+                        if connections > 1 && tx.send((RECONNECTED.into(), vec![])).is_err() {
+                            return;
+                        }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
@@ -165,8 +182,8 @@ impl AsyncWire {
             .await;
     }
 
-    /// The gateway's birth on its status topic, as a daemon sends when it starts.
-    async fn birth(&self, g: &mut GatewaySide) {
+    /// The gateway's birth on its status topic, as a daemon sends on each connection.
+    async fn birth(&self, g: &mut GatewaySide, session: u32) {
         let frame = Frame::new(
             g.next_id(),
             None,
@@ -174,7 +191,7 @@ impl AsyncWire {
             Body::Birth(Birth {
                 software: "load".into(),
                 started_at: unix_now(),
-                session: 1,
+                session,
                 modem: ModemReport::default(),
                 meters: vec![],
                 outbox_len: 0,
@@ -194,7 +211,8 @@ async fn gateway(
     s: Arc<Shared>,
     pace: Pace,
 ) {
-    wire.birth(&mut g).await;
+    let mut session = 1u32;
+    wire.birth(&mut g, session).await;
     // AKA, a few meters at a time, each on its own attach handle.
     let mut started = 0usize;
     let mut attach_at = Instant::now();
@@ -224,7 +242,11 @@ async fn gateway(
             },
             _ = tick.tick() => None,
         };
-        if let Some((topic, payload)) = message {
+        if message.as_ref().is_some_and(|(t, _)| t == RECONNECTED) {
+            session += 1;
+            s.reconnects.fetch_add(1, Ordering::Relaxed);
+            wire.birth(&mut g, session).await;
+        } else if let Some((topic, payload)) = message {
             let out = Outgoing { topic, payload };
             // An AKA step of a run the gateway has since replaced (it attached again) does not open
             // with the new run's keys: the scripted side panics on it; here it is dropped, as the
@@ -296,6 +318,45 @@ async fn gateway(
                                 }
                             }
                         }
+                    }
+                    Body::BackfillRequest(_) => {
+                        // The simulated meters keep no history: answered as a gateway answers for
+                        // such a meter (the head-end then leaves it a day).
+                        s.backfill_requests.fetch_add(1, Ordering::Relaxed);
+                        let result = Body::CommandResult(CommandResult {
+                            command: f.header.id,
+                            code: result_code::UNSUPPORTED,
+                            reason: None,
+                        });
+                        let id = g.next_id();
+                        wire.send(g.seal(scope, result.clone(), Some(id))).await;
+                        unacked.insert(id, (scope, result, Instant::now(), None));
+                    }
+                    Body::AccountRequest(_) => {
+                        s.account_requests.fetch_add(1, Ordering::Relaxed);
+                        let Some(m) = scope_meter.get(&scope).cloned() else {
+                            continue;
+                        };
+                        let serials: Vec<u64> = applied
+                            .keys()
+                            .filter(|(meter, _)| *meter == m)
+                            .map(|(_, serial)| *serial)
+                            .collect();
+                        let body = Body::AccountSummary(AccountSummary {
+                            at: unix_now(),
+                            balance_minor: balance,
+                            currency: "EUR".into(),
+                            last_token_serial: serials.iter().max().copied(),
+                            register_wh: value.max(0) as u64,
+                            tariff_id: 1,
+                            charged_minor: 0,
+                            relay_closed: true,
+                            applied: Some(SerialRange::cover(serials)),
+                            audit: None,
+                        });
+                        let id = g.next_id();
+                        wire.send(g.seal(scope, body.clone(), Some(id))).await;
+                        unacked.insert(id, (scope, body, Instant::now(), None));
                     }
                     Body::TopUp(t) => {
                         s.commands.fetch_add(1, Ordering::Relaxed);
@@ -496,7 +557,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace) {
+fn run(
+    gateways: usize,
+    meters: usize,
+    workers: usize,
+    seconds: u64,
+    pace: Pace,
+    reconcile_every: Option<u64>,
+) {
     let b = Broker::start();
     let p = Pilot::on_postgres("load", Some(format!("mqtts://localhost:{}", b.port)))
         .expect("PostgreSQL for the load generator (sudo apt-get install -y postgresql)");
@@ -505,6 +573,9 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace)
     config.mqtt.shared_group = Some("headend".into());
     config.store.pool = 16;
     config.tokens.max_minor = 10_000_000;
+    if let Some(s) = reconcile_every {
+        config.reconcile.interval_s = s;
+    }
     let conf = config.base.join("headend.toml");
     std::fs::write(&conf, toml::to_string(&config).unwrap()).unwrap();
 
@@ -543,6 +614,9 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace)
         failed: AtomicBool::new(false),
         dropped: AtomicU64::new(0),
         commands: AtomicU64::new(0),
+        account_requests: AtomicU64::new(0),
+        reconnects: AtomicU64::new(0),
+        backfill_requests: AtomicU64::new(0),
     });
     // The simulated gateways: tasks on a runtime of their own (two threads, named apart from the
     // head-end's), each with its own TLS connection; prepared one after the other, which also
@@ -720,13 +794,27 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace)
     let last_booked = shared.booked.lock().unwrap().values().max().copied();
     let pending = store.pending(None).unwrap();
     let tokens_pending = pending.len();
-    if let Some(r) = pending.first() {
+    // Why tokens are still pending, if any are: never sent, or sent and not answered; and whether
+    // the head-end sees their gateway online.
+    let (mut unsent, mut offline, mut unreachable) = (0usize, 0usize, 0usize);
+    let mut gateway_of: HashMap<String, bool> = HashMap::new();
+    for r in &pending {
         if let Ok(Some(t)) = store.token(&r.meter, r.serial) {
-            eprintln!(
-                "a pending token: {}#{} sends {} result {:?} reason {:?}",
-                t.meter, t.serial, t.sends, t.result, t.reason
-            );
+            unsent += usize::from(t.sends == 0);
         }
+        let gw = r.meter[1..].split('-').next().unwrap_or("").to_string();
+        let online = *gateway_of.entry(gw.clone()).or_insert_with(
+            || matches!(store.gateway(&format!("gw-{gw}")), Ok(Some(g)) if g.online),
+        );
+        offline += usize::from(!online);
+        let sub = concentrator_headend::store::SubscriberRef::Meter(r.meter.clone());
+        let reachable = store.contexts(&sub).is_ok_and(|set| {
+            [set.current, set.previous]
+                .into_iter()
+                .flatten()
+                .any(|c| c.confirmed && unix_now() < c.expires_at() && c.tid.is_some())
+        });
+        unreachable += usize::from(!reachable);
     }
     shared.phase.store(STOP, Ordering::Relaxed);
     rt.shutdown_timeout(Duration::from_secs(5));
@@ -763,7 +851,8 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace)
         per_reading
     );
     println!(
-        "top-ups: {bought_n} bought in {buy_s:.1} s ({:.0}/s), {done} booked from their receipts ({:.0}/s to the last receipt), {tokens_pending} still pending; \
+        "top-ups: {bought_n} bought in {buy_s:.1} s ({:.0}/s), {done} booked from their receipts ({:.0}/s to the last receipt), \
+         {tokens_pending} still pending ({unsent} never sent, {offline} of a gateway the head-end holds offline, {unreachable} of a meter without a live context); \
          purchase to receipt acknowledged: p50 {} ms, p99 {} ms, max {} ms",
         bought_n as f64 / buy_s,
         done as f64 / last_booked.map_or(buy_s, |l| l.saturating_duration_since(t).as_secs_f64()),
@@ -772,9 +861,12 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace)
         lat.last().copied().unwrap_or_default().as_millis()
     );
     println!(
-        "gateways: {} top-up commands received, {} downlink messages dropped (COUNT out of order)",
+        "gateways: {} top-up commands received, {} account requests and {} backfill requests answered, {} downlink messages dropped (COUNT out of order), {} connections made again",
         shared.commands.load(Ordering::Relaxed),
-        shared.dropped.load(Ordering::Relaxed)
+        shared.account_requests.load(Ordering::Relaxed),
+        shared.backfill_requests.load(Ordering::Relaxed),
+        shared.dropped.load(Ordering::Relaxed),
+        shared.reconnects.load(Ordering::Relaxed)
     );
     let mut names: Vec<&String> = cpu2.keys().collect();
     names.sort();
@@ -792,6 +884,21 @@ fn run(gateways: usize, meters: usize, workers: usize, seconds: u64, pace: Pace)
         !shared.failed.load(Ordering::Relaxed),
         "a purchase was refused"
     );
+}
+
+/// Worker 1's log (it runs in this process), to stderr: `--log warn` (default), `info`, `off`.
+struct Stderr(log::LevelFilter);
+
+impl log::Log for Stderr {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= self.0
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("worker 1: {}: {}", r.level(), r.args());
+        }
+    }
+    fn flush(&self) {}
 }
 
 fn main() {
@@ -822,7 +929,14 @@ fn main() {
         meters <= 250,
         "at most 250 meters per gateway (attach handles)"
     );
+    let reconcile_every = args
+        .iter()
+        .any(|a| a == "--reconcile-every")
+        .then(|| arg("--reconcile-every", "900").parse().unwrap());
+    let level: log::LevelFilter = arg("--log", "warn").parse().unwrap();
+    log::set_boxed_logger(Box::new(Stderr(level))).unwrap();
+    log::set_max_level(level);
     for w in workers {
-        run(gateways, meters, w, seconds, pace);
+        run(gateways, meters, w, seconds, pace, reconcile_every);
     }
 }

@@ -21,6 +21,10 @@ pub const MAX_INTERVALS_PER_REQUEST: u64 = 2016;
 pub const MAX_SENDS: u32 = 5;
 /// After a gateway answered that a meter keeps no history, the meter is not asked again for this long.
 pub const UNSUPPORTED_PAUSE_S: u64 = 86_400;
+/// Gaps are looked for in this much of a meter's most recent readings (31 days): history older than
+/// that is rarely still in the meter, and reading a meter's whole history on every pass made each
+/// pass cost more as the store aged (a year of 15-minute readings is 35,040 rows a meter).
+pub const LOOKBACK_S: u64 = 31 * 86_400;
 /// Windows answered "done" that stay empty are remembered (and not asked again) up to this many.
 const ANSWERED_KEPT: usize = 64;
 
@@ -208,7 +212,12 @@ impl Engine {
         // replaced meanwhile; else what the meter's readings show.
         let interval = match &rec {
             Some(r) => u64::from(r.interval_s).max(1),
-            None => interval_of(&self.store.reading_times(m)?).unwrap_or(1),
+            None => interval_of(
+                &self
+                    .store
+                    .reading_times_since(m, now.saturating_sub(LOOKBACK_S))?,
+            )
+            .unwrap_or(1),
         };
         let (stored, dup) = self.store_readings(gw, m, id, &bf.readings, Some(interval), now)?;
         log::info!(
@@ -377,7 +386,9 @@ impl Engine {
         }) {
             answered.push((r.from, r.to));
         }
-        let times = self.store.reading_times(meter)?;
+        let times = self
+            .store
+            .reading_times_since(meter, now.saturating_sub(LOOKBACK_S))?;
         let gap = find_gaps(&times, None).into_iter().find(|g| {
             !answered
                 .iter()

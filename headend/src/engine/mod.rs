@@ -119,8 +119,9 @@ struct AckBatch {
     ids: Vec<MessageId>,
 }
 
-/// Online gateways reconciled (accounts asked for, reading gaps looked for) per tick: a pass over
-/// 10,000 gateways takes 500 ticks, not one tick that holds the engine for minutes.
+/// The most gateways a tick visits in a reconciliation pass (for accounts, and for reading gaps):
+/// the gap sweep is spread over the whole interval (10,000 gateways and the default 900 s: 12 a
+/// tick), never one tick that holds the engine for minutes.
 const RECONCILE_PER_TICK: usize = 20;
 
 /// How often expired TIDs are purged.
@@ -139,8 +140,13 @@ pub struct Engine {
     source: [u8; 8],
     seq: u64,
     next_reconcile: u64,
-    /// Online gateways still to reconcile in this pass, a few per tick ([`RECONCILE_PER_TICK`]).
+    /// Online gateways whose meters' reading gaps are still to be looked for in this pass, and how
+    /// many a tick (the pass spread over the interval, at most [`RECONCILE_PER_TICK`]).
     reconcile_queue: Vec<String>,
+    reconcile_pace: usize,
+    /// Gateways with meters to ask for their accounts in this pass (a top-up sent and not answered),
+    /// at most [`RECONCILE_PER_TICK`] a tick.
+    account_queue: Vec<(String, Vec<String>)>,
     /// When expired TIDs are looked for next.
     next_tid_purge: u64,
     /// Meters asked for an account summary (reconciliation), and when: their tokens wait for it.
@@ -220,6 +226,8 @@ impl Engine {
             seq: 0,
             next_reconcile: 0,
             reconcile_queue: Vec::new(),
+            reconcile_pace: 1,
+            account_queue: Vec::new(),
             next_tid_purge: 0,
             awaiting_account: HashMap::new(),
             anchor_confirmed: HashMap::new(),
@@ -837,21 +845,35 @@ impl Engine {
                         .map(|g| g.id)
                         .rev()
                         .collect();
+                    self.reconcile_pace = self
+                        .reconcile_queue
+                        .len()
+                        .div_ceil(self.s.reconcile_interval.max(1) as usize)
+                        .clamp(1, RECONCILE_PER_TICK);
                 }
                 Err(e) => log::error!("reconciliation: {e}"),
             }
+            // Accounts are asked of the meters whose top-ups went unanswered, found from the
+            // pending tokens (a few), not by asking the store about every meter of every gateway.
+            match self.unanswered_by_gateway(now) {
+                Ok(q) => self.account_queue = q,
+                Err(e) => log::error!("reconciliation: {e}"),
+            }
         }
-        // A pass over the online gateways, a few each tick, so that thousands of gateways do not
-        // hold this engine's messages for the length of the pass.
         for _ in 0..RECONCILE_PER_TICK {
-            let Some(gw) = self.reconcile_queue.pop() else {
+            let Some((gw, meters)) = self.account_queue.pop() else {
                 break;
             };
-            match self.on_gateway(&gw, now, |this| this.reconcile(&gw, now)) {
+            match self.on_gateway(&gw, now, |this| this.ask_accounts(&meters, now)) {
                 Ok(o) => out.extend(o),
                 Err(e) => log::error!("reconciliation of gateway {gw}: {e}"),
             }
-            // Gaps in the readings are looked for as often as accounts are asked for.
+        }
+        // Gaps in the readings are looked for once an interval, a few gateways each tick.
+        for _ in 0..self.reconcile_pace {
+            let Some(gw) = self.reconcile_queue.pop() else {
+                break;
+            };
             out.extend(self.deliver_backfill_of(&gw, now));
         }
         // Shared store: every worker polls, and new purchases reach their gateway at once through the

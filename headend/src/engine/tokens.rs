@@ -17,7 +17,8 @@ use crate::store::{
     TokenRef, TokenState,
 };
 
-/// A token sent (or answered) within this many seconds is not sent again by reconciliation.
+/// A token sent (or answered) within this many seconds is not sent again by reconciliation; and a
+/// meter asked for its account holds its top-ups this long at most for the answer.
 const RECENT: u64 = 30;
 
 /// Whether a result code says the gateway carried the top-up out (now or before): the token then
@@ -117,9 +118,10 @@ impl Engine {
 
     /// One pending token of [`Engine::deliver`]: sent if due.
     fn deliver_one(&mut self, r: &TokenRef, now: u64) -> Option<Outgoing> {
-        let timeout = self.s.result_timeout;
         if let Some(at) = self.awaiting_account.get(&r.meter) {
-            if now < at.saturating_add(timeout) {
+            // The summary resends what the meter lacks; a gateway that does not answer holds the
+            // meter's top-ups only briefly.
+            if now < at.saturating_add(RECENT) {
                 return None;
             }
         }
@@ -524,23 +526,64 @@ impl Engine {
         Ok(())
     }
 
-    /// Account requests (0x8A) to the meters of `gw` that have pending tokens.
+    /// Account requests (0x8A) to the meters of `gw` that have pending tokens (a gateway that was
+    /// born again: whatever it was sent before may be lost).
     pub(super) fn reconcile(&mut self, gw: &str, now: u64) -> Vec<Outgoing> {
         let meters = match self.store.gateway(gw) {
             Ok(Some(g)) => g.meters,
             _ => return vec![],
         };
-        let mut out = Vec::new();
-        for m in meters {
-            if self
-                .store
-                .pending(Some(&m))
-                .map(|p| p.is_empty())
-                .unwrap_or(true)
+        let pending: Vec<String> = meters
+            .into_iter()
+            .filter(|m| self.store.pending(Some(m)).is_ok_and(|p| !p.is_empty()))
+            .collect();
+        self.ask_accounts(&pending, now)
+    }
+
+    /// The meters of the periodic pass, by gateway: those with a pending top-up that was sent and
+    /// has had no answer for [`RECENT`] seconds or more. Tokens never sent are [`Engine::deliver`]'s.
+    pub(super) fn unanswered_by_gateway(
+        &self,
+        now: u64,
+    ) -> Result<Vec<(String, Vec<String>)>, String> {
+        let e = |e: crate::store::StoreError| e.to_string();
+        let mut by_gateway: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut seen = std::collections::HashSet::new();
+        for r in self.store.pending(None).map_err(e)? {
+            if seen.contains(&r.meter) {
+                continue;
+            }
+            let Some(t) = self.store.token(&r.meter, r.serial).map_err(e)? else {
+                continue;
+            };
+            let touched = t.sent_at.max(t.result_at);
+            if t.state != TokenState::Pending
+                || touched.is_none_or(|at| now < at.saturating_add(RECENT))
             {
                 continue;
             }
-            let Ok(Some(rec)) = self.store.meter(&m) else {
+            let Some(m) = self.store.meter(&r.meter).map_err(e)? else {
+                continue;
+            };
+            seen.insert(r.meter.clone());
+            by_gateway.entry(m.gateway).or_default().push(r.meter);
+        }
+        let mut out = Vec::new();
+        for (gw, meters) in by_gateway {
+            if self.gateway_online(&gw) {
+                out.push((gw, meters));
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Account requests (0x8A) to `meters` (of one gateway, in its scope); their top-ups wait
+    /// [`RECENT`] seconds at most for the summaries.
+    pub(super) fn ask_accounts(&mut self, meters: &[String], now: u64) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        for m in meters {
+            let Ok(Some(rec)) = self.store.meter(m) else {
                 continue;
             };
             let Some((gwid, scope, sub, rand)) = self.meter_target(&rec, now) else {

@@ -25,6 +25,13 @@ pub trait Kv: Send + Sync {
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// The entries under `prefix` from key `from` on (a meter's recent readings, not its whole
+    /// history); the stores that can seek override this filtering default.
+    fn scan_from(&self, prefix: &[u8], from: &[u8]) -> Result<Entries, StoreError> {
+        let mut all = self.scan(prefix)?;
+        all.retain(|(k, _)| k.as_slice() >= from);
+        Ok(all)
+    }
     /// Makes every applied batch durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Sets `key` to `new` only if it holds `old` now (`None`: absent); `Ok(false)` if it did not.
@@ -73,6 +80,12 @@ pub trait KvTxn: Send {
     fn apply(&mut self, batch: Batch) -> Result<(), StoreError>;
     /// Entries under a prefix, in key order.
     fn scan(&mut self, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// See [`Kv::scan_from`].
+    fn scan_from(&mut self, prefix: &[u8], from: &[u8]) -> Result<Entries, StoreError> {
+        let mut all = self.scan(prefix)?;
+        all.retain(|(k, _)| k.as_slice() >= from);
+        Ok(all)
+    }
     /// See [`Kv::compare_and_swap`].
     fn compare_and_swap(
         &mut self,
@@ -196,6 +209,19 @@ impl Kv for SledKv {
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))
+    }
+
+    fn scan_from(&self, prefix: &[u8], from: &[u8]) -> Result<Entries, StoreError> {
+        let from = from.max(prefix);
+        let mut out = Vec::new();
+        for r in self.tree.range(from..) {
+            let (k, v) = r.map_err(|e| self.err(e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -459,6 +459,11 @@ impl Store {
         scope::with_txn(self.id, |t| t.scan(prefix)).unwrap_or_else(|| self.kv.scan(prefix))
     }
 
+    fn kv_scan_from(&self, prefix: &[u8], from: &[u8]) -> Result<Entries, StoreError> {
+        scope::with_txn(self.id, |t| t.scan_from(prefix, from))
+            .unwrap_or_else(|| self.kv.scan_from(prefix, from))
+    }
+
     fn kv_cas(&self, key: &[u8], old: Option<&[u8]>, new: Vec<u8>) -> Result<bool, StoreError> {
         match scope::with_txn(self.id, |t| t.compare_and_swap(key, old, new.clone())) {
             Some(r) => r,
@@ -725,6 +730,28 @@ mod tests {
                 assert!(s.seen("gw1", &[n; 16]).unwrap());
             }
             assert!(!s.seen("gw2", &[4; 16]).unwrap(), "per gateway");
+            drop(s);
+            if let Some(d) = dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+
+    #[test]
+    fn reading_times_since_reads_only_the_window_of_that_meter() {
+        for (s, dir) in stores() {
+            let mut b = Batch::new();
+            for (m, t) in [("M1", 100u64), ("M1", 200), ("M1", 300), ("M10", 250), ("M", 260)] {
+                let mut rest = t.to_be_bytes().to_vec();
+                rest.push(1);
+                b.put(key2("rd/", m, &rest), &0u8);
+            }
+            s.commit(b).unwrap();
+            assert_eq!(s.reading_times_since("M1", 0).unwrap(), vec![100, 200, 300]);
+            assert_eq!(s.reading_times_since("M1", 150).unwrap(), vec![200, 300]);
+            assert_eq!(s.reading_times_since("M1", 300).unwrap(), vec![300]);
+            assert!(s.reading_times_since("M1", 301).unwrap().is_empty());
+            assert_eq!(s.reading_times_since("M10", 0).unwrap(), vec![250]);
             drop(s);
             if let Some(d) = dir {
                 let _ = std::fs::remove_dir_all(d);

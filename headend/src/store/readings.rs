@@ -97,11 +97,13 @@ impl Store {
         Ok(out)
     }
 
-    /// The distinct times the head-end holds readings of `meter` at, oldest first.
-    pub fn reading_times(&self, meter: &str) -> Result<Vec<u64>, StoreError> {
+    /// The distinct times the head-end holds readings of `meter` at from `since` on (unix seconds),
+    /// oldest first: a ranged scan, so that the cost follows the window asked for, not the meter's whole history.
+    pub fn reading_times_since(&self, meter: &str, since: u64) -> Result<Vec<u64>, StoreError> {
         let prefix = key2("rd/", meter, &[]);
+        let from = key2("rd/", meter, &since.to_be_bytes());
         let mut out: Vec<u64> = Vec::new();
-        for (k, _) in self.scan_raw(&prefix)? {
+        for (k, _) in self.kv_scan_from(&prefix, &from)? {
             let Some(at) = k
                 .get(prefix.len()..prefix.len() + 8)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())

@@ -290,13 +290,20 @@ impl Conn {
     }
 
     fn scan(&mut self, prefix: &[u8]) -> Result<Entries, postgres::Error> {
+        self.scan_from(prefix, prefix)
+    }
+
+    /// The keys under `prefix` from `from` on, in one ranged index scan.
+    fn scan_from(&mut self, prefix: &[u8], from: &[u8]) -> Result<Entries, postgres::Error> {
+        let from = from.max(prefix);
         let rows = match prefix_end(prefix) {
-            Some(end) => self.client.query(&self.scan_range, &[&prefix, &end])?,
-            None => self.client.query(&self.scan_from, &[&prefix])?,
+            Some(end) => self.client.query(&self.scan_range, &[&from, &end])?,
+            None => self.client.query(&self.scan_from, &[&from])?,
         };
         Ok(rows
             .into_iter()
             .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
+            .filter(|(k, _)| k.starts_with(prefix))
             .collect())
     }
 
@@ -601,6 +608,10 @@ impl Kv for PgKv {
         self.run(|c| c.scan(prefix))
     }
 
+    fn scan_from(&self, prefix: &[u8], from: &[u8]) -> Result<Entries, StoreError> {
+        self.run(|c| c.scan_from(prefix, from))
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -783,6 +794,10 @@ impl KvTxn for PgTxn {
 
     fn scan(&mut self, prefix: &[u8]) -> Result<Entries, StoreError> {
         self.step(None, |c| plain(c.scan(prefix)))
+    }
+
+    fn scan_from(&mut self, prefix: &[u8], from: &[u8]) -> Result<Entries, StoreError> {
+        self.step(None, |c| plain(c.scan_from(prefix, from)))
     }
 
     fn compare_and_swap(
