@@ -62,8 +62,8 @@ struct Shared {
     tids: AtomicU64,
     readings_acked: AtomicU64,
     /// (meter, serial) → when the purchase started / when its receipt was acknowledged.
-    bought: Mutex<HashMap<(String, u64), Instant>>,
-    booked: Mutex<HashMap<(String, u64), Instant>>,
+    bought: Purchases,
+    booked: Purchases,
     failed: AtomicBool,
     /// Downlink messages the gateways dropped (a COUNT out of order) and top-up commands they got.
     dropped: AtomicU64,
@@ -550,6 +550,101 @@ fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
     out
 }
 
+type Purchases = Mutex<HashMap<(String, u64), Instant>>;
+
+/// Purchases through worker 1's payment server for `seconds`, recorded in `bought`: 8 buyers as
+/// fast as they can (`rate` `None`), or together `rate` a second on a fixed schedule (an open loop:
+/// a slow answer does not lower the rate offered). Returns how long they bought.
+fn buy(
+    backend: &Arc<concentrator_headend::backend::PaymentServer>,
+    shared: &Arc<Shared>,
+    bought: &Purchases,
+    (gateways, meters): (usize, usize),
+    seconds: u64,
+    rate: Option<f64>,
+) -> f64 {
+    static ROUND: AtomicU64 = AtomicU64::new(0);
+    let round = ROUND.fetch_add(1, Ordering::Relaxed);
+    let stop = AtomicBool::new(false);
+    let t = Instant::now();
+    std::thread::scope(|sc| {
+        for n in 0..8u64 {
+            let stop = &stop;
+            // Named as worker 1's threads: a purchase is the payment server's work (as a phone's).
+            std::thread::Builder::new()
+                .name(format!("headend-buy-{n}"))
+                .spawn_scoped(sc, move || {
+                    let every = rate.map(|r| Duration::from_secs_f64(8.0 / r));
+                    let first = t + every.map_or(Duration::ZERO, |e| e.mul_f64(n as f64 / 8.0));
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(e) = every {
+                            let at = first + e.mul_f64(i as f64);
+                            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                        }
+                        i += 1;
+                        let k = round * 8 + n;
+                        let gi = ((k * 7919 + i * 104_729) % gateways as u64) as usize;
+                        let mi = ((k + i * 31) % meters as u64) as usize;
+                        let meter = format!("M{gi}-{mi}");
+                        let mut rid = [0u8; 16];
+                        rid[..8].copy_from_slice(&k.to_be_bytes());
+                        rid[8..].copy_from_slice(&i.to_be_bytes());
+                        let start = Instant::now();
+                        match backend.top_up(&format!("C{gi}"), &meter, 100, rid) {
+                            Ok(pu) => {
+                                bought.lock().unwrap().insert((meter, pu.serial), start);
+                            }
+                            Err(e) => {
+                                eprintln!("purchase refused: {e}");
+                                shared.failed.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+    });
+    t.elapsed().as_secs_f64()
+}
+
+/// Waits up to `limit` for every purchase in `bought` to be booked.
+fn wait_booked(shared: &Shared, bought: &Purchases, limit: Duration) {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        let missing = {
+            let booked = shared.booked.lock().unwrap();
+            bought
+                .lock()
+                .unwrap()
+                .keys()
+                .any(|k| !booked.contains_key(k))
+        };
+        if !missing {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Purchase to receipt of each booked purchase in `bought`, sorted.
+fn latencies(bought: &Purchases, booked: &Purchases) -> Vec<Duration> {
+    let bought = bought.lock().unwrap();
+    let booked = booked.lock().unwrap();
+    let mut lat: Vec<Duration> = bought
+        .iter()
+        .filter_map(|(k, start)| {
+            booked
+                .get(k)
+                .map(|end| end.saturating_duration_since(*start))
+        })
+        .collect();
+    lat.sort();
+    lat
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -726,72 +821,39 @@ fn run(
     std::thread::sleep(Duration::from_secs(3)); // the readings in flight settle
     let (size1, (in_rows, in_bytes)) = (size(), rows("in/readings/"));
 
-    // Top-ups from 8 buyers for the measured window.
-    let stop_buying = Arc::new(AtomicBool::new(false));
+    // Top-ups, first as fast as 8 buyers can (the throughput: purchases come faster than receipts
+    // are booked, so the latency is the queue's), then at half the booked rate (the latency of a
+    // top-up at a load the system sustains).
     let t = Instant::now();
-    let buyers: Vec<_> = (0..8u64)
-        .map(|n| {
-            let (backend, shared, stop) = (backend.clone(), shared.clone(), stop_buying.clone());
-            // Named as worker 1's threads: a purchase is the payment server's work (as a phone's).
-            std::thread::Builder::new()
-                .name(format!("headend-buy-{n}"))
-                .spawn(move || {
-                    let mut i = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        i += 1;
-                        let gi = ((n * 7919 + i * 104_729) % gateways as u64) as usize;
-                        let mi = ((n + i * 31) % meters as u64) as usize;
-                        let meter = format!("M{gi}-{mi}");
-                        let mut rid = [0u8; 16];
-                        rid[..8].copy_from_slice(&n.to_be_bytes());
-                        rid[8..].copy_from_slice(&i.to_be_bytes());
-                        let start = Instant::now();
-                        match backend.top_up(&format!("C{gi}"), &meter, 100, rid) {
-                            Ok(pu) => {
-                                shared
-                                    .bought
-                                    .lock()
-                                    .unwrap()
-                                    .insert((meter, pu.serial), start);
-                            }
-                            Err(e) => {
-                                eprintln!("purchase refused: {e}");
-                                shared.failed.store(true, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                })
-                .unwrap()
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(seconds));
-    stop_buying.store(true, Ordering::Relaxed);
-    for b in buyers {
-        b.join().unwrap();
-    }
-    let buy_s = t.elapsed().as_secs_f64();
-    // Wait for the receipts (up to 30 s).
+    let buy_s = buy(
+        &backend,
+        &shared,
+        &shared.bought,
+        (gateways, meters),
+        seconds,
+        None,
+    );
     let bought_n = shared.bought.lock().unwrap().len();
-    let until = Instant::now() + Duration::from_secs(30);
-    while shared.booked.lock().unwrap().len() < bought_n && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_booked(&shared, &shared.bought, Duration::from_secs(30));
     let cpu2 = cpu_by_program();
-    let mut lat: Vec<Duration> = {
-        let bought = shared.bought.lock().unwrap();
-        let booked = shared.booked.lock().unwrap();
-        bought
-            .iter()
-            .filter_map(|(k, start)| {
-                booked
-                    .get(k)
-                    .map(|end| end.saturating_duration_since(*start))
-            })
-            .collect()
-    };
-    lat.sort();
+    let lat = latencies(&shared.bought, &shared.booked);
     let done = lat.len();
     let last_booked = shared.booked.lock().unwrap().values().max().copied();
+    let booked_rate =
+        done as f64 / last_booked.map_or(buy_s, |l| l.saturating_duration_since(t).as_secs_f64());
+    let rate = (booked_rate / 2.0).max(1.0);
+    let paced: Mutex<HashMap<(String, u64), Instant>> = Mutex::new(HashMap::new());
+    let paced_s = buy(
+        &backend,
+        &shared,
+        &paced,
+        (gateways, meters),
+        seconds,
+        Some(rate),
+    );
+    wait_booked(&shared, &paced, Duration::from_secs(30));
+    let paced_lat = latencies(&paced, &shared.booked);
+    let paced_n = paced.lock().unwrap().len();
     let pending = store.pending(None).unwrap();
     let tokens_pending = pending.len();
     // Why tokens are still pending, if any are: never sent, or sent and not answered; and whether
@@ -855,10 +917,17 @@ fn run(
          {tokens_pending} still pending ({unsent} never sent, {offline} of a gateway the head-end holds offline, {unreachable} of a meter without a live context); \
          purchase to receipt acknowledged: p50 {} ms, p99 {} ms, max {} ms",
         bought_n as f64 / buy_s,
-        done as f64 / last_booked.map_or(buy_s, |l| l.saturating_duration_since(t).as_secs_f64()),
+        booked_rate,
         percentile(&lat, 0.5).as_millis(),
         percentile(&lat, 0.99).as_millis(),
         lat.last().copied().unwrap_or_default().as_millis()
+    );
+    println!(
+        "top-ups at {rate:.0}/s (half the booked rate): {paced_n} bought in {paced_s:.1} s, {} booked; purchase to receipt acknowledged: p50 {} ms, p99 {} ms, max {} ms",
+        paced_lat.len(),
+        percentile(&paced_lat, 0.5).as_millis(),
+        percentile(&paced_lat, 0.99).as_millis(),
+        paced_lat.last().copied().unwrap_or_default().as_millis()
     );
     println!(
         "gateways: {} top-up commands received, {} account requests and {} backfill requests answered, {} downlink messages dropped (COUNT out of order), {} connections made again",

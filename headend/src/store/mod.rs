@@ -741,7 +741,13 @@ mod tests {
     fn reading_times_since_reads_only_the_window_of_that_meter() {
         for (s, dir) in stores() {
             let mut b = Batch::new();
-            for (m, t) in [("M1", 100u64), ("M1", 200), ("M1", 300), ("M10", 250), ("M", 260)] {
+            for (m, t) in [
+                ("M1", 100u64),
+                ("M1", 200),
+                ("M1", 300),
+                ("M10", 250),
+                ("M", 260),
+            ] {
                 let mut rest = t.to_be_bytes().to_vec();
                 rest.push(1);
                 b.put(key2("rd/", m, &rest), &0u8);
