@@ -73,15 +73,6 @@ impl PowerReports for crate::uplink::UplinkQueue {
     }
 }
 
-/// `3 h 5 min`, `4 min 20 s`, `12 s`.
-pub(crate) fn duration_words(s: u64) -> String {
-    match s {
-        0..=59 => format!("{s} s"),
-        60..=3599 => format!("{} min {} s", s / 60, s % 60),
-        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
-    }
-}
-
 /// Writes `failed_at` to the marker, durably (file and directory fsynced).
 fn write_marker(path: &Path, failed_at: u64) -> std::io::Result<()> {
     let tmp = path.with_extension("partial");
@@ -165,7 +156,7 @@ impl PowerWatch {
                 .unwrap_or(true);
             log::warn!(
                 "the gateway was stopped by a power failure for {} (from its last gasp to this start); the outage goes to the head-end",
-                duration_words(back_at.saturating_sub(failed_at))
+                crate::timekeeper::duration_words(back_at.saturating_sub(failed_at))
             );
             if queued {
                 if let Err(e) = std::fs::remove_file(&marker) {

@@ -108,12 +108,7 @@ impl TimeLeft {
 
 /// A duration as people read it: `45 s`, `3 min 20 s`, `1 h 5 min`.
 pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s} s"),
-        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
-        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
-    }
+    crate::timekeeper::duration_words(d.as_secs())
 }
 
 /// What one probe heard.

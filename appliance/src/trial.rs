@@ -59,7 +59,7 @@ impl Trial {
         }
         log::warn!(
             "trial boot of a new version: it stays only if the daemon becomes healthy within {}",
-            crate::power::duration_words(limit.as_secs())
+            crate::timekeeper::duration_words(limit.as_secs())
         );
         Some(Trial {
             dir: dir.to_path_buf(),
@@ -97,7 +97,7 @@ impl Trial {
                 } else {
                     log::error!(
                         "trial boot not healthy after {} ({line}); asked to go back to the previous version",
-                        crate::power::duration_words(self.limit.as_secs())
+                        crate::timekeeper::duration_words(self.limit.as_secs())
                     );
                 }
                 self.done = true;

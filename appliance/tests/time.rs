@@ -326,7 +326,7 @@ fn the_daily_sync_sets_the_meters_at_its_hour_and_drift_and_refusal_are_reported
         "{text}"
     );
     assert!(
-        text.contains("15 min 0 s behind the gateway: did not take the gateway's time")
+        text.contains("15 min behind the gateway: did not take the gateway's time")
             || text.contains("14 min 59 s behind the gateway: did not take the gateway's time")
             || text.contains("15 min 1 s behind the gateway: did not take the gateway's time"),
         "{text}"
@@ -432,7 +432,7 @@ fn the_head_ends_time_sync_steps_an_unsynchronised_gateway_within_its_limit() {
         "{r:?}"
     );
     assert!(
-        reason.contains("2 min 0 s ahead")
+        reason.contains("2 min ahead")
             || reason.contains("1 min 59 s ahead")
             || reason.contains("2 min 1 s ahead"),
         "{r:?}"

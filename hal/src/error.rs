@@ -86,7 +86,7 @@ impl HalError {
         HalError {
             kind,
             device: device.into(),
-            message: format!("{doing}: {err}{hint}"),
+            message: format!("{doing}: {}{hint}", os_words(&err)),
             source: Some(err),
         }
     }
@@ -117,5 +117,39 @@ impl std::error::Error for HalError {
 impl embedded_hal::digital::Error for HalError {
     fn kind(&self) -> embedded_hal::digital::ErrorKind {
         embedded_hal::digital::ErrorKind::Other
+    }
+}
+
+/// An OS error in words, without the errno Rust appends (`No such file or directory`, not
+/// `No such file or directory (os error 2)`): the installer reads this.
+pub fn os_words(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_read_without_their_errno() {
+        let e = HalError::io(
+            "/dev/ttyUSB7",
+            "opening the serial port",
+            io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        let text = e.to_string();
+        assert!(text.contains("/dev/ttyUSB7"), "{text}");
+        assert!(
+            text.contains(
+                "opening the serial port: No such file or directory (check the device path"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("os error"), "{text}");
+        assert_eq!(os_words(&io::Error::other("plain")), "plain");
     }
 }

@@ -97,13 +97,23 @@ pub struct MeterClock {
     pub problem: Option<String>,
 }
 
-/// Seconds as people read them: `45 s`, `4 min 12 s`, `3 h 5 min`, `2 days 4 h`.
+/// Seconds as people read them, the two largest units and no zero part: `45 s`, `4 min 12 s`,
+/// `10 min`, `3 h 5 min`, `1 h`, `1 day`, `2 days 4 h`.
 pub fn duration_words(seconds: u64) -> String {
-    match seconds {
-        0..=59 => format!("{seconds} s"),
-        60..=3599 => format!("{} min {} s", seconds / 60, seconds % 60),
-        3600..=86_399 => format!("{} h {} min", seconds / 3600, seconds % 3600 / 60),
-        _ => format!("{} days {} h", seconds / 86_400, seconds % 86_400 / 3600),
+    let (big, big_unit, small, small_unit) = match seconds {
+        0..=59 => return format!("{seconds} s"),
+        60..=3599 => (seconds / 60, "min", seconds % 60, "s"),
+        3600..=86_399 => (seconds / 3600, "h", seconds % 3600 / 60, "min"),
+        _ => {
+            let days = seconds / 86_400;
+            let unit = if days == 1 { "day" } else { "days" };
+            (days, unit, seconds % 86_400 / 3600, "h")
+        }
+    };
+    if small == 0 {
+        format!("{big} {big_unit}")
+    } else {
+        format!("{big} {big_unit} {small} {small_unit}")
     }
 }
 
@@ -455,5 +465,10 @@ mod tests {
         assert_eq!(drift_words(252), "4 min 12 s ahead of the gateway");
         assert_eq!(drift_words(-3), "3 s behind the gateway");
         assert_eq!(duration_words(3 * 3600 + 300), "3 h 5 min");
+        assert_eq!(duration_words(600), "10 min");
+        assert_eq!(duration_words(3600 + 59), "1 h");
+        assert_eq!(duration_words(86_400 + 7200), "1 day 2 h");
+        assert_eq!(duration_words(3 * 86_400), "3 days");
+        assert_eq!(duration_words(0), "0 s");
     }
 }
