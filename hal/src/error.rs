@@ -123,9 +123,14 @@ impl embedded_hal::digital::Error for HalError {
 /// An OS error in words, without the errno Rust appends (`No such file or directory`, not
 /// `No such file or directory (os error 2)`): the installer reads this.
 pub fn os_words(err: &io::Error) -> String {
-    let text = err.to_string();
+    without_errno(&err.to_string()).to_string()
+}
+
+/// `text` without the ` (os error N)` that Rust's I/O errors end with (other libraries' errors
+/// carry it inside theirs: rumqttc's `I/O: Connection refused (os error 111)`).
+pub fn without_errno(text: &str) -> &str {
     match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        Some(at) if text.ends_with(')') => &text[..at],
         _ => text,
     }
 }
@@ -151,5 +156,9 @@ mod tests {
         );
         assert!(!text.contains("os error"), "{text}");
         assert_eq!(os_words(&io::Error::other("plain")), "plain");
+        assert_eq!(
+            without_errno("I/O: Connection refused (os error 111)"),
+            "I/O: Connection refused"
+        );
     }
 }

@@ -58,6 +58,6 @@ pub mod rpi;
 
 pub use bus::{DirectionControl, Preamble, ReplyEnd, ReplyInfo, Rs485Bus, Rs485Timing};
 pub use clock::{Clock, SystemClock};
-pub use error::{ErrorKind, HalError};
+pub use error::{os_words, without_errno, ErrorKind, HalError};
 pub use line::{LineSettings, LineSettingsError, Parity, STANDARD_BAUD_RATES};
 pub use stream::SerialStream;

@@ -19,6 +19,11 @@ use super::uplink::{Shared, UplinkConfig, UplinkParts, MAX_PACKET};
 const GOODBYE: Duration = Duration::from_secs(2);
 
 type Events = Receiver<Result<MqttEvent, ConnectionError>>;
+
+/// A lost or refused connection as the installer reads it (status, web UI): without the errno.
+fn words(e: &ConnectionError) -> String {
+    concentrator_hal::without_errno(&e.to_string()).to_string()
+}
 type Uplink = Machine<Publish>;
 
 enum Ended {
@@ -172,7 +177,7 @@ fn connection(
         match rx.recv_timeout(TICK) {
             Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => break,
             Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
-            Ok(Err(e)) => return Ended::Lost(e.to_string(), None),
+            Ok(Err(e)) => return Ended::Lost(words(&e), None),
             Err(RecvTimeoutError::Disconnected) => {
                 return Ended::Lost("the MQTT event loop ended".into(), None)
             }
@@ -223,7 +228,7 @@ fn connection(
                 }
             }
             Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
-            Ok(Err(e)) => return Ended::Lost(e.to_string(), Some(since.elapsed())),
+            Ok(Err(e)) => return Ended::Lost(words(&e), Some(since.elapsed())),
             Err(RecvTimeoutError::Disconnected) => {
                 return Ended::Lost("the MQTT event loop ended".into(), Some(since.elapsed()))
             }
