@@ -193,6 +193,7 @@ impl HeadEnd {
                 reconcile_interval: c.reconcile.interval_s,
                 result_timeout: c.reconcile.result_timeout_s,
                 anchor_confirm_every: c.reconcile.anchor_confirm_every_s,
+                gap_checks_per_s: c.reconcile.gap_checks_per_s,
                 receipts: ReceiptVerifier::new(vec![ca]),
                 statements: token_signer(c)?,
             },

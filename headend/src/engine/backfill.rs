@@ -297,28 +297,34 @@ impl Engine {
         };
         let mut out = Vec::new();
         for gw in gateways {
-            out.extend(self.backfill_requests(&gw, meter, now));
+            out.extend(self.backfill_requests(&gw, meter, now).0);
         }
         out
     }
 
-    /// The backfill requests due for the meters of gateway `gw` (when it is online).
-    pub(super) fn deliver_backfill_of(&mut self, gw: &str, now: u64) -> Vec<Outgoing> {
+    /// The backfill requests due for the meters of gateway `gw` (when it is online), with how many
+    /// meters were looked at.
+    pub(super) fn deliver_backfill_of(&mut self, gw: &str, now: u64) -> (Vec<Outgoing>, usize) {
         self.backfill_requests(gw, None, now)
     }
 
-    /// Of `gw`'s meters (or only `meter`), in one scope of the gateway.
-    fn backfill_requests(&mut self, gw: &str, meter: Option<&str>, now: u64) -> Vec<Outgoing> {
+    /// Of `gw`'s meters (or only `meter`), in one scope of the gateway; with how many meters.
+    fn backfill_requests(
+        &mut self,
+        gw: &str,
+        meter: Option<&str>,
+        now: u64,
+    ) -> (Vec<Outgoing>, usize) {
         if self.in_gateway.as_deref().is_some_and(|g| g != gw) {
-            return vec![];
+            return (vec![], 0);
         }
         // The gateway's record once: whether it is online, and its meters.
         let rec = match self.store.gateway(gw) {
             Ok(Some(g)) if g.online => g,
-            Ok(_) => return vec![],
+            Ok(_) => return (vec![], 0),
             Err(e) => {
                 log::error!("backfill: {e}");
-                return vec![];
+                return (vec![], 0);
             }
         };
         let meters: Vec<String> = match meter {
@@ -336,10 +342,12 @@ impl Engine {
             }
             out
         });
-        sent.unwrap_or_else(|e| {
+        let looked = meters.len();
+        let out = sent.unwrap_or_else(|e| {
             log::warn!("backfill requests for gateway {gw}: {e}");
             vec![]
-        })
+        });
+        (out, looked)
     }
 
     /// The window to ask `meter` for now, and the id to ask with (`None`: a new one).

@@ -73,6 +73,8 @@ pub struct Settings {
     pub result_timeout: u64,
     /// Confirm a gateway's recorded audit anchor to it at most every this many seconds.
     pub anchor_confirm_every: u64,
+    /// Meters looked at for reading gaps per tick (a second), at most.
+    pub gap_checks_per_s: u64,
     /// Verifies receipts (gateway role, chain to the utility CA).
     pub receipts: ReceiptVerifier,
     /// Signs account restore statements: the head-end's token key.
@@ -119,9 +121,8 @@ struct AckBatch {
     ids: Vec<MessageId>,
 }
 
-/// The most gateways a tick visits in a reconciliation pass (for accounts, and for reading gaps):
-/// the gap sweep is spread over the whole interval (10,000 gateways and the default 900 s: 12 a
-/// tick), never one tick that holds the engine for minutes.
+/// The most gateways a tick asks accounts of in a reconciliation pass; the gap sweep's pace is
+/// `[reconcile] gap_checks_per_s` meters a tick. Never one tick that holds the engine for minutes.
 const RECONCILE_PER_TICK: usize = 20;
 
 /// How often expired TIDs are purged.
@@ -140,10 +141,9 @@ pub struct Engine {
     source: [u8; 8],
     seq: u64,
     next_reconcile: u64,
-    /// Online gateways whose meters' reading gaps are still to be looked for in this pass, and how
-    /// many a tick (the pass spread over the interval, at most [`RECONCILE_PER_TICK`]).
+    /// Online gateways whose meters' reading gaps are still to be looked for in this pass
+    /// (`[reconcile] gap_checks_per_s` meters a tick).
     reconcile_queue: Vec<String>,
-    reconcile_pace: usize,
     /// Gateways with meters to ask for their accounts in this pass (a top-up sent and not answered),
     /// at most [`RECONCILE_PER_TICK`] a tick.
     account_queue: Vec<(String, Vec<String>)>,
@@ -226,7 +226,6 @@ impl Engine {
             seq: 0,
             next_reconcile: 0,
             reconcile_queue: Vec::new(),
-            reconcile_pace: 1,
             account_queue: Vec::new(),
             next_tid_purge: 0,
             awaiting_account: HashMap::new(),
@@ -845,11 +844,6 @@ impl Engine {
                         .map(|g| g.id)
                         .rev()
                         .collect();
-                    self.reconcile_pace = self
-                        .reconcile_queue
-                        .len()
-                        .div_ceil(self.s.reconcile_interval.max(1) as usize)
-                        .clamp(1, RECONCILE_PER_TICK);
                 }
                 Err(e) => log::error!("reconciliation: {e}"),
             }
@@ -869,12 +863,16 @@ impl Engine {
                 Err(e) => log::error!("reconciliation of gateway {gw}: {e}"),
             }
         }
-        // Gaps in the readings are looked for once an interval, a few gateways each tick.
-        for _ in 0..self.reconcile_pace {
+        // Gaps in the readings are looked for once an interval (or as fast as the pace allows),
+        // gateway by gateway, `gap_checks_per_s` meters a tick: at least one gateway.
+        let mut budget = self.s.gap_checks_per_s;
+        while budget > 0 {
             let Some(gw) = self.reconcile_queue.pop() else {
                 break;
             };
-            out.extend(self.deliver_backfill_of(&gw, now));
+            let (o, looked) = self.deliver_backfill_of(&gw, now);
+            out.extend(o);
+            budget = budget.saturating_sub(looked.max(1) as u64);
         }
         // Shared store: every worker polls, and new purchases reach their gateway at once through the
         // worker that sold them, so the poll (of every pending token) runs a tenth as often as the
