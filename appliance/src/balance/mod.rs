@@ -70,7 +70,7 @@ pub fn kwh(wh: i64) -> String {
     format!("{sign}{}.{:03} kWh", wh / 1000, wh % 1000)
 }
 
-/// One interval in words: `from 10:15 to 10:30 (15 min 0 s) the feeder measured 1.500 kWh, the dwellings 1.000 kWh:
+/// One interval in words: `from 10:15 to 10:30 (15 min) the feeder measured 1.500 kWh, the dwellings 1.000 kWh:
 /// 0.500 kWh (33.3 %) unaccounted for, 0.095 kWh allowed`.
 pub fn judgement_words(j: &Judgement) -> String {
     let percent = if j.feeder_wh > 0 {

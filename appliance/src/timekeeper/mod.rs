@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(code, result_code::REFUSED, "{reason}");
         assert!(
             reason.contains(
-                "2 h 0 min ahead of the gateway's, more than [time] headend_step_max_s = 600 s"
+                "2 h ahead of the gateway's, more than [time] headend_step_max_s = 600 s"
             ),
             "{reason}"
         );

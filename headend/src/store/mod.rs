@@ -689,8 +689,9 @@ pub fn ingested_key(kind: &str, owner: &str, at: u64, id: &[u8; 16]) -> Vec<u8> 
 mod tests {
     use super::*;
 
-    fn stores() -> Vec<(Store, Option<std::path::PathBuf>)> {
-        let dir = std::env::temp_dir().join(format!("headend-store-{}", std::process::id()));
+    /// A memory store and a sled one in a directory of the test's own (tests run in parallel).
+    fn stores(test: &str) -> Vec<(Store, Option<std::path::PathBuf>)> {
+        let dir = std::env::temp_dir().join(format!("headend-store-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         vec![
             (Store::memory(), None),
@@ -700,7 +701,7 @@ mod tests {
 
     #[test]
     fn batches_scans_and_dedup_ring() {
-        for (s, dir) in stores() {
+        for (s, dir) in stores("scans") {
             let mut b = Batch::new();
             b.put("m/B", &1u32);
             b.put("m/A", &2u32);
@@ -739,7 +740,7 @@ mod tests {
 
     #[test]
     fn reading_times_since_reads_only_the_window_of_that_meter() {
-        for (s, dir) in stores() {
+        for (s, dir) in stores("times") {
             let mut b = Batch::new();
             for (m, t) in [
                 ("M1", 100u64),
