@@ -202,6 +202,20 @@ impl AsyncWire {
     }
 }
 
+/// Seals `body` in `scope` with a new message id, sends it and keeps it until it is acknowledged
+/// (sent again meanwhile); `booked`: the top-up whose receipt it is.
+async fn send_tracked(
+    g: &mut GatewaySide,
+    wire: &AsyncWire,
+    unacked: &mut HashMap<MessageId, InFlight>,
+    (scope, body): (Scope, Body),
+    booked: Option<(String, u64)>,
+) {
+    let id = g.next_id();
+    wire.send(g.seal(scope, body.clone(), Some(id))).await;
+    unacked.insert(id, (scope, body, Instant::now(), booked));
+}
+
 /// One simulated gateway, until the phase is STOP: a task that wakes for a message or a tick.
 async fn gateway(
     mut g: GatewaySide,
@@ -328,9 +342,7 @@ async fn gateway(
                             code: result_code::UNSUPPORTED,
                             reason: None,
                         });
-                        let id = g.next_id();
-                        wire.send(g.seal(scope, result.clone(), Some(id))).await;
-                        unacked.insert(id, (scope, result, Instant::now(), None));
+                        send_tracked(&mut g, &wire, &mut unacked, (scope, result), None).await;
                     }
                     Body::AccountRequest(_) => {
                         s.account_requests.fetch_add(1, Ordering::Relaxed);
@@ -354,9 +366,7 @@ async fn gateway(
                             applied: Some(SerialRange::cover(serials)),
                             audit: None,
                         });
-                        let id = g.next_id();
-                        wire.send(g.seal(scope, body.clone(), Some(id))).await;
-                        unacked.insert(id, (scope, body, Instant::now(), None));
+                        send_tracked(&mut g, &wire, &mut unacked, (scope, body), None).await;
                     }
                     Body::TopUp(t) => {
                         s.commands.fetch_add(1, Ordering::Relaxed);
@@ -401,13 +411,9 @@ async fn gateway(
                             code,
                             reason: None,
                         });
-                        let id = g.next_id();
-                        wire.send(g.seal(scope, result.clone(), Some(id))).await;
-                        unacked.insert(id, (scope, result, Instant::now(), None));
+                        send_tracked(&mut g, &wire, &mut unacked, (scope, result), None).await;
                         let body = Body::Receipt(ReceiptBody { signed: receipt });
-                        let id = g.next_id();
-                        wire.send(g.seal(scope, body.clone(), Some(id))).await;
-                        unacked.insert(id, (scope, body, Instant::now(), Some(key)));
+                        send_tracked(&mut g, &wire, &mut unacked, (scope, body), Some(key)).await;
                     }
                     _ => {}
                 }
@@ -463,9 +469,7 @@ async fn gateway(
                         exponent: 0,
                     }],
                 });
-                let id = g.next_id();
-                wire.send(g.seal(scope, body.clone(), Some(id))).await;
-                unacked.insert(id, (scope, body, Instant::now(), None));
+                send_tracked(&mut g, &wire, &mut unacked, (scope, body), None).await;
             }
         }
     }
@@ -842,7 +846,7 @@ fn run(
     let booked_rate =
         done as f64 / last_booked.map_or(buy_s, |l| l.saturating_duration_since(t).as_secs_f64());
     let rate = (booked_rate / 2.0).max(1.0);
-    let paced: Mutex<HashMap<(String, u64), Instant>> = Mutex::new(HashMap::new());
+    let paced: Purchases = Mutex::new(HashMap::new());
     let paced_s = buy(
         &backend,
         &shared,
@@ -870,12 +874,9 @@ fn run(
         );
         offline += usize::from(!online);
         let sub = concentrator_headend::store::SubscriberRef::Meter(r.meter.clone());
-        let reachable = store.contexts(&sub).is_ok_and(|set| {
-            [set.current, set.previous]
-                .into_iter()
-                .flatten()
-                .any(|c| c.confirmed && unix_now() < c.expires_at() && c.tid.is_some())
-        });
+        let reachable = store
+            .contexts(&sub)
+            .is_ok_and(|set| set.live(unix_now()).any(|c| c.tid.is_some()));
         unreachable += usize::from(!reachable);
     }
     shared.phase.store(STOP, Ordering::Relaxed);
@@ -955,21 +956,6 @@ fn run(
     );
 }
 
-/// Worker 1's log (it runs in this process), to stderr: `--log warn` (default), `info`, `off`.
-struct Stderr(log::LevelFilter);
-
-impl log::Log for Stderr {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= self.0
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            eprintln!("worker 1: {}: {}", r.level(), r.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: &str| -> String {
@@ -1002,9 +988,8 @@ fn main() {
         .iter()
         .any(|a| a == "--reconcile-every")
         .then(|| arg("--reconcile-every", "900").parse().unwrap());
-    let level: log::LevelFilter = arg("--log", "warn").parse().unwrap();
-    log::set_boxed_logger(Box::new(Stderr(level))).unwrap();
-    log::set_max_level(level);
+    // Worker 1 runs in this process: its log to stderr (`--log warn`, the default, `info`, `off`).
+    concentrator_headend::log_to_stderr(arg("--log", "warn").parse().unwrap());
     for w in workers {
         run(gateways, meters, w, seconds, pace, reconcile_every);
     }

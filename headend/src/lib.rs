@@ -51,3 +51,24 @@ pub mod web;
 
 pub use error::{HeadEndError, Result};
 pub use headend::{HeadEnd, HeadEndHandle, StartOptions};
+
+/// Logs `level` and above of this project's crates to stderr (`LEVEL target: message`): the
+/// command line's log, and the load generator's for the worker it runs in its own process. A
+/// second call leaves the first logger in place.
+pub fn log_to_stderr(level: log::LevelFilter) {
+    let _ = log::set_boxed_logger(Box::new(StderrLog(level))).map(|()| log::set_max_level(level));
+}
+
+struct StderrLog(log::LevelFilter);
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= self.0
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) && r.target().starts_with("concentrator") {
+            eprintln!("{} {}: {}", r.level(), r.target(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}

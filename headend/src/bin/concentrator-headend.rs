@@ -287,20 +287,6 @@ enum AuditCommand {
     },
 }
 
-struct StderrLog(log::LevelFilter);
-
-impl log::Log for StderrLog {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= self.0
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) && r.target().starts_with("concentrator") {
-            eprintln!("{} {}: {}", r.level(), r.target(), r.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
 fn open_store(cfg: &Config) -> Result<Store> {
     match cfg.store.backend {
         StoreBackend::Sled => {
@@ -371,7 +357,7 @@ fn group_digits(n: u64) -> String {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let level = cli.log_level.parse().unwrap_or(log::LevelFilter::Info);
-    let _ = log::set_boxed_logger(Box::new(StderrLog(level))).map(|()| log::set_max_level(level));
+    concentrator_headend::log_to_stderr(level);
     match real_main(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -79,11 +79,7 @@ impl Engine {
         }
         let sub = SubscriberRef::Gateway(gw.to_string());
         let set = self.store.contexts(&sub).ok()?;
-        let rand = [set.current, set.previous]
-            .into_iter()
-            .flatten()
-            .find(|c| c.confirmed && now < c.expires_at())?
-            .rand;
+        let rand = set.live(now).next()?.rand.clone();
         let gateway = GatewayId::new(gw.to_string()).ok()?;
         let body = Body::AnchorRecorded(AnchorRecorded {
             len: a.len,

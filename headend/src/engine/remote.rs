@@ -97,11 +97,8 @@ impl Engine {
     fn gateway_target(&self, gw: &str, now: u64) -> Option<(GatewayId, SubscriberRef, String)> {
         let sub = SubscriberRef::Gateway(gw.to_string());
         let set = self.store.contexts(&sub).ok()?;
-        let c = [set.current, set.previous]
-            .into_iter()
-            .flatten()
-            .find(|c| c.confirmed && now < c.expires_at())?;
-        Some((GatewayId::new(gw.to_string()).ok()?, sub, c.rand))
+        let rand = set.live(now).next()?.rand.clone();
+        Some((GatewayId::new(gw.to_string()).ok()?, sub, rand))
     }
 
     /// Takes new requests in and sends every remote command that is due to its online gateway.

@@ -42,18 +42,11 @@ impl Engine {
     ) -> Option<(GatewayId, Scope, SubscriberRef, String)> {
         let sub = SubscriberRef::Meter(m.meter.clone());
         let set = self.store.contexts(&sub).ok()?;
-        let c = [set.current, set.previous]
-            .into_iter()
-            .flatten()
-            .find(|c| c.confirmed && now < c.expires_at() && c.tid.is_some())?;
+        let c = set.live(now).find(|c| c.tid.is_some())?;
         let tid: [u8; 8] = hex::decode(c.tid.as_deref()?).ok()?.try_into().ok()?;
         let gw = GatewayId::new(m.gateway.clone()).ok()?;
-        Some((
-            gw,
-            Scope::Meter(concentrator_protocol::Tid(tid)),
-            sub,
-            c.rand,
-        ))
+        let rand = c.rand.clone();
+        Some((gw, Scope::Meter(concentrator_protocol::Tid(tid)), sub, rand))
     }
 
     pub(super) fn gateway_online(&self, gw: &str) -> bool {

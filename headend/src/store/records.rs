@@ -343,6 +343,16 @@ pub struct ContextSet {
     pub previous: Option<ContextRecord>,
 }
 
+impl ContextSet {
+    /// The contexts that can carry a message at `now` (confirmed, not expired), the newest first.
+    pub fn live(&self, now: u64) -> impl Iterator<Item = &ContextRecord> {
+        [self.current.as_ref(), self.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(move |c| c.confirmed && now < c.expires_at())
+    }
+}
+
 /// What a TID stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TidRecord {
