@@ -12,14 +12,16 @@
 //! ```
 //!
 //! `--window N`: sealed readings in flight per gateway (default 40, at most 4 per meter);
+//! `--mixed-rate R`: top-ups a second bought while the readings go on (default 20);
 //! `--attaching N`: meters attaching at once per gateway (default 250); `--resend-after S`: an
 //! unacknowledged message is sent again after S seconds (default 3); `--reconcile-every S`: the
 //! head-end's `[reconcile] interval_s` (its default otherwise); `--log LEVEL`: worker 1's log to
 //! stderr (default `warn`; the other workers' logs are in their run directory).
 //!
 //! Printed per run: meters attached (AKA) per second; sealed readings acknowledged per second (each one
-//! opened, checked, stored and acknowledged after its commit); top-ups per second end to end with p50
-//! and p99 (a purchase through the payment server to the gateway's receipt booked and acknowledged);
+//! opened, checked, stored and acknowledged after its commit); top-ups bought at a steady rate while
+//! the readings go on, with p50 and p99; how long the readings in flight took to drain once they
+//! stopped; then, on a quiet head-end, top-ups per second end to end with p50 and p99 (a purchase through the payment server to the gateway's receipt booked and acknowledged);
 //! the store's rows and bytes per reading; and the CPU seconds each part used (PostgreSQL, Mosquitto,
 //! the worker processes, and in this process worker 1's threads apart from the simulated gateways'),
 //! which shows the bottleneck.
@@ -30,7 +32,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,8 +51,10 @@ use support::{handle, unix_now, GatewaySide, Pilot};
 
 const AKA: u8 = 0;
 const READINGS: u8 = 1;
-const TOPUPS: u8 = 2;
-const STOP: u8 = 3;
+/// Readings go on while top-ups are bought at a steady rate.
+const MIXED: u8 = 2;
+const TOPUPS: u8 = 3;
+const STOP: u8 = 4;
 
 /// What the connection's event loop hands the gateway's task when it has connected again.
 const RECONNECTED: &str = "";
@@ -61,6 +65,8 @@ struct Shared {
     /// Meters given a TID (of gateways not yet all attached too).
     tids: AtomicU64,
     readings_acked: AtomicU64,
+    /// Readings sent and not yet acknowledged (resends not counted again).
+    readings_in_flight: AtomicI64,
     /// (meter, serial) → when the purchase started / when its receipt was acknowledged.
     bought: Purchases,
     booked: Purchases,
@@ -322,6 +328,7 @@ async fn gateway(
                                 if matches!(body, Body::Readings(_)) {
                                     readings_out = readings_out.saturating_sub(1);
                                     s.readings_acked.fetch_add(1, Ordering::Relaxed);
+                                    s.readings_in_flight.fetch_sub(1, Ordering::Relaxed);
                                 }
                                 if let Some(k) = booked {
                                     s.booked
@@ -445,7 +452,7 @@ async fn gateway(
                 unacked.insert(id, (scope, body, now, k));
             }
         }
-        if phase == READINGS && !scope_meter.is_empty() {
+        if (phase == READINGS || phase == MIXED) && !scope_meter.is_empty() {
             // Up to `window` readings in flight, at most 4 per meter, meters in turn.
             let mut tried = 0;
             while readings_out < pace.window && tried < meters.len() {
@@ -459,6 +466,7 @@ async fn gateway(
                 *n += 1;
                 tried = 0;
                 readings_out += 1;
+                s.readings_in_flight.fetch_add(1, Ordering::Relaxed);
                 value += 1;
                 let scope = g.meter_scope(m);
                 let body = Body::Readings(Readings {
@@ -663,6 +671,7 @@ fn run(
     seconds: u64,
     pace: Pace,
     reconcile_every: Option<u64>,
+    mixed_rate: f64,
 ) {
     let b = Broker::start();
     let p = Pilot::on_postgres("load", Some(format!("mqtts://localhost:{}", b.port)))
@@ -708,6 +717,7 @@ fn run(
         attached: AtomicU64::new(0),
         tids: AtomicU64::new(0),
         readings_acked: AtomicU64::new(0),
+        readings_in_flight: AtomicI64::new(0),
         bought: Mutex::new(HashMap::new()),
         booked: Mutex::new(HashMap::new()),
         failed: AtomicBool::new(false),
@@ -821,9 +831,49 @@ fn run(
     let readings = shared.readings_acked.load(Ordering::Relaxed) - r0;
     let readings_s = t.elapsed().as_secs_f64();
     let cpu1 = cpu_by_program();
-    shared.phase.store(TOPUPS, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(3)); // the readings in flight settle
     let (size1, (in_rows, in_bytes)) = (size(), rows("in/readings/"));
+
+    // Top-ups bought at a steady rate while the readings go on: the broker holds a backlog of
+    // readings for the head-end (the gateways keep `window` each in flight), and a top-up's result
+    // and receipt must not wait behind it.
+    shared.phase.store(MIXED, Ordering::Relaxed);
+    let mixed: Purchases = Mutex::new(HashMap::new());
+    let r1 = shared.readings_acked.load(Ordering::Relaxed);
+    let backlog_at_mix = shared.readings_in_flight.load(Ordering::Relaxed);
+    let mixed_s = buy(
+        &backend,
+        &shared,
+        &mixed,
+        (gateways, meters),
+        seconds,
+        Some(mixed_rate),
+    );
+    wait_booked(&shared, &mixed, Duration::from_secs(30));
+    let mixed_readings = shared.readings_acked.load(Ordering::Relaxed) - r1;
+    let mixed_readings_s = mixed_readings as f64 / mixed_s;
+    let mixed_lat = latencies(&mixed, &shared.booked);
+    let mixed_n = mixed.lock().unwrap().len();
+
+    // The readings stop; the backlog drains before the top-ups are measured alone.
+    shared.phase.store(TOPUPS, Ordering::Relaxed);
+    let drain = Instant::now();
+    let backlog = shared.readings_in_flight.load(Ordering::Relaxed);
+    let mut shown = Instant::now();
+    while shared.readings_in_flight.load(Ordering::Relaxed) > 0
+        && drain.elapsed() < Duration::from_secs(900)
+    {
+        if shown.elapsed() > Duration::from_secs(10) {
+            shown = Instant::now();
+            eprintln!(
+                "{} readings still in flight {:.0} s after the readings stopped…",
+                shared.readings_in_flight.load(Ordering::Relaxed),
+                drain.elapsed().as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let drain_s = drain.elapsed().as_secs_f64();
+    let cpu_drained = cpu_by_program();
 
     // Top-ups, first as fast as 8 buyers can (the throughput: purchases come faster than receipts
     // are booked, so the latency is the queue's), then at half the booked rate (the latency of a
@@ -914,6 +964,18 @@ fn run(
         per_reading
     );
     println!(
+        "top-ups during readings, {mixed_rate:.0}/s: {mixed_n} bought in {mixed_s:.1} s, {} booked, while {mixed_readings_s:.0} readings/s were acknowledged \
+         ({backlog_at_mix} readings in flight as they began); purchase to receipt acknowledged: p50 {} ms, p99 {} ms, max {} ms",
+        mixed_lat.len(),
+        percentile(&mixed_lat, 0.5).as_millis(),
+        percentile(&mixed_lat, 0.99).as_millis(),
+        mixed_lat.last().copied().unwrap_or_default().as_millis()
+    );
+    println!(
+        "the readings stopped with {backlog} in flight; the last acknowledged {drain_s:.1} s later ({} still in flight)",
+        shared.readings_in_flight.load(Ordering::Relaxed).max(0)
+    );
+    println!(
         "top-ups: {bought_n} bought in {buy_s:.1} s ({:.0}/s), {done} booked from their receipts ({:.0}/s to the last receipt), \
          {tokens_pending} still pending ({unsent} never sent, {offline} of a gateway the head-end holds offline, {unreachable} of a meter without a live context); \
          purchase to receipt acknowledged: p50 {} ms, p99 {} ms, max {} ms",
@@ -942,7 +1004,7 @@ fn run(
     names.sort();
     for n in names {
         let r = cpu1.get(n).unwrap_or(&0.0) - cpu0.get(n).unwrap_or(&0.0);
-        let tp = cpu2.get(n).unwrap_or(&0.0) - cpu1.get(n).unwrap_or(&0.0);
+        let tp = cpu2.get(n).unwrap_or(&0.0) - cpu_drained.get(n).unwrap_or(&0.0);
         let aka = cpu_aka_end.get(n).unwrap_or(&0.0) - cpu_aka.get(n).unwrap_or(&0.0);
         if r + tp + aka >= 0.05 {
             println!(
@@ -984,6 +1046,7 @@ fn main() {
         meters <= 250,
         "at most 250 meters per gateway (attach handles)"
     );
+    let mixed_rate: f64 = arg("--mixed-rate", "20").parse().unwrap();
     let reconcile_every = args
         .iter()
         .any(|a| a == "--reconcile-every")
@@ -991,6 +1054,14 @@ fn main() {
     // Worker 1 runs in this process: its log to stderr (`--log warn`, the default, `info`, `off`).
     concentrator_headend::log_to_stderr(arg("--log", "warn").parse().unwrap());
     for w in workers {
-        run(gateways, meters, w, seconds, pace, reconcile_every);
+        run(
+            gateways,
+            meters,
+            w,
+            seconds,
+            pace,
+            reconcile_every,
+            mixed_rate,
+        );
     }
 }

@@ -361,6 +361,10 @@ pub fn run(dir: &Path, o: &InitOptions) -> Result<PathBuf> {
          allow_anonymous false\n\
          persistence true\n\
          persistence_location {d}/broker-data/\n\
+         # What the broker holds for a head-end that is down (a restart, an upgrade): every gateway's\n\
+         # messages of a long outage, not Mosquitto's default 1,000 (the rest would be dropped and\n\
+         # sent again by the gateways, all at once). About 300 bytes each.\n\
+         max_queued_messages 1000000\n\
          acl_file {d}/acl\n\
          listener {port}\n\
          cafile {d}/pki/ca.pem\n\

@@ -1,6 +1,7 @@
 //! The MQTT driver: a dispatcher thread, one thread per [`Engine`] (several on a shared store, each
 //! gateway's messages always to the same one), and a reader thread per connection that runs rumqttc's
-//! event loop. Persistent session (clean session off), QoS 1 both ways, manual MQTT
+//! event loop; two connections, the prompt lane and the routine lane (readings), so that receipts
+//! never queue at the broker behind readings. Persistent session (clean session off), QoS 1 both ways, manual MQTT
 //! acknowledgements (a message is acknowledged to the broker only after the store flushed what it caused,
 //! so a crash makes the broker deliver it again), reconnection with exponential backoff and full jitter.
 
@@ -160,7 +161,26 @@ fn publish(client: &Client, out: Vec<Outgoing>, status: &Mutex<LinkStatus>) {
     }
 }
 
-/// One connection; `None` when stopped, `Some(reason)` when lost.
+/// The connections of a worker, each with its own queue at the broker: the prompt lane (status,
+/// AKA, receipts, results, events; its client id is `[mqtt] client_id`, the session head-ends have
+/// always had) and the routine lane (readings and backfill; the client id with `.routine`). A
+/// backlog of readings waits in the routine lane's queue and never in front of a receipt.
+const LANES: usize = 2;
+const PROMPT: usize = 0;
+
+fn lane_client_id(settings: &MqttSettings, lane: usize) -> String {
+    if lane == PROMPT {
+        settings.client_id.clone()
+    } else {
+        format!("{}.routine", settings.client_id)
+    }
+}
+
+/// What a lane's reader thread hands on: the lane and the event.
+type LaneEvent = (usize, std::result::Result<Event, rumqttc::ConnectionError>);
+
+/// The connections of both lanes; `None` when stopped, `Some(reason)` when either was lost (both
+/// are then made again).
 fn connection(
     settings: &MqttSettings,
     engines: &mut [Engine],
@@ -168,52 +188,68 @@ fn connection(
     stop: &AtomicBool,
     status: &Mutex<LinkStatus>,
 ) -> Option<String> {
-    let mut o = MqttOptions::new(
-        settings.client_id.clone(),
-        settings.host.clone(),
-        settings.port,
-    );
-    o.set_clean_session(false)
-        .set_keep_alive(settings.keep_alive)
-        .set_manual_acks(true)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_inflight(100)
-        .set_request_channel_capacity(4096)
-        .set_transport(match &settings.tls {
-            Some(c) => Transport::tls_with_config(TlsConfiguration::NativeConnector(c.clone())),
-            None => Transport::tcp(),
-        });
-    let (client, mut conn) = Client::new(o, 4096);
-    let mut network = rumqttc::NetworkOptions::new();
-    network.set_connection_timeout(10);
-    network.set_tcp_nodelay(true);
-    conn.eventloop.set_network_options(network);
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::Builder::new()
-        .name("headend-mqtt".into())
-        .spawn(move || {
-            for ev in conn.iter() {
-                let end = ev.is_err();
-                if tx.send(ev).is_err() || end {
-                    break;
+    let (tx, rx) = mpsc::channel::<LaneEvent>();
+    let mut clients = Vec::with_capacity(LANES);
+    let mut readers = Vec::with_capacity(LANES);
+    for lane in 0..LANES {
+        let mut o = MqttOptions::new(
+            lane_client_id(settings, lane),
+            settings.host.clone(),
+            settings.port,
+        );
+        o.set_clean_session(false)
+            .set_keep_alive(settings.keep_alive)
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            .set_inflight(100)
+            .set_request_channel_capacity(4096)
+            .set_transport(match &settings.tls {
+                Some(c) => Transport::tls_with_config(TlsConfiguration::NativeConnector(c.clone())),
+                None => Transport::tcp(),
+            });
+        let (client, mut conn) = Client::new(o, 4096);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_connection_timeout(10);
+        network.set_tcp_nodelay(true);
+        conn.eventloop.set_network_options(network);
+        let tx = tx.clone();
+        let reader = std::thread::Builder::new()
+            .name(format!("headend-mqtt-{lane}"))
+            .spawn(move || {
+                for ev in conn.iter() {
+                    let end = ev.is_err();
+                    if tx.send((lane, ev)).is_err() || end {
+                        break;
+                    }
                 }
+            });
+        clients.push(client);
+        match reader {
+            Ok(r) => readers.push(r),
+            Err(e) => {
+                for c in &clients {
+                    let _ = c.try_disconnect();
+                }
+                return Some(format!("cannot start the MQTT reader thread: {e}"));
             }
-        });
-    let reader = match reader {
-        Ok(r) => r,
-        Err(e) => return Some(format!("cannot start the MQTT reader thread: {e}")),
-    };
-    let result = session(settings, engines, nudges, stop, status, &client, &rx);
-    let _ = client.try_disconnect();
+        }
+    }
+    drop(tx);
+    let result = session(settings, engines, nudges, stop, status, &clients, &rx);
+    for c in &clients {
+        let _ = c.try_disconnect();
+    }
     drop(rx);
-    let _ = reader.join();
+    for r in readers {
+        let _ = r.join();
+    }
     result
 }
 
 /// Work for an engine thread.
 enum Work {
-    /// Messages of its gateways, in the order they came.
-    Messages(Vec<Publish>),
+    /// Messages of its gateways, in the order they came (each with its lane).
+    Messages(Vec<(usize, Publish)>),
     /// A purchase of this meter was made: send its token now.
     Nudge(String),
     /// The periodic work (first engine only).
@@ -234,32 +270,48 @@ fn session(
     nudges: &Receiver<String>,
     stop: &AtomicBool,
     status: &Mutex<LinkStatus>,
-    client: &Client,
-    rx: &Receiver<std::result::Result<Event, rumqttc::ConnectionError>>,
+    clients: &[Client],
+    rx: &Receiver<LaneEvent>,
 ) -> Option<String> {
-    loop {
+    let mut up = [false; LANES];
+    // What a lane already connected delivers (the broker's queue for its session) while the other
+    // connects: kept for the engines (unacknowledged, the broker would not send it again before the
+    // next connection).
+    let mut early: Vec<(usize, Publish)> = Vec::new();
+    while !up.iter().all(|u| *u) {
         if stop.load(Ordering::SeqCst) {
             return None;
         }
         match rx.recv_timeout(TICK) {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
-            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {
+            Ok((lane, Ok(Event::Incoming(Packet::ConnAck(_))))) => up[lane] = true,
+            Ok((lane, Ok(Event::Incoming(Packet::Publish(p))))) => early.push((lane, p)),
+            Ok((_, Ok(_))) | Err(RecvTimeoutError::Timeout) => {
                 if let Some(e) = engines.first_mut() {
                     e.offline_tick(unix_now());
                 }
             }
-            Ok(Err(e)) => return Some(e.to_string()),
+            Ok((_, Err(e))) => return Some(e.to_string()),
             Err(RecvTimeoutError::Disconnected) => return Some("the MQTT event loop ended".into()),
         }
     }
+    // Several workers: each message of the group's subscription goes to one of them.
+    let shared = |t: &str| match &settings.shared_group {
+        Some(g) => format!("$share/{g}/{t}"),
+        None => t.to_string(),
+    };
+    // The one subscription of versions before the lanes, still held by the prompt lane's session
+    // at the broker: it would deliver readings there too.
     for t in Topic::HEAD_END_SUBSCRIPTIONS {
-        // Several workers: each message of the group's subscription goes to one of them.
-        let t = match &settings.shared_group {
-            Some(g) => format!("$share/{g}/{t}"),
-            None => t.to_string(),
-        };
-        if let Err(e) = client.try_subscribe(&t, QoS::AtLeastOnce) {
-            return Some(format!("subscribe {t}: {e}"));
+        if let Err(e) = clients[PROMPT].try_unsubscribe(shared(t)) {
+            return Some(format!("unsubscribe {t}: {e}"));
+        }
+    }
+    for (lane, client) in clients.iter().enumerate() {
+        for t in Topic::head_end_lane(lane != PROMPT) {
+            let t = shared(&t);
+            if let Err(e) = client.try_subscribe(&t, QoS::AtLeastOnce) {
+                return Some(format!("subscribe {t}: {e}"));
+            }
         }
     }
     if let Ok(mut s) = status.lock() {
@@ -267,10 +319,11 @@ fn session(
         s.connections += 1;
     }
     log::info!(
-        "MQTT: connected to {}:{} as {} ({} engine thread{})",
+        "MQTT: connected to {}:{} as {} and {} ({} engine thread{})",
         settings.host,
         settings.port,
-        settings.client_id,
+        lane_client_id(settings, PROMPT),
+        lane_client_id(settings, 1),
         engines.len(),
         if engines.len() == 1 { "" } else { "s" }
     );
@@ -279,17 +332,16 @@ fn session(
         let mut work = Vec::with_capacity(n);
         for (i, engine) in engines.iter_mut().enumerate() {
             let (tx, rx) = mpsc::channel::<Work>();
-            let client = client.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("headend-engine-{i}"))
-                .spawn_scoped(sc, move || engine_thread(engine, &rx, &client, status));
+                .spawn_scoped(sc, move || engine_thread(engine, &rx, clients, status));
             if let Err(e) = spawned {
                 return Some(format!("cannot start an engine thread: {e}"));
             }
             work.push(tx);
         }
         // Dropping `work` when this returns lets each engine finish what it was given, then end.
-        dispatch(nudges, stop, status, rx, &work)
+        dispatch(nudges, stop, status, rx, &work, early)
     })
 }
 
@@ -298,10 +350,12 @@ fn dispatch(
     nudges: &Receiver<String>,
     stop: &AtomicBool,
     status: &Mutex<LinkStatus>,
-    rx: &Receiver<std::result::Result<Event, rumqttc::ConnectionError>>,
+    rx: &Receiver<LaneEvent>,
     work: &[mpsc::Sender<Work>],
+    early: Vec<(usize, Publish)>,
 ) -> Option<String> {
     let n = work.len();
+    let mut early = early.into_iter();
     let send = |i: usize, w: Work| work.get(i).is_some_and(|tx| tx.send(w).is_ok());
     let mut last_tick = Instant::now() - Duration::from_secs(2);
     loop {
@@ -310,12 +364,15 @@ fn dispatch(
         }
         // What the broker delivered since the last turn, split by engine (each gateway's in order).
         let mut lost = None;
-        let mut batches: Vec<Vec<Publish>> = (0..n).map(|_| Vec::new()).collect();
-        let mut ev = rx.recv_timeout(TICK);
+        let mut batches: Vec<Vec<(usize, Publish)>> = (0..n).map(|_| Vec::new()).collect();
+        let mut ev = match early.next() {
+            Some((lane, p)) => Ok((lane, Ok(Event::Incoming(Packet::Publish(p))))),
+            None => rx.recv_timeout(TICK),
+        };
         let mut taken = 0;
         loop {
             match ev {
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                Ok((lane, Ok(Event::Incoming(Packet::Publish(p))))) => {
                     if let Ok(mut s) = status.lock() {
                         s.received += 1;
                     }
@@ -324,18 +381,22 @@ fn dispatch(
                         Err(_) => 0,
                     };
                     if let Some(b) = batches.get_mut(i) {
-                        b.push(p);
+                        b.push((lane, p));
                     }
                     taken += 1;
                 }
-                Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
-                Ok(Err(e)) => lost = Some(e.to_string()),
+                Ok((_, Ok(_))) | Err(RecvTimeoutError::Timeout) => {}
+                Ok((_, Err(e))) => lost = Some(e.to_string()),
                 Err(RecvTimeoutError::Disconnected) => {
                     lost = Some("the MQTT event loop ended".into())
                 }
             }
             if lost.is_some() || taken >= WINDOW {
                 break;
+            }
+            if let Some((lane, p)) = early.next() {
+                ev = Ok((lane, Ok(Event::Incoming(Packet::Publish(p)))));
+                continue;
             }
             ev = match rx.try_recv() {
                 Ok(e) => Ok(e),
@@ -363,16 +424,17 @@ fn dispatch(
     }
 }
 
-/// One engine: takes whatever work queued up since its last turn (the messages as one settle
-/// window, each meter nudged once), until the dispatcher hangs up.
+/// One engine: takes whatever work queued up since its last turn (the messages as a settle window
+/// per lane, the prompt lane's first, each meter nudged once), until the dispatcher hangs up.
 fn engine_thread(
     engine: &mut Engine,
     rx: &Receiver<Work>,
-    client: &Client,
+    clients: &[Client],
     status: &Mutex<LinkStatus>,
 ) {
+    let client = &clients[PROMPT];
     while let Ok(first) = rx.recv() {
-        let mut window: Vec<Publish> = Vec::new();
+        let mut window: Vec<(usize, Publish)> = Vec::new();
         let mut nudged = std::collections::BTreeSet::new();
         let mut tick = false;
         let mut next = Some(first);
@@ -390,14 +452,27 @@ fn engine_thread(
                 None
             };
         }
+        // The prompt lane's messages are settled first, then the purchases' tokens leave, and only
+        // then are the readings worked on: a receipt, its acknowledgement and a new top-up never
+        // wait for a window of readings to commit (each lane's messages keep their order).
+        window.sort_by_key(|(lane, _)| *lane != PROMPT);
+        let routine_from = window
+            .iter()
+            .position(|(lane, _)| *lane != PROMPT)
+            .unwrap_or(window.len());
+        let mut routine = window.split_off(routine_from);
         if !window.is_empty() {
-            settle(engine, client, &mut window, status);
+            settle(engine, clients, &mut window, status);
         }
         let now = unix_now();
         for meter in nudged {
             let out = engine.deliver(Some(&meter), now);
             publish(client, out, status);
         }
+        if !routine.is_empty() {
+            settle(engine, clients, &mut routine, status);
+        }
+        let now = unix_now();
         if tick {
             let out = engine.tick(now);
             publish(client, out, status);
@@ -407,17 +482,17 @@ fn engine_thread(
 
 /// Works on a settle window's messages (each gateway's in one transaction, [`Engine::handle_batch`]),
 /// flushes the store, sends what they led to (acknowledgements, AKA steps), then acknowledges the
-/// MQTT deliveries.
+/// MQTT deliveries, each on the connection it came by.
 fn settle(
     engine: &mut Engine,
-    client: &Client,
-    window: &mut Vec<Publish>,
+    clients: &[Client],
+    window: &mut Vec<(usize, Publish)>,
     status: &Mutex<LinkStatus>,
 ) {
     let now = unix_now();
     let msgs: Vec<(&str, &[u8])> = window
         .iter()
-        .map(|p| (p.topic.as_str(), p.payload.as_ref()))
+        .map(|(_, p)| (p.topic.as_str(), p.payload.as_ref()))
         .collect();
     let mut out = engine.handle_batch(&msgs, now);
     // Acknowledgements queued by other paths (none normally).
@@ -427,9 +502,9 @@ fn settle(
         window.clear();
         return;
     }
-    publish(client, out, status);
-    for p in window.drain(..) {
-        if let Err(e) = client.try_ack(&p) {
+    publish(&clients[PROMPT], out, status);
+    for (lane, p) in window.drain(..) {
+        if let Err(e) = clients[lane].try_ack(&p) {
             log::warn!("cannot acknowledge a delivery to the broker: {e}");
         }
     }

@@ -81,26 +81,7 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
     std::thread::sleep(Duration::from_millis(300));
     wire.birth(&mut g, "t", true);
 
-    // The gateway's own scope.
-    wire.send(g.attach("gw", Scope::Gateway));
-    let challenge = wire.expect("/down/gw/aka-challenge", None);
-    wire.send(g.answer(&challenge));
-    let smc = wire.expect("/down/gw/security-mode", None);
-    let (complete, _) = g.complete(&smc);
-    wire.send(complete);
-    let (_, ack) = g.open(&wire.expect("/down/gw/ack", None));
-    assert!(matches!(ack.body, Body::AckDown(_)));
-
-    // The meter, on an attach handle.
-    let h = handle_scope();
-    wire.send(g.attach("MTR-1", h));
-    let challenge = wire.expect("/aka-challenge", None);
-    wire.send(g.answer(&challenge));
-    let (complete, _) = g.complete(&wire.expect("/security-mode", None));
-    wire.send(complete);
-    let tid_msg = wire.expect("/tid", None);
-    wire.send(g.take_tid(&tid_msg));
-    let scope = g.meter_scope("MTR-1");
+    let scope = attach_over_the_wire(&wire, &mut g, "MTR-1");
     let tid = scope.tid().unwrap();
 
     // A reading, acknowledged on the TID's scope.
@@ -205,6 +186,155 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
     eprintln!("mosquitto round trip: {:?}", started.elapsed());
 }
 
-fn handle_scope() -> Scope {
-    handle(9)
+/// The gateway's own scope and then `meter` attach over MQTT; returns the meter's scope (its TID).
+fn attach_over_the_wire(wire: &Wire, g: &mut GatewaySide, meter: &str) -> Scope {
+    wire.send(g.attach("gw", Scope::Gateway));
+    let challenge = wire.expect("/down/gw/aka-challenge", None);
+    wire.send(g.answer(&challenge));
+    let smc = wire.expect("/down/gw/security-mode", None);
+    let (complete, _) = g.complete(&smc);
+    wire.send(complete);
+    let (_, ack) = g.open(&wire.expect("/down/gw/ack", None));
+    assert!(matches!(ack.body, Body::AckDown(_)));
+    // The meter, on an attach handle.
+    wire.send(g.attach(meter, handle(9)));
+    let challenge = wire.expect("/aka-challenge", None);
+    wire.send(g.answer(&challenge));
+    let (complete, _) = g.complete(&wire.expect("/security-mode", None));
+    wire.send(complete);
+    let tid_msg = wire.expect("/tid", None);
+    wire.send(g.take_tid(&tid_msg));
+    g.meter_scope(meter)
+}
+
+/// While the head-end is down, a gateway's readings pile up at the broker; then a meter's relay
+/// opens. When the head-end comes back, the event (prompt lane) is worked on before the backlog of
+/// readings (routine lane) is through, and every reading is still taken and acknowledged once.
+#[test]
+fn an_event_overtakes_a_backlog_of_readings_and_no_reading_is_lost() {
+    if broker::skip_without_mosquitto() {
+        return;
+    }
+    const BACKLOG: usize = 3_000;
+    let b = Broker::start();
+    let p = Pilot::with_broker("lanes", Some(format!("mqtts://localhost:{}", b.port)));
+    let config = p.config_for_broker(&b);
+    let he = HeadEnd::open(config.clone()).unwrap();
+    p.provision(&he.store());
+    let handle = he.start(StartOptions::default()).unwrap();
+    let mut g = p.gateway("gw-1", vec![SecurityMode::AES]);
+    let wire = Wire::connect(&b, "gw-1");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !handle.status().connected {
+        assert!(Instant::now() < until, "the head-end did not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    wire.birth(&mut g, "t", true);
+    let meter = attach_over_the_wire(&wire, &mut g, "MTR-1");
+    // A first event on the meter's TID confirms it (the head-end keeps the TID then).
+    wire.send(g.seal(
+        meter,
+        Body::Event(Event {
+            at: unix_now(),
+            code: event_code::RELAY_CLOSED,
+            severity: Severity::Info,
+            detail: None,
+            values: vec![],
+        }),
+        None,
+    ));
+    wire.expect(
+        &format!("/down/{}/ack", meter.tid().unwrap().to_hex()),
+        None,
+    );
+    handle.stop().unwrap();
+
+    // The backlog: readings of the gateway's own scope, then the meter's relay event.
+    let mut ids = std::collections::HashSet::new();
+    for n in 0..BACKLOG {
+        let id = g.next_id();
+        ids.insert(id);
+        wire.send(g.seal(
+            Scope::Gateway,
+            Body::Readings(Readings {
+                readings: vec![Reading {
+                    at: unix_now(),
+                    quantity: Quantity::EnergyImportWh,
+                    value: n as i64,
+                    exponent: 0,
+                }],
+            }),
+            Some(id),
+        ));
+    }
+    wire.send(g.seal(
+        meter,
+        Body::Event(Event {
+            at: unix_now(),
+            code: event_code::RELAY_OPENED,
+            severity: Severity::Alarm,
+            detail: None,
+            values: vec![],
+        }),
+        None,
+    ));
+    // Published: the broker holds them for the head-end's sessions.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let he = HeadEnd::open(config).unwrap();
+    let store = he.store();
+    let handle = he.start(StartOptions::default()).unwrap();
+    let stored = || {
+        store
+            .scan::<serde_json::Value>(concentrator_headend::store::key2(
+                "in/readings/",
+                "gw:gw-1",
+                &[],
+            ))
+            .unwrap()
+            .len()
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    let before_event = loop {
+        let cut = store.meter("MTR-1").unwrap().unwrap().view.supply_on == Some(false);
+        if cut {
+            break stored();
+        }
+        assert!(
+            Instant::now() < until,
+            "the relay event was not taken ({} readings stored, link {:?})",
+            stored(),
+            handle.status()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(
+        before_event < BACKLOG / 2,
+        "the event waited for {before_event} of the {BACKLOG} readings queued before it"
+    );
+    // Every reading is taken and acknowledged, none refused for coming after the event.
+    let until = Instant::now() + Duration::from_secs(60);
+    while !ids.is_empty() {
+        assert!(
+            Instant::now() < until,
+            "{} readings not acknowledged ({} stored)",
+            ids.len(),
+            stored()
+        );
+        if let Ok((topic, payload)) = wire.rx.recv_timeout(Duration::from_secs(1)) {
+            if !topic.ends_with("/down/gw/ack") {
+                continue;
+            }
+            let (_, f) = g.open(&concentrator_headend::engine::Outgoing { topic, payload });
+            if let Body::AckDown(a) = f.body {
+                for id in a.ids {
+                    ids.remove(&id);
+                }
+            }
+        }
+    }
+    assert_eq!(stored(), BACKLOG, "each reading stored once");
+    eprintln!("the event was taken after {before_event} of {BACKLOG} queued readings");
+    handle.stop().unwrap();
 }

@@ -12,7 +12,7 @@
 use std::fmt;
 
 use crate::ids::{GatewayId, Tid};
-use crate::kind::{Flow, Kind};
+use crate::kind::{Flow, Kind, Priority};
 use crate::ProtocolError;
 
 /// First two levels of every topic.
@@ -96,6 +96,24 @@ impl Topic {
 
     /// What a head-end subscribes to (prefix with `$share/{group}/` to spread over workers).
     pub const HEAD_END_SUBSCRIPTIONS: [&'static str; 2] = ["c/v1/+/up/#", "c/v1/+/status"];
+
+    /// The same, split into two lanes for two connections: `routine` the bulk that may wait
+    /// (readings and backfilled readings, [`Priority::Routine`]), else everything else (status, AKA,
+    /// receipts, results, events, account summaries). A broker keeps one queue per connection, so a
+    /// backlog of readings never stands in front of a receipt. Together they cover every uplink kind
+    /// once.
+    pub fn head_end_lane(routine: bool) -> Vec<String> {
+        let mut topics: Vec<String> = Kind::ALL
+            .iter()
+            .filter(|k| k.flow() == Flow::Up && !matches!(k, Kind::Birth | Kind::Death))
+            .filter(|k| (k.priority() == Priority::Routine) == routine)
+            .map(|k| format!("{PREFIX}/+/up/+/{}", k.topic_name()))
+            .collect();
+        if !routine {
+            topics.push(format!("{PREFIX}/+/status"));
+        }
+        topics
+    }
 
     /// The gateway.
     pub fn gateway(&self) -> &GatewayId {
@@ -190,6 +208,34 @@ pattern read c/v1/%u/down/#
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_two_lanes_cover_every_uplink_topic_once() {
+        let gw = GatewayId::new("gw-7").unwrap();
+        let tid = Tid([1, 2, 3, 4, 5, 6, 7, 8]);
+        let matches = |filter: &str, topic: &str| {
+            let (f, t): (Vec<_>, Vec<_>) =
+                (filter.split('/').collect(), topic.split('/').collect());
+            f.len() == t.len() && f.iter().zip(&t).all(|(a, b)| *a == "+" || a == b)
+        };
+        let lanes = [Topic::head_end_lane(false), Topic::head_end_lane(true)];
+        for kind in Kind::ALL.iter().filter(|k| k.flow() == Flow::Up) {
+            for scope in [Scope::Gateway, Scope::Meter(tid)] {
+                let t = Topic::for_message(&gw, scope, *kind).to_string();
+                let hits: Vec<bool> = lanes
+                    .iter()
+                    .map(|l| l.iter().filter(|f| matches(f, &t)).count() == 1)
+                    .collect();
+                assert!(hits[0] != hits[1], "{t}: in exactly one lane, once");
+                assert_eq!(hits[1], kind.priority() == Priority::Routine, "{t}");
+            }
+        }
+        assert_eq!(
+            lanes[1],
+            ["c/v1/+/up/+/readings", "c/v1/+/up/+/backfill"],
+            "the routine lane"
+        );
+    }
 
     #[test]
     fn round_trips() {

@@ -522,30 +522,23 @@ impl Engine {
         }
         let mut first_err: Option<String> = None;
         let window = self.s.window;
-        let shared = self.shared;
         for (sub, c) in cands {
             let live = self.live(&sub, &c)?;
-            // Shared store: workers and engines take one meter's messages in any order, so the
-            // COUNT is checked against the context's stored window of accepted COUNTs below, not
-            // against the last one alone (the channel's check).
-            let mut fresh = shared.then(|| {
-                Channel::resume(
-                    live.channel.context().clone(),
-                    Direction::Downlink,
-                    window,
-                    0,
-                    None,
-                )
-            });
-            let channel = match fresh.as_mut() {
-                Some(f) => f,
-                None => &mut live.channel,
-            };
-            match protect::open(t, payload, Some(&mut *channel), now) {
+            // One meter's messages may come out of order: several workers and engines take them
+            // in any order, and a receipt on the prompt lane overtakes readings queued on the
+            // routine lane. The COUNT is therefore checked against the context's stored window of
+            // accepted COUNTs (the last 64) below, not against the last one alone.
+            let mut channel = Channel::resume(
+                live.channel.context().clone(),
+                Direction::Downlink,
+                window,
+                0,
+                None,
+            );
+            match protect::open(t, payload, Some(&mut channel), now) {
                 Ok(frame) => {
-                    let count = channel.last_received();
-                    let accepted = match (shared, count) {
-                        (true, Some(n)) => match accept_count(c.up_last, c.up_seen, n) {
+                    let accepted = match channel.last_received() {
+                        Some(n) => match accept_count(c.up_last, c.up_seen, n) {
                             Some((last, seen)) => (Some(last), Some(seen)),
                             None => {
                                 first_err.get_or_insert(format!(
@@ -555,7 +548,7 @@ impl Engine {
                                 continue;
                             }
                         },
-                        _ => (count, c.up_seen),
+                        None => (c.up_last, c.up_seen),
                     };
                     let on_tid = matches!(scope, Scope::Meter(tid) if c.tid.as_deref() == Some(tid.to_hex().as_str()));
                     self.update_ctx(&sub, &c.rand, |r| {

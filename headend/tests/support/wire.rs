@@ -27,6 +27,9 @@ impl Wire {
         let mut o = MqttOptions::new(id, "localhost", b.port);
         o.set_clean_session(false)
             .set_keep_alive(Duration::from_secs(30))
+            // A gateway's limit (the uplink's MAX_PACKET): acknowledgements of a long backlog are
+            // larger than rumqttc's default 10 KiB.
+            .set_max_packet_size(260 * 1024, 260 * 1024)
             .set_transport(Transport::tls_with_config(
                 TlsConfiguration::NativeConnector(tls.connector().unwrap()),
             ));
