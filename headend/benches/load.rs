@@ -848,9 +848,9 @@ fn run(
         seconds,
         Some(mixed_rate),
     );
-    wait_booked(&shared, &mixed, Duration::from_secs(30));
     let mixed_readings = shared.readings_acked.load(Ordering::Relaxed) - r1;
     let mixed_readings_s = mixed_readings as f64 / mixed_s;
+    wait_booked(&shared, &mixed, Duration::from_secs(30));
     let mixed_lat = latencies(&mixed, &shared.booked);
     let mixed_n = mixed.lock().unwrap().len();
 

@@ -424,8 +424,46 @@ fn dispatch(
     }
 }
 
-/// One engine: takes whatever work queued up since its last turn (the messages as a settle window
-/// per lane, the prompt lane's first, each meter nudged once), until the dispatcher hangs up.
+/// The most readings an engine settles in one turn, before it looks again for prompt work: the
+/// longest a receipt or a purchase waits for readings. Measured with 8,000 readings in flight (200
+/// gateways of the load generator): top-ups during readings p50 183 ms, p99 318 ms at 32, p50 511
+/// ms, p99 1.05 s at 128, and 4.9 s, 9.3 s with no limit; readings 6 % slower at 32 than at 128.
+const ROUTINE_CHUNK: usize = 32;
+
+/// What an engine has taken from its queue and not yet done.
+#[derive(Default)]
+struct Queued {
+    prompt: Vec<(usize, Publish)>,
+    routine: std::collections::VecDeque<(usize, Publish)>,
+    nudged: std::collections::BTreeSet<String>,
+    tick: bool,
+}
+
+impl Queued {
+    fn take(&mut self, w: Work) {
+        match w {
+            Work::Messages(ps) => {
+                for m in ps {
+                    if m.0 == PROMPT {
+                        self.prompt.push(m);
+                    } else {
+                        self.routine.push_back(m);
+                    }
+                }
+            }
+            Work::Nudge(meter) => {
+                self.nudged.insert(meter);
+            }
+            Work::Tick => self.tick = true,
+        }
+    }
+}
+
+/// One engine, until the dispatcher hangs up. Each turn it takes everything queued for it, then
+/// settles all of the prompt lane's messages, sends the purchases' tokens (each meter once), settles
+/// at most [`ROUTINE_CHUNK`] readings, and runs the periodic work if it is due. Readings wait in the
+/// engine's own queue meanwhile (acknowledged to the broker only once settled), so however many
+/// are queued, a receipt or a new top-up waits for one chunk at most.
 fn engine_thread(
     engine: &mut Engine,
     rx: &Receiver<Work>,
@@ -433,48 +471,39 @@ fn engine_thread(
     status: &Mutex<LinkStatus>,
 ) {
     let client = &clients[PROMPT];
-    while let Ok(first) = rx.recv() {
-        let mut window: Vec<(usize, Publish)> = Vec::new();
-        let mut nudged = std::collections::BTreeSet::new();
-        let mut tick = false;
-        let mut next = Some(first);
-        while let Some(w) = next {
-            match w {
-                Work::Messages(ps) => window.extend(ps),
-                Work::Nudge(meter) => {
-                    nudged.insert(meter);
-                }
-                Work::Tick => tick = true,
+    let mut q = Queued::default();
+    loop {
+        if q.prompt.is_empty() && q.routine.is_empty() {
+            // Nothing queued here: wait for work (nudges and ticks were done last turn).
+            match rx.recv() {
+                Ok(w) => q.take(w),
+                Err(_) => return,
             }
-            next = if window.len() < WINDOW {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
         }
-        // The prompt lane's messages are settled first, then the purchases' tokens leave, and only
-        // then are the readings worked on: a receipt, its acknowledgement and a new top-up never
-        // wait for a window of readings to commit (each lane's messages keep their order).
-        window.sort_by_key(|(lane, _)| *lane != PROMPT);
-        let routine_from = window
-            .iter()
-            .position(|(lane, _)| *lane != PROMPT)
-            .unwrap_or(window.len());
-        let mut routine = window.split_off(routine_from);
-        if !window.is_empty() {
-            settle(engine, clients, &mut window, status);
+        loop {
+            match rx.try_recv() {
+                Ok(w) => q.take(w),
+                Err(mpsc::TryRecvError::Empty) => break,
+                // The connection ended or the worker stops: what is not settled was not
+                // acknowledged to the broker, which delivers it again.
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        if !q.prompt.is_empty() {
+            settle(engine, clients, &mut q.prompt, status);
         }
         let now = unix_now();
-        for meter in nudged {
+        for meter in std::mem::take(&mut q.nudged) {
             let out = engine.deliver(Some(&meter), now);
             publish(client, out, status);
         }
-        if !routine.is_empty() {
-            settle(engine, clients, &mut routine, status);
+        if !q.routine.is_empty() {
+            let n = q.routine.len().min(ROUTINE_CHUNK);
+            let mut chunk: Vec<(usize, Publish)> = q.routine.drain(..n).collect();
+            settle(engine, clients, &mut chunk, status);
         }
-        let now = unix_now();
-        if tick {
-            let out = engine.tick(now);
+        if std::mem::take(&mut q.tick) {
+            let out = engine.tick(unix_now());
             publish(client, out, status);
         }
     }
@@ -482,7 +511,7 @@ fn engine_thread(
 
 /// Works on a settle window's messages (each gateway's in one transaction, [`Engine::handle_batch`]),
 /// flushes the store, sends what they led to (acknowledgements, AKA steps), then acknowledges the
-/// MQTT deliveries, each on the connection it came by.
+/// MQTT deliveries, each on the connection it came by. The window's messages are of one lane.
 fn settle(
     engine: &mut Engine,
     clients: &[Client],
@@ -502,7 +531,11 @@ fn settle(
         window.clear();
         return;
     }
-    publish(&clients[PROMPT], out, status);
+    // What the window led to leaves on its lane's connection (one settle is one lane's): the
+    // acknowledgements of readings queue in the routine lane's outgoing queue, never in front of a
+    // top-up or an AKA step.
+    let lane = window.first().map_or(PROMPT, |(lane, _)| *lane);
+    publish(&clients[lane], out, status);
     for (lane, p) in window.drain(..) {
         if let Err(e) = clients[lane].try_ack(&p) {
             log::warn!("cannot acknowledge a delivery to the broker: {e}");
