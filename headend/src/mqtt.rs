@@ -23,7 +23,8 @@ use crate::error::{HeadEndError, Result};
 /// server thread waking 200 times a second costs nothing measurable.
 const TICK: Duration = Duration::from_millis(5);
 const MAX_PACKET: usize = 300 * 1024;
-/// The most messages taken into one settle window (what arrived while the last one was worked on).
+/// The most messages the dispatcher takes from the connections in one turn before it hands them to
+/// the engines (what arrived while they worked) and looks at the purchases' nudges.
 const WINDOW: usize = 512;
 
 /// Where and how to connect.
