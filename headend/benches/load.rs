@@ -469,14 +469,7 @@ async fn gateway(
                 s.readings_in_flight.fetch_add(1, Ordering::Relaxed);
                 value += 1;
                 let scope = g.meter_scope(m);
-                let body = Body::Readings(Readings {
-                    readings: vec![Reading {
-                        at: unix_now(),
-                        quantity: Quantity::EnergyImportWh,
-                        value,
-                        exponent: 0,
-                    }],
-                });
+                let body = concentrator_uplink::testkit::reading(value as u64);
                 send_tracked(&mut g, &wire, &mut unacked, (scope, body), None).await;
             }
         }
@@ -655,6 +648,16 @@ fn latencies(bought: &Purchases, booked: &Purchases) -> Vec<Duration> {
         .collect();
     lat.sort();
     lat
+}
+
+/// "p50 X ms, p99 Y ms, max Z ms" of sorted latencies.
+fn latency_words(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {} ms, p99 {} ms, max {} ms",
+        percentile(sorted, 0.5).as_millis(),
+        percentile(sorted, 0.99).as_millis(),
+        sorted.last().copied().unwrap_or_default().as_millis()
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -965,11 +968,9 @@ fn run(
     );
     println!(
         "top-ups during readings, {mixed_rate:.0}/s: {mixed_n} bought in {mixed_s:.1} s, {} booked, while {mixed_readings_s:.0} readings/s were acknowledged \
-         ({backlog_at_mix} readings in flight as they began); purchase to receipt acknowledged: p50 {} ms, p99 {} ms, max {} ms",
+         ({backlog_at_mix} readings in flight as they began); purchase to receipt acknowledged: {}",
         mixed_lat.len(),
-        percentile(&mixed_lat, 0.5).as_millis(),
-        percentile(&mixed_lat, 0.99).as_millis(),
-        mixed_lat.last().copied().unwrap_or_default().as_millis()
+        latency_words(&mixed_lat)
     );
     println!(
         "the readings stopped with {backlog} in flight; the last acknowledged {drain_s:.1} s later ({} still in flight)",
@@ -978,19 +979,15 @@ fn run(
     println!(
         "top-ups: {bought_n} bought in {buy_s:.1} s ({:.0}/s), {done} booked from their receipts ({:.0}/s to the last receipt), \
          {tokens_pending} still pending ({unsent} never sent, {offline} of a gateway the head-end holds offline, {unreachable} of a meter without a live context); \
-         purchase to receipt acknowledged: p50 {} ms, p99 {} ms, max {} ms",
+         purchase to receipt acknowledged: {}",
         bought_n as f64 / buy_s,
         booked_rate,
-        percentile(&lat, 0.5).as_millis(),
-        percentile(&lat, 0.99).as_millis(),
-        lat.last().copied().unwrap_or_default().as_millis()
+        latency_words(&lat)
     );
     println!(
-        "top-ups at {rate:.0}/s (half the booked rate): {paced_n} bought in {paced_s:.1} s, {} booked; purchase to receipt acknowledged: p50 {} ms, p99 {} ms, max {} ms",
+        "top-ups at {rate:.0}/s (half the booked rate): {paced_n} bought in {paced_s:.1} s, {} booked; purchase to receipt acknowledged: {}",
         paced_lat.len(),
-        percentile(&paced_lat, 0.5).as_millis(),
-        percentile(&paced_lat, 0.99).as_millis(),
-        paced_lat.last().copied().unwrap_or_default().as_millis()
+        latency_words(&paced_lat)
     );
     println!(
         "gateways: {} top-up commands received, {} account requests and {} backfill requests answered, {} downlink messages dropped (COUNT out of order), {} connections made again",

@@ -16,6 +16,7 @@ use concentrator_security::signed::DocumentSigner;
 use concentrator_security::token::{SignedToken, TokenVerifier};
 use concentrator_security::SecurityMode;
 use concentrator_uplink::testkit::broker::{self, Broker};
+use concentrator_uplink::testkit::reading;
 use support::wire::Wire;
 use support::*;
 
@@ -69,16 +70,7 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
     let mut g = p.gateway("gw-1", vec![SecurityMode::AES, SecurityMode::KASUMI]);
     let wire = Wire::connect(&b, "gw-1");
     // Wait for the head-end's subscription, then a birth.
-    let until = Instant::now() + Duration::from_secs(20);
-    while !handle.status().connected {
-        assert!(
-            Instant::now() < until,
-            "the head-end did not connect: {}",
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_connected(&handle, &b);
     wire.birth(&mut g, "t", true);
 
     let scope = attach_over_the_wire(&wire, &mut g, "MTR-1");
@@ -86,18 +78,7 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
 
     // A reading, acknowledged on the TID's scope.
     let id = g.next_id();
-    wire.send(g.seal(
-        scope,
-        Body::Readings(Readings {
-            readings: vec![Reading {
-                at: unix_now(),
-                quantity: Quantity::EnergyImportWh,
-                value: 4_242,
-                exponent: 0,
-            }],
-        }),
-        Some(id),
-    ));
+    wire.send(g.seal(scope, reading(4_242), Some(id)));
     let ack = wire.expect(&format!("/down/{}/ack", tid.to_hex()), None);
     let (_, f) = g.open(&ack);
     assert_eq!(f.body, Body::AckDown(Ack { ids: vec![id] }));
@@ -186,6 +167,20 @@ fn gateway_attaches_reads_and_receives_a_top_up_over_mosquitto() {
     eprintln!("mosquitto round trip: {:?}", started.elapsed());
 }
 
+/// Waits until the head-end is connected and a moment more for its subscriptions to take.
+fn wait_connected(handle: &concentrator_headend::HeadEndHandle, b: &Broker) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !handle.status().connected {
+        assert!(
+            Instant::now() < until,
+            "the head-end did not connect: {}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 /// Connects as `client_id` with a persistent session, subscribes to `filter` and leaves (the broker
 /// keeps the session and its subscription).
 fn leave_a_session(b: &Broker, client_id: &str, filter: &str) {
@@ -260,26 +255,11 @@ fn an_event_overtakes_a_backlog_of_readings_and_no_reading_is_lost() {
     let handle = he.start(StartOptions::default()).unwrap();
     let mut g = p.gateway("gw-1", vec![SecurityMode::AES]);
     let wire = Wire::connect(&b, "gw-1");
-    let until = Instant::now() + Duration::from_secs(20);
-    while !handle.status().connected {
-        assert!(Instant::now() < until, "the head-end did not connect");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_connected(&handle, &b);
     wire.birth(&mut g, "t", true);
     let meter = attach_over_the_wire(&wire, &mut g, "MTR-1");
     // A first event on the meter's TID confirms it (the head-end keeps the TID then).
-    wire.send(g.seal(
-        meter,
-        Body::Event(Event {
-            at: unix_now(),
-            code: event_code::RELAY_CLOSED,
-            severity: Severity::Info,
-            detail: None,
-            values: vec![],
-        }),
-        None,
-    ));
+    wire.send(g.seal(meter, event(event_code::RELAY_CLOSED, Severity::Info), None));
     wire.expect(
         &format!("/down/{}/ack", meter.tid().unwrap().to_hex()),
         None,
@@ -291,28 +271,11 @@ fn an_event_overtakes_a_backlog_of_readings_and_no_reading_is_lost() {
     for n in 0..BACKLOG {
         let id = g.next_id();
         ids.insert(id);
-        wire.send(g.seal(
-            Scope::Gateway,
-            Body::Readings(Readings {
-                readings: vec![Reading {
-                    at: unix_now(),
-                    quantity: Quantity::EnergyImportWh,
-                    value: n as i64,
-                    exponent: 0,
-                }],
-            }),
-            Some(id),
-        ));
+        wire.send(g.seal(Scope::Gateway, reading(n as u64), Some(id)));
     }
     wire.send(g.seal(
         meter,
-        Body::Event(Event {
-            at: unix_now(),
-            code: event_code::RELAY_OPENED,
-            severity: Severity::Alarm,
-            detail: None,
-            values: vec![],
-        }),
+        event(event_code::RELAY_OPENED, Severity::Alarm),
         None,
     ));
     // Published: the broker holds them for the head-end's sessions.

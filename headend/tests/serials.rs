@@ -28,22 +28,9 @@ fn concurrent_top_ups_and_ingestion_never_reuse_a_serial() {
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
                 let body = if n.is_multiple_of(5) {
-                    Body::Event(Event {
-                        at: unix_now(),
-                        code: event_code::RELAY_CLOSED,
-                        severity: Severity::Info,
-                        detail: None,
-                        values: vec![],
-                    })
+                    event(event_code::RELAY_CLOSED, Severity::Info)
                 } else {
-                    Body::Readings(Readings {
-                        readings: vec![Reading {
-                            at: unix_now(),
-                            quantity: Quantity::EnergyImportWh,
-                            value: n as i64,
-                            exponent: 0,
-                        }],
-                    })
+                    concentrator_uplink::testkit::reading(n)
                 };
                 let msg = g.seal(scope, body, None);
                 feed(&mut e, &msg);

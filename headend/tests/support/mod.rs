@@ -557,6 +557,17 @@ pub fn attach_meter(e: &mut Engine, g: &mut GatewaySide, meter: &str, n: u8) -> 
     g.tids[meter]
 }
 
+/// A meter event with `code`, now, without detail or values.
+pub fn event(code: u16, severity: Severity) -> Body {
+    Body::Event(Event {
+        at: unix_now(),
+        code,
+        severity,
+        detail: None,
+        values: vec![],
+    })
+}
+
 pub fn birth(g: &mut GatewaySide) -> (String, Vec<u8>) {
     let f = Frame::new(
         g.next_id(),
